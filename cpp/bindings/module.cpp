@@ -1,0 +1,18 @@
+// The extension module. It is compiled once per SIMD variant, each under its own name
+// (_core_baseline, _core_avx2, _core_avx512), so no symbols are shared between variants.
+#include <pybind11/pybind11.h>
+
+#ifndef RNNFAST_MODULE_NAME
+#error "RNNFAST_MODULE_NAME must be defined by the build"
+#endif
+
+namespace py = pybind11;
+
+void register_info(py::module_& m);
+void register_kernels(py::module_& m);
+
+PYBIND11_MODULE(RNNFAST_MODULE_NAME, m) {
+  m.doc() = "rnnfast compiled core (" RNNFAST_VARIANT " variant)";
+  register_info(m);
+  register_kernels(m);
+}
