@@ -1,0 +1,233 @@
+"""Shared test helpers: tolerance checks whose failure messages print the max error and where it is.
+
+Import from a test file as ``from helpers import assert_close`` (pytest puts tests/ on sys.path).
+
+Error measure used throughout (``rel_max_error``): max_i |actual_i - expected_i| / max_i |expected_i|,
+i.e. the max absolute error relative to the largest magnitude in the expected (reference) array. It
+is stable where single entries of a gradient are near zero, and it is the measure the tolerances in
+issue 2 (1e-6 FD, 1e-10 float64, 1e-4 float32) refer to in these tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = [
+    "CELLS",
+    "GATES",
+    "assert_close",
+    "assert_grads_close",
+    "central_difference",
+    "backward",
+    "bad_forward_cases",
+    "call_forward_kw",
+    "forward",
+    "grad_keys",
+    "loss",
+    "make_inputs",
+    "rel_max_error",
+]
+
+#: Cell names as the functional API uses them (rnn split by nonlinearity).
+CELLS: tuple[tuple[str, str], ...] = (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"))
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+# Denominator floor: an all-zero expected array is compared in absolute terms against this scale.
+_TINY = 1e-30
+
+
+def rel_max_error(actual: Any, expected: Any) -> tuple[float, tuple[int, ...]]:
+    """(max |a - e| / max |e|, index of the max abs difference); both arrays compared in float64."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"shape mismatch: actual {a.shape}, expected {e.shape}")
+    if a.size == 0:
+        return 0.0, ()
+    diff = np.abs(a - e)
+    if not np.all(np.isfinite(diff)):
+        bad = np.unravel_index(int(np.argmax(~np.isfinite(diff))), diff.shape)
+        return float("inf"), tuple(int(i) for i in bad)
+    idx = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    scale = max(float(np.max(np.abs(e))), _TINY)
+    return float(diff[idx]) / scale, tuple(int(i) for i in idx)
+
+
+def assert_close(actual: Any, expected: Any, rtol: float, name: str = "array") -> float:
+    """Assert rel_max_error(actual, expected) <= rtol; return the error.
+
+    The failure message names the array, the error, the tolerance, the index of the largest absolute
+    difference and both values there, and the scale (max |expected|).
+    """
+    if actual is None or expected is None:
+        if actual is None and expected is None:
+            return 0.0
+        raise AssertionError(f"{name}: one side is None (actual {type(actual).__name__}, "
+                             f"expected {type(expected).__name__})")
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"{name}: shape mismatch, actual {a.shape}, expected {e.shape}")
+    err, idx = rel_max_error(a, e)
+    if not err <= rtol:
+        scale = float(np.max(np.abs(e))) if e.size else 0.0
+        raise AssertionError(
+            f"{name}: max relative error {err:.3e} > tol {rtol:.1e} at index {idx} "
+            f"(actual {a[idx]!r}, expected {e[idx]!r}; scale max|expected| = {scale:.3e}, shape {a.shape})"
+        )
+    return err
+
+
+def assert_grads_close(
+    actual: Mapping[str, Any], expected: Mapping[str, Any], rtol: float, where: str = ""
+) -> dict[str, float]:
+    """assert_close for every key of ``expected`` (None must match None); returns errors per key."""
+    errors: dict[str, float] = {}
+    for key, exp in expected.items():
+        if key not in actual:
+            raise AssertionError(f"{where}: gradient dict lacks key {key!r} (has {sorted(actual)})")
+        act = actual[key]
+        if isinstance(exp, (tuple, list)):
+            if not isinstance(act, (tuple, list)) or len(act) != len(exp):
+                raise AssertionError(f"{where}{key}: expected a {len(exp)}-tuple, got {type(act).__name__}")
+            for j, (a_j, e_j) in enumerate(zip(act, exp)):
+                errors[f"{key}[{j}]"] = assert_close(a_j, e_j, rtol, f"{where}{key}[{j}]")
+        else:
+            errors[key] = assert_close(act, exp, rtol, f"{where}{key}")
+    return errors
+
+
+def central_difference(f: Callable[[], float], arr: np.ndarray, eps: float) -> np.ndarray:
+    """d f / d arr by central differences, perturbing ``arr`` in place (restored afterwards).
+
+    ``f`` takes no argument and must read ``arr`` (float64) when called.
+    """
+    grad = np.zeros_like(arr)
+    flat = arr.reshape(-1)  # a view: arr is C-contiguous
+    assert np.shares_memory(flat, arr)
+    gflat = grad.reshape(-1)
+    for k in range(flat.size):
+        old = flat[k]
+        flat[k] = old + eps
+        f_plus = f()
+        flat[k] = old - eps
+        f_minus = f()
+        flat[k] = old
+        gflat[k] = (f_plus - f_minus) / (2.0 * eps)  # f'(p) = (f(p+e) - f(p-e)) / 2e + O(e^2)
+    return grad
+
+
+def make_inputs(
+    cell: str,
+    t_steps: int,
+    batch: int,
+    n_in: int,
+    hidden: int,
+    *,
+    dtype: Any = np.float64,
+    bias: bool = True,
+    seed: int = 0,
+    scale: float = 0.5,
+) -> dict[str, Optional[np.ndarray]]:
+    """Random inputs for one call: x, h0, c0 (lstm only, else None), w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n.
+
+    Weights ~ U(-scale, scale) (keeps activations away from saturation); every array has ``dtype``.
+    """
+    rng = np.random.default_rng(seed)
+    g = GATES[cell]
+
+    def u(*shape: int) -> np.ndarray:
+        return rng.uniform(-scale, scale, size=shape).astype(dtype)
+
+    return {
+        "x": rng.standard_normal((t_steps, batch, n_in)).astype(dtype),
+        "h0": u(batch, hidden),
+        "c0": u(batch, hidden) if cell == "lstm" else None,
+        "w_ih": u(g * hidden, n_in),
+        "w_hh": u(g * hidden, hidden),
+        "b_ih": u(g * hidden) if bias else None,
+        "b_hh": u(g * hidden) if bias else None,
+        "dy": rng.standard_normal((t_steps, batch, hidden)).astype(dtype),
+        "dh_n": rng.standard_normal((batch, hidden)).astype(dtype),
+        "dc_n": rng.standard_normal((batch, hidden)).astype(dtype) if cell == "lstm" else None,
+    }
+
+
+def forward(mod: Any, cell: str, nonlinearity: str, inp: Mapping[str, Any], lengths: Any = None,
+            training: bool = True) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Any]:
+    """Call ``mod.<cell>_forward`` with the arrays of ``inp`` (keyword arguments of the contract).
+
+    Returns (y, h_n, c_n or None, cache) for every cell.
+    """
+    common = {"w_ih": inp["w_ih"], "w_hh": inp["w_hh"], "b_ih": inp["b_ih"], "b_hh": inp["b_hh"]}
+    if cell == "rnn":
+        y, h_n, cache = mod.rnn_forward(inp["x"], inp["h0"], **common, nonlinearity=nonlinearity,
+                                        lengths=lengths, training=training)
+        return y, h_n, None, cache
+    if cell == "lstm":
+        y, h_n, c_n, cache = mod.lstm_forward(inp["x"], inp["h0"], inp["c0"], **common,
+                                              lengths=lengths, training=training)
+        return y, h_n, c_n, cache
+    y, h_n, cache = mod.gru_forward(inp["x"], inp["h0"], **common, lengths=lengths, training=training)
+    return y, h_n, None, cache
+
+
+def backward(mod: Any, cell: str, cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None) -> dict[str, Any]:
+    """Call ``mod.<cell>_backward``; dc_n is used for lstm only."""
+    if cell == "lstm":
+        return dict(mod.lstm_backward(cache, dy, dh_n, dc_n))
+    return dict(getattr(mod, f"{cell}_backward")(cache, dy, dh_n))
+
+
+def loss(cell: str, y: np.ndarray, h_n: np.ndarray, c_n: Optional[np.ndarray], inp: Mapping[str, Any]) -> float:
+    """L = <y, dy> + <h_n, dh_n> (+ <c_n, dc_n>): the scalar whose gradient backward computes."""
+    total = float(np.sum(y * inp["dy"]) + np.sum(h_n * inp["dh_n"]))
+    if cell == "lstm":
+        assert c_n is not None
+        total += float(np.sum(c_n * inp["dc_n"]))
+    return total
+
+
+def grad_keys(cell: str) -> tuple[str, ...]:
+    """Gradient dict keys of ``<cell>_backward`` (without dh_all)."""
+    if cell == "lstm":
+        return ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
+    return ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")
+
+
+def bad_forward_cases(cell: str) -> list[tuple[str, str, Any, type, str]]:
+    """Invalid-argument cases for ``<cell>_forward``: (id, argument, bad value, exception, match).
+
+    Baseline shapes: T=3, B=2, I=3, H=4 (see ``make_inputs(cell, 3, 2, 3, 4)``).
+    """
+    g = GATES[cell]
+    cases: list[tuple[str, str, Any, type, str]] = [
+        ("x-2d", "x", np.zeros((2, 3)), ValueError, "x"),
+        ("w_ih-rows", "w_ih", np.zeros((g * 4 + 1, 3)), ValueError, "w_ih"),
+        ("w_ih-cols", "w_ih", np.zeros((g * 4, 2)), ValueError, "w_ih"),
+        ("w_hh-shape", "w_hh", np.zeros((g * 4, 3)), ValueError, "w_hh"),
+        ("b_ih-shape", "b_ih", np.zeros(g * 4 + 1), ValueError, "b_ih"),
+        ("b_hh-shape", "b_hh", np.zeros((1, g * 4)), ValueError, "b_hh"),
+        ("h0-shape", "h0", np.zeros((2, 5)), ValueError, "h0"),
+        ("lengths-too-long", "lengths", np.array([4, 1]), ValueError, "lengths"),
+        ("lengths-negative", "lengths", np.array([-1, 1]), ValueError, "lengths"),
+        ("lengths-wrong-size", "lengths", np.array([1, 1, 1]), ValueError, "lengths"),
+        ("lengths-float", "lengths", np.array([1.0, 2.0]), TypeError, "lengths"),
+        ("x-complex", "x", np.zeros((3, 2, 3), dtype=np.complex128), TypeError, "x"),
+    ]
+    if cell == "lstm":
+        cases.append(("c0-shape", "c0", np.zeros((3, 4)), ValueError, "c0"))
+    return cases
+
+
+def call_forward_kw(mod: Any, cell: str, kw: Mapping[str, Any], nonlinearity: str = "tanh") -> Any:
+    """Call ``mod.<cell>_forward`` with contract keyword arguments from ``kw``."""
+    args = {k: kw[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")}
+    if cell == "lstm":
+        args["c0"] = kw["c0"]
+    if cell == "rnn":
+        args["nonlinearity"] = nonlinearity
+    return getattr(mod, f"{cell}_forward")(**args, lengths=kw.get("lengths"))

@@ -1,0 +1,334 @@
+"""rnnfast.reference, the float64 oracle, checked against things that do not depend on it.
+
+- every gradient (x, h0, c0, weights, biases) against central finite differences of the reference's
+  own forward pass, in float64, with and without ragged lengths and bias: max error <= 1e-6 relative
+  to max |FD gradient| (helpers.rel_max_error);
+- dh_all (total dL/dh_t) against finite differences of the loss w.r.t. a perturbation of h_t,
+  obtained by splitting the sequence at t (the split itself is checked by the ragged tests);
+- forward formulas against the contract written out by hand for one step, and (when PyTorch is
+  installed) forward and backward against torch.nn.RNN / LSTM / GRU with packed sequences;
+- ragged semantics: a sequence of length L gives the same y, h_n and gradients as running its first
+  L steps alone; length 0 returns h0 and passes dh_n straight to dh0;
+- argument validation: ValueError/TypeError naming the argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+from helpers import (
+    CELLS,
+    assert_close,
+    backward,
+    bad_forward_cases,
+    call_forward_kw,
+    central_difference,
+    forward,
+    grad_keys,
+    loss,
+    make_inputs,
+)
+
+from rnnfast import reference as ref
+
+__all__: list[str] = []
+
+FD_EPS = 1e-6
+FD_TOL = 1e-6
+T, B, I, H = 5, 3, 3, 4
+RAGGED = np.array([5, 0, 2])  # full, empty, partial
+
+
+def _cell_id(c: tuple[str, str]) -> str:
+    return c[0] if c[0] != "rnn" else f"rnn-{c[1]}"
+
+
+CELL_IDS = [_cell_id(c) for c in CELLS]
+
+
+def _f64(inp: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if v is None else np.ascontiguousarray(v, dtype=np.float64)) for k, v in inp.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# finite differences
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+def test_gradients_match_finite_differences(cell: str, nonlinearity: str, bias: bool, ragged: bool) -> None:
+    inp = _f64(make_inputs(cell, T, B, I, H, bias=bias, seed=11))
+    lengths = RAGGED if ragged else None
+
+    def f() -> float:
+        y, h_n, c_n, _ = forward(ref, cell, nonlinearity, inp, lengths)
+        return loss(cell, y, h_n, c_n, inp)
+
+    _, _, _, cache = forward(ref, cell, nonlinearity, inp, lengths)
+    grads = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])
+    assert set(grads) == set(grad_keys(cell)) | {"dh_all"}
+    for key in grad_keys(cell):
+        if key in ("b_ih", "b_hh") and not bias:
+            assert grads[key] is None, f"{key}: expected None without bias, got {type(grads[key])}"
+            continue
+        fd = central_difference(f, inp[key], FD_EPS)
+        assert np.max(np.abs(fd)) > 1e-3, f"{key}: FD gradient is ~0, the check would be vacuous"
+        assert_close(grads[key], fd, FD_TOL, f"{cell}/{nonlinearity} d{key} vs FD")
+        assert grads[key].dtype == np.float64
+
+
+def _split_loss_grad(cell: str, nonlinearity: str, inp: dict[str, Any], lengths: Optional[np.ndarray],
+                     t: int) -> np.ndarray:
+    """FD of L w.r.t. h_t through everything after step t (steps t+1.., h_n, c_n), c_t held fixed."""
+    n_steps = inp["x"].shape[0]
+    lens = np.full(B, n_steps) if lengths is None else lengths
+    head = dict(inp, x=inp["x"][: t + 1])
+    _, h_t, c_t, _ = forward(ref, cell, nonlinearity, head, np.minimum(lens, t + 1))
+    h_t = np.ascontiguousarray(h_t)
+
+    def rest() -> float:
+        if t == n_steps - 1:
+            total = float(np.sum(h_t * inp["dh_n"]))
+            return total + (float(np.sum(c_t * inp["dc_n"])) if cell == "lstm" else 0.0)
+        tail = dict(inp, x=inp["x"][t + 1 :], h0=h_t, c0=c_t, dy=inp["dy"][t + 1 :])
+        y, h_n, c_n, _ = forward(ref, cell, nonlinearity, tail, np.maximum(lens - (t + 1), 0))
+        return loss(cell, y, h_n, c_n, tail)
+
+    return central_difference(rest, h_t, FD_EPS)
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+def test_dh_all_matches_finite_differences(cell: str, nonlinearity: str, ragged: bool) -> None:
+    # dh_all[t] = dL/dh_t = dy_t (y_t = h_t at a valid step) + d(loss of steps > t, h_n, c_n)/dh_t.
+    inp = _f64(make_inputs(cell, T, B, I, H, seed=5))
+    lengths = RAGGED if ragged else None
+    _, _, _, cache = forward(ref, cell, nonlinearity, inp, lengths)
+    dh_all = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])["dh_all"]
+    lens = np.full(B, T) if lengths is None else lengths
+    for t in range(T):
+        valid = t < lens
+        expected = inp["dy"][t] + _split_loss_grad(cell, nonlinearity, inp, lengths, t)
+        assert_close(dh_all[t][valid], expected[valid], FD_TOL, f"{cell}/{nonlinearity} dh_all[{t}] valid rows")
+        assert np.all(dh_all[t][~valid] == 0.0), f"dh_all[{t}]: padded rows must be zero, got {dh_all[t][~valid]}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the forward formulas
+# ------------------------------------------------------------------------------------------------
+
+
+def _sig(a: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_one_step_matches_contract_formulas(cell: str, nonlinearity: str) -> None:
+    inp = _f64(make_inputs(cell, 1, B, I, H, seed=3, scale=1.0))
+    x, h, w_ih, w_hh, b_ih, b_hh = (inp[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"))
+    x = x[0]
+    y, h_n, c_n, _ = forward(ref, cell, nonlinearity, inp)
+    if cell == "rnn":
+        a = w_ih @ x.T + b_ih[:, None] + w_hh @ h.T + b_hh[:, None]  # (H, B), written column-wise
+        want = (np.tanh(a) if nonlinearity == "tanh" else np.where(a > 0, a, 0.0)).T
+    elif cell == "lstm":
+        gates = [w_ih[k * H : (k + 1) * H] @ x.T + w_hh[k * H : (k + 1) * H] @ h.T
+                 + (b_ih + b_hh)[k * H : (k + 1) * H, None] for k in range(4)]
+        i, f, g, o = _sig(gates[0]), _sig(gates[1]), np.tanh(gates[2]), _sig(gates[3])
+        c_want = (f * inp["c0"].T + i * g).T
+        want = (o * np.tanh(c_want.T)).T
+        assert_close(c_n, c_want, 1e-14, "lstm c_n (one step)")
+    else:
+        def part(w: np.ndarray, b: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
+            return w[k * H : (k + 1) * H] @ v.T + b[k * H : (k + 1) * H, None]
+
+        r = _sig(part(w_ih, b_ih, x, 0) + part(w_hh, b_hh, h, 0))
+        z = _sig(part(w_ih, b_ih, x, 1) + part(w_hh, b_hh, h, 1))
+        n = np.tanh(part(w_ih, b_ih, x, 2) + r * part(w_hh, b_hh, h, 2))
+        want = ((1 - z) * n + z * h.T).T
+    assert_close(h_n, want, 1e-14, f"{cell} h_n (one step)")
+    assert_close(y[0], want, 1e-14, f"{cell} y[0] (one step)")
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_matches_torch_packed(cell: str, nonlinearity: str, bias: bool) -> None:
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    lengths = np.array([5, 1, 3])  # torch cannot pack a length-0 sequence
+    inp = _f64(make_inputs(cell, T, B, I, H, bias=bias, seed=21))
+    y, h_n, c_n, cache = forward(ref, cell, nonlinearity, inp, lengths)
+    grads = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])
+
+    kind = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+    mod = kind(I, H, bias=bias, dtype=torch.float64, **kwargs)
+    with torch.no_grad():
+        mod.weight_ih_l0.copy_(torch.from_numpy(inp["w_ih"]))
+        mod.weight_hh_l0.copy_(torch.from_numpy(inp["w_hh"]))
+        if bias:
+            mod.bias_ih_l0.copy_(torch.from_numpy(inp["b_ih"]))
+            mod.bias_hh_l0.copy_(torch.from_numpy(inp["b_hh"]))
+    xt = torch.from_numpy(inp["x"].copy()).requires_grad_(True)
+    h0t = torch.from_numpy(inp["h0"].copy()).requires_grad_(True)
+    packed = pack_padded_sequence(xt, torch.from_numpy(lengths), enforce_sorted=False)
+    if cell == "lstm":
+        c0t = torch.from_numpy(inp["c0"].copy()).requires_grad_(True)
+        out, (hn_t, cn_t) = mod(packed, (h0t[None], c0t[None]))
+    else:
+        out, hn_t = mod(packed, h0t[None])
+    yt, _ = pad_packed_sequence(out, total_length=T)
+    total = (yt * torch.from_numpy(inp["dy"])).sum() + (hn_t[0] * torch.from_numpy(inp["dh_n"])).sum()
+    if cell == "lstm":
+        total = total + (cn_t[0] * torch.from_numpy(inp["dc_n"])).sum()
+        assert_close(c_n, cn_t[0].detach().numpy(), 1e-12, f"{cell} c_n vs torch")
+    total.backward()
+
+    tag = f"{cell}/{nonlinearity}"
+    assert_close(y, yt.detach().numpy(), 1e-12, f"{tag} y vs torch")
+    assert_close(h_n, hn_t[0].detach().numpy(), 1e-12, f"{tag} h_n vs torch")
+    assert_close(grads["x"], xt.grad.numpy(), 1e-12, f"{tag} dx vs torch")
+    assert_close(grads["h0"], h0t.grad.numpy(), 1e-12, f"{tag} dh0 vs torch")
+    if cell == "lstm":
+        assert_close(grads["c0"], c0t.grad.numpy(), 1e-12, f"{tag} dc0 vs torch")
+    assert_close(grads["w_ih"], mod.weight_ih_l0.grad.numpy(), 1e-12, f"{tag} dw_ih vs torch")
+    assert_close(grads["w_hh"], mod.weight_hh_l0.grad.numpy(), 1e-12, f"{tag} dw_hh vs torch")
+    if bias:
+        assert_close(grads["b_ih"], mod.bias_ih_l0.grad.numpy(), 1e-12, f"{tag} db_ih vs torch")
+        assert_close(grads["b_hh"], mod.bias_hh_l0.grad.numpy(), 1e-12, f"{tag} db_hh vs torch")
+
+
+# ------------------------------------------------------------------------------------------------
+# ragged semantics, checked against running each sequence alone
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_ragged_equals_each_sequence_alone(cell: str, nonlinearity: str) -> None:
+    lengths = np.array([5, 0, 2, 1])
+    batch = lengths.size
+    inp = _f64(make_inputs(cell, T, batch, I, H, seed=8))
+    y, h_n, c_n, cache = forward(ref, cell, nonlinearity, inp, lengths)
+    grads = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])
+    sum_w = {k: np.zeros_like(inp[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+
+    for b, n in enumerate(lengths):
+        rows = slice(b, b + 1)
+        assert np.all(y[n:, b] == 0.0), f"y[{n}:, {b}] must be zero at padded steps, got {y[n:, b]}"
+        assert np.all(grads["x"][n:, b] == 0.0), f"dx[{n}:, {b}] must be zero at padded steps"
+        assert np.all(grads["dh_all"][n:, b] == 0.0), f"dh_all[{n}:, {b}] must be zero at padded steps"
+        if n == 0:  # nothing runs: the state is h0 (c0) and dh_n (dc_n) flows straight to dh0 (dc0)
+            assert np.array_equal(h_n[b], inp["h0"][b]), f"length 0: h_n[{b}] != h0[{b}]"
+            assert np.array_equal(grads["h0"][b], inp["dh_n"][b]), f"length 0: dh0[{b}] != dh_n[{b}]"
+            if cell == "lstm":
+                assert np.array_equal(c_n[b], inp["c0"][b]), f"length 0: c_n[{b}] != c0[{b}]"
+                assert np.array_equal(grads["c0"][b], inp["dc_n"][b]), f"length 0: dc0[{b}] != dc_n[{b}]"
+            continue
+        alone = {
+            k: (None if v is None else (v[:n, rows] if k in ("x", "dy") else (v if k.startswith(("w_", "b_")) else v[rows])))
+            for k, v in inp.items()
+        }
+        y1, h1, c1, cache1 = forward(ref, cell, nonlinearity, alone)
+        g1 = backward(ref, cell, cache1, alone["dy"], alone["dh_n"], alone["dc_n"])
+        assert_close(y[:n, rows], y1, 1e-14, f"seq {b} (length {n}) y vs alone")
+        assert_close(h_n[rows], h1, 1e-14, f"seq {b} (length {n}) h_n vs alone")
+        assert_close(grads["x"][:n, rows], g1["x"], 1e-13, f"seq {b} dx vs alone")
+        assert_close(grads["h0"][rows], g1["h0"], 1e-13, f"seq {b} dh0 vs alone")
+        assert_close(grads["dh_all"][:n, rows], g1["dh_all"], 1e-13, f"seq {b} dh_all vs alone")
+        if cell == "lstm":
+            assert_close(c_n[rows], c1, 1e-14, f"seq {b} c_n vs alone")
+            assert_close(grads["c0"][rows], g1["c0"], 1e-13, f"seq {b} dc0 vs alone")
+        for k in sum_w:
+            sum_w[k] += g1[k]
+    for k, total in sum_w.items():  # the batch's weight gradient is the sum over its sequences
+        assert_close(grads[k], total, 1e-13, f"{cell} d{k} of ragged batch vs sum over sequences alone")
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_full_lengths_equal_no_lengths(cell: str, nonlinearity: str) -> None:
+    inp = _f64(make_inputs(cell, T, B, I, H, seed=2))
+    y0, h0, c0, cache0 = forward(ref, cell, nonlinearity, inp)
+    y1, h1, c1, cache1 = forward(ref, cell, nonlinearity, inp, np.full(B, T))
+    assert_close(y1, y0, 0.0, "y")
+    assert_close(h1, h0, 0.0, "h_n")
+    assert_close(c1, c0, 0.0, "c_n")
+    g0 = backward(ref, cell, cache0, inp["dy"], inp["dh_n"], inp["dc_n"])
+    g1 = backward(ref, cell, cache1, inp["dy"], inp["dh_n"], inp["dc_n"])
+    for k in g0:
+        assert_close(g1[k], g0[k], 0.0, f"d{k}")
+
+
+# ------------------------------------------------------------------------------------------------
+# conventions: None inputs, training=False, dtypes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_none_means_zeros(cell: str, nonlinearity: str) -> None:
+    inp = _f64(make_inputs(cell, T, B, I, H, seed=4))
+    zeros = dict(inp, h0=np.zeros((B, H)), c0=np.zeros((B, H)) if cell == "lstm" else None)
+    nones = dict(inp, h0=None, c0=None)
+    y0, h0, c0, cache0 = forward(ref, cell, nonlinearity, zeros)
+    y1, h1, c1, cache1 = forward(ref, cell, nonlinearity, nones)
+    assert_close(y1, y0, 0.0, "y with h0=None")
+    assert_close(h1, h0, 0.0, "h_n with h0=None")
+    assert_close(c1, c0, 0.0, "c_n with c0=None")
+    g_zero = backward(ref, cell, cache0, np.zeros((T, B, H)), np.zeros((B, H)),
+                      np.zeros((B, H)) if cell == "lstm" else None)
+    g_none = backward(ref, cell, cache1, None, None, None)
+    for k in g_zero:
+        assert_close(g_none[k], g_zero[k], 0.0, f"d{k} with dy/dh_n/dc_n None")
+        if g_zero[k] is not None:
+            assert np.all(g_zero[k] == 0.0), f"d{k} must be zero for a zero upstream gradient"
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_training_false_and_float32_input(cell: str, nonlinearity: str) -> None:
+    inp32 = make_inputs(cell, T, B, I, H, dtype=np.float32, seed=6)
+    y, h_n, c_n, cache = forward(ref, cell, nonlinearity, inp32, RAGGED, training=False)
+    assert cache is None
+    y64, h64, c64, _ = forward(ref, cell, nonlinearity, _f64(inp32), RAGGED)
+    for name, a, b in (("y", y, y64), ("h_n", h_n, h64), ("c_n", c_n, c64)):
+        if a is None:
+            continue
+        assert a.dtype == np.float64, f"{name}: reference output must be float64, got {a.dtype}"
+        assert_close(a, b, 0.0, f"{name} (float32 input, training=False)")
+
+
+# ------------------------------------------------------------------------------------------------
+# argument validation
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_bad_forward_arguments(cell: str) -> None:
+    base = make_inputs(cell, 3, 2, 3, 4)
+    for case_id, arg, value, exc, match in bad_forward_cases(cell):
+        kw = dict(base, **{arg: value})
+        with pytest.raises(exc, match=match):
+            call_forward_kw(ref, cell, kw)
+        del case_id
+
+
+def test_bad_misc_arguments() -> None:
+    inp = make_inputs("rnn", 3, 2, 3, 4)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        call_forward_kw(ref, "rnn", inp, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="b_ih"):
+        call_forward_kw(ref, "rnn", dict(inp, b_hh=None))
+    _, _, cache = ref.rnn_forward(inp["x"], inp["h0"], inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"])
+    with pytest.raises(ValueError, match="dy"):
+        ref.rnn_backward(cache, np.zeros((3, 2, 5)))
+    with pytest.raises(ValueError, match="dh_n"):
+        ref.rnn_backward(cache, None, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="cache"):
+        ref.rnn_backward(None, None)
+    with pytest.raises(ValueError, match="cache"):
+        ref.gru_backward(cache, None)
+    with pytest.raises(TypeError, match="cache"):
+        ref.rnn_backward({"x": inp["x"]}, None)
