@@ -154,10 +154,12 @@ def test_one_step_matches_contract_formulas(cell: str, nonlinearity: str) -> Non
     assert_close(y[0], want, 1e-14, f"{cell} y[0] (one step)")
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_matches_torch_packed(cell: str, nonlinearity: str, bias: bool) -> None:
-    torch = pytest.importorskip("torch")
+    # torch is a test dependency (pyproject [test] extra): a missing torch fails here, it is not skipped.
+    import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     lengths = np.array([5, 1, 3])  # torch cannot pack a length-0 sequence
