@@ -1,0 +1,157 @@
+"""Built-in tasks: data generated in code (or shipped in the package), default hyperparameters,
+baselines, and :func:`run_task` that trains a task end to end.
+
+>>> from rnnfast.tasks import get_task, list_tasks
+>>> task = get_task("adding")
+>>> train, val = task.make_data(seed=0, seq_len=50)      # Split objects: x, y, lengths
+>>> cfg = task.config(cell="gru", epochs=2)              # default_config with overrides
+>>> result = run_task("adding", cell="gru", epochs=2)    # -> RunResult(model, history, final, ...)
+
+Tasks: ``sine``, ``sentiment``, ``sentiment-large``, ``adding``, ``charlm``, ``speech``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+from ._base import Split, Task
+from .adding import AddingTask
+from .charlm import CharLMTask
+from .sentiment import SentimentLargeTask, SentimentTask
+from .sine import SineTask
+from .speech import SpeechTask
+
+__all__ = [
+    "CELLS",
+    "RunResult",
+    "Split",
+    "Task",
+    "get_task",
+    "list_tasks",
+    "make_optimizer",
+    "run_task",
+]
+
+#: Cell names the tasks accept: tanh RNN, ReLU RNN with identity init (IRNN), LSTM, GRU.
+CELLS: tuple[str, ...] = ("rnn", "rnn-relu", "lstm", "gru")
+
+_TASKS: dict[str, type[Task]] = {
+    t.name: t
+    for t in (SineTask, SentimentTask, SentimentLargeTask, AddingTask, CharLMTask, SpeechTask)
+}
+
+
+def list_tasks() -> list[str]:
+    """Names of the built-in tasks, in a fixed order."""
+    return list(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """A fresh instance of the task called ``name``; ValueError listing the names if unknown."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a task name (str), got {type(name).__name__}")
+    try:
+        return _TASKS[name]()
+    except KeyError:
+        raise ValueError(f"name: unknown task {name!r} (choose from {', '.join(_TASKS)})") from None
+
+
+def make_optimizer(name: str, params: Any, lr: float) -> Any:
+    """An optimizer from :mod:`rnnfast.optim` by name: ``adam``, ``adamw``, ``sgd``, ``rmsprop``."""
+    from .. import optim
+
+    table = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
+    if name not in table:
+        raise ValueError(f"optimizer: expected one of {', '.join(table)}, got {name!r}")
+    return getattr(optim, table[name])(params, lr=lr)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_task` returns: the trained ``model``, the fit ``history``, the ``final`` dict
+    (``val_loss``, ``val_mse`` or ``val_accuracy``, and the task's baselines), the ``config`` used,
+    the data ``train`` / ``val``, and ``seconds`` of training (data generation excluded)."""
+
+    task: str
+    config: dict[str, Any]
+    model: Any
+    history: Any
+    final: dict[str, Any]
+    train: Split
+    val: Split
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def history_list(self) -> list[dict[str, Any]]:
+        """The history as a list of per-epoch dicts (JSON-able)."""
+        return history_epochs(self.history)
+
+
+def history_epochs(history: Any) -> list[dict[str, Any]]:
+    """Per-epoch dicts of a :class:`rnnfast.History` (or of a plain list of dicts)."""
+    epochs = getattr(history, "epochs", history)
+    return [dict(e) for e in epochs]
+
+
+def run_task(
+    task: str | Task,
+    *,
+    progress: bool = False,
+    callbacks: tuple[Any, ...] = (),
+    on_model: Callable[[Any], None] | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Generate a task's data, build its model, train it with :func:`rnnfast.fit`, and score it.
+
+    ``overrides`` are config keys (see ``task.default_config``): cell, hidden, layers, seq_len,
+    batch_size, epochs, lr, optimizer, clip_norm, bptt (a (k1, k2) pair or None), dtype, seed, init,
+    and task options. ``final`` holds ``val_loss`` (the training loss on val), the task's score
+    (``val_mse`` for regression: the plain mean squared error; ``val_accuracy`` for classification)
+    and every baseline of ``task.baseline``.
+    """
+    from .. import evaluate, fit
+
+    if isinstance(task, str):
+        task = get_task(task)
+    cfg = task.config(**overrides)
+    if cfg["cell"] not in CELLS:
+        raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {cfg['cell']!r}")
+    opts = {k: cfg[k] for k in task.data_options if k in cfg}
+    train, val = task.make_data(seed=int(cfg["seed"]), **opts)
+    model = task.build_model(cfg, train)
+    if on_model is not None:
+        on_model(model)
+    loss = task.loss()
+    opt = make_optimizer(str(cfg["optimizer"]), model.parameters(), float(cfg["lr"]))
+    bptt = cfg.get("bptt")
+    start = time.perf_counter()
+    history = fit(
+        model,
+        train.as_tuple(),
+        loss,
+        opt,
+        epochs=int(cfg["epochs"]),
+        batch_size=int(cfg["batch_size"]),
+        bptt=tuple(bptt) if bptt else None,
+        clip_norm=cfg.get("clip_norm"),
+        val_data=val.as_tuple(),
+        progress=progress,
+        seed=int(cfg["seed"]),
+        metrics=task.metrics,
+        callbacks=callbacks,
+    )
+    seconds = time.perf_counter() - start
+    ev = evaluate(
+        model,
+        val.as_tuple(),
+        loss,
+        batch_size=max(int(cfg["batch_size"]), 256),
+        metrics=task.metrics,
+    )
+    final: dict[str, Any] = {"val_loss": float(ev["loss"] if "loss" in ev else ev["val_loss"])}
+    final.update(task.score(model, val))
+    base = task.baseline(val, train)
+    final.update({f"baseline_{k}": v for k, v in base.items()})
+    return RunResult(task.name, cfg, model, history, final, train, val, seconds)

@@ -1,0 +1,209 @@
+"""The :class:`Task` base class shared by every built-in task, and the data containers it returns.
+
+A task bundles four things: a deterministic data generator (NumPy only, nothing downloaded), a model
+shape (input/output sizes and sequence mode), a loss with its metrics, and the baselines the trained
+model is judged against. ``default_config`` holds hyperparameters measured to reach the task's stated
+result quickly on one core (see each task's docstring for the measured figures).
+
+Data layout (time-major, as the rest of rnnfast): ``x`` is (T, N, I) float32 features or (T, N) int64
+token ids; ``y`` is (N, O) (many-to-one regression), (N, 1) float 0/1 (binary), (N,) int64 class ids,
+(T, N, O) (many-to-many regression) or (T, N) int64 ids (many-to-many classification); ``lengths`` is
+(N,) int64 or None.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Split", "Task", "check_seed"]
+
+
+@dataclass
+class Split:
+    """One split of a task's data: ``x``, ``y`` and optional ragged ``lengths`` (see module docstring).
+
+    Behaves like the tuple ``(x, y)`` or ``(x, y, lengths)`` that :func:`rnnfast.fit` accepts, via
+    :meth:`as_tuple`. ``info`` carries task-specific extras (e.g. the vocabulary).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    lengths: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Number of sequences (the batch axis, axis 1 of ``x``)."""
+        return int(self.x.shape[1])
+
+    def as_tuple(self) -> tuple[np.ndarray, ...]:
+        """``(x, y)`` or ``(x, y, lengths)`` for :func:`rnnfast.fit` / :func:`rnnfast.evaluate`."""
+        if self.lengths is None:
+            return (self.x, self.y)
+        return (self.x, self.y, self.lengths)
+
+
+def check_seed(seed: Any) -> int:
+    """Validate a seed (a non-negative int) and return it as an int."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected a non-negative int, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed}")
+    return int(seed)
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """Validate an int option >= ``minimum`` and return it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name}: expected an int >= {minimum}, got {type(value).__name__} {value!r}"
+        )
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+class Task:
+    """Base class of a built-in task. Subclasses set the class attributes and implement the hooks.
+
+    Attributes:
+        name: registry name (``get_task(name)``).
+        description: one line for ``list_tasks`` and the CLI.
+        mode: sequence shape, one of ``many_to_one``, ``many_to_many``, ``one_to_many``, ``one_to_one``.
+        kind: ``"regression"``, ``"binary"`` or ``"multiclass"`` (decides loss and metrics).
+        default_config: hyperparameters (cell, hidden, layers, seq_len, batch_size, epochs, lr,
+            optimizer, clip_norm, bptt, mode, loss, init, seed, plus task options).
+    """
+
+    name: str = ""
+    description: str = ""
+    mode: str = "many_to_one"
+    kind: str = "regression"
+    default_config: dict[str, Any] = {}
+    #: config keys passed to :meth:`make_data` (besides ``seed``)
+    data_options: tuple[str, ...] = ("seq_len",)
+
+    def __repr__(self) -> str:
+        return f"<rnnfast task {self.name!r}: {self.description}>"
+
+    # ------------------------------------------------------------------ configuration
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """A copy of ``default_config`` with ``overrides`` applied (``None`` values are ignored).
+
+        Raises ValueError naming an unknown key.
+        """
+        cfg = copy.deepcopy(self.default_config)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in cfg:
+                raise ValueError(
+                    f"{key}: not an option of task {self.name!r} (options: {', '.join(sorted(cfg))})"
+                )
+            cfg[key] = value
+        return cfg
+
+    # ------------------------------------------------------------------ hooks
+    def make_data(self, seed: int = 0, **opts: Any) -> tuple[Split, Split]:
+        """Generate (train, val) splits, deterministic in ``seed``."""
+        raise NotImplementedError
+
+    def sizes(self, train: Split) -> dict[str, Any]:
+        """Model sizes implied by the data: ``input_size``, ``output_size`` (and ``vocab_size``)."""
+        raise NotImplementedError
+
+    def baseline(self, val: Split, train: Split | None = None) -> dict[str, float]:
+        """Baselines on ``val`` computed without any model (e.g. persistence MSE, majority accuracy);
+        baselines that are fit (n-gram, linear) use ``train`` when given."""
+        raise NotImplementedError
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Metric names passed to :func:`rnnfast.fit` (``("accuracy",)`` for classification)."""
+        return () if self.kind == "regression" else ("accuracy",)
+
+    def loss(self) -> Any:
+        """A fresh loss object for this task: MSE, BCE on logits, or softmax cross-entropy."""
+        from .. import losses
+
+        if self.kind == "regression":
+            return losses.MSELoss()
+        if self.kind == "binary":
+            return losses.BCEWithLogitsLoss()
+        return losses.CrossEntropyLoss()
+
+    def build_model(self, cfg: dict[str, Any], train: Split) -> Any:
+        """A :class:`rnnfast.SequenceModel` for ``cfg`` sized from ``train``.
+
+        ``cfg["cell"]`` is ``rnn`` (tanh), ``rnn-relu`` (ReLU with identity init, IRNN), ``lstm`` or
+        ``gru``; ``cfg["init"]`` overrides the initialisation preset.
+        """
+        from .. import build_model
+
+        cell = str(cfg["cell"])
+        rnn_kwargs: dict[str, Any] = {}
+        init = cfg.get("init") or "torch"
+        if cell == "rnn-relu":
+            cell = "rnn"
+            rnn_kwargs["nonlinearity"] = "relu"
+            if not cfg.get("init"):
+                init = "identity"
+        sz = self.sizes(train)
+        dtype = np.dtype(cfg.get("dtype", "float32")).type
+        extra: dict[str, Any] = {}
+        if sz.get("vocab_size") is not None:
+            extra["vocab_size"] = sz["vocab_size"]
+            extra["embedding_dim"] = cfg.get("embedding_dim") or sz["input_size"]
+        return build_model(
+            cell,
+            sz["input_size"],
+            int(cfg["hidden"]),
+            sz["output_size"],
+            mode=cfg.get("mode", self.mode),
+            num_layers=int(cfg.get("layers", 1)),
+            dtype=dtype,
+            seed=int(cfg.get("seed", 0)),
+            init=init,
+            **extra,
+            **rnn_kwargs,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def predict(self, model: Any, data: Split, batch_size: int = 512) -> np.ndarray:
+        """Model outputs on ``data`` in inference mode, batched along N (no time loop in Python)."""
+        was_training = bool(getattr(model, "training", False))
+        model.eval()
+        outs = []
+        try:
+            for i in range(0, data.n, batch_size):
+                sl = slice(i, i + batch_size)
+                xb = data.x[:, sl]
+                lb = None if data.lengths is None else data.lengths[sl]
+                outs.append(np.asarray(model(xb, lengths=lb)))
+        finally:
+            if was_training:
+                model.train()
+        # many-to-many outputs are (T, B, O): the batch axis is 1; otherwise (B, O): axis 0
+        return np.concatenate(outs, axis=1 if outs[0].ndim == 3 else 0)
+
+    def score(self, model: Any, val: Split) -> dict[str, float]:
+        """Task metrics computed from the model's predictions on ``val`` (independent of the loss
+        object's scaling): ``val_mse`` for regression (plain mean of (pred - y)^2), ``val_accuracy``
+        for classification."""
+        pred = self.predict(model, val)
+        if self.kind == "regression":
+            err = (pred.astype(np.float64) - val.y.astype(np.float64)) ** 2
+            if val.lengths is not None and err.ndim == 3:
+                t_steps = err.shape[0]
+                mask = np.arange(t_steps)[:, None] < val.lengths[None, :]
+                return {"val_mse": float(err[mask].mean())}
+            return {"val_mse": float(err.mean())}
+        if self.kind == "binary":
+            hit = (pred.reshape(val.y.shape) > 0) == (val.y > 0.5)
+            return {"val_accuracy": float(hit.mean())}
+        labels = np.argmax(pred, axis=-1)
+        return {"val_accuracy": float((labels == val.y).mean())}
