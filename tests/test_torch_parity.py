@@ -1,0 +1,310 @@
+"""Parity of rnnfast with PyTorch autograd (skipped when torch is not installed; CI has torch==2.13.0).
+
+What is compared (torch is the oracle; rnnfast's arrays are the "actual" side):
+
+1. functional API, one layer: rnn (tanh, relu), lstm, gru x bias on/off x initial state given/absent x
+   full/ragged batch (torch: pack_padded_sequence(enforce_sorted=False) + pad_packed_sequence) x
+   float64/float32: y, h_n (c_n) and every gradient (x, h0, c0, w_ih, w_hh, b_ih, b_hh) of
+   L = <y, dy> + <h_n, dh_n> (+ <c_n, dc_n>);
+2. modules (rnnfast.RNN / LSTM / GRU built with rnnfast.from_torch): num_layers 1..3 x bidirectional x
+   a pairwise-covering set of (batch_first, initial state, ragged, bias) x float64/float32; outputs,
+   final states and every gradient (input, initial states, all parameters);
+3. TBPTT with k1 = k2 = k against the torch loop that detaches the state every k steps;
+4. clip_grad_norm_ against torch.nn.utils.clip_grad_norm_;
+5. 20-step training trajectories (SGD, Adam) of a many-to-one LSTM + Linear head with MSE;
+6. from_torch -> to_torch round trip exact.
+
+Error measure (helpers.rel_max_error): max_i |actual_i - expected_i| / max_i |expected_i| per array,
+i.e. relative to the largest magnitude of the torch result for that array.
+Tolerances: float64 1e-10 for everything. float32: outputs/states 1e-5, gradients 1e-4, where the
+expected value is torch in float64 on the very same (float32-representable) inputs and weights, so
+the tolerance bounds rnnfast's own float32 rounding error, not the difference of two float32 results.
+
+Set RNNFAST_PARITY_REPORT=<path> to write the worst errors seen per (test group, cell, dtype, kind)
+to a JSON file at the end of the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+from helpers import assert_close, make_inputs
+
+torch = pytest.importorskip("torch")
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+import rnnfast  # noqa: E402
+from rnnfast import functional as F  # noqa: E402
+
+__all__: list[str] = []
+
+pytestmark = pytest.mark.torch
+
+CELLS = (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"))
+CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
+TOL_OUT = {np.float64: 1e-10, np.float32: 1e-5}
+TOL_GRAD = {np.float64: 1e-10, np.float32: 1e-4}
+DTYPE_IDS = {np.float64: "f64", np.float32: "f32"}
+TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
+
+T, B, I, H = 5, 3, 4, 5
+LENGTHS = np.array([2, 5, 1])  # unsorted, one full, one of length 1 (torch cannot pack length 0)
+
+# worst errors seen: (group, cell, dtype, "out" | "grad") -> (error, array name)
+WORST: dict[tuple[str, str, str, str], tuple[float, str]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _parity_report() -> Iterator[None]:
+    yield
+    path = os.environ.get("RNNFAST_PARITY_REPORT")
+    if path:
+        rows = [{"group": g, "cell": c, "dtype": d, "kind": k, "max_rel_error": e, "array": n}
+                for (g, c, d, k), (e, n) in sorted(WORST.items())]
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+def check(actual: Any, expected: Any, tol: float, name: str, key: tuple[str, str, str, str]) -> None:
+    """assert_close, and remember the worst error per key for the report."""
+    err = assert_close(actual, expected, tol, name)
+    if err >= WORST.get(key, (-1.0, ""))[0]:
+        WORST[key] = (err, name)
+
+
+def t64(a: Optional[np.ndarray], grad: bool = False) -> Any:
+    """float64 torch tensor copy of a NumPy array (None stays None)."""
+    if a is None:
+        return None
+    return torch.tensor(np.asarray(a, dtype=np.float64)).requires_grad_(grad)
+
+
+def torch_module(cell: str, nonlinearity: str, n_in: int, hidden: int, *, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
+                 dtype: Any = torch.float64) -> Any:
+    kwargs: dict[str, Any] = {"num_layers": num_layers, "bias": bias, "batch_first": batch_first,
+                              "bidirectional": bidirectional, "dtype": dtype}
+    if cell == "rnn":
+        return torch.nn.RNN(n_in, hidden, nonlinearity=nonlinearity, **kwargs)
+    return {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](n_in, hidden, **kwargs)
+
+
+def torch_run(mod: Any, x: np.ndarray, hx: Any, lengths: Optional[np.ndarray], dy: np.ndarray,
+              dh_n: np.ndarray, dc_n: Optional[np.ndarray]) -> dict[str, Any]:
+    """Run ``mod`` (a float64 torch RNN/LSTM/GRU) on x in its own layout; grads of <y,dy>+<h_n,dh_n>(+c).
+
+    hx: None, an array (L*D, B, H), or a pair for LSTM. Returns float64 NumPy arrays: y, h_n, c_n,
+    and grads "x", "h0", "c0" and every parameter name.
+    """
+    xt = t64(x, True)
+    h0t = c0t = None
+    hx_t: Any = None
+    if hx is not None:
+        if isinstance(hx, tuple):
+            h0t, c0t = t64(hx[0], True), t64(hx[1], True)
+            hx_t = (h0t, c0t)
+        else:
+            h0t = t64(hx, True)
+            hx_t = h0t
+    if lengths is not None:
+        packed = pack_padded_sequence(xt, torch.from_numpy(np.asarray(lengths, dtype=np.int64)),
+                                      batch_first=mod.batch_first, enforce_sorted=False)
+        out_p, state = mod(packed, hx_t)
+        y, _ = pad_packed_sequence(out_p, batch_first=mod.batch_first, total_length=x.shape[1 if mod.batch_first else 0])
+    else:
+        y, state = mod(xt, hx_t)
+    h_n, c_n = state if isinstance(state, tuple) else (state, None)
+    total = (y * t64(dy)).sum() + (h_n * t64(dh_n)).sum()
+    if c_n is not None:
+        total = total + (c_n * t64(dc_n)).sum()
+    names = [n for n, _ in mod.named_parameters()]
+    inputs = [xt] + [t for t in (h0t, c0t) if t is not None] + [p for _, p in mod.named_parameters()]
+    grads = torch.autograd.grad(total, inputs)
+    out: dict[str, Any] = {"y": y.detach().numpy(), "h_n": h_n.detach().numpy(),
+                           "c_n": None if c_n is None else c_n.detach().numpy(), "x": grads[0].numpy()}
+    k = 1
+    for nm, t in (("h0", h0t), ("c0", c0t)):
+        if t is not None:
+            out[nm] = grads[k].numpy()
+            k += 1
+    for nm, g in zip(names, grads[k:]):
+        out[nm] = g.numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. functional API, one layer
+# --------------------------------------------------------------------------------------------------
+
+FUNC_KEYS = {"w_ih": "weight_ih_l0", "w_hh": "weight_hh_l0", "b_ih": "bias_ih_l0", "b_hh": "bias_hh_l0"}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+@pytest.mark.parametrize("given_state", [True, False], ids=["h0", "noh0"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_functional_matches_torch(cell: str, nonlinearity: str, bias: bool, given_state: bool,
+                                  ragged: bool, dtype: Any) -> None:
+    cid = CELL_IDS[CELLS.index((cell, nonlinearity))]
+    dn = DTYPE_IDS[dtype]
+    inp = make_inputs(cell, T, B, I, H, dtype=dtype, bias=bias, seed=7)
+    if not given_state:
+        inp["h0"] = inp["c0"] = None
+    lengths = LENGTHS if ragged else None
+
+    mod = torch_module(cell, nonlinearity, I, H, bias=bias)
+    with torch.no_grad():
+        for k, tk in FUNC_KEYS.items():
+            if inp[k] is not None:
+                getattr(mod, tk).copy_(t64(inp[k]))
+    hx: Any = None
+    if given_state:
+        hx = (inp["h0"][None], inp["c0"][None]) if cell == "lstm" else inp["h0"][None]
+    exp = torch_run(mod, inp["x"], hx, lengths, inp["dy"], inp["dh_n"][None],
+                    None if inp["dc_n"] is None else inp["dc_n"][None])
+
+    args = (inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"])
+    if cell == "rnn":
+        y, h_n, cache = F.rnn_forward(inp["x"], inp["h0"], *args, nonlinearity=nonlinearity, lengths=lengths)
+        c_n = None
+        g = F.rnn_backward(cache, inp["dy"], inp["dh_n"])
+    elif cell == "lstm":
+        y, h_n, c_n, cache = F.lstm_forward(inp["x"], inp["h0"], inp["c0"], *args, lengths=lengths)
+        g = F.lstm_backward(cache, inp["dy"], inp["dh_n"], inp["dc_n"])
+    else:
+        y, h_n, cache = F.gru_forward(inp["x"], inp["h0"], *args, lengths=lengths)
+        c_n = None
+        g = F.gru_backward(cache, inp["dy"], inp["dh_n"])
+
+    tag = f"functional {cid} {dn} bias={bias} state={given_state} ragged={ragged}"
+    assert y.dtype == dtype and h_n.dtype == dtype, f"{tag}: output dtype {y.dtype}, {h_n.dtype}"
+    ko, kg = ("functional", cid, dn, "out"), ("functional", cid, dn, "grad")
+    check(y, exp["y"], TOL_OUT[dtype], f"{tag} y", ko)
+    check(h_n, exp["h_n"][0], TOL_OUT[dtype], f"{tag} h_n", ko)
+    if cell == "lstm":
+        check(c_n, exp["c_n"][0], TOL_OUT[dtype], f"{tag} c_n", ko)
+    check(g["x"], exp["x"], TOL_GRAD[dtype], f"{tag} dx", kg)
+    if given_state:
+        check(g["h0"], exp["h0"][0], TOL_GRAD[dtype], f"{tag} dh0", kg)
+        if cell == "lstm":
+            check(g["c0"], exp["c0"][0], TOL_GRAD[dtype], f"{tag} dc0", kg)
+    for k, tk in FUNC_KEYS.items():
+        if bias or k in ("w_ih", "w_hh"):
+            assert g[k] is not None and g[k].dtype == dtype, f"{tag} d{k}: {None if g[k] is None else g[k].dtype}"
+            check(g[k], exp[tk], TOL_GRAD[dtype], f"{tag} d{k}", kg)
+        else:
+            assert g[k] is None, f"{tag} d{k}: expected None without bias"
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. TBPTT (functional) against torch
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_update(cell: str, upd: dict[str, Any], grads: tuple[Any, ...], first: bool, tag: str,
+                  tol: float, key: tuple[str, str, str, str]) -> None:
+    """upd: one rnnfast update; grads: torch grads of (w_ih, w_hh, b_ih, b_hh[, h0[, c0]])."""
+    for name, gt in zip(FUNC_KEYS, grads[:4]):
+        check(upd[name], gt.numpy(), tol, f"{tag} d{name}", key)
+    s0 = upd["state0"]
+    if first:
+        if cell == "lstm":
+            check(s0[0], grads[4].numpy()[0], tol, f"{tag} dh0", key)
+            check(s0[1], grads[5].numpy()[0], tol, f"{tag} dc0", key)
+        else:
+            check(s0, grads[4].numpy()[0], tol, f"{tag} dh0", key)
+    else:
+        for arr in (s0 if cell == "lstm" else (s0,)):
+            assert not np.any(arr), f"{tag}: state0 gradient must be zero when the window starts after 0"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("k", [1, 2, 3, 6])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_tbptt_k1_eq_k2_matches_torch_detach_loop(cell: str, nonlinearity: str, k: int, dtype: Any) -> None:
+    """TBPTT(k, k) over T = 6 steps (k divides T) equals the usual torch loop: run k steps, backprop
+    <y, dy> of those steps, detach the state, go on. (k = 6 is full BPTT.)"""
+    cid = CELL_IDS[CELLS.index((cell, nonlinearity))]
+    dn = DTYPE_IDS[dtype]
+    t_steps = 6
+    inp = make_inputs(cell, t_steps, B, I, H, dtype=dtype, bias=True, seed=13)
+    params = {key: inp[key] for key in FUNC_KEYS}
+    state0: Any = (inp["h0"], inp["c0"]) if cell == "lstm" else inp["h0"]
+    updates = F.tbptt_grads(cell, inp["x"], state0, params, inp["dy"], k, k, nonlinearity=nonlinearity)
+    assert len(updates) == t_steps // k, f"expected {t_steps // k} updates, got {len(updates)}"
+
+    mod = torch_module(cell, nonlinearity, I, H)
+    with torch.no_grad():
+        for key, tk in FUNC_KEYS.items():
+            getattr(mod, tk).copy_(t64(params[key]))
+    plist = [getattr(mod, tk) for tk in FUNC_KEYS.values()]
+    h0t = t64(inp["h0"][None], True)
+    c0t = t64(inp["c0"][None], True) if cell == "lstm" else None
+    state: Any = (h0t, c0t) if cell == "lstm" else h0t
+    xt, dyt = t64(inp["x"]), t64(inp["dy"])
+    for n, start in enumerate(range(0, t_steps, k)):
+        out, new_state = mod(xt[start : start + k], state)
+        total = (out * dyt[start : start + k]).sum()
+        wrt = list(plist)
+        if n == 0:
+            wrt += [h0t] + ([c0t] if c0t is not None else [])
+        grads = torch.autograd.grad(total, wrt)
+        _check_update(cell, updates[n], grads, n == 0, f"tbptt {cid} {dn} k={k} update {n}",
+                      TOL_GRAD[dtype], ("tbptt", cid, dn, "grad"))
+        # the usual torch loop: carry the state on, cut from the graph
+        state = tuple(s.detach() for s in new_state) if cell == "lstm" else new_state.detach()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("k1,k2", [(2, 2), (3, 3), (1, 3), (2, 5)])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_tbptt_general_matches_torch_windows(cell: str, nonlinearity: str, k1: int, k2: int, dtype: Any) -> None:
+    """TBPTT(k1, k2) over T = 7 steps (a partial last chunk) against torch run on the contract's windows:
+    update n backprops <y_t, dy_t> for t in [n*k1, e] through steps [s, e], s = max(0, e - k2 + 1),
+    from the (detached) state entering s. Note a partial last chunk still looks back k2 steps from e,
+    which is where this differs from the detach-every-k loop."""
+    cid = CELL_IDS[CELLS.index((cell, nonlinearity))]
+    dn = DTYPE_IDS[dtype]
+    t_steps = 7
+    inp = make_inputs(cell, t_steps, B, I, H, dtype=dtype, bias=True, seed=17)
+    params = {key: inp[key] for key in FUNC_KEYS}
+    state0: Any = (inp["h0"], inp["c0"]) if cell == "lstm" else inp["h0"]
+    updates = F.tbptt_grads(cell, inp["x"], state0, params, inp["dy"], k1, k2, nonlinearity=nonlinearity)
+    n_updates = -(-t_steps // k1)
+    assert len(updates) == n_updates, f"expected {n_updates} updates, got {len(updates)}"
+
+    mod = torch_module(cell, nonlinearity, I, H)
+    with torch.no_grad():
+        for key, tk in FUNC_KEYS.items():
+            getattr(mod, tk).copy_(t64(params[key]))
+    plist = [getattr(mod, tk) for tk in FUNC_KEYS.values()]
+    xt, dyt = t64(inp["x"]), t64(inp["dy"])
+    # states entering every step, one torch step at a time, outside the graph
+    entering: list[Any] = []
+    with torch.no_grad():
+        st: Any = (t64(inp["h0"][None]), t64(inp["c0"][None])) if cell == "lstm" else t64(inp["h0"][None])
+        for t in range(t_steps):
+            entering.append(st)
+            _, st = mod(xt[t : t + 1], st)
+    for n, start in enumerate(range(0, t_steps, k1)):
+        e = min(start + k1, t_steps) - 1
+        s = max(0, e - k2 + 1)
+        if cell == "lstm":
+            h_s, c_s = (entering[s][0].clone().requires_grad_(True), entering[s][1].clone().requires_grad_(True))
+            st_s: Any = (h_s, c_s)
+            extra = [h_s, c_s]
+        else:
+            h_s = entering[s].clone().requires_grad_(True)
+            st_s = h_s
+            extra = [h_s]
+        out, _ = mod(xt[s : e + 1], st_s)
+        total = (out[start - s :] * dyt[start : e + 1]).sum()
+        grads = torch.autograd.grad(total, plist + extra)
+        _check_update(cell, updates[n], grads, s == 0, f"tbptt {cid} {dn} k1={k1} k2={k2} update {n}",
+                      TOL_GRAD[dtype], ("tbptt", cid, dn, "grad"))
