@@ -308,3 +308,35 @@ def test_tbptt_general_matches_torch_windows(cell: str, nonlinearity: str, k1: i
         grads = torch.autograd.grad(total, plist + extra)
         _check_update(cell, updates[n], grads, s == 0, f"tbptt {cid} {dn} k1={k1} k2={k2} update {n}",
                       TOL_GRAD[dtype], ("tbptt", cid, dn, "grad"))
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. gradient clipping by norm
+# --------------------------------------------------------------------------------------------------
+
+CLIP_TOL = {np.float64: 1e-12, np.float32: 1e-6}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf")])
+@pytest.mark.parametrize("max_norm", [0.5, 1e6], ids=["clips", "noclip"])
+def test_clip_grad_norm_matches_torch(max_norm: float, norm_type: float, dtype: Any) -> None:
+    from rnnfast.optim import clip_grad_norm_
+
+    rng = np.random.default_rng(21)
+    shapes = {"weight_ih_l0": (12, 4), "weight_hh_l0": (12, 3), "bias_ih_l0": (12,), "head.weight": (2, 3)}
+    grads = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    tparams = []
+    for g in grads.values():
+        p = torch.zeros(g.shape, dtype=TORCH_DTYPE[dtype], requires_grad=True)
+        p.grad = torch.tensor(g.copy())
+        tparams.append(p)
+    norm_t = float(torch.nn.utils.clip_grad_norm_(tparams, max_norm, norm_type=norm_type))
+    norm = clip_grad_norm_(grads, max_norm, norm_type=norm_type)
+    tol = CLIP_TOL[dtype]
+    assert isinstance(norm, float)
+    assert abs(norm - norm_t) <= tol * norm_t, f"norm {norm!r} vs torch {norm_t!r} (norm_type {norm_type})"
+    for (k, g), p in zip(grads.items(), tparams):
+        assert g.dtype == dtype
+        check(g, p.grad.numpy(), tol, f"clip {k} norm_type={norm_type} max_norm={max_norm}",
+              ("clip", "-", DTYPE_IDS[dtype], "grad"))
