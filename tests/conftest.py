@@ -1,8 +1,8 @@
 """pytest configuration shared by every test file: hypothesis profiles and NumPy print options.
 
 Profiles (select with HYPOTHESIS_PROFILE=<name>; default "dev"):
-  dev  -- deadline off (the first call of a compiled kernel and shared CI machines make timing noisy),
-          each test's own max_examples setting applies;
+  dev  -- deadline off (first calls of a compiled kernel and shared CI machines make timing
+          noisy), at most 25 examples unless a test asks otherwise;
   ci   -- the same, plus derandomize=True so CI runs are reproducible, and no example database.
 Neither profile suppresses health checks or hides failures.
 """

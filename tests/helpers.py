@@ -2,16 +2,17 @@
 
 Import from a test file as ``from helpers import assert_close`` (pytest puts tests/ on sys.path).
 
-Error measure used throughout (``rel_max_error``): max_i |actual_i - expected_i| / max_i |expected_i|,
-i.e. the max absolute error relative to the largest magnitude in the expected (reference) array. It
-is stable where single entries of a gradient are near zero, and it is the measure the tolerances in
-issue 2 (1e-6 FD, 1e-10 float64, 1e-4 float32) refer to in these tests.
+Error measure used throughout (``rel_max_error``):
+max_i |actual_i - expected_i| / max_i |expected_i|, i.e. the max absolute error relative to the
+largest magnitude in the expected (reference) array. It is stable where single entries of a
+gradient are near zero, and it is the measure the tolerances in issue 2 (1e-6 FD, 1e-10 float64,
+1e-4 float32) refer to in these tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,12 @@ __all__ = [
 ]
 
 #: Cell names as the functional API uses them (rnn split by nonlinearity).
-CELLS: tuple[tuple[str, str], ...] = (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"))
+CELLS: tuple[tuple[str, str], ...] = (
+    ("rnn", "tanh"),
+    ("rnn", "relu"),
+    ("lstm", "tanh"),
+    ("gru", "tanh"),
+)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 # Denominator floor: an all-zero expected array is compared in absolute terms against this scale.
@@ -65,8 +71,10 @@ def assert_close(actual: Any, expected: Any, rtol: float, name: str = "array") -
     if actual is None or expected is None:
         if actual is None and expected is None:
             return 0.0
-        raise AssertionError(f"{name}: one side is None (actual {type(actual).__name__}, "
-                             f"expected {type(expected).__name__})")
+        raise AssertionError(
+            f"{name}: one side is None (actual {type(actual).__name__}, "
+            f"expected {type(expected).__name__})"
+        )
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
@@ -76,7 +84,8 @@ def assert_close(actual: Any, expected: Any, rtol: float, name: str = "array") -
         scale = float(np.max(np.abs(e))) if e.size else 0.0
         raise AssertionError(
             f"{name}: max relative error {err:.3e} > tol {rtol:.1e} at index {idx} "
-            f"(actual {a[idx]!r}, expected {e[idx]!r}; scale max|expected| = {scale:.3e}, shape {a.shape})"
+            f"(actual {a[idx]!r}, expected {e[idx]!r}; scale max|expected| = {scale:.3e}, "
+            f"shape {a.shape})"
         )
     return err
 
@@ -92,7 +101,9 @@ def assert_grads_close(
         act = actual[key]
         if isinstance(exp, (tuple, list)):
             if not isinstance(act, (tuple, list)) or len(act) != len(exp):
-                raise AssertionError(f"{where}{key}: expected a {len(exp)}-tuple, got {type(act).__name__}")
+                raise AssertionError(
+                    f"{where}{key}: expected a {len(exp)}-tuple, got {type(act).__name__}"
+                )
             for j, (a_j, e_j) in enumerate(zip(act, exp)):
                 errors[f"{key}[{j}]"] = assert_close(a_j, e_j, rtol, f"{where}{key}[{j}]")
         else:
@@ -131,8 +142,10 @@ def make_inputs(
     bias: bool = True,
     seed: int = 0,
     scale: float = 0.5,
-) -> dict[str, Optional[np.ndarray]]:
-    """Random inputs for one call: x, h0, c0 (lstm only, else None), w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n.
+) -> dict[str, np.ndarray | None]:
+    """Random inputs for one call.
+
+    Keys: x, h0, c0 (lstm only, else None), w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n (lstm only).
 
     Weights ~ U(-scale, scale) (keeps activations away from saturation); every array has ``dtype``.
     """
@@ -156,33 +169,52 @@ def make_inputs(
     }
 
 
-def forward(mod: Any, cell: str, nonlinearity: str, inp: Mapping[str, Any], lengths: Any = None,
-            training: bool = True) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Any]:
+def forward(
+    mod: Any,
+    cell: str,
+    nonlinearity: str,
+    inp: Mapping[str, Any],
+    lengths: Any = None,
+    training: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
     """Call ``mod.<cell>_forward`` with the arrays of ``inp`` (keyword arguments of the contract).
 
     Returns (y, h_n, c_n or None, cache) for every cell.
     """
     common = {"w_ih": inp["w_ih"], "w_hh": inp["w_hh"], "b_ih": inp["b_ih"], "b_hh": inp["b_hh"]}
     if cell == "rnn":
-        y, h_n, cache = mod.rnn_forward(inp["x"], inp["h0"], **common, nonlinearity=nonlinearity,
-                                        lengths=lengths, training=training)
+        y, h_n, cache = mod.rnn_forward(
+            inp["x"],
+            inp["h0"],
+            **common,
+            nonlinearity=nonlinearity,
+            lengths=lengths,
+            training=training,
+        )
         return y, h_n, None, cache
     if cell == "lstm":
-        y, h_n, c_n, cache = mod.lstm_forward(inp["x"], inp["h0"], inp["c0"], **common,
-                                              lengths=lengths, training=training)
+        y, h_n, c_n, cache = mod.lstm_forward(
+            inp["x"], inp["h0"], inp["c0"], **common, lengths=lengths, training=training
+        )
         return y, h_n, c_n, cache
-    y, h_n, cache = mod.gru_forward(inp["x"], inp["h0"], **common, lengths=lengths, training=training)
+    y, h_n, cache = mod.gru_forward(
+        inp["x"], inp["h0"], **common, lengths=lengths, training=training
+    )
     return y, h_n, None, cache
 
 
-def backward(mod: Any, cell: str, cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None) -> dict[str, Any]:
+def backward(
+    mod: Any, cell: str, cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None
+) -> dict[str, Any]:
     """Call ``mod.<cell>_backward``; dc_n is used for lstm only."""
     if cell == "lstm":
         return dict(mod.lstm_backward(cache, dy, dh_n, dc_n))
     return dict(getattr(mod, f"{cell}_backward")(cache, dy, dh_n))
 
 
-def loss(cell: str, y: np.ndarray, h_n: np.ndarray, c_n: Optional[np.ndarray], inp: Mapping[str, Any]) -> float:
+def loss(
+    cell: str, y: np.ndarray, h_n: np.ndarray, c_n: np.ndarray | None, inp: Mapping[str, Any]
+) -> float:
     """L = <y, dy> + <h_n, dh_n> (+ <c_n, dc_n>): the scalar whose gradient backward computes."""
     total = float(np.sum(y * inp["dy"]) + np.sum(h_n * inp["dh_n"]))
     if cell == "lstm":

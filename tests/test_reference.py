@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
+
 from helpers import (
     CELLS,
     assert_close,
@@ -30,14 +31,13 @@ from helpers import (
     loss,
     make_inputs,
 )
-
 from rnnfast import reference as ref
 
 __all__: list[str] = []
 
 FD_EPS = 1e-6
 FD_TOL = 1e-6
-T, B, I, H = 5, 3, 3, 4
+T, B, IN, H = 5, 3, 3, 4  # time steps, batch, input size, hidden size
 RAGGED = np.array([5, 0, 2])  # full, empty, partial
 
 
@@ -49,7 +49,10 @@ CELL_IDS = [_cell_id(c) for c in CELLS]
 
 
 def _f64(inp: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if v is None else np.ascontiguousarray(v, dtype=np.float64)) for k, v in inp.items()}
+    return {
+        k: (None if v is None else np.ascontiguousarray(v, dtype=np.float64))
+        for k, v in inp.items()
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,8 +63,10 @@ def _f64(inp: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
-def test_gradients_match_finite_differences(cell: str, nonlinearity: str, bias: bool, ragged: bool) -> None:
-    inp = _f64(make_inputs(cell, T, B, I, H, bias=bias, seed=11))
+def test_gradients_match_finite_differences(
+    cell: str, nonlinearity: str, bias: bool, ragged: bool
+) -> None:
+    inp = _f64(make_inputs(cell, T, B, IN, H, bias=bias, seed=11))
     lengths = RAGGED if ragged else None
 
     def f() -> float:
@@ -81,9 +86,10 @@ def test_gradients_match_finite_differences(cell: str, nonlinearity: str, bias: 
         assert grads[key].dtype == np.float64
 
 
-def _split_loss_grad(cell: str, nonlinearity: str, inp: dict[str, Any], lengths: Optional[np.ndarray],
-                     t: int) -> np.ndarray:
-    """FD of L w.r.t. h_t through everything after step t (steps t+1.., h_n, c_n), c_t held fixed."""
+def _split_loss_grad(
+    cell: str, nonlinearity: str, inp: dict[str, Any], lengths: np.ndarray | None, t: int
+) -> np.ndarray:
+    """FD of L w.r.t. h_t through everything after step t (steps > t, h_n, c_n); c_t held."""
     n_steps = inp["x"].shape[0]
     lens = np.full(B, n_steps) if lengths is None else lengths
     head = dict(inp, x=inp["x"][: t + 1])
@@ -105,7 +111,7 @@ def _split_loss_grad(cell: str, nonlinearity: str, inp: dict[str, Any], lengths:
 @pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
 def test_dh_all_matches_finite_differences(cell: str, nonlinearity: str, ragged: bool) -> None:
     # dh_all[t] = dL/dh_t = dy_t (y_t = h_t at a valid step) + d(loss of steps > t, h_n, c_n)/dh_t.
-    inp = _f64(make_inputs(cell, T, B, I, H, seed=5))
+    inp = _f64(make_inputs(cell, T, B, IN, H, seed=5))
     lengths = RAGGED if ragged else None
     _, _, _, cache = forward(ref, cell, nonlinearity, inp, lengths)
     dh_all = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])["dh_all"]
@@ -113,8 +119,15 @@ def test_dh_all_matches_finite_differences(cell: str, nonlinearity: str, ragged:
     for t in range(T):
         valid = t < lens
         expected = inp["dy"][t] + _split_loss_grad(cell, nonlinearity, inp, lengths, t)
-        assert_close(dh_all[t][valid], expected[valid], FD_TOL, f"{cell}/{nonlinearity} dh_all[{t}] valid rows")
-        assert np.all(dh_all[t][~valid] == 0.0), f"dh_all[{t}]: padded rows must be zero, got {dh_all[t][~valid]}"
+        assert_close(
+            dh_all[t][valid],
+            expected[valid],
+            FD_TOL,
+            f"{cell}/{nonlinearity} dh_all[{t}] valid rows",
+        )
+        assert np.all(dh_all[t][~valid] == 0.0), (
+            f"dh_all[{t}]: padded rows must be zero, got {dh_all[t][~valid]}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,7 +141,7 @@ def _sig(a: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_one_step_matches_contract_formulas(cell: str, nonlinearity: str) -> None:
-    inp = _f64(make_inputs(cell, 1, B, I, H, seed=3, scale=1.0))
+    inp = _f64(make_inputs(cell, 1, B, IN, H, seed=3, scale=1.0))
     x, h, w_ih, w_hh, b_ih, b_hh = (inp[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"))
     x = x[0]
     y, h_n, c_n, _ = forward(ref, cell, nonlinearity, inp)
@@ -136,13 +149,18 @@ def test_one_step_matches_contract_formulas(cell: str, nonlinearity: str) -> Non
         a = w_ih @ x.T + b_ih[:, None] + w_hh @ h.T + b_hh[:, None]  # (H, B), written column-wise
         want = (np.tanh(a) if nonlinearity == "tanh" else np.where(a > 0, a, 0.0)).T
     elif cell == "lstm":
-        gates = [w_ih[k * H : (k + 1) * H] @ x.T + w_hh[k * H : (k + 1) * H] @ h.T
-                 + (b_ih + b_hh)[k * H : (k + 1) * H, None] for k in range(4)]
+        gates = [
+            w_ih[k * H : (k + 1) * H] @ x.T
+            + w_hh[k * H : (k + 1) * H] @ h.T
+            + (b_ih + b_hh)[k * H : (k + 1) * H, None]
+            for k in range(4)
+        ]
         i, f, g, o = _sig(gates[0]), _sig(gates[1]), np.tanh(gates[2]), _sig(gates[3])
         c_want = (f * inp["c0"].T + i * g).T
         want = (o * np.tanh(c_want.T)).T
         assert_close(c_n, c_want, 1e-14, "lstm c_n (one step)")
     else:
+
         def part(w: np.ndarray, b: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
             return w[k * H : (k + 1) * H] @ v.T + b[k * H : (k + 1) * H, None]
 
@@ -158,18 +176,18 @@ def test_one_step_matches_contract_formulas(cell: str, nonlinearity: str) -> Non
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_matches_torch_packed(cell: str, nonlinearity: str, bias: bool) -> None:
-    # torch is a test dependency (pyproject [test] extra): a missing torch fails here, it is not skipped.
+    # torch is a test dependency (pyproject [test] extra): a missing torch fails, not skips.
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     lengths = np.array([5, 1, 3])  # torch cannot pack a length-0 sequence
-    inp = _f64(make_inputs(cell, T, B, I, H, bias=bias, seed=21))
+    inp = _f64(make_inputs(cell, T, B, IN, H, bias=bias, seed=21))
     y, h_n, c_n, cache = forward(ref, cell, nonlinearity, inp, lengths)
     grads = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])
 
     kind = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-    mod = kind(I, H, bias=bias, dtype=torch.float64, **kwargs)
+    mod = kind(IN, H, bias=bias, dtype=torch.float64, **kwargs)
     with torch.no_grad():
         mod.weight_ih_l0.copy_(torch.from_numpy(inp["w_ih"]))
         mod.weight_hh_l0.copy_(torch.from_numpy(inp["w_hh"]))
@@ -185,7 +203,9 @@ def test_matches_torch_packed(cell: str, nonlinearity: str, bias: bool) -> None:
     else:
         out, hn_t = mod(packed, h0t[None])
     yt, _ = pad_packed_sequence(out, total_length=T)
-    total = (yt * torch.from_numpy(inp["dy"])).sum() + (hn_t[0] * torch.from_numpy(inp["dh_n"])).sum()
+    total = (yt * torch.from_numpy(inp["dy"])).sum() + (
+        hn_t[0] * torch.from_numpy(inp["dh_n"])
+    ).sum()
     if cell == "lstm":
         total = total + (cn_t[0] * torch.from_numpy(inp["dc_n"])).sum()
         assert_close(c_n, cn_t[0].detach().numpy(), 1e-12, f"{cell} c_n vs torch")
@@ -210,11 +230,24 @@ def test_matches_torch_packed(cell: str, nonlinearity: str, bias: bool) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def _one_sequence(inp: dict[str, Any], b: int, n: int) -> dict[str, Any]:
+    """Sequence b of a batch, its first n steps only, as a batch of one (weights shared)."""
+    out: dict[str, Any] = {}
+    for k, v in inp.items():
+        if v is None or k.startswith(("w_", "b_")):
+            out[k] = v
+        elif k in ("x", "dy"):
+            out[k] = v[:n, b : b + 1]
+        else:  # h0, c0, dh_n, dc_n
+            out[k] = v[b : b + 1]
+    return out
+
+
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_ragged_equals_each_sequence_alone(cell: str, nonlinearity: str) -> None:
     lengths = np.array([5, 0, 2, 1])
     batch = lengths.size
-    inp = _f64(make_inputs(cell, T, batch, I, H, seed=8))
+    inp = _f64(make_inputs(cell, T, batch, IN, H, seed=8))
     y, h_n, c_n, cache = forward(ref, cell, nonlinearity, inp, lengths)
     grads = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])
     sum_w = {k: np.zeros_like(inp[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
@@ -223,18 +256,21 @@ def test_ragged_equals_each_sequence_alone(cell: str, nonlinearity: str) -> None
         rows = slice(b, b + 1)
         assert np.all(y[n:, b] == 0.0), f"y[{n}:, {b}] must be zero at padded steps, got {y[n:, b]}"
         assert np.all(grads["x"][n:, b] == 0.0), f"dx[{n}:, {b}] must be zero at padded steps"
-        assert np.all(grads["dh_all"][n:, b] == 0.0), f"dh_all[{n}:, {b}] must be zero at padded steps"
+        assert np.all(grads["dh_all"][n:, b] == 0.0), (
+            f"dh_all[{n}:, {b}] must be zero at padded steps"
+        )
         if n == 0:  # nothing runs: the state is h0 (c0) and dh_n (dc_n) flows straight to dh0 (dc0)
             assert np.array_equal(h_n[b], inp["h0"][b]), f"length 0: h_n[{b}] != h0[{b}]"
-            assert np.array_equal(grads["h0"][b], inp["dh_n"][b]), f"length 0: dh0[{b}] != dh_n[{b}]"
+            assert np.array_equal(grads["h0"][b], inp["dh_n"][b]), (
+                f"length 0: dh0[{b}] != dh_n[{b}]"
+            )
             if cell == "lstm":
                 assert np.array_equal(c_n[b], inp["c0"][b]), f"length 0: c_n[{b}] != c0[{b}]"
-                assert np.array_equal(grads["c0"][b], inp["dc_n"][b]), f"length 0: dc0[{b}] != dc_n[{b}]"
+                assert np.array_equal(grads["c0"][b], inp["dc_n"][b]), (
+                    f"length 0: dc0[{b}] != dc_n[{b}]"
+                )
             continue
-        alone = {
-            k: (None if v is None else (v[:n, rows] if k in ("x", "dy") else (v if k.startswith(("w_", "b_")) else v[rows])))
-            for k, v in inp.items()
-        }
+        alone = _one_sequence(inp, b, n)
         y1, h1, c1, cache1 = forward(ref, cell, nonlinearity, alone)
         g1 = backward(ref, cell, cache1, alone["dy"], alone["dh_n"], alone["dc_n"])
         assert_close(y[:n, rows], y1, 1e-14, f"seq {b} (length {n}) y vs alone")
@@ -248,12 +284,14 @@ def test_ragged_equals_each_sequence_alone(cell: str, nonlinearity: str) -> None
         for k in sum_w:
             sum_w[k] += g1[k]
     for k, total in sum_w.items():  # the batch's weight gradient is the sum over its sequences
-        assert_close(grads[k], total, 1e-13, f"{cell} d{k} of ragged batch vs sum over sequences alone")
+        assert_close(
+            grads[k], total, 1e-13, f"{cell} d{k} of ragged batch vs sum over sequences alone"
+        )
 
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_full_lengths_equal_no_lengths(cell: str, nonlinearity: str) -> None:
-    inp = _f64(make_inputs(cell, T, B, I, H, seed=2))
+    inp = _f64(make_inputs(cell, T, B, IN, H, seed=2))
     y0, h0, c0, cache0 = forward(ref, cell, nonlinearity, inp)
     y1, h1, c1, cache1 = forward(ref, cell, nonlinearity, inp, np.full(B, T))
     assert_close(y1, y0, 0.0, "y")
@@ -272,7 +310,7 @@ def test_full_lengths_equal_no_lengths(cell: str, nonlinearity: str) -> None:
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_none_means_zeros(cell: str, nonlinearity: str) -> None:
-    inp = _f64(make_inputs(cell, T, B, I, H, seed=4))
+    inp = _f64(make_inputs(cell, T, B, IN, H, seed=4))
     zeros = dict(inp, h0=np.zeros((B, H)), c0=np.zeros((B, H)) if cell == "lstm" else None)
     nones = dict(inp, h0=None, c0=None)
     y0, h0, c0, cache0 = forward(ref, cell, nonlinearity, zeros)
@@ -280,8 +318,14 @@ def test_none_means_zeros(cell: str, nonlinearity: str) -> None:
     assert_close(y1, y0, 0.0, "y with h0=None")
     assert_close(h1, h0, 0.0, "h_n with h0=None")
     assert_close(c1, c0, 0.0, "c_n with c0=None")
-    g_zero = backward(ref, cell, cache0, np.zeros((T, B, H)), np.zeros((B, H)),
-                      np.zeros((B, H)) if cell == "lstm" else None)
+    g_zero = backward(
+        ref,
+        cell,
+        cache0,
+        np.zeros((T, B, H)),
+        np.zeros((B, H)),
+        np.zeros((B, H)) if cell == "lstm" else None,
+    )
     g_none = backward(ref, cell, cache1, None, None, None)
     for k in g_zero:
         assert_close(g_none[k], g_zero[k], 0.0, f"d{k} with dy/dh_n/dc_n None")
@@ -291,7 +335,7 @@ def test_none_means_zeros(cell: str, nonlinearity: str) -> None:
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_training_false_and_float32_input(cell: str, nonlinearity: str) -> None:
-    inp32 = make_inputs(cell, T, B, I, H, dtype=np.float32, seed=6)
+    inp32 = make_inputs(cell, T, B, IN, H, dtype=np.float32, seed=6)
     y, h_n, c_n, cache = forward(ref, cell, nonlinearity, inp32, RAGGED, training=False)
     assert cache is None
     y64, h64, c64, _ = forward(ref, cell, nonlinearity, _f64(inp32), RAGGED)
@@ -323,7 +367,9 @@ def test_bad_misc_arguments() -> None:
         call_forward_kw(ref, "rnn", inp, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match="b_ih"):
         call_forward_kw(ref, "rnn", dict(inp, b_hh=None))
-    _, _, cache = ref.rnn_forward(inp["x"], inp["h0"], inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"])
+    _, _, cache = ref.rnn_forward(
+        inp["x"], inp["h0"], inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"]
+    )
     with pytest.raises(ValueError, match="dy"):
         ref.rnn_backward(cache, np.zeros((3, 2, 5)))
     with pytest.raises(ValueError, match="dh_n"):

@@ -15,20 +15,28 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
-from helpers import CELLS, assert_close, assert_grads_close, backward, central_difference, forward, make_inputs
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import (
+    CELLS,
+    assert_close,
+    assert_grads_close,
+    backward,
+    central_difference,
+    forward,
+    make_inputs,
+)
 from rnnfast import reference as ref
 
 __all__: list[str] = []
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
-B, I, H = 2, 3, 4
+B, IN, H = 2, 3, 4  # batch, input size, hidden size
 WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 #: (T, k1, k2): full BPTT, T not a multiple of k1, k1 < k2, k1 = 1, k2 > T, k1 > T, T = 1.
@@ -50,7 +58,7 @@ CELL_IDS = [c if c != "rnn" else f"rnn-{n}" for c, n in CELLS]
 
 
 def _impl(name: str) -> ModuleType:
-    # functional is imported when a test needs it, so a missing compiled core fails those tests only.
+    # Imported when a test needs it: a missing compiled core fails those tests only.
     return importlib.import_module(f"rnnfast.{name}")
 
 
@@ -62,9 +70,21 @@ def _params(inp: dict[str, Any]) -> dict[str, Any]:
     return {k: inp[k] for k in WEIGHTS}
 
 
-def _call(mod: ModuleType, cell: str, nonlinearity: str, inp: dict[str, Any], k1: Any, k2: Any) -> list[dict[str, Any]]:
-    return list(mod.tbptt_grads(cell, inp["x"], _state0(cell, inp), _params(inp), inp["dy"], k1, k2,
-                                nonlinearity=nonlinearity))
+def _call(
+    mod: ModuleType, cell: str, nonlinearity: str, inp: dict[str, Any], k1: Any, k2: Any
+) -> list[dict[str, Any]]:
+    return list(
+        mod.tbptt_grads(
+            cell,
+            inp["x"],
+            _state0(cell, inp),
+            _params(inp),
+            inp["dy"],
+            k1,
+            k2,
+            nonlinearity=nonlinearity,
+        )
+    )
 
 
 def _windows(t_steps: int, k1: int, k2: int) -> list[tuple[int, int, int]]:
@@ -80,7 +100,10 @@ def _windows(t_steps: int, k1: int, k2: int) -> list[tuple[int, int, int]]:
 
 
 def _state_entering(cell: str, nonlinearity: str, inp: dict[str, Any], s: int) -> tuple[Any, Any]:
-    """(h, c) entering step s: state0 if s == 0, else the reference forward over x[:s] (c None if not lstm)."""
+    """(h, c) entering step s: state0 if s == 0, else the reference forward over x[:s].
+
+    c is None unless the cell is lstm.
+    """
     x64 = {k: (None if v is None else np.asarray(v, dtype=np.float64)) for k, v in inp.items()}
     if s == 0:
         return x64["h0"], x64["c0"]
@@ -88,7 +111,9 @@ def _state_entering(cell: str, nonlinearity: str, inp: dict[str, Any], s: int) -
     return h, c
 
 
-def _window_inputs(cell: str, nonlinearity: str, inp: dict[str, Any], s: int, start: int, e: int) -> dict[str, Any]:
+def _window_inputs(
+    cell: str, nonlinearity: str, inp: dict[str, Any], s: int, start: int, e: int
+) -> dict[str, Any]:
     h, c = _state_entering(cell, nonlinearity, inp, s)
     x64 = {k: (None if v is None else np.asarray(v, dtype=np.float64)) for k, v in inp.items()}
     dyw = np.zeros_like(x64["dy"][s : e + 1])
@@ -96,13 +121,19 @@ def _window_inputs(cell: str, nonlinearity: str, inp: dict[str, Any], s: int, st
     return dict(x64, x=x64["x"][s : e + 1], h0=h, c0=c, dy=dyw)
 
 
-def construction(cell: str, nonlinearity: str, inp: dict[str, Any], k1: int, k2: int) -> list[dict[str, Any]]:
-    """Expected per-update gradients from reference.<cell>_forward/_backward (not reference.tbptt_grads)."""
+def construction(
+    cell: str, nonlinearity: str, inp: dict[str, Any], k1: int, k2: int
+) -> list[dict[str, Any]]:
+    """Expected per-update gradients, from reference.<cell>_forward/_backward only.
+
+    (Not from reference.tbptt_grads, which this construction checks.)
+    """
     out = []
     for s, start, e in _windows(inp["x"].shape[0], k1, k2):
         win = _window_inputs(cell, nonlinearity, inp, s, start, e)
         _, _, _, cache = forward(ref, cell, nonlinearity, win)
-        g = backward(ref, cell, cache, win["dy"])  # dh_n, dc_n = 0: the loss is only <y, dy> on the window
+        # dh_n, dc_n = 0: the update's loss is only <y, dy> on the window.
+        g = backward(ref, cell, cache, win["dy"])
         if s == 0:
             state0: Any = (g["h0"], g["c0"]) if cell == "lstm" else g["h0"]
         else:  # the entering state is a constant: nothing reaches state0
@@ -112,15 +143,22 @@ def construction(cell: str, nonlinearity: str, inp: dict[str, Any], k1: int, k2:
     return out
 
 
-def _check_updates(got: list[dict[str, Any]], want: list[dict[str, Any]], tol: float, tag: str,
-                   dtype: Optional[type] = None) -> None:
+def _check_updates(
+    got: list[dict[str, Any]],
+    want: list[dict[str, Any]],
+    tol: float,
+    tag: str,
+    dtype: type | None = None,
+) -> None:
     assert len(got) == len(want), f"{tag}: expected {len(want)} updates, got {len(got)}"
     for n, (g, w) in enumerate(zip(got, want)):
         assert_grads_close(g, w, tol, where=f"{tag} update {n}: ")
         if dtype is not None:
             for k in WEIGHTS:
                 if g[k] is not None:
-                    assert g[k].dtype == dtype, f"{tag} update {n} {k}: dtype {g[k].dtype}, expected {dtype}"
+                    assert g[k].dtype == dtype, (
+                        f"{tag} update {n} {k}: dtype {g[k].dtype}, expected {dtype}"
+                    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,14 +169,15 @@ def _check_updates(got: list[dict[str, Any]], want: list[dict[str, Any]], tol: f
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_construction_matches_finite_differences(cell: str, nonlinearity: str) -> None:
     t_steps, k1, k2 = 5, 2, 3
-    inp = make_inputs(cell, t_steps, B, I, H, seed=31)
+    inp = make_inputs(cell, t_steps, B, IN, H, seed=31)
     want = construction(cell, nonlinearity, inp, k1, k2)
     for n, (s, start, e) in enumerate(_windows(t_steps, k1, k2)):
         win = _window_inputs(cell, nonlinearity, inp, s, start, e)  # entering state fixed here
 
-        def window_loss() -> float:
+        def window_loss(win: dict[str, Any] = win, own: int = start - s) -> float:
+            # <y, dy> over the update's own output steps, the entering state held constant
             y, _, _, _ = forward(ref, cell, nonlinearity, win, training=False)
-            return float(np.sum(y[start - s :] * win["dy"][start - s :]))
+            return float(np.sum(y[own:] * win["dy"][own:]))
 
         for k in WEIGHTS:
             fd = central_difference(window_loss, win[k], 1e-6)
@@ -156,7 +195,7 @@ def test_construction_matches_finite_differences(cell: str, nonlinearity: str) -
 def test_full_window_is_full_bptt(impl: str, cell: str, nonlinearity: str, dtype: type) -> None:
     mod = _impl(impl)
     t_steps = 6
-    inp = make_inputs(cell, t_steps, B, I, H, dtype=dtype, seed=41)
+    inp = make_inputs(cell, t_steps, B, IN, H, dtype=dtype, seed=41)
     got = _call(mod, cell, nonlinearity, inp, t_steps, t_steps)
     assert len(got) == 1, f"k1 = k2 = T: expected one update, got {len(got)}"
     tol = TOL[np.float64] if impl == "reference" else TOL[dtype]
@@ -166,13 +205,23 @@ def test_full_window_is_full_bptt(impl: str, cell: str, nonlinearity: str, dtype
     _, _, _, cache = forward(mod, cell, nonlinearity, inp)
     full = backward(mod, cell, cache, inp["dy"])
     state0 = (full["h0"], full["c0"]) if cell == "lstm" else full["h0"]
-    _check_updates(got, [{**{k: full[k] for k in WEIGHTS}, "state0": state0}], tol, f"{impl} vs own BPTT",
-                   out_dtype)
+    _check_updates(
+        got,
+        [{**{k: full[k] for k in WEIGHTS}, "state0": state0}],
+        tol,
+        f"{impl} vs own BPTT",
+        out_dtype,
+    )
     # Against the reference's full backward.
     _, _, _, rcache = forward(ref, cell, nonlinearity, inp)
     rfull = backward(ref, cell, rcache, inp["dy"])
     rstate0 = (rfull["h0"], rfull["c0"]) if cell == "lstm" else rfull["h0"]
-    _check_updates(got, [{**{k: rfull[k] for k in WEIGHTS}, "state0": rstate0}], tol, f"{impl} vs reference BPTT")
+    _check_updates(
+        got,
+        [{**{k: rfull[k] for k in WEIGHTS}, "state0": rstate0}],
+        tol,
+        f"{impl} vs reference BPTT",
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -182,33 +231,45 @@ def test_full_window_is_full_bptt(impl: str, cell: str, nonlinearity: str, dtype
 
 @pytest.mark.parametrize("t_steps,k1,k2", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
-def test_reference_matches_construction(cell: str, nonlinearity: str, t_steps: int, k1: int, k2: int) -> None:
-    inp = make_inputs(cell, t_steps, B, I, H, seed=t_steps * 100 + k1 * 10 + k2)
+def test_reference_matches_construction(
+    cell: str, nonlinearity: str, t_steps: int, k1: int, k2: int
+) -> None:
+    inp = make_inputs(cell, t_steps, B, IN, H, seed=t_steps * 100 + k1 * 10 + k2)
     want = construction(cell, nonlinearity, inp, k1, k2)
-    _check_updates(_call(ref, cell, nonlinearity, inp, k1, k2), want, 1e-12, "reference", np.float64)
+    _check_updates(
+        _call(ref, cell, nonlinearity, inp, k1, k2), want, 1e-12, "reference", np.float64
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("t_steps,k1,k2", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
-def test_functional_matches_construction(cell: str, nonlinearity: str, t_steps: int, k1: int, k2: int,
-                                         dtype: type) -> None:
+def test_functional_matches_construction(
+    cell: str, nonlinearity: str, t_steps: int, k1: int, k2: int, dtype: type
+) -> None:
     fn = _impl("functional")
-    inp = make_inputs(cell, t_steps, B, I, H, dtype=dtype, seed=t_steps * 100 + k1 * 10 + k2)
+    inp = make_inputs(cell, t_steps, B, IN, H, dtype=dtype, seed=t_steps * 100 + k1 * 10 + k2)
     want = construction(cell, nonlinearity, inp, k1, k2)
-    _check_updates(_call(fn, cell, nonlinearity, inp, k1, k2), want, TOL[dtype], f"functional {dtype.__name__}",
-                   dtype)
+    _check_updates(
+        _call(fn, cell, nonlinearity, inp, k1, k2),
+        want,
+        TOL[dtype],
+        f"functional {dtype.__name__}",
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_no_bias(cell: str, nonlinearity: str) -> None:
-    inp = make_inputs(cell, 5, B, I, H, bias=False, seed=9)
+    inp = make_inputs(cell, 5, B, IN, H, bias=False, seed=9)
     want = construction(cell, nonlinearity, inp, 2, 3)
     for impl in ("reference", "functional"):
         got = _call(_impl(impl), cell, nonlinearity, inp, 2, 3)
         for n, g in enumerate(got):
             for k in ("b_ih", "b_hh"):
-                assert g.get(k) is None, f"{impl} update {n}: {k} must be None without bias, got {type(g.get(k))}"
+                assert g.get(k) is None, (
+                    f"{impl} update {n}: {k} must be None without bias, got {type(g.get(k))}"
+                )
         _check_updates(got, want, TOL[np.float64], impl)
 
 
@@ -232,8 +293,13 @@ def test_property_tbptt_matches_construction(case: tuple[int, ...], which: int, 
     inp = make_inputs(cell, t_steps, batch, n_in, hidden, dtype=dtype, seed=seed)
     want = construction(cell, nonlinearity, inp, k1, k2)
     _check_updates(_call(ref, cell, nonlinearity, inp, k1, k2), want, 1e-12, f"reference {case}")
-    _check_updates(_call(_impl("functional"), cell, nonlinearity, inp, k1, k2), want, TOL[dtype],
-                   f"functional {dtype.__name__} {cell}/{nonlinearity} (T, k1, k2, B, I, H, seed) = {case}", dtype)
+    _check_updates(
+        _call(_impl("functional"), cell, nonlinearity, inp, k1, k2),
+        want,
+        TOL[dtype],
+        f"functional {dtype.__name__} {cell}/{nonlinearity} (T, k1, k2, B, I, H, seed) = {case}",
+        dtype,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -252,11 +318,13 @@ BAD_K = [
 ]
 
 
-@pytest.mark.parametrize("k1,k2,exc,match", BAD_K, ids=[f"k1={a!r}-k2={b!r}" for a, b, _, _ in BAD_K])
+@pytest.mark.parametrize(
+    "k1,k2,exc,match", BAD_K, ids=[f"k1={a!r}-k2={b!r}" for a, b, _, _ in BAD_K]
+)
 @pytest.mark.parametrize("impl", ["reference", "functional"])
 def test_bad_k(impl: str, k1: Any, k2: Any, exc: Any, match: str) -> None:
     mod = _impl(impl)
-    inp = make_inputs("gru", 4, B, I, H)
+    inp = make_inputs("gru", 4, B, IN, H)
     with pytest.raises(exc, match=match):
         _call(mod, "gru", "tanh", inp, k1, k2)
 
@@ -264,13 +332,22 @@ def test_bad_k(impl: str, k1: Any, k2: Any, exc: Any, match: str) -> None:
 @pytest.mark.parametrize("impl", ["reference", "functional"])
 def test_bad_cell_state_params(impl: str) -> None:
     mod = _impl(impl)
-    inp = make_inputs("lstm", 4, B, I, H)
+    inp = make_inputs("lstm", 4, B, IN, H)
     with pytest.raises(ValueError, match="cell"):
         _call(mod, "conv", "tanh", inp, 2, 2)
     with pytest.raises((TypeError, ValueError), match="state0"):  # lstm needs (h0, c0)
         mod.tbptt_grads("lstm", inp["x"], inp["h0"], _params(inp), inp["dy"], 2, 2)
     with pytest.raises((TypeError, ValueError), match="dy"):
-        mod.tbptt_grads("lstm", inp["x"], _state0("lstm", inp), _params(inp), inp["dy"][:, :, :2], 2, 2)
+        mod.tbptt_grads(
+            "lstm", inp["x"], _state0("lstm", inp), _params(inp), inp["dy"][:, :, :2], 2, 2
+        )
     with pytest.raises((TypeError, ValueError), match="w_hh"):
-        mod.tbptt_grads("lstm", inp["x"], _state0("lstm", inp), dict(_params(inp), w_hh=inp["w_hh"][:, :2]),
-                        inp["dy"], 2, 2)
+        mod.tbptt_grads(
+            "lstm",
+            inp["x"],
+            _state0("lstm", inp),
+            dict(_params(inp), w_hh=inp["w_hh"][:, :2]),
+            inp["dy"],
+            2,
+            2,
+        )

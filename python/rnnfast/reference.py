@@ -1,11 +1,12 @@
 """Plain NumPy float64 oracle for every rnnfast kernel.
 
-Same names and signatures as :mod:`rnnfast.functional`; written to be read, not to be fast. Each
-function steps through time one step at a time (the only Python loop is over time) and writes the
-derivative beside the line that computes it. Every kernel in the compiled core is tested against this
-module, and this module is tested against central finite differences (tests/test_reference.py).
+Same names and signatures as :mod:`rnnfast.functional`; written to be read, not to be fast.
+Each function steps through time one step at a time (the only Python loop is over time) and
+writes the derivative beside the line that computes it. Every kernel in the compiled core is
+tested against this module, and this module is tested against central finite differences
+(tests/test_reference.py).
 
-Dimensions: T = time steps, B = batch, I = input size, H = hidden size, G = gates (1 rnn, 4 lstm, 3 gru).
+T = time steps, B = batch, I = input size, H = hidden size, G = gates (1 rnn, 4 lstm, 3 gru).
 
 Shapes (PyTorch's layout): x (T, B, I); h0, c0, h_n, c_n (B, H); y (T, B, H); w_ih (G*H, I);
 w_hh (G*H, H); b_ih, b_hh (G*H,) or None. Gate order: LSTM i, f, g, o; GRU r, z, n with
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def _state(name: str, s: Any, batch: int, hidden: int) -> Array:
     return arr
 
 
-def _bias(name: str, b: Any, gh: int) -> Optional[Array]:
+def _bias(name: str, b: Any, gh: int) -> Array | None:
     if b is None:
         return None
     arr = _as_f64(name, b)
@@ -100,18 +101,21 @@ def _mask(lengths: Any, t_steps: int, batch: int) -> Array:
         return np.ones((t_steps, batch))
     arr = np.asarray(lengths)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}")
+        raise TypeError(
+            f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}"
+        )
     _check_shape("lengths", arr, (batch,))
     if arr.size and (arr.min() < 0 or arr.max() > t_steps):
         raise ValueError(
-            f"lengths: expected 0 <= lengths[b] <= T = {t_steps}, got min {arr.min()}, max {arr.max()}"
+            f"lengths: expected 0 <= lengths[b] <= T = {t_steps}, "
+            f"got min {arr.min()}, max {arr.max()}"
         )
     return (np.arange(t_steps)[:, None] < arr[None, :]).astype(np.float64)
 
 
 def _params(
     x: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, gates: int
-) -> tuple[Array, Array, Array, Optional[Array], Optional[Array], int, int, int, int]:
+) -> tuple[Array, Array, Array, Array | None, Array | None, int, int, int, int]:
     x = _as_f64("x", x)
     w_ih = _as_f64("w_ih", w_ih)
     w_hh = _as_f64("w_hh", w_hh)
@@ -135,7 +139,8 @@ def _grad_in(name: str, g: Any, shape: tuple[int, ...]) -> Array:
 def _check_cache(cache: Any, cell: str) -> ReferenceCache:
     if cache is None:
         raise ValueError(
-            "cache: got None; the forward pass was run with training=False, which stores no activations"
+            "cache: got None; the forward pass was run with training=False, "
+            "which stores no activations"
         )
     if not isinstance(cache, ReferenceCache):
         raise TypeError(
@@ -143,7 +148,9 @@ def _check_cache(cache: Any, cell: str) -> ReferenceCache:
             f"got {type(cache).__name__}"
         )
     if cache.cell != cell:
-        raise ValueError(f"cache: expected a cache from {cell}_forward, got one from {cache.cell}_forward")
+        raise ValueError(
+            f"cache: expected a cache from {cell}_forward, got one from {cache.cell}_forward"
+        )
     return cache
 
 
@@ -176,13 +183,13 @@ class ReferenceCache:
     x: Array
     w_ih: Array
     w_hh: Array
-    b_ih: Optional[Array]
-    b_hh: Optional[Array]
+    b_ih: Array | None
+    b_hh: Array | None
     mask: Array
     h: Array
-    c: Optional[Array]
+    c: Array | None
     act: Array
-    ghn: Optional[Array]
+    ghn: Array | None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,7 +208,7 @@ def rnn_forward(
     nonlinearity: str = "tanh",
     lengths: Any = None,
     training: bool = True,
-) -> tuple[Array, Array, Optional[ReferenceCache]]:
+) -> tuple[Array, Array, ReferenceCache | None]:
     """h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act = tanh or relu.
 
     Args: x (T, B, I); h0 (B, H) or None (zeros); w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,) or None;
@@ -229,16 +236,18 @@ def rnn_forward(
         acts[t] = h_new
     if not training:
         return y, h, None
-    cache = ReferenceCache("rnn", nonlinearity, x, w_ih, w_hh, b_ih, b_hh, mask, hs, None, acts, None)
+    cache = ReferenceCache(
+        "rnn", nonlinearity, x, w_ih, w_hh, b_ih, b_hh, mask, hs, None, acts, None
+    )
     return y, h.copy(), cache
 
 
-def rnn_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Optional[Array]]:
+def rnn_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | None]:
     """Full BPTT through rnn_forward.
 
-    Args: cache from rnn_forward; dy (T, B, H) = dL/dy or None (zeros); dh_n (B, H) = dL/dh_n or None.
-    Returns dict of float64 arrays: x (T, B, I), h0 (B, H), w_ih, w_hh, b_ih, b_hh (None without bias),
-    dh_all (T, B, H) = total dL/dh_t (zero rows at padded steps).
+    Args: cache from rnn_forward; dy (T, B, H) = dL/dy or None (zeros); dh_n (B, H) = dL/dh_n
+    or None. Returns dict of float64 arrays: x (T, B, I), h0 (B, H), w_ih, w_hh, b_ih, b_hh (None
+    without bias), dh_all (T, B, H) = total dL/dh_t (zero rows at padded steps).
     """
     c = _check_cache(cache, "rnn")
     t_steps, batch, _ = c.x.shape
@@ -293,7 +302,7 @@ def lstm_forward(
     *,
     lengths: Any = None,
     training: bool = True,
-) -> tuple[Array, Array, Array, Optional[ReferenceCache]]:
+) -> tuple[Array, Array, Array, ReferenceCache | None]:
     """LSTM, gates i, f, g, o: c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t).
 
     Args: x (T, B, I); h0, c0 (B, H) or None (zeros); w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,)
@@ -333,11 +342,12 @@ def lstm_forward(
 
 def lstm_backward(
     cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None
-) -> dict[str, Optional[Array]]:
+) -> dict[str, Array | None]:
     """Full BPTT through lstm_forward.
 
-    Args: cache; dy (T, B, H) or None; dh_n, dc_n (B, H) or None. Returns dict of float64 arrays:
-    x (T, B, I), h0, c0 (B, H), w_ih (4H, I), w_hh (4H, H), b_ih, b_hh (4H,) or None, dh_all (T, B, H).
+    Args: cache; dy (T, B, H) or None; dh_n, dc_n (B, H) or None. Returns dict of float64
+    arrays: x (T, B, I), h0, c0 (B, H), w_ih (4H, I), w_hh (4H, H), b_ih, b_hh (4H,) or None,
+    dh_all (T, B, H).
     """
     c = _check_cache(cache, "lstm")
     t_steps, batch, _ = c.x.shape
@@ -359,7 +369,8 @@ def lstm_backward(
         tc = np.tanh(f * c_prev + i * g)  # tanh(c_t) of the step's own (unmasked) cell state
         dh = dh + m * dy[t]  # dL/dh_t = dL/dy_t + dL/dh_t via step t+1
         dh_all[t] = m * dh
-        dct = dc + dh * o * (1.0 - tc**2)  # dL/dc_t = dL/dc_t (via t+1) + dL/dh_t * o * (1 - tanh^2 c_t)
+        # dL/dc_t = dL/dc_t (via step t+1) + dL/dh_t * o * (1 - tanh(c_t)^2)
+        dct = dc + dh * o * (1.0 - tc**2)
         do = dh * tc  # dL/do = dL/dh_t * tanh(c_t)
         di = dct * g  # dL/di = dL/dc_t * g
         dg = dct * i  # dL/dg = dL/dc_t * i
@@ -407,7 +418,7 @@ def gru_forward(
     *,
     lengths: Any = None,
     training: bool = True,
-) -> tuple[Array, Array, Optional[ReferenceCache]]:
+) -> tuple[Array, Array, ReferenceCache | None]:
     """GRU, gates r, z, n: n = tanh(W_in x + b_in + r*(W_hn h + b_hn)), h_t = (1-z)*n + z*h_{t-1}.
 
     Args: x (T, B, I); h0 (B, H) or None; w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,) or None;
@@ -445,7 +456,7 @@ def gru_forward(
     return y, h.copy(), cache
 
 
-def gru_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Optional[Array]]:
+def gru_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | None]:
     """Full BPTT through gru_forward.
 
     Args: cache; dy (T, B, H) or None; dh_n (B, H) or None. Returns dict of float64 arrays:
@@ -533,21 +544,26 @@ def tbptt_grads(
     each update, re-run the window [s, e] from the stored state entering s and backprop dy on
     [n*k1, e] only (dy = 0 on [s, n*k1)).
 
-    Args: cell "rnn" | "lstm" | "gru"; x (T, B, I); state0 h0 (B, H) or (h0, c0) for lstm (entries may
-    be None); params dict with w_ih, w_hh, b_ih, b_hh (biases may be None or absent); dy (T, B, H).
-    Returns a list of ceil(T / k1) dicts with float64 w_ih, w_hh, b_ih, b_hh (None without bias) and
-    state0 = dL/dh0 (or (dL/dh0, dL/dc0) for lstm), nonzero only for updates whose window starts at 0.
+    Args: cell "rnn" | "lstm" | "gru"; x (T, B, I); state0 h0 (B, H) or (h0, c0) for lstm
+    (entries may be None); params dict with w_ih, w_hh, b_ih, b_hh (biases may be None or
+    absent); dy (T, B, H). Returns a list of ceil(T / k1) dicts with float64 w_ih, w_hh, b_ih,
+    b_hh (None without bias) and state0 = dL/dh0 (or (dL/dh0, dL/dc0) for lstm), nonzero only
+    for updates whose window starts at step 0.
     """
     if cell not in _GATES:
         raise ValueError(f"cell: expected one of 'rnn', 'lstm', 'gru', got {cell!r}")
     if not isinstance(params, Mapping):
-        raise TypeError(f"params: expected a dict with keys w_ih, w_hh, b_ih, b_hh, got {type(params).__name__}")
+        raise TypeError(
+            f"params: expected a dict with keys w_ih, w_hh, b_ih, b_hh, got {type(params).__name__}"
+        )
     for key in ("w_ih", "w_hh"):
         if key not in params:
             raise ValueError(f"params: missing key {key!r} (expected keys w_ih, w_hh, b_ih, b_hh)")
     unknown = set(params) - {"w_ih", "w_hh", "b_ih", "b_hh"}
     if unknown:
-        raise ValueError(f"params: unexpected keys {sorted(unknown)} (expected w_ih, w_hh, b_ih, b_hh)")
+        raise ValueError(
+            f"params: unexpected keys {sorted(unknown)} (expected w_ih, w_hh, b_ih, b_hh)"
+        )
     k1 = _check_k("k1", k1)
     k2 = _check_k("k2", k2)
     if k2 < k1:
@@ -557,11 +573,16 @@ def tbptt_grads(
     # Forward over the whole stream once; cache.h[s] (and cache.c[s]) is the state entering step s.
     if cell == "lstm":
         if not isinstance(state0, (tuple, list)) or len(state0) != 2:
-            raise TypeError(f"state0: expected a tuple (h0, c0) for cell 'lstm', got {type(state0).__name__}")
+            raise TypeError(
+                f"state0: expected a tuple (h0, c0) for cell 'lstm', got {type(state0).__name__}"
+            )
         y, _, _, full = lstm_forward(x, state0[0], state0[1], *w)
     else:
         if isinstance(state0, (tuple, list)):
-            raise TypeError(f"state0: expected an array h0 (B, H) for cell {cell!r}, got {type(state0).__name__}")
+            raise TypeError(
+                f"state0: expected an array h0 (B, H) for cell {cell!r}, "
+                f"got {type(state0).__name__}"
+            )
         if cell == "rnn":
             y, _, full = rnn_forward(x, state0, *w, nonlinearity=nonlinearity)
         else:
@@ -593,6 +614,12 @@ def tbptt_grads(
                 g = gru_backward(cw, dyw)
             dstate = g["h0"] if s == 0 else np.zeros_like(g["h0"])
         updates.append(
-            {"w_ih": g["w_ih"], "w_hh": g["w_hh"], "b_ih": g["b_ih"], "b_hh": g["b_hh"], "state0": dstate}
+            {
+                "w_ih": g["w_ih"],
+                "w_hh": g["w_hh"],
+                "b_ih": g["b_ih"],
+                "b_hh": g["b_hh"],
+                "state0": dstate,
+            }
         )
     return updates
