@@ -84,8 +84,8 @@ def assert_close(actual: Any, expected: Any, rtol: float, name: str = "array") -
         scale = float(np.max(np.abs(e))) if e.size else 0.0
         raise AssertionError(
             f"{name}: max relative error {err:.3e} > tol {rtol:.1e} at index {idx} "
-            f"(actual {float(a[idx])!r}, expected {float(e[idx])!r}; scale max|expected| = {scale:.3e}, "
-            f"shape {a.shape})"
+            f"(actual {float(a[idx])!r}, expected {float(e[idx])!r}; "
+            f"scale max|expected| = {scale:.3e}, shape {a.shape})"
         )
     return err
 
