@@ -1,0 +1,1507 @@
+"""Modules: RNN / LSTM / GRU stacks, Linear and Embedding layers, and the sequence-model container.
+
+PyTorch's conventions throughout (``torch.nn.RNN`` / ``LSTM`` / ``GRU`` / ``Linear`` / ``Embedding``):
+argument names, parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), shapes, gate orders
+(LSTM i, f, g, o; GRU r, z, n) and initial-state layout (``(num_layers * num_directions, B, H)``).
+Arrays are NumPy; every module has a ``dtype`` (float32 or float64) that its parameters, gradients
+and outputs share (float inputs of the other float dtype are converted).
+
+Differentiation is explicit, layer by layer, like a hand-written backward pass::
+
+    rnn = LSTM(8, 32, num_layers=2)
+    out, (h_n, c_n) = rnn(x)                 # x (T, B, 8) -> out (T, B, 32)
+    dx = rnn.backward(dout)                  # fills rnn.grads (accumulates until zero_grad())
+
+Every time step runs in the compiled core (:mod:`rnnfast.functional`): the Python code loops over
+layers and directions only. Bidirectional ragged batches reverse each sequence within its own valid
+length with one vectorised gather. ``eval()`` switches to inference (no dropout, no stored
+activations: calling ``backward`` afterwards raises).
+
+Thread safety: a module holds the activations of its last forward pass, so one module must not be
+trained from two threads at once; inference (``eval()`` mode, ``forward``/``step``) stores nothing
+shared except the preallocated ``step`` buffers, so concurrent ``forward`` calls in eval mode are safe
+but concurrent ``step`` calls on one module are not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
+
+__all__ = [
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNBase",
+    "Linear",
+    "Embedding",
+    "SequenceModel",
+    "IncompatibleKeys",
+    "build_model",
+    "model_from_config",
+    "set_backend",
+    "get_backend",
+    "INIT_PRESETS",
+    "MODES",
+]
+
+Array = np.ndarray
+State = Union[Array, tuple[Array, Array]]
+
+#: Initialisation presets of the recurrent modules.
+INIT_PRESETS = ("torch", "orthogonal", "identity")
+#: SequenceModel modes.
+MODES = ("many_to_many", "many_to_one", "one_to_many", "one_to_one")
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# --------------------------------------------------------------------------------------------------
+# backend: rnnfast.functional (the compiled core); tests may point it at rnnfast.reference
+# --------------------------------------------------------------------------------------------------
+
+_backend: Any = None
+
+
+def set_backend(module: Any = None) -> None:
+    """Select the functional backend used by every module (``None`` = :mod:`rnnfast.functional`).
+
+    Meant for tests: ``set_backend(rnnfast.reference)`` runs the same modules on the NumPy oracle.
+    The module must provide the functional API (``rnn_forward`` ... ``gru_backward``).
+    """
+    global _backend
+    if module is not None:
+        for name in ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
+                     "gru_backward"):
+            if not callable(getattr(module, name, None)):
+                raise TypeError(f"module: expected the functional API, {name!r} is missing")
+    _backend = module
+
+
+def get_backend() -> Any:
+    """The functional backend in use (:mod:`rnnfast.functional` unless :func:`set_backend` changed it)."""
+    if _backend is not None:
+        return _backend
+    from . import functional  # the compiled core; imported lazily so this module imports without it
+
+    return functional
+
+
+# --------------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int >= {lo}, got {type(value).__name__} {value!r}")
+    if value < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, got {value}")
+    return int(value)
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from exc
+    if dt not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def _as_float(name: str, a: Any, dtype: np.dtype, ndim: Optional[int] = None) -> Array:
+    """A C-contiguous array of ``dtype`` from float input; TypeError for other dtypes."""
+    if a is None:
+        raise TypeError(f"{name}: expected an array, got None")
+    arr = np.asarray(a)
+    if arr.dtype not in _FLOAT_DTYPES and arr.dtype != np.float16:
+        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _as_lengths(lengths: Any, batch: int, t_steps: int) -> Optional[Array]:
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"lengths: expected shape ({batch},), got {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() > t_steps):
+        raise ValueError(f"lengths: expected 0 <= lengths[b] <= T = {t_steps}, got min {arr.min()}, "
+                         f"max {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _to_numpy(name: str, v: Any) -> Array:
+    """np.asarray for NumPy arrays and anything with ``__array__`` (torch tensors are detached first)."""
+    if hasattr(v, "detach") and callable(v.detach):
+        v = v.detach()
+        if hasattr(v, "cpu"):
+            v = v.cpu()
+    if not isinstance(v, np.ndarray) and not hasattr(v, "__array__"):
+        raise TypeError(f"{name}: expected an array (or an object with __array__), got {type(v).__name__}")
+    return np.asarray(v)
+
+
+class IncompatibleKeys(NamedTuple):
+    """Returned by ``load_state_dict(..., strict=False)``: names that were missing / not expected."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _load_into(params: Mapping[str, Array], state: Mapping[str, Any], strict: bool,
+               prefix: str = "") -> IncompatibleKeys:
+    """Copy ``state`` into the live arrays ``params`` (in place, so optimizers keep their references)."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state_dict: expected a dict of arrays, got {type(state).__name__}")
+    missing = [k for k in params if k not in state]
+    unexpected = [k for k in state if k not in params]
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        raise ValueError(f"state_dict: {' and '.join(parts)} (expected exactly {list(params)})")
+    converted: dict[str, Array] = {}
+    for k, p in params.items():
+        if k not in state:
+            continue
+        v = _to_numpy(f"state_dict[{prefix + k!r}]", state[k])
+        if v.shape != p.shape:
+            raise ValueError(f"state_dict[{prefix + k!r}]: expected shape {p.shape}, got {v.shape}")
+        if v.dtype.kind not in "fiu":
+            raise TypeError(f"state_dict[{prefix + k!r}]: expected a real array, got dtype {v.dtype}")
+        converted[k] = v
+    for k, v in converted.items():  # all checked first: a failed load changes nothing
+        np.copyto(params[k], v, casting="unsafe")
+    return IncompatibleKeys(missing, unexpected)
+
+
+_NO_CACHE_MSG = (
+    "backward: no stored forward pass to differentiate; call forward in train() mode first "
+    "(eval() mode stores no activations, and each forward pass can be differentiated once)"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# per-cell dispatch onto the functional API
+# --------------------------------------------------------------------------------------------------
+
+
+def _cell_forward(F: Any, cell: str, nonlinearity: str, x: Array, state: Optional[State],
+                  w: Sequence[Optional[Array]], lengths: Optional[Array],
+                  training: bool) -> tuple[Array, State, Any]:
+    """One layer and direction over the whole sequence: (y, final state, cache)."""
+    if cell == "lstm":
+        h0, c0 = state if state is not None else (None, None)
+        y, h_n, c_n, cache = F.lstm_forward(x, h0, c0, *w, lengths=lengths, training=training)
+        return y, (h_n, c_n), cache
+    if cell == "rnn":
+        y, h_n, cache = F.rnn_forward(x, state, *w, nonlinearity=nonlinearity, lengths=lengths,
+                                      training=training)
+    else:
+        y, h_n, cache = F.gru_forward(x, state, *w, lengths=lengths, training=training)
+    return y, h_n, cache
+
+
+def _cell_backward(F: Any, cell: str, cache: Any, dy: Array, dstate: Optional[State]) -> dict[str, Any]:
+    if cell == "lstm":
+        dh, dc = dstate if dstate is not None else (None, None)
+        return dict(F.lstm_backward(cache, dy, dh, dc))
+    return dict(getattr(F, f"{cell}_backward")(cache, dy, dstate))
+
+
+def _reverse_index(t_steps: int, batch: int, lengths: Optional[Array]) -> Array:
+    """(T, B) time index that reverses each sequence within its valid length (padding stays put).
+
+    idx[t, b] = L_b - 1 - t for t < L_b, else t; an involution, so the same gather undoes it.
+    """
+    t = np.arange(t_steps)[:, None]
+    if lengths is None:
+        return np.broadcast_to(t_steps - 1 - t, (t_steps, batch))
+    lens = lengths[None, :]
+    return np.where(t < lens, lens - 1 - t, t)
+
+
+def _gather_time(a: Array, idx: Array) -> Array:
+    """a (T, B, ...) gathered along time per batch column: out[t, b] = a[idx[t, b], b]."""
+    return np.ascontiguousarray(a[idx, np.arange(a.shape[1])[None, :]])
+
+
+# --------------------------------------------------------------------------------------------------
+# initialisation
+# --------------------------------------------------------------------------------------------------
+
+
+def _orthogonal(rng: np.random.Generator, n: int) -> Array:
+    """An (n, n) orthogonal matrix (QR of a Gaussian with the sign fix that makes it Haar-uniform)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def _init_layer(rng: np.random.Generator, cell: str, init: str, n_in: int, hidden: int,
+                bias: bool, dtype: np.dtype) -> dict[str, Optional[Array]]:
+    g = _GATES[cell]
+    gh = g * hidden
+    if init == "torch":
+        k = 1.0 / math.sqrt(hidden)  # torch.nn.RNNBase.reset_parameters: U(-1/sqrt(H), 1/sqrt(H))
+        w_ih = rng.uniform(-k, k, (gh, n_in))
+        w_hh = rng.uniform(-k, k, (gh, hidden))
+        b_ih = rng.uniform(-k, k, gh) if bias else None
+        b_hh = rng.uniform(-k, k, gh) if bias else None
+    elif init == "orthogonal":
+        a = math.sqrt(6.0 / (n_in + hidden))  # Xavier/Glorot uniform per gate block (fan_in I, fan_out H)
+        w_ih = rng.uniform(-a, a, (gh, n_in))
+        w_hh = np.concatenate([_orthogonal(rng, hidden) for _ in range(g)], axis=0)
+        b_ih = np.zeros(gh) if bias else None
+        b_hh = np.zeros(gh) if bias else None
+        if cell == "lstm" and b_ih is not None:
+            b_ih[hidden:2 * hidden] = 1.0  # forget-gate bias 1 (Jozefowicz et al. 2015); b_hh stays 0
+    else:  # identity (IRNN, Le et al. 2015): identity recurrence, small Gaussian input weights, zero bias
+        w_ih = rng.normal(0.0, 1e-3, (gh, n_in))
+        w_hh = np.concatenate([np.eye(hidden) for _ in range(g)], axis=0)
+        b_ih = np.zeros(gh) if bias else None
+        b_hh = np.zeros(gh) if bias else None
+    out: dict[str, Optional[Array]] = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    return {k: (None if v is None else np.ascontiguousarray(v, dtype=dtype)) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# recurrent stacks
+# --------------------------------------------------------------------------------------------------
+
+
+class _Stream:
+    """Truncated-BPTT streaming state of one recurrent stack (see RNNBase.stream_begin)."""
+
+    def __init__(self, batch: int, k1: int, k2: int, state: list[State], lengths: Optional[Array]):
+        self.batch = batch
+        self.k1 = k1
+        self.k2 = k2
+        self.pos = 0  # absolute index of the next step
+        self.state = state  # per layer: state entering step `pos`
+        self.hist_start = 0  # absolute index of hist_x[0]
+        self.hist_state = [_copy_state(s) for s in state]  # per layer: state entering hist_start
+        self.hist_x: Optional[Array] = None  # (n, B, I) inputs of steps [hist_start, pos)
+        self.hist_masks: list[Optional[Array]] = []  # per layer > 0: dropout masks of those steps
+        self.lengths = lengths  # absolute valid lengths (B,) or None
+        self.window = 0  # length of the window of the last training stream_forward
+
+
+def _copy_state(s: State) -> State:
+    if isinstance(s, tuple):
+        return (s[0].copy(), s[1].copy())
+    return s.copy()
+
+
+class RNNBase:
+    """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU` (see their docstrings)."""
+
+    _cell = "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, dtype: Any = np.float32, seed: Optional[int] = None,
+                 init: str = "torch") -> None:
+        self.input_size = _check_int("input_size", input_size, 1)
+        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
+        self.num_layers = _check_int("num_layers", num_layers, 1)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        if self._cell != "rnn" and nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity: only RNN takes a nonlinearity, got {nonlinearity!r} for "
+                             f"{type(self).__name__}")
+        self.nonlinearity = nonlinearity
+        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__}")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating, np.integer)):
+            raise TypeError(f"dropout: expected a float in [0, 1), got {type(dropout).__name__}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.dtype = _check_dtype(dtype)
+        if init not in INIT_PRESETS:
+            raise ValueError(f"init: expected one of {INIT_PRESETS}, got {init!r}")
+        self.init = init
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+        self.seed = seed
+        self.num_directions = 2 if self.bidirectional else 1
+        self.training = True
+
+        seq = np.random.SeedSequence(seed)
+        init_seq, drop_seq = seq.spawn(2)
+        init_rng = np.random.default_rng(init_seq)
+        #: RNG of the inter-layer dropout masks (seeded from ``seed``; saved in training checkpoints).
+        self.rng = np.random.default_rng(drop_seq)
+        self._params: dict[str, Array] = OrderedDict()
+        for layer in range(self.num_layers):
+            n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            for d in range(self.num_directions):
+                w = _init_layer(init_rng, self._cell, init, n_in, self.hidden_size, self.bias, self.dtype)
+                sfx = self._suffix(layer, d)
+                self._params[f"weight_ih{sfx}"] = w["w_ih"]  # type: ignore[assignment]
+                self._params[f"weight_hh{sfx}"] = w["w_hh"]  # type: ignore[assignment]
+                if self.bias:
+                    self._params[f"bias_ih{sfx}"] = w["b_ih"]  # type: ignore[assignment]
+                    self._params[f"bias_hh{sfx}"] = w["b_hh"]  # type: ignore[assignment]
+        self.grads: dict[str, Array] = OrderedDict((k, np.zeros_like(v)) for k, v in self._params.items())
+        #: per layer and direction (index layer * num_directions + d): dL/dh_t (T, B, H) of every step
+        #: from the most recent backward (time-aligned with the input also for reverse directions).
+        self.last_state_grads: list[Array] = []
+        #: gradient w.r.t. the initial state hx of the most recent backward (h0, or (h0, c0) for LSTM).
+        self.grad_hx: Optional[State] = None
+        self._cache: Optional[dict[str, Any]] = None
+        self._stream: Optional[_Stream] = None
+        self._step_buf: dict[int, Array] = {}
+
+    # --- names -------------------------------------------------------------------------------------
+    @staticmethod
+    def _suffix(layer: int, d: int) -> str:
+        return f"_l{layer}" + ("_reverse" if d == 1 else "")
+
+    def _weights(self, layer: int, d: int) -> list[Optional[Array]]:
+        sfx = self._suffix(layer, d)
+        p = self._params
+        return [p[f"weight_ih{sfx}"], p[f"weight_hh{sfx}"], p.get(f"bias_ih{sfx}"), p.get(f"bias_hh{sfx}")]
+
+    # --- PyTorch-like housekeeping ------------------------------------------------------------------
+    def parameters(self) -> dict[str, Array]:
+        """The live parameter arrays by PyTorch name (optimizers update them in place)."""
+        return self._params
+
+    def named_parameters(self) -> list[tuple[str, Array]]:
+        """(name, array) pairs in PyTorch's order."""
+        return list(self._params.items())
+
+    def zero_grad(self) -> None:
+        """Set every gradient in :attr:`grads` to zero (in place)."""
+        for g in self.grads.values():
+            g.fill(0)
+
+    def train(self, mode: bool = True) -> RNNBase:
+        """Training mode (dropout on, forward stores activations for backward). Returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> RNNBase:
+        """Inference mode: no dropout, no stored activations (backward then raises). Returns self."""
+        self._cache = None
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, Array]:
+        """Copies of the parameters, keys and shapes exactly as PyTorch's module of the same config."""
+        return OrderedDict((k, v.copy()) for k, v in self._params.items())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Load parameters (NumPy arrays or anything with ``__array__``, e.g. torch tensors).
+
+        Values are converted to the module dtype and copied into the live arrays. ``strict`` (default):
+        missing or unexpected keys raise ValueError naming them; a misshaped value always raises.
+        Returns (missing_keys, unexpected_keys).
+        """
+        return _load_into(self._params, state_dict, strict)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (``type`` names the class); see :func:`model_from_config`."""
+        cfg: dict[str, Any] = {
+            "type": type(self).__name__,
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+        }
+        if self._cell == "rnn":
+            cfg["nonlinearity"] = self.nonlinearity
+        cfg.update(bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
+                   bidirectional=self.bidirectional, dtype=self.dtype.name, seed=self.seed, init=self.init)
+        return cfg
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``out``: hidden_size * num_directions."""
+        return self.hidden_size * self.num_directions
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Any:
+        """Rebuild from :meth:`config` (used by ``rnnfast.io.Checkpoint.build_model``)."""
+        return model_from_config(cfg)
+
+    def __repr__(self) -> str:
+        c = self.config()
+        args = ", ".join(f"{k}={v!r}" for k, v in c.items() if k not in ("type",))
+        return f"{type(self).__name__}({args})"
+
+    # --- state helpers ------------------------------------------------------------------------------
+    def _split_hx(self, hx: Any, batch: int) -> list[Optional[State]]:
+        """Per layer/direction initial states from hx ((L*D, B, H), or a (h0, c0) pair for LSTM)."""
+        n = self.num_layers * self.num_directions
+        shape = (n, batch, self.hidden_size)
+        if hx is None:
+            return [None] * n
+        if self._cell == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx: expected a tuple (h0, c0) of arrays {shape} for LSTM, got "
+                                f"{type(hx).__name__}")
+            h0 = _as_float("hx[0]", hx[0], self.dtype)
+            c0 = _as_float("hx[1]", hx[1], self.dtype)
+            for name, a in (("hx[0]", h0), ("hx[1]", c0)):
+                if a.shape != shape:
+                    raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+            return [(h0[i], c0[i]) for i in range(n)]
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"hx: expected an array {shape} for {type(self).__name__}, got {type(hx).__name__}")
+        h0 = _as_float("hx", hx, self.dtype)
+        if h0.shape != shape:
+            raise ValueError(f"hx: expected shape {shape}, got {h0.shape}")
+        return [h0[i] for i in range(n)]
+
+    def _join_states(self, states: list[State]) -> State:
+        if self._cell == "lstm":
+            return (np.stack([s[0] for s in states]), np.stack([s[1] for s in states]))  # type: ignore[index]
+        return np.stack(states)  # type: ignore[arg-type]
+
+    def _zero_state(self, batch: int) -> State:
+        z = np.zeros((batch, self.hidden_size), dtype=self.dtype)
+        return (z, z.copy()) if self._cell == "lstm" else z
+
+    # --- forward / backward -------------------------------------------------------------------------
+    def __call__(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Array, State]:
+        return self.forward(x, hx, lengths)
+
+    def forward(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Array, State]:
+        """Run the stack over a batch of sequences.
+
+        Args:
+            x: (T, B, input_size), or (B, T, input_size) with ``batch_first``; float32/float64.
+            hx: initial state, (num_layers * num_directions, B, H) (LSTM: a tuple (h0, c0)); None = 0.
+            lengths: optional int array (B,) of valid lengths (ragged batch, padding at the end);
+                outputs at padded steps are 0 and h_n is the state after the last valid step.
+
+        Returns:
+            out (T, B, num_directions * H) (batch_first: (B, T, D*H)) and h_n
+            (num_layers * num_directions, B, H) (LSTM: (h_n, c_n)), in the module dtype.
+        """
+        xt = self._time_major_input(x)
+        lens = _as_lengths(lengths, xt.shape[1], xt.shape[0])
+        states = self._split_hx(hx, xt.shape[1])
+        y, finals, cache = self._run(xt, states, lens, self.training, None)
+        self._cache = cache
+        out = np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
+        return out, self._join_states(finals)
+
+    def _time_major_input(self, x: Any) -> Array:
+        xa = _as_float("x", x, self.dtype)
+        if xa.ndim != 3:
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x: expected a 3-D array {layout}, got shape {xa.shape}")
+        if self.batch_first:
+            xa = np.ascontiguousarray(xa.transpose(1, 0, 2))
+        if xa.shape[2] != self.input_size:
+            raise ValueError(f"x: expected input size {self.input_size} in the last axis, got shape "
+                             f"{np.asarray(x).shape}")
+        if xa.shape[0] < 1 or xa.shape[1] < 1:
+            raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {np.asarray(x).shape}")
+        return xa
+
+    def _run(self, x: Array, states: list[Optional[State]], lengths: Optional[Array], training: bool,
+             masks: Optional[list[Optional[Array]]]) -> tuple[Array, list[State], Optional[dict[str, Any]]]:
+        """Forward through every layer/direction (time-major). ``masks`` overrides the dropout masks.
+
+        Returns (y (T, B, D*H), final states per layer/direction, cache or None).
+        """
+        F = get_backend()
+        t_steps, batch, _ = x.shape
+        D, H = self.num_directions, self.hidden_size
+        rev_idx = _reverse_index(t_steps, batch, lengths) if self.bidirectional else None
+        finals: list[State] = []
+        layer_caches: list[list[Any]] = []
+        used_masks: list[Optional[Array]] = [None]
+        inp = x
+        for layer in range(self.num_layers):
+            if layer > 0:
+                mask = None
+                if training and self.dropout > 0.0:
+                    if masks is not None and masks[layer] is not None:
+                        mask = masks[layer]
+                    else:  # inverted dropout: keep with prob 1-p, scale by 1/(1-p)
+                        keep = self.rng.random(inp.shape) >= self.dropout
+                        mask = (keep / (1.0 - self.dropout)).astype(self.dtype)
+                    inp = inp * mask
+                used_masks.append(mask)
+            ys = []
+            dcaches = []
+            for d in range(D):
+                xin = inp if d == 0 else _gather_time(inp, rev_idx)  # type: ignore[arg-type]
+                y, fin, cache = _cell_forward(F, self._cell, self.nonlinearity, xin,
+                                              states[layer * D + d], self._weights(layer, d), lengths,
+                                              training)
+                y = np.asarray(y, dtype=self.dtype)
+                fin = (tuple(np.asarray(s, dtype=self.dtype) for s in fin) if isinstance(fin, tuple)
+                       else np.asarray(fin, dtype=self.dtype))
+                if d == 1:
+                    y = _gather_time(y, rev_idx)  # type: ignore[arg-type]
+                ys.append(y)
+                finals.append(fin)  # type: ignore[arg-type]
+                dcaches.append(cache)
+            layer_caches.append(dcaches)
+            inp = ys[0] if D == 1 else np.concatenate(ys, axis=2)
+        if not training:
+            return inp, finals, None
+        cache_all = {"caches": layer_caches, "masks": used_masks, "rev_idx": rev_idx,
+                     "shape": (t_steps, batch), "x_dtype": x.dtype}
+        assert inp.shape == (t_steps, batch, D * H)
+        return inp, finals, cache_all
+
+    def backward(self, grad_output: Any, grad_state: Any = None) -> Array:
+        """Backpropagate through the last forward pass; accumulate parameter gradients into :attr:`grads`.
+
+        Args:
+            grad_output: dL/dout, the shape of ``out`` (None = zeros).
+            grad_state: dL/dh_n (num_layers * num_directions, B, H) (LSTM: (dh_n, dc_n), either may be
+                None); None = zeros.
+
+        Returns:
+            dL/dx in the layout of x. Also sets :attr:`grad_hx` (dL/dhx) and :attr:`last_state_grads`.
+            The stored activations are released: a second backward raises ValueError.
+        """
+        cache = self._cache
+        if cache is None:
+            raise ValueError(_NO_CACHE_MSG)
+        self._cache = None
+        t_steps, batch = cache["shape"]
+        D, H = self.num_directions, self.hidden_size
+        if grad_output is None:
+            dout = np.zeros((t_steps, batch, D * H), dtype=self.dtype)
+        else:
+            dout = _as_float("grad_output", grad_output, self.dtype)
+            exp = (batch, t_steps, D * H) if self.batch_first else (t_steps, batch, D * H)
+            if dout.shape != exp:
+                raise ValueError(f"grad_output: expected shape {exp}, got {dout.shape}")
+            if self.batch_first:
+                dout = np.ascontiguousarray(dout.transpose(1, 0, 2))
+        dstates = self._split_grad_state(grad_state, batch)
+        dx = self._backward_time_major(cache, dout, dstates)
+        return np.ascontiguousarray(dx.transpose(1, 0, 2)) if self.batch_first else dx
+
+    def _split_grad_state(self, grad_state: Any, batch: int) -> list[Optional[State]]:
+        if grad_state is None:
+            return [None] * (self.num_layers * self.num_directions)
+        if self._cell == "lstm":
+            if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
+                raise TypeError("grad_state: expected a tuple (dh_n, dc_n) for LSTM, got "
+                                f"{type(grad_state).__name__}")
+            n = self.num_layers * self.num_directions
+            shape = (n, batch, self.hidden_size)
+            parts = []
+            for j, g in enumerate(grad_state):
+                if g is None:
+                    parts.append(np.zeros(shape, dtype=self.dtype))
+                else:
+                    a = _as_float(f"grad_state[{j}]", g, self.dtype)
+                    if a.shape != shape:
+                        raise ValueError(f"grad_state[{j}]: expected shape {shape}, got {a.shape}")
+                    parts.append(a)
+            return [(parts[0][i], parts[1][i]) for i in range(n)]
+        try:
+            return self._split_hx(grad_state, batch)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(str(exc).replace("hx", "grad_state")) from None
+
+    def _backward_time_major(self, cache: dict[str, Any], dout: Array,
+                             dstates: list[Optional[State]]) -> Array:
+        F = get_backend()
+        D, H = self.num_directions, self.hidden_size
+        rev_idx = cache["rev_idx"]
+        dh_alls: list[Optional[Array]] = [None] * (self.num_layers * D)
+        dhx: list[Optional[State]] = [None] * (self.num_layers * D)
+        dy = dout
+        for layer in reversed(range(self.num_layers)):
+            dx_layer: Optional[Array] = None
+            for d in range(D):
+                dyd = dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H:(d + 1) * H])
+                if d == 1:
+                    dyd = _gather_time(dyd, rev_idx)
+                g = _cell_backward(F, self._cell, cache["caches"][layer][d], dyd, dstates[layer * D + d])
+                sfx = self._suffix(layer, d)
+                self.grads[f"weight_ih{sfx}"] += g["w_ih"]
+                self.grads[f"weight_hh{sfx}"] += g["w_hh"]
+                if self.bias:
+                    self.grads[f"bias_ih{sfx}"] += g["b_ih"]
+                    self.grads[f"bias_hh{sfx}"] += g["b_hh"]
+                dxd = np.asarray(g["x"], dtype=self.dtype)
+                dha = np.asarray(g["dh_all"], dtype=self.dtype)
+                if d == 1:
+                    dxd = _gather_time(dxd, rev_idx)
+                    dha = _gather_time(dha, rev_idx)
+                dh_alls[layer * D + d] = dha
+                if self._cell == "lstm":
+                    dhx[layer * D + d] = (np.asarray(g["h0"], dtype=self.dtype),
+                                          np.asarray(g["c0"], dtype=self.dtype))
+                else:
+                    dhx[layer * D + d] = np.asarray(g["h0"], dtype=self.dtype)
+                dx_layer = dxd if dx_layer is None else dx_layer + dxd
+            assert dx_layer is not None
+            mask = cache["masks"][layer]
+            if mask is not None:
+                dx_layer = dx_layer * mask  # d(inp * mask)/d inp = mask
+            dy = dx_layer
+        self.last_state_grads = dh_alls  # type: ignore[assignment]
+        self.grad_hx = self._join_states(dhx)  # type: ignore[arg-type]
+        return dy
+
+    # --- streaming inference ------------------------------------------------------------------------
+    def step(self, x_t: Any, state: Any = None) -> tuple[Array, State]:
+        """One time step for streaming inference (no dropout, nothing stored for backward).
+
+        Args: x_t (B, input_size); state as ``hx`` of forward (None = zeros). Returns (out_t (B, H),
+        new state (num_layers, B, H) (LSTM: (h, c))). Equal to ``forward`` run one step at a time in
+        eval mode. Unidirectional stacks only. The input buffer is preallocated per batch size.
+        """
+        if self.bidirectional:
+            raise ValueError("step: a bidirectional module needs the whole sequence; use forward")
+        xa = _as_float("x_t", x_t, self.dtype)
+        if xa.ndim != 2 or xa.shape[1] != self.input_size:
+            raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {xa.shape}")
+        batch = xa.shape[0]
+        buf = self._step_buf.get(batch)
+        if buf is None:
+            buf = self._step_buf[batch] = np.empty((1, batch, self.input_size), dtype=self.dtype)
+        buf[0] = xa
+        states = self._split_hx(state, batch)
+        y, finals, _ = self._run(buf, states, None, False, None)
+        return y[0], self._join_states(finals)
+
+    # --- truncated BPTT streaming -------------------------------------------------------------------
+    def stream_begin(self, batch_size: int, k1: int, k2: int, hx: Any = None, lengths: Any = None) -> None:
+        """Start a TBPTT(k1, k2) stream of ``batch_size`` sequences (time-major chunks).
+
+        Then call :meth:`stream_forward` with chunks of (typically k1) steps and, in training mode,
+        :meth:`stream_backward` after each chunk: its gradient is the exact gradient of the chunk's
+        loss w.r.t. the weights with the state entering the window start ``s = max(0, e - k2 + 1)``
+        (``e`` = last step of the chunk) held constant -- the semantics of ``functional.tbptt_grads``.
+        Implementation: the stack keeps the inputs of the last k2 steps and the state entering them;
+        each chunk re-runs the window [s, e] in the compiled core (forward with a cache, then backward),
+        so the history part is recomputed with the current weights. ``lengths`` (B,) gives ragged
+        streams (absolute valid lengths). Bidirectional stacks cannot stream (ValueError).
+        """
+        if self.bidirectional:
+            raise ValueError("stream_begin: truncated BPTT streams forward in time; a bidirectional "
+                             "module's backward direction needs the whole sequence (use bptt=None)")
+        batch = _check_int("batch_size", batch_size, 1)
+        k1 = _check_int("k1", k1, 1)
+        k2 = _check_int("k2", k2, 1)
+        if k2 < k1:
+            raise ValueError(f"k2: expected k2 >= k1 = {k1}, got {k2}")
+        states = [s if s is not None else self._zero_state(batch) for s in self._split_hx(hx, batch)]
+        states = [_copy_state(s) for s in states]  # type: ignore[arg-type]
+        lens = None
+        if lengths is not None:
+            arr = np.asarray(lengths)
+            if arr.dtype.kind not in "iu":
+                raise TypeError(f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}")
+            if arr.shape != (batch,):
+                raise ValueError(f"lengths: expected shape ({batch},), got {arr.shape}")
+            if arr.size and arr.min() < 0:
+                raise ValueError(f"lengths: expected lengths >= 0, got min {arr.min()}")
+            lens = arr.astype(np.int64)
+        self._cache = None
+        self._stream = _Stream(batch, k1, k2, states, lens)  # type: ignore[arg-type]
+
+    def _require_stream(self, name: str) -> _Stream:
+        if self._stream is None:
+            raise ValueError(f"{name}: no stream; call stream_begin first")
+        return self._stream
+
+    def stream_forward(self, x_chunk: Any) -> Array:
+        """Forward the next chunk (n, B, input_size) (time-major even with batch_first); returns (n, B, H).
+
+        In training mode the window of the last k2 steps is kept for :meth:`stream_backward`.
+        """
+        st = self._require_stream("stream_forward")
+        xa = _as_float("x_chunk", x_chunk, self.dtype)
+        if xa.ndim != 3 or xa.shape[1] != st.batch or xa.shape[2] != self.input_size:
+            raise ValueError(f"x_chunk: expected shape (n, {st.batch}, {self.input_size}), got {xa.shape}")
+        n = xa.shape[0]
+        if n < 1:
+            raise ValueError("x_chunk: expected at least one time step, got 0")
+        start = st.pos
+        e = start + n - 1
+
+        def rel_lengths(origin: int, length: int) -> Optional[Array]:
+            if st.lengths is None:
+                return None
+            return np.clip(st.lengths - origin, 0, length).astype(np.int64)
+
+        if not self.training:
+            y, finals, _ = self._run(xa, list(st.state), rel_lengths(start, n), False, None)
+            st.state = finals
+            st.pos = e + 1
+            st.hist_start, st.hist_x, st.hist_state, st.hist_masks = st.pos, None, list(finals), []
+            self._cache = None
+            st.window = 0
+            return y
+        s = max(e - st.k2 + 1, st.hist_start, 0)
+        hist_x = st.hist_x if st.hist_x is not None else xa[:0]
+        state_s = list(st.hist_state)
+        masks_hist = st.hist_masks
+        if s > st.hist_start:  # advance the stored state to the window start (inference pass)
+            adv = s - st.hist_start
+            _, state_s, _ = self._run_masked_eval(hist_x[:adv], state_s, rel_lengths(st.hist_start, adv),
+                                                  [None if m is None else m[:adv] for m in masks_hist])
+            hist_x = hist_x[adv:]
+            masks_hist = [None if m is None else m[adv:] for m in masks_hist]
+        xw = np.ascontiguousarray(np.concatenate([hist_x, xa], axis=0))
+        win = xw.shape[0]
+        masks: Optional[list[Optional[Array]]] = None
+        if self.dropout > 0.0 and self.num_layers > 1:
+            masks = [None]
+            for layer in range(1, self.num_layers):
+                fresh = self.rng.random((n, st.batch, self.hidden_size)) >= self.dropout
+                fresh_m = (fresh / (1.0 - self.dropout)).astype(self.dtype)
+                old = masks_hist[layer] if len(masks_hist) > layer and masks_hist[layer] is not None else None
+                if old is None:
+                    old = np.ones((win - n, st.batch, self.hidden_size), dtype=self.dtype)
+                masks.append(np.concatenate([old, fresh_m], axis=0))
+        y, finals, cache = self._run(xw, state_s, rel_lengths(s, win), True, masks)  # type: ignore[arg-type]
+        self._cache = cache
+        st.state = finals
+        st.pos = e + 1
+        st.hist_start = s
+        st.hist_x = xw
+        st.hist_state = [_copy_state(v) for v in state_s]  # type: ignore[arg-type]
+        st.hist_masks = list(masks) if masks is not None else []
+        st.window = win
+        return np.ascontiguousarray(y[win - n:])
+
+    def _run_masked_eval(self, x: Array, states: list[State], lengths: Optional[Array],
+                         masks: list[Optional[Array]]) -> tuple[Array, list[State], None]:
+        """Inference pass that still applies given dropout masks (to replay a training history)."""
+        if not masks or all(m is None for m in masks):
+            y, fin, _ = self._run(x, list(states), lengths, False, None)
+            return y, fin, None
+        F = get_backend()
+        inp = x
+        finals: list[State] = []
+        for layer in range(self.num_layers):
+            if layer > 0 and layer < len(masks) and masks[layer] is not None:
+                inp = inp * masks[layer]
+            y, fin, _ = _cell_forward(F, self._cell, self.nonlinearity, np.ascontiguousarray(inp),
+                                      states[layer], self._weights(layer, 0), lengths, False)
+            inp = np.asarray(y, dtype=self.dtype)
+            finals.append(tuple(np.asarray(s, dtype=self.dtype) for s in fin) if isinstance(fin, tuple)
+                          else np.asarray(fin, dtype=self.dtype))  # type: ignore[arg-type]
+        return inp, finals, None
+
+    def stream_backward(self, dy_chunk: Any) -> Array:
+        """Backward for the last chunk: dy_chunk (n, B, H) = dL/dy of the chunk's outputs.
+
+        Accumulates the window's weight gradients into :attr:`grads`; returns dL/dx over the whole
+        window (win, B, input_size) (win = min(k2, steps since the history start)).
+        """
+        st = self._require_stream("stream_backward")
+        if self._cache is None:
+            raise ValueError(_NO_CACHE_MSG)
+        dya = _as_float("dy_chunk", dy_chunk, self.dtype)
+        win = st.window
+        n = dya.shape[0] if dya.ndim == 3 else -1
+        if dya.ndim != 3 or dya.shape[1:] != (st.batch, self.hidden_size) or not 1 <= n <= win:
+            raise ValueError(f"dy_chunk: expected shape (n, {st.batch}, {self.hidden_size}) with n the "
+                             f"chunk length, got {dya.shape}")
+        dyw = np.zeros((win, st.batch, self.hidden_size), dtype=self.dtype)
+        dyw[win - n:] = dya
+        cache = self._cache
+        self._cache = None
+        return self._backward_time_major(cache, dyw, [None] * self.num_layers)
+
+    @property
+    def stream_state(self) -> Optional[State]:
+        """The carried state of the current stream ((L, B, H); LSTM (h, c)), or None without a stream."""
+        if self._stream is None:
+            return None
+        return self._join_states([_copy_state(s) for s in self._stream.state])
+
+    def stream_reset(self, rows: Any = None) -> None:
+        """Zero the carried state of the given batch rows (all when None) and drop the TBPTT history.
+
+        Dropping the history (for all rows) keeps a reset row's next window from reaching back past
+        its reset; other rows lose at most k2 - k1 steps of gradient history once.
+        """
+        st = self._require_stream("stream_reset")
+        idx = slice(None) if rows is None else np.asarray(rows)
+        for s in st.state:
+            if isinstance(s, tuple):
+                s[0][idx] = 0
+                s[1][idx] = 0
+            else:
+                s[idx] = 0
+        st.hist_start = st.pos
+        st.hist_x = None
+        st.hist_state = [_copy_state(s) for s in st.state]
+        st.hist_masks = []
+        self._cache = None
+
+    def stream_export(self) -> dict[str, Any]:
+        """The stream's full state as arrays and ints (for checkpoints); inverse of stream_import."""
+        st = self._require_stream("stream_export")
+        out: dict[str, Any] = {"batch": st.batch, "k1": st.k1, "k2": st.k2, "pos": st.pos,
+                               "hist_start": st.hist_start}
+        out["state"] = self._join_states(st.state)
+        out["hist_state"] = self._join_states(st.hist_state)
+        if st.hist_x is not None:
+            out["hist_x"] = st.hist_x.copy()
+        for i, m in enumerate(st.hist_masks):
+            if m is not None:
+                out[f"hist_mask_{i}"] = m.copy()
+        out["n_masks"] = len(st.hist_masks)
+        if st.lengths is not None:
+            out["lengths"] = st.lengths.copy()
+        return out
+
+    def stream_import(self, d: Mapping[str, Any]) -> None:
+        """Restore a stream saved by :meth:`stream_export`."""
+        batch, k1, k2 = int(d["batch"]), int(d["k1"]), int(d["k2"])
+        self.stream_begin(batch, k1, k2, hx=d["state"], lengths=d.get("lengths"))
+        st = self._stream
+        assert st is not None
+        st.pos = int(d["pos"])
+        st.hist_start = int(d["hist_start"])
+        st.hist_state = [_copy_state(s) for s in self._split_hx(d["hist_state"], batch)]  # type: ignore[arg-type]
+        st.hist_x = None if d.get("hist_x") is None else _as_float("hist_x", d["hist_x"], self.dtype).copy()
+        n_masks = int(d.get("n_masks", 0))
+        st.hist_masks = [None if d.get(f"hist_mask_{i}") is None else
+                         _as_float("hist_mask", d[f"hist_mask_{i}"], self.dtype).copy() for i in range(n_masks)]
+
+    def stream_end(self) -> None:
+        """Forget the stream (and any stored window)."""
+        self._stream = None
+        self._cache = None
+
+
+class RNN(RNNBase):
+    """Elman RNN stack, ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, act = tanh or relu.
+
+    ``RNN(input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, init="torch")``.
+
+    Parameters (PyTorch names): weight_ih_l{k} (H, I or D*H), weight_hh_l{k} (H, H), bias_ih_l{k},
+    bias_hh_l{k} (H,), and ``..._reverse`` for the backward direction. ``dropout`` (inverted, between
+    layers, training only, drawn from :attr:`rng`). ``init``: "torch" (U(-1/sqrt(H), 1/sqrt(H))),
+    "orthogonal" (orthogonal recurrent blocks, Xavier-uniform input weights, zero bias; LSTM forget
+    bias 1), "identity" (IRNN: identity recurrence, N(0, 1e-3) input weights, zero bias -- use with
+    nonlinearity="relu"). ``seed`` fixes the initial weights and the dropout RNG.
+    """
+
+    _cell = "rnn"
+
+
+class LSTM(RNNBase):
+    """LSTM stack (gates i, f, g, o): ``c_t = f*c_{t-1} + i*g``, ``h_t = o*tanh(c_t)``.
+
+    Same arguments as :class:`RNN` without ``nonlinearity``. ``forward`` returns ``out, (h_n, c_n)``
+    and takes ``hx=(h0, c0)``. Weight shapes (4H, I) and (4H, H).
+    """
+
+    _cell = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: Any = np.float32, seed: Optional[int] = None, init: str = "torch") -> None:
+        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, batch_first, dropout,
+                         bidirectional, dtype, seed, init)
+
+
+class GRU(RNNBase):
+    """GRU stack (gates r, z, n): ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``, ``h_t = (1-z)*n + z*h``.
+
+    Same arguments as :class:`RNN` without ``nonlinearity``. Weight shapes (3H, I) and (3H, H).
+    """
+
+    _cell = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: Any = np.float32, seed: Optional[int] = None, init: str = "torch") -> None:
+        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, batch_first, dropout,
+                         bidirectional, dtype, seed, init)
+
+
+# --------------------------------------------------------------------------------------------------
+# Linear and Embedding
+# --------------------------------------------------------------------------------------------------
+
+
+class Linear:
+    """``y = x W^T + b`` over the last axis (any leading dims), like ``torch.nn.Linear``.
+
+    weight (out_features, in_features), bias (out_features,); init U(-1/sqrt(in), 1/sqrt(in)) (PyTorch's
+    default). ``backward(dy) -> dx`` accumulates into :attr:`grads` ("weight", "bias").
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: Any = np.float32,
+                 seed: Optional[int] = None) -> None:
+        self.in_features = _check_int("in_features", in_features, 1)
+        self.out_features = _check_int("out_features", out_features, 1)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias: expected a bool, got {type(bias).__name__}")
+        self.bias = bool(bias)
+        self.dtype = _check_dtype(dtype)
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        k = 1.0 / math.sqrt(self.in_features)
+        self._params: dict[str, Array] = OrderedDict()
+        self._params["weight"] = rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype)
+        if self.bias:
+            self._params["bias"] = rng.uniform(-k, k, self.out_features).astype(self.dtype)
+        self.grads: dict[str, Array] = OrderedDict((n, np.zeros_like(v)) for n, v in self._params.items())
+        self.training = True
+        self._x: Optional[Array] = None
+
+    def parameters(self) -> dict[str, Array]:
+        """Live parameter arrays ("weight", "bias")."""
+        return self._params
+
+    def zero_grad(self) -> None:
+        """Zero the accumulated gradients."""
+        for g in self.grads.values():
+            g.fill(0)
+
+    def train(self, mode: bool = True) -> Linear:
+        """Training mode (forward stores its input for backward)."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Linear:
+        """Inference mode (nothing stored)."""
+        self._x = None
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, Array]:
+        """Copies of the parameters (PyTorch keys "weight", "bias")."""
+        return OrderedDict((k, v.copy()) for k, v in self._params.items())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Load parameters (strict by default; see RNNBase.load_state_dict)."""
+        return _load_into(self._params, state_dict, strict)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments."""
+        return {"type": "Linear", "in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias, "dtype": self.dtype.name, "seed": self.seed}
+
+    def __call__(self, x: Any) -> Array:
+        return self.forward(x)
+
+    def forward(self, x: Any) -> Array:
+        """x (..., in_features) -> (..., out_features)."""
+        xa = _as_float("x", x, self.dtype)
+        if xa.ndim < 1 or xa.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected shape (..., {self.in_features}), got {xa.shape}")
+        self._x = xa if self.training else None
+        y = xa @ self._params["weight"].T
+        if self.bias:
+            y += self._params["bias"]
+        return y
+
+    def backward(self, grad_output: Any) -> Array:
+        """dL/dy (..., out_features) -> dL/dx (..., in_features); accumulates weight/bias grads."""
+        x = self._x
+        if x is None:
+            raise ValueError(_NO_CACHE_MSG)
+        dy = _as_float("grad_output", grad_output, self.dtype)
+        if dy.shape != x.shape[:-1] + (self.out_features,):
+            raise ValueError(f"grad_output: expected shape {x.shape[:-1] + (self.out_features,)}, got {dy.shape}")
+        self._x = None
+        dy2 = dy.reshape(-1, self.out_features)
+        x2 = x.reshape(-1, self.in_features)
+        self.grads["weight"] += dy2.T @ x2  # dL/dW = sum over rows dy^T x
+        if self.bias:
+            self.grads["bias"] += dy2.sum(axis=0)  # dL/db = sum over rows dy
+        return dy @ self._params["weight"]  # dL/dx = dy W
+
+    def __repr__(self) -> str:
+        return f"Linear(in_features={self.in_features}, out_features={self.out_features}, bias={self.bias})"
+
+
+class Embedding:
+    """Lookup table ``weight[ids]`` (``torch.nn.Embedding``): weight (num_embeddings, embedding_dim), N(0, 1) init.
+
+    ``forward(ids)``: integer array of any shape -> (*ids.shape, embedding_dim). ``backward(dy)``
+    scatters dy into grads["weight"] (returns None: integer inputs have no gradient).
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: Any = np.float32,
+                 seed: Optional[int] = None) -> None:
+        self.num_embeddings = _check_int("num_embeddings", num_embeddings, 1)
+        self.embedding_dim = _check_int("embedding_dim", embedding_dim, 1)
+        self.dtype = _check_dtype(dtype)
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        self._params: dict[str, Array] = OrderedDict(
+            weight=rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype))
+        self.grads: dict[str, Array] = OrderedDict(weight=np.zeros_like(self._params["weight"]))
+        self.training = True
+        self._ids: Optional[Array] = None
+
+    def parameters(self) -> dict[str, Array]:
+        """Live parameter arrays ("weight")."""
+        return self._params
+
+    def zero_grad(self) -> None:
+        """Zero the accumulated gradient."""
+        self.grads["weight"].fill(0)
+
+    def train(self, mode: bool = True) -> Embedding:
+        """Training mode (forward remembers the ids for backward)."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Embedding:
+        """Inference mode."""
+        self._ids = None
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, Array]:
+        """Copy of the table ("weight")."""
+        return OrderedDict(weight=self._params["weight"].copy())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Load the table (strict by default)."""
+        return _load_into(self._params, state_dict, strict)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments."""
+        return {"type": "Embedding", "num_embeddings": self.num_embeddings,
+                "embedding_dim": self.embedding_dim, "dtype": self.dtype.name, "seed": self.seed}
+
+    def _check_ids(self, ids: Any) -> Array:
+        arr = np.asarray(ids)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"ids: expected an integer array of token ids, got dtype {arr.dtype}")
+        if arr.size and (arr.min() < 0 or arr.max() >= self.num_embeddings):
+            raise ValueError(f"ids: expected values in [0, {self.num_embeddings}), got min {arr.min()}, "
+                             f"max {arr.max()}")
+        return arr.astype(np.int64)
+
+    def __call__(self, ids: Any) -> Array:
+        return self.forward(ids)
+
+    def forward(self, ids: Any) -> Array:
+        """ids (...) int -> (..., embedding_dim)."""
+        arr = self._check_ids(ids)
+        self._ids = arr if self.training else None
+        return self._params["weight"][arr]
+
+    def backward(self, grad_output: Any) -> None:
+        """Scatter-add dL/d(output) into grads["weight"]."""
+        ids = self._ids
+        if ids is None:
+            raise ValueError(_NO_CACHE_MSG)
+        self._ids = None
+        self.backward_ids(ids, grad_output)
+
+    def backward_ids(self, ids: Array, grad_output: Any) -> None:
+        """Scatter-add ``grad_output`` (*ids.shape, dim) at rows ``ids`` (used by streaming)."""
+        dy = _as_float("grad_output", grad_output, self.dtype)
+        if dy.shape != ids.shape + (self.embedding_dim,):
+            raise ValueError(f"grad_output: expected shape {ids.shape + (self.embedding_dim,)}, got {dy.shape}")
+        np.add.at(self.grads["weight"], ids.reshape(-1), dy.reshape(-1, self.embedding_dim))
+
+    def __repr__(self) -> str:
+        return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
+
+
+# --------------------------------------------------------------------------------------------------
+# sequence model
+# --------------------------------------------------------------------------------------------------
+
+
+class SequenceModel:
+    """A recurrent stack plus a head (and optional token embedding) for the four sequence shapes.
+
+    ``SequenceModel(rnn, head, mode="many_to_many", embedding=None)``
+
+    * ``many_to_many``: x (T, B, I) (token ids (T, B) with an embedding) -> pred (T, B, O);
+      batch-major (B, T, ...) when ``rnn.batch_first``.
+    * ``many_to_one``: -> pred (B, O), the head applied to the top layer's final state, i.e. the output
+      at the last *valid* step of each (ragged) sequence; bidirectional: [forward final, backward final].
+    * ``one_to_many``: trained like many_to_many (teacher forcing); :meth:`generate` feeds each output
+      back as the next input.
+    * ``one_to_one``: x (B, I) (ids (B,)) -> pred (B, O): one recurrent step from the zero state.
+
+    Parameter names are prefixed: "rnn.weight_ih_l0", "head.weight", "embedding.weight".
+    """
+
+    def __init__(self, rnn: RNNBase, head: Linear, mode: str = "many_to_many",
+                 embedding: Optional[Embedding] = None) -> None:
+        if not isinstance(rnn, RNNBase):
+            raise TypeError(f"rnn: expected an rnnfast RNN, LSTM or GRU, got {type(rnn).__name__}")
+        if not isinstance(head, Linear):
+            raise TypeError(f"head: expected an rnnfast Linear, got {type(head).__name__}")
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if embedding is not None and not isinstance(embedding, Embedding):
+            raise TypeError(f"embedding: expected an rnnfast Embedding or None, got {type(embedding).__name__}")
+        if head.in_features != rnn.output_size:
+            raise ValueError(f"head: expected in_features = rnn output size {rnn.output_size}, got "
+                             f"{head.in_features}")
+        if embedding is not None and embedding.embedding_dim != rnn.input_size:
+            raise ValueError(f"embedding: expected embedding_dim = rnn input_size {rnn.input_size}, got "
+                             f"{embedding.embedding_dim}")
+        for name, m in (("head", head), ("embedding", embedding)):
+            if m is not None and m.dtype != rnn.dtype:
+                raise TypeError(f"{name}: expected dtype {rnn.dtype} (the rnn's), got {m.dtype}")
+        self.rnn = rnn
+        self.head = head
+        self.mode = mode
+        self.embedding = embedding
+        self.dtype = rnn.dtype
+        self.training = rnn.training
+        #: final state of the last forward pass (as the rnn returns it).
+        self.last_hidden: Optional[State] = None
+        self._fwd: Optional[dict[str, Any]] = None
+        self._stream_ids: Optional[Array] = None
+
+    # --- housekeeping ------------------------------------------------------------------------------
+    def _children(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        if self.embedding is not None:
+            out.append(("embedding", self.embedding))
+        out += [("rnn", self.rnn), ("head", self.head)]
+        return out
+
+    def parameters(self) -> dict[str, Array]:
+        """Live parameter arrays, prefixed "embedding.", "rnn.", "head." (optimizers update in place)."""
+        return OrderedDict((f"{p}.{k}", v) for p, m in self._children() for k, v in m.parameters().items())
+
+    @property
+    def grads(self) -> dict[str, Array]:
+        """The live gradient arrays, keys as :meth:`parameters`."""
+        return OrderedDict((f"{p}.{k}", v) for p, m in self._children() for k, v in m.grads.items())
+
+    def zero_grad(self) -> None:
+        """Zero every gradient."""
+        for _, m in self._children():
+            m.zero_grad()
+
+    def train(self, mode: bool = True) -> SequenceModel:
+        """Training mode for every part."""
+        self.training = bool(mode)
+        for _, m in self._children():
+            m.train(mode)
+        if not mode:
+            self._fwd = None
+        return self
+
+    def eval(self) -> SequenceModel:
+        """Inference mode for every part (nothing stored; backward raises)."""
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, Array]:
+        """Copies of all parameters with prefixed names."""
+        return OrderedDict((f"{p}.{k}", v) for p, m in self._children() for k, v in m.state_dict().items())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Load all parameters (prefixed names; strict by default: missing/extra/misshaped -> ValueError)."""
+        return _load_into(self.parameters(), state_dict, strict)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description (rebuild with :func:`model_from_config`)."""
+        return {"type": "SequenceModel", "mode": self.mode, "rnn": self.rnn.config(),
+                "head": self.head.config(),
+                "embedding": None if self.embedding is None else self.embedding.config()}
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Any:
+        """Rebuild from :meth:`config` (used by ``rnnfast.io.Checkpoint.build_model``)."""
+        return model_from_config(cfg)
+
+    def __repr__(self) -> str:
+        return (f"SequenceModel(mode={self.mode!r}, rnn={self.rnn!r}, head={self.head!r}, "
+                f"embedding={self.embedding!r})")
+
+    @property
+    def num_parameters(self) -> int:
+        """Total number of scalar parameters."""
+        return int(sum(v.size for v in self.parameters().values()))
+
+    # --- forward / backward -------------------------------------------------------------------------
+    def _embed(self, x: Any) -> Array:
+        if self.embedding is None:
+            return x
+        return self.embedding.forward(x)
+
+    def __call__(self, x: Any, lengths: Any = None, hx: Any = None) -> Array:
+        return self.forward(x, lengths, hx)
+
+    def forward(self, x: Any, lengths: Any = None, hx: Any = None) -> Array:
+        """Predictions for a batch; shapes per mode (see the class docstring)."""
+        rnn = self.rnn
+        if self.mode == "one_to_one":
+            if lengths is not None:
+                raise ValueError("lengths: not used in one_to_one mode (a single step), got an array")
+            xa = np.asarray(x)
+            need = 1 if self.embedding is not None else 2
+            if xa.ndim != need:
+                raise ValueError(f"x: expected shape {'(B,)' if need == 1 else '(B, I)'} in one_to_one mode, "
+                                 f"got {xa.shape}")
+            e = self._embed(xa)
+            e = e[:, None] if rnn.batch_first else e[None]
+            out, h_n = rnn.forward(e, hx)
+            feat = out[:, 0] if rnn.batch_first else out[0]
+            self.last_hidden = h_n
+            self._fwd = {"mode": "one_to_one", "shape": out.shape} if self.training else None
+            return self.head.forward(feat)
+        e = self._embed(x)
+        out, h_n = rnn.forward(e, hx, lengths)
+        self.last_hidden = h_n
+        if self.mode == "many_to_one":
+            h = h_n[0] if isinstance(h_n, tuple) else h_n
+            top = h[-rnn.num_directions:]  # (D, B, H): final states of the top layer
+            feat = top[0] if rnn.num_directions == 1 else np.concatenate([top[0], top[1]], axis=1)
+            self._fwd = {"mode": "many_to_one", "batch": feat.shape[0]} if self.training else None
+            return self.head.forward(feat)
+        self._fwd = {"mode": "seq"} if self.training else None
+        return self.head.forward(out)
+
+    def backward(self, grad_output: Any) -> Optional[Array]:
+        """dL/dpred -> dL/dx (None for token inputs); accumulates every part's gradients."""
+        f = self._fwd
+        if f is None:
+            raise ValueError(_NO_CACHE_MSG)
+        self._fwd = None
+        rnn = self.rnn
+        dfeat = self.head.backward(grad_output)
+        if f["mode"] == "one_to_one":
+            dout = dfeat[:, None] if rnn.batch_first else dfeat[None]
+            dx = rnn.backward(dout)
+            dx = dx[:, 0] if rnn.batch_first else dx[0]
+        elif f["mode"] == "many_to_one":
+            L, D, H = rnn.num_layers, rnn.num_directions, rnn.hidden_size
+            dh = np.zeros((L * D, f["batch"], H), dtype=self.dtype)
+            for d in range(D):
+                dh[(L - 1) * D + d] = dfeat[:, d * H:(d + 1) * H]
+            gs: Any = (dh, None) if isinstance(rnn, LSTM) else dh
+            dx = rnn.backward(None, gs)
+        else:
+            dx = rnn.backward(dfeat)
+        if self.embedding is not None:
+            self.embedding.backward(dx)
+            return None
+        return dx
+
+    # --- generation ---------------------------------------------------------------------------------
+    def generate(self, x0: Any, steps: int, *, temperature: float = 1.0, sample: bool = True,
+                 rng: Optional[np.random.Generator] = None, hx: Any = None,
+                 feedback: str = "auto") -> Array:
+        """Free-running generation (one-to-many): feed each output back as the next input.
+
+        Args:
+            x0: first input, (B, I) floats or token ids (B,) with an embedding.
+            steps: number of outputs to produce.
+            temperature, sample: for token outputs, sample from softmax(logits / temperature)
+                (``sample=False``: argmax). ``rng``: a NumPy Generator (default: a fresh unseeded one).
+            hx: initial recurrent state (e.g. ``last_hidden`` after a priming forward pass).
+            feedback: "token" (feed the chosen id; needs an embedding), "onehot" (feed a one-hot
+                vector of the chosen class; needs I == O), "value" (feed the prediction; needs I == O),
+                "auto" = token with an embedding, else value.
+
+        Returns: (steps, B) int64 token ids for token/onehot feedback, else (steps, B, O) values.
+        The loop over generated steps is inherent (each input depends on the previous output); each
+        step runs in the compiled core via ``rnn.step``.
+        """
+        steps = _check_int("steps", steps, 1)
+        if feedback == "auto":
+            feedback = "token" if self.embedding is not None else "value"
+        if feedback not in ("token", "onehot", "value"):
+            raise ValueError(f"feedback: expected 'auto', 'token', 'onehot' or 'value', got {feedback!r}")
+        O, I = self.head.out_features, self.rnn.input_size
+        if feedback == "token" and self.embedding is None:
+            raise ValueError("feedback: 'token' needs a model with an embedding")
+        if feedback in ("onehot", "value") and (self.embedding is not None or O != I):
+            raise ValueError(f"feedback: {feedback!r} needs output size == input size and no embedding, "
+                             f"got O={O}, I={I}")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature: expected a float > 0, got {temperature!r}")
+        rng = rng if rng is not None else np.random.default_rng()
+        cur: Any = np.asarray(x0)
+        if self.embedding is not None:
+            if cur.ndim != 1:
+                raise ValueError(f"x0: expected token ids (B,), got shape {cur.shape}")
+        elif cur.ndim != 2 or cur.shape[1] != I:
+            raise ValueError(f"x0: expected shape (B, {I}), got {cur.shape}")
+        batch = cur.shape[0]
+        state = hx
+        tokens = feedback in ("token", "onehot")
+        out = np.zeros((steps, batch), dtype=np.int64) if tokens else np.zeros((steps, batch, O), self.dtype)
+        was = self.head.training
+        self.head.train(False)
+        try:
+            for k in range(steps):
+                inp = self.embedding._params["weight"][self.embedding._check_ids(cur)] if self.embedding else cur
+                h, state = self.rnn.step(inp, state)
+                pred = self.head.forward(h)
+                if not tokens:
+                    out[k] = pred
+                    cur = pred
+                    continue
+                logits = pred.astype(np.float64) / float(temperature)
+                if sample:
+                    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+                    p /= p.sum(axis=1, keepdims=True)
+                    u = rng.random((batch, 1))
+                    ids = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), O - 1)
+                else:
+                    ids = np.argmax(logits, axis=1)
+                out[k] = ids
+                cur = ids if feedback == "token" else np.eye(O, dtype=self.dtype)[ids]
+        finally:
+            self.head.train(was)
+        return out
+
+    # --- truncated BPTT streaming -------------------------------------------------------------------
+    def stream_begin(self, batch_size: int, k1: int, k2: int, hx: Any = None, lengths: Any = None) -> None:
+        """Start a TBPTT(k1, k2) stream (many_to_many / one_to_many only); see RNNBase.stream_begin."""
+        if self.mode not in ("many_to_many", "one_to_many"):
+            raise ValueError(f"stream_begin: truncated BPTT needs a per-step output (many_to_many or "
+                             f"one_to_many), got mode {self.mode!r}")
+        self.rnn.stream_begin(batch_size, k1, k2, hx, lengths)
+        self._stream_ids = None
+
+    def stream_forward(self, x_chunk: Any) -> Array:
+        """Chunk (n, B, I) (ids (n, B)), time-major -> predictions (n, B, O)."""
+        if self.embedding is not None:
+            ids = self.embedding._check_ids(x_chunk)
+            e = self.embedding._params["weight"][ids]
+        else:
+            ids = None
+            e = x_chunk
+        y = self.rnn.stream_forward(e)
+        if ids is not None and self.training:
+            st = self.rnn._stream
+            assert st is not None
+            prev = self._stream_ids if self._stream_ids is not None else ids[:0]
+            allids = np.concatenate([prev, ids], axis=0)
+            self._stream_ids = allids[allids.shape[0] - st.window:]
+        return self.head.forward(y)
+
+    def stream_backward(self, grad_chunk: Any) -> None:
+        """Backward for the last chunk's predictions (n, B, O); accumulates gradients of the window."""
+        dy = self.head.backward(grad_chunk)
+        dxw = self.rnn.stream_backward(dy)
+        if self.embedding is not None:
+            assert self._stream_ids is not None
+            self.embedding.backward_ids(self._stream_ids[-dxw.shape[0]:], dxw)
+
+    @property
+    def stream_state(self) -> Optional[State]:
+        """Carried recurrent state of the current stream."""
+        return self.rnn.stream_state
+
+    def stream_reset(self, rows: Any = None) -> None:
+        """Zero the carried state of ``rows`` (all when None); see RNNBase.stream_reset."""
+        self.rnn.stream_reset(rows)
+        self._stream_ids = None
+
+    def stream_export(self) -> dict[str, Any]:
+        """Stream state for checkpoints."""
+        d = self.rnn.stream_export()
+        if self._stream_ids is not None:
+            d["ids"] = self._stream_ids.copy()
+        return d
+
+    def stream_import(self, d: Mapping[str, Any]) -> None:
+        """Restore a stream saved by :meth:`stream_export`."""
+        self.rnn.stream_import(d)
+        self._stream_ids = None if d.get("ids") is None else np.asarray(d["ids"], dtype=np.int64).copy()
+
+    def stream_end(self) -> None:
+        """Forget the stream."""
+        self.rnn.stream_end()
+        self._stream_ids = None
+
+
+# --------------------------------------------------------------------------------------------------
+# construction helpers
+# --------------------------------------------------------------------------------------------------
+
+_CELL_CLASSES: dict[str, type[RNNBase]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def build_model(cell: str, input_size: int, hidden_size: int, output_size: int, *,
+                mode: str = "many_to_many", num_layers: int = 1, dtype: Any = np.float32,
+                seed: Optional[int] = None, init: str = "torch", vocab_size: Optional[int] = None,
+                embedding_dim: Optional[int] = None, **rnn_kwargs: Any) -> SequenceModel:
+    """A :class:`SequenceModel`: ``cell`` ("rnn" | "lstm" | "gru") stack + Linear head (+ Embedding).
+
+    With ``vocab_size`` the input is token ids and an Embedding(vocab_size, embedding_dim or
+    input_size) feeds the stack (``input_size`` is then ignored in favour of ``embedding_dim`` when
+    given). ``rnn_kwargs`` go to the stack (nonlinearity, bias, batch_first, dropout, bidirectional).
+    ``seed`` seeds every part (distinct derived seeds).
+    """
+    if cell not in _CELL_CLASSES:
+        raise ValueError(f"cell: expected one of {tuple(_CELL_CLASSES)}, got {cell!r}")
+    if seed is not None:
+        seed = _check_int("seed", seed, 0)
+    seeds = [None, None, None] if seed is None else [
+        int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3)]
+    emb = None
+    if vocab_size is not None:
+        dim = embedding_dim if embedding_dim is not None else input_size
+        emb = Embedding(vocab_size, dim, dtype=dtype, seed=seeds[0])
+        input_size = dim
+    elif embedding_dim is not None:
+        raise ValueError("embedding_dim: only meaningful with vocab_size")
+    if cell != "rnn" and "nonlinearity" in rnn_kwargs:
+        if rnn_kwargs["nonlinearity"] != "tanh":
+            raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got {rnn_kwargs['nonlinearity']!r}")
+        rnn_kwargs = {k: v for k, v in rnn_kwargs.items() if k != "nonlinearity"}
+    rnn = _CELL_CLASSES[cell](input_size, hidden_size, num_layers=num_layers, dtype=dtype, seed=seeds[1],
+                              init=init, **rnn_kwargs)
+    head = Linear(rnn.output_size, output_size, dtype=dtype, seed=seeds[2])
+    return SequenceModel(rnn, head, mode=mode, embedding=emb)
+
+
+def _from_cfg(cfg: Mapping[str, Any]) -> Any:
+    if not isinstance(cfg, Mapping) or "type" not in cfg:
+        raise ValueError(f"cfg: expected a dict with a 'type' key, got {cfg!r}")
+    kind = cfg["type"]
+    args = {k: v for k, v in cfg.items() if k != "type"}
+    if kind in ("RNN", "LSTM", "GRU"):
+        return {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[kind](**args)
+    if kind == "Linear":
+        return Linear(**args)
+    if kind == "Embedding":
+        return Embedding(**args)
+    if kind == "SequenceModel":
+        for key in ("mode", "rnn", "head"):
+            if key not in cfg:
+                raise ValueError(f"cfg: missing key {key!r} for a SequenceModel")
+        emb = None if cfg.get("embedding") is None else _from_cfg(cfg["embedding"])
+        return SequenceModel(_from_cfg(cfg["rnn"]), _from_cfg(cfg["head"]), mode=cfg["mode"], embedding=emb)
+    raise ValueError(f"cfg['type']: expected RNN, LSTM, GRU, Linear, Embedding or SequenceModel, got {kind!r}")
+
+
+def model_from_config(cfg: Mapping[str, Any]) -> Any:
+    """Rebuild a model (SequenceModel, or a single module) from its ``config()`` dict.
+
+    The weights are re-initialised from the config's seeds; load a state_dict for trained weights.
+    """
+    return _from_cfg(cfg)
