@@ -298,3 +298,80 @@ def test_interop_import_does_not_import_torch() -> None:
     code = "import sys, rnnfast.interop; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------------
+# PyTorch: module conversion (numeric parity is in tests/test_torch_parity.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def _torch() -> Any:
+    return pytest.importorskip("torch")
+
+
+def test_state_dict_to_numpy_is_zero_copy() -> None:
+    torch = _torch()
+    lstm = torch.nn.LSTM(3, 4, num_layers=2, dtype=torch.float64)
+    sd = lstm.state_dict()
+    arrays = interop.state_dict_to_numpy(sd)
+    assert list(arrays) == list(sd)
+    for k, t in sd.items():
+        a = arrays[k]
+        assert isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == tuple(t.shape)
+        assert a.ctypes.data == t.data_ptr(), f"{k}: copied"
+    # parameters with requires_grad (not only state_dict's detached tensors) convert too, without a copy
+    p = dict(lstm.named_parameters())["weight_hh_l1"]
+    assert interop.state_dict_to_numpy({"w": p})["w"].ctypes.data == p.data_ptr()
+    with pytest.raises(TypeError, match="state_dict"):
+        interop.state_dict_to_numpy([p])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_load_state_dict_accepts_a_torch_state_dict(kind: str) -> None:
+    """rnnfast modules load a torch state_dict directly; the values are then held by rnnfast."""
+    torch = _torch()
+    from rnnfast import modules
+
+    tmod = getattr(torch.nn, kind)(3, 4, num_layers=2, bidirectional=True, dtype=torch.float32)
+    m = getattr(modules, kind)(3, 4, num_layers=2, bidirectional=True, dtype=np.float32, seed=0)
+    sd = tmod.state_dict()
+    m.load_state_dict(sd)
+    params = m.parameters()
+    assert sorted(params) == sorted(sd)
+    for k, t in sd.items():
+        np.testing.assert_array_equal(params[k], t.numpy(), err_msg=k)
+        assert params[k].dtype == np.float32
+    # rnnfast's parameters must not alias torch's: a torch update must not change the rnnfast module
+    before = params["weight_ih_l0"].copy()
+    with torch.no_grad():
+        tmod.weight_ih_l0.add_(1.0)
+    np.testing.assert_array_equal(m.parameters()["weight_ih_l0"], before)
+
+
+def test_from_torch_linear_and_modes() -> None:
+    torch = _torch()
+    lin = torch.nn.Linear(3, 2, dtype=torch.float64)
+    m = interop.from_torch(lin)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    with torch.no_grad():
+        expected = lin(torch.from_numpy(x)).numpy()
+    assert_close(m(x), expected, 1e-14, "Linear")
+    back = interop.to_torch(m)
+    assert isinstance(back, torch.nn.Linear) and back.weight.dtype == torch.float64
+    assert torch.equal(back.weight, lin.weight) and torch.equal(back.bias, lin.bias)
+    gru = torch.nn.GRU(3, 2).eval()
+    fm = interop.from_torch(gru)
+    assert fm.training is False
+    assert interop.to_torch(fm).training is False
+
+
+def test_from_torch_rejects_unsupported() -> None:
+    torch = _torch()
+    with pytest.raises(ValueError, match="proj_size"):
+        interop.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
+    with pytest.raises(TypeError, match="module"):
+        interop.from_torch(torch.nn.Conv1d(3, 4, 2))
+    with pytest.raises(TypeError, match="float16"):
+        interop.from_torch(torch.nn.GRU(3, 4, dtype=torch.float16))
+    with pytest.raises(TypeError, match="model"):
+        interop.to_torch(object())

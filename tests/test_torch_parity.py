@@ -6,7 +6,7 @@ What is compared (torch is the oracle; rnnfast's arrays are the "actual" side):
    full/ragged batch (torch: pack_padded_sequence(enforce_sorted=False) + pad_packed_sequence) x
    float64/float32: y, h_n (c_n) and every gradient (x, h0, c0, w_ih, w_hh, b_ih, b_hh) of
    L = <y, dy> + <h_n, dh_n> (+ <c_n, dc_n>);
-2. modules (rnnfast.RNN / LSTM / GRU built with rnnfast.from_torch): num_layers 1..3 x bidirectional x
+2. modules (rnnfast.RNN / LSTM / GRU built with from_torch): num_layers 1..3 x bidirectional x
    a pairwise-covering set of (batch_first, initial state, ragged, bias) x float64/float32; outputs,
    final states and every gradient (input, initial states, all parameters);
 3. TBPTT with k1 = k2 = k against the torch loop that detaches the state every k steps;
@@ -38,8 +38,9 @@ from helpers import assert_close, make_inputs
 torch = pytest.importorskip("torch")
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
-import rnnfast  # noqa: E402
 from rnnfast import functional as F  # noqa: E402
+from rnnfast.interop import from_torch, to_torch  # noqa: E402
+from rnnfast.modules import SequenceModel  # noqa: E402
 
 __all__: list[str] = []
 
@@ -340,3 +341,204 @@ def test_clip_grad_norm_matches_torch(max_norm: float, norm_type: float, dtype: 
         assert g.dtype == dtype
         check(g, p.grad.numpy(), tol, f"clip {k} norm_type={norm_type} max_norm={max_norm}",
               ("clip", "-", DTYPE_IDS[dtype], "grad"))
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. modules: multi-layer, bidirectional, batch_first, ragged, initial states, bias
+# --------------------------------------------------------------------------------------------------
+
+# (batch_first, given_state, ragged, bias): every pair of values of every two factors occurs
+MODULE_COMBOS = [
+    (False, False, False, False),
+    (False, True, True, True),
+    (True, False, True, True),
+    (True, True, False, True),
+    (True, True, True, False),
+    (False, False, True, False),
+]
+COMBO_IDS = ["tm-noh0-full-nobias", "tm-h0-ragged-bias", "bf-noh0-ragged-bias", "bf-h0-full-bias",
+             "bf-h0-ragged-nobias", "tm-noh0-ragged-nobias"]
+
+
+def _module_state_grads(m: Any, cell: str) -> tuple[Any, Any]:
+    """(dh0, dc0 or None) of the most recent backward of an rnnfast module, shapes (L*D, B, H)."""
+    g = m.grad_hx
+    if cell == "lstm":
+        return g[0], g[1]
+    return g, None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("combo", MODULE_COMBOS, ids=COMBO_IDS)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_module_matches_torch(cell: str, nonlinearity: str, num_layers: int, bidirectional: bool,
+                              combo: tuple[bool, bool, bool, bool], dtype: Any) -> None:
+    import copy
+
+    batch_first, given_state, ragged, bias = combo
+    cid = CELL_IDS[CELLS.index((cell, nonlinearity))]
+    dn = DTYPE_IDS[dtype]
+    torch.manual_seed(100 * num_layers + 10 * bidirectional + MODULE_COMBOS.index(combo))
+    tmod = torch_module(cell, nonlinearity, I, H, num_layers=num_layers, bias=bias, batch_first=batch_first,
+                        bidirectional=bidirectional, dtype=TORCH_DTYPE[dtype])
+    m = from_torch(tmod)
+    ref = copy.deepcopy(tmod).double()  # the oracle: the same (dtype-rounded) weights in float64
+
+    d = 2 if bidirectional else 1
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    dy = rng.standard_normal((T, B, d * H)).astype(dtype)
+    if batch_first:
+        x, dy = np.ascontiguousarray(x.transpose(1, 0, 2)), np.ascontiguousarray(dy.transpose(1, 0, 2))
+    dh_n = rng.standard_normal((num_layers * d, B, H)).astype(dtype)
+    dc_n = rng.standard_normal((num_layers * d, B, H)).astype(dtype) if cell == "lstm" else None
+    hx: Any = None
+    if given_state:
+        h0 = rng.uniform(-0.5, 0.5, (num_layers * d, B, H)).astype(dtype)
+        hx = (h0, rng.uniform(-0.5, 0.5, (num_layers * d, B, H)).astype(dtype)) if cell == "lstm" else h0
+    lengths = LENGTHS if ragged else None
+    exp = torch_run(ref, x, hx, lengths, dy, dh_n, dc_n)
+
+    out, state = m(x, hx, lengths=lengths)
+    h_n, c_n = state if cell == "lstm" else (state, None)
+    grad_state = (dh_n, dc_n) if cell == "lstm" else dh_n
+    m.zero_grad()
+    dx = m.backward(dy, grad_state)
+
+    tag = f"module {cid} {dn} L={num_layers} bi={bidirectional} bf={batch_first} h0={given_state} " \
+          f"ragged={ragged} bias={bias}"
+    ko, kg = ("module", cid, dn, "out"), ("module", cid, dn, "grad")
+    assert out.dtype == dtype, f"{tag}: output dtype {out.dtype}"
+    check(out, exp["y"], TOL_OUT[dtype], f"{tag} out", ko)
+    check(h_n, exp["h_n"], TOL_OUT[dtype], f"{tag} h_n", ko)
+    if cell == "lstm":
+        check(c_n, exp["c_n"], TOL_OUT[dtype], f"{tag} c_n", ko)
+    check(dx, exp["x"], TOL_GRAD[dtype], f"{tag} dx", kg)
+    if given_state:
+        dh0, dc0 = _module_state_grads(m, cell)
+        check(dh0, exp["h0"], TOL_GRAD[dtype], f"{tag} dh0", kg)
+        if cell == "lstm":
+            check(dc0, exp["c0"], TOL_GRAD[dtype], f"{tag} dc0", kg)
+    names = [n for n, _ in ref.named_parameters()]
+    assert sorted(m.grads) == sorted(names), f"{tag}: grads keys {sorted(m.grads)} vs torch {sorted(names)}"
+    for n in names:
+        assert m.grads[n].dtype == dtype, f"{tag} grad {n}: dtype {m.grads[n].dtype}"
+        check(m.grads[n], exp[n], TOL_GRAD[dtype], f"{tag} d{n}", kg)
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. from_torch -> to_torch round trip
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("config", [(1, False, False, True), (2, True, True, True), (3, True, False, False)],
+                         ids=["L1", "L2-bi-bf", "L3-bi-nobias"])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_from_torch_to_torch_round_trip_exact(cell: str, nonlinearity: str, config: tuple[int, bool, bool, bool],
+                                              dtype: Any) -> None:
+    num_layers, bidirectional, batch_first, bias = config
+    torch.manual_seed(5)
+    tmod = torch_module(cell, nonlinearity, I, H, num_layers=num_layers, bias=bias, batch_first=batch_first,
+                        bidirectional=bidirectional, dtype=TORCH_DTYPE[dtype])
+    tmod.eval()
+    back = to_torch(from_torch(tmod))
+    assert type(back) is type(tmod)
+    for attr in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "dropout",
+                 "training"):
+        assert getattr(back, attr) == getattr(tmod, attr), f"{attr}: {getattr(back, attr)} vs {getattr(tmod, attr)}"
+    if cell == "rnn":
+        assert back.nonlinearity == tmod.nonlinearity
+    sd, sd2 = tmod.state_dict(), back.state_dict()
+    assert list(sd2) == list(sd)
+    for k in sd:
+        assert sd2[k].dtype == sd[k].dtype, f"{k}: dtype {sd2[k].dtype} vs {sd[k].dtype}"
+        assert torch.equal(sd2[k], sd[k]), f"{k}: not bit-identical after the round trip"
+        assert sd2[k].data_ptr() != sd[k].data_ptr(), f"{k}: to_torch must not alias the original"
+    x = torch.randn(B, T, I, dtype=TORCH_DTYPE[dtype]) if batch_first else torch.randn(T, B, I, dtype=TORCH_DTYPE[dtype])
+    with torch.no_grad():
+        y1, y2 = tmod(x)[0], back(x)[0]
+    assert torch.equal(y1, y2), "outputs of the round-tripped module differ"
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. training trajectories
+# --------------------------------------------------------------------------------------------------
+
+TRAJ_TOL = {np.float64: 1e-9, np.float32: 1e-4}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_trajectory_matches_torch(optimizer: str, ragged: bool, dtype: Any) -> None:
+    """20 full-batch steps of a many-to-one LSTM(2 layers) + Linear head with MSE, same data and init.
+
+    rnnfast's MSELoss is mean(1/2 (pred - y)^2), so torch's loss is written as 0.5 * mse_loss. Each
+    step's loss (before the update) must match torch's within TRAJ_TOL relative, and so must the final
+    parameters (relative to max |p| per array).
+    """
+    from rnnfast.losses import MSELoss
+    from rnnfast.optim import SGD, Adam
+
+    n_steps, t_steps, batch, n_in, hidden, n_out = 20, 6, 4, 3, 5, 2
+    tdt = TORCH_DTYPE[dtype]
+    torch.manual_seed(3)
+    t_rnn = torch.nn.LSTM(n_in, hidden, num_layers=2, dtype=tdt)
+    t_head = torch.nn.Linear(hidden, n_out, dtype=tdt)
+    model = SequenceModel(from_torch(t_rnn), from_torch(t_head), mode="many_to_one")
+    rng = np.random.default_rng(41)
+    x = rng.standard_normal((t_steps, batch, n_in)).astype(dtype)
+    target = rng.standard_normal((batch, n_out)).astype(dtype)
+    lengths = np.array([6, 3, 5, 1]) if ragged else None
+
+    tparams = list(t_rnn.parameters()) + list(t_head.parameters())
+    if optimizer == "sgd":
+        topt = torch.optim.SGD(tparams, lr=0.1, momentum=0.9)
+        opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    else:
+        topt = torch.optim.Adam(tparams, lr=0.01, betas=(0.9, 0.999), eps=1e-8)
+        opt = Adam(model.parameters(), lr=0.01, betas=(0.9, 0.999), eps=1e-8)
+    loss_fn = MSELoss()
+    xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(target.copy())
+
+    losses, tlosses = [], []
+    for _ in range(n_steps):
+        pred = model(x, lengths=lengths)
+        loss, dpred = loss_fn(pred, target)
+        model.zero_grad()
+        model.backward(dpred)
+        opt.step(model.grads)
+        losses.append(float(loss))
+
+        topt.zero_grad()
+        if ragged:
+            packed = pack_padded_sequence(xt, torch.from_numpy(lengths), enforce_sorted=False)
+            _, (h_n, _) = t_rnn(packed)
+        else:
+            _, (h_n, _) = t_rnn(xt)
+        tloss = 0.5 * torch.nn.functional.mse_loss(t_head(h_n[-1]), yt)  # h_n[-1]: last valid step, top layer
+        tloss.backward()
+        topt.step()
+        tlosses.append(tloss.item())
+
+    losses_a, tlosses_a = np.array(losses), np.array(tlosses)
+    rel = np.abs(losses_a - tlosses_a) / np.abs(tlosses_a)
+    worst = int(np.argmax(rel))
+    key = ("trajectory", f"{optimizer}-{'ragged' if ragged else 'full'}", DTYPE_IDS[dtype], "loss")
+    if rel[worst] >= WORST.get(key, (-1.0, ""))[0]:
+        WORST[key] = (float(rel[worst]), f"step {worst}")
+    assert tlosses_a[-1] < tlosses_a[0], "torch did not train: the comparison would be weak"
+    assert rel[worst] <= TRAJ_TOL[dtype], (
+        f"{optimizer} {DTYPE_IDS[dtype]} ragged={ragged}: loss at step {worst} differs by {rel[worst]:.3e} "
+        f"relative (> {TRAJ_TOL[dtype]:.0e}): rnnfast {losses_a[worst]!r}, torch {tlosses_a[worst]!r}\n"
+        f"rnnfast {losses_a}\ntorch   {tlosses_a}"
+    )
+    named = {f"rnn.{n}": p for n, p in t_rnn.named_parameters()}
+    named.update({f"head.{n}": p for n, p in t_head.named_parameters()})
+    params = model.parameters()
+    for n, p in named.items():
+        check(params[n], p.detach().numpy(), 10 * TRAJ_TOL[dtype], f"{optimizer} final {n}",
+              ("trajectory", "params", DTYPE_IDS[dtype], "out"))
