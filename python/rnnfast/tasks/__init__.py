@@ -111,7 +111,7 @@ def run_task(
     (``val_mse`` for regression: the plain mean squared error; ``val_accuracy`` for classification)
     and every baseline of ``task.baseline``.
     """
-    from .. import evaluate, fit
+    from ..training import evaluate, fit
 
     if isinstance(task, str):
         task = get_task(task)

@@ -142,7 +142,7 @@ class Task:
         ``cfg["cell"]`` is ``rnn`` (tanh), ``rnn-relu`` (ReLU with identity init, IRNN), ``lstm`` or
         ``gru``; ``cfg["init"]`` overrides the initialisation preset.
         """
-        from .. import build_model
+        from ..modules import build_model
 
         cell = str(cfg["cell"])
         rnn_kwargs: dict[str, Any] = {}

@@ -175,3 +175,37 @@ class CharLMTask(Task):
             "unigram_nats": float(-np.mean(np.log(uni[val.y]))),
             "bigram_nats": float(-np.mean(np.log(big[val.x, val.y]))),
         }
+
+
+def sample_text(
+    model: Any,
+    vocab: Vocab,
+    *,
+    prime: str = "The ",
+    length: int = 300,
+    temperature: float = 0.8,
+    seed: int | None = 0,
+) -> str:
+    """Generate ``length`` characters after ``prime`` from a trained charlm model (one-to-many).
+
+    The prime (all but its last character) is run through the model in one forward pass to set the
+    recurrent state; then :meth:`SequenceModel.generate` samples each next character from
+    softmax(logits / temperature), feeding it back as the next input. Returns prime + generated text.
+    """
+    length = check_positive_int("length", length)
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+    if not prime:
+        raise ValueError("prime: expected at least one character")
+    try:
+        ids = vocab.encode(prime)
+    except ValueError as exc:
+        raise ValueError(f"prime: {exc}".replace("text: ", "")) from None
+    model.eval()
+    hx = None
+    if len(ids) > 1:
+        model(ids[:-1, None])
+        hx = model.last_hidden
+    rng = np.random.default_rng(seed)
+    out = model.generate(ids[-1:], length, temperature=float(temperature), sample=True, rng=rng, hx=hx)
+    return prime + vocab.decode(out[:, 0])

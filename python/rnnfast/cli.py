@@ -1,0 +1,466 @@
+"""``python -m rnnfast``: the command line.
+
+Subcommands::
+
+    python -m rnnfast demo                      # the README's first command: < 1 min on one core
+    python -m rnnfast train --task adding --cell lstm [--hidden N] [--layers N] [--seq-len N]
+        [--batch-size N] [--bptt k1,k2] [--epochs N] [--lr X] [--clip-norm X] [--dtype float32|float64]
+        [--seed N] [--save PATH] [--json PATH] [--plot PATH] [--threads N] [--no-progress]
+    python -m rnnfast sample CHECKPOINT [--prime TEXT] [--length N] [--temperature X] [--seed N]
+    python -m rnnfast diagnose --task adding [--cell rnn,lstm,gru] [--seq-len N] [--plot PATH]
+    python -m rnnfast gradcheck                 # C++ vs reference vs finite differences, every cell
+    python -m rnnfast tasks                     # list the built-in tasks and their defaults
+
+Errors in the arguments (unknown task, malformed --bptt, an option a task does not have) print one
+line ``rnnfast <cmd>: error: ...`` and exit with status 2, as argparse does; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["build_parser", "main"]
+
+
+class CLIError(Exception):
+    """A user error: printed as ``rnnfast <cmd>: error: <message>`` with exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------------
+# argument types
+# --------------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def parse_bptt(text: str) -> tuple[int, int]:
+    """``"k1,k2"`` (or ``"k"`` for k1 = k2) -> (k1, k2) with k2 >= k1 >= 1."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected k1,k2 (two positive integers, k2 >= k1, e.g. 20,40), got {text!r}"
+        )
+    k1, k2 = int(parts[0]), int(parts[1])
+    if k1 < 1 or k2 < k1:
+        raise argparse.ArgumentTypeError(f"expected k2 >= k1 >= 1, got k1={k1}, k2={k2}")
+    return k1, k2
+
+
+def _cell_list(text: str) -> list[str]:
+    from .tasks import CELLS
+
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in cells if c not in CELLS]
+    if not cells or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(CELLS)}, got {text!r}"
+        )
+    return cells
+
+
+# --------------------------------------------------------------------------------------------------
+# output helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v == 0 or not math.isfinite(v):
+            return str(v)
+        return f"{v:.4g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.2e}"
+    return str(v)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(out)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Replace non-finite floats by None and NumPy scalars/arrays by Python values (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_json(path: str, payload: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _set_threads(n: int | None) -> None:
+    if n is not None:
+        from . import set_num_threads
+
+        set_num_threads(int(n))
+
+
+def _check_writable(path: str | None, flag: str) -> None:
+    if path is None:
+        return
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise CLIError(f"{flag}: directory {str(parent)!r} does not exist")
+
+
+# --------------------------------------------------------------------------------------------------
+# train / demo
+# --------------------------------------------------------------------------------------------------
+
+
+def _score_line(task: Any, final: dict[str, Any]) -> str:
+    """One human sentence comparing the result with the task's main baseline."""
+    if task.kind == "regression":
+        mse = final["val_mse"]
+        base_key = next((k for k in final if k.startswith("baseline_") and k.endswith("mse")), None)
+        if base_key is None:
+            return f"validation MSE {mse:.4g}"
+        base = final[base_key]
+        name = base_key[len("baseline_") :].replace("_", " ")
+        times = f"{base / mse:.1f}x lower" if mse > 0 else "perfect"
+        return f"validation MSE {mse:.4g} vs {name} {base:.4g} ({times})"
+    if task.name == "charlm":
+        nats = final["val_loss"]
+        return (f"validation loss {nats:.3f} nats/char ({nats / math.log(2):.2f} bits/char) vs "
+                f"bigram {final['baseline_bigram_nats']:.3f}, unigram {final['baseline_unigram_nats']:.3f}, "
+                f"uniform {final['baseline_uniform_nats']:.3f}")
+    acc = final["val_accuracy"]
+    bases = ", ".join(f"{k[len('baseline_'):].replace('_accuracy', '').replace('_', ' ')} {v:.1%}"
+                      for k, v in final.items() if k.startswith("baseline_"))
+    return f"validation accuracy {acc:.1%} (baselines: {bases})"
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "cell": args.cell, "hidden": args.hidden, "layers": args.layers, "seq_len": args.seq_len,
+        "batch_size": args.batch_size, "bptt": list(args.bptt) if args.bptt else None,
+        "epochs": args.epochs, "lr": args.lr, "clip_norm": args.clip_norm, "dtype": args.dtype,
+        "seed": args.seed,
+    }
+
+
+def _run_and_report(args: argparse.Namespace, task_name: str, overrides: dict[str, Any],
+                    out: Any) -> dict[str, Any]:
+    from .io import save
+    from .tasks import get_task, run_task
+
+    task = get_task(task_name)
+    extra = {k: v for k, v in overrides.items() if v is not None}
+    if task_name == "sentiment" and "seq_len" in extra:
+        raise CLIError("--seq-len: the sentiment toy has fixed sentences of 2-6 words")
+    if getattr(args, "text", None):
+        if task_name != "charlm":
+            raise CLIError("--text: only the charlm task reads a text file")
+        extra["text_path"] = args.text
+    if extra.get("bptt") and task.mode != "many_to_many":
+        raise CLIError(f"--bptt: truncated BPTT needs a many-to-many task; {task_name!r} is {task.mode}")
+    try:
+        cfg = task.config(**extra)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"rnnfast: task {task.name} ({task.description})", file=out)
+    shown = ", ".join(f"{k}={cfg[k]}" for k in ("cell", "hidden", "layers", "seq_len", "batch_size",
+                                               "epochs", "lr", "clip_norm", "bptt", "dtype", "seed"))
+    print(f"rnnfast: {shown}", file=out)
+    t0 = time.perf_counter()
+    result = run_task(task, progress=not args.no_progress, **extra)
+    total = time.perf_counter() - t0
+    final = result.final
+    print(f"rnnfast: trained in {result.seconds:.1f} s ({total:.1f} s with data generation): "
+          f"{_score_line(task, final)}", file=out)
+    history = result.history_list()
+    if args.json:
+        _write_json(args.json, {"task": task.name, "cell": cfg["cell"], "config": cfg,
+                                "history": history, "final": final,
+                                "seconds": round(result.seconds, 3)})
+        print(f"rnnfast: wrote {args.json}", file=out)
+    if args.plot:
+        from .diagnostics import plot_history
+
+        base = None
+        if task.kind == "regression":
+            key = next((k for k in final if k.startswith("baseline_") and k.endswith("mse")), None)
+            base = 0.5 * final[key] if key else None  # MSELoss is half the mean squared error
+        plot_history({cfg["cell"]: history}, args.plot, title=f"{task.name}: loss per epoch",
+                     baseline=base, baseline_label="baseline (same loss units)")
+        print(f"rnnfast: wrote {args.plot}", file=out)
+    if args.save:
+        meta: dict[str, Any] = {"task": task.name, "config": _jsonable(cfg), "final": _jsonable(final)}
+        if "vocab" in result.train.info:
+            meta["vocab"] = result.train.info["vocab"]
+        save(args.save, result.model, meta=meta)
+        print(f"rnnfast: saved the model to {args.save}", file=out)
+    return {"task": task.name, "final": final, "seconds": result.seconds}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _check_writable(args.json, "--json")
+    _check_writable(args.plot, "--plot")
+    _check_writable(args.save, "--save")
+    _set_threads(args.threads)
+    _run_and_report(args, args.task, _train_overrides(args), sys.stdout)
+    return 0
+
+
+#: What ``demo`` trains: the adding problem at T=50 with an LSTM (see cmd_demo).
+DEMO = {"task": "adding", "cell": "lstm", "seq_len": 50, "epochs": 4, "hidden": 32, "n_train": 4000}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train the demo task (adding problem, LSTM) and say whether it beat the baseline."""
+    _set_threads(args.threads)
+    print("rnnfast demo: an LSTM learns the adding problem (remember two marked numbers in a "
+          f"sequence of {DEMO['seq_len']} and output their sum).")
+    args.json = args.plot = args.save = None
+    overrides = {k: v for k, v in DEMO.items() if k != "task"}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    res = _run_and_report(args, str(DEMO["task"]), overrides, sys.stdout)
+    mse = res["final"]["val_mse"]
+    base = res["final"]["baseline_constant_mse"]
+    verdict = "solved" if mse < 0.01 else "not solved yet"
+    print(f"rnnfast demo: {verdict} -- MSE {mse:.4f} (< 0.01 counts as solved; always guessing the "
+          f"mean gives {base:.3f}) in {res['seconds']:.0f} s.")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import get_task, list_tasks
+
+    rows = []
+    for name in list_tasks():
+        t = get_task(name)
+        c = t.default_config
+        rows.append([name, t.mode, c["cell"], c["hidden"], c["seq_len"], c["epochs"], t.description])
+    print(_table(["task", "mode", "cell", "hidden", "seq_len", "epochs", "description"], rows))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# sample
+# --------------------------------------------------------------------------------------------------
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .io import load
+    from .tasks.charlm import Vocab, sample_text
+
+    try:
+        ckpt = load(args.checkpoint)
+    except FileNotFoundError:
+        raise CLIError(f"{args.checkpoint}: no such checkpoint") from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    vocab_chars = ckpt.meta.get("vocab")
+    if ckpt.meta.get("task") != "charlm" or not isinstance(vocab_chars, str):
+        raise CLIError(f"{args.checkpoint}: not a charlm checkpoint (train one with "
+                       "`python -m rnnfast train --task charlm --save PATH`)")
+    from .modules import model_from_config
+
+    model = model_from_config(ckpt.model_config)
+    model.load_state_dict(ckpt.model_state)
+    vocab = Vocab(vocab_chars)
+    try:
+        text = sample_text(model, vocab, prime=args.prime, length=args.length,
+                           temperature=args.temperature, seed=args.seed)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    print(text)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# diagnose
+# --------------------------------------------------------------------------------------------------
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnostics import exploding_case, plot_gradient_flow, vanishing_case
+
+    _check_writable(args.plot, "--plot")
+    _set_threads(args.threads)
+    if args.task != "adding":
+        raise CLIError("--task: diagnose currently supports the adding task only")
+    t_steps = args.seq_len
+    dists = sorted({d for d in (1, 10, 25, 50, t_steps - 1) if d < t_steps})
+    print(f"rnnfast diagnose: adding problem, T={t_steps}; gradient of the loss (on the last step) "
+          "w.r.t. each hidden state h_t,\nshown as ||dL/dh_(T-1-d)|| / ||dL/dh_(T-1)|| for distance d "
+          "(1 = no decay). Batch of 64, hidden 64.\n")
+    flows = vanishing_case(args.cell, t_steps, seed=args.seed, train_steps_=args.train_steps)
+    rows = [[f.label, f.meta["when"]] + [f.ratio(d) for d in dists] for f in flows]
+    print(_table(["cell", "weights"] + [f"d={d}" for d in dists], rows))
+    print()
+    ex = exploding_case(t_steps, seed=args.seed, steps=args.explode_steps)
+    print(f"exploding: tanh RNN with recurrent weights {ex['gain']} x orthogonal (spectral radius "
+          f"{ex['gain']}), ||dL/dh_0|| / ||dL/dh_(T-1)|| = {ex['ratio']:.2e} at init.")
+    print(f"SGD lr {ex['lr']} for {ex['steps']} steps, per-step gradient norm (pre-clip) and loss:")
+    rows = [[name, r["grad_norm_first"], r["grad_norm_max"], r["loss_first"], r["loss_last"],
+             "yes" if r["finite"] else "no (diverged)"] for name, r in ex["runs"].items()]
+    print(_table(["run", "grad norm step 1", "max grad norm", "loss step 1", "loss last", "finite"],
+                 rows))
+    if args.plot:
+        plot_gradient_flow([*flows, ex["flow"]], args.plot,
+                           title=f"Adding problem, T={t_steps}: ||dL/dh_t|| vs distance from the loss")
+        print(f"\nrnnfast: wrote {args.plot}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# gradcheck
+# --------------------------------------------------------------------------------------------------
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from .diagnostics import TOLERANCES, gradcheck
+
+    _set_threads(args.threads)
+    rows, ok = gradcheck(seed=args.seed)
+    headers = ["cell", "dtype", "fwd C++ vs ref", "grad C++ vs ref", "grad C++ vs FD",
+               "ref vs FD", "tbptt C++ vs ref", "ok"]
+    print(_table(headers, [[r["cell"], r["dtype"], r["fwd_cpp_ref"], r["grad_cpp_ref"], r["grad_cpp_fd"],
+                            r["grad_ref_fd"], r["tbptt_cpp_ref"], "ok" if r["ok"] else "FAIL"]
+                           for r in rows]))
+    tol = ", ".join(f"{k}: C++ vs ref {v['cpp_ref']:.0e}, vs FD {v['fd']:.0e}" for k, v in TOLERANCES.items())
+    print(f"\nmax relative errors (max |a - b| / max |b|); tolerances {tol}; ref vs FD in float64.")
+    print("all within tolerance" if ok else "SOME CHECKS EXCEED THEIR TOLERANCE")
+    return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``python -m rnnfast``."""
+    from .tasks import CELLS, list_tasks
+
+    p = argparse.ArgumentParser(prog="rnnfast", description="rnnfast: fast CPU RNN/LSTM/GRU training, "
+                                "built-in tasks, gradient diagnostics.")
+    sub = p.add_subparsers(dest="command", metavar="{demo,train,sample,diagnose,gradcheck,tasks}")
+    sub.required = True
+
+    def common(sp: argparse.ArgumentParser, seed: int | None = 0) -> None:
+        sp.add_argument("--threads", type=_positive_int, default=None, help="kernel threads")
+        sp.add_argument("--seed", type=_nonneg_int, default=seed, help="random seed")
+
+    demo = sub.add_parser("demo", help="train the demo task (< 1 min on one core) and print the result")
+    common(demo, seed=None)
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("train", help="train a built-in task")
+    tr.add_argument("--task", required=True, choices=list_tasks())
+    tr.add_argument("--cell", choices=CELLS, default=None, help="default: the task's")
+    tr.add_argument("--hidden", type=_positive_int)
+    tr.add_argument("--layers", type=_positive_int)
+    tr.add_argument("--seq-len", type=_positive_int)
+    tr.add_argument("--batch-size", type=_positive_int)
+    tr.add_argument("--bptt", type=parse_bptt, metavar="K1,K2", help="truncated BPTT (many-to-many)")
+    tr.add_argument("--epochs", type=_positive_int)
+    tr.add_argument("--lr", type=_positive_float)
+    tr.add_argument("--clip-norm", type=_positive_float)
+    tr.add_argument("--dtype", choices=("float32", "float64"))
+    tr.add_argument("--text", metavar="PATH", help="charlm: train on this UTF-8 text file")
+    tr.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz + JSON metadata)")
+    tr.add_argument("--json", metavar="PATH", help="write history and final metrics as JSON")
+    tr.add_argument("--plot", metavar="PATH", help="write a PNG of the loss curves (rnnfast[plot])")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common(tr, seed=None)
+    tr.set_defaults(func=cmd_train)
+
+    sa = sub.add_parser("sample", help="generate text from a charlm checkpoint")
+    sa.add_argument("checkpoint", help="checkpoint written by `train --task charlm --save PATH`")
+    sa.add_argument("--prime", default="The ", help="text to start from (default %(default)r)")
+    sa.add_argument("--length", type=_positive_int, default=300, help="characters to generate")
+    sa.add_argument("--temperature", type=_positive_float, default=0.8)
+    common(sa)
+    sa.set_defaults(func=cmd_sample)
+
+    dg = sub.add_parser("diagnose", help="show vanishing and exploding gradients")
+    dg.add_argument("--task", default="adding", choices=["adding"])
+    dg.add_argument("--cell", type=_cell_list, default=["rnn", "lstm", "gru"],
+                    help="comma-separated cells (default rnn,lstm,gru)")
+    dg.add_argument("--seq-len", type=_positive_int, default=100)
+    dg.add_argument("--train-steps", type=_nonneg_int, default=300,
+                    help="optimizer steps before the trained measurement (0: init only)")
+    dg.add_argument("--explode-steps", type=_positive_int, default=20)
+    dg.add_argument("--plot", metavar="PATH", help="write a PNG of the gradient flow")
+    common(dg)
+    dg.set_defaults(func=cmd_diagnose)
+
+    gc = sub.add_parser("gradcheck", help="C++ vs NumPy reference vs finite differences, every cell")
+    common(gc)
+    gc.set_defaults(func=cmd_gradcheck)
+
+    ls = sub.add_parser("tasks", help="list the built-in tasks")
+    ls.set_defaults(func=cmd_tasks)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its status.
+
+    User errors exit with status 2 and a one-line message (argparse style).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CLIError as exc:
+        sub = f" {args.command}" if getattr(args, "command", None) else ""
+        print(f"rnnfast{sub}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnfast: interrupted", file=sys.stderr)
+        return 130
