@@ -220,7 +220,7 @@ class BCEWithLogitsLoss(Loss):
 
         l(x, y) = -[p * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x))]
                 = p * y * softplus(-x) + (1 - y) * softplus(x)
-        dl/dx   = -p * y * sigmoid(-x) + (1 - y) * sigmoid(x)          (= sigmoid(x) - y when p = 1)
+        dl/dx   = (1 - y) * sigmoid(x) - p * y * sigmoid(-x)           (= sigmoid(x) - y when p = 1)
 
     ``softplus(x) = max(x, 0) + log1p(exp(-|x|))`` never overflows, so logits of any finite size give a
     finite loss and gradient.
@@ -280,11 +280,9 @@ class BCEWithLogitsLoss(Loss):
             return value, None
         denom = 1 + e
         sig = np.where(x >= 0, 1, e) / denom  # sigmoid(x)
-        if pw is None:
-            grad = sig - y
-        else:
-            sig_neg = np.where(x >= 0, e, 1) / denom  # sigmoid(-x) = 1 - sigmoid(x), no cancellation
-            grad = one_minus_y * sig - pw * y * sig_neg
+        sig_neg = np.where(x >= 0, e, 1) / denom  # sigmoid(-x) = 1 - sigmoid(x), without cancellation
+        # (1 - y) s(x) - p y s(-x); not s(x) - y, which loses e.g. -e^-80 for x = 80, y = 1
+        grad = one_minus_y * sig - (y * sig_neg if pw is None else pw * y * sig_neg)
         grad = grad * scale
         if mfull is not None:
             grad = np.where(mfull, grad, 0)
