@@ -311,6 +311,60 @@ def test_tbptt_general_matches_torch_windows(cell: str, nonlinearity: str, k1: i
                       TOL_GRAD[dtype], ("tbptt", cid, dn, "grad"))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("cell,nonlinearity", [("lstm", "tanh"), ("gru", "tanh"), ("rnn", "relu")],
+                         ids=["lstm", "gru", "rnn-relu"])
+def test_stream_tbptt_training_matches_torch_detach_loop(cell: str, nonlinearity: str, k: int, dtype: Any) -> None:
+    """SequenceModel streaming TBPTT(k, k) (2-layer stack + Linear head, MSE, SGD step after every
+    chunk) against the usual torch loop: forward k steps, loss, backward, step, detach the state."""
+    from rnnfast.losses import MSELoss
+    from rnnfast.optim import SGD
+
+    cid = {"lstm": "lstm", "gru": "gru", "rnn": "rnn-relu"}[cell]
+    dn = DTYPE_IDS[dtype]
+    t_steps, n_out = 12, 2
+    tdt = TORCH_DTYPE[dtype]
+    torch.manual_seed(9)
+    t_rnn = torch_module(cell, nonlinearity, I, H, num_layers=2, dtype=tdt)
+    t_head = torch.nn.Linear(H, n_out, dtype=tdt)
+    model = SequenceModel(from_torch(t_rnn), from_torch(t_head), mode="many_to_many")
+    tparams = list(t_rnn.parameters()) + list(t_head.parameters())
+    topt = torch.optim.SGD(tparams, lr=0.05)
+    opt = SGD(model.parameters(), lr=0.05)
+    rng = np.random.default_rng(43)
+    x = rng.standard_normal((t_steps, B, I)).astype(dtype)
+    target = rng.standard_normal((t_steps, B, n_out)).astype(dtype)
+    xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(target.copy())
+    loss_fn = MSELoss(reduction="sum")
+
+    model.stream_begin(B, k, k)
+    state: Any = None
+    names = [f"rnn.{n}" for n, _ in t_rnn.named_parameters()] + [f"head.{n}" for n, _ in t_head.named_parameters()]
+    for n, start in enumerate(range(0, t_steps, k)):
+        pred = model.stream_forward(x[start : start + k])
+        loss, dpred = loss_fn(pred, target[start : start + k])
+        model.zero_grad()
+        model.stream_backward(dpred)
+        grads = {nm: np.array(g, copy=True) for nm, g in model.grads.items()}
+        opt.step(model.grads)
+
+        topt.zero_grad()
+        out, new_state = t_rnn(xt[start : start + k], state)
+        tloss = 0.5 * ((t_head(out) - yt[start : start + k]) ** 2).sum()
+        tloss.backward()
+        tag = f"stream tbptt {cid} {dn} k={k} chunk {n}"
+        check(np.float64(loss), np.float64(tloss.item()), TOL_OUT[dtype], f"{tag} loss", ("stream-tbptt", cid, dn, "out"))
+        for nm, p in zip(names, tparams):
+            check(grads[nm], p.grad.numpy(), TOL_GRAD[dtype], f"{tag} d{nm}", ("stream-tbptt", cid, dn, "grad"))
+        topt.step()
+        state = tuple(s.detach() for s in new_state) if cell == "lstm" else new_state.detach()
+    params = model.parameters()
+    for nm, p in zip(names, tparams):
+        check(params[nm], p.detach().numpy(), TOL_GRAD[dtype], f"stream tbptt {cid} {dn} k={k} final {nm}",
+              ("stream-tbptt", cid, dn, "out"))
+
+
 # --------------------------------------------------------------------------------------------------
 # 4. gradient clipping by norm
 # --------------------------------------------------------------------------------------------------
