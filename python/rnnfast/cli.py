@@ -116,7 +116,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(out)
+    return "\n".join(line.rstrip() for line in out)
 
 
 def _jsonable(obj: Any) -> Any:
