@@ -13,12 +13,12 @@ Numeric parity with torch autograd lives in tests/test_torch_parity.py.
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
-from helpers import assert_close
 
+from helpers import assert_close
 from rnnfast import interop
 
 __all__: list[str] = []
@@ -38,9 +38,16 @@ def _sigmoid(a: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-a))
 
 
-def keras_run(kind: str, x: np.ndarray, h0: np.ndarray, c0: Optional[np.ndarray], kernel: np.ndarray,
-              recurrent: np.ndarray, bias: Optional[np.ndarray], activation: str = "tanh"
-              ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def keras_run(
+    kind: str,
+    x: np.ndarray,
+    h0: np.ndarray,
+    c0: np.ndarray | None,
+    kernel: np.ndarray,
+    recurrent: np.ndarray,
+    bias: np.ndarray | None,
+    activation: str = "tanh",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Run a Keras cell over x (T, B, I) time-major in float64; returns (y (T, B, H), h_T, c_T)."""
     x, kernel, recurrent = (np.asarray(a, np.float64) for a in (x, kernel, recurrent))
     h = np.asarray(h0, np.float64)
@@ -73,8 +80,9 @@ def keras_run(kind: str, x: np.ndarray, h0: np.ndarray, c0: Optional[np.ndarray]
     return np.stack(ys), h, c
 
 
-def keras_arrays(kind: str, n_in: int, hidden: int, *, bias: bool, dtype: Any, seed: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def keras_arrays(
+    kind: str, n_in: int, hidden: int, *, bias: bool, dtype: Any, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     rng = np.random.default_rng(seed)
     g = GATES[kind]
     kernel = rng.uniform(-0.6, 0.6, (n_in, g * hidden)).astype(dtype)
@@ -86,9 +94,14 @@ def keras_arrays(kind: str, n_in: int, hidden: int, *, bias: bool, dtype: Any, s
     return kernel, rec, b
 
 
-def rnnfast_run(kind: str, x: np.ndarray, h0: np.ndarray, c0: Optional[np.ndarray],
-                w: dict[str, np.ndarray], nonlinearity: str = "tanh"
-                ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def rnnfast_run(
+    kind: str,
+    x: np.ndarray,
+    h0: np.ndarray,
+    c0: np.ndarray | None,
+    w: dict[str, np.ndarray],
+    nonlinearity: str = "tanh",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """rnnfast.functional on PyTorch-layout weights (keys ..._l0)."""
     from rnnfast import functional as F
 
@@ -114,7 +127,9 @@ def rnnfast_run(kind: str, x: np.ndarray, h0: np.ndarray, c0: Optional[np.ndarra
 def test_keras_round_trip_exact(kind: str, bias: bool, dtype: Any) -> None:
     kernel, rec, b = keras_arrays(kind, 3, 5, bias=bias, dtype=dtype)
     w = interop.from_keras_weights(kind, kernel, rec, b)
-    expected_keys = {"weight_ih_l0", "weight_hh_l0"} | ({"bias_ih_l0", "bias_hh_l0"} if bias else set())
+    expected_keys = {"weight_ih_l0", "weight_hh_l0"} | (
+        {"bias_ih_l0", "bias_hh_l0"} if bias else set()
+    )
     assert set(w) == expected_keys
     g = GATES[kind]
     assert w["weight_ih_l0"].shape == (g * 5, 3)
@@ -133,7 +148,7 @@ def test_keras_round_trip_exact(kind: str, bias: bool, dtype: Any) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_torch_layout_to_keras_round_trip(kind: str) -> None:
-    """PyTorch layout -> Keras -> PyTorch: weights exact; GRU biases exact; RNN/LSTM biases summed."""
+    """PyTorch layout -> Keras -> PyTorch: weights, GRU biases exact; RNN/LSTM biases summed."""
     rng = np.random.default_rng(1)
     g, hidden, n_in = GATES[kind], 4, 3
     w = {
@@ -159,17 +174,24 @@ def test_torch_layout_to_keras_round_trip(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_keras_gate_blocks_land_in_torch_order(kind: str) -> None:
-    """Label every Keras gate block by its gate name and check where it lands in PyTorch's layout."""
+    """Label every Keras gate block by its gate and check where it lands in PyTorch's layout."""
     keras_order = {"SimpleRNN": ["h"], "LSTM": ["i", "f", "c", "o"], "GRU": ["z", "r", "h"]}[kind]
     torch_order = {"SimpleRNN": ["h"], "LSTM": ["i", "f", "c", "o"], "GRU": ["r", "z", "h"]}[kind]
     label = {name: float(10 * (k + 1)) for k, name in enumerate("ifcozrh")}
     hidden, n_in = 2, 3
     kernel = np.concatenate([np.full((n_in, hidden), label[g]) for g in keras_order], axis=1)
-    kernel += np.arange(n_in)[:, None] * 0.1 + np.tile(np.arange(hidden), len(keras_order))[None, :] * 0.01
+    kernel += (
+        np.arange(n_in)[:, None] * 0.1
+        + np.tile(np.arange(hidden), len(keras_order))[None, :] * 0.01
+    )
     rec = np.concatenate([np.full((hidden, hidden), -label[g]) for g in keras_order], axis=1)
     if kind == "GRU":
-        bias = np.stack([np.concatenate([np.full(hidden, label[g]) for g in keras_order]),
-                         np.concatenate([np.full(hidden, -label[g]) for g in keras_order])])
+        bias = np.stack(
+            [
+                np.concatenate([np.full(hidden, label[g]) for g in keras_order]),
+                np.concatenate([np.full(hidden, -label[g]) for g in keras_order]),
+            ]
+        )
     else:
         bias = np.concatenate([np.full(hidden, label[g]) for g in keras_order])
     w = interop.from_keras_weights(kind, kernel, rec, bias)
@@ -177,8 +199,12 @@ def test_keras_gate_blocks_land_in_torch_order(kind: str) -> None:
         rows = slice(k * hidden, (k + 1) * hidden)
         kcol = keras_order.index(gate)
         # weight_ih block of gate = (Keras kernel block of the same gate)^T
-        np.testing.assert_array_equal(w["weight_ih_l0"][rows], kernel[:, kcol * hidden:(kcol + 1) * hidden].T)
-        np.testing.assert_array_equal(w["weight_hh_l0"][rows], np.full((hidden, hidden), -label[gate]))
+        np.testing.assert_array_equal(
+            w["weight_ih_l0"][rows], kernel[:, kcol * hidden : (kcol + 1) * hidden].T
+        )
+        np.testing.assert_array_equal(
+            w["weight_hh_l0"][rows], np.full((hidden, hidden), -label[gate])
+        )
         np.testing.assert_array_equal(w["bias_ih_l0"][rows], np.full(hidden, label[gate]))
         expected_bhh = np.full(hidden, -label[gate]) if kind == "GRU" else np.zeros(hidden)
         np.testing.assert_array_equal(w["bias_hh_l0"][rows], expected_bhh)
@@ -210,8 +236,14 @@ def test_keras_simplernn_relu() -> None:
     x = np.random.default_rng(5).standard_normal((6, 2, 3))
     h0 = np.zeros((2, 4))
     y_k, h_k, _ = keras_run("SimpleRNN", x, h0, None, kernel, rec, b, activation="relu")
-    y, h_n, _ = rnnfast_run("SimpleRNN", x, h0, None, interop.from_keras_weights("SimpleRNN", kernel, rec, b),
-                            nonlinearity="relu")
+    y, h_n, _ = rnnfast_run(
+        "SimpleRNN",
+        x,
+        h0,
+        None,
+        interop.from_keras_weights("SimpleRNN", kernel, rec, b),
+        nonlinearity="relu",
+    )
     assert_close(y, y_k, 1e-12, "relu y")
     assert_close(h_n, h_k, 1e-12, "relu h_n")
 
@@ -219,7 +251,12 @@ def test_keras_simplernn_relu() -> None:
 def test_keras_layer_and_reverse_names() -> None:
     kernel, rec, b = keras_arrays("LSTM", 3, 2, bias=True, dtype=np.float32)
     w = interop.from_keras_weights("lstm", kernel, rec, b, layer=2, reverse=True)
-    assert set(w) == {"weight_ih_l2_reverse", "weight_hh_l2_reverse", "bias_ih_l2_reverse", "bias_hh_l2_reverse"}
+    assert set(w) == {
+        "weight_ih_l2_reverse",
+        "weight_hh_l2_reverse",
+        "bias_ih_l2_reverse",
+        "bias_hh_l2_reverse",
+    }
     k2, r2, b2 = interop.to_keras_weights("lstm", w, layer=2, reverse=True)
     np.testing.assert_array_equal(k2, kernel)
     np.testing.assert_array_equal(r2, rec)
@@ -246,16 +283,32 @@ def test_keras_dtype_argument() -> None:
         ({"kind": "LSTM", "kernel": np.zeros((3, 10))}, ValueError, "kernel"),
         ({"kind": "LSTM", "recurrent_kernel": np.zeros((2, 8))}, ValueError, "recurrent_kernel"),
         ({"kind": "LSTM", "bias": np.zeros(7)}, ValueError, "bias"),
-        ({"kind": "GRU", "kernel": np.zeros((3, 9)), "recurrent_kernel": np.zeros((3, 9)),
-          "bias": np.zeros(9)}, ValueError, "bias"),
+        (
+            {
+                "kind": "GRU",
+                "kernel": np.zeros((3, 9)),
+                "recurrent_kernel": np.zeros((3, 9)),
+                "bias": np.zeros(9),
+            },
+            ValueError,
+            "bias",
+        ),
         ({"kind": "LSTM", "kernel": np.zeros((3, 8), dtype=np.int64)}, TypeError, "kernel"),
         ({"kind": "LSTM", "kernel": np.zeros(8)}, ValueError, "kernel"),
     ],
 )
 def test_from_keras_weights_bad_input(kwargs: dict[str, Any], exc: type, match: str) -> None:
-    args: dict[str, Any] = {"kernel": np.zeros((3, 12)), "recurrent_kernel": np.zeros((3, 12)), "bias": None}
+    args: dict[str, Any] = {
+        "kernel": np.zeros((3, 12)),
+        "recurrent_kernel": np.zeros((3, 12)),
+        "bias": None,
+    }
     if kwargs.get("kind") == "LSTM":
-        args = {"kernel": np.zeros((3, 8)), "recurrent_kernel": np.zeros((2, 8)), "bias": np.zeros(8)}
+        args = {
+            "kernel": np.zeros((3, 8)),
+            "recurrent_kernel": np.zeros((2, 8)),
+            "bias": np.zeros(8),
+        }
     args.update(kwargs)
     if kwargs.get("kind") == "LSTM" and "recurrent_kernel" in kwargs and "kernel" not in kwargs:
         args["kernel"] = np.zeros((3, 8))
@@ -266,13 +319,21 @@ def test_from_keras_weights_bad_input(kwargs: dict[str, Any], exc: type, match: 
 
 
 def test_to_keras_weights_bad_input() -> None:
-    w = {"weight_ih_l0": np.zeros((8, 3)), "weight_hh_l0": np.zeros((8, 2)), "bias_ih_l0": np.zeros(8)}
+    w = {
+        "weight_ih_l0": np.zeros((8, 3)),
+        "weight_hh_l0": np.zeros((8, 2)),
+        "bias_ih_l0": np.zeros(8),
+    }
     with pytest.raises(ValueError, match="bias_hh_l0"):
         interop.to_keras_weights("LSTM", w)
     with pytest.raises(ValueError, match="weight_hh_l0"):
-        interop.to_keras_weights("LSTM", {"weight_ih_l0": np.zeros((8, 3)), "weight_hh_l0": np.zeros((8, 3))})
+        interop.to_keras_weights(
+            "LSTM", {"weight_ih_l0": np.zeros((8, 3)), "weight_hh_l0": np.zeros((8, 3))}
+        )
     with pytest.raises(ValueError, match="weight_ih_l0"):
-        interop.to_keras_weights("GRU", {"weight_ih_l0": np.zeros((8, 3)), "weight_hh_l0": np.zeros((8, 2))})
+        interop.to_keras_weights(
+            "GRU", {"weight_ih_l0": np.zeros((8, 3)), "weight_hh_l0": np.zeros((8, 2))}
+        )
     with pytest.raises(TypeError, match="weights"):
         interop.to_keras_weights("GRU", [np.zeros((6, 3))])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="layer"):
@@ -319,7 +380,7 @@ def test_state_dict_to_numpy_is_zero_copy() -> None:
         a = arrays[k]
         assert isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == tuple(t.shape)
         assert a.ctypes.data == t.data_ptr(), f"{k}: copied"
-    # parameters with requires_grad (not only state_dict's detached tensors) convert too, without a copy
+    # parameters with requires_grad (not only state_dict's detached tensors) convert without a copy
     p = dict(lstm.named_parameters())["weight_hh_l1"]
     assert interop.state_dict_to_numpy({"w": p})["w"].ctypes.data == p.data_ptr()
     with pytest.raises(TypeError, match="state_dict"):

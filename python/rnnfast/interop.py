@@ -6,8 +6,8 @@ PyTorch (optional dependency, imported only inside the functions that need it):
   ``bidirectional``, ``batch_first``, ``nonlinearity``, ``bias``; float32 or float64) or a
   ``torch.nn.Linear`` into the equivalent rnnfast module holding the same weights;
 - :func:`to_torch` is the inverse; ``to_torch(from_torch(m))`` reproduces ``m``'s weights exactly;
-- :func:`state_dict_to_numpy` converts a torch ``state_dict`` (or any mapping of tensors / arrays) to
-  NumPy arrays, without copying CPU tensors (the arrays share memory with the tensors).
+- :func:`state_dict_to_numpy` converts a torch ``state_dict`` (or any mapping of tensors / arrays)
+  to NumPy arrays, without copying CPU tensors (the arrays share memory with the tensors).
 
 rnnfast uses PyTorch's layout and names (``weight_ih_l{k}[_reverse]`` of shape (G*H, I), gate order
 i, f, g, o for LSTM and r, z, n for GRU), so no reordering is needed between the two.
@@ -33,7 +33,7 @@ for SimpleRNN ``tanh`` or ``relu``, chosen with rnnfast's ``nonlinearity``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def _import_torch() -> Any:
 
 
 def _to_numpy(name: str, value: Any) -> np.ndarray:
-    """A NumPy view of ``value`` (ndarray, torch tensor, or array-like), without a copy where possible.
+    """A NumPy view of ``value`` (ndarray, torch tensor, array-like), without a copy where possible.
 
     torch tensors are detached and moved to the CPU first (``.detach()`` never copies; ``.cpu()``
     copies only tensors that live on another device).
@@ -83,13 +83,16 @@ def _to_numpy(name: str, value: Any) -> np.ndarray:
     try:
         return np.asarray(value)
     except Exception as exc:
-        raise TypeError(f"{name}: expected an array or a tensor, got {type(value).__name__}") from exc
+        raise TypeError(
+            f"{name}: expected an array or a tensor, got {type(value).__name__}"
+        ) from exc
 
 
 def _kind(kind: Any) -> str:
     if not isinstance(kind, str) or kind.lower() not in _KINDS:
         raise ValueError(
-            f"kind: expected one of 'SimpleRNN', 'LSTM', 'GRU' (or 'rnn', 'lstm', 'gru'), got {kind!r}"
+            "kind: expected one of 'SimpleRNN', 'LSTM', 'GRU' (or 'rnn', 'lstm', 'gru'), "
+            f"got {kind!r}"
         )
     return _KINDS[kind.lower()]
 
@@ -103,7 +106,7 @@ def _float_array(name: str, value: Any, ndim: int) -> np.ndarray:
     return arr
 
 
-def _result_dtype(dtype: Any, *arrays: Optional[np.ndarray]) -> np.dtype:
+def _result_dtype(dtype: Any, *arrays: np.ndarray | None) -> np.dtype:
     """The dtype of the converted arrays: ``dtype`` if given, else that of the inputs.
 
     float32 and float64 are kept; other floating types (e.g. float16) become float32.
@@ -124,7 +127,7 @@ def _suffix(layer: int, reverse: bool) -> str:
 
 
 def _keras_to_torch_gates(kind: str, hidden: int) -> np.ndarray:
-    """Column permutation p with torch_gate_block = keras[..., p] (identity except for GRU z,r,h -> r,z,n)."""
+    """Column permutation p: torch layout = keras[..., p] (identity but for GRU z,r,h -> r,z,n)."""
     idx = np.arange(_GATES[kind] * hidden)
     if kind != "gru":
         return idx
@@ -163,15 +166,16 @@ def from_keras_weights(
 
     Returns:
         ``{"weight_ih_l0": (G*H, I), "weight_hh_l0": (G*H, H), "bias_ih_l0": (G*H,),
-        "bias_hh_l0": (G*H,)}`` (C-contiguous new arrays; the bias keys only when ``bias`` is given).
+        "bias_hh_l0": (G*H,)}`` (new C-contiguous arrays; bias keys only when ``bias`` is given).
         For SimpleRNN and LSTM the Keras bias becomes ``bias_ih`` and ``bias_hh`` is zeros.
     """
     k = _kind(kind)
     g = _GATES[k]
     if k == "gru" and not reset_after:
         raise ValueError(
-            "reset_after: a Keras GRU with reset_after=False computes tanh(W x + (r * h) U + b), which "
-            "neither PyTorch nor rnnfast computes (they use r * (U h + b_hn)); only reset_after=True "
+            "reset_after: a Keras GRU with reset_after=False computes tanh(W x + (r * h) U + b), "
+            "which neither PyTorch nor rnnfast computes (they use r * (U h + b_hn)); only "
+            "reset_after=True "
             "(the Keras default) can be converted"
         )
     kern = _float_array("kernel", kernel, 2)
@@ -181,7 +185,9 @@ def from_keras_weights(
     hidden = kern.shape[1] // g
     n_in = kern.shape[0]
     if rec.shape != (hidden, g * hidden):
-        raise ValueError(f"recurrent_kernel: expected shape {(hidden, g * hidden)}, got {rec.shape}")
+        raise ValueError(
+            f"recurrent_kernel: expected shape {(hidden, g * hidden)}, got {rec.shape}"
+        )
     b = None
     if bias is not None:
         expected_ndim = 2 if k == "gru" else 1
@@ -214,7 +220,7 @@ def to_keras_weights(
     layer: int = 0,
     reverse: bool = False,
     dtype: Any = None,
-) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Convert PyTorch-layout weights of one layer (and direction) to a Keras layer's arrays.
 
     Args:
@@ -227,7 +233,7 @@ def to_keras_weights(
 
     Returns:
         ``(kernel (I, G*H), recurrent_kernel (H, G*H), bias)`` for ``layer.set_weights([...])``;
-        bias is (G*H,) = ``b_ih + b_hh`` for SimpleRNN / LSTM, (2, 3H) for GRU (``reset_after=True``),
+        bias is (G*H,) = ``b_ih + b_hh`` for SimpleRNN / LSTM, (2, 3H) for GRU (reset_after=True),
         and None when the weights have no bias (build the Keras layer with ``use_bias=False``).
     """
     k = _kind(kind)
@@ -261,7 +267,7 @@ def to_keras_weights(
     perm = _keras_to_torch_gates(k, hidden)
     kernel = np.ascontiguousarray(w_ih[perm].T, dtype=dt)
     recurrent = np.ascontiguousarray(w_hh[perm].T, dtype=dt)
-    bias: Optional[np.ndarray] = None
+    bias: np.ndarray | None = None
     if b_ih is not None and b_hh is not None:
         if k == "gru":
             bias = np.ascontiguousarray(np.stack([b_ih[perm], b_hh[perm]]), dtype=dt)
@@ -278,11 +284,14 @@ def to_keras_weights(
 def state_dict_to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Convert a mapping of torch tensors (or arrays) to NumPy arrays, keeping the keys and order.
 
-    CPU tensors are not copied: each array shares memory with its tensor (``tensor.detach().numpy()``),
-    so writing to one changes the other. Tensors on another device are copied to the CPU.
+    CPU tensors are not copied: each array shares memory with its tensor
+    (``tensor.detach().numpy()``), so writing to one changes the other. Tensors on another device
+    are copied to the CPU.
     """
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict: expected a mapping of names to tensors, got {type(state_dict).__name__}")
+        raise TypeError(
+            f"state_dict: expected a mapping of names to tensors, got {type(state_dict).__name__}"
+        )
     return {str(k): _to_numpy(str(k), v) for k, v in state_dict.items()}
 
 
@@ -310,7 +319,9 @@ def from_torch(module: Any) -> Any:
 
     if isinstance(module, torch.nn.Linear):
         dt = _numpy_dtype(torch, module.weight.dtype)
-        out = rf.Linear(module.in_features, module.out_features, bias=module.bias is not None, dtype=dt)
+        out = rf.Linear(
+            module.in_features, module.out_features, bias=module.bias is not None, dtype=dt
+        )
         out.load_state_dict(state_dict_to_numpy(module.state_dict()))
         _set_mode(out, module.training)
         return out
@@ -320,7 +331,9 @@ def from_torch(module: Any) -> Any:
             f"got {type(module).__name__}"
         )
     if getattr(module, "proj_size", 0):
-        raise ValueError(f"module: LSTM with proj_size={module.proj_size} is not supported by rnnfast")
+        raise ValueError(
+            f"module: LSTM with proj_size={module.proj_size} is not supported by rnnfast"
+        )
     dt = _numpy_dtype(torch, module.weight_ih_l0.dtype)
     common = {
         "num_layers": module.num_layers,
@@ -335,7 +348,9 @@ def from_torch(module: Any) -> Any:
     elif isinstance(module, torch.nn.GRU):
         out = rf.GRU(module.input_size, module.hidden_size, **common)
     else:
-        out = rf.RNN(module.input_size, module.hidden_size, nonlinearity=module.nonlinearity, **common)
+        out = rf.RNN(
+            module.input_size, module.hidden_size, nonlinearity=module.nonlinearity, **common
+        )
     out.load_state_dict(state_dict_to_numpy(module.state_dict()))
     _set_mode(out, module.training)
     return out
@@ -350,8 +365,10 @@ def _set_mode(module: Any, training: bool) -> None:
 
 def _attr(model: Any, name: str) -> Any:
     if not hasattr(model, name):
-        raise TypeError(f"model: {type(model).__name__} has no attribute {name!r}; "
-                        "expected an rnnfast RNN, LSTM, GRU or Linear")
+        raise TypeError(
+            f"model: {type(model).__name__} has no attribute {name!r}; "
+            "expected an rnnfast RNN, LSTM, GRU or Linear"
+        )
     return getattr(model, name)
 
 
@@ -367,8 +384,12 @@ def to_torch(model: Any) -> Any:
     if isinstance(model, rf.Linear):
         first = params["weight"]
         tdt = torch.float64 if first.dtype == np.float64 else torch.float32
-        out = torch.nn.Linear(_attr(model, "in_features"), _attr(model, "out_features"),
-                              bias="bias" in params, dtype=tdt)
+        out = torch.nn.Linear(
+            _attr(model, "in_features"),
+            _attr(model, "out_features"),
+            bias="bias" in params,
+            dtype=tdt,
+        )
     elif isinstance(model, (rf.RNN, rf.LSTM, rf.GRU)):
         assert params is not None
         first = params["weight_ih_l0"]
@@ -387,9 +408,13 @@ def to_torch(model: Any) -> Any:
         elif isinstance(model, rf.GRU):
             out = torch.nn.GRU(n_in, hidden, **common)
         else:
-            out = torch.nn.RNN(n_in, hidden, nonlinearity=str(_attr(model, "nonlinearity")), **common)
+            out = torch.nn.RNN(
+                n_in, hidden, nonlinearity=str(_attr(model, "nonlinearity")), **common
+            )
     else:
-        raise TypeError(f"model: expected an rnnfast RNN, LSTM, GRU or Linear, got {type(model).__name__}")
+        raise TypeError(
+            f"model: expected an rnnfast RNN, LSTM, GRU or Linear, got {type(model).__name__}"
+        )
     assert params is not None
     with torch.no_grad():
         tensors = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in params.items()}
