@@ -436,3 +436,34 @@ def test_from_torch_rejects_unsupported() -> None:
         interop.from_torch(torch.nn.GRU(3, 4, dtype=torch.float16))
     with pytest.raises(TypeError, match="model"):
         interop.to_torch(object())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_keras_stack_loads_into_rnnfast_module(kind: str) -> None:
+    """Two stacked Keras layers -> from_keras_weights(layer=0/1) -> rnnfast load_state_dict."""
+    from rnnfast import modules
+
+    n_in, hidden, t_steps, batch = 3, 4, 5, 2
+    layers = [
+        keras_arrays(kind, n, hidden, bias=True, dtype=np.float64, seed=10 + n)
+        for n in (n_in, hidden)
+    ]
+    state: dict[str, np.ndarray] = {}
+    for k, (kernel, rec, b) in enumerate(layers):
+        state.update(interop.from_keras_weights(kind, kernel, rec, b, layer=k))
+    cls = {"SimpleRNN": modules.RNN, "LSTM": modules.LSTM, "GRU": modules.GRU}[kind]
+    m = cls(n_in, hidden, num_layers=2, dtype=np.float64, seed=0)
+    m.load_state_dict(state)
+    x = np.random.default_rng(6).standard_normal((t_steps, batch, n_in))
+    zeros = np.zeros((batch, hidden))
+    inp = x
+    finals = []
+    for kernel, rec, b in layers:
+        inp, h_k, c_k = keras_run(
+            kind, inp, zeros, zeros if kind == "LSTM" else None, kernel, rec, b
+        )
+        finals.append(h_k)
+    out, state_out = m(x)
+    h_n = state_out[0] if kind == "LSTM" else state_out
+    assert_close(out, inp, 1e-12, f"{kind} stacked output")
+    assert_close(h_n, np.stack(finals), 1e-12, f"{kind} stacked h_n")
