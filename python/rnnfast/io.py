@@ -480,10 +480,11 @@ def _read_header(path: str, zf: zipfile.ZipFile, npz: Any) -> dict[str, Any]:
     return header
 
 
-def _check_member_sizes(path: str, zf: zipfile.ZipFile) -> None:
+def _check_member_sizes(path: str, zf: zipfile.ZipFile, archive_size: int) -> None:
     """Reject zip members whose declared sizes could not come from this file (bombs, corruption)."""
-    archive_size = os.path.getsize(path)
     for info in zf.infolist():
+        if info.flag_bits & 0x61:  # encrypted (bit 0), patched data (5), strong encryption (6)
+            raise _fail(path, f"member {info.filename!r}: encrypted or patched zip entries are not supported")
         if info.compress_type == zipfile.ZIP_STORED:
             ok = info.compress_size == info.file_size <= archive_size
         elif info.compress_type == zipfile.ZIP_DEFLATED:
@@ -548,41 +549,54 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
+        f = open(path, "rb")
     except OSError as exc:
         raise _fail(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
-    if magic != b"PK\x03\x04":
-        # never hand anything but a zip to np.load: no pickle attempts, no bare .npy allocations
-        raise _fail(path, f"not an .npz (zip) archive (starts with {magic!r}); truncated or not a checkpoint")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise _fail(path, f"not a readable .npz archive ({type(exc).__name__}: {exc})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise _fail(path, "is a single .npy array, not an .npz checkpoint archive")
-    try:
-        with npz:
-            zf: zipfile.ZipFile = npz.zip
-            _check_member_sizes(path, zf)
-            header = _read_header(path, zf, npz)
-            manifest = _check_manifest(path, header, zf)
-            arrays: dict[str, np.ndarray] = {}
-            for key, (dtype, shape) in manifest.items():
-                try:
-                    arr = npz[key]
-                except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-                    raise _fail(path, f"array {key!r} cannot be read ({type(exc).__name__}: {exc})") from None
-                if not isinstance(arr, np.ndarray):
-                    raise _fail(path, f"array {key!r} is not an .npy array")
-                if arr.dtype != dtype or arr.shape != shape:
-                    raise _fail(path, f"array {key!r}: expected {dtype.str} {shape} (manifest), "
-                                      f"got {arr.dtype.str} {arr.shape}")
-                arrays[key] = arr
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise _fail(path, f"corrupt archive ({type(exc).__name__}: {exc})") from None
+    # One open file for the whole read (np.load is given the file object, so nothing leaks on
+    # errors, and the size we validate against is the size of what we read).
+    with f:
+        try:
+            magic = f.read(4)
+            archive_size = os.fstat(f.fileno()).st_size
+        except OSError as exc:
+            raise _fail(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
+        if magic != b"PK\x03\x04":
+            # never hand anything but a zip to np.load: no pickle attempts, no bare .npy allocations
+            raise _fail(path, f"not an .npz (zip) archive (starts with {magic!r}); "
+                              "truncated or not a checkpoint")
+        try:
+            f.seek(0)
+            npz = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
+                RuntimeError) as exc:
+            raise _fail(path, f"not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise _fail(path, "is a single .npy array, not an .npz checkpoint archive")
+        try:
+            with npz:
+                zf: zipfile.ZipFile = npz.zip
+                _check_member_sizes(path, zf, archive_size)
+                header = _read_header(path, zf, npz)
+                manifest = _check_manifest(path, header, zf)
+                arrays: dict[str, np.ndarray] = {}
+                for key, (dtype, shape) in manifest.items():
+                    try:
+                        arr = npz[key]
+                    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError,
+                            NotImplementedError, RuntimeError) as exc:
+                        raise _fail(path, f"array {key!r} cannot be read ({type(exc).__name__}: "
+                                          f"{exc})") from None
+                    if not isinstance(arr, np.ndarray):
+                        raise _fail(path, f"array {key!r} is not an .npy array")
+                    if arr.dtype != dtype or arr.shape != shape:
+                        raise _fail(path, f"array {key!r}: expected {dtype.str} {shape} (manifest), "
+                                          f"got {arr.dtype.str} {arr.shape}")
+                    arrays[key] = arr
+        except CheckpointError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+                RuntimeError) as exc:
+            raise _fail(path, f"corrupt archive ({type(exc).__name__}: {exc})") from None
 
     used: set[str] = set()
     model_state = _decode(header["model"]["state"], arrays, used, path, "model.state")

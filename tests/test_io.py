@@ -1,0 +1,555 @@
+"""Tests of rnnfast.io: round trips, exact resume, atomic writes (failure injection and SIGKILL),
+and rejection of truncated, corrupt, wrong-version, malicious and pickle-carrying files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import rnnfast.io as rio
+from rnnfast.io import Checkpoint, CheckpointError, load, rng_from_state, rng_state, save
+from rnnfast.optim import Adam, CosineAnnealingLR, LinearWarmup, ReduceLROnPlateau
+
+__all__: list[str] = []
+
+
+class TinyRNN:
+    """Stand-in for an rnnfast module: state_dict / load_state_dict (strict) / config / parameters."""
+
+    def __init__(self, input_size: int, hidden_size: int, dtype: str = "float64", seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.input_size, self.hidden_size, self.dtype = input_size, hidden_size, dtype
+        self._p = {
+            "weight_ih_l0": rng.standard_normal((hidden_size, input_size)).astype(dtype),
+            "weight_hh_l0": rng.standard_normal((hidden_size, hidden_size)).astype(dtype),
+            "bias_ih_l0": rng.standard_normal(hidden_size).astype(dtype),
+            "bias_hh_l0": rng.standard_normal(hidden_size).astype(dtype),
+        }
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return self._p
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._p.items()}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        if set(d) != set(self._p):
+            raise ValueError(f"state_dict: keys {sorted(d)} != {sorted(self._p)}")
+        for k, v in d.items():
+            if np.shape(v) != self._p[k].shape:
+                raise ValueError(f"state_dict[{k!r}]: shape {np.shape(v)} != {self._p[k].shape}")
+            self._p[k][...] = v
+
+    def config(self) -> dict[str, Any]:
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "dtype": self.dtype}
+
+
+def _grads(model: TinyRNN, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.parameters().items()}
+
+
+def _trained(steps: int = 3):
+    model = TinyRNN(3, 4)
+    opt = Adam(model.parameters(), lr=0.05, amsgrad=True)
+    sched = LinearWarmup(opt, 2, after=CosineAnnealingLR(opt, T_max=5))
+    rng = np.random.default_rng(42)
+    for _ in range(steps):
+        opt.step(_grads(model, rng))
+        sched.step()
+    return model, opt, sched, rng
+
+
+def _assert_nested_equal(a: Any, b: Any, where: str = "") -> None:
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray), where
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
+        assert np.array_equal(a, b, equal_nan=True), f"{where}: arrays differ"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {sorted(a)} vs {sorted(b)}"
+        for k in a:
+            _assert_nested_equal(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_nested_equal(x, y, f"{where}/{i}")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), where
+    else:
+        assert a == b and type(a) is type(b), f"{where}: {a!r} vs {b!r}"
+
+
+# ------------------------------------------------------------------------------------ round trip
+
+
+def test_round_trip_everything(tmp_path: Path) -> None:
+    model, opt, sched, rng = _trained()
+    meta = {
+        "epoch": 2,
+        "step": 300,
+        "rng": rng_state(rng),
+        "history": [{"loss": 0.5, "val": float("nan")}, {"loss": float("inf"), "lr": 1e-3}],
+        "note": "ünïcode ✓",
+        "flags": [True, None, -1],
+    }
+    extra = {"carried_h": np.arange(6, dtype=np.float32).reshape(2, 3), "ids": np.array([3, 1], np.int64)}
+    path = tmp_path / "ckpt.npz"
+    save(path, model, opt, meta, scheduler=sched, extra_arrays=extra)
+    ck = load(path)
+    assert isinstance(ck, Checkpoint) and ck.version == rio.FORMAT_VERSION
+    _assert_nested_equal(ck.model_state, model.state_dict(), "model_state")
+    assert ck.model_config == model.config()
+    assert ck.model_class == f"{__name__}:TinyRNN"
+    _assert_nested_equal(ck.optimizer_state, opt.state_dict(), "optimizer_state")
+    _assert_nested_equal(ck.scheduler_state, sched.state_dict(), "scheduler_state")
+    _assert_nested_equal(ck.meta, meta, "meta")
+    _assert_nested_equal(ck.extra_arrays, extra, "extra_arrays")
+    # stored under readable names, and loadable without pickle by plain NumPy
+    with np.load(path, allow_pickle=False) as z:
+        assert "model/weight_hh_l0" in z.files and "optimizer/state/bias_ih_l0/exp_avg" in z.files
+        np.testing.assert_array_equal(z["model/weight_ih_l0"], model.parameters()["weight_ih_l0"])
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    # uninterrupted: 3 steps, checkpoint, 4 more steps
+    model, opt, sched, rng = _trained(3)
+    path = tmp_path / "ckpt.npz"
+    save(path, model, opt, {"step": 3, "rng": rng_state(rng)}, scheduler=sched)
+    for _ in range(4):
+        opt.step(_grads(model, rng))
+        sched.step()
+    # resumed from the file in "another process": rebuild everything from the checkpoint
+    ck = load(path)
+    model2 = ck.build_model(TinyRNN)
+    opt2 = Adam(model2.parameters(), lr=999.0)
+    sched2 = LinearWarmup(opt2, 2, after=CosineAnnealingLR(opt2, T_max=5))
+    ck.restore_optimizer(opt2)
+    ck.restore_scheduler(sched2)
+    rng2 = rng_from_state(ck.meta["rng"])
+    for _ in range(4):
+        opt2.step(_grads(model2, rng2))
+        sched2.step()
+    assert opt2.lr == opt.lr
+    for k, v in model.parameters().items():
+        np.testing.assert_array_equal(model2.parameters()[k], v, err_msg=k)
+
+
+def test_plain_dict_model_and_plateau_state(tmp_path: Path) -> None:
+    weights = {"weight_ih_l0": np.ones((2, 2), np.float32)}
+    opt = Adam({"w": np.zeros(2)})
+    plateau = ReduceLROnPlateau(opt)  # best = +inf must survive strict JSON
+    save(tmp_path / "a.npz", weights, scheduler=plateau)
+    ck = load(tmp_path / "a.npz")
+    assert ck.model_config is None and ck.model_class is None and ck.optimizer_state is None
+    assert ck.scheduler_state["best"] == math.inf
+    raw = _read_raw(tmp_path / "a.npz")[0]
+    assert "Infinity" not in json.dumps(raw) and raw["scheduler"]["best"] == {"__float__": "inf"}
+    with pytest.raises(ValueError, match="no model config"):
+        ck.build_model(TinyRNN)
+    with pytest.raises(ValueError, match="no optimizer state"):
+        ck.restore_optimizer(opt)
+
+
+def test_build_model_never_imports_foreign_classes(tmp_path: Path) -> None:
+    save(tmp_path / "m.npz", TinyRNN(2, 3))
+    ck = load(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="not an rnnfast class"):
+        ck.build_model()
+    ck.model_class = "os:system"
+    with pytest.raises(ValueError, match="not an rnnfast class"):
+        ck.build_model()
+
+
+def test_rng_state_round_trip() -> None:
+    for bg in (np.random.PCG64(7), np.random.MT19937(7), np.random.Philox(7)):
+        rng = np.random.Generator(bg)
+        rng.standard_normal(5)
+        state = json.loads(json.dumps(rng_state(rng)))  # must be plain JSON
+        a = rng.standard_normal(10)
+        b = rng_from_state(state).standard_normal(10)
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="bit_generator"):
+        rng_from_state({"bit_generator": "Evil"})
+
+
+def test_overwrite_replaces_and_keeps_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "c.npz"
+    save(path, {"w": np.zeros(2)})
+    os.chmod(path, 0o640)
+    save(path, {"w": np.ones(2)})
+    np.testing.assert_array_equal(load(path).model_state["w"], np.ones(2))
+    assert (os.stat(path).st_mode & 0o777) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"], "no temp files left behind"
+
+
+# ------------------------------------------------------------------------------- save-side checks
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(model={"w": np.array([object()])}), TypeError, r"model.state_dict\(\)\['w'\].*dtype"),
+        (dict(model={"a/b": np.zeros(1)}), ValueError, "a/b"),
+        (dict(model={"w": np.zeros(1)}, meta={"x": np.zeros(2)}), TypeError, "meta/x"),
+        (dict(model={"w": np.zeros(1)}, meta={1: 2}), TypeError, "keys must be str"),
+        (dict(model={"w": np.zeros(1)}, meta={"__ndarray__": "model/w"}), ValueError, "reserved"),
+        (dict(model={"w": np.zeros(1)}, meta={"f": open}), TypeError, "meta/f"),
+        (dict(model=object()), TypeError, "model"),
+        (dict(model={"w": np.zeros(1)}, optimizer=42), TypeError, "optimizer"),
+    ],
+)
+def test_save_rejects_unstorable(tmp_path: Path, kwargs: dict[str, Any], exc: type, match: str) -> None:
+    path = tmp_path / "x.npz"
+    with pytest.raises(exc, match=match):
+        save(path, **kwargs)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------- atomicity
+
+
+def _good_old_checkpoint(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    path = tmp_path / "ckpt.npz"
+    old = np.full((3, 3), 7.0)
+    save(path, {"w": old}, meta={"step": 1})
+    return path, old
+
+
+def test_failure_during_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, old = _good_old_checkpoint(tmp_path)
+    before = path.read_bytes()
+
+    def exploding_savez(file: Any, **arrays: Any) -> None:
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(rio.np, "savez", exploding_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save(path, {"w": np.zeros((3, 3))}, meta={"step": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    ck = load(path)
+    np.testing.assert_array_equal(ck.model_state["w"], old)
+    assert ck.meta == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"], "temp file must be removed"
+
+
+def test_failure_at_rename_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, old = _good_old_checkpoint(tmp_path)
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        raise OSError("rename failed (simulated)")
+
+    monkeypatch.setattr(rio.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="rename failed"):
+        save(path, {"w": np.zeros((3, 3))})
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load(path).model_state["w"], old)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+
+
+def test_interrupt_during_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, old = _good_old_checkpoint(tmp_path)
+    real_savez = np.savez
+
+    def interrupted(file: Any, **arrays: Any) -> None:
+        real_savez(file, **arrays)
+        raise KeyboardInterrupt  # Ctrl-C after the data, before fsync/rename
+
+    monkeypatch.setattr(rio.np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save(path, {"w": np.zeros((3, 3))})
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load(path).model_state["w"], old)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+
+
+def test_file_and_directory_are_fsynced_before_and_after_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        import stat
+
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(rio.os, "fsync", fsync)
+    monkeypatch.setattr(rio.os, "replace", replace)
+    save(tmp_path / "c.npz", {"w": np.zeros(2)})
+    assert events == ["fsync-file", "replace", "fsync-dir"], events
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from rnnfast.io import save
+    path = sys.argv[1]
+    w = np.zeros((64, 256))
+    i = 0
+    while True:
+        i += 1
+        w[...] = i
+        save(path, {"w": w}, meta={"step": i})
+        print(i, flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_while_checkpointing_leaves_a_loadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.npz"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    for kill_after in (3, 17, 40):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, env=env, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            for _ in range(kill_after):
+                line = proc.stdout.readline()
+                assert line, f"writer exited early (rc={proc.poll()})"
+        finally:
+            proc.send_signal(signal.SIGKILL)  # mid-write of the next checkpoint, most likely
+            proc.wait(timeout=60)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        ck = load(path)  # the newest complete checkpoint: never a torn one
+        step = ck.meta["step"]
+        assert step >= kill_after
+        assert np.all(ck.model_state["w"] == step), "arrays and metadata come from the same save"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt.npz"]
+    assert all(n.startswith(".ckpt.npz.") and n.endswith(".tmp") for n in leftovers), leftovers
+
+
+# ----------------------------------------------------------------------- hostile / broken files
+
+
+def _read_raw(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays.pop("__metadata__").tobytes().decode("utf-8"))
+    return header, arrays
+
+
+def _write_raw(path: Path, header: Any, arrays: dict[str, Any], *, meta_bytes: bytes | None = None) -> None:
+    """Write an archive by hand (not via rnnfast.io.save) to craft broken or hostile files.
+
+    (np.savez pickles object arrays, which is how the hostile pickle test plants one.)"""
+    blob = meta_bytes if meta_bytes is not None else json.dumps(header).encode("utf-8")
+    payload = {"__metadata__": np.frombuffer(blob, dtype=np.uint8), **arrays}
+    with open(path, "wb") as f:
+        np.savez(f, **payload)
+
+
+@pytest.fixture()
+def good(tmp_path: Path) -> Path:
+    model, opt, sched, _ = _trained(2)
+    path = tmp_path / "good.npz"
+    save(path, model, opt, {"epoch": 1}, scheduler=sched)
+    return path
+
+
+def test_hand_written_file_loads(good: Path, tmp_path: Path) -> None:
+    # sanity for the helpers below: rewriting the same content by hand gives a loadable file
+    header, arrays = _read_raw(good)
+    _write_raw(tmp_path / "same.npz", header, arrays)
+    _assert_nested_equal(load(tmp_path / "same.npz").model_state, load(good).model_state)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.02, 0.3, 0.5, 0.9, 0.999])
+def test_truncated(good: Path, tmp_path: Path, fraction: float) -> None:
+    data = good.read_bytes()
+    bad = tmp_path / "trunc.npz"
+    bad.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(CheckpointError, match="trunc.npz"):
+        load(bad)
+
+
+def test_corrupt_array_bytes_detected_by_crc(good: Path, tmp_path: Path) -> None:
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as zf:
+        info = zf.getinfo("model/weight_hh_l0.npy")
+    # local header: 30 bytes + name + extra; the member's last byte is array data, not .npy header
+    with open(good, "rb") as f:
+        f.seek(info.header_offset + 26)
+        n, m = np.frombuffer(f.read(4), dtype="<u2")
+    data_end = info.header_offset + 30 + int(n) + int(m) + info.compress_size
+    data[data_end - 3] ^= 0xFF
+    bad = tmp_path / "flip.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model/weight_hh_l0"):
+        load(bad)
+
+
+def test_random_byte_flips_never_crash_or_mislead(good: Path, tmp_path: Path) -> None:
+    """Any single flipped byte either raises CheckpointError or leaves content loadable and equal.
+
+    (Some bytes -- zip timestamps, padding in .npy headers -- carry no content.)"""
+    ref = load(good)
+    data = good.read_bytes()
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "flip.npz"
+    # every bit of 30 random bytes, plus every bit of the first local header (flags, method, sizes)
+    positions = sorted(set(rng.choice(len(data), size=30, replace=False).tolist()) | set(range(4, 30)))
+    for pos in positions:
+        for bit in range(8):
+            flipped = bytearray(data)
+            flipped[pos] ^= 1 << bit
+            bad.write_bytes(bytes(flipped))
+            try:
+                ck = load(bad)
+            except CheckpointError:
+                continue
+            _assert_nested_equal(ck.model_state, ref.model_state, f"flip at {pos}.{bit}")
+            _assert_nested_equal(ck.meta, ref.meta, f"flip at {pos}.{bit}")
+            _assert_nested_equal(ck.optimizer_state, ref.optimizer_state, f"flip at {pos}.{bit}")
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda h: h.update(version=2), "newer rnnfast"),
+        (lambda h: h.update(version=0), "version"),
+        (lambda h: h.update(version="1"), "version"),
+        (lambda h: h.update(version=True), "version"),
+        (lambda h: h.update(format="something-else"), "format"),
+        (lambda h: h.pop("meta"), "missing keys"),
+        (lambda h: h.update(surprise=1), "unexpected keys"),
+        (lambda h: h["model"].update(state=[]), "model.state"),
+        (lambda h: h["model"]["state"].update(evil={"__ndarray__": "nope"}), "not in the manifest"),
+        (lambda h: h["model"]["state"].update(twice={"__ndarray__": "model/weight_ih_l0"}), "twice"),
+        (lambda h: h["model"]["state"].pop("bias_hh_l0"), "not referenced"),
+        (lambda h: h["model"]["state"].update(x=3), "array reference"),
+        (lambda h: h["arrays"]["model/weight_ih_l0"].update(shape=[4, 4]), "weight_ih_l0"),
+        (lambda h: h["arrays"]["model/weight_ih_l0"].update(dtype="<f4"), "weight_ih_l0"),
+        (lambda h: h["arrays"]["model/weight_ih_l0"].update(dtype="|O"), "allowed"),
+        (lambda h: h["arrays"]["model/weight_ih_l0"].update(shape=[10**12]), "cannot hold"),
+        (lambda h: h["arrays"]["model/weight_ih_l0"].update(shape=[-1, 3]), "shape"),
+        (lambda h: h["arrays"].update({"ghost": {"dtype": "<f8", "shape": [1]}}), "ghost"),
+        (lambda h: h["meta"].update(x={"__float__": "1e308"}), "malformed float"),
+        (lambda h: h["meta"].update(x={"__ndarray__": "model/weight_ih_l0"}), "not in the manifest"),
+    ],
+)
+def test_bad_metadata(good: Path, tmp_path: Path, mutate, match: str) -> None:
+    header, arrays = _read_raw(good)
+    mutate(header)
+    bad = tmp_path / "bad.npz"
+    _write_raw(bad, header, arrays)
+    with pytest.raises(CheckpointError, match=match):
+        load(bad)
+
+
+def test_extra_and_missing_members(good: Path, tmp_path: Path) -> None:
+    header, arrays = _read_raw(good)
+    bad = tmp_path / "bad.npz"
+    _write_raw(bad, header, {**arrays, "smuggled": np.zeros(1)})
+    with pytest.raises(CheckpointError, match="smuggled"):
+        load(bad)
+    arrays.pop("model/bias_ih_l0")
+    _write_raw(bad, header, arrays)
+    with pytest.raises(CheckpointError, match="missing from the archive"):
+        load(bad)
+
+
+@pytest.mark.parametrize("blob,match", [(b"\xff\xfe not utf8", "UTF-8 JSON"), (b"{not json", "JSON"),
+                                        (b"[1, 2]", "JSON object"), (b"[" * 100000, "JSON")])
+def test_metadata_not_json(good: Path, tmp_path: Path, blob: bytes, match: str) -> None:
+    _, arrays = _read_raw(good)
+    bad = tmp_path / "bad.npz"
+    _write_raw(bad, None, arrays, meta_bytes=blob)
+    with pytest.raises(CheckpointError, match=match):
+        load(bad)
+
+
+def test_no_metadata_at_all(tmp_path: Path) -> None:
+    bad = tmp_path / "plain.npz"
+    np.savez(bad, w=np.zeros(3))
+    with pytest.raises(CheckpointError, match="not an rnnfast checkpoint"):
+        load(bad)
+
+
+class _Boom:
+    def __reduce__(self) -> Any:
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickle_is_never_loaded(good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_unpickling(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("pickle.load called while loading a checkpoint")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    # 1. a raw pickle file
+    raw = tmp_path / "raw.npz"
+    raw.write_bytes(pickle.dumps({"w": _Boom()}))
+    with pytest.raises(CheckpointError, match="not an .npz"):
+        load(raw)
+    # 2. an npz whose array member is a pickled object array, with a manifest claiming it is numeric
+    header, arrays = _read_raw(good)
+    obj = np.empty(header["arrays"]["model/bias_ih_l0"]["shape"], dtype=object)
+    obj[...] = _Boom()
+    arrays["model/bias_ih_l0"] = obj
+    bad = tmp_path / "obj.npz"
+    _write_raw(bad, header, arrays)
+    with pytest.raises(CheckpointError, match="bias_ih_l0"):
+        load(bad)
+    # 3. a bare .npy file
+    npy = tmp_path / "x.npz"
+    np.save(npy.with_suffix(".npy"), np.zeros(3))
+    os.replace(npy.with_suffix(".npy"), npy)
+    with pytest.raises(CheckpointError, match="not an .npz"):
+        load(npy)
+
+
+@pytest.mark.parametrize("new_size", [2**32 - 1, 2**20, 1])
+def test_zip_directory_lying_about_sizes(good: Path, tmp_path: Path, new_size: int) -> None:
+    """A central directory that claims a member inflates to a different size (a zip-bomb trick,
+    or corruption) is rejected before anything is allocated or decompressed."""
+    data = bytearray(good.read_bytes())
+    name = b"model/weight_hh_l0.npy"
+    pos = 0
+    while True:
+        pos = data.index(b"PK\x01\x02", pos + 1)  # central directory entry
+        n = int.from_bytes(data[pos + 28 : pos + 30], "little")
+        if bytes(data[pos + 46 : pos + 46 + n]) == name:
+            break
+    data[pos + 24 : pos + 28] = new_size.to_bytes(4, "little")  # "uncompressed size"
+    bad = tmp_path / "lying.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="weight_hh_l0"):
+        load(bad)
+
+
+def test_deflated_archive_is_accepted(good: Path, tmp_path: Path) -> None:
+    # a user may recompress a checkpoint (np.savez_compressed); it is still a valid checkpoint
+    header, arrays = _read_raw(good)
+    blob = json.dumps(header).encode("utf-8")
+    path = tmp_path / "z.npz"
+    np.savez_compressed(path, __metadata__=np.frombuffer(blob, dtype=np.uint8), **arrays)
+    _assert_nested_equal(load(path).model_state, load(good).model_state)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nope.npz")
+    with pytest.raises(CheckpointError):
+        load(tmp_path)
