@@ -16,16 +16,42 @@ __all__: list[str] = []
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rnnfast", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rnnfast", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_train_writes_json_with_history_and_final_metrics(tmp_path) -> None:
     out = tmp_path / "run.json"
     plot = tmp_path / "loss.png"
-    r = _run("train", "--task", "sine", "--cell", "gru", "--hidden", "8", "--seq-len", "10",
-             "--epochs", "2", "--batch-size", "64", "--seed", "1", "--threads", "1", "--no-progress",
-             "--json", str(out), "--plot", str(plot))
+    r = _run(
+        "train",
+        "--task",
+        "sine",
+        "--cell",
+        "gru",
+        "--hidden",
+        "8",
+        "--seq-len",
+        "10",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--seed",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--json",
+        str(out),
+        "--plot",
+        str(plot),
+    )
     assert r.returncode == 0, r.stderr
     assert "validation MSE" in r.stdout
     data = json.loads(out.read_text())
@@ -43,7 +69,9 @@ def test_train_writes_json_with_history_and_final_metrics(tmp_path) -> None:
 
 def test_train_classification_reports_accuracy(tmp_path, capsys) -> None:
     out = tmp_path / "s.json"
-    code = main(["train", "--task", "sentiment", "--epochs", "1", "--no-progress", "--json", str(out)])
+    code = main(
+        ["train", "--task", "sentiment", "--epochs", "1", "--no-progress", "--json", str(out)]
+    )
     assert code == 0
     final = json.loads(out.read_text())["final"]
     assert 0.0 <= final["val_accuracy"] <= 1.0
@@ -52,17 +80,51 @@ def test_train_classification_reports_accuracy(tmp_path, capsys) -> None:
 
 def test_charlm_checkpoint_and_sample(tmp_path) -> None:
     ckpt = tmp_path / "charlm.npz"
-    r = _run("train", "--task", "charlm", "--hidden", "16", "--seq-len", "16", "--epochs", "1",
-             "--bptt", "8,16", "--no-progress", "--save", str(ckpt))
+    r = _run(
+        "train",
+        "--task",
+        "charlm",
+        "--hidden",
+        "16",
+        "--seq-len",
+        "16",
+        "--epochs",
+        "1",
+        "--bptt",
+        "8,16",
+        "--no-progress",
+        "--save",
+        str(ckpt),
+    )
     assert r.returncode == 0, r.stderr
     assert ckpt.is_file()
-    r = _run("sample", str(ckpt), "--prime", "The sea", "--length", "50", "--temperature", "0.5",
-             "--seed", "3")
+    r = _run(
+        "sample",
+        str(ckpt),
+        "--prime",
+        "The sea",
+        "--length",
+        "50",
+        "--temperature",
+        "0.5",
+        "--seed",
+        "3",
+    )
     assert r.returncode == 0, r.stderr
     text = r.stdout.rstrip("\n")
     assert text.startswith("The sea") and len(text) == len("The sea") + 50
-    again = _run("sample", str(ckpt), "--prime", "The sea", "--length", "50", "--temperature", "0.5",
-                 "--seed", "3")
+    again = _run(
+        "sample",
+        str(ckpt),
+        "--prime",
+        "The sea",
+        "--length",
+        "50",
+        "--temperature",
+        "0.5",
+        "--seed",
+        "3",
+    )
     assert again.stdout == r.stdout, "sampling with the same seed must repeat"
 
 
@@ -75,8 +137,19 @@ def test_gradcheck_passes() -> None:
 
 
 def test_diagnose_prints_the_decay_table(capsys) -> None:
-    code = main(["diagnose", "--cell", "rnn,lstm", "--seq-len", "30", "--train-steps", "0",
-                 "--explode-steps", "3"])
+    code = main(
+        [
+            "diagnose",
+            "--cell",
+            "rnn,lstm",
+            "--seq-len",
+            "30",
+            "--train-steps",
+            "0",
+            "--explode-steps",
+            "3",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "rnn (init)" in out and "lstm (init)" in out and "d=29" in out

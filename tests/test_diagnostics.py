@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import assert_close
 
 import rnnfast.functional as F
+from helpers import assert_close
 from rnnfast.diagnostics import (
     GradientFlow,
     exploding_case,
@@ -45,7 +45,9 @@ def test_state_grad_norms_matches_a_loop_over_steps_and_rows() -> None:
 def test_gradient_flow_equals_dh_all_of_the_functional_backward(cell: str) -> None:
     """Two-layer many-to-one model: rebuild dL/dh_t per layer by hand from the functional API."""
     t_steps, batch, n_in, hidden = 7, 5, 3, 4
-    model = build_model(cell, n_in, hidden, 2, mode="many_to_one", num_layers=2, dtype=np.float64, seed=1)
+    model = build_model(
+        cell, n_in, hidden, 2, mode="many_to_one", num_layers=2, dtype=np.float64, seed=1
+    )
     rng = np.random.default_rng(2)
     x = rng.standard_normal((t_steps, batch, n_in))
     y = rng.standard_normal((batch, 2))
@@ -58,7 +60,9 @@ def test_gradient_flow_equals_dh_all_of_the_functional_backward(cell: str) -> No
     bwd = getattr(F, f"{cell}_backward")
 
     def w(layer: int) -> tuple[np.ndarray, ...]:
-        return tuple(p[f"rnn.{k}_l{layer}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        return tuple(
+            p[f"rnn.{k}_l{layer}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
 
     state0 = (None, None) if cell == "lstm" else (None,)
     outs0 = fwd(x, *state0, *w(0), lengths=lengths)
@@ -95,7 +99,9 @@ def test_tanh_rnn_gradient_vanishes_while_an_open_lstm_carries_it() -> None:
     lstm = _flow_at_init("lstm", 40, forget_bias=5.0)
     decay_rnn = rnn.ratio(39)
     decay_lstm = lstm.ratio(39)
-    assert decay_rnn < 1e-6, f"tanh RNN: ||dL/dh_0|| / ||dL/dh_39|| = {decay_rnn:.3e}, expected < 1e-6"
+    assert decay_rnn < 1e-6, (
+        f"tanh RNN: ||dL/dh_0|| / ||dL/dh_39|| = {decay_rnn:.3e}, expected < 1e-6"
+    )
     assert decay_lstm > 1e-2, f"LSTM (forget bias 5): ratio {decay_lstm:.3e}, expected > 1e-2"
     # the RNN's decay is roughly geometric: each 10 steps lose a similar factor
     d = rnn.by_distance()
@@ -134,8 +140,10 @@ def test_gradient_flow_rejects_a_model_without_state_grads() -> None:
 
 
 def test_plots_write_png_files(tmp_path) -> None:
-    flows = [GradientFlow(np.array([[1e-8, 1e-4, 1.0]]), ["layer 0"], label="a"),
-             GradientFlow(np.array([[0.5, 0.8, 1.0]]), ["layer 0"], label="b")]
+    flows = [
+        GradientFlow(np.array([[1e-8, 1e-4, 1.0]]), ["layer 0"], label="a"),
+        GradientFlow(np.array([[0.5, 0.8, 1.0]]), ["layer 0"], label="b"),
+    ]
     out = tmp_path / "flow.png"
     plot_gradient_flow(flows, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

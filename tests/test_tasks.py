@@ -40,8 +40,20 @@ def test_registry_lists_every_task_and_rejects_unknown_names() -> None:
     for name in list_tasks():
         task = get_task(name)
         assert task.name == name
-        for key in ("cell", "hidden", "layers", "seq_len", "batch_size", "epochs", "lr", "optimizer",
-                    "clip_norm", "bptt", "mode", "loss"):
+        for key in (
+            "cell",
+            "hidden",
+            "layers",
+            "seq_len",
+            "batch_size",
+            "epochs",
+            "lr",
+            "optimizer",
+            "clip_norm",
+            "bptt",
+            "mode",
+            "loss",
+        ):
             assert key in task.default_config, f"{name}: default_config lacks {key!r}"
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         get_task("nope")
@@ -130,12 +142,16 @@ def test_sine_targets_are_the_next_values_and_persistence_baseline_formula() -> 
     many, many_val = task.make_data(seed=2, seq_len=15, n_train=50, n_val=40, mode="many_to_many")
     assert np.array_equal(one.x, many.x), "the two modes must see the same series for one seed"
     assert np.array_equal(many.y[:-1], many.x[1:]), "many-to-many target must be the next input"
-    assert np.array_equal(one.y, many.y[-1]), "many-to-one target must be the value after the window"
+    assert np.array_equal(one.y, many.y[-1]), (
+        "many-to-one target must be the value after the window"
+    )
     x, y = one_val.x.astype(np.float64), one_val.y.astype(np.float64)
     expected = float(np.mean((y[:, 0] - x[-1, :, 0]) ** 2))
     assert task.baseline(one_val)["persistence_mse"] == pytest.approx(expected, rel=1e-12)
     xm, ym = many_val.x.astype(np.float64), many_val.y.astype(np.float64)
-    assert task.baseline(many_val)["persistence_mse"] == pytest.approx(float(np.mean((ym - xm) ** 2)))
+    assert task.baseline(many_val)["persistence_mse"] == pytest.approx(
+        float(np.mean((ym - xm) ** 2))
+    )
     # the series is smooth at this sampling: persistence beats predicting the mean by a wide margin
     base = task.baseline(one_val)
     assert base["persistence_mse"] < 0.5 * base["mean_mse"], base
@@ -165,7 +181,9 @@ def test_sentiment_toy_labels_balance_and_padding() -> None:
             labels.append(cats > rats)
     # every sentence of 2..6 words without a cat/rat tie, each once: count them by brute force
     expected = sum(
-        1 for n in range(2, 7) for k in range(3**n)
+        1
+        for n in range(2, 7)
+        for k in range(3**n)
         if (lambda w: w.count(0) != w.count(2))([(k // 3**i) % 3 for i in range(n)])
     )
     assert len(seen) == train.n + val.n == expected
@@ -174,9 +192,30 @@ def test_sentiment_toy_labels_balance_and_padding() -> None:
 
 def _large_label(words: list[str]) -> int | None:
     """Independent re-implementation of the sentiment-large rule (see the module docstring)."""
-    pos = {"good", "great", "excellent", "wonderful", "brilliant", "enjoyable", "fun", "superb",
-           "charming", "moving"}
-    neg = {"bad", "awful", "terrible", "boring", "dull", "poor", "weak", "painful", "bland", "tedious"}
+    pos = {
+        "good",
+        "great",
+        "excellent",
+        "wonderful",
+        "brilliant",
+        "enjoyable",
+        "fun",
+        "superb",
+        "charming",
+        "moving",
+    }
+    neg = {
+        "bad",
+        "awful",
+        "terrible",
+        "boring",
+        "dull",
+        "poor",
+        "weak",
+        "painful",
+        "bland",
+        "tedious",
+    }
     separators = {"and", "honestly", "overall", "so", "well", "also"}
     score, weight, negated = 0, 1, False
     for w in words:
@@ -303,7 +342,8 @@ def test_sentiment_toy_reaches_full_validation_accuracy() -> None:
 def test_lstm_solves_the_adding_problem_at_a_short_length() -> None:
     from rnnfast.tasks import run_task
 
-    result = run_task("adding", cell="lstm", seq_len=20, n_train=2000, n_val=500, epochs=4,
-                      hidden=32, seed=0)
+    result = run_task(
+        "adding", cell="lstm", seq_len=20, n_train=2000, n_val=500, epochs=4, hidden=32, seed=0
+    )
     assert result.final["val_mse"] < 0.01, result.final
     assert result.final["baseline_constant_mse"] > 0.12

@@ -4,7 +4,8 @@ Subcommands::
 
     python -m rnnfast demo                      # the README's first command: < 1 min on one core
     python -m rnnfast train --task adding --cell lstm [--hidden N] [--layers N] [--seq-len N]
-        [--batch-size N] [--bptt k1,k2] [--epochs N] [--lr X] [--clip-norm X] [--dtype float32|float64]
+        [--batch-size N] [--bptt k1,k2] [--epochs N] [--lr X] [--clip-norm X] [--dtype
+        float32|float64]
         [--seed N] [--save PATH] [--json PATH] [--plot PATH] [--threads N] [--no-progress]
     python -m rnnfast sample CHECKPOINT [--prime TEXT] [--length N] [--temperature X] [--seed N]
     python -m rnnfast diagnose --task adding [--cell rnn,lstm,gru] [--seq-len N] [--plot PATH]
@@ -112,7 +113,9 @@ def _fmt(v: Any) -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[_fmt(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
@@ -171,26 +174,40 @@ def _score_line(task: Any, final: dict[str, Any]) -> str:
         return f"validation MSE {mse:.4g} vs {name} {base:.4g} ({times})"
     if task.name == "charlm":
         nats = final["val_loss"]
-        return (f"validation loss {nats:.3f} nats/char ({nats / math.log(2):.2f} bits/char) vs "
-                f"bigram {final['baseline_bigram_nats']:.3f}, unigram {final['baseline_unigram_nats']:.3f}, "
-                f"uniform {final['baseline_uniform_nats']:.3f}")
+        return (
+            f"validation loss {nats:.3f} nats/char ({nats / math.log(2):.2f} bits/char) vs "
+            f"bigram {final['baseline_bigram_nats']:.3f}, "
+            f"unigram {final['baseline_unigram_nats']:.3f}, "
+            f"uniform {final['baseline_uniform_nats']:.3f}"
+        )
     acc = final["val_accuracy"]
-    bases = ", ".join(f"{k[len('baseline_'):].replace('_accuracy', '').replace('_', ' ')} {v:.1%}"
-                      for k, v in final.items() if k.startswith("baseline_"))
+    bases = ", ".join(
+        f"{k[len('baseline_') :].replace('_accuracy', '').replace('_', ' ')} {v:.1%}"
+        for k, v in final.items()
+        if k.startswith("baseline_")
+    )
     return f"validation accuracy {acc:.1%} (baselines: {bases})"
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "cell": args.cell, "hidden": args.hidden, "layers": args.layers, "seq_len": args.seq_len,
-        "batch_size": args.batch_size, "bptt": list(args.bptt) if args.bptt else None,
-        "epochs": args.epochs, "lr": args.lr, "clip_norm": args.clip_norm, "dtype": args.dtype,
+        "cell": args.cell,
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "bptt": list(args.bptt) if args.bptt else None,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "clip_norm": args.clip_norm,
+        "dtype": args.dtype,
         "seed": args.seed,
     }
 
 
-def _run_and_report(args: argparse.Namespace, task_name: str, overrides: dict[str, Any],
-                    out: Any) -> dict[str, Any]:
+def _run_and_report(
+    args: argparse.Namespace, task_name: str, overrides: dict[str, Any], out: Any
+) -> dict[str, Any]:
     from .io import save
     from .tasks import get_task, run_task
 
@@ -203,26 +220,53 @@ def _run_and_report(args: argparse.Namespace, task_name: str, overrides: dict[st
             raise CLIError("--text: only the charlm task reads a text file")
         extra["text_path"] = args.text
     if extra.get("bptt") and task.mode != "many_to_many":
-        raise CLIError(f"--bptt: truncated BPTT needs a many-to-many task; {task_name!r} is {task.mode}")
+        raise CLIError(
+            f"--bptt: truncated BPTT needs a many-to-many task; {task_name!r} is {task.mode}"
+        )
     try:
         cfg = task.config(**extra)
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from None
     print(f"rnnfast: task {task.name} ({task.description})", file=out)
-    shown = ", ".join(f"{k}={cfg[k]}" for k in ("cell", "hidden", "layers", "seq_len", "batch_size",
-                                               "epochs", "lr", "clip_norm", "bptt", "dtype", "seed"))
+    shown = ", ".join(
+        f"{k}={cfg[k]}"
+        for k in (
+            "cell",
+            "hidden",
+            "layers",
+            "seq_len",
+            "batch_size",
+            "epochs",
+            "lr",
+            "clip_norm",
+            "bptt",
+            "dtype",
+            "seed",
+        )
+    )
     print(f"rnnfast: {shown}", file=out)
     t0 = time.perf_counter()
     result = run_task(task, progress=not args.no_progress, **extra)
     total = time.perf_counter() - t0
     final = result.final
-    print(f"rnnfast: trained in {result.seconds:.1f} s ({total:.1f} s with data generation): "
-          f"{_score_line(task, final)}", file=out)
+    print(
+        f"rnnfast: trained in {result.seconds:.1f} s ({total:.1f} s with data generation): "
+        f"{_score_line(task, final)}",
+        file=out,
+    )
     history = result.history_list()
     if args.json:
-        _write_json(args.json, {"task": task.name, "cell": cfg["cell"], "config": cfg,
-                                "history": history, "final": final,
-                                "seconds": round(result.seconds, 3)})
+        _write_json(
+            args.json,
+            {
+                "task": task.name,
+                "cell": cfg["cell"],
+                "config": cfg,
+                "history": history,
+                "final": final,
+                "seconds": round(result.seconds, 3),
+            },
+        )
         print(f"rnnfast: wrote {args.json}", file=out)
     if args.plot:
         from .diagnostics import plot_history
@@ -231,11 +275,20 @@ def _run_and_report(args: argparse.Namespace, task_name: str, overrides: dict[st
         if task.kind == "regression":
             key = next((k for k in final if k.startswith("baseline_") and k.endswith("mse")), None)
             base = 0.5 * final[key] if key else None  # MSELoss is half the mean squared error
-        plot_history({cfg["cell"]: history}, args.plot, title=f"{task.name}: loss per epoch",
-                     baseline=base, baseline_label="baseline (same loss units)")
+        plot_history(
+            {cfg["cell"]: history},
+            args.plot,
+            title=f"{task.name}: loss per epoch",
+            baseline=base,
+            baseline_label="baseline (same loss units)",
+        )
         print(f"rnnfast: wrote {args.plot}", file=out)
     if args.save:
-        meta: dict[str, Any] = {"task": task.name, "config": _jsonable(cfg), "final": _jsonable(final)}
+        meta: dict[str, Any] = {
+            "task": task.name,
+            "config": _jsonable(cfg),
+            "final": _jsonable(final),
+        }
         if "vocab" in result.train.info:
             meta["vocab"] = result.train.info["vocab"]
         save(args.save, result.model, meta=meta)
@@ -259,8 +312,10 @@ DEMO = {"task": "adding", "cell": "lstm", "seq_len": 50, "epochs": 4, "hidden": 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train the demo task (adding problem, LSTM) and say whether it beat the baseline."""
     _set_threads(args.threads)
-    print("rnnfast demo: an LSTM learns the adding problem (remember two marked numbers in a "
-          f"sequence of {DEMO['seq_len']} and output their sum).")
+    print(
+        "rnnfast demo: an LSTM learns the adding problem (remember two marked numbers in a "
+        f"sequence of {DEMO['seq_len']} and output their sum)."
+    )
     args.json = args.plot = args.save = None
     overrides = {k: v for k, v in DEMO.items() if k != "task"}
     if args.seed is not None:
@@ -269,8 +324,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     mse = res["final"]["val_mse"]
     base = res["final"]["baseline_constant_mse"]
     verdict = "solved" if mse < 0.01 else "not solved yet"
-    print(f"rnnfast demo: {verdict} -- MSE {mse:.4f} (< 0.01 counts as solved; always guessing the "
-          f"mean gives {base:.3f}) in {res['seconds']:.0f} s.")
+    print(
+        f"rnnfast demo: {verdict} -- MSE {mse:.4f} (< 0.01 counts as solved; always guessing the "
+        f"mean gives {base:.3f}) in {res['seconds']:.0f} s."
+    )
     return 0
 
 
@@ -281,7 +338,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for name in list_tasks():
         t = get_task(name)
         c = t.default_config
-        rows.append([name, t.mode, c["cell"], c["hidden"], c["seq_len"], c["epochs"], t.description])
+        rows.append(
+            [name, t.mode, c["cell"], c["hidden"], c["seq_len"], c["epochs"], t.description]
+        )
     print(_table(["task", "mode", "cell", "hidden", "seq_len", "epochs", "description"], rows))
     return 0
 
@@ -303,16 +362,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     vocab_chars = ckpt.meta.get("vocab")
     if ckpt.meta.get("task") != "charlm" or not isinstance(vocab_chars, str):
-        raise CLIError(f"{args.checkpoint}: not a charlm checkpoint (train one with "
-                       "`python -m rnnfast train --task charlm --save PATH`)")
+        raise CLIError(
+            f"{args.checkpoint}: not a charlm checkpoint (train one with "
+            "`python -m rnnfast train --task charlm --save PATH`)"
+        )
     from .modules import model_from_config
 
     model = model_from_config(ckpt.model_config)
     model.load_state_dict(ckpt.model_state)
     vocab = Vocab(vocab_chars)
     try:
-        text = sample_text(model, vocab, prime=args.prime, length=args.length,
-                           temperature=args.temperature, seed=args.seed)
+        text = sample_text(
+            model,
+            vocab,
+            prime=args.prime,
+            length=args.length,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     print(text)
@@ -333,24 +400,44 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise CLIError("--task: diagnose currently supports the adding task only")
     t_steps = args.seq_len
     dists = sorted({d for d in (1, 10, 25, 50, t_steps - 1) if d < t_steps})
-    print(f"rnnfast diagnose: adding problem, T={t_steps}; gradient of the loss (on the last step) "
-          "w.r.t. each hidden state h_t,\nshown as ||dL/dh_(T-1-d)|| / ||dL/dh_(T-1)|| for distance d "
-          "(1 = no decay). Batch of 64, hidden 64.\n")
+    print(
+        f"rnnfast diagnose: adding problem, T={t_steps}; gradient of the loss (on the last step) "
+        "w.r.t. each hidden state h_t,\n"
+        "shown as ||dL/dh_(T-1-d)|| / ||dL/dh_(T-1)|| for distance d "
+        "(1 = no decay). Batch of 64, hidden 64.\n"
+    )
     flows = vanishing_case(args.cell, t_steps, seed=args.seed, train_steps_=args.train_steps)
     rows = [[f.label, f.meta["when"]] + [f.ratio(d) for d in dists] for f in flows]
     print(_table(["cell", "weights"] + [f"d={d}" for d in dists], rows))
     print()
     ex = exploding_case(t_steps, seed=args.seed, steps=args.explode_steps)
-    print(f"exploding: tanh RNN with recurrent weights {ex['gain']} x orthogonal (spectral radius "
-          f"{ex['gain']}), ||dL/dh_0|| / ||dL/dh_(T-1)|| = {ex['ratio']:.2e} at init.")
+    print(
+        f"exploding: tanh RNN with recurrent weights {ex['gain']} x orthogonal (spectral radius "
+        f"{ex['gain']}), ||dL/dh_0|| / ||dL/dh_(T-1)|| = {ex['ratio']:.2e} at init."
+    )
     print(f"SGD lr {ex['lr']} for {ex['steps']} steps, per-step gradient norm (pre-clip) and loss:")
-    rows = [[name, r["grad_norm_first"], r["grad_norm_max"], r["loss_first"], r["loss_last"],
-             "yes" if r["finite"] else "no (diverged)"] for name, r in ex["runs"].items()]
-    print(_table(["run", "grad norm step 1", "max grad norm", "loss step 1", "loss last", "finite"],
-                 rows))
+    rows = [
+        [
+            name,
+            r["grad_norm_first"],
+            r["grad_norm_max"],
+            r["loss_first"],
+            r["loss_last"],
+            "yes" if r["finite"] else "no (diverged)",
+        ]
+        for name, r in ex["runs"].items()
+    ]
+    print(
+        _table(
+            ["run", "grad norm step 1", "max grad norm", "loss step 1", "loss last", "finite"], rows
+        )
+    )
     if args.plot:
-        plot_gradient_flow([*flows, ex["flow"]], args.plot,
-                           title=f"Adding problem, T={t_steps}: ||dL/dh_t|| vs distance from the loss")
+        plot_gradient_flow(
+            [*flows, ex["flow"]],
+            args.plot,
+            title=f"Adding problem, T={t_steps}: ||dL/dh_t|| vs distance from the loss",
+        )
         print(f"\nrnnfast: wrote {args.plot}")
     return 0
 
@@ -365,12 +452,37 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     rows, ok = gradcheck(seed=args.seed)
-    headers = ["cell", "dtype", "fwd C++ vs ref", "grad C++ vs ref", "grad C++ vs FD",
-               "ref vs FD", "tbptt C++ vs ref", "ok"]
-    print(_table(headers, [[r["cell"], r["dtype"], r["fwd_cpp_ref"], r["grad_cpp_ref"], r["grad_cpp_fd"],
-                            r["grad_ref_fd"], r["tbptt_cpp_ref"], "ok" if r["ok"] else "FAIL"]
-                           for r in rows]))
-    tol = ", ".join(f"{k}: C++ vs ref {v['cpp_ref']:.0e}, vs FD {v['fd']:.0e}" for k, v in TOLERANCES.items())
+    headers = [
+        "cell",
+        "dtype",
+        "fwd C++ vs ref",
+        "grad C++ vs ref",
+        "grad C++ vs FD",
+        "ref vs FD",
+        "tbptt C++ vs ref",
+        "ok",
+    ]
+    print(
+        _table(
+            headers,
+            [
+                [
+                    r["cell"],
+                    r["dtype"],
+                    r["fwd_cpp_ref"],
+                    r["grad_cpp_ref"],
+                    r["grad_cpp_fd"],
+                    r["grad_ref_fd"],
+                    r["tbptt_cpp_ref"],
+                    "ok" if r["ok"] else "FAIL",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    tol = ", ".join(
+        f"{k}: C++ vs ref {v['cpp_ref']:.0e}, vs FD {v['fd']:.0e}" for k, v in TOLERANCES.items()
+    )
     print(f"\nmax relative errors (max |a - b| / max |b|); tolerances {tol}; ref vs FD in float64.")
     print("all within tolerance" if ok else "SOME CHECKS EXCEED THEIR TOLERANCE")
     return 0 if ok else 1
@@ -385,8 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``python -m rnnfast``."""
     from .tasks import CELLS, list_tasks
 
-    p = argparse.ArgumentParser(prog="rnnfast", description="rnnfast: fast CPU RNN/LSTM/GRU training, "
-                                "built-in tasks, gradient diagnostics.")
+    p = argparse.ArgumentParser(
+        prog="rnnfast",
+        description="rnnfast: fast CPU RNN/LSTM/GRU training, "
+        "built-in tasks, gradient diagnostics.",
+    )
     sub = p.add_subparsers(dest="command", metavar="{demo,train,sample,diagnose,gradcheck,tasks}")
     sub.required = True
 
@@ -394,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=_positive_int, default=None, help="kernel threads")
         sp.add_argument("--seed", type=_nonneg_int, default=seed, help="random seed")
 
-    demo = sub.add_parser("demo", help="train the demo task (< 1 min on one core) and print the result")
+    demo = sub.add_parser(
+        "demo", help="train the demo task (< 1 min on one core) and print the result"
+    )
     common(demo, seed=None)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
@@ -406,7 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--layers", type=_positive_int)
     tr.add_argument("--seq-len", type=_positive_int)
     tr.add_argument("--batch-size", type=_positive_int)
-    tr.add_argument("--bptt", type=parse_bptt, metavar="K1,K2", help="truncated BPTT (many-to-many)")
+    tr.add_argument(
+        "--bptt", type=parse_bptt, metavar="K1,K2", help="truncated BPTT (many-to-many)"
+    )
     tr.add_argument("--epochs", type=_positive_int)
     tr.add_argument("--lr", type=_positive_float)
     tr.add_argument("--clip-norm", type=_positive_float)
@@ -429,17 +548,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     dg = sub.add_parser("diagnose", help="show vanishing and exploding gradients")
     dg.add_argument("--task", default="adding", choices=["adding"])
-    dg.add_argument("--cell", type=_cell_list, default=["rnn", "lstm", "gru"],
-                    help="comma-separated cells (default rnn,lstm,gru)")
+    dg.add_argument(
+        "--cell",
+        type=_cell_list,
+        default=["rnn", "lstm", "gru"],
+        help="comma-separated cells (default rnn,lstm,gru)",
+    )
     dg.add_argument("--seq-len", type=_positive_int, default=100)
-    dg.add_argument("--train-steps", type=_nonneg_int, default=300,
-                    help="optimizer steps before the trained measurement (0: init only)")
+    dg.add_argument(
+        "--train-steps",
+        type=_nonneg_int,
+        default=300,
+        help="optimizer steps before the trained measurement (0: init only)",
+    )
     dg.add_argument("--explode-steps", type=_positive_int, default=20)
     dg.add_argument("--plot", metavar="PATH", help="write a PNG of the gradient flow")
     common(dg)
     dg.set_defaults(func=cmd_diagnose)
 
-    gc = sub.add_parser("gradcheck", help="C++ vs NumPy reference vs finite differences, every cell")
+    gc = sub.add_parser(
+        "gradcheck", help="C++ vs NumPy reference vs finite differences, every cell"
+    )
     common(gc)
     gc.set_defaults(func=cmd_gradcheck)
 
@@ -449,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its status.
+    """Entry point: parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its
+    status.
 
     User errors exit with status 2 and a one-line message (argparse style).
     """

@@ -1,7 +1,8 @@
 """Make vanishing and exploding gradients visible: per-step gradient norms and their plots.
 
 :func:`gradient_flow` runs one forward and backward pass of a model and returns, for every recurrent
-layer (and direction) and every time step t, the batch-averaged norm ||dL/dh_t|| of the TOTAL gradient
+layer (and direction) and every time step t, the batch-averaged norm ||dL/dh_t|| of the TOTAL
+gradient
 reaching that step's hidden state (through its output and through the recurrence). The numbers come
 from the C++ backward (each module's ``last_state_grads``, the kernels' ``dh_all``); Python never
 loops over time steps. For a loss on the last step only (many-to-one), ``norms[:, T-1-d]`` is the
@@ -14,12 +15,11 @@ Plots need matplotlib, the optional extra ``rnnfast[plot]``; it is imported only
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import math
 
 import numpy as np
 
@@ -60,11 +60,13 @@ class GradientFlow:
         return int(self.norms.shape[1])
 
     def by_distance(self, layer: int = -1) -> np.ndarray:
-        """(T,) norms of ``layer`` ordered by distance from the last step: element d is step T-1-d."""
+        """(T,) norms of ``layer`` ordered by distance from the last step: element d is step
+        T-1-d."""
         return self.norms[layer, ::-1].copy()
 
     def ratio(self, distance: int, layer: int = -1) -> float:
-        """||dL/dh_{T-1-distance}|| / ||dL/dh_{T-1}|| for ``layer`` (0 if the last step has none)."""
+        """||dL/dh_{T-1-distance}|| / ||dL/dh_{T-1}|| for ``layer`` (0 if the last step has
+        none)."""
         if not 0 <= distance < self.num_steps:
             raise ValueError(f"distance: expected 0 <= distance < {self.num_steps}, got {distance}")
         d = self.by_distance(layer)
@@ -97,7 +99,8 @@ def _state_grads(model: Any) -> list[np.ndarray]:
         if grads is not None:
             return [np.asarray(g) for g in grads]
     raise TypeError(
-        "model: expected a recurrent module or SequenceModel exposing last_state_grads after backward, "
+        "model: expected a recurrent module or SequenceModel exposing last_state_grads after "
+        "backward, "
         f"got {type(model).__name__}"
     )
 
@@ -171,9 +174,11 @@ def plot_gradient_flow(
     title: str = "Gradient flow: ||dL/dh_t|| vs distance from the loss",
     layer: int = -1,
 ) -> Any:
-    """Plot ||dL/dh_t|| against the distance (T-1-t) from the last step, log scale, one line per flow.
+    """Plot ||dL/dh_t|| against the distance (T-1-t) from the last step, log scale, one line per
+    flow.
 
-    ``flows``: one :class:`GradientFlow`, a list (legend from each ``label``) or a dict label -> flow.
+    ``flows``: one :class:`GradientFlow`, a list (legend from each ``label``) or a dict label ->
+    flow.
     Writes a PNG to ``path`` if given. Returns the matplotlib Figure. Raises ImportError naming the
     ``rnnfast[plot]`` extra if matplotlib is missing.
     """
@@ -263,8 +268,17 @@ def _global_norm(grads: Mapping[str, Any]) -> float:
     return math.sqrt(total)
 
 
-def train_steps(model: Any, steps: int, t_steps: int, *, batch: int = 64, lr: float = 0.005,
-                optimizer: str = "adam", clip_norm: float | None = 1.0, seed: int = 0) -> list[dict[str, float]]:
+def train_steps(
+    model: Any,
+    steps: int,
+    t_steps: int,
+    *,
+    batch: int = 64,
+    lr: float = 0.005,
+    optimizer: str = "adam",
+    clip_norm: float | None = 1.0,
+    seed: int = 0,
+) -> list[dict[str, float]]:
     """``steps`` optimizer steps of ``model`` on fresh adding-problem batches of length ``t_steps``.
 
     Returns one dict per step: ``loss`` (half MSE), ``grad_norm`` (global 2-norm before clipping).
@@ -297,8 +311,15 @@ def train_steps(model: Any, steps: int, t_steps: int, *, batch: int = 64, lr: fl
     return log
 
 
-def vanishing_case(cells: Sequence[str], t_steps: int, *, seed: int = 0, train_steps_: int = 300,
-                   hidden: int = 64, batch: int = 64) -> list[GradientFlow]:
+def vanishing_case(
+    cells: Sequence[str],
+    t_steps: int,
+    *,
+    seed: int = 0,
+    train_steps_: int = 300,
+    hidden: int = 64,
+    batch: int = 64,
+) -> list[GradientFlow]:
     """Gradient flow on one adding-problem batch of length ``t_steps`` for each cell, at
     initialisation and (if ``train_steps_`` > 0) after that many Adam steps on the adding task.
 
@@ -317,21 +338,37 @@ def vanishing_case(cells: Sequence[str], t_steps: int, *, seed: int = 0, train_s
         flows.append(f0)
         if train_steps_ > 0:
             log = train_steps(model, train_steps_, t_steps, batch=batch, seed=seed)
-            f1 = gradient_flow(model, probe_x, probe_y, MSELoss(), label=f"{cell} (trained {len(log)} steps)")
-            f1.meta.update({"when": f"trained {len(log)} steps", "cell": cell,
-                            "train_loss_last": log[-1]["loss"] if log else float("nan")})
+            f1 = gradient_flow(
+                model, probe_x, probe_y, MSELoss(), label=f"{cell} (trained {len(log)} steps)"
+            )
+            f1.meta.update(
+                {
+                    "when": f"trained {len(log)} steps",
+                    "cell": cell,
+                    "train_loss_last": log[-1]["loss"] if log else float("nan"),
+                }
+            )
             flows.append(f1)
     return flows
 
 
-def exploding_case(t_steps: int, *, seed: int = 0, steps: int = 20, gain: float = 2.0,
-                   hidden: int = 64, lr: float = 0.01, clip_norm: float = 1.0) -> dict[str, Any]:
+def exploding_case(
+    t_steps: int,
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    gain: float = 2.0,
+    hidden: int = 64,
+    lr: float = 0.01,
+    clip_norm: float = 1.0,
+) -> dict[str, Any]:
     """A tanh RNN whose recurrent weights are ``gain`` x an orthogonal matrix (spectral radius
     ``gain`` > 1): the gradient grows geometrically with distance. Trains two copies with plain SGD
     for ``steps`` steps on the adding task, without and with clipping by global norm.
 
     Returns ``{"flow": GradientFlow at init, "ratio": ||dL/dh_0|| / ||dL/dh_{T-1}||, "gain", "lr",
-    "steps", "runs": {name: {"grad_norm_first", "grad_norm_max", "loss_first", "loss_last", "finite",
+    "steps", "runs": {name: {"grad_norm_first", "grad_norm_max", "loss_first", "loss_last",
+    "finite",
     "log"}}}``.
     """
     from .losses import MSELoss
@@ -346,19 +383,35 @@ def exploding_case(t_steps: int, *, seed: int = 0, steps: int = 20, gain: float 
         return m
 
     probe_x, probe_y = make_adding(64, t_steps, np.random.default_rng(seed + 12345))
-    flow = gradient_flow(make(), probe_x, probe_y, MSELoss(), label=f"rnn, {gain:g}x orthogonal W_hh (init)")
+    flow = gradient_flow(
+        make(), probe_x, probe_y, MSELoss(), label=f"rnn, {gain:g}x orthogonal W_hh (init)"
+    )
     flow.meta.update({"when": "init", "cell": "rnn"})
     runs: dict[str, Any] = {}
     for name, clip in (("no clipping", None), (f"clip_norm={clip_norm:g}", clip_norm)):
         with np.errstate(all="ignore"):
-            log = train_steps(make(), steps, t_steps, lr=lr, optimizer="sgd", clip_norm=clip, seed=seed)
+            log = train_steps(
+                make(), steps, t_steps, lr=lr, optimizer="sgd", clip_norm=clip, seed=seed
+            )
         norms = [e["grad_norm"] for e in log]
         losses = [e["loss"] for e in log]
         finite = all(math.isfinite(v) for v in norms + losses) and len(log) == steps
-        runs[name] = {"grad_norm_first": norms[0], "grad_norm_max": max(norms), "loss_first": losses[0],
-                      "loss_last": losses[-1], "finite": finite, "log": log}
-    return {"flow": flow, "ratio": flow.ratio(t_steps - 1, 0), "gain": gain, "lr": lr, "steps": steps,
-            "runs": runs}
+        runs[name] = {
+            "grad_norm_first": norms[0],
+            "grad_norm_max": max(norms),
+            "loss_first": losses[0],
+            "loss_last": losses[-1],
+            "finite": finite,
+            "log": log,
+        }
+    return {
+        "flow": flow,
+        "ratio": flow.ratio(t_steps - 1, 0),
+        "gain": gain,
+        "lr": lr,
+        "steps": steps,
+        "runs": runs,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,7 +427,12 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 _FD_TOL = 1e-6
 
-_GC_CELLS: tuple[tuple[str, str], ...] = (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"))
+_GC_CELLS: tuple[tuple[str, str], ...] = (
+    ("rnn", "tanh"),
+    ("rnn", "relu"),
+    ("lstm", "tanh"),
+    ("gru", "tanh"),
+)
 
 
 def _rel_err(a: Any, b: Any) -> float:
@@ -386,7 +444,9 @@ def _rel_err(a: Any, b: Any) -> float:
     return float(np.max(np.abs(a - b))) / scale if a.size else 0.0
 
 
-def _gc_call(mod: Any, cell: str, nl: str, arrs: Mapping[str, Any], lengths: Any) -> tuple[list[Any], Any]:
+def _gc_call(
+    mod: Any, cell: str, nl: str, arrs: Mapping[str, Any], lengths: Any
+) -> tuple[list[Any], Any]:
     w = (arrs["w_ih"], arrs["w_hh"], arrs["b_ih"], arrs["b_hh"])
     if cell == "rnn":
         y, h, cache = mod.rnn_forward(arrs["x"], arrs["h0"], *w, nonlinearity=nl, lengths=lengths)
@@ -404,8 +464,9 @@ def _gc_backward(mod: Any, cell: str, cache: Any, seeds: Mapping[str, Any]) -> d
     return dict(getattr(mod, f"{cell}_backward")(cache, seeds["dy"], seeds["dh_n"]))
 
 
-def gradcheck(seed: int = 0, *, t_steps: int = 5, batch: int = 3, n_in: int = 4,
-              hidden: int = 5) -> tuple[list[dict[str, Any]], bool]:
+def gradcheck(
+    seed: int = 0, *, t_steps: int = 5, batch: int = 3, n_in: int = 4, hidden: int = 5
+) -> tuple[list[dict[str, Any]], bool]:
     """Check every cell's compiled kernels against :mod:`rnnfast.reference` and finite differences.
 
     For each cell (rnn-tanh, rnn-relu, lstm, gru) and dtype (float32, float64), on a small ragged
@@ -435,16 +496,20 @@ def gradcheck(seed: int = 0, *, t_steps: int = 5, batch: int = 3, n_in: int = 4,
             "b_ih": rng.uniform(-0.5, 0.5, g * hidden),
             "b_hh": rng.uniform(-0.5, 0.5, g * hidden),
         }
-        seeds = {"dy": rng.standard_normal((t_steps, batch, hidden)),
-                 "dh_n": rng.standard_normal((batch, hidden)),
-                 "dc_n": rng.standard_normal((batch, hidden)) if cell == "lstm" else None}
+        seeds = {
+            "dy": rng.standard_normal((t_steps, batch, hidden)),
+            "dh_n": rng.standard_normal((batch, hidden)),
+            "dc_n": rng.standard_normal((batch, hidden)) if cell == "lstm" else None,
+        }
         keys = [k for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh") if base[k] is not None]
 
         # reference (float64) and its finite differences
         ref_out, ref_cache = _gc_call(R, cell, nl, base, lengths)
         ref_grad = _gc_backward(R, cell, ref_cache, seeds)
 
-        def objective(arrs: Mapping[str, Any]) -> float:
+        def objective(
+            arrs: Mapping[str, Any], cell: str = cell, nl: str = nl, seeds: dict[str, Any] = seeds
+        ) -> float:
             outs, _ = _gc_call(R, cell, nl, arrs, lengths)
             total = float(np.sum(outs[0] * seeds["dy"]) + np.sum(outs[1] * seeds["dh_n"]))
             if cell == "lstm":
@@ -483,8 +548,16 @@ def gradcheck(seed: int = 0, *, t_steps: int = 5, batch: int = 3, n_in: int = 4,
             state0: Any = (arrs["h0"], arrs["c0"]) if cell == "lstm" else arrs["h0"]
             kw = {"nonlinearity": nl}
             tb = F.tbptt_grads(cell, arrs["x"], state0, params, sd["dy"], 2, 3, **kw)
-            tb_ref = R.tbptt_grads(cell, base["x"], (base["h0"], base["c0"]) if cell == "lstm" else base["h0"],
-                                   {k: base[k] for k in params}, seeds["dy"], 2, 3, **kw)
+            tb_ref = R.tbptt_grads(
+                cell,
+                base["x"],
+                (base["h0"], base["c0"]) if cell == "lstm" else base["h0"],
+                {k: base[k] for k in params},
+                seeds["dy"],
+                2,
+                3,
+                **kw,
+            )
             tb_err = 0.0
             if len(tb) != len(tb_ref):
                 tb_err = float("inf")
@@ -493,10 +566,24 @@ def gradcheck(seed: int = 0, *, t_steps: int = 5, batch: int = 3, n_in: int = 4,
                     for k in params:
                         tb_err = max(tb_err, _rel_err(a[k], b[k]))
             tol = TOLERANCES[dtype]
-            ok = (fwd_err <= tol["cpp_ref"] and grad_err <= tol["cpp_ref"] and fd_err <= tol["fd"]
-                  and ref_fd <= _FD_TOL and tb_err <= tol["cpp_ref"])
+            ok = (
+                fwd_err <= tol["cpp_ref"]
+                and grad_err <= tol["cpp_ref"]
+                and fd_err <= tol["fd"]
+                and ref_fd <= _FD_TOL
+                and tb_err <= tol["cpp_ref"]
+            )
             all_ok &= ok
-            rows.append({"cell": cell if cell != "rnn" else f"rnn-{nl}", "dtype": dtype, "fwd_cpp_ref": fwd_err,
-                         "grad_cpp_ref": grad_err, "grad_cpp_fd": fd_err, "grad_ref_fd": ref_fd,
-                         "tbptt_cpp_ref": tb_err, "ok": bool(ok)})
+            rows.append(
+                {
+                    "cell": cell if cell != "rnn" else f"rnn-{nl}",
+                    "dtype": dtype,
+                    "fwd_cpp_ref": fwd_err,
+                    "grad_cpp_ref": grad_err,
+                    "grad_cpp_fd": fd_err,
+                    "grad_ref_fd": ref_fd,
+                    "tbptt_cpp_ref": tb_err,
+                    "ok": bool(ok),
+                }
+            )
     return rows, bool(all_ok)

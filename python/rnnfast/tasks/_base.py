@@ -2,12 +2,16 @@
 
 A task bundles four things: a deterministic data generator (NumPy only, nothing downloaded), a model
 shape (input/output sizes and sequence mode), a loss with its metrics, and the baselines the trained
-model is judged against. ``default_config`` holds hyperparameters measured to reach the task's stated
+model is judged against. ``default_config`` holds hyperparameters measured to reach the task's
+stated
 result quickly on one core (see each task's docstring for the measured figures).
 
-Data layout (time-major, as the rest of rnnfast): ``x`` is (T, N, I) float32 features or (T, N) int64
-token ids; ``y`` is (N, O) (many-to-one regression), (N, 1) float 0/1 (binary), (N,) int64 class ids,
-(T, N, O) (many-to-many regression) or (T, N) int64 ids (many-to-many classification); ``lengths`` is
+Data layout (time-major, as the rest of rnnfast): ``x`` is (T, N, I) float32 features or (T, N)
+int64
+token ids; ``y`` is (N, O) (many-to-one regression), (N, 1) float 0/1 (binary), (N,) int64 class
+ids,
+(T, N, O) (many-to-many regression) or (T, N) int64 ids (many-to-many classification); ``lengths``
+is
 (N,) int64 or None.
 """
 
@@ -24,7 +28,8 @@ __all__ = ["Split", "Task", "check_seed"]
 
 @dataclass
 class Split:
-    """One split of a task's data: ``x``, ``y`` and optional ragged ``lengths`` (see module docstring).
+    """One split of a task's data: ``x``, ``y`` and optional ragged ``lengths`` (see module
+    docstring).
 
     Behaves like the tuple ``(x, y)`` or ``(x, y, lengths)`` that :func:`rnnfast.fit` accepts, via
     :meth:`as_tuple`. ``info`` carries task-specific extras (e.g. the vocabulary).
@@ -73,7 +78,8 @@ class Task:
     Attributes:
         name: registry name (``get_task(name)``).
         description: one line for ``list_tasks`` and the CLI.
-        mode: sequence shape, one of ``many_to_one``, ``many_to_many``, ``one_to_many``, ``one_to_one``.
+        mode: sequence shape, one of ``many_to_one``, ``many_to_many``, ``one_to_many``,
+        ``one_to_one``.
         kind: ``"regression"``, ``"binary"`` or ``"multiclass"`` (decides loss and metrics).
         default_config: hyperparameters (cell, hidden, layers, seq_len, batch_size, epochs, lr,
             optimizer, clip_norm, bptt, mode, loss, init, seed, plus task options).
@@ -102,7 +108,8 @@ class Task:
                 continue
             if key not in cfg:
                 raise ValueError(
-                    f"{key}: not an option of task {self.name!r} (options: {', '.join(sorted(cfg))})"
+                    f"{key}: not an option of task {self.name!r} "
+                    f"(options: {', '.join(sorted(cfg))})"
                 )
             cfg[key] = value
         return cfg
@@ -117,7 +124,8 @@ class Task:
         raise NotImplementedError
 
     def baseline(self, val: Split, train: Split | None = None) -> dict[str, float]:
-        """Baselines on ``val`` computed without any model (e.g. persistence MSE, majority accuracy);
+        """Baselines on ``val`` computed without any model (e.g. persistence MSE, majority
+        accuracy);
         baselines that are fit (n-gram, linear) use ``train`` when given."""
         raise NotImplementedError
 

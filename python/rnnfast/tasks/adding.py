@@ -1,7 +1,9 @@
 """``adding``: the adding problem (Hochreiter & Schmidhuber 1997), a test of long-term memory.
 
-Input (T, N, 2): channel 0 holds values u_t ~ U(0, 1); channel 1 is a marker that is 1 at exactly two
-steps, one in the first half [0, T/2) and one in the second half [T/2, T), else 0. Target (N, 1): the
+Input (T, N, 2): channel 0 holds values u_t ~ U(0, 1); channel 1 is a marker that is 1 at exactly
+two
+steps, one in the first half [0, T/2) and one in the second half [T/2, T), else 0. Target (N, 1):
+the
 sum of the two marked values. Predicting the constant 1 gives MSE Var(u_a + u_b) = 1/6 ~ 0.167 (the
 baseline); a model "solves" the task at MSE < 0.01. The first marker can be up to T steps back, so a
 tanh RNN (whose gradient vanishes with distance) fails at T = 100 while LSTM and GRU succeed.

@@ -3,7 +3,8 @@
 Default text: ``data/lighthouse.txt``, a short story (about 5.5 KB of original prose written for
 rnnfast); any UTF-8 text file can be used instead (``text_path``). The vocabulary is the sorted set
 of characters of the text. The first ``1 - val_fraction`` of the text is for training (``n_train``
-windows of ``seq_len + 1`` characters at random offsets), the rest is cut into consecutive validation
+windows of ``seq_len + 1`` characters at random offsets), the rest is cut into consecutive
+validation
 windows. x (T, N) int64 character ids, y (T, N) int64: the next character of each step.
 
 Loss: softmax cross-entropy in nats per character. Baselines on the validation targets:
@@ -44,7 +45,8 @@ def load_text(path: str | Path | None = None) -> str:
 
 
 class Vocab:
-    """Character <-> id mapping: ``chars`` sorted, ``encode(str) -> (n,) int64``, ``decode(ids) -> str``."""
+    """Character <-> id mapping: ``chars`` sorted, ``encode(str) -> (n,) int64``, ``decode(ids) ->
+    str``."""
 
     def __init__(self, chars: str) -> None:
         if len(set(chars)) != len(chars) or not chars:
@@ -157,7 +159,8 @@ class CharLMTask(Task):
 
     def baseline(self, val: Split, train: Split | None = None) -> dict[str, float]:
         """Cross-entropies (nats/char) on ``val.y`` of the uniform, unigram and bigram models, the
-        n-gram models fit on ``train``'s text (if given, else on ``val`` itself: an optimistic bound)."""
+        n-gram models fit on ``train``'s text (if given, else on ``val`` itself: an optimistic
+        bound)."""
         vocab = Vocab(val.info["vocab"])
         v = len(vocab)
         fit_ids = (
@@ -190,7 +193,8 @@ def sample_text(
 
     The prime (all but its last character) is run through the model in one forward pass to set the
     recurrent state; then :meth:`SequenceModel.generate` samples each next character from
-    softmax(logits / temperature), feeding it back as the next input. Returns prime + generated text.
+    softmax(logits / temperature), feeding it back as the next input. Returns prime + generated
+    text.
     """
     length = check_positive_int("length", length)
     if not (isinstance(temperature, (int, float)) and temperature > 0):
@@ -207,5 +211,7 @@ def sample_text(
         model(ids[:-1, None])
         hx = model.last_hidden
     rng = np.random.default_rng(seed)
-    out = model.generate(ids[-1:], length, temperature=float(temperature), sample=True, rng=rng, hx=hx)
+    out = model.generate(
+        ids[-1:], length, temperature=float(temperature), sample=True, rng=rng, hx=hx
+    )
     return prime + vocab.decode(out[:, 0])

@@ -3,14 +3,18 @@
 ``sentiment`` (the classic toy): sentences of 2-6 words over the vocabulary {cat, mat, rat}, fed as
 one-hot vectors (T, N, 3) with ragged ``lengths``; the label is 1 when the sentence has more "cat"s
 than "rat"s ("mat" is neutral; ties are left out). Every such sentence is enumerated (868 of them,
-exactly balanced since swapping cat and rat flips the label), then split at random into train and val.
+exactly balanced since swapping cat and rat flips the label), then split at random into train and
+val.
 One logit out, sigmoid + binary cross-entropy. An RNN reaches 100% validation accuracy.
 
-``sentiment-large``: generated movie-review-like sentences (token ids (T, N) into a 52-word vocabulary
+``sentiment-large``: generated movie-review-like sentences (token ids (T, N) into a 52-word
+vocabulary
 with padding id 0) built from clauses such as "the plot was not very good". Each sentiment word has
 polarity +1/-1; "not"/"never" right before it (optionally with "very"/"really"/"quite" in between)
-flips it, and a clause after "but" counts double. Label = sign of the sum (ties left out). Word order matters:
-"not good ... bad" and "good ... not bad" have the same bag of words and opposite labels, so a linear
+flips it, and a clause after "but" counts double. Label = sign of the sum (ties left out). Word
+order matters:
+"not good ... bad" and "good ... not bad" have the same bag of words and opposite labels, so a
+linear
 bag-of-words classifier (reported as ``bow_linear_accuracy``) stays well below what an RNN reaches.
 """
 
@@ -245,7 +249,8 @@ class SentimentLargeTask(Task):
     def make_data(
         self, seed: int = 0, *, n_train: int = 4000, n_val: int = 1000, **_: Any
     ) -> tuple[Split, Split]:
-        """(train, val): x (T, N) int64 token ids (0 = padding past ``lengths``), y (N, 1) float32 0/1,
+        """(train, val): x (T, N) int64 token ids (0 = padding past ``lengths``), y (N, 1) float32
+        0/1,
         lengths (N,) int64; T is the longest sentence of the split (at most 20)."""
         seed = check_seed(seed)
         n_train = check_positive_int("n_train", n_train)

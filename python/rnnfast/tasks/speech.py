@@ -14,7 +14,8 @@ Five classes (balanced), each with random frequency, level, onset/offset and bac
 
 chirp_up and chirp_down have the same time-averaged spectrum, so frame order matters; the baseline
 ``order_blind_accuracy`` (a linear classifier on the per-band mean and std over frames, fit on
-train) shows how far an order-blind classifier gets (about 0.6: it confuses the two chirps). x (24, N, 32) float32, y (N,) int64.
+train) shows how far an order-blind classifier gets (about 0.6: it confuses the two chirps). x (24,
+N, 32) float32, y (N,) int64.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ BANDS = 32
 
 
 def render_waveforms(labels: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """(N, n_samples) float64 waveforms, one per class id in ``labels`` (see the module docstring)."""
+    """(N, n_samples) float64 waveforms, one per class id in ``labels`` (see the module
+    docstring)."""
     n = len(labels)
     t = np.arange(n_samples) / SAMPLE_RATE  # seconds
     dur = n_samples / SAMPLE_RATE
@@ -146,7 +148,8 @@ class SpeechTask(Task):
     def baseline(self, val: Split, train: Split | None = None) -> dict[str, float]:
         """chance (majority) accuracy, and ``order_blind_accuracy``: a linear classifier (ridge
         regression on one-hot targets) over each example's per-band mean and std across frames,
-        which ignore frame order (fit on ``train`` if given, else on ``val``: an optimistic bound)."""
+        which ignore frame order (fit on ``train`` if given, else on ``val``: an optimistic
+        bound)."""
         counts = np.bincount(val.y, minlength=len(CLASSES))
         fit = train if train is not None else val
         a = _order_blind_features(fit.x)
@@ -160,5 +163,6 @@ class SpeechTask(Task):
 
 
 def _order_blind_features(x: np.ndarray) -> np.ndarray:
-    """(N, 2 * BANDS + 1): per-band mean and std over frames of x (F, N, BANDS), and a constant 1."""
+    """(N, 2 * BANDS + 1): per-band mean and std over frames of x (F, N, BANDS), and a constant
+    1."""
     return np.hstack([x.mean(axis=0), x.std(axis=0), np.ones((x.shape[1], 1))])
