@@ -146,7 +146,7 @@ def _to_numpy(name: str, v: Any) -> Array:
         v = v.detach()
         if hasattr(v, "cpu"):
             v = v.cpu()
-    if not isinstance(v, np.ndarray) and not hasattr(v, "__array__"):
+    if not isinstance(v, (np.ndarray, list, tuple)) and not hasattr(v, "__array__"):
         raise TypeError(f"{name}: expected an array (or an object with __array__), got {type(v).__name__}")
     return np.asarray(v)
 
@@ -296,6 +296,7 @@ class _Stream:
         self.hist_masks: list[Optional[Array]] = []  # per layer > 0: dropout masks of those steps
         self.lengths = lengths  # absolute valid lengths (B,) or None
         self.window = 0  # length of the window of the last training stream_forward
+        self.total: Optional[int] = None  # total stream length if known (sets the default next_len)
 
 
 def _copy_state(s: State) -> State:
@@ -365,6 +366,7 @@ class RNNBase:
         self.last_state_grads: list[Array] = []
         #: gradient w.r.t. the initial state hx of the most recent backward (h0, or (h0, c0) for LSTM).
         self.grad_hx: Optional[State] = None
+        self._grad_hx_list: list[Optional[State]] = []
         self._cache: Optional[dict[str, Any]] = None
         self._stream: Optional[_Stream] = None
         self._step_buf: dict[int, Array] = {}
@@ -660,6 +662,7 @@ class RNNBase:
                 dx_layer = dx_layer * mask  # d(inp * mask)/d inp = mask
             dy = dx_layer
         self.last_state_grads = dh_alls  # type: ignore[assignment]
+        self._grad_hx_list = dhx
         self.grad_hx = self._join_states(dhx)  # type: ignore[arg-type]
         return dy
 
@@ -686,16 +689,21 @@ class RNNBase:
         return y[0], self._join_states(finals)
 
     # --- truncated BPTT streaming -------------------------------------------------------------------
-    def stream_begin(self, batch_size: int, k1: int, k2: int, hx: Any = None, lengths: Any = None) -> None:
+    def stream_begin(self, batch_size: int, k1: int, k2: int, hx: Any = None, lengths: Any = None,
+                     total_steps: Optional[int] = None) -> None:
         """Start a TBPTT(k1, k2) stream of ``batch_size`` sequences (time-major chunks).
 
         Then call :meth:`stream_forward` with chunks of (typically k1) steps and, in training mode,
         :meth:`stream_backward` after each chunk: its gradient is the exact gradient of the chunk's
         loss w.r.t. the weights with the state entering the window start ``s = max(0, e - k2 + 1)``
         (``e`` = last step of the chunk) held constant -- the semantics of ``functional.tbptt_grads``.
-        Implementation: the stack keeps the inputs of the last k2 steps and the state entering them;
-        each chunk re-runs the window [s, e] in the compiled core (forward with a cache, then backward),
-        so the history part is recomputed with the current weights. ``lengths`` (B,) gives ragged
+        Implementation: the stack keeps the inputs of the last k2 - k1 steps and the state entering
+        them (as computed by the forward pass that first crossed that point, so the carried state
+        never depends on later weight updates); each chunk runs the window [s, e] in the compiled core
+        (forward with a cache, then backward), so the k2 - k1 history steps inside a window are
+        recomputed with the current weights (with k1 == k2 there is no history: exactly the classic
+        detach-every-k-steps loop). A final chunk shorter than k1 may need a short re-advance of the
+        stored state with the current weights. ``lengths`` (B,) gives ragged
         streams (absolute valid lengths). Bidirectional stacks cannot stream (ValueError).
         """
         if self.bidirectional:
@@ -720,16 +728,22 @@ class RNNBase:
             lens = arr.astype(np.int64)
         self._cache = None
         self._stream = _Stream(batch, k1, k2, states, lens)  # type: ignore[arg-type]
+        if total_steps is not None:
+            self._stream.total = _check_int("total_steps", total_steps, 1)
 
     def _require_stream(self, name: str) -> _Stream:
         if self._stream is None:
             raise ValueError(f"{name}: no stream; call stream_begin first")
         return self._stream
 
-    def stream_forward(self, x_chunk: Any) -> Array:
+    def stream_forward(self, x_chunk: Any, next_len: Optional[int] = None) -> Array:
         """Forward the next chunk (n, B, input_size) (time-major even with batch_first); returns (n, B, H).
 
         In training mode the window of the last k2 steps is kept for :meth:`stream_backward`.
+        ``next_len``: length of the chunk that will follow (default: k1, or what is left of
+        ``total_steps`` given to stream_begin). The carried state is recorded where that chunk's window
+        will start; if the next chunk then has a different length, its window is cut at that point
+        (fewer history steps), never extended with a re-run.
         """
         st = self._require_stream("stream_forward")
         xa = _as_float("x_chunk", x_chunk, self.dtype)
@@ -776,14 +790,31 @@ class RNNBase:
                 if old is None:
                     old = np.ones((win - n, st.batch, self.hidden_size), dtype=self.dtype)
                 masks.append(np.concatenate([old, fresh_m], axis=0))
-        y, finals, cache = self._run(xw, state_s, rel_lengths(s, win), True, masks)  # type: ignore[arg-type]
-        self._cache = cache
+        # Split the window at the next window's start s2 (assuming a next chunk of k1 steps) so that
+        # the state carried there comes from this forward pass, not from a later re-run with updated
+        # weights: [s, s2) and [s2, e] run as two chained kernel calls, backpropagated in reverse order.
+        if next_len is None:
+            next_len = st.k1 if st.total is None else max(1, min(st.k1, st.total - (e + 1)))
+        s2 = min(max(e + int(next_len) - st.k2 + 1, s), e + 1)
+        a = s2 - s
+        if a == 0 or a == win:
+            y, finals, cache = self._run(xw, state_s, rel_lengths(s, win), True, masks)  # type: ignore[arg-type]
+            state_s2 = state_s if a == 0 else finals
+            self._cache = {"pieces": [cache], "split": [0, win]}
+        else:
+            ma = None if masks is None else [None if m is None else m[:a] for m in masks]
+            mb = None if masks is None else [None if m is None else m[a:] for m in masks]
+            ya, state_s2, cache_a = self._run(xw[:a], state_s, rel_lengths(s, a), True, ma)  # type: ignore[arg-type]
+            yb, finals, cache_b = self._run(np.ascontiguousarray(xw[a:]), list(state_s2), rel_lengths(s2, win - a),
+                                            True, mb)  # type: ignore[arg-type]
+            y = np.concatenate([ya, yb], axis=0)
+            self._cache = {"pieces": [cache_a, cache_b], "split": [0, a, win]}
         st.state = finals
         st.pos = e + 1
-        st.hist_start = s
-        st.hist_x = xw
-        st.hist_state = [_copy_state(v) for v in state_s]  # type: ignore[arg-type]
-        st.hist_masks = list(masks) if masks is not None else []
+        st.hist_start = s2
+        st.hist_x = np.ascontiguousarray(xw[a:])
+        st.hist_state = [_copy_state(v) for v in state_s2]  # type: ignore[arg-type]
+        st.hist_masks = [None if m is None else m[a:] for m in masks] if masks is not None else []
         st.window = win
         return np.ascontiguousarray(y[win - n:])
 
@@ -825,7 +856,18 @@ class RNNBase:
         dyw[win - n:] = dya
         cache = self._cache
         self._cache = None
-        return self._backward_time_major(cache, dyw, [None] * self.num_layers)
+        pieces, split = cache["pieces"], cache["split"]
+        dstates: list[Optional[State]] = [None] * self.num_layers
+        dxs: list[Array] = []
+        dhs: list[list[Array]] = []
+        for j in reversed(range(len(pieces))):  # later piece first; its dh0 is the earlier one's dh_n
+            dxs.append(self._backward_time_major(pieces[j], np.ascontiguousarray(dyw[split[j]:split[j + 1]]),
+                                                 dstates))
+            dstates = list(self._grad_hx_list)
+            dhs.append(self.last_state_grads)
+        if len(pieces) > 1:
+            self.last_state_grads = [np.concatenate([dhs[1][i], dhs[0][i]], axis=0) for i in range(len(dhs[0]))]
+        return dxs[0] if len(dxs) == 1 else np.concatenate(dxs[::-1], axis=0)
 
     @property
     def stream_state(self) -> Optional[State]:
@@ -867,6 +909,8 @@ class RNNBase:
             if m is not None:
                 out[f"hist_mask_{i}"] = m.copy()
         out["n_masks"] = len(st.hist_masks)
+        if st.total is not None:
+            out["total"] = st.total
         if st.lengths is not None:
             out["lengths"] = st.lengths.copy()
         return out
@@ -878,6 +922,7 @@ class RNNBase:
         st = self._stream
         assert st is not None
         st.pos = int(d["pos"])
+        st.total = None if d.get("total") is None else int(d["total"])
         st.hist_start = int(d["hist_start"])
         st.hist_state = [_copy_state(s) for s in self._split_hx(d["hist_state"], batch)]  # type: ignore[arg-type]
         st.hist_x = None if d.get("hist_x") is None else _as_float("hist_x", d["hist_x"], self.dtype).copy()
@@ -1377,23 +1422,24 @@ class SequenceModel:
         return out
 
     # --- truncated BPTT streaming -------------------------------------------------------------------
-    def stream_begin(self, batch_size: int, k1: int, k2: int, hx: Any = None, lengths: Any = None) -> None:
+    def stream_begin(self, batch_size: int, k1: int, k2: int, hx: Any = None, lengths: Any = None,
+                     total_steps: Optional[int] = None) -> None:
         """Start a TBPTT(k1, k2) stream (many_to_many / one_to_many only); see RNNBase.stream_begin."""
         if self.mode not in ("many_to_many", "one_to_many"):
             raise ValueError(f"stream_begin: truncated BPTT needs a per-step output (many_to_many or "
                              f"one_to_many), got mode {self.mode!r}")
-        self.rnn.stream_begin(batch_size, k1, k2, hx, lengths)
+        self.rnn.stream_begin(batch_size, k1, k2, hx, lengths, total_steps)
         self._stream_ids = None
 
-    def stream_forward(self, x_chunk: Any) -> Array:
-        """Chunk (n, B, I) (ids (n, B)), time-major -> predictions (n, B, O)."""
+    def stream_forward(self, x_chunk: Any, next_len: Optional[int] = None) -> Array:
+        """Chunk (n, B, I) (ids (n, B)), time-major -> predictions (n, B, O); see RNNBase.stream_forward."""
         if self.embedding is not None:
             ids = self.embedding._check_ids(x_chunk)
             e = self.embedding._params["weight"][ids]
         else:
             ids = None
             e = x_chunk
-        y = self.rnn.stream_forward(e)
+        y = self.rnn.stream_forward(e, next_len)
         if ids is not None and self.training:
             st = self.rnn._stream
             assert st is not None

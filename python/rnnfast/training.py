@@ -884,7 +884,8 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
                 while pos["chunk"] < n_chunks:
                     c = pos["chunk"]
                     a, b = c * k1, min((c + 1) * k1, t_steps)
-                    pred = model.stream_forward(xb[a:b])
+                    nxt = min(k1, t_steps - b) if b < t_steps else min(k1, t_steps)
+                    pred = model.stream_forward(xb[a:b], nxt)
                     y = yb[a:b]
                     mask = None if lb is None else sequence_mask(np.clip(lb - a, 0, b - a), b - a)
                     value, dpred = loss(pred, y, mask)

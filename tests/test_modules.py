@@ -1,0 +1,516 @@
+"""Tests of rnnfast.modules: stacks vs an independent composition of reference kernels, finite
+differences, PyTorch layout/parity, state_dict strictness, eval/step/streaming, SequenceModel modes.
+
+The modules run on rnnfast.functional (the compiled core). While the core in this checkout lacks the
+kernels (it is being written), the autouse fixture falls back to rnnfast.reference so the module
+logic is still tested; the oracle side of every comparison is always rnnfast.reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+from helpers import assert_close, central_difference
+
+import rnnfast.modules as M
+import rnnfast.reference as R
+
+__all__: list[str] = []
+
+
+def _functional_works() -> bool:
+    try:
+        from rnnfast import functional as F
+
+        F.rnn_forward(np.zeros((1, 1, 1)), None, np.zeros((1, 1)), np.zeros((1, 1)), None, None)
+        return True
+    except Exception:
+        return False
+
+
+FUNCTIONAL = _functional_works()
+# tolerance of module (functional backend) vs reference in float64
+TOL64 = 1e-10
+
+
+@pytest.fixture(autouse=True)
+def _backend() -> Any:
+    M.set_backend(None if FUNCTIONAL else R)
+    yield
+    M.set_backend(None)
+
+
+CLASSES = {"rnn": M.RNN, "lstm": M.LSTM, "gru": M.GRU}
+
+
+def make(cell: str, nonlin: str = "tanh", **kw: Any) -> M.RNNBase:
+    if cell == "rnn":
+        kw["nonlinearity"] = nonlin
+    kw.setdefault("dtype", np.float64)
+    kw.setdefault("seed", 0)
+    return CLASSES[cell](**kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# independent oracle: a stack composed by hand from reference kernels, reversing with Python slices
+# --------------------------------------------------------------------------------------------------
+
+
+def ref_stack(cell: str, nonlin: str, params: dict[str, np.ndarray], x: np.ndarray, hx: Any,
+              lengths: Optional[np.ndarray], num_layers: int, bidir: bool, g_out: np.ndarray,
+              g_state: Any) -> tuple[np.ndarray, Any, np.ndarray, dict[str, np.ndarray]]:
+    """(out, h_n, dx, grads) of a stack, time-major, float64; loss = <out, g_out> + <h_n, g_state>."""
+    t_steps, batch, _ = x.shape
+    D = 2 if bidir else 1
+    lens = np.full(batch, t_steps) if lengths is None else lengths
+
+    def rev(a: np.ndarray) -> np.ndarray:  # per-sequence reversal within its valid length
+        out = a.copy()
+        for b in range(batch):
+            out[: lens[b], b] = a[: lens[b], b][::-1]
+        return out
+
+    def w(layer: int, d: int) -> list[Optional[np.ndarray]]:
+        sfx = f"_l{layer}" + ("_reverse" if d else "")
+        return [params[f"weight_ih{sfx}"], params[f"weight_hh{sfx}"], params.get(f"bias_ih{sfx}"),
+                params.get(f"bias_hh{sfx}")]
+
+    def st(i: int, s: Any) -> Any:
+        if s is None:
+            return None
+        return (s[0][i], s[1][i]) if cell == "lstm" else s[i]
+
+    caches, finals, inp, inputs = [], [], x, []
+    for layer in range(num_layers):
+        inputs.append(inp)
+        ys = []
+        for d in range(D):
+            xi = inp if d == 0 else rev(inp)
+            s0 = st(layer * D + d, hx)
+            if cell == "lstm":
+                y, h, c, cache = R.lstm_forward(xi, s0[0] if s0 else None, s0[1] if s0 else None,
+                                                *w(layer, d), lengths=lengths)
+                finals.append((h, c))
+            elif cell == "rnn":
+                y, h, cache = R.rnn_forward(xi, s0, *w(layer, d), nonlinearity=nonlin, lengths=lengths)
+                finals.append(h)
+            else:
+                y, h, cache = R.gru_forward(xi, s0, *w(layer, d), lengths=lengths)
+                finals.append(h)
+            ys.append(y if d == 0 else rev(y))
+            caches.append(cache)
+        inp = np.concatenate(ys, axis=2)
+    out = inp
+    grads: dict[str, np.ndarray] = {}
+    dy = g_out
+    H = out.shape[2] // D
+    for layer in reversed(range(num_layers)):
+        dx = np.zeros_like(inputs[layer])
+        for d in range(D):
+            dyd = dy[:, :, d * H:(d + 1) * H]
+            if d:
+                dyd = rev(dyd)
+            gs = st(layer * D + d, g_state)
+            cache = caches[layer * D + d]
+            if cell == "lstm":
+                g = R.lstm_backward(cache, dyd, gs[0] if gs else None, gs[1] if gs else None)
+            else:
+                g = getattr(R, f"{cell}_backward")(cache, dyd, gs)
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            grads[f"weight_ih{sfx}"] = g["w_ih"]
+            grads[f"weight_hh{sfx}"] = g["w_hh"]
+            if g["b_ih"] is not None:
+                grads[f"bias_ih{sfx}"] = g["b_ih"]
+                grads[f"bias_hh{sfx}"] = g["b_hh"]
+            dx += g["x"] if d == 0 else rev(g["x"])
+        dy = dx
+    if cell == "lstm":
+        h_n = (np.stack([f[0] for f in finals]), np.stack([f[1] for f in finals]))
+    else:
+        h_n = np.stack(finals)
+    return out, h_n, dy, grads
+
+
+CASES = [
+    # cell, nonlin, layers, bidir, batch_first, ragged, bias
+    ("rnn", "tanh", 2, True, False, True, True),
+    ("rnn", "relu", 1, False, True, False, False),
+    ("lstm", "tanh", 2, True, True, True, True),
+    ("lstm", "tanh", 3, False, False, True, False),
+    ("gru", "tanh", 2, True, False, True, True),
+    ("gru", "tanh", 1, False, True, True, True),
+]
+
+
+@pytest.mark.parametrize("cell,nonlin,layers,bidir,bf,ragged,bias", CASES)
+def test_stack_matches_reference_composition(cell: str, nonlin: str, layers: int, bidir: bool, bf: bool,
+                                             ragged: bool, bias: bool) -> None:
+    T, B, I, H = 5, 3, 4, 3
+    m = make(cell, nonlin, input_size=I, hidden_size=H, num_layers=layers, bidirectional=bidir,
+             batch_first=bf, bias=bias)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([5, 2, 0]) if ragged else None
+    n = layers * (2 if bidir else 1)
+    hx: Any = rng.standard_normal((n, B, H)) * 0.5
+    if cell == "lstm":
+        hx = (hx, rng.standard_normal((n, B, H)) * 0.5)
+    g_out = rng.standard_normal((T, B, H * (2 if bidir else 1)))
+    if ragged:
+        g_out[np.arange(T)[:, None] >= lengths[None, :]] = 0.0  # padded outputs are constants (0)
+    g_state: Any = rng.standard_normal((n, B, H))
+    if cell == "lstm":
+        g_state = (g_state, rng.standard_normal((n, B, H)))
+    e_out, e_hn, e_dx, e_grads = ref_stack(cell, nonlin, m.state_dict(), x, hx, lengths, layers, bidir,
+                                           g_out, g_state)
+    xin = x.transpose(1, 0, 2) if bf else x
+    out, h_n = m(xin, hx, lengths)
+    if bf:
+        out = out.transpose(1, 0, 2)
+    assert_close(out, e_out, TOL64, "out")
+    for j, (a, e) in enumerate(zip(h_n if cell == "lstm" else (h_n,), e_hn if cell == "lstm" else (e_hn,))):
+        assert_close(a, e, TOL64, f"h_n[{j}]")
+    dx = m.backward(g_out.transpose(1, 0, 2) if bf else g_out, g_state)
+    assert_close(dx.transpose(1, 0, 2) if bf else dx, e_dx, TOL64, "dx")
+    assert set(m.grads) == set(e_grads)
+    for k in e_grads:
+        assert_close(m.grads[k], e_grads[k], TOL64, f"grad {k}")
+    # grads accumulate until zero_grad, like PyTorch
+    m(xin, hx, lengths)
+    m.backward(g_out.transpose(1, 0, 2) if bf else g_out, g_state)
+    for k in e_grads:
+        assert_close(m.grads[k], 2 * e_grads[k], TOL64, f"accumulated grad {k}")
+    m.zero_grad()
+    assert all(not g.any() for g in m.grads.values())
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_module_gradients_vs_finite_differences(cell: str) -> None:
+    """Every parameter and the input, 2-layer bidirectional ragged stack with dropout (fixed masks)."""
+    T, B, I, H = 3, 2, 2, 2
+    m = make(cell, input_size=I, hidden_size=H, num_layers=2, bidirectional=True, dropout=0.3)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([3, 2])
+    g_out = rng.standard_normal((T, B, 2 * H))
+    g_out[2, 1] = 0.0
+    g_h = rng.standard_normal((4, B, H))
+
+    def loss() -> float:
+        m.rng = np.random.default_rng(11)  # the same dropout masks at every evaluation
+        out, h_n = m(x, None, lengths)
+        h = h_n[0] if cell == "lstm" else h_n
+        return float(np.sum(out * g_out) + np.sum(h * g_h))
+
+    loss()
+    m.zero_grad()
+    dx = m.backward(g_out, (g_h, None) if cell == "lstm" else g_h)
+    grads = {k: v.copy() for k, v in m.grads.items()}
+    m.eval()  # FD evaluations need no cache; training-mode dropout is kept by passing train again
+    m.train()
+    assert_close(dx, central_difference(loss, x, 1e-6), 1e-6, "dx vs FD")
+    for k, p in m.parameters().items():
+        assert_close(grads[k], central_difference(loss, p, 1e-6), 1e-6, f"d{k} vs FD")
+
+
+def test_dropout_inverted_training_only() -> None:
+    m = make("gru", input_size=3, hidden_size=50, num_layers=2, dropout=0.5)
+    x = np.random.default_rng(0).standard_normal((4, 8, 3))
+    a, _ = m(x)
+    b, _ = m(x)
+    assert not np.array_equal(a, b), "training-mode dropout should draw fresh masks"
+    m.eval()
+    c, _ = m(x)
+    d, _ = m(x)
+    assert np.array_equal(c, d)
+    m0 = make("gru", input_size=3, hidden_size=50, num_layers=2, dropout=0.0)
+    e, _ = m0(x)
+    assert np.array_equal(c, e), "eval mode must not apply dropout"
+
+
+def test_torch_layout_and_parity() -> None:
+    torch = pytest.importorskip("torch")
+    for cell, name in (("rnn", "RNN"), ("lstm", "LSTM"), ("gru", "GRU")):
+        m = make(cell, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+        t = getattr(torch.nn, name)(3, 4, num_layers=2, bidirectional=True).double()
+        assert list(m.state_dict()) == [k for k, _ in t.named_parameters()]
+        assert {k: v.shape for k, v in m.state_dict().items()} == {k: tuple(v.shape) for k, v in
+                                                                  t.state_dict().items()}
+        m.load_state_dict(t.state_dict())  # torch tensors accepted directly (via __array__)
+        x = np.random.default_rng(0).standard_normal((5, 3, 3))
+        lengths = np.array([5, 2, 4])
+        out, _ = m(x, lengths=lengths)
+        pk = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(x), torch.tensor(lengths), enforce_sorted=False)
+        o, _ = t(pk)
+        o, _ = torch.nn.utils.rnn.pad_packed_sequence(o, total_length=5)
+        assert_close(out, o.detach().numpy(), 1e-12, f"{name} out vs torch")
+
+
+def test_state_dict_roundtrip_and_strictness() -> None:
+    a = make("lstm", input_size=3, hidden_size=4, num_layers=2, seed=1)
+    b = make("lstm", input_size=3, hidden_size=4, num_layers=2, seed=2)
+    live = b.parameters()["weight_hh_l1"]
+    b.load_state_dict(a.state_dict())
+    assert b.parameters()["weight_hh_l1"] is live, "load must copy into the live arrays (optimizer refs)"
+    for k, v in a.state_dict().items():
+        assert np.array_equal(b.state_dict()[k], v)
+    sd = a.state_dict()
+    del sd["bias_hh_l1"]
+    with pytest.raises(ValueError, match="bias_hh_l1"):
+        b.load_state_dict(sd)
+    sd = a.state_dict()
+    sd["weight_hh_l9"] = np.zeros((16, 4))
+    with pytest.raises(ValueError, match="weight_hh_l9"):
+        b.load_state_dict(sd)
+    sd = a.state_dict()
+    sd["weight_ih_l0"] = np.zeros((16, 2))
+    before = b.state_dict()
+    with pytest.raises(ValueError, match=r"weight_ih_l0.*\(16, 3\).*\(16, 2\)"):
+        b.load_state_dict(sd)
+    assert all(np.array_equal(before[k], v) for k, v in b.state_dict().items()), "failed load changed weights"
+    sd = a.state_dict()
+    del sd["bias_ih_l0"]
+    missing, unexpected = b.load_state_dict(sd, strict=False)
+    assert missing == ["bias_ih_l0"] and unexpected == []
+
+    class Wrapped:  # anything with __array__
+        def __init__(self, v: np.ndarray) -> None:
+            self.v = v
+
+        def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+            return self.v
+
+    b.load_state_dict({k: Wrapped(v * 2) for k, v in a.state_dict().items()})
+    assert np.array_equal(b.parameters()["weight_ih_l0"], 2 * a.parameters()["weight_ih_l0"])
+
+
+def test_eval_stores_nothing_and_backward_once() -> None:
+    m = make("gru", input_size=2, hidden_size=3)
+    x = np.ones((4, 2, 2))
+    m.eval()
+    out, _ = m(x)
+    assert m._cache is None
+    with pytest.raises(ValueError, match="no stored forward pass"):
+        m.backward(np.ones_like(out))
+    m.train()
+    out, _ = m(x)
+    m.backward(np.ones_like(out))
+    with pytest.raises(ValueError, match="no stored forward pass"):
+        m.backward(np.ones_like(out))
+    seq = M.build_model("lstm", 2, 3, 1, mode="many_to_one", dtype=np.float64, seed=0)
+    seq.eval()
+    seq(x)
+    with pytest.raises(ValueError):
+        seq.backward(np.ones((2, 1)))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_step_equals_forward(cell: str) -> None:
+    m = make(cell, input_size=3, hidden_size=4, num_layers=2)
+    x = np.random.default_rng(0).standard_normal((6, 2, 3))
+    m.eval()
+    out, h_n = m(x)
+    state = None
+    for t in range(6):
+        o, state = m.step(x[t], state)
+        assert_close(o, out[t], 1e-12, f"step {t} output")
+    for a, e in zip(state if cell == "lstm" else (state,), h_n if cell == "lstm" else (h_n,)):
+        assert_close(a, e, 1e-12, "final state")
+    with pytest.raises(ValueError, match="bidirectional"):
+        make(cell, input_size=3, hidden_size=4, bidirectional=True).step(x[0])
+
+
+def test_many_to_one_last_valid_step_by_hand() -> None:
+    """H = I = 1 tanh RNN with known weights; the head sees h at step lengths[b] - 1."""
+    rnn = M.RNN(1, 1, dtype=np.float64)
+    rnn.load_state_dict({"weight_ih_l0": [[0.5]], "weight_hh_l0": [[-0.8]], "bias_ih_l0": [0.1],
+                         "bias_hh_l0": [0.0]})
+    head = M.Linear(1, 1, dtype=np.float64)
+    head.load_state_dict({"weight": [[2.0]], "bias": [-1.0]})
+    model = M.SequenceModel(rnn, head, mode="many_to_one")
+    x = np.array([[1.0, 2.0, -1.0], [0.5, 1.0, 0.0], [-2.0, 0.0, 0.0], [1.0, 0.0, 0.0]])[:, :, None]
+    lengths = np.array([4, 2, 1])
+    pred = model(x, lengths=lengths)
+    expected = []
+    for b in range(3):
+        h = 0.0
+        for t in range(lengths[b]):
+            h = np.tanh(0.5 * x[t, b, 0] + 0.1 - 0.8 * h)
+        expected.append(2.0 * h - 1.0)
+    assert_close(pred[:, 0], np.array(expected), 1e-14, "many_to_one prediction")
+    # gradient wrt the last valid input of sequence 1 only flows from step 1 back
+    dx = model.backward(np.ones((3, 1)))
+    assert np.all(dx[2:, 1] == 0) and np.all(dx[1:, 2] == 0) and dx[1, 1, 0] != 0
+
+
+def test_sequence_model_modes_and_backward_vs_fd() -> None:
+    rng = np.random.default_rng(0)
+    for mode, x, gshape in (("many_to_many", rng.standard_normal((4, 2, 3)), (4, 2, 2)),
+                            ("many_to_one", rng.standard_normal((4, 2, 3)), (2, 2)),
+                            ("one_to_one", rng.standard_normal((2, 3)), (2, 2))):
+        for bidir in (False, True):
+            model = M.build_model("gru", 3, 3, 2, mode=mode, dtype=np.float64, seed=4, bidirectional=bidir)
+            g = rng.standard_normal(gshape)
+            pred = model(x, lengths=np.array([4, 2]) if mode != "one_to_one" else None)
+            assert pred.shape == gshape
+            model.zero_grad()
+            dx = model.backward(g)
+            grads = {k: v.copy() for k, v in model.grads.items()}
+
+            def loss() -> float:
+                return float(np.sum(model(x, lengths=np.array([4, 2]) if mode != "one_to_one" else None) * g))
+
+            assert_close(dx, central_difference(loss, x, 1e-6), 1e-6, f"{mode} bidir={bidir} dx")
+            for k in ("rnn.weight_hh_l0", "head.weight", "head.bias"):
+                assert_close(grads[k], central_difference(loss, model.parameters()[k], 1e-6), 1e-6,
+                             f"{mode} bidir={bidir} {k}")
+
+
+def test_embedding_model_and_generate() -> None:
+    model = M.build_model("lstm", 0, 8, 5, mode="many_to_many", vocab_size=5, embedding_dim=4,
+                          dtype=np.float64, seed=0)
+    ids = np.random.default_rng(0).integers(0, 5, (6, 3))
+    pred = model(ids)
+    assert pred.shape == (6, 3, 5)
+    model.zero_grad()
+    assert model.backward(np.ones_like(pred)) is None
+    assert model.grads["embedding.weight"].any()
+    model.eval()
+    gen = model.generate(ids[0], 5, sample=False)
+    assert gen.shape == (5, 3) and gen.dtype == np.int64
+    # greedy generation equals feeding the argmax chain through a full forward pass
+    chain = np.concatenate([ids[:1], gen[:-1]], axis=0)
+    assert np.array_equal(np.argmax(model(chain), axis=2), gen)
+    s1 = model.generate(ids[0], 5, rng=np.random.default_rng(1))
+    s2 = model.generate(ids[0], 5, rng=np.random.default_rng(1))
+    assert np.array_equal(s1, s2)
+    reg = M.build_model("rnn", 2, 4, 2, mode="one_to_many", dtype=np.float64, seed=0)
+    vals = reg.generate(np.ones((2, 2)), 3)
+    assert vals.shape == (3, 2, 2)
+
+
+def test_save_load_identical_outputs(tmp_path: Any) -> None:
+    from rnnfast import io
+
+    model = M.build_model("gru", 3, 5, 2, mode="many_to_many", num_layers=2, seed=7, dropout=0.2,
+                          bidirectional=True)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    model.eval()
+    before = model(x)
+    io.save(tmp_path / "m.npz", model)
+    loaded = io.load(tmp_path / "m.npz").build_model()
+    assert isinstance(loaded, M.SequenceModel)
+    loaded.eval()
+    assert np.array_equal(loaded(x), before)
+    again = M.model_from_config(model.config())
+    assert all(np.array_equal(again.parameters()[k], v) for k, v in model.parameters().items()), \
+        "same config and seed must give the same initial weights"
+
+
+def test_init_presets() -> None:
+    H = 6
+    o = M.LSTM(3, H, init="orthogonal", dtype=np.float64, seed=0)
+    w = o.parameters()["weight_hh_l0"]
+    for g in range(4):
+        blk = w[g * H:(g + 1) * H]
+        assert_close(blk.T @ blk, np.eye(H), 1e-12, f"orthogonal block {g}")
+    b = o.parameters()["bias_ih_l0"]
+    assert np.all(b[H:2 * H] == 1.0) and np.all(b[:H] == 0) and np.all(o.parameters()["bias_hh_l0"] == 0)
+    a = np.sqrt(6.0 / (3 + H))
+    assert np.abs(o.parameters()["weight_ih_l0"]).max() <= a
+    irnn = M.RNN(3, H, nonlinearity="relu", init="identity", dtype=np.float64, seed=0)
+    assert np.array_equal(irnn.parameters()["weight_hh_l0"], np.eye(H))
+    assert not irnn.parameters()["bias_ih_l0"].any()
+    t = M.GRU(3, H, init="torch", seed=0)
+    k = 1 / np.sqrt(H)
+    assert all(np.abs(v).max() <= k for v in t.parameters().values())
+    assert all(v.dtype == np.float32 for v in t.parameters().values())
+    with pytest.raises(ValueError, match="init"):
+        M.RNN(3, H, init="xavier")
+
+
+def test_bad_arguments_name_the_argument() -> None:
+    m = make("lstm", input_size=3, hidden_size=4, num_layers=2)
+    with pytest.raises(ValueError, match="x"):
+        m(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="input size 3"):
+        m(np.zeros((2, 2, 5)))
+    with pytest.raises(ValueError, match=r"hx\[0\].*\(2, 2, 4\)"):
+        m(np.zeros((2, 2, 3)), (np.zeros((1, 2, 4)), np.zeros((2, 2, 4))))
+    with pytest.raises(TypeError, match="hx"):
+        m(np.zeros((2, 2, 3)), np.zeros((2, 2, 4)))
+    with pytest.raises(ValueError, match="lengths"):
+        m(np.zeros((2, 2, 3)), lengths=np.array([3, 1]))
+    with pytest.raises(TypeError, match="x"):
+        m(np.zeros((2, 2, 3), dtype=np.complex128))
+    with pytest.raises(ValueError, match="dropout"):
+        M.GRU(3, 4, dropout=1.0)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        M.GRU(3, 4).__class__.__mro__[1](3, 4, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="head"):
+        M.SequenceModel(M.GRU(3, 4), M.Linear(5, 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# truncated BPTT streams
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell,k1,k2", [("rnn", 2, 3), ("lstm", 3, 5), ("gru", 2, 2), ("lstm", 1, 4)])
+def test_stream_matches_reference_tbptt_grads(cell: str, k1: int, k2: int) -> None:
+    T, B, I, H = 9, 2, 3, 4
+    m = make(cell, input_size=I, hidden_size=H)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, I))
+    dy = rng.standard_normal((T, B, H))
+    p = m.parameters()
+    expected = R.tbptt_grads(cell, x, (None, None) if cell == "lstm" else None,
+                             {"w_ih": p["weight_ih_l0"], "w_hh": p["weight_hh_l0"], "b_ih": p["bias_ih_l0"],
+                              "b_hh": p["bias_hh_l0"]}, dy, k1, k2)
+    m.stream_begin(B, k1, k2, total_steps=T)
+    y_full, _ = m(x)
+    m._cache = None
+    for n, start in enumerate(range(0, T, k1)):
+        m.zero_grad()
+        y = m.stream_forward(x[start:start + k1])
+        assert_close(y, y_full[start:start + k1], 1e-12, f"chunk {n} outputs")
+        m.stream_backward(dy[start:start + k1])
+        for key, name in (("w_ih", "weight_ih_l0"), ("w_hh", "weight_hh_l0"), ("b_ih", "bias_ih_l0")):
+            assert_close(m.grads[name], expected[n][key], 1e-10, f"update {n} {key}")
+
+
+def test_stream_multilayer_full_window_equals_bptt() -> None:
+    """k1 = k2 = T in one chunk is plain BPTT; 2 chunks with k2 >= T match the BPTT of the chunk losses."""
+    T, B = 6, 2
+    m = make("lstm", input_size=2, hidden_size=3, num_layers=3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, 2))
+    dy = rng.standard_normal((T, B, 3))
+    dy1 = dy.copy()
+    dy1[:3] = 0.0
+    m(x)
+    m.backward(dy1)
+    expected = {k: v.copy() for k, v in m.grads.items()}
+    m.zero_grad()
+    m.stream_begin(B, 3, T)
+    m.stream_forward(x[:3])
+    m.stream_backward(dy[:3])
+    m.zero_grad()
+    m.stream_forward(x[3:])
+    dxw = m.stream_backward(dy[3:])
+    assert dxw.shape == (T, B, 2)
+    for k, v in expected.items():
+        assert_close(m.grads[k], v, 1e-10, f"window grad {k}")
+
+
+def test_stream_rejects_bidirectional_and_reset() -> None:
+    with pytest.raises(ValueError, match="bidirectional"):
+        make("gru", input_size=2, hidden_size=3, bidirectional=True).stream_begin(2, 2, 4)
+    m = make("gru", input_size=2, hidden_size=3)
+    m.stream_begin(2, 2, 4)
+    m.stream_forward(np.ones((2, 2, 2)))
+    m.stream_reset([1])
+    st = m.stream_state
+    assert not st[:, 1].any() and st[:, 0].any()
