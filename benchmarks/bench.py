@@ -834,9 +834,10 @@ def _tbptt_runner(
 ) -> Callable[[], Any]:
     """Stream n_chunks chunks of `chunk` steps through TBPTT training (weights fixed).
 
-    Uses ``functional.TBPTTStream`` when the module has it (chunks generated on the fly, so the
-    input of the whole stream never exists at once); else calls ``tbptt_grads`` chunk by chunk with
-    the state carried by an inference forward (k1 = k2 = chunk, the same gradients).
+    Uses ``functional.TBPTTStream`` when the module has it (chunks of ``chunk`` <= k1 steps
+    generated on the fly, so the input of the whole stream never exists at once; every chunk is one
+    TBPTT(k1, k2) update); else calls ``tbptt_grads`` chunk by chunk with the state carried by an
+    inference forward (k1 = k2 = chunk).
     """
     inp = make_inputs(cell, chunk, b, h, h, seed=seed)
     params = {k: inp[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
@@ -852,11 +853,15 @@ def _tbptt_runner(
     if stream_cls is not None:
 
         def run_stream() -> Any:
-            stream = _make_stream(stream_cls, cell, params, inp, k1, k2)
+            state0 = (inp["h0"], inp["c0"]) if cell == "lstm" else inp["h0"]
+            stream = stream_cls(cell, params, state0, k1, k2)
             acc = None
             for x, dy in chunks():
-                grads = _stream_step(stream, x, dy)
-                acc = _accumulate(acc, grads)
+                y = stream.forward(x)
+                start, stop = stream.window  # backward window [start, stop) of global steps
+                dyw = np.zeros((stop - start, b, h), dtype=np.float32)
+                dyw[stop - start - len(y) :] = dy  # zero on the history steps before the chunk
+                acc = _accumulate(acc, stream.backward(dyw))
             return acc
 
         return run_stream
@@ -880,17 +885,6 @@ def _tbptt_runner(
         return acc
 
     return run_chunked
-
-
-def _make_stream(
-    stream_cls: Any, cell: str, params: Mapping[str, Any], inp: Mapping[str, Any], k1: int, k2: int
-) -> Any:
-    state0 = (inp["h0"], inp["c0"]) if cell == "lstm" else inp["h0"]
-    return stream_cls(cell, params, state0, k1, k2)
-
-
-def _stream_step(stream: Any, x: Any, dy: Any) -> Any:
-    return stream.step(x, dy)
 
 
 def _accumulate(acc: dict[str, Any] | None, grads: Any) -> dict[str, Any] | None:
@@ -1432,7 +1426,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mem-hidden", nargs="+", type=int, default=[256, 1024])
     p.add_argument("--mem-batch", type=int, default=16)
     p.add_argument("--mem-tbptt-hidden", type=int, default=256)
-    p.add_argument("--mem-chunk", type=int, default=20, help="TBPTT chunk (steps fed per call)")
+    p.add_argument("--mem-chunk", type=int, default=20, help="TBPTT chunk (steps per call, <= k1)")
     p.add_argument("--mem-k1", type=int, default=20)
     p.add_argument("--mem-k2", type=int, default=40)
     p.add_argument("--mem-base-chunks", type=int, default=5, help="chunks of the 1x stream")
