@@ -26,9 +26,11 @@ __all__: list[str] = []
 
 
 class TinyRNN:
-    """Stand-in for an rnnfast module: state_dict / load_state_dict (strict) / config / parameters."""
+    """Stand-in for an rnnfast module: state_dict, load_state_dict (strict), config, parameters."""
 
-    def __init__(self, input_size: int, hidden_size: int, dtype: str = "float64", seed: int = 0) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, dtype: str = "float64", seed: int = 0
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.input_size, self.hidden_size, self.dtype = input_size, hidden_size, dtype
         self._p = {
@@ -74,7 +76,9 @@ def _trained(steps: int = 3):
 def _assert_nested_equal(a: Any, b: Any, where: str = "") -> None:
     if isinstance(a, np.ndarray):
         assert isinstance(b, np.ndarray), where
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
+        assert a.dtype == b.dtype and a.shape == b.shape, (
+            f"{where}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
+        )
         assert np.array_equal(a, b, equal_nan=True), f"{where}: arrays differ"
     elif isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {sorted(a)} vs {sorted(b)}"
@@ -103,7 +107,11 @@ def test_round_trip_everything(tmp_path: Path) -> None:
         "note": "ünïcode ✓",
         "flags": [True, None, -1],
     }
-    extra = {"carried_h": np.arange(6, dtype=np.float32).reshape(2, 3), "ids": np.array([3, 1], np.int64)}
+    extra = {
+        "carried_h": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "ids": np.array([3, 1], np.int64),
+        "best/weight_ih_l0": np.ones((4, 3)),  # '/' namespaces names (the trainer uses it)
+    }
     path = tmp_path / "ckpt.npz"
     save(path, model, opt, meta, scheduler=sched, extra_arrays=extra)
     ck = load(path)
@@ -200,7 +208,13 @@ def test_overwrite_replaces_and_keeps_permissions(tmp_path: Path) -> None:
     "kwargs,exc,match",
     [
         (dict(model={"w": np.array([object()])}), TypeError, r"model.state_dict\(\)\['w'\].*dtype"),
-        (dict(model={"a/b": np.zeros(1)}), ValueError, "a/b"),
+        (dict(model={"a//b": np.zeros(1)}), ValueError, "a//b"),
+        (dict(model={"w": np.zeros(1)}, extra_arrays={"../x": np.zeros(1)}), ValueError, r"\.\./x"),
+        (
+            dict(model={"w": np.zeros(1)}, optimizer={"a/b": np.zeros(1), "a": {"b": np.ones(1)}}),
+            ValueError,
+            "same path",
+        ),
         (dict(model={"w": np.zeros(1)}, meta={"x": np.zeros(2)}), TypeError, "meta/x"),
         (dict(model={"w": np.zeros(1)}, meta={1: 2}), TypeError, "keys must be str"),
         (dict(model={"w": np.zeros(1)}, meta={"__ndarray__": "model/w"}), ValueError, "reserved"),
@@ -209,7 +223,9 @@ def test_overwrite_replaces_and_keeps_permissions(tmp_path: Path) -> None:
         (dict(model={"w": np.zeros(1)}, optimizer=42), TypeError, "optimizer"),
     ],
 )
-def test_save_rejects_unstorable(tmp_path: Path, kwargs: dict[str, Any], exc: type, match: str) -> None:
+def test_save_rejects_unstorable(
+    tmp_path: Path, kwargs: dict[str, Any], exc: type, match: str
+) -> None:
     path = tmp_path / "x.npz"
     with pytest.raises(exc, match=match):
         save(path, **kwargs)
@@ -226,7 +242,9 @@ def _good_old_checkpoint(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return path, old
 
 
-def test_failure_during_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_during_write_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, old = _good_old_checkpoint(tmp_path)
     before = path.read_bytes()
 
@@ -259,7 +277,9 @@ def test_failure_at_rename_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
 
 
-def test_interrupt_during_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_during_write_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, old = _good_old_checkpoint(tmp_path)
     real_savez = np.savez
 
@@ -350,7 +370,9 @@ def _read_raw(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def _write_raw(path: Path, header: Any, arrays: dict[str, Any], *, meta_bytes: bytes | None = None) -> None:
+def _write_raw(
+    path: Path, header: Any, arrays: dict[str, Any], *, meta_bytes: bytes | None = None
+) -> None:
     """Write an archive by hand (not via rnnfast.io.save) to craft broken or hostile files.
 
     (np.savez pickles object arrays, which is how the hostile pickle test plants one.)"""
@@ -409,7 +431,9 @@ def test_random_byte_flips_never_crash_or_mislead(good: Path, tmp_path: Path) ->
     rng = np.random.default_rng(0)
     bad = tmp_path / "flip.npz"
     # every bit of 30 random bytes, plus every bit of the first local header (flags, method, sizes)
-    positions = sorted(set(rng.choice(len(data), size=30, replace=False).tolist()) | set(range(4, 30)))
+    positions = sorted(
+        set(rng.choice(len(data), size=30, replace=False).tolist()) | set(range(4, 30))
+    )
     for pos in positions:
         for bit in range(8):
             flipped = bytearray(data)
@@ -436,7 +460,10 @@ def test_random_byte_flips_never_crash_or_mislead(good: Path, tmp_path: Path) ->
         (lambda h: h.update(surprise=1), "unexpected keys"),
         (lambda h: h["model"].update(state=[]), "model.state"),
         (lambda h: h["model"]["state"].update(evil={"__ndarray__": "nope"}), "not in the manifest"),
-        (lambda h: h["model"]["state"].update(twice={"__ndarray__": "model/weight_ih_l0"}), "twice"),
+        (
+            lambda h: h["model"]["state"].update(twice={"__ndarray__": "model/weight_ih_l0"}),
+            "twice",
+        ),
         (lambda h: h["model"]["state"].pop("bias_hh_l0"), "not referenced"),
         (lambda h: h["model"]["state"].update(x=3), "array reference"),
         (lambda h: h["arrays"]["model/weight_ih_l0"].update(shape=[4, 4]), "weight_ih_l0"),
@@ -446,7 +473,10 @@ def test_random_byte_flips_never_crash_or_mislead(good: Path, tmp_path: Path) ->
         (lambda h: h["arrays"]["model/weight_ih_l0"].update(shape=[-1, 3]), "shape"),
         (lambda h: h["arrays"].update({"ghost": {"dtype": "<f8", "shape": [1]}}), "ghost"),
         (lambda h: h["meta"].update(x={"__float__": "1e308"}), "malformed float"),
-        (lambda h: h["meta"].update(x={"__ndarray__": "model/weight_ih_l0"}), "not in the manifest"),
+        (
+            lambda h: h["meta"].update(x={"__ndarray__": "model/weight_ih_l0"}),
+            "not in the manifest",
+        ),
     ],
 )
 def test_bad_metadata(good: Path, tmp_path: Path, mutate, match: str) -> None:
@@ -470,8 +500,15 @@ def test_extra_and_missing_members(good: Path, tmp_path: Path) -> None:
         load(bad)
 
 
-@pytest.mark.parametrize("blob,match", [(b"\xff\xfe not utf8", "UTF-8 JSON"), (b"{not json", "JSON"),
-                                        (b"[1, 2]", "JSON object"), (b"[" * 100000, "JSON")])
+@pytest.mark.parametrize(
+    "blob,match",
+    [
+        (b"\xff\xfe not utf8", "UTF-8 JSON"),
+        (b"{not json", "JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b"[" * 100000, "JSON"),
+    ],
+)
 def test_metadata_not_json(good: Path, tmp_path: Path, blob: bytes, match: str) -> None:
     _, arrays = _read_raw(good)
     bad = tmp_path / "bad.npz"
@@ -492,7 +529,9 @@ class _Boom:
         return (os.system, ("echo pwned > /dev/null",))
 
 
-def test_pickle_is_never_loaded(good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pickle_is_never_loaded(
+    good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_unpickling(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("pickle.load called while loading a checkpoint")
 

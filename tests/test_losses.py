@@ -1,5 +1,8 @@
-"""Tests of rnnfast.losses: values against their formulas written out here, gradients against central
-finite differences (float64), PyTorch parity, stability on huge logits, masks, ignore_index, errors."""
+"""Tests of rnnfast.losses.
+
+Values against their formulas written out here, gradients against central finite differences
+(float64), PyTorch parity, stability on huge logits, masks, ignore_index, and argument errors.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,10 @@ import math
 
 import numpy as np
 import pytest
-from helpers import assert_close, central_difference
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import assert_close, central_difference
 from rnnfast.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, sequence_mask
 
 __all__: list[str] = []
@@ -194,7 +197,9 @@ def test_ce_value_and_fd_gradient() -> None:
     value, grad = fn(z, t)
     assert math.isclose(value, _ce_expected(z, t), rel_tol=1e-12)
     row_sums = np.abs(grad.sum(axis=-1))
-    assert row_sums.max() < 1e-15, f"softmax grad rows must sum to 0, max |sum| {row_sums.max():.2e}"
+    assert row_sums.max() < 1e-15, (
+        f"softmax grad rows must sum to 0, max |sum| {row_sums.max():.2e}"
+    )
     _fd_check(fn, z, t)
 
 
@@ -249,7 +254,7 @@ def test_ce_huge_logits_are_finite(dtype) -> None:
     z = np.array([[big, 0.0, -big], [big, big, 0.0], [-big, -big, -big]], dtype=dtype)
     t = np.array([0, 2, 1])
     value, grad = CrossEntropyLoss(reduction="sum")(z, t)
-    # row 0: correct & dominant -> 0; row 1: target logit 0 vs two at big -> big + log 2; row 2: log 3
+    # row 0: right and dominant -> 0; row 1: target 0 vs two at big -> big + log 2; row 2: log 3
     expected = 0.0 + (big + math.log(2)) + math.log(3)
     assert np.isfinite(value) and math.isclose(value, expected, rel_tol=1e-6), value
     assert grad.dtype == dtype and np.all(np.isfinite(grad))
@@ -322,19 +327,33 @@ def test_zero_size_and_numeric_mask() -> None:
         (lambda: MSELoss()(np.zeros(3, dtype=np.float16), np.zeros(3)), TypeError, "pred"),
         (lambda: MSELoss()(np.zeros(3), np.zeros(4)), ValueError, "target"),
         (lambda: MSELoss()(np.zeros(3), np.array(["a", "b", "c"])), TypeError, "target"),
-        (lambda: MSELoss()(np.zeros((2, 3)), np.zeros((2, 3)), np.ones(3, bool)), ValueError, "mask"),
+        (
+            lambda: MSELoss()(np.zeros((2, 3)), np.zeros((2, 3)), np.ones(3, bool)),
+            ValueError,
+            "mask",
+        ),
         (lambda: MSELoss()(np.zeros(3), np.zeros(3), np.array([0, 2, 1])), ValueError, "mask"),
         (lambda: MSELoss(reduction="none"), ValueError, "reduction"),
         (lambda: BCEWithLogitsLoss()(np.zeros(2), np.array([0.0, 1.5])), ValueError, "target"),
-        (lambda: BCEWithLogitsLoss(pos_weight=[1.0, 2.0])(np.zeros((2, 3)), np.zeros((2, 3))),
-         ValueError, "pos_weight"),
+        (
+            lambda: BCEWithLogitsLoss(pos_weight=[1.0, 2.0])(np.zeros((2, 3)), np.zeros((2, 3))),
+            ValueError,
+            "pos_weight",
+        ),
         (lambda: BCEWithLogitsLoss(pos_weight=-1.0), ValueError, "pos_weight"),
         (lambda: CrossEntropyLoss()(np.zeros((2, 3)), np.zeros(2)), TypeError, "target"),
         (lambda: CrossEntropyLoss()(np.zeros((2, 3)), np.zeros(3, int)), ValueError, "target"),
-        (lambda: CrossEntropyLoss()(np.zeros((2, 3)), np.array([0, 3])), ValueError, "out of range"),
+        (
+            lambda: CrossEntropyLoss()(np.zeros((2, 3)), np.array([0, 3])),
+            ValueError,
+            "out of range",
+        ),
         (lambda: CrossEntropyLoss()(np.zeros((2, 0)), np.zeros(2, int)), ValueError, "pred"),
-        (lambda: CrossEntropyLoss(weight=[1.0, 1.0])(np.zeros((2, 3)), np.zeros(2, int)),
-         ValueError, "weight"),
+        (
+            lambda: CrossEntropyLoss(weight=[1.0, 1.0])(np.zeros((2, 3)), np.zeros(2, int)),
+            ValueError,
+            "weight",
+        ),
         (lambda: CrossEntropyLoss(ignore_index=1.5), TypeError, "ignore_index"),
     ],
 )

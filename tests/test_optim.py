@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import assert_close
 
+from helpers import assert_close
 from rnnfast.optim import (
     SGD,
     Adam,
@@ -113,7 +113,9 @@ def test_adam_amsgrad_uses_running_max() -> None:
     opt = Adam(p, lr=1.0, betas=(0.0, 0.5), eps=0.0, amsgrad=True)
     opt.step({"w": np.array([2.0])})  # v = 0.5 * 4 = 2, vmax = 2
     opt.step({"w": np.array([0.0])})  # m = 0, no move
-    opt.step({"w": np.array([1.0])})  # v = 0.25*2 + 0.5 = 1.0? -> v3 = 0.5*(0.5*2) + 0.5*1 = 1.0, vmax = 2
+    opt.step(
+        {"w": np.array([1.0])}
+    )  # v = 0.25*2 + 0.5 = 1.0? -> v3 = 0.5*(0.5*2) + 0.5*1 = 1.0, vmax = 2
     # step 3: m_hat = 1 (beta1 = 0), denom = sqrt(2) / sqrt(1 - 0.5^3)
     x1 = -1.0 * 2.0 / (math.sqrt(2.0) / math.sqrt(0.5))
     x3 = x1 - 1.0 / (math.sqrt(2.0) / math.sqrt(1 - 0.125))
@@ -163,7 +165,9 @@ def _torch_run(torch, tname: str, kw: dict[str, Any], p0, grads, dtype) -> dict[
     return {k: t.detach().numpy() for k, t in tparams.items()}
 
 
-@pytest.mark.parametrize("cls,tname,kw", OPT_CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(OPT_CASES)])
+@pytest.mark.parametrize(
+    "cls,tname,kw", OPT_CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(OPT_CASES)]
+)
 def test_matches_torch_float64(cls, tname, kw) -> None:
     torch = pytest.importorskip("torch")
     p0 = _params(3)
@@ -178,7 +182,9 @@ def test_matches_torch_float64(cls, tname, kw) -> None:
         assert_close(p[k], expected[k], TORCH_TOL, f"{tname}{kw} {k}")
 
 
-@pytest.mark.parametrize("cls,tname,kw", OPT_CASES[1::3], ids=lambda v: getattr(v, "__name__", None))
+@pytest.mark.parametrize(
+    "cls,tname,kw", OPT_CASES[1::3], ids=lambda v: getattr(v, "__name__", None)
+)
 def test_matches_torch_float32(cls, tname, kw) -> None:
     torch = pytest.importorskip("torch")
     p0 = _params(5, np.float32)
@@ -210,8 +216,15 @@ def test_updates_in_place_and_grads_untouched() -> None:
 # ----------------------------------------------------------------------------- state round trip
 
 
-@pytest.mark.parametrize("cls,kw", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(amsgrad=True)),
-                                    (AdamW, {}), (RMSprop, dict(centered=True, momentum=0.3))])
+@pytest.mark.parametrize(
+    "cls,kw",
+    [
+        (SGD, dict(lr=0.1, momentum=0.9)),
+        (Adam, dict(amsgrad=True)),
+        (AdamW, {}),
+        (RMSprop, dict(centered=True, momentum=0.3)),
+    ],
+)
 def test_state_dict_resume_is_exact(cls, kw) -> None:
     grads = _grad_seq(8)
     p_a = _params()
@@ -255,7 +268,9 @@ def test_load_state_dict_errors() -> None:
     with pytest.raises(TypeError, match=r"exp_avg.*dtype"):
         Adam(_params()).load_state_dict({**sd, "state": bad_state})
     with pytest.raises(ValueError, match="betas"):
-        Adam(_params()).load_state_dict({**sd, "hyperparams": {**sd["hyperparams"], "betas": [1.5, 0.9]}})
+        Adam(_params()).load_state_dict(
+            {**sd, "hyperparams": {**sd["hyperparams"], "betas": [1.5, 0.9]}}
+        )
 
 
 @pytest.mark.parametrize(
@@ -267,8 +282,16 @@ def test_load_state_dict_errors() -> None:
         (lambda: SGD({"w": np.zeros(3)[::-1].copy().view()}, lr=-1.0), ValueError, "lr"),
         (lambda: SGD({"w": np.zeros(3)}, nesterov=True), ValueError, "nesterov"),
         (lambda: Adam({"w": np.zeros(3)}, betas=(0.9, 1.0)), ValueError, "betas"),
-        (lambda: SGD({"w": np.zeros(3)}).step({"w": np.zeros(4)}), ValueError, r"grads\['w'\].*shape"),
-        (lambda: SGD({"w": np.zeros(3)}).step({"w": np.zeros(3, np.float32)}), TypeError, r"grads\['w'\].*dtype"),
+        (
+            lambda: SGD({"w": np.zeros(3)}).step({"w": np.zeros(4)}),
+            ValueError,
+            r"grads\['w'\].*shape",
+        ),
+        (
+            lambda: SGD({"w": np.zeros(3)}).step({"w": np.zeros(3, np.float32)}),
+            TypeError,
+            r"grads\['w'\].*dtype",
+        ),
         (lambda: SGD({"w": np.zeros(3)}).step({"v": np.zeros(3)}), ValueError, "unknown parameter"),
         (lambda: SGD({"w": np.zeros(3)}).step([np.zeros(3)]), TypeError, "grads"),
     ],
@@ -332,7 +355,9 @@ def test_clip_grad_norm_formula_and_stats() -> None:
     clip_grad_norm_(small, 1.0, stats=stats)
     np.testing.assert_array_equal(small["a"], [0.1, 0.2])  # not scaled when under the limit
     assert (stats.calls, stats.clipped, stats.fraction_clipped) == (2, 1, 0.5)
-    assert stats.max_norm_seen == 5.0 and stats.mean_norm == pytest.approx((5.0 + math.sqrt(0.05)) / 2)
+    assert stats.max_norm_seen == 5.0 and stats.mean_norm == pytest.approx(
+        (5.0 + math.sqrt(0.05)) / 2
+    )
     restored = ClipStats()
     restored.load_state_dict(stats.state_dict())
     assert restored == stats
@@ -353,7 +378,9 @@ def test_clip_grad_norm_nonfinite() -> None:
 def test_clip_grad_value_matches_torch() -> None:
     torch = pytest.importorskip("torch")
     grads = _grad_seq(1, seed=12)[0]
-    tparams = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads.values()]
+    tparams = [
+        torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads.values()
+    ]
     for p, g in zip(tparams, grads.values()):
         p.grad = torch.tensor(g.copy())
     torch.nn.utils.clip_grad_value_(tparams, 0.7)
@@ -363,7 +390,10 @@ def test_clip_grad_value_matches_torch() -> None:
     assert vmax == pre_clip_max and stats.last_norm == pre_clip_max
     for (k, g), tp in zip(grads.items(), tparams):
         np.testing.assert_array_equal(g, tp.grad.numpy(), err_msg=k)
-    assert stats.clipped == 1 and np.max(np.abs(np.concatenate([g.ravel() for g in grads.values()]))) <= 0.7
+    assert (
+        stats.clipped == 1
+        and np.max(np.abs(np.concatenate([g.ravel() for g in grads.values()]))) <= 0.7
+    )
 
 
 # ------------------------------------------------------------------------------------ schedulers
@@ -396,9 +426,20 @@ SCHED_CASES = [
     ("StepLR", lambda m: lambda o: m.StepLR(o, step_size=3, gamma=0.5)),
     ("ExponentialLR", lambda m: lambda o: m.ExponentialLR(o, gamma=0.9)),
     ("CosineAnnealingLR", lambda m: lambda o: m.CosineAnnealingLR(o, T_max=10, eta_min=0.001)),
-    ("LinearLR", lambda m: lambda o: m.LinearLR(o, start_factor=0.25, end_factor=0.9, total_iters=6)),
-    ("Sequential", lambda m: lambda o: m.SequentialLR(
-        o, [m.LinearLR(o, 0.1, 1.0, 4), m.StepLR(o, 2, 0.7), m.CosineAnnealingLR(o, 8)], [4, 10])),
+    (
+        "LinearLR",
+        lambda m: lambda o: m.LinearLR(o, start_factor=0.25, end_factor=0.9, total_iters=6),
+    ),
+    (
+        "Sequential",
+        lambda m: (
+            lambda o: m.SequentialLR(
+                o,
+                [m.LinearLR(o, 0.1, 1.0, 4), m.StepLR(o, 2, 0.7), m.CosineAnnealingLR(o, 8)],
+                [4, 10],
+            )
+        ),
+    ),
     ("Chained", lambda m: lambda o: _Both(m.StepLR(o, 4, 0.5), m.ExponentialLR(o, 0.95))),
 ]
 
@@ -442,7 +483,9 @@ def test_linear_warmup_matches_torch_sequential() -> None:
     )
     assert_close(np.array(mine), np.array(theirs), 1e-12, "warmup+cosine lr sequence")
     # the documented shape: (t + 1) / (W + 1) * lr during warm-up, then cosine from the full lr
-    np.testing.assert_allclose(mine[: W + 1], [0.1 * (t + 1) / (W + 1) for t in range(W + 1)], rtol=1e-14)
+    np.testing.assert_allclose(
+        mine[: W + 1], [0.1 * (t + 1) / (W + 1) for t in range(W + 1)], rtol=1e-14
+    )
     np.testing.assert_allclose(mine[W + 3], 0.05 * (1 + math.cos(math.pi * 3 / T)), rtol=1e-12)
 
 
@@ -454,13 +497,38 @@ def test_closed_forms() -> None:
         cos, [0.01 + 0.09 * (1 + math.cos(math.pi * e / 6)) / 2 for e in range(7)], rtol=1e-12
     )
     lin = _lr_sequence(lambda o: LinearLR(o, start_factor=0.5, total_iters=4), 6)
-    np.testing.assert_allclose(lin, [0.1 * (0.5 + 0.5 * min(e, 4) / 4) for e in range(7)], rtol=1e-14)
+    np.testing.assert_allclose(
+        lin, [0.1 * (0.5 + 0.5 * min(e, 4) / 4) for e in range(7)], rtol=1e-14
+    )
     warm = _lr_sequence(lambda o: LinearWarmup(o, 3), 5)
     np.testing.assert_allclose(warm, [0.025, 0.05, 0.075, 0.1, 0.1, 0.1], rtol=1e-14)
 
 
-PLATEAU_METRICS = [1.0, 0.9, 0.95, 0.95, 0.96, 0.97, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.7,
-                   0.2, 0.2, 0.2, float("nan"), 0.2, 0.2, 0.2, 0.2]
+PLATEAU_METRICS = [
+    1.0,
+    0.9,
+    0.95,
+    0.95,
+    0.96,
+    0.97,
+    0.5,
+    0.6,
+    0.6,
+    0.6,
+    0.6,
+    0.6,
+    0.6,
+    0.6,
+    0.7,
+    0.2,
+    0.2,
+    0.2,
+    float("nan"),
+    0.2,
+    0.2,
+    0.2,
+    0.2,
+]
 
 
 @pytest.mark.parametrize(

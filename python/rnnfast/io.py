@@ -12,16 +12,16 @@ Save and load::
 
 Model protocol (what ``save`` needs from ``model``):
 
-* ``model.state_dict() -> Mapping[str, array]`` -- PyTorch names (``weight_ih_l0``, ...), NumPy arrays
-  or anything with ``__array__``; numeric dtypes only;
+* ``model.state_dict() -> Mapping[str, array]`` -- PyTorch names (``weight_ih_l0``, ...), NumPy
+  arrays or anything with ``__array__``; numeric dtypes only;
 * ``model.config() -> dict`` -- JSON-able constructor arguments: ``type(model)(**model.config())``
   (or ``type(model).from_config(config)`` if the class defines it) rebuilds an equivalent model;
   optional (a model without ``config`` is saved with ``model_config=None``);
 * ``model.load_state_dict(d)`` -- used by :meth:`Checkpoint.restore_model` / ``build_model``.
 
-A plain ``Mapping[str, array]`` may be passed instead of a model. ``optimizer`` and ``scheduler`` are
-objects with ``state_dict()`` (rnnfast.optim ones) or already-made state dicts: nested dicts/lists of
-NumPy arrays and JSON scalars (str, int, float incl. +-inf/nan, bool, None).
+A plain ``Mapping[str, array]`` may be passed instead of a model. ``optimizer`` and ``scheduler``
+are objects with ``state_dict()`` (rnnfast.optim ones) or already-made state dicts: nested
+dicts/lists of NumPy arrays and JSON scalars (str, int, float incl. +-inf/nan, bool, None).
 
 File format (version 1): a standard zip written by ``np.savez`` (uncompressed). Member
 ``__metadata__`` is a uint8 array holding UTF-8 JSON::
@@ -34,7 +34,9 @@ File format (version 1): a standard zip written by ``np.savez`` (uncompressed). 
 
 where ``REF = {"__ndarray__": key}`` marks an array stored as zip member ``key + ".npy"`` (keys are
 paths such as ``model/weight_ih_l0`` or ``optimizer/state/weight_ih_l0/exp_avg``), and non-finite
-floats are written as ``{"__float__": "inf" | "-inf" | "nan"}`` so the JSON is strict.
+floats are written as ``{"__float__": "inf" | "-inf" | "nan"}`` so the JSON is strict. Names of
+model-state entries and extra arrays may use ``/`` to namespace (``"best/weight_ih_l0"``); empty,
+``.`` or ``..`` parts, backslashes and NUL are rejected.
 
 Atomicity: the archive is written to a temporary file in the target's directory, flushed and
 fsync'ed, then ``os.replace``'d over the target and the directory is fsync'ed. A crash at any point
@@ -79,8 +81,17 @@ _REF = "__ndarray__"
 _FLOAT = "__float__"
 _RESERVED = (_REF, _FLOAT)
 _ALLOWED_KINDS = "biufc"  # bool, signed/unsigned int, float, complex: never object/void/str
-_TOP_KEYS = ("format", "version", "numpy_version", "model", "optimizer", "scheduler", "meta",
-             "extra_arrays", "arrays")
+_TOP_KEYS = (
+    "format",
+    "version",
+    "numpy_version",
+    "model",
+    "optimizer",
+    "scheduler",
+    "meta",
+    "extra_arrays",
+    "arrays",
+)
 _MAX_NPY_HEADER = 65536 + 16  # upper bound of an .npy header (format 2/3)
 
 
@@ -128,11 +139,17 @@ class Checkpoint:
         package (a checkpoint never makes us import arbitrary modules).
         """
         if self.model_config is None:
-            raise ValueError("checkpoint has no model config (the saved model had no config()); "
-                             "build the model yourself and use restore_model")
+            raise ValueError(
+                "checkpoint has no model config (the saved model had no config()); "
+                "build the model yourself and use restore_model"
+            )
         if cls is None:
             cls = _import_model_class(self.model_class)
-        model = cls.from_config(self.model_config) if hasattr(cls, "from_config") else cls(**self.model_config)
+        model = (
+            cls.from_config(self.model_config)
+            if hasattr(cls, "from_config")
+            else cls(**self.model_config)
+        )
         model.load_state_dict(self.model_state)
         return model
 
@@ -217,24 +234,31 @@ def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_component(comp: str, where: str) -> None:
-    if comp in ("", ".", "..") or "/" in comp or "\\" in comp or "\x00" in comp:
-        raise ValueError(f"{where}: name {comp!r} cannot be stored (empty, '.', '..', or contains '/', "
-                         "'\\' or NUL)")
+def _check_name(name: str, where: str) -> None:
+    """Array names become zip member paths: '/'-separated parts, none empty, '.' or '..'."""
+    if "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in name.split("/")):
+        raise ValueError(
+            f"{where}: name {name!r} cannot be stored (empty, '.' or '..' path parts, a "
+            "backslash or NUL)"
+        )
 
 
 def _as_storable_array(value: Any, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - report any conversion failure with its location
-        raise TypeError(f"{where}: cannot convert {type(value).__name__} to an array ({exc})") from None
+        raise TypeError(
+            f"{where}: cannot convert {type(value).__name__} to an array ({exc})"
+        ) from None
     if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.hasobject:
-        raise TypeError(f"{where}: dtype {arr.dtype} cannot be stored (numeric dtypes only, no pickle)")
+        raise TypeError(
+            f"{where}: dtype {arr.dtype} cannot be stored (numeric dtypes only, no pickle)"
+        )
     return np.ascontiguousarray(arr)
 
 
 def _encode(obj: Any, path: list[str], arrays: dict[str, np.ndarray], *, allow_arrays: bool) -> Any:
-    """Return JSON-able ``obj`` with arrays replaced by refs (stored in ``arrays`` under their path)."""
+    """JSON-able ``obj`` with its arrays replaced by refs (stored in ``arrays`` by path)."""
     where = "/".join(path)
     if obj is None or isinstance(obj, (bool, str)):
         return obj
@@ -249,18 +273,27 @@ def _encode(obj: Any, path: list[str], arrays: dict[str, np.ndarray], *, allow_a
         out: dict[str, Any] = {}
         for k, v in obj.items():
             if not isinstance(k, str):
-                raise TypeError(f"{where}: keys must be str for JSON, got {type(k).__name__} key {k!r}")
+                raise TypeError(
+                    f"{where}: keys must be str for JSON, got {type(k).__name__} key {k!r}"
+                )
             if k in _RESERVED:
                 raise ValueError(f"{where}: key {k!r} is reserved by the checkpoint format")
             out[k] = _encode(v, [*path, k], arrays, allow_arrays=allow_arrays)
         return out
     if isinstance(obj, (list, tuple)):
-        return [_encode(v, [*path, str(i)], arrays, allow_arrays=allow_arrays) for i, v in enumerate(obj)]
+        return [
+            _encode(v, [*path, str(i)], arrays, allow_arrays=allow_arrays)
+            for i, v in enumerate(obj)
+        ]
     if isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
         if not allow_arrays:
-            raise TypeError(f"{where}: arrays are not allowed here (meta must be JSON; use extra_arrays)")
+            raise TypeError(
+                f"{where}: arrays are not allowed here (meta must be JSON; use extra_arrays)"
+            )
         for comp in path:
-            _check_component(comp, where)
+            _check_name(comp, where)
+        if where in arrays:  # e.g. {"a/b": x} next to {"a": {"b": y}}
+            raise ValueError(f"{where}: two arrays would be stored under the same path")
         arr = _as_storable_array(obj, where)
         arrays[where] = arr
         return {_REF: where}
@@ -274,7 +307,9 @@ def _state_of(obj: Any, what: str) -> Any:
         return obj
     sd = getattr(obj, "state_dict", None)
     if not callable(sd):
-        raise TypeError(f"{what}: expected an object with state_dict() or a dict, got {type(obj).__name__}")
+        raise TypeError(
+            f"{what}: expected an object with state_dict() or a dict, got {type(obj).__name__}"
+        )
     return sd()
 
 
@@ -297,15 +332,22 @@ def _fsync_dir(dirname: str) -> None:
         os.close(fd)
 
 
-def save(path: str | os.PathLike[str], model: Any, optimizer: Any = None, meta: Mapping[str, Any] | None = None,
-         *, scheduler: Any = None, extra_arrays: Mapping[str, Any] | None = None) -> None:
-    """Write a checkpoint atomically to ``path`` (the name is used as given; ``.npz`` is conventional).
+def save(
+    path: str | os.PathLike[str],
+    model: Any,
+    optimizer: Any = None,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    scheduler: Any = None,
+    extra_arrays: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically to ``path`` (used as given; ``.npz`` is conventional).
 
     Args:
-        path: target file; its directory must exist. An existing file is replaced atomically.
-        model: an object with ``state_dict()`` (and optionally ``config()``), or a dict name -> array.
-        optimizer: an object with ``state_dict()``, a state dict, or None.
-        meta: JSON-able dict (epoch, step, RNG state from :func:`rng_state`, history, ...). Floats may
+        path: target file; its directory must exist. An existing file is replaced atomically. model:
+        an object with ``state_dict()`` (and optionally ``config()``), or a dict name -> array.
+        optimizer: an object with ``state_dict()``, a state dict, or None. meta: JSON-able dict
+        (epoch, step, RNG state from :func:`rng_state`, history, ...). Floats may
             be non-finite. Arrays are rejected here; pass them in ``extra_arrays``.
         scheduler: an object with ``state_dict()``, a state dict, or None.
         extra_arrays: dict name -> array saved alongside (e.g. a carried TBPTT state).
@@ -322,7 +364,9 @@ def save(path: str | os.PathLike[str], model: Any, optimizer: Any = None, meta: 
     else:
         sd = getattr(model, "state_dict", None)
         if not callable(sd):
-            raise TypeError(f"model: expected an object with state_dict() or a dict, got {type(model).__name__}")
+            raise TypeError(
+                f"model: expected an object with state_dict() or a dict, got {type(model).__name__}"
+            )
         model_state = sd()
         cfg = getattr(model, "config", None)
         model_config = cfg() if callable(cfg) else None
@@ -334,8 +378,10 @@ def save(path: str | os.PathLike[str], model: Any, optimizer: Any = None, meta: 
     state_refs: dict[str, Any] = {}
     for name, value in model_state.items():
         if not isinstance(name, str):
-            raise TypeError(f"model.state_dict(): keys must be str, got {type(name).__name__} key {name!r}")
-        _check_component(name, f"model.state_dict()[{name!r}]")
+            raise TypeError(
+                f"model.state_dict(): keys must be str, got {type(name).__name__} key {name!r}"
+            )
+        _check_name(name, f"model.state_dict()[{name!r}]")
         key = f"model/{name}"
         arrays[key] = _as_storable_array(value, f"model.state_dict()[{name!r}]")
         state_refs[name] = {_REF: key}
@@ -343,11 +389,15 @@ def save(path: str | os.PathLike[str], model: Any, optimizer: Any = None, meta: 
     extra_refs: dict[str, Any] = {}
     if extra_arrays is not None:
         if not isinstance(extra_arrays, Mapping):
-            raise TypeError(f"extra_arrays: expected a dict name -> array, got {type(extra_arrays).__name__}")
+            raise TypeError(
+                f"extra_arrays: expected a dict name -> array, got {type(extra_arrays).__name__}"
+            )
         for name, value in extra_arrays.items():
             if not isinstance(name, str):
-                raise TypeError(f"extra_arrays: keys must be str, got {type(name).__name__} key {name!r}")
-            _check_component(name, f"extra_arrays[{name!r}]")
+                raise TypeError(
+                    f"extra_arrays: keys must be str, got {type(name).__name__} key {name!r}"
+                )
+            _check_name(name, f"extra_arrays[{name!r}]")
             key = f"extra/{name}"
             arrays[key] = _as_storable_array(value, f"extra_arrays[{name!r}]")
             extra_refs[name] = {_REF: key}
@@ -363,15 +413,21 @@ def save(path: str | os.PathLike[str], model: Any, optimizer: Any = None, meta: 
             "config": _encode(model_config, ["model.config()"], arrays, allow_arrays=False),
             "state": state_refs,
         },
-        "optimizer": _encode(_state_of(optimizer, "optimizer"), ["optimizer"], arrays, allow_arrays=True),
-        "scheduler": _encode(_state_of(scheduler, "scheduler"), ["scheduler"], arrays, allow_arrays=True),
+        "optimizer": _encode(
+            _state_of(optimizer, "optimizer"), ["optimizer"], arrays, allow_arrays=True
+        ),
+        "scheduler": _encode(
+            _state_of(scheduler, "scheduler"), ["scheduler"], arrays, allow_arrays=True
+        ),
         "meta": _encode(dict(meta or {}), ["meta"], arrays, allow_arrays=False),
         "extra_arrays": extra_refs,
         "arrays": {k: {"dtype": a.dtype.str, "shape": list(a.shape)} for k, a in arrays.items()},
     }
     if _META_KEY in arrays:  # cannot happen with the prefixes above; keep the invariant explicit
         raise ValueError(f"array name {_META_KEY!r} is reserved")
-    blob = json.dumps(header, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    blob = json.dumps(header, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8"
+    )
     payload = {_META_KEY: np.frombuffer(blob, dtype=np.uint8), **arrays}
 
     dirname = os.path.dirname(os.path.abspath(path))
@@ -407,14 +463,18 @@ def _fail(path: str, msg: str) -> CheckpointError:
     return CheckpointError(f"{path}: {msg}")
 
 
-def _decode(obj: Any, arrays: Mapping[str, np.ndarray], used: set[str], path: str, where: str) -> Any:
+def _decode(
+    obj: Any, arrays: Mapping[str, np.ndarray], used: set[str], path: str, where: str
+) -> Any:
     if isinstance(obj, dict):
         if _REF in obj:
             key = obj[_REF]
             if len(obj) != 1 or not isinstance(key, str):
                 raise _fail(path, f"metadata {where}: malformed array reference {obj!r}")
             if key not in arrays:
-                raise _fail(path, f"metadata {where}: references array {key!r} which is not in the manifest")
+                raise _fail(
+                    path, f"metadata {where}: references array {key!r} which is not in the manifest"
+                )
             if key in used:
                 raise _fail(path, f"metadata {where}: array {key!r} is referenced twice")
             used.add(key)
@@ -439,7 +499,9 @@ def _read_header(path: str, zf: zipfile.ZipFile, npz: Any) -> dict[str, Any]:
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _fail(path, f"metadata is not valid UTF-8 JSON ({type(exc).__name__}: {exc})") from None
+        raise _fail(
+            path, f"metadata is not valid UTF-8 JSON ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(header, dict):
         raise _fail(path, "metadata must be a JSON object")
     if header.get("format") != FORMAT_NAME:
@@ -448,8 +510,11 @@ def _read_header(path: str, zf: zipfile.ZipFile, npz: Any) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int):
         raise _fail(path, f"version: expected an int, got {version!r}")
     if version > FORMAT_VERSION:
-        raise _fail(path, f"version {version} was written by a newer rnnfast (this one reads up to "
-                          f"{FORMAT_VERSION}); upgrade rnnfast")
+        raise _fail(
+            path,
+            f"version {version} was written by a newer rnnfast (this one reads up to "
+            f"{FORMAT_VERSION}); upgrade rnnfast",
+        )
     if version < 1:
         raise _fail(path, f"version: expected 1..{FORMAT_VERSION}, got {version}")
     missing = [k for k in _TOP_KEYS if k not in header]
@@ -484,20 +549,33 @@ def _check_member_sizes(path: str, zf: zipfile.ZipFile, archive_size: int) -> No
     """Reject zip members whose declared sizes could not come from this file (bombs, corruption)."""
     for info in zf.infolist():
         if info.flag_bits & 0x61:  # encrypted (bit 0), patched data (5), strong encryption (6)
-            raise _fail(path, f"member {info.filename!r}: encrypted or patched zip entries are not supported")
+            raise _fail(
+                path,
+                f"member {info.filename!r}: encrypted or patched zip entries are not supported",
+            )
         if info.compress_type == zipfile.ZIP_STORED:
             ok = info.compress_size == info.file_size <= archive_size
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             # deflate cannot expand by more than ~1032x
-            ok = info.compress_size <= archive_size and info.file_size <= 1100 * info.compress_size + 1024
+            ok = (
+                info.compress_size <= archive_size
+                and info.file_size <= 1100 * info.compress_size + 1024
+            )
         else:
-            raise _fail(path, f"member {info.filename!r}: unsupported zip compression {info.compress_type}")
+            raise _fail(
+                path, f"member {info.filename!r}: unsupported zip compression {info.compress_type}"
+            )
         if not ok:
-            raise _fail(path, f"member {info.filename!r}: inconsistent sizes in the zip directory "
-                              f"({info.compress_size} -> {info.file_size} bytes; file is {archive_size})")
+            raise _fail(
+                path,
+                f"member {info.filename!r}: inconsistent sizes in the zip directory "
+                f"({info.compress_size} -> {info.file_size} bytes; file is {archive_size})",
+            )
 
 
-def _check_manifest(path: str, header: dict[str, Any], zf: zipfile.ZipFile) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+def _check_manifest(
+    path: str, header: dict[str, Any], zf: zipfile.ZipFile
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
     manifest: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
     for key, spec in header["arrays"].items():
         if key == _META_KEY:
@@ -516,17 +594,25 @@ def _check_manifest(path: str, header: dict[str, Any], zf: zipfile.ZipFile) -> d
         if not isinstance(shape, list) or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
         ):
-            raise _fail(path, f"manifest[{key!r}].shape: expected a list of non-negative ints, got {shape!r}")
+            raise _fail(
+                path,
+                f"manifest[{key!r}].shape: expected a list of non-negative ints, got {shape!r}",
+            )
         nbytes = dtype.itemsize * math.prod(shape)
         try:
             info = zf.getinfo(key + ".npy")
         except KeyError:
-            raise _fail(path, f"array {key!r} is listed in the manifest but missing from the archive") from None
+            raise _fail(
+                path, f"array {key!r} is listed in the manifest but missing from the archive"
+            ) from None
         # bound what a hostile archive can make us allocate: the member must be about as large as
         # the array it claims to hold, and its (stored or deflated) bytes must fit in the file
         if info.file_size < nbytes or info.file_size > nbytes + _MAX_NPY_HEADER:
-            raise _fail(path, f"array {key!r}: archive member of {info.file_size} bytes cannot hold "
-                              f"{dtype} {tuple(shape)} ({nbytes} bytes)")
+            raise _fail(
+                path,
+                f"array {key!r}: archive member of {info.file_size} bytes cannot hold "
+                f"{dtype} {tuple(shape)} ({nbytes} bytes)",
+            )
         manifest[key] = (dtype, tuple(shape))
     members = {n[: -len(".npy")] if n.endswith(".npy") else n for n in zf.namelist()}
     extra = sorted(members - set(manifest) - {_META_KEY})
@@ -539,11 +625,11 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate a checkpoint written by :func:`save`.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        CheckpointError: (a ValueError) for anything else wrong with the file: not a zip/npz archive,
-            truncated, corrupt data (CRC), pickled or object arrays, unknown format, newer or invalid
-            version, malformed metadata, arrays missing/extra or with a dtype/shape other than the
-            manifest says. The message names the file and the problem.
+        FileNotFoundError: if ``path`` does not exist. CheckpointError: (a ValueError) for anything
+        else wrong with the file: not a zip/npz archive,
+            truncated, corrupt data (CRC), pickled or object arrays, unknown format, newer or
+            invalid version, malformed metadata, arrays missing/extra or with a dtype/shape other
+            than the manifest says. The message names the file and the problem.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -562,14 +648,24 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
             raise _fail(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
         if magic != b"PK\x03\x04":
             # never hand anything but a zip to np.load: no pickle attempts, no bare .npy allocations
-            raise _fail(path, f"not an .npz (zip) archive (starts with {magic!r}); "
-                              "truncated or not a checkpoint")
+            raise _fail(
+                path,
+                f"not an .npz (zip) archive (starts with {magic!r}); truncated or not a checkpoint",
+            )
         try:
             f.seek(0)
             npz = np.load(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
-                RuntimeError) as exc:
-            raise _fail(path, f"not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+        except (
+            ValueError,
+            OSError,
+            EOFError,
+            zipfile.BadZipFile,
+            NotImplementedError,
+            RuntimeError,
+        ) as exc:
+            raise _fail(
+                path, f"not a readable .npz archive ({type(exc).__name__}: {exc})"
+            ) from None
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise _fail(path, "is a single .npy array, not an .npz checkpoint archive")
         try:
@@ -582,20 +678,37 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
                 for key, (dtype, shape) in manifest.items():
                     try:
                         arr = npz[key]
-                    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError,
-                            NotImplementedError, RuntimeError) as exc:
-                        raise _fail(path, f"array {key!r} cannot be read ({type(exc).__name__}: "
-                                          f"{exc})") from None
+                    except (
+                        ValueError,
+                        OSError,
+                        EOFError,
+                        zipfile.BadZipFile,
+                        KeyError,
+                        NotImplementedError,
+                        RuntimeError,
+                    ) as exc:
+                        raise _fail(
+                            path, f"array {key!r} cannot be read ({type(exc).__name__}: {exc})"
+                        ) from None
                     if not isinstance(arr, np.ndarray):
                         raise _fail(path, f"array {key!r} is not an .npy array")
                     if arr.dtype != dtype or arr.shape != shape:
-                        raise _fail(path, f"array {key!r}: expected {dtype.str} {shape} (manifest), "
-                                          f"got {arr.dtype.str} {arr.shape}")
+                        raise _fail(
+                            path,
+                            f"array {key!r}: expected {dtype.str} {shape} (manifest), "
+                            f"got {arr.dtype.str} {arr.shape}",
+                        )
                     arrays[key] = arr
         except CheckpointError:
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
-                RuntimeError) as exc:
+        except (
+            zipfile.BadZipFile,
+            OSError,
+            EOFError,
+            ValueError,
+            NotImplementedError,
+            RuntimeError,
+        ) as exc:
             raise _fail(path, f"corrupt archive ({type(exc).__name__}: {exc})") from None
 
     used: set[str] = set()

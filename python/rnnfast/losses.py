@@ -7,25 +7,28 @@ Every loss is a small object, configured once and called many times::
     value = loss_fn.forward(logits, target)          # value only
     dlogits = loss_fn.backward(logits, target)       # gradient only
 
-* ``loss_fn(pred, target, mask=None) -> (loss: float, dpred: ndarray)``: the value and its gradient in
-  one pass; ``dpred`` has the shape and dtype of ``pred`` and is the gradient of the *returned* (reduced)
-  loss, so it can be fed straight into a module's ``backward``.
-* ``forward`` returns only the value, ``backward`` only the gradient (each computes just what it needs).
+* ``loss_fn(pred, target, mask=None) -> (loss: float, dpred: ndarray)``: the value and its gradient
+  in one pass; ``dpred`` has the shape and dtype of ``pred`` and is the gradient of the *returned*
+  (reduced) loss, so it can be fed straight into a module's ``backward``.
+* ``forward`` returns only the value, ``backward`` only the gradient (each computes just what it
+  needs).
 
-Dtypes: ``pred`` must be float32 or float64; the gradient has ``pred``'s dtype, the value is always a
-Python float (accumulated in float64). Real-valued targets (MSE, BCE) may be any bool, integer or
-floating dtype and are converted to ``pred``'s dtype; class targets (cross-entropy) must be integers.
+Dtypes: ``pred`` must be float32 or float64; the gradient has ``pred``'s dtype, the value is always
+a Python float (accumulated in float64). Real-valued targets (MSE, BCE) may be any bool, integer or
+floating dtype and are converted to ``pred``'s dtype; class targets (cross-entropy) must be
+integers.
 
-``mask`` (all losses): optional bool array (or 0/1 numbers) whose shape is a *leading prefix* of the item
-shape -- ``pred.shape`` for MSE/BCE, ``target.shape`` for cross-entropy. For example ``pred`` of shape
-(T, B, D) with a (T, B) mask from :func:`sequence_mask` excludes the padded steps of a ragged batch.
-Masked-out items contribute nothing to the value or the gradient, and ``reduction="mean"`` divides by
-the number of items that remain (times their trailing element count for MSE/BCE).
+``mask`` (all losses): optional bool array (or 0/1 numbers) whose shape is a *leading prefix* of the
+item shape -- ``pred.shape`` for MSE/BCE, ``target.shape`` for cross-entropy. For example ``pred``
+of shape (T, B, D) with a (T, B) mask from :func:`sequence_mask` excludes the padded steps of a
+ragged batch. Masked-out items contribute nothing to the value or the gradient, and
+``reduction="mean"`` divides by the number of items that remain (times their trailing element count
+for MSE/BCE).
 
 Empty selections: if no item counts (zero-size input, everything masked or ignored) the value is 0.0
-and the gradient is zero (PyTorch would return NaN for a mean over nothing; a padding-only batch should
-not poison training). Non-finite values in ``pred`` propagate (NaN/Inf in the value and gradient), so
-the training loop can detect them; they are not silently replaced.
+and the gradient is zero (PyTorch would return NaN for a mean over nothing; a padding-only batch
+should not poison training). Non-finite values in ``pred`` propagate (NaN/Inf in the value and
+gradient), so the training loop can detect them; they are not silently replaced.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def _check_reduction(reduction: str) -> str:
 
 
 class Loss:
-    """Base class: ``__call__`` -> (value, gradient); ``forward`` -> value; ``backward`` -> gradient.
+    """Base: ``__call__`` -> (value, gradient); ``forward`` -> value; ``backward`` -> gradient.
 
     Subclasses implement ``_compute(pred, target, mask, need_grad) -> (value, grad_or_None)``.
     """
@@ -115,7 +118,7 @@ class Loss:
     reduction: str
 
     def __call__(self, pred: Any, target: Any, mask: Any = None) -> tuple[float, np.ndarray]:
-        """Return ``(loss, dpred)``: the reduced loss (float) and dL/dpred (pred's shape and dtype)."""
+        """Return ``(loss, dpred)``: the reduced loss (float) and dL/dpred (pred's shape, dtype)."""
         value, grad = self._compute(pred, target, mask, True)
         assert grad is not None
         return value, grad
@@ -144,7 +147,7 @@ def _elementwise_reduce(
     mask: np.ndarray | None,
     reduction: str,
 ) -> tuple[float, float, np.ndarray | None]:
-    """Reduce an elementwise loss; return (value, scale, mask_broadcast) with grad = d_elem * scale * m."""
+    """Reduce an elementwise loss: (value, scale, mask_broadcast); grad = d_elem * scale * m."""
     if mask is None:
         count = elem.size
         mfull = None
@@ -174,14 +177,15 @@ class MSELoss(Loss):
     ``dL/dpred = (pred - target) / N`` (mean over N counted elements) or ``pred - target`` (sum).
 
     Note the factor 1/2: this loss is **half** of ``torch.nn.MSELoss`` (which has no 1/2), and its
-    gradient is half of torch's. The 1/2 is the textbook convention that makes the gradient the plain
-    residual ``pred - target``.
+    gradient is half of torch's. The 1/2 is the textbook convention that makes the gradient the
+    plain residual ``pred - target``.
 
     Args:
         reduction: ``"mean"`` (default) or ``"sum"``.
 
     Call: ``loss, dpred = MSELoss()(pred, target, mask=None)``; ``pred`` any shape, float32/float64;
-    ``target`` the same shape (converted to pred's dtype); ``mask`` a leading prefix of pred's shape.
+    ``target`` the same shape (converted to pred's dtype); ``mask`` a leading prefix of pred's
+    shape.
     """
 
     def __init__(self, reduction: str = "mean") -> None:
@@ -222,8 +226,8 @@ class BCEWithLogitsLoss(Loss):
                 = p * y * softplus(-x) + (1 - y) * softplus(x)
         dl/dx   = (1 - y) * sigmoid(x) - p * y * sigmoid(-x)           (= sigmoid(x) - y when p = 1)
 
-    ``softplus(x) = max(x, 0) + log1p(exp(-|x|))`` never overflows, so logits of any finite size give a
-    finite loss and gradient.
+    ``softplus(x) = max(x, 0) + log1p(exp(-|x|))`` never overflows, so logits of any finite size
+    give a finite loss and gradient.
 
     Args:
         pos_weight: optional weight of positive examples, a scalar or an array that broadcasts to
@@ -280,7 +284,8 @@ class BCEWithLogitsLoss(Loss):
             return value, None
         denom = 1 + e
         sig = np.where(x >= 0, 1, e) / denom  # sigmoid(x)
-        sig_neg = np.where(x >= 0, e, 1) / denom  # sigmoid(-x) = 1 - sigmoid(x), without cancellation
+        # sigmoid(-x) = 1 - sigmoid(x), computed without cancellation
+        sig_neg = np.where(x >= 0, e, 1) / denom
         # (1 - y) s(x) - p y s(-x); not s(x) - y, which loses e.g. -e^-80 for x = 80, y = 1
         grad = one_minus_y * sig - (y * sig_neg if pw is None else pw * y * sig_neg)
         grad = grad * scale
@@ -294,7 +299,7 @@ class BCEWithLogitsLoss(Loss):
 
 
 class CrossEntropyLoss(Loss):
-    r"""Softmax cross-entropy over the last axis with integer class targets (``torch.nn.CrossEntropyLoss``).
+    r"""Softmax cross-entropy over the last axis with integer class targets (as torch's).
 
     For logits ``z`` of shape (..., C) and targets ``y`` of shape (...) with ``0 <= y < C``::
 
@@ -302,10 +307,10 @@ class CrossEntropyLoss(Loss):
         L     = sum_i w[y_i] l_i / sum_i w[y_i]         (reduction="mean", over counted items i)
         dL/dz_i = w[y_i] (softmax(z_i) - onehot(y_i)) / sum_j w[y_j]
 
-    Items whose target equals ``ignore_index`` (padding) or that are masked out are not counted: they
-    add nothing to the value, the gradient or the mean's denominator. ``w`` is the optional per-class
-    ``weight`` (1 for every class by default). The log-sum-exp is shifted by the row maximum, so large
-    logits never overflow.
+    Items whose target equals ``ignore_index`` (padding) or that are masked out are not counted:
+    they add nothing to the value, the gradient or the mean's denominator. ``w`` is the optional
+    per-class ``weight`` (1 for every class by default). The log-sum-exp is shifted by the row
+    maximum, so large logits never overflow.
 
     Args:
         weight: optional per-class weights, shape (C,), >= 0.
@@ -317,7 +322,9 @@ class CrossEntropyLoss(Loss):
     leading prefix of target's shape, e.g. (T, B) for logits (T, B, C).
     """
 
-    def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean") -> None:
+    def __init__(
+        self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean"
+    ) -> None:
         self.reduction = _check_reduction(reduction)
         if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(
             ignore_index, (int, np.integer)
@@ -348,9 +355,13 @@ class CrossEntropyLoss(Loss):
         if t.dtype.kind not in "iu":
             raise TypeError(f"target: expected an integer dtype (class indices), got {t.dtype}")
         if t.shape != z.shape[:-1]:
-            raise ValueError(f"target: expected shape {z.shape[:-1]} (pred.shape[:-1]), got {t.shape}")
+            raise ValueError(
+                f"target: expected shape {z.shape[:-1]} (pred.shape[:-1]), got {t.shape}"
+            )
         if self.weight is not None and self.weight.shape != (C,):
-            raise ValueError(f"weight: expected shape ({C},) to match pred's classes, got {self.weight.shape}")
+            raise ValueError(
+                f"weight: expected shape ({C},) to match pred's classes, got {self.weight.shape}"
+            )
         m = _as_mask(mask, t.shape)
 
         valid = t != self.ignore_index
@@ -385,7 +396,10 @@ class CrossEntropyLoss(Loss):
         coef = (w_item * scale).astype(z.dtype)  # per-item factor w[y_i] / N
         grad = expz / sumexp[..., None]
         np.put_along_axis(
-            grad, t_safe[..., None], np.take_along_axis(grad, t_safe[..., None], axis=-1) - 1, axis=-1
+            grad,
+            t_safe[..., None],
+            np.take_along_axis(grad, t_safe[..., None], axis=-1) - 1,
+            axis=-1,
         )
         grad = np.where(valid[..., None], grad * coef[..., None], 0)
         return value, grad.astype(z.dtype, copy=False)
@@ -401,7 +415,7 @@ class CrossEntropyLoss(Loss):
 def sequence_mask(lengths: Any, T: int, *, batch_first: bool = False) -> np.ndarray:
     """Bool mask of valid steps for a ragged batch: shape (T, B) (or (B, T) with ``batch_first``).
 
-    ``mask[t, b]`` is True iff ``t < lengths[b]``. ``lengths``: integer array (B,), 0 <= lengths <= T.
+    ``mask[t, b]`` is True iff ``t < lengths[b]``; ``lengths``: integer array (B,) in [0, T].
     """
     lens = np.asarray(lengths)
     if lens.dtype.kind not in "iu":
@@ -411,6 +425,8 @@ def sequence_mask(lengths: Any, T: int, *, batch_first: bool = False) -> np.ndar
     if isinstance(T, (bool, np.bool_)) or not isinstance(T, (int, np.integer)) or T < 0:
         raise ValueError(f"T: expected an int >= 0, got {T!r}")
     if np.any(lens < 0) or np.any(lens > T):
-        raise ValueError(f"lengths: expected values in [0, {T}], got min {lens.min()}, max {lens.max()}")
+        raise ValueError(
+            f"lengths: expected values in [0, {T}], got min {lens.min()}, max {lens.max()}"
+        )
     mask = np.arange(int(T))[:, None] < lens[None, :]
     return np.ascontiguousarray(mask.T) if batch_first else mask

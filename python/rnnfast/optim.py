@@ -2,28 +2,30 @@
 
 Optimizers work on a dict of named parameter arrays that they update **in place**::
 
-    opt = Adam(model.parameters(), lr=1e-3)     # parameters(): dict name -> ndarray (the live arrays)
+    opt = Adam(model.parameters(), lr=1e-3)     # dict name -> ndarray: the live arrays
     ...
     total_norm = clip_grad_norm_(grads, max_norm=1.0, stats=clip_stats)
-    opt.step(grads)                             # grads: dict name -> ndarray, same keys/shapes/dtypes
+    opt.step(grads)                             # dict name -> ndarray: same keys/shapes/dtypes
     sched.step()
 
 * ``params``: ``Mapping[str, np.ndarray]`` of float32/float64, writeable arrays (or an object with a
   ``parameters()`` method returning one). The optimizer keeps references to these very arrays and
   modifies them in place, so the model sees the update without any copy back.
 * ``step(grads)``: ``grads`` has a subset of the parameter names (a missing name or a ``None`` value
-  means "no gradient", and that parameter is skipped, like a PyTorch parameter whose ``.grad`` is None);
-  each gradient must have its parameter's shape and dtype. ``grads`` are never modified by ``step``.
-* Update formulas are PyTorch's (``torch.optim`` 2.x, single-tensor path), written out in each class's
-  docstring; on float64 they agree with torch to ~1e-16 relative (tested to 1e-12).
+  means "no gradient", and that parameter is skipped, like a PyTorch parameter whose ``.grad`` is
+  None); each gradient must have its parameter's shape and dtype. ``grads`` are never modified by
+  ``step``.
+* Update formulas are PyTorch's (``torch.optim`` 2.x, single-tensor path), written out in each
+  class's docstring; on float64 they agree with torch to ~1e-16 relative (tested to 1e-12).
 * ``lr`` is a plain attribute; schedulers change it. ``initial_lr`` is set by the first scheduler
   attached (like ``param_group["initial_lr"]``).
 * ``state_dict()`` is a plain dict of NumPy arrays and JSON-able scalars (no pickle needed);
-  ``load_state_dict(d)`` restores hyperparameters, ``lr`` and per-parameter state (arrays are copied and
-  checked against the parameters' shapes and dtypes). Lists are accepted where tuples were saved (JSON).
+  ``load_state_dict(d)`` restores hyperparameters, ``lr`` and per-parameter state (arrays are copied
+  and checked against the parameters' shapes and dtypes). Lists are accepted where tuples were saved
+  (JSON).
 
-Non-finite gradients are not checked here (they propagate into the parameters); the training loop and
-``clip_grad_norm_(..., error_if_nonfinite=True)`` are where that is detected.
+Non-finite gradients are not checked here (they propagate into the parameters); the training loop
+and ``clip_grad_norm_(..., error_if_nonfinite=True)`` are where that is detected.
 """
 
 from __future__ import annotations
@@ -63,9 +65,18 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # --------------------------------------------------------------------------------------------------
 
 
-def _real(name: str, value: Any, *, lo: float | None = None, lo_open: bool = False,
-          hi: float | None = None, hi_open: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+def _real(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    lo_open: bool = False,
+    hi: float | None = None,
+    hi_open: bool = False,
+) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
     v = float(value)
     if math.isnan(v):
@@ -97,7 +108,8 @@ def _check_param_dict(params: Any) -> dict[str, np.ndarray]:
         params = params.parameters()
     if not isinstance(params, Mapping):
         raise TypeError(
-            f"params: expected a dict name -> ndarray (e.g. model.parameters()), got {type(params).__name__}"
+            "params: expected a dict name -> ndarray (e.g. model.parameters()), "
+            f"got {type(params).__name__}"
         )
     if len(params) == 0:
         raise ValueError("params: got an empty parameter dict")
@@ -107,17 +119,22 @@ def _check_param_dict(params: Any) -> dict[str, np.ndarray]:
             raise TypeError(f"params: expected str keys, got {type(name).__name__} key {name!r}")
         if not isinstance(p, np.ndarray):
             raise TypeError(
-                f"params[{name!r}]: expected an np.ndarray (updated in place), got {type(p).__name__}"
+                f"params[{name!r}]: expected an np.ndarray (updated in place), "
+                f"got {type(p).__name__}"
             )
         if p.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"params[{name!r}]: expected dtype float32 or float64, got {p.dtype}")
         if not p.flags.writeable:
-            raise ValueError(f"params[{name!r}]: array is read-only; the optimizer updates it in place")
+            raise ValueError(
+                f"params[{name!r}]: array is read-only; the optimizer updates it in place"
+            )
         out[name] = p
     return out
 
 
-def _check_grads(grads: Any, params: Mapping[str, np.ndarray], name: str = "grads") -> dict[str, np.ndarray]:
+def _check_grads(
+    grads: Any, params: Mapping[str, np.ndarray], name: str = "grads"
+) -> dict[str, np.ndarray]:
     """Return the non-None gradients as arrays, checked against the parameters."""
     if not isinstance(grads, Mapping):
         raise TypeError(f"{name}: expected a dict name -> ndarray, got {type(grads).__name__}")
@@ -133,7 +150,9 @@ def _check_grads(grads: Any, params: Mapping[str, np.ndarray], name: str = "grad
         p = params[key]
         g = np.asarray(g)
         if g.dtype != p.dtype:
-            raise TypeError(f"{name}[{key!r}]: expected dtype {p.dtype} (the parameter's), got {g.dtype}")
+            raise TypeError(
+                f"{name}[{key!r}]: expected dtype {p.dtype} (the parameter's), got {g.dtype}"
+            )
         if g.shape != p.shape:
             raise ValueError(f"{name}[{key!r}]: expected shape {p.shape}, got {g.shape}")
         out[key] = g
@@ -193,11 +212,12 @@ class Optimizer:
             self._update(name, self.params[name], g)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the optimizer state: NumPy arrays (copies) and JSON-able scalars, nested dicts only."""
+        """The optimizer state: NumPy arrays (copies) and JSON-able scalars, nested dicts only."""
         state: dict[str, dict[str, Any]] = {}
         for name, st in self.state.items():
             state[name] = {
-                k: (v.copy() if isinstance(v, np.ndarray) else _to_json_scalar(v)) for k, v in st.items()
+                k: (v.copy() if isinstance(v, np.ndarray) else _to_json_scalar(v))
+                for k, v in st.items()
             }
         return {
             "type": type(self).__name__,
@@ -279,9 +299,10 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    r"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay (torch.optim.SGD).
+    r"""SGD with momentum, dampening, Nesterov and weight decay (torch.optim.SGD).
 
-    Per parameter ``p`` with gradient ``g`` (``mu`` = momentum, ``tau`` = dampening, ``wd`` = weight decay)::
+    Per parameter ``p`` with gradient ``g`` (``mu`` = momentum, ``tau`` = dampening, ``wd`` = weight
+    decay)::
 
         g = -g                              if maximize
         g = g + wd * p                      if wd != 0
@@ -297,15 +318,36 @@ class SGD(Optimizer):
 
     _state_arrays = ("momentum_buffer",)
 
-    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
         super().__init__(params, lr)
-        self._set_hyperparams(dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                   nesterov=nesterov, maximize=maximize))
+        self._set_hyperparams(
+            dict(
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                maximize=maximize,
+            )
+        )
 
     def _hyperparams(self) -> dict[str, Any]:
-        return dict(momentum=self.momentum, dampening=self.dampening, weight_decay=self.weight_decay,
-                    nesterov=self.nesterov, maximize=self.maximize)
+        return dict(
+            momentum=self.momentum,
+            dampening=self.dampening,
+            weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
+            maximize=self.maximize,
+        )
 
     def _set_hyperparams(self, hp: Mapping[str, Any]) -> None:
         momentum = _real("momentum", hp["momentum"], lo=0.0)
@@ -355,16 +397,32 @@ class Adam(Optimizer):
     _state_arrays = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _decoupled = False
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
         super().__init__(params, lr)
-        self._set_hyperparams(dict(betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                                   maximize=maximize))
+        self._set_hyperparams(
+            dict(
+                betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize
+            )
+        )
 
     def _hyperparams(self) -> dict[str, Any]:
-        return dict(betas=list(self.betas), eps=self.eps, weight_decay=self.weight_decay,
-                    amsgrad=self.amsgrad, maximize=self.maximize)
+        return dict(
+            betas=list(self.betas),
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            amsgrad=self.amsgrad,
+            maximize=self.maximize,
+        )
 
     def _set_hyperparams(self, hp: Mapping[str, Any]) -> None:
         betas = hp["betas"]
@@ -424,9 +482,17 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
 
 
@@ -454,16 +520,39 @@ class RMSprop(Optimizer):
 
     _state_arrays = ("square_avg", "grad_avg", "momentum_buffer")
 
-    def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 maximize: bool = False) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
         super().__init__(params, lr)
-        self._set_hyperparams(dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                   centered=centered, maximize=maximize))
+        self._set_hyperparams(
+            dict(
+                alpha=alpha,
+                eps=eps,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                centered=centered,
+                maximize=maximize,
+            )
+        )
 
     def _hyperparams(self) -> dict[str, Any]:
-        return dict(alpha=self.alpha, eps=self.eps, weight_decay=self.weight_decay,
-                    momentum=self.momentum, centered=self.centered, maximize=self.maximize)
+        return dict(
+            alpha=self.alpha,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            centered=self.centered,
+            maximize=self.maximize,
+        )
 
     def _set_hyperparams(self, hp: Mapping[str, Any]) -> None:
         alpha = _real("alpha", hp["alpha"], lo=0.0)
@@ -517,9 +606,9 @@ class ClipStats:
     """Running record of gradient clipping: pre-clip norms and how often clipping fired.
 
     Pass one to :func:`clip_grad_norm_` / :func:`clip_grad_value_` via ``stats=``. For norm clipping
-    ``last_norm``/``max_norm_seen`` are pre-clip total norms; for value clipping they are the pre-clip
-    max |g| (the inf-norm). Non-finite norms are recorded in ``last_norm`` and counted in ``nonfinite``
-    but do not update ``max_norm_seen``/``sum_norm``.
+    ``last_norm``/``max_norm_seen`` are pre-clip total norms; for value clipping they are the
+    pre-clip max |g| (the inf-norm). Non-finite norms are recorded in ``last_norm`` and counted in
+    ``nonfinite`` but do not update ``max_norm_seen``/``sum_norm``.
     """
 
     calls: int = 0
@@ -558,8 +647,14 @@ class ClipStats:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state (non-finite ``last_norm`` is kept as a float; io encodes it)."""
-        return dict(calls=self.calls, clipped=self.clipped, nonfinite=self.nonfinite,
-                    last_norm=self.last_norm, max_norm_seen=self.max_norm_seen, sum_norm=self.sum_norm)
+        return dict(
+            calls=self.calls,
+            clipped=self.clipped,
+            nonfinite=self.nonfinite,
+            last_norm=self.last_norm,
+            max_norm_seen=self.max_norm_seen,
+            sum_norm=self.sum_norm,
+        )
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
@@ -579,7 +674,9 @@ def _grad_arrays(grads: Any) -> list[tuple[str, np.ndarray]]:
         if g is None:
             continue
         if not isinstance(g, np.ndarray):
-            raise TypeError(f"grads[{k!r}]: expected an np.ndarray (clipped in place), got {type(g).__name__}")
+            raise TypeError(
+                f"grads[{k!r}]: expected an np.ndarray (clipped in place), got {type(g).__name__}"
+            )
         if g.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"grads[{k!r}]: expected dtype float32 or float64, got {g.dtype}")
         if not g.flags.writeable:
@@ -588,20 +685,27 @@ def _grad_arrays(grads: Any) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def clip_grad_norm_(grads: Mapping[str, np.ndarray | None], max_norm: float, norm_type: float = 2.0,
-                    *, error_if_nonfinite: bool = False, stats: ClipStats | None = None) -> float:
+def clip_grad_norm_(
+    grads: Mapping[str, np.ndarray | None],
+    max_norm: float,
+    norm_type: float = 2.0,
+    *,
+    error_if_nonfinite: bool = False,
+    stats: ClipStats | None = None,
+) -> float:
     """Scale all gradients in place so their joint ``norm_type``-norm is at most ``max_norm``.
 
-    Same semantics as ``torch.nn.utils.clip_grad_norm_``: ``total_norm`` is the norm of the vector of
-    per-array norms (= the norm of all gradient entries concatenated; ``norm_type=inf`` gives the max
-    |g|); if ``scale = max_norm / (total_norm + 1e-6)`` is < 1 every gradient is multiplied by it.
+    Same semantics as ``torch.nn.utils.clip_grad_norm_``: ``total_norm`` is the norm of the vector
+    of per-array norms (= the norm of all gradient entries concatenated; ``norm_type=inf`` gives the
+    max |g|); if ``scale = max_norm / (total_norm + 1e-6)`` is < 1 every gradient is multiplied by
+    it.
 
     Args:
         grads: dict name -> float32/float64 writeable array (``None`` values are skipped).
         max_norm: the largest allowed total norm, >= 0.
         norm_type: p of the p-norm, > 0, or ``inf``.
         error_if_nonfinite: raise ValueError if the total norm is NaN/Inf.
-        stats: optional :class:`ClipStats` updated with the pre-clip norm and whether clipping fired.
+        stats: optional :class:`ClipStats`, updated with the pre-clip norm and whether it clipped.
 
     Returns:
         The pre-clip total norm as a Python float (computed in float64).
@@ -617,13 +721,19 @@ def clip_grad_norm_(grads: Mapping[str, np.ndarray | None], max_norm: float, nor
     elif math.isinf(norm_type):
         total = max(float(np.max(np.abs(g))) if g.size else 0.0 for _, g in arrays)
     else:
-        norms = np.array([np.linalg.norm(g.ravel().astype(np.float64), ord=norm_type) if g.size else 0.0
-                          for _, g in arrays])
+        norms = np.array(
+            [
+                np.linalg.norm(g.ravel().astype(np.float64), ord=norm_type) if g.size else 0.0
+                for _, g in arrays
+            ]
+        )
         total = float(np.linalg.norm(norms, ord=norm_type))
     finite = math.isfinite(total)
     if not finite and error_if_nonfinite:
         bad = [k for k, g in arrays if not np.all(np.isfinite(g))]
-        raise ValueError(f"grads: total norm of order {norm_type} is {total}; non-finite entries in {bad}")
+        raise ValueError(
+            f"grads: total norm of order {norm_type} is {total}; non-finite entries in {bad}"
+        )
     clip_coef = max_norm / (total + 1e-6) if finite else 1.0
     clipped = clip_coef < 1.0
     if clipped:
@@ -634,9 +744,10 @@ def clip_grad_norm_(grads: Mapping[str, np.ndarray | None], max_norm: float, nor
     return total
 
 
-def clip_grad_value_(grads: Mapping[str, np.ndarray | None], clip_value: float, *,
-                     stats: ClipStats | None = None) -> float:
-    """Clamp every gradient entry in place to ``[-clip_value, clip_value]`` (torch.nn.utils.clip_grad_value_).
+def clip_grad_value_(
+    grads: Mapping[str, np.ndarray | None], clip_value: float, *, stats: ClipStats | None = None
+) -> float:
+    """Clamp every gradient entry in place to ``[-clip_value, clip_value]`` (as torch's).
 
     Returns the pre-clip max |g| (inf-norm) as a float; ``stats`` records it and whether any entry
     was clamped. NaN entries stay NaN.
@@ -664,17 +775,20 @@ def clip_grad_value_(grads: Mapping[str, np.ndarray | None], clip_value: float, 
 class LRScheduler:
     """Base class of the schedulers (PyTorch's chainable LRScheduler semantics, one param group).
 
-    On construction the scheduler records ``optimizer.initial_lr`` (if not yet set) as its ``base_lr``
-    and performs the initial step (``last_epoch`` becomes 0). Each :meth:`step` advances ``last_epoch``
-    by one and sets ``optimizer.lr``. The updates are PyTorch's recursive ("chainable") formulas, so
-    two schedulers on one optimizer compose multiplicatively, exactly as in PyTorch.
+    On construction the scheduler records ``optimizer.initial_lr`` (if not yet set) as its
+    ``base_lr`` and performs the initial step (``last_epoch`` becomes 0). Each :meth:`step` advances
+    ``last_epoch`` by one and sets ``optimizer.lr``. The updates are PyTorch's recursive
+    ("chainable") formulas, so two schedulers on one optimizer compose multiplicatively, exactly as
+    in PyTorch.
     """
 
     _fields: tuple[str, ...] = ()  # hyperparameters saved in state_dict
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer: expected an rnnfast Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer: expected an rnnfast Optimizer, got {type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
         if optimizer.initial_lr is None:
             optimizer.initial_lr = float(optimizer.lr)
@@ -742,7 +856,8 @@ class LRScheduler:
             raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
         if state_dict.get("type") != type(self).__name__:
             raise ValueError(
-                f"state_dict['type']: expected {type(self).__name__!r}, got {state_dict.get('type')!r}"
+                f"state_dict['type']: expected {type(self).__name__!r}, "
+                f"got {state_dict.get('type')!r}"
             )
         for key in ("last_epoch", "step_count", "base_lr", "last_lr", *self._fields):
             if key not in state_dict:
@@ -760,7 +875,10 @@ class LRScheduler:
 
 
 class StepLR(LRScheduler):
-    """Multiply the lr by ``gamma`` every ``step_size`` epochs: ``lr = base_lr * gamma ** (epoch // step_size)``."""
+    """Multiply the lr by ``gamma`` every ``step_size`` epochs.
+
+    ``lr = base_lr * gamma ** (epoch // step_size)`` (torch.optim.lr_scheduler.StepLR).
+    """
 
     _fields = ("step_size", "gamma")
 
@@ -798,7 +916,7 @@ class ExponentialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-    r"""Cosine annealing: ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``.
+    r"""Cosine annealing: ``lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2``.
 
     Computed with PyTorch's recursive form (chainable); after ``T_max`` the cosine continues (the lr
     rises again over the next ``T_max`` epochs), as in PyTorch (no restarts).
@@ -817,24 +935,35 @@ class CosineAnnealingLR(LRScheduler):
             return lr
         if (e - 1 - T) % (2 * T) == 0:
             return lr + (self.base_lr - lo) * (1 - math.cos(math.pi / T)) / 2
-        return (1 + math.cos(math.pi * e / T)) / (1 + math.cos(math.pi * (e - 1) / T)) * (lr - lo) + lo
+        return (1 + math.cos(math.pi * e / T)) / (1 + math.cos(math.pi * (e - 1) / T)) * (
+            lr - lo
+        ) + lo
 
     def _closed_form_lr(self) -> float:
-        return self.eta_min + (self.base_lr - self.eta_min) * (
-            1 + math.cos(math.pi * self.last_epoch / self.T_max)
-        ) / 2
+        return (
+            self.eta_min
+            + (self.base_lr - self.eta_min)
+            * (1 + math.cos(math.pi * self.last_epoch / self.T_max))
+            / 2
+        )
 
 
 class LinearLR(LRScheduler):
-    """Multiply ``base_lr`` by a factor going linearly from ``start_factor`` to ``end_factor`` over ``total_iters``.
+    """Scale ``base_lr`` by a factor going linearly from ``start_factor`` to ``end_factor``.
 
-    ``lr = base_lr * (start + (end - start) * min(epoch, total_iters) / total_iters)`` (torch.optim.lr_scheduler.LinearLR).
+    ``lr = base_lr * (start + (end - start) * min(epoch, total_iters) / total_iters)``
+    (torch.optim.lr_scheduler.LinearLR).
     """
 
     _fields = ("start_factor", "end_factor", "total_iters")
 
-    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
-                 total_iters: int = 5) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+    ) -> None:
         self.start_factor = _real("start_factor", start_factor, lo=0.0, lo_open=True, hi=1.0)
         self.end_factor = _real("end_factor", end_factor, lo=0.0, hi=1.0)
         self.total_iters = _int("total_iters", total_iters, lo=1)
@@ -862,21 +991,28 @@ class SequentialLR(LRScheduler):
     first (their own initial steps are undone here, as PyTorch does).
     """
 
-    def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int]) -> None:
+    def __init__(
+        self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int]
+    ) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer: expected an rnnfast Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer: expected an rnnfast Optimizer, got {type(optimizer).__name__}"
+            )
         schedulers = list(schedulers)
         milestones = [_int(f"milestones[{i}]", m, lo=1) for i, m in enumerate(milestones)]
         if not schedulers:
             raise ValueError("schedulers: expected at least one scheduler")
         for i, s in enumerate(schedulers):
             if isinstance(s, ReduceLROnPlateau) or not isinstance(s, LRScheduler):
-                raise TypeError(f"schedulers[{i}]: expected an epoch-based LRScheduler, got {type(s).__name__}")
+                raise TypeError(
+                    f"schedulers[{i}]: expected an epoch-based LRScheduler, got {type(s).__name__}"
+                )
             if s.optimizer is not optimizer:
                 raise ValueError(f"schedulers[{i}]: belongs to a different optimizer")
         if len(milestones) != len(schedulers) - 1:
             raise ValueError(
-                f"milestones: expected {len(schedulers) - 1} (one fewer than schedulers), got {len(milestones)}"
+                f"milestones: expected {len(schedulers) - 1} (one fewer than schedulers), "
+                f"got {len(milestones)}"
             )
         if any(b <= a for a, b in zip(milestones, milestones[1:])):
             raise ValueError(f"milestones: expected strictly increasing values, got {milestones}")
@@ -930,14 +1066,18 @@ class SequentialLR(LRScheduler):
             raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
         if state_dict.get("type") != type(self).__name__:
             raise ValueError(
-                f"state_dict['type']: expected {type(self).__name__!r}, got {state_dict.get('type')!r}"
+                f"state_dict['type']: expected {type(self).__name__!r}, "
+                f"got {state_dict.get('type')!r}"
             )
         subs = state_dict.get("schedulers")
         if not isinstance(subs, (list, tuple)) or len(subs) != len(self._schedulers):
-            raise ValueError(f"state_dict['schedulers']: expected a list of {len(self._schedulers)} states")
+            raise ValueError(
+                f"state_dict['schedulers']: expected a list of {len(self._schedulers)} states"
+            )
         if list(state_dict.get("milestones", [])) != self.milestones:
             raise ValueError(
-                f"state_dict['milestones']: expected {self.milestones}, got {state_dict.get('milestones')!r}"
+                f"state_dict['milestones']: expected {self.milestones}, "
+                f"got {state_dict.get('milestones')!r}"
             )
         for s, d in zip(self._schedulers, subs):
             s.load_state_dict(d)
@@ -951,7 +1091,7 @@ class SequentialLR(LRScheduler):
 
 
 class LinearWarmup(SequentialLR):
-    """Linear warm-up over ``warmup_steps`` steps, then ``after`` (any epoch-based scheduler) or constant.
+    """Linear warm-up over ``warmup_steps`` steps, then ``after`` (any epoch-based scheduler).
 
     The lr factor goes linearly from ``start_factor`` to 1 over ``warmup_steps`` steps (a
     :class:`LinearLR`), then ``after`` takes over from its epoch 0 (a :class:`SequentialLR` with one
@@ -963,16 +1103,26 @@ class LinearWarmup(SequentialLR):
     ``LinearWarmup(opt, 100, after=CosineAnnealingLR(opt, T_max=900))``.
     """
 
-    def __init__(self, optimizer: Optimizer, warmup_steps: int, after: LRScheduler | None = None, *,
-                 start_factor: float | None = None) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int,
+        after: LRScheduler | None = None,
+        *,
+        start_factor: float | None = None,
+    ) -> None:
         warmup_steps = _int("warmup_steps", warmup_steps, lo=1)
         if start_factor is None:
             start_factor = 1.0 / (warmup_steps + 1)
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer: expected an rnnfast Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer: expected an rnnfast Optimizer, got {type(optimizer).__name__}"
+            )
         if after is not None and not isinstance(after, LRScheduler):
             raise TypeError(f"after: expected an LRScheduler, got {type(after).__name__}")
-        warm = LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup_steps)
+        warm = LinearLR(
+            optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup_steps
+        )
         if after is None:
             super().__init__(optimizer, [warm], [])
         else:
@@ -981,23 +1131,43 @@ class LinearWarmup(SequentialLR):
 
 
 class ReduceLROnPlateau:
-    """Reduce the lr by ``factor`` when a metric stopped improving for ``patience`` epochs (torch semantics).
+    """Reduce the lr by ``factor`` when a metric stopped improving (torch's ReduceLROnPlateau).
 
     ``step(metric)`` once per epoch. "Improving" is ``metric < best * (1 - threshold)`` (mode "min",
     threshold_mode "rel"), ``metric < best - threshold`` ("min", "abs"), ``metric > best * (1 +
     threshold)`` ("max", "rel") or ``metric > best + threshold`` ("max", "abs"). After more than
-    ``patience`` bad epochs, ``lr = max(lr * factor, min_lr)`` (skipped if the change is <= ``eps``),
-    then ``cooldown`` epochs in which bad epochs are not counted. A NaN metric counts as a bad epoch
-    (as in PyTorch).
+    ``patience`` bad epochs, ``lr = max(lr * factor, min_lr)`` (skipped if the change is <=
+    ``eps``), then ``cooldown`` epochs in which bad epochs are not counted. A NaN metric counts as a
+    bad epoch (as in PyTorch).
     """
 
-    _fields = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps")
+    _fields = (
+        "mode",
+        "factor",
+        "patience",
+        "threshold",
+        "threshold_mode",
+        "cooldown",
+        "min_lr",
+        "eps",
+    )
 
-    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,
-                 threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
-                 min_lr: float = 0.0, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer: expected an rnnfast Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer: expected an rnnfast Optimizer, got {type(optimizer).__name__}"
+            )
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
@@ -1020,15 +1190,23 @@ class ReduceLROnPlateau:
     def _is_better(self, a: float) -> bool:
         best = self.best
         if self.mode == "min":
-            return a < (best * (1.0 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
-        return a > (best * (self.threshold + 1.0) if self.threshold_mode == "rel" else best + self.threshold)
+            return a < (
+                best * (1.0 - self.threshold)
+                if self.threshold_mode == "rel"
+                else best - self.threshold
+            )
+        return a > (
+            best * (self.threshold + 1.0) if self.threshold_mode == "rel" else best + self.threshold
+        )
 
     def step(self, metric: float) -> None:
         """Record one epoch's ``metric`` and reduce the lr if it has plateaued."""
         try:
             current = float(metric)
         except (TypeError, ValueError):
-            raise TypeError(f"metric: expected a real number, got {type(metric).__name__}") from None
+            raise TypeError(
+                f"metric: expected a real number, got {type(metric).__name__}"
+            ) from None
         self.last_epoch += 1
         if self._is_better(current):
             self.best = current
@@ -1064,9 +1242,14 @@ class ReduceLROnPlateau:
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state (``best`` may be +-inf; rnnfast.io encodes non-finite floats)."""
         d: dict[str, Any] = {f: getattr(self, f) for f in self._fields}
-        d.update(type="ReduceLROnPlateau", last_epoch=self.last_epoch, best=float(self.best),
-                 num_bad_epochs=self.num_bad_epochs, cooldown_counter=self.cooldown_counter,
-                 last_lr=self._last_lr)
+        d.update(
+            type="ReduceLROnPlateau",
+            last_epoch=self.last_epoch,
+            best=float(self.best),
+            num_bad_epochs=self.num_bad_epochs,
+            cooldown_counter=self.cooldown_counter,
+            last_lr=self._last_lr,
+        )
         return d
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -1074,8 +1257,17 @@ class ReduceLROnPlateau:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
         if state_dict.get("type") != "ReduceLROnPlateau":
-            raise ValueError(f"state_dict['type']: expected 'ReduceLROnPlateau', got {state_dict.get('type')!r}")
-        keys = (*self._fields, "last_epoch", "best", "num_bad_epochs", "cooldown_counter", "last_lr")
+            raise ValueError(
+                f"state_dict['type']: expected 'ReduceLROnPlateau', got {state_dict.get('type')!r}"
+            )
+        keys = (
+            *self._fields,
+            "last_epoch",
+            "best",
+            "num_bad_epochs",
+            "cooldown_counter",
+            "last_lr",
+        )
         missing = [k for k in keys if k not in state_dict]
         if missing:
             raise ValueError(f"state_dict: missing keys {missing}")
@@ -1084,10 +1276,17 @@ class ReduceLROnPlateau:
             setattr(self, f, getattr(fresh, f))
         self.last_epoch = _int("state_dict['last_epoch']", state_dict["last_epoch"], lo=0)
         self.best = float(state_dict["best"])
-        self.num_bad_epochs = _int("state_dict['num_bad_epochs']", state_dict["num_bad_epochs"], lo=0)
-        self.cooldown_counter = _int("state_dict['cooldown_counter']", state_dict["cooldown_counter"], lo=0)
+        self.num_bad_epochs = _int(
+            "state_dict['num_bad_epochs']", state_dict["num_bad_epochs"], lo=0
+        )
+        self.cooldown_counter = _int(
+            "state_dict['cooldown_counter']", state_dict["cooldown_counter"], lo=0
+        )
         self._last_lr = _real("state_dict['last_lr']", state_dict["last_lr"], lo=0.0)
 
     def __repr__(self) -> str:
-        return (f"ReduceLROnPlateau(mode={self.mode!r}, factor={self.factor}, patience={self.patience}, "
-                f"best={self.best}, lr={self.optimizer.lr!r})")
+        return (
+            f"ReduceLROnPlateau(mode={self.mode!r}, factor={self.factor}, "
+            f"patience={self.patience}, "
+            f"best={self.best}, lr={self.optimizer.lr!r})"
+        )
