@@ -918,6 +918,12 @@ class RNNBase:
     def stream_import(self, d: Mapping[str, Any]) -> None:
         """Restore a stream saved by :meth:`stream_export`."""
         batch, k1, k2 = int(d["batch"]), int(d["k1"]), int(d["k2"])
+
+        def unpack(v: Any) -> Any:  # LSTM (h, c) may come back stacked as one (2, L, B, H) array
+            return (v[0], v[1]) if self._cell == "lstm" and not isinstance(v, (tuple, list)) else v
+
+        d = dict(d)
+        d["state"], d["hist_state"] = unpack(d["state"]), unpack(d["hist_state"])
         self.stream_begin(batch, k1, k2, hx=d["state"], lengths=d.get("lengths"))
         st = self._stream
         assert st is not None

@@ -823,6 +823,10 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
 
     grad_flow: Optional[list[list[float]]] = None
     bar: Any = None
+    # Non-finite values are detected and reported by fit itself (NonFiniteError / skip): NumPy's
+    # overflow/invalid warnings on the way there would only duplicate that.
+    errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    errstate.__enter__()
     try:
         for cb in cbs:
             cb.on_train_begin({"epoch": pos["epoch"]})
@@ -972,6 +976,7 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
             save_latest(ckpt_path)
         raise TrainingInterrupted(history, ckpt_path) from None
     finally:
+        errstate.__exit__(None, None, None)
         if bar is not None:
             bar.close()
         if in_main:
