@@ -8,14 +8,14 @@ logic is still tested; the oracle side of every comparison is always rnnfast.ref
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
-from helpers import assert_close, central_difference
 
 import rnnfast.modules as M
 import rnnfast.reference as R
+from helpers import assert_close, central_difference
 
 __all__: list[str] = []
 
@@ -58,9 +58,18 @@ def make(cell: str, nonlin: str = "tanh", **kw: Any) -> M.RNNBase:
 # --------------------------------------------------------------------------------------------------
 
 
-def ref_stack(cell: str, nonlin: str, params: dict[str, np.ndarray], x: np.ndarray, hx: Any,
-              lengths: Optional[np.ndarray], num_layers: int, bidir: bool, g_out: np.ndarray,
-              g_state: Any) -> tuple[np.ndarray, Any, np.ndarray, dict[str, np.ndarray]]:
+def ref_stack(
+    cell: str,
+    nonlin: str,
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    hx: Any,
+    lengths: np.ndarray | None,
+    num_layers: int,
+    bidir: bool,
+    g_out: np.ndarray,
+    g_state: Any,
+) -> tuple[np.ndarray, Any, np.ndarray, dict[str, np.ndarray]]:
     """(out, h_n, dx, grads) of a stack, time-major, float64; loss = <out, g_out> + <h_n, g_state>."""
     t_steps, batch, _ = x.shape
     D = 2 if bidir else 1
@@ -72,10 +81,14 @@ def ref_stack(cell: str, nonlin: str, params: dict[str, np.ndarray], x: np.ndarr
             out[: lens[b], b] = a[: lens[b], b][::-1]
         return out
 
-    def w(layer: int, d: int) -> list[Optional[np.ndarray]]:
+    def w(layer: int, d: int) -> list[np.ndarray | None]:
         sfx = f"_l{layer}" + ("_reverse" if d else "")
-        return [params[f"weight_ih{sfx}"], params[f"weight_hh{sfx}"], params.get(f"bias_ih{sfx}"),
-                params.get(f"bias_hh{sfx}")]
+        return [
+            params[f"weight_ih{sfx}"],
+            params[f"weight_hh{sfx}"],
+            params.get(f"bias_ih{sfx}"),
+            params.get(f"bias_hh{sfx}"),
+        ]
 
     def st(i: int, s: Any) -> Any:
         if s is None:
@@ -90,11 +103,14 @@ def ref_stack(cell: str, nonlin: str, params: dict[str, np.ndarray], x: np.ndarr
             xi = inp if d == 0 else rev(inp)
             s0 = st(layer * D + d, hx)
             if cell == "lstm":
-                y, h, c, cache = R.lstm_forward(xi, s0[0] if s0 else None, s0[1] if s0 else None,
-                                                *w(layer, d), lengths=lengths)
+                y, h, c, cache = R.lstm_forward(
+                    xi, s0[0] if s0 else None, s0[1] if s0 else None, *w(layer, d), lengths=lengths
+                )
                 finals.append((h, c))
             elif cell == "rnn":
-                y, h, cache = R.rnn_forward(xi, s0, *w(layer, d), nonlinearity=nonlin, lengths=lengths)
+                y, h, cache = R.rnn_forward(
+                    xi, s0, *w(layer, d), nonlinearity=nonlin, lengths=lengths
+                )
                 finals.append(h)
             else:
                 y, h, cache = R.gru_forward(xi, s0, *w(layer, d), lengths=lengths)
@@ -109,7 +125,7 @@ def ref_stack(cell: str, nonlin: str, params: dict[str, np.ndarray], x: np.ndarr
     for layer in reversed(range(num_layers)):
         dx = np.zeros_like(inputs[layer])
         for d in range(D):
-            dyd = dy[:, :, d * H:(d + 1) * H]
+            dyd = dy[:, :, d * H : (d + 1) * H]
             if d:
                 dyd = rev(dyd)
             gs = st(layer * D + d, g_state)
@@ -145,11 +161,20 @@ CASES = [
 
 
 @pytest.mark.parametrize("cell,nonlin,layers,bidir,bf,ragged,bias", CASES)
-def test_stack_matches_reference_composition(cell: str, nonlin: str, layers: int, bidir: bool, bf: bool,
-                                             ragged: bool, bias: bool) -> None:
+def test_stack_matches_reference_composition(
+    cell: str, nonlin: str, layers: int, bidir: bool, bf: bool, ragged: bool, bias: bool
+) -> None:
     T, B, I, H = 5, 3, 4, 3
-    m = make(cell, nonlin, input_size=I, hidden_size=H, num_layers=layers, bidirectional=bidir,
-             batch_first=bf, bias=bias)
+    m = make(
+        cell,
+        nonlin,
+        input_size=I,
+        hidden_size=H,
+        num_layers=layers,
+        bidirectional=bidir,
+        batch_first=bf,
+        bias=bias,
+    )
     rng = np.random.default_rng(1)
     x = rng.standard_normal((T, B, I))
     lengths = np.array([5, 2, 0]) if ragged else None
@@ -163,14 +188,17 @@ def test_stack_matches_reference_composition(cell: str, nonlin: str, layers: int
     g_state: Any = rng.standard_normal((n, B, H))
     if cell == "lstm":
         g_state = (g_state, rng.standard_normal((n, B, H)))
-    e_out, e_hn, e_dx, e_grads = ref_stack(cell, nonlin, m.state_dict(), x, hx, lengths, layers, bidir,
-                                           g_out, g_state)
+    e_out, e_hn, e_dx, e_grads = ref_stack(
+        cell, nonlin, m.state_dict(), x, hx, lengths, layers, bidir, g_out, g_state
+    )
     xin = x.transpose(1, 0, 2) if bf else x
     out, h_n = m(xin, hx, lengths)
     if bf:
         out = out.transpose(1, 0, 2)
     assert_close(out, e_out, TOL64, "out")
-    for j, (a, e) in enumerate(zip(h_n if cell == "lstm" else (h_n,), e_hn if cell == "lstm" else (e_hn,))):
+    for j, (a, e) in enumerate(
+        zip(h_n if cell == "lstm" else (h_n,), e_hn if cell == "lstm" else (e_hn,))
+    ):
         assert_close(a, e, TOL64, f"h_n[{j}]")
     dx = m.backward(g_out.transpose(1, 0, 2) if bf else g_out, g_state)
     assert_close(dx.transpose(1, 0, 2) if bf else dx, e_dx, TOL64, "dx")
@@ -236,13 +264,16 @@ def test_torch_layout_and_parity() -> None:
         m = make(cell, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
         t = getattr(torch.nn, name)(3, 4, num_layers=2, bidirectional=True).double()
         assert list(m.state_dict()) == [k for k, _ in t.named_parameters()]
-        assert {k: v.shape for k, v in m.state_dict().items()} == {k: tuple(v.shape) for k, v in
-                                                                  t.state_dict().items()}
+        assert {k: v.shape for k, v in m.state_dict().items()} == {
+            k: tuple(v.shape) for k, v in t.state_dict().items()
+        }
         m.load_state_dict(t.state_dict())  # torch tensors accepted directly (via __array__)
         x = np.random.default_rng(0).standard_normal((5, 3, 3))
         lengths = np.array([5, 2, 4])
         out, _ = m(x, lengths=lengths)
-        pk = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(x), torch.tensor(lengths), enforce_sorted=False)
+        pk = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.tensor(x), torch.tensor(lengths), enforce_sorted=False
+        )
         o, _ = t(pk)
         o, _ = torch.nn.utils.rnn.pad_packed_sequence(o, total_length=5)
         assert_close(out, o.detach().numpy(), 1e-12, f"{name} out vs torch")
@@ -253,7 +284,9 @@ def test_state_dict_roundtrip_and_strictness() -> None:
     b = make("lstm", input_size=3, hidden_size=4, num_layers=2, seed=2)
     live = b.parameters()["weight_hh_l1"]
     b.load_state_dict(a.state_dict())
-    assert b.parameters()["weight_hh_l1"] is live, "load must copy into the live arrays (optimizer refs)"
+    assert b.parameters()["weight_hh_l1"] is live, (
+        "load must copy into the live arrays (optimizer refs)"
+    )
     for k, v in a.state_dict().items():
         assert np.array_equal(b.state_dict()[k], v)
     sd = a.state_dict()
@@ -269,7 +302,9 @@ def test_state_dict_roundtrip_and_strictness() -> None:
     before = b.state_dict()
     with pytest.raises(ValueError, match=r"weight_ih_l0.*\(16, 3\).*\(16, 2\)"):
         b.load_state_dict(sd)
-    assert all(np.array_equal(before[k], v) for k, v in b.state_dict().items()), "failed load changed weights"
+    assert all(np.array_equal(before[k], v) for k, v in b.state_dict().items()), (
+        "failed load changed weights"
+    )
     sd = a.state_dict()
     del sd["bias_ih_l0"]
     missing, unexpected = b.load_state_dict(sd, strict=False)
@@ -325,8 +360,14 @@ def test_step_equals_forward(cell: str) -> None:
 def test_many_to_one_last_valid_step_by_hand() -> None:
     """H = I = 1 tanh RNN with known weights; the head sees h at step lengths[b] - 1."""
     rnn = M.RNN(1, 1, dtype=np.float64)
-    rnn.load_state_dict({"weight_ih_l0": [[0.5]], "weight_hh_l0": [[-0.8]], "bias_ih_l0": [0.1],
-                         "bias_hh_l0": [0.0]})
+    rnn.load_state_dict(
+        {
+            "weight_ih_l0": [[0.5]],
+            "weight_hh_l0": [[-0.8]],
+            "bias_ih_l0": [0.1],
+            "bias_hh_l0": [0.0],
+        }
+    )
     head = M.Linear(1, 1, dtype=np.float64)
     head.load_state_dict({"weight": [[2.0]], "bias": [-1.0]})
     model = M.SequenceModel(rnn, head, mode="many_to_one")
@@ -347,11 +388,15 @@ def test_many_to_one_last_valid_step_by_hand() -> None:
 
 def test_sequence_model_modes_and_backward_vs_fd() -> None:
     rng = np.random.default_rng(0)
-    for mode, x, gshape in (("many_to_many", rng.standard_normal((4, 2, 3)), (4, 2, 2)),
-                            ("many_to_one", rng.standard_normal((4, 2, 3)), (2, 2)),
-                            ("one_to_one", rng.standard_normal((2, 3)), (2, 2))):
+    for mode, x, gshape in (
+        ("many_to_many", rng.standard_normal((4, 2, 3)), (4, 2, 2)),
+        ("many_to_one", rng.standard_normal((4, 2, 3)), (2, 2)),
+        ("one_to_one", rng.standard_normal((2, 3)), (2, 2)),
+    ):
         for bidir in (False, True):
-            model = M.build_model("gru", 3, 3, 2, mode=mode, dtype=np.float64, seed=4, bidirectional=bidir)
+            model = M.build_model(
+                "gru", 3, 3, 2, mode=mode, dtype=np.float64, seed=4, bidirectional=bidir
+            )
             g = rng.standard_normal(gshape)
             pred = model(x, lengths=np.array([4, 2]) if mode != "one_to_one" else None)
             assert pred.shape == gshape
@@ -360,17 +405,32 @@ def test_sequence_model_modes_and_backward_vs_fd() -> None:
             grads = {k: v.copy() for k, v in model.grads.items()}
 
             def loss() -> float:
-                return float(np.sum(model(x, lengths=np.array([4, 2]) if mode != "one_to_one" else None) * g))
+                return float(
+                    np.sum(model(x, lengths=np.array([4, 2]) if mode != "one_to_one" else None) * g)
+                )
 
             assert_close(dx, central_difference(loss, x, 1e-6), 1e-6, f"{mode} bidir={bidir} dx")
             for k in ("rnn.weight_hh_l0", "head.weight", "head.bias"):
-                assert_close(grads[k], central_difference(loss, model.parameters()[k], 1e-6), 1e-6,
-                             f"{mode} bidir={bidir} {k}")
+                assert_close(
+                    grads[k],
+                    central_difference(loss, model.parameters()[k], 1e-6),
+                    1e-6,
+                    f"{mode} bidir={bidir} {k}",
+                )
 
 
 def test_embedding_model_and_generate() -> None:
-    model = M.build_model("lstm", 0, 8, 5, mode="many_to_many", vocab_size=5, embedding_dim=4,
-                          dtype=np.float64, seed=0)
+    model = M.build_model(
+        "lstm",
+        0,
+        8,
+        5,
+        mode="many_to_many",
+        vocab_size=5,
+        embedding_dim=4,
+        dtype=np.float64,
+        seed=0,
+    )
     ids = np.random.default_rng(0).integers(0, 5, (6, 3))
     pred = model(ids)
     assert pred.shape == (6, 3, 5)
@@ -394,8 +454,9 @@ def test_embedding_model_and_generate() -> None:
 def test_save_load_identical_outputs(tmp_path: Any) -> None:
     from rnnfast import io
 
-    model = M.build_model("gru", 3, 5, 2, mode="many_to_many", num_layers=2, seed=7, dropout=0.2,
-                          bidirectional=True)
+    model = M.build_model(
+        "gru", 3, 5, 2, mode="many_to_many", num_layers=2, seed=7, dropout=0.2, bidirectional=True
+    )
     x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
     model.eval()
     before = model(x)
@@ -405,8 +466,9 @@ def test_save_load_identical_outputs(tmp_path: Any) -> None:
     loaded.eval()
     assert np.array_equal(loaded(x), before)
     again = M.model_from_config(model.config())
-    assert all(np.array_equal(again.parameters()[k], v) for k, v in model.parameters().items()), \
+    assert all(np.array_equal(again.parameters()[k], v) for k, v in model.parameters().items()), (
         "same config and seed must give the same initial weights"
+    )
 
 
 def test_init_presets() -> None:
@@ -414,10 +476,14 @@ def test_init_presets() -> None:
     o = M.LSTM(3, H, init="orthogonal", dtype=np.float64, seed=0)
     w = o.parameters()["weight_hh_l0"]
     for g in range(4):
-        blk = w[g * H:(g + 1) * H]
+        blk = w[g * H : (g + 1) * H]
         assert_close(blk.T @ blk, np.eye(H), 1e-12, f"orthogonal block {g}")
     b = o.parameters()["bias_ih_l0"]
-    assert np.all(b[H:2 * H] == 1.0) and np.all(b[:H] == 0) and np.all(o.parameters()["bias_hh_l0"] == 0)
+    assert (
+        np.all(b[H : 2 * H] == 1.0)
+        and np.all(b[:H] == 0)
+        and np.all(o.parameters()["bias_hh_l0"] == 0)
+    )
     a = np.sqrt(6.0 / (3 + H))
     assert np.abs(o.parameters()["weight_ih_l0"]).max() <= a
     irnn = M.RNN(3, H, nonlinearity="relu", init="identity", dtype=np.float64, seed=0)
@@ -458,7 +524,9 @@ def test_bad_arguments_name_the_argument() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell,k1,k2", [("rnn", 2, 3), ("lstm", 3, 5), ("gru", 2, 2), ("lstm", 1, 4)])
+@pytest.mark.parametrize(
+    "cell,k1,k2", [("rnn", 2, 3), ("lstm", 3, 5), ("gru", 2, 2), ("lstm", 1, 4)]
+)
 def test_stream_matches_reference_tbptt_grads(cell: str, k1: int, k2: int) -> None:
     T, B, I, H = 9, 2, 3, 4
     m = make(cell, input_size=I, hidden_size=H)
@@ -466,18 +534,33 @@ def test_stream_matches_reference_tbptt_grads(cell: str, k1: int, k2: int) -> No
     x = rng.standard_normal((T, B, I))
     dy = rng.standard_normal((T, B, H))
     p = m.parameters()
-    expected = R.tbptt_grads(cell, x, (None, None) if cell == "lstm" else None,
-                             {"w_ih": p["weight_ih_l0"], "w_hh": p["weight_hh_l0"], "b_ih": p["bias_ih_l0"],
-                              "b_hh": p["bias_hh_l0"]}, dy, k1, k2)
+    expected = R.tbptt_grads(
+        cell,
+        x,
+        (None, None) if cell == "lstm" else None,
+        {
+            "w_ih": p["weight_ih_l0"],
+            "w_hh": p["weight_hh_l0"],
+            "b_ih": p["bias_ih_l0"],
+            "b_hh": p["bias_hh_l0"],
+        },
+        dy,
+        k1,
+        k2,
+    )
     m.stream_begin(B, k1, k2, total_steps=T)
     y_full, _ = m(x)
     m._cache = None
     for n, start in enumerate(range(0, T, k1)):
         m.zero_grad()
-        y = m.stream_forward(x[start:start + k1])
-        assert_close(y, y_full[start:start + k1], 1e-12, f"chunk {n} outputs")
-        m.stream_backward(dy[start:start + k1])
-        for key, name in (("w_ih", "weight_ih_l0"), ("w_hh", "weight_hh_l0"), ("b_ih", "bias_ih_l0")):
+        y = m.stream_forward(x[start : start + k1])
+        assert_close(y, y_full[start : start + k1], 1e-12, f"chunk {n} outputs")
+        m.stream_backward(dy[start : start + k1])
+        for key, name in (
+            ("w_ih", "weight_ih_l0"),
+            ("w_hh", "weight_hh_l0"),
+            ("b_ih", "bias_ih_l0"),
+        ):
             assert_close(m.grads[name], expected[n][key], 1e-10, f"update {n} {key}")
 
 

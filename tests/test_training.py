@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import assert_close
 
 import rnnfast.modules as M
 import rnnfast.reference as R
 import rnnfast.training as TR
+from helpers import assert_close
 from rnnfast import io, losses, optim
 
 __all__: list[str] = []
@@ -48,7 +48,9 @@ def toy_sentiment(n: int = 120, t: int = 5, seed: int = 0) -> tuple[np.ndarray, 
     """One-hot words {cat=0, mat=1, rat=2}; label 1 iff 'cat' occurs more often than 'rat'."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, 3, (t, n))
-    ids[:, (np.sum(ids == 0, 0) == np.sum(ids == 2, 0))] = 1  # ties -> all 'mat' ... then no cat/rat
+    ids[:, (np.sum(ids == 0, 0) == np.sum(ids == 2, 0))] = (
+        1  # ties -> all 'mat' ... then no cat/rat
+    )
     keep = np.sum(ids == 0, 0) != np.sum(ids == 2, 0)
     ids = ids[:, keep]
     y = (np.sum(ids == 0, 0) > np.sum(ids == 2, 0)).astype(np.float64)[:, None]
@@ -76,8 +78,17 @@ def test_sentiment_toy_reaches_full_accuracy() -> None:
     x, y = toy_sentiment()
     model = M.build_model("rnn", 3, 8, 1, mode="many_to_one", seed=0, dtype=np.float64)
     opt = optim.Adam(model.parameters(), lr=0.03)
-    hist = TR.fit(model, (x, y), losses.BCEWithLogitsLoss(), opt, epochs=60, batch_size=16, seed=0,
-                  metrics=["accuracy"], progress=False)
+    hist = TR.fit(
+        model,
+        (x, y),
+        losses.BCEWithLogitsLoss(),
+        opt,
+        epochs=60,
+        batch_size=16,
+        seed=0,
+        metrics=["accuracy"],
+        progress=False,
+    )
     res = TR.evaluate(model, (x, y), losses.BCEWithLogitsLoss(), metrics=["accuracy"])
     assert res["accuracy"] == 1.0, f"accuracy {res['accuracy']}, history tail {hist['loss'][-3:]}"
     assert hist["accuracy"][-1] == 1.0
@@ -88,8 +99,18 @@ def test_adding_problem_short_t_lstm() -> None:
     xv, yv = adding_problem(256, 10, 1)
     model = M.build_model("lstm", 2, 16, 1, mode="many_to_one", seed=0, init="orthogonal")
     opt = optim.Adam(model.parameters(), lr=0.02)
-    hist = TR.fit(model, (x, y), losses.MSELoss(), opt, epochs=40, batch_size=32, seed=0, val_data=(xv, yv),
-                  clip_norm=1.0, progress=False)
+    hist = TR.fit(
+        model,
+        (x, y),
+        losses.MSELoss(),
+        opt,
+        epochs=40,
+        batch_size=32,
+        seed=0,
+        val_data=(xv, yv),
+        clip_norm=1.0,
+        progress=False,
+    )
     # MSELoss is mean of 1/2 (d - y)^2: the plain MSE is twice it
     mse = 2 * hist["val_loss"][-1]
     baseline = float(np.mean((yv - 1.0) ** 2))  # predict the mean (1.0): ~0.167
@@ -99,12 +120,23 @@ def test_adding_problem_short_t_lstm() -> None:
 def test_tbptt_charlike_many_to_many_learns() -> None:
     """Predict the next token of a periodic sequence with TBPTT(4, 8) and an embedding."""
     seq = np.tile(np.array([0, 1, 2, 3, 2, 1]), 40)
-    x = np.stack([seq[i:i + 24] for i in range(0, 200, 7)], axis=1)
-    y = np.stack([seq[i + 1:i + 25] for i in range(0, 200, 7)], axis=1)
-    model = M.build_model("gru", 0, 16, 4, mode="many_to_many", vocab_size=4, embedding_dim=4, seed=0)
+    x = np.stack([seq[i : i + 24] for i in range(0, 200, 7)], axis=1)
+    y = np.stack([seq[i + 1 : i + 25] for i in range(0, 200, 7)], axis=1)
+    model = M.build_model(
+        "gru", 0, 16, 4, mode="many_to_many", vocab_size=4, embedding_dim=4, seed=0
+    )
     opt = optim.Adam(model.parameters(), lr=0.05)
-    TR.fit(model, (x, y), losses.CrossEntropyLoss(), opt, epochs=15, batch_size=8, bptt=(4, 8), seed=0,
-           progress=False)
+    TR.fit(
+        model,
+        (x, y),
+        losses.CrossEntropyLoss(),
+        opt,
+        epochs=15,
+        batch_size=8,
+        bptt=(4, 8),
+        seed=0,
+        progress=False,
+    )
     res = TR.evaluate(model, (x, y), losses.CrossEntropyLoss(), metrics=["accuracy"])
     assert res["accuracy"] > 0.95, res
 
@@ -143,10 +175,16 @@ def test_fit_tbptt_equals_reference_tbptt_grads(cell: str, k1: int, k2: int) -> 
     order = np.random.default_rng(np.random.SeedSequence(0).spawn(2)[0]).permutation(N)
     xb, yb = x[:, order], y[:, order]
     p = model.parameters()
-    w = {"w_ih": p["rnn.weight_ih_l0"], "w_hh": p["rnn.weight_hh_l0"], "b_ih": p["rnn.bias_ih_l0"],
-         "b_hh": p["rnn.bias_hh_l0"]}
+    w = {
+        "w_ih": p["rnn.weight_ih_l0"],
+        "w_hh": p["rnn.weight_hh_l0"],
+        "b_ih": p["rnn.bias_ih_l0"],
+        "b_hh": p["rnn.bias_hh_l0"],
+    }
     state0 = (None, None) if cell == "lstm" else None
-    ys = R.__dict__[f"{cell}_forward"](xb, *((None, None) if cell == "lstm" else (None,)), *w.values())[0]
+    ys = R.__dict__[f"{cell}_forward"](
+        xb, *((None, None) if cell == "lstm" else (None,)), *w.values()
+    )[0]
     pred = ys @ p["head.weight"].T + p["head.bias"]
     dy = np.zeros_like(ys)
     head_grads = []
@@ -154,7 +192,9 @@ def test_fit_tbptt_equals_reference_tbptt_grads(cell: str, k1: int, k2: int) -> 
         b = min(a + k1, T)
         _, dpred = loss(pred[a:b], yb[a:b])
         dy[a:b] = dpred @ p["head.weight"]
-        head_grads.append((dpred.reshape(-1, O).T @ ys[a:b].reshape(-1, H), dpred.reshape(-1, O).sum(0)))
+        head_grads.append(
+            (dpred.reshape(-1, O).T @ ys[a:b].reshape(-1, H), dpred.reshape(-1, O).sum(0))
+        )
     expected = R.tbptt_grads(cell, xb, state0, w, dy, k1, k2)
     assert len(rec.steps) == len(expected)
     for n, (g, e) in enumerate(zip(rec.steps, expected)):
@@ -181,8 +221,16 @@ def test_stateful_batches_layout_and_carry() -> None:
     model = M.build_model("lstm", 2, 3, 1, mode="many_to_many", seed=0, dtype=np.float64)
     rec = RecordingOptimizer()
     loss = losses.MSELoss()
-    TR.fit(model, TR.Dataset(xs, ys, resets=resets), loss, rec, epochs=1, batch_size=2, stateful=True,
-           progress=False)
+    TR.fit(
+        model,
+        TR.Dataset(xs, ys, resets=resets),
+        loss,
+        rec,
+        epochs=1,
+        batch_size=2,
+        stateful=True,
+        progress=False,
+    )
     assert len(rec.steps) == 3
     hx = None
     for j in range(3):
@@ -214,7 +262,9 @@ def _setup(kind: str) -> tuple[M.SequenceModel, Any, Any, dict[str, Any], tuple[
     else:
         x = rng.standard_normal((12, 8, 2))
         y = rng.standard_normal((12, 8, 1))
-        model = M.build_model("lstm", 2, 5, 1, mode="many_to_many", seed=3, num_layers=2, dropout=0.3)
+        model = M.build_model(
+            "lstm", 2, 5, 1, mode="many_to_many", seed=3, num_layers=2, dropout=0.3
+        )
         kw = {"bptt": (3, 5)} if kind == "tbptt" else {"stateful": True, "bptt": (2, 4)}
         data = (x, y)
     opt = optim.Adam(model.parameters(), lr=0.01)
@@ -222,11 +272,27 @@ def _setup(kind: str) -> tuple[M.SequenceModel, Any, Any, dict[str, Any], tuple[
     return model, opt, sched, kw, data
 
 
-def _run(kind: str, epochs: int, ckpt: Any = None, resume: bool = False, callbacks: Any = ()) -> Any:
+def _run(
+    kind: str, epochs: int, ckpt: Any = None, resume: bool = False, callbacks: Any = ()
+) -> Any:
     model, opt, sched, kw, data = _setup(kind)
-    hist = TR.fit(model, data, losses.MSELoss(), opt, epochs=epochs, batch_size=4, seed=5, scheduler=sched,
-                  checkpoint=ckpt, resume=resume, callbacks=callbacks, progress=False, val_data=data[:2],
-                  early_stopping=TR.EarlyStopping(patience=10), **kw)
+    hist = TR.fit(
+        model,
+        data,
+        losses.MSELoss(),
+        opt,
+        epochs=epochs,
+        batch_size=4,
+        seed=5,
+        scheduler=sched,
+        checkpoint=ckpt,
+        resume=resume,
+        callbacks=callbacks,
+        progress=False,
+        val_data=data[:2],
+        early_stopping=TR.EarlyStopping(patience=10),
+        **kw,
+    )
     return model, opt, hist
 
 
@@ -238,7 +304,9 @@ def _assert_same_run(a: Any, b: Any) -> None:
     sa, sb = oa.state_dict(), ob.state_dict()
     for k in sa["state"]:
         for kk, v in sa["state"][k].items():
-            assert np.array_equal(np.asarray(v), np.asarray(sb["state"][k][kk])), f"optimizer state {k}/{kk}"
+            assert np.array_equal(np.asarray(v), np.asarray(sb["state"][k][kk])), (
+                f"optimizer state {k}/{kk}"
+            )
 
 
 @pytest.mark.parametrize("kind", ["many_to_one", "tbptt", "stateful"])
@@ -292,10 +360,28 @@ def test_nonfinite_loss_raises_or_skips() -> None:
     model = M.build_model("rnn", 3, 4, 1, mode="many_to_one", seed=0)
     opt = optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TR.NonFiniteError, match=r"loss.*epoch 0, step \d+") as info:
-        TR.fit(model, (x, y), losses.BCEWithLogitsLoss(), opt, epochs=1, batch_size=8, seed=0, progress=False)
+        TR.fit(
+            model,
+            (x, y),
+            losses.BCEWithLogitsLoss(),
+            opt,
+            epochs=1,
+            batch_size=8,
+            seed=0,
+            progress=False,
+        )
     assert isinstance(info.value, FloatingPointError) and info.value.name == "loss"
-    hist = TR.fit(model, (x, y), losses.BCEWithLogitsLoss(), opt, epochs=2, batch_size=8, seed=0,
-                  progress=False, on_nonfinite="skip")
+    hist = TR.fit(
+        model,
+        (x, y),
+        losses.BCEWithLogitsLoss(),
+        opt,
+        epochs=2,
+        batch_size=8,
+        seed=0,
+        progress=False,
+        on_nonfinite="skip",
+    )
     assert hist["skipped"] == [1, 1]
     assert all(np.all(np.isfinite(v)) for v in model.parameters().values())
 
@@ -310,9 +396,18 @@ def test_nonfinite_gradient_names_parameter() -> None:
 
     x, y = toy_sentiment(16)
     model = M.build_model("gru", 3, 4, 1, mode="many_to_one", seed=0)
-    with pytest.raises(TR.NonFiniteError, match=r"gradient of parameter 'rnn\.weight_ih_l0'.*step 0"):
-        TR.fit(model, (x, y), BadGrad(), optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
-               progress=False)
+    with pytest.raises(
+        TR.NonFiniteError, match=r"gradient of parameter 'rnn\.weight_ih_l0'.*step 0"
+    ):
+        TR.fit(
+            model,
+            (x, y),
+            BadGrad(),
+            optim.SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            batch_size=8,
+            progress=False,
+        )
 
 
 def test_early_stopping_restores_best() -> None:
@@ -326,8 +421,17 @@ def test_early_stopping_restores_best() -> None:
     x, y = toy_sentiment(32)
     model = M.build_model("rnn", 3, 4, 1, mode="many_to_one", seed=0)
     es = TR.EarlyStopping(monitor="score", patience=1)
-    hist = TR.fit(model, (x, y), losses.BCEWithLogitsLoss(), optim.SGD(model.parameters(), lr=0.5),
-                  epochs=6, batch_size=8, callbacks=[score], early_stopping=es, progress=False)
+    hist = TR.fit(
+        model,
+        (x, y),
+        losses.BCEWithLogitsLoss(),
+        optim.SGD(model.parameters(), lr=0.5),
+        epochs=6,
+        batch_size=8,
+        callbacks=[score],
+        early_stopping=es,
+        progress=False,
+    )
     assert len(hist) == 4 and hist.stop_reason == "early_stopping"
     assert es.best_epoch == 1
     for k, v in snapshots[1].items():
@@ -340,8 +444,17 @@ def test_history_fields_and_evaluate_weighting(capsys: Any) -> None:
     y = rng.standard_normal((7, 10, 1))
     lengths = rng.integers(1, 8, 10)
     model = M.build_model("gru", 2, 4, 1, mode="many_to_many", seed=0, dtype=np.float64)
-    hist = TR.fit(model, (x, y, lengths), losses.MSELoss(), optim.Adam(model.parameters(), lr=0.01),
-                  epochs=2, batch_size=3, clip_norm=1e-3, progress=True, val_data=(x, y, lengths))
+    hist = TR.fit(
+        model,
+        (x, y, lengths),
+        losses.MSELoss(),
+        optim.Adam(model.parameters(), lr=0.01),
+        epochs=2,
+        batch_size=3,
+        clip_norm=1e-3,
+        progress=True,
+        val_data=(x, y, lengths),
+    )
     assert capsys.readouterr().err == ""  # not a terminal: no progress bar
     rec = hist.epochs[-1]
     for key in ("loss", "val_loss", "grad_norm", "clip_fraction", "lr", "seq_per_s", "steps"):
@@ -351,8 +464,12 @@ def test_history_fields_and_evaluate_weighting(capsys: Any) -> None:
     # evaluate over batches = the masked mean over the whole set in one pass
     model.eval()
     whole = losses.MSELoss().forward(model(x, lengths=lengths), y, losses.sequence_mask(lengths, 7))
-    assert_close(TR.evaluate(model, (x, y, lengths), losses.MSELoss(), batch_size=3)["loss"], whole, 1e-12,
-                 "evaluate loss")
+    assert_close(
+        TR.evaluate(model, (x, y, lengths), losses.MSELoss(), batch_size=3)["loss"],
+        whole,
+        1e-12,
+        "evaluate loss",
+    )
 
 
 def test_fit_argument_errors() -> None:

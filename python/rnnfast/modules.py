@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 
@@ -75,8 +75,14 @@ def set_backend(module: Any = None) -> None:
     """
     global _backend
     if module is not None:
-        for name in ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
-                     "gru_backward"):
+        for name in (
+            "rnn_forward",
+            "rnn_backward",
+            "lstm_forward",
+            "lstm_backward",
+            "gru_forward",
+            "gru_backward",
+        ):
             if not callable(getattr(module, name, None)):
                 raise TypeError(f"module: expected the functional API, {name!r} is missing")
     _backend = module
@@ -114,7 +120,7 @@ def _check_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
-def _as_float(name: str, a: Any, dtype: np.dtype, ndim: Optional[int] = None) -> Array:
+def _as_float(name: str, a: Any, dtype: np.dtype, ndim: int | None = None) -> Array:
     """A C-contiguous array of ``dtype`` from float input; TypeError for other dtypes."""
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
@@ -126,17 +132,21 @@ def _as_float(name: str, a: Any, dtype: np.dtype, ndim: Optional[int] = None) ->
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _as_lengths(lengths: Any, batch: int, t_steps: int) -> Optional[Array]:
+def _as_lengths(lengths: Any, batch: int, t_steps: int) -> Array | None:
     if lengths is None:
         return None
     arr = np.asarray(lengths)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}")
+        raise TypeError(
+            f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}"
+        )
     if arr.shape != (batch,):
         raise ValueError(f"lengths: expected shape ({batch},), got {arr.shape}")
     if arr.size and (arr.min() < 0 or arr.max() > t_steps):
-        raise ValueError(f"lengths: expected 0 <= lengths[b] <= T = {t_steps}, got min {arr.min()}, "
-                         f"max {arr.max()}")
+        raise ValueError(
+            f"lengths: expected 0 <= lengths[b] <= T = {t_steps}, got min {arr.min()}, "
+            f"max {arr.max()}"
+        )
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -147,7 +157,9 @@ def _to_numpy(name: str, v: Any) -> Array:
         if hasattr(v, "cpu"):
             v = v.cpu()
     if not isinstance(v, (np.ndarray, list, tuple)) and not hasattr(v, "__array__"):
-        raise TypeError(f"{name}: expected an array (or an object with __array__), got {type(v).__name__}")
+        raise TypeError(
+            f"{name}: expected an array (or an object with __array__), got {type(v).__name__}"
+        )
     return np.asarray(v)
 
 
@@ -158,8 +170,9 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
-def _load_into(params: Mapping[str, Array], state: Mapping[str, Any], strict: bool,
-               prefix: str = "") -> IncompatibleKeys:
+def _load_into(
+    params: Mapping[str, Array], state: Mapping[str, Any], strict: bool, prefix: str = ""
+) -> IncompatibleKeys:
     """Copy ``state`` into the live arrays ``params`` (in place, so optimizers keep their references)."""
     if not isinstance(state, Mapping):
         raise TypeError(f"state_dict: expected a dict of arrays, got {type(state).__name__}")
@@ -180,7 +193,9 @@ def _load_into(params: Mapping[str, Array], state: Mapping[str, Any], strict: bo
         if v.shape != p.shape:
             raise ValueError(f"state_dict[{prefix + k!r}]: expected shape {p.shape}, got {v.shape}")
         if v.dtype.kind not in "fiu":
-            raise TypeError(f"state_dict[{prefix + k!r}]: expected a real array, got dtype {v.dtype}")
+            raise TypeError(
+                f"state_dict[{prefix + k!r}]: expected a real array, got dtype {v.dtype}"
+            )
         converted[k] = v
     for k, v in converted.items():  # all checked first: a failed load changes nothing
         np.copyto(params[k], v, casting="unsafe")
@@ -198,30 +213,40 @@ _NO_CACHE_MSG = (
 # --------------------------------------------------------------------------------------------------
 
 
-def _cell_forward(F: Any, cell: str, nonlinearity: str, x: Array, state: Optional[State],
-                  w: Sequence[Optional[Array]], lengths: Optional[Array],
-                  training: bool) -> tuple[Array, State, Any]:
+def _cell_forward(
+    F: Any,
+    cell: str,
+    nonlinearity: str,
+    x: Array,
+    state: State | None,
+    w: Sequence[Array | None],
+    lengths: Array | None,
+    training: bool,
+) -> tuple[Array, State, Any]:
     """One layer and direction over the whole sequence: (y, final state, cache)."""
     if cell == "lstm":
         h0, c0 = state if state is not None else (None, None)
         y, h_n, c_n, cache = F.lstm_forward(x, h0, c0, *w, lengths=lengths, training=training)
         return y, (h_n, c_n), cache
     if cell == "rnn":
-        y, h_n, cache = F.rnn_forward(x, state, *w, nonlinearity=nonlinearity, lengths=lengths,
-                                      training=training)
+        y, h_n, cache = F.rnn_forward(
+            x, state, *w, nonlinearity=nonlinearity, lengths=lengths, training=training
+        )
     else:
         y, h_n, cache = F.gru_forward(x, state, *w, lengths=lengths, training=training)
     return y, h_n, cache
 
 
-def _cell_backward(F: Any, cell: str, cache: Any, dy: Array, dstate: Optional[State]) -> dict[str, Any]:
+def _cell_backward(
+    F: Any, cell: str, cache: Any, dy: Array, dstate: State | None
+) -> dict[str, Any]:
     if cell == "lstm":
         dh, dc = dstate if dstate is not None else (None, None)
         return dict(F.lstm_backward(cache, dy, dh, dc))
     return dict(getattr(F, f"{cell}_backward")(cache, dy, dstate))
 
 
-def _reverse_index(t_steps: int, batch: int, lengths: Optional[Array]) -> Array:
+def _reverse_index(t_steps: int, batch: int, lengths: Array | None) -> Array:
     """(T, B) time index that reverses each sequence within its valid length (padding stays put).
 
     idx[t, b] = L_b - 1 - t for t < L_b, else t; an involution, so the same gather undoes it.
@@ -249,8 +274,15 @@ def _orthogonal(rng: np.random.Generator, n: int) -> Array:
     return q * np.sign(np.diag(r))[None, :]
 
 
-def _init_layer(rng: np.random.Generator, cell: str, init: str, n_in: int, hidden: int,
-                bias: bool, dtype: np.dtype) -> dict[str, Optional[Array]]:
+def _init_layer(
+    rng: np.random.Generator,
+    cell: str,
+    init: str,
+    n_in: int,
+    hidden: int,
+    bias: bool,
+    dtype: np.dtype,
+) -> dict[str, Array | None]:
     g = _GATES[cell]
     gh = g * hidden
     if init == "torch":
@@ -260,20 +292,26 @@ def _init_layer(rng: np.random.Generator, cell: str, init: str, n_in: int, hidde
         b_ih = rng.uniform(-k, k, gh) if bias else None
         b_hh = rng.uniform(-k, k, gh) if bias else None
     elif init == "orthogonal":
-        a = math.sqrt(6.0 / (n_in + hidden))  # Xavier/Glorot uniform per gate block (fan_in I, fan_out H)
+        a = math.sqrt(
+            6.0 / (n_in + hidden)
+        )  # Xavier/Glorot uniform per gate block (fan_in I, fan_out H)
         w_ih = rng.uniform(-a, a, (gh, n_in))
         w_hh = np.concatenate([_orthogonal(rng, hidden) for _ in range(g)], axis=0)
         b_ih = np.zeros(gh) if bias else None
         b_hh = np.zeros(gh) if bias else None
         if cell == "lstm" and b_ih is not None:
-            b_ih[hidden:2 * hidden] = 1.0  # forget-gate bias 1 (Jozefowicz et al. 2015); b_hh stays 0
+            b_ih[hidden : 2 * hidden] = (
+                1.0  # forget-gate bias 1 (Jozefowicz et al. 2015); b_hh stays 0
+            )
     else:  # identity (IRNN, Le et al. 2015): identity recurrence, small Gaussian input weights, zero bias
         w_ih = rng.normal(0.0, 1e-3, (gh, n_in))
         w_hh = np.concatenate([np.eye(hidden) for _ in range(g)], axis=0)
         b_ih = np.zeros(gh) if bias else None
         b_hh = np.zeros(gh) if bias else None
-    out: dict[str, Optional[Array]] = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
-    return {k: (None if v is None else np.ascontiguousarray(v, dtype=dtype)) for k, v in out.items()}
+    out: dict[str, Array | None] = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    return {
+        k: (None if v is None else np.ascontiguousarray(v, dtype=dtype)) for k, v in out.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,7 +322,7 @@ def _init_layer(rng: np.random.Generator, cell: str, init: str, n_in: int, hidde
 class _Stream:
     """Truncated-BPTT streaming state of one recurrent stack (see RNNBase.stream_begin)."""
 
-    def __init__(self, batch: int, k1: int, k2: int, state: list[State], lengths: Optional[Array]):
+    def __init__(self, batch: int, k1: int, k2: int, state: list[State], lengths: Array | None):
         self.batch = batch
         self.k1 = k1
         self.k2 = k2
@@ -292,11 +330,11 @@ class _Stream:
         self.state = state  # per layer: state entering step `pos`
         self.hist_start = 0  # absolute index of hist_x[0]
         self.hist_state = [_copy_state(s) for s in state]  # per layer: state entering hist_start
-        self.hist_x: Optional[Array] = None  # (n, B, I) inputs of steps [hist_start, pos)
-        self.hist_masks: list[Optional[Array]] = []  # per layer > 0: dropout masks of those steps
+        self.hist_x: Array | None = None  # (n, B, I) inputs of steps [hist_start, pos)
+        self.hist_masks: list[Array | None] = []  # per layer > 0: dropout masks of those steps
         self.lengths = lengths  # absolute valid lengths (B,) or None
         self.window = 0  # length of the window of the last training stream_forward
-        self.total: Optional[int] = None  # total stream length if known (sets the default next_len)
+        self.total: int | None = None  # total stream length if known (sets the default next_len)
 
 
 def _copy_state(s: State) -> State:
@@ -310,26 +348,44 @@ class RNNBase:
 
     _cell = "rnn"
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, dtype: Any = np.float32, seed: Optional[int] = None,
-                 init: str = "torch") -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        init: str = "torch",
+    ) -> None:
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
         self.num_layers = _check_int("num_layers", num_layers, 1)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         if self._cell != "rnn" and nonlinearity != "tanh":
-            raise ValueError(f"nonlinearity: only RNN takes a nonlinearity, got {nonlinearity!r} for "
-                             f"{type(self).__name__}")
+            raise ValueError(
+                f"nonlinearity: only RNN takes a nonlinearity, got {nonlinearity!r} for "
+                f"{type(self).__name__}"
+            )
         self.nonlinearity = nonlinearity
-        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+        for name, flag in (
+            ("bias", bias),
+            ("batch_first", batch_first),
+            ("bidirectional", bidirectional),
+        ):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name}: expected a bool, got {type(flag).__name__}")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating, np.integer)):
+        if isinstance(dropout, bool) or not isinstance(
+            dropout, (int, float, np.floating, np.integer)
+        ):
             raise TypeError(f"dropout: expected a float in [0, 1), got {type(dropout).__name__}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout: expected a float in [0, 1), got {dropout}")
@@ -353,22 +409,26 @@ class RNNBase:
         for layer in range(self.num_layers):
             n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
             for d in range(self.num_directions):
-                w = _init_layer(init_rng, self._cell, init, n_in, self.hidden_size, self.bias, self.dtype)
+                w = _init_layer(
+                    init_rng, self._cell, init, n_in, self.hidden_size, self.bias, self.dtype
+                )
                 sfx = self._suffix(layer, d)
                 self._params[f"weight_ih{sfx}"] = w["w_ih"]  # type: ignore[assignment]
                 self._params[f"weight_hh{sfx}"] = w["w_hh"]  # type: ignore[assignment]
                 if self.bias:
                     self._params[f"bias_ih{sfx}"] = w["b_ih"]  # type: ignore[assignment]
                     self._params[f"bias_hh{sfx}"] = w["b_hh"]  # type: ignore[assignment]
-        self.grads: dict[str, Array] = OrderedDict((k, np.zeros_like(v)) for k, v in self._params.items())
+        self.grads: dict[str, Array] = OrderedDict(
+            (k, np.zeros_like(v)) for k, v in self._params.items()
+        )
         #: per layer and direction (index layer * num_directions + d): dL/dh_t (T, B, H) of every step
         #: from the most recent backward (time-aligned with the input also for reverse directions).
         self.last_state_grads: list[Array] = []
         #: gradient w.r.t. the initial state hx of the most recent backward (h0, or (h0, c0) for LSTM).
-        self.grad_hx: Optional[State] = None
-        self._grad_hx_list: list[Optional[State]] = []
-        self._cache: Optional[dict[str, Any]] = None
-        self._stream: Optional[_Stream] = None
+        self.grad_hx: State | None = None
+        self._grad_hx_list: list[State | None] = []
+        self._cache: dict[str, Any] | None = None
+        self._stream: _Stream | None = None
         self._step_buf: dict[int, Array] = {}
 
     # --- names -------------------------------------------------------------------------------------
@@ -376,10 +436,15 @@ class RNNBase:
     def _suffix(layer: int, d: int) -> str:
         return f"_l{layer}" + ("_reverse" if d == 1 else "")
 
-    def _weights(self, layer: int, d: int) -> list[Optional[Array]]:
+    def _weights(self, layer: int, d: int) -> list[Array | None]:
         sfx = self._suffix(layer, d)
         p = self._params
-        return [p[f"weight_ih{sfx}"], p[f"weight_hh{sfx}"], p.get(f"bias_ih{sfx}"), p.get(f"bias_hh{sfx}")]
+        return [
+            p[f"weight_ih{sfx}"],
+            p[f"weight_hh{sfx}"],
+            p.get(f"bias_ih{sfx}"),
+            p.get(f"bias_hh{sfx}"),
+        ]
 
     # --- PyTorch-like housekeeping ------------------------------------------------------------------
     def parameters(self) -> dict[str, Array]:
@@ -409,7 +474,9 @@ class RNNBase:
         """Copies of the parameters, keys and shapes exactly as PyTorch's module of the same config."""
         return OrderedDict((k, v.copy()) for k, v in self._params.items())
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> IncompatibleKeys:
         """Load parameters (NumPy arrays or anything with ``__array__``, e.g. torch tensors).
 
         Values are converted to the module dtype and copied into the live arrays. ``strict`` (default):
@@ -428,8 +495,15 @@ class RNNBase:
         }
         if self._cell == "rnn":
             cfg["nonlinearity"] = self.nonlinearity
-        cfg.update(bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
-                   bidirectional=self.bidirectional, dtype=self.dtype.name, seed=self.seed, init=self.init)
+        cfg.update(
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            dtype=self.dtype.name,
+            seed=self.seed,
+            init=self.init,
+        )
         return cfg
 
     @property
@@ -448,7 +522,7 @@ class RNNBase:
         return f"{type(self).__name__}({args})"
 
     # --- state helpers ------------------------------------------------------------------------------
-    def _split_hx(self, hx: Any, batch: int) -> list[Optional[State]]:
+    def _split_hx(self, hx: Any, batch: int) -> list[State | None]:
         """Per layer/direction initial states from hx ((L*D, B, H), or a (h0, c0) pair for LSTM)."""
         n = self.num_layers * self.num_directions
         shape = (n, batch, self.hidden_size)
@@ -456,8 +530,10 @@ class RNNBase:
             return [None] * n
         if self._cell == "lstm":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx: expected a tuple (h0, c0) of arrays {shape} for LSTM, got "
-                                f"{type(hx).__name__}")
+                raise TypeError(
+                    f"hx: expected a tuple (h0, c0) of arrays {shape} for LSTM, got "
+                    f"{type(hx).__name__}"
+                )
             h0 = _as_float("hx[0]", hx[0], self.dtype)
             c0 = _as_float("hx[1]", hx[1], self.dtype)
             for name, a in (("hx[0]", h0), ("hx[1]", c0)):
@@ -465,7 +541,9 @@ class RNNBase:
                     raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
             return [(h0[i], c0[i]) for i in range(n)]
         if isinstance(hx, (tuple, list)):
-            raise TypeError(f"hx: expected an array {shape} for {type(self).__name__}, got {type(hx).__name__}")
+            raise TypeError(
+                f"hx: expected an array {shape} for {type(self).__name__}, got {type(hx).__name__}"
+            )
         h0 = _as_float("hx", hx, self.dtype)
         if h0.shape != shape:
             raise ValueError(f"hx: expected shape {shape}, got {h0.shape}")
@@ -513,14 +591,22 @@ class RNNBase:
         if self.batch_first:
             xa = np.ascontiguousarray(xa.transpose(1, 0, 2))
         if xa.shape[2] != self.input_size:
-            raise ValueError(f"x: expected input size {self.input_size} in the last axis, got shape "
-                             f"{np.asarray(x).shape}")
+            raise ValueError(
+                f"x: expected input size {self.input_size} in the last axis, got shape "
+                f"{np.asarray(x).shape}"
+            )
         if xa.shape[0] < 1 or xa.shape[1] < 1:
             raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {np.asarray(x).shape}")
         return xa
 
-    def _run(self, x: Array, states: list[Optional[State]], lengths: Optional[Array], training: bool,
-             masks: Optional[list[Optional[Array]]]) -> tuple[Array, list[State], Optional[dict[str, Any]]]:
+    def _run(
+        self,
+        x: Array,
+        states: list[State | None],
+        lengths: Array | None,
+        training: bool,
+        masks: list[Array | None] | None,
+    ) -> tuple[Array, list[State], dict[str, Any] | None]:
         """Forward through every layer/direction (time-major). ``masks`` overrides the dropout masks.
 
         Returns (y (T, B, D*H), final states per layer/direction, cache or None).
@@ -531,7 +617,7 @@ class RNNBase:
         rev_idx = _reverse_index(t_steps, batch, lengths) if self.bidirectional else None
         finals: list[State] = []
         layer_caches: list[list[Any]] = []
-        used_masks: list[Optional[Array]] = [None]
+        used_masks: list[Array | None] = [None]
         inp = x
         for layer in range(self.num_layers):
             if layer > 0:
@@ -548,12 +634,22 @@ class RNNBase:
             dcaches = []
             for d in range(D):
                 xin = inp if d == 0 else _gather_time(inp, rev_idx)  # type: ignore[arg-type]
-                y, fin, cache = _cell_forward(F, self._cell, self.nonlinearity, xin,
-                                              states[layer * D + d], self._weights(layer, d), lengths,
-                                              training)
+                y, fin, cache = _cell_forward(
+                    F,
+                    self._cell,
+                    self.nonlinearity,
+                    xin,
+                    states[layer * D + d],
+                    self._weights(layer, d),
+                    lengths,
+                    training,
+                )
                 y = np.asarray(y, dtype=self.dtype)
-                fin = (tuple(np.asarray(s, dtype=self.dtype) for s in fin) if isinstance(fin, tuple)
-                       else np.asarray(fin, dtype=self.dtype))
+                fin = (
+                    tuple(np.asarray(s, dtype=self.dtype) for s in fin)
+                    if isinstance(fin, tuple)
+                    else np.asarray(fin, dtype=self.dtype)
+                )
                 if d == 1:
                     y = _gather_time(y, rev_idx)  # type: ignore[arg-type]
                 ys.append(y)
@@ -563,8 +659,13 @@ class RNNBase:
             inp = ys[0] if D == 1 else np.concatenate(ys, axis=2)
         if not training:
             return inp, finals, None
-        cache_all = {"caches": layer_caches, "masks": used_masks, "rev_idx": rev_idx,
-                     "shape": (t_steps, batch), "x_dtype": x.dtype}
+        cache_all = {
+            "caches": layer_caches,
+            "masks": used_masks,
+            "rev_idx": rev_idx,
+            "shape": (t_steps, batch),
+            "x_dtype": x.dtype,
+        }
         assert inp.shape == (t_steps, batch, D * H)
         return inp, finals, cache_all
 
@@ -599,13 +700,15 @@ class RNNBase:
         dx = self._backward_time_major(cache, dout, dstates)
         return np.ascontiguousarray(dx.transpose(1, 0, 2)) if self.batch_first else dx
 
-    def _split_grad_state(self, grad_state: Any, batch: int) -> list[Optional[State]]:
+    def _split_grad_state(self, grad_state: Any, batch: int) -> list[State | None]:
         if grad_state is None:
             return [None] * (self.num_layers * self.num_directions)
         if self._cell == "lstm":
             if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
-                raise TypeError("grad_state: expected a tuple (dh_n, dc_n) for LSTM, got "
-                                f"{type(grad_state).__name__}")
+                raise TypeError(
+                    "grad_state: expected a tuple (dh_n, dc_n) for LSTM, got "
+                    f"{type(grad_state).__name__}"
+                )
             n = self.num_layers * self.num_directions
             shape = (n, batch, self.hidden_size)
             parts = []
@@ -623,21 +726,24 @@ class RNNBase:
         except (TypeError, ValueError) as exc:
             raise type(exc)(str(exc).replace("hx", "grad_state")) from None
 
-    def _backward_time_major(self, cache: dict[str, Any], dout: Array,
-                             dstates: list[Optional[State]]) -> Array:
+    def _backward_time_major(
+        self, cache: dict[str, Any], dout: Array, dstates: list[State | None]
+    ) -> Array:
         F = get_backend()
         D, H = self.num_directions, self.hidden_size
         rev_idx = cache["rev_idx"]
-        dh_alls: list[Optional[Array]] = [None] * (self.num_layers * D)
-        dhx: list[Optional[State]] = [None] * (self.num_layers * D)
+        dh_alls: list[Array | None] = [None] * (self.num_layers * D)
+        dhx: list[State | None] = [None] * (self.num_layers * D)
         dy = dout
         for layer in reversed(range(self.num_layers)):
-            dx_layer: Optional[Array] = None
+            dx_layer: Array | None = None
             for d in range(D):
-                dyd = dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H:(d + 1) * H])
+                dyd = dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H : (d + 1) * H])
                 if d == 1:
                     dyd = _gather_time(dyd, rev_idx)
-                g = _cell_backward(F, self._cell, cache["caches"][layer][d], dyd, dstates[layer * D + d])
+                g = _cell_backward(
+                    F, self._cell, cache["caches"][layer][d], dyd, dstates[layer * D + d]
+                )
                 sfx = self._suffix(layer, d)
                 self.grads[f"weight_ih{sfx}"] += g["w_ih"]
                 self.grads[f"weight_hh{sfx}"] += g["w_hh"]
@@ -651,8 +757,10 @@ class RNNBase:
                     dha = _gather_time(dha, rev_idx)
                 dh_alls[layer * D + d] = dha
                 if self._cell == "lstm":
-                    dhx[layer * D + d] = (np.asarray(g["h0"], dtype=self.dtype),
-                                          np.asarray(g["c0"], dtype=self.dtype))
+                    dhx[layer * D + d] = (
+                        np.asarray(g["h0"], dtype=self.dtype),
+                        np.asarray(g["c0"], dtype=self.dtype),
+                    )
                 else:
                     dhx[layer * D + d] = np.asarray(g["h0"], dtype=self.dtype)
                 dx_layer = dxd if dx_layer is None else dx_layer + dxd
@@ -689,8 +797,15 @@ class RNNBase:
         return y[0], self._join_states(finals)
 
     # --- truncated BPTT streaming -------------------------------------------------------------------
-    def stream_begin(self, batch_size: int, k1: int, k2: int, hx: Any = None, lengths: Any = None,
-                     total_steps: Optional[int] = None) -> None:
+    def stream_begin(
+        self,
+        batch_size: int,
+        k1: int,
+        k2: int,
+        hx: Any = None,
+        lengths: Any = None,
+        total_steps: int | None = None,
+    ) -> None:
         """Start a TBPTT(k1, k2) stream of ``batch_size`` sequences (time-major chunks).
 
         Then call :meth:`stream_forward` with chunks of (typically k1) steps and, in training mode,
@@ -707,20 +822,26 @@ class RNNBase:
         streams (absolute valid lengths). Bidirectional stacks cannot stream (ValueError).
         """
         if self.bidirectional:
-            raise ValueError("stream_begin: truncated BPTT streams forward in time; a bidirectional "
-                             "module's backward direction needs the whole sequence (use bptt=None)")
+            raise ValueError(
+                "stream_begin: truncated BPTT streams forward in time; a bidirectional "
+                "module's backward direction needs the whole sequence (use bptt=None)"
+            )
         batch = _check_int("batch_size", batch_size, 1)
         k1 = _check_int("k1", k1, 1)
         k2 = _check_int("k2", k2, 1)
         if k2 < k1:
             raise ValueError(f"k2: expected k2 >= k1 = {k1}, got {k2}")
-        states = [s if s is not None else self._zero_state(batch) for s in self._split_hx(hx, batch)]
+        states = [
+            s if s is not None else self._zero_state(batch) for s in self._split_hx(hx, batch)
+        ]
         states = [_copy_state(s) for s in states]  # type: ignore[arg-type]
         lens = None
         if lengths is not None:
             arr = np.asarray(lengths)
             if arr.dtype.kind not in "iu":
-                raise TypeError(f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}")
+                raise TypeError(
+                    f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}"
+                )
             if arr.shape != (batch,):
                 raise ValueError(f"lengths: expected shape ({batch},), got {arr.shape}")
             if arr.size and arr.min() < 0:
@@ -736,7 +857,7 @@ class RNNBase:
             raise ValueError(f"{name}: no stream; call stream_begin first")
         return self._stream
 
-    def stream_forward(self, x_chunk: Any, next_len: Optional[int] = None) -> Array:
+    def stream_forward(self, x_chunk: Any, next_len: int | None = None) -> Array:
         """Forward the next chunk (n, B, input_size) (time-major even with batch_first); returns (n, B, H).
 
         In training mode the window of the last k2 steps is kept for :meth:`stream_backward`.
@@ -748,14 +869,16 @@ class RNNBase:
         st = self._require_stream("stream_forward")
         xa = _as_float("x_chunk", x_chunk, self.dtype)
         if xa.ndim != 3 or xa.shape[1] != st.batch or xa.shape[2] != self.input_size:
-            raise ValueError(f"x_chunk: expected shape (n, {st.batch}, {self.input_size}), got {xa.shape}")
+            raise ValueError(
+                f"x_chunk: expected shape (n, {st.batch}, {self.input_size}), got {xa.shape}"
+            )
         n = xa.shape[0]
         if n < 1:
             raise ValueError("x_chunk: expected at least one time step, got 0")
         start = st.pos
         e = start + n - 1
 
-        def rel_lengths(origin: int, length: int) -> Optional[Array]:
+        def rel_lengths(origin: int, length: int) -> Array | None:
             if st.lengths is None:
                 return None
             return np.clip(st.lengths - origin, 0, length).astype(np.int64)
@@ -774,19 +897,27 @@ class RNNBase:
         masks_hist = st.hist_masks
         if s > st.hist_start:  # advance the stored state to the window start (inference pass)
             adv = s - st.hist_start
-            _, state_s, _ = self._run_masked_eval(hist_x[:adv], state_s, rel_lengths(st.hist_start, adv),
-                                                  [None if m is None else m[:adv] for m in masks_hist])
+            _, state_s, _ = self._run_masked_eval(
+                hist_x[:adv],
+                state_s,
+                rel_lengths(st.hist_start, adv),
+                [None if m is None else m[:adv] for m in masks_hist],
+            )
             hist_x = hist_x[adv:]
             masks_hist = [None if m is None else m[adv:] for m in masks_hist]
         xw = np.ascontiguousarray(np.concatenate([hist_x, xa], axis=0))
         win = xw.shape[0]
-        masks: Optional[list[Optional[Array]]] = None
+        masks: list[Array | None] | None = None
         if self.dropout > 0.0 and self.num_layers > 1:
             masks = [None]
             for layer in range(1, self.num_layers):
                 fresh = self.rng.random((n, st.batch, self.hidden_size)) >= self.dropout
                 fresh_m = (fresh / (1.0 - self.dropout)).astype(self.dtype)
-                old = masks_hist[layer] if len(masks_hist) > layer and masks_hist[layer] is not None else None
+                old = (
+                    masks_hist[layer]
+                    if len(masks_hist) > layer and masks_hist[layer] is not None
+                    else None
+                )
                 if old is None:
                     old = np.ones((win - n, st.batch, self.hidden_size), dtype=self.dtype)
                 masks.append(np.concatenate([old, fresh_m], axis=0))
@@ -805,8 +936,9 @@ class RNNBase:
             ma = None if masks is None else [None if m is None else m[:a] for m in masks]
             mb = None if masks is None else [None if m is None else m[a:] for m in masks]
             ya, state_s2, cache_a = self._run(xw[:a], state_s, rel_lengths(s, a), True, ma)  # type: ignore[arg-type]
-            yb, finals, cache_b = self._run(np.ascontiguousarray(xw[a:]), list(state_s2), rel_lengths(s2, win - a),
-                                            True, mb)  # type: ignore[arg-type]
+            yb, finals, cache_b = self._run(
+                np.ascontiguousarray(xw[a:]), list(state_s2), rel_lengths(s2, win - a), True, mb
+            )  # type: ignore[arg-type]
             y = np.concatenate([ya, yb], axis=0)
             self._cache = {"pieces": [cache_a, cache_b], "split": [0, a, win]}
         st.state = finals
@@ -816,10 +948,11 @@ class RNNBase:
         st.hist_state = [_copy_state(v) for v in state_s2]  # type: ignore[arg-type]
         st.hist_masks = [None if m is None else m[a:] for m in masks] if masks is not None else []
         st.window = win
-        return np.ascontiguousarray(y[win - n:])
+        return np.ascontiguousarray(y[win - n :])
 
-    def _run_masked_eval(self, x: Array, states: list[State], lengths: Optional[Array],
-                         masks: list[Optional[Array]]) -> tuple[Array, list[State], None]:
+    def _run_masked_eval(
+        self, x: Array, states: list[State], lengths: Array | None, masks: list[Array | None]
+    ) -> tuple[Array, list[State], None]:
         """Inference pass that still applies given dropout masks (to replay a training history)."""
         if not masks or all(m is None for m in masks):
             y, fin, _ = self._run(x, list(states), lengths, False, None)
@@ -830,11 +963,22 @@ class RNNBase:
         for layer in range(self.num_layers):
             if layer > 0 and layer < len(masks) and masks[layer] is not None:
                 inp = inp * masks[layer]
-            y, fin, _ = _cell_forward(F, self._cell, self.nonlinearity, np.ascontiguousarray(inp),
-                                      states[layer], self._weights(layer, 0), lengths, False)
+            y, fin, _ = _cell_forward(
+                F,
+                self._cell,
+                self.nonlinearity,
+                np.ascontiguousarray(inp),
+                states[layer],
+                self._weights(layer, 0),
+                lengths,
+                False,
+            )
             inp = np.asarray(y, dtype=self.dtype)
-            finals.append(tuple(np.asarray(s, dtype=self.dtype) for s in fin) if isinstance(fin, tuple)
-                          else np.asarray(fin, dtype=self.dtype))  # type: ignore[arg-type]
+            finals.append(
+                tuple(np.asarray(s, dtype=self.dtype) for s in fin)
+                if isinstance(fin, tuple)
+                else np.asarray(fin, dtype=self.dtype)
+            )  # type: ignore[arg-type]
         return inp, finals, None
 
     def stream_backward(self, dy_chunk: Any) -> Array:
@@ -850,27 +994,36 @@ class RNNBase:
         win = st.window
         n = dya.shape[0] if dya.ndim == 3 else -1
         if dya.ndim != 3 or dya.shape[1:] != (st.batch, self.hidden_size) or not 1 <= n <= win:
-            raise ValueError(f"dy_chunk: expected shape (n, {st.batch}, {self.hidden_size}) with n the "
-                             f"chunk length, got {dya.shape}")
+            raise ValueError(
+                f"dy_chunk: expected shape (n, {st.batch}, {self.hidden_size}) with n the "
+                f"chunk length, got {dya.shape}"
+            )
         dyw = np.zeros((win, st.batch, self.hidden_size), dtype=self.dtype)
-        dyw[win - n:] = dya
+        dyw[win - n :] = dya
         cache = self._cache
         self._cache = None
         pieces, split = cache["pieces"], cache["split"]
-        dstates: list[Optional[State]] = [None] * self.num_layers
+        dstates: list[State | None] = [None] * self.num_layers
         dxs: list[Array] = []
         dhs: list[list[Array]] = []
-        for j in reversed(range(len(pieces))):  # later piece first; its dh0 is the earlier one's dh_n
-            dxs.append(self._backward_time_major(pieces[j], np.ascontiguousarray(dyw[split[j]:split[j + 1]]),
-                                                 dstates))
+        for j in reversed(
+            range(len(pieces))
+        ):  # later piece first; its dh0 is the earlier one's dh_n
+            dxs.append(
+                self._backward_time_major(
+                    pieces[j], np.ascontiguousarray(dyw[split[j] : split[j + 1]]), dstates
+                )
+            )
             dstates = list(self._grad_hx_list)
             dhs.append(self.last_state_grads)
         if len(pieces) > 1:
-            self.last_state_grads = [np.concatenate([dhs[1][i], dhs[0][i]], axis=0) for i in range(len(dhs[0]))]
+            self.last_state_grads = [
+                np.concatenate([dhs[1][i], dhs[0][i]], axis=0) for i in range(len(dhs[0]))
+            ]
         return dxs[0] if len(dxs) == 1 else np.concatenate(dxs[::-1], axis=0)
 
     @property
-    def stream_state(self) -> Optional[State]:
+    def stream_state(self) -> State | None:
         """The carried state of the current stream ((L, B, H); LSTM (h, c)), or None without a stream."""
         if self._stream is None:
             return None
@@ -899,8 +1052,13 @@ class RNNBase:
     def stream_export(self) -> dict[str, Any]:
         """The stream's full state as arrays and ints (for checkpoints); inverse of stream_import."""
         st = self._require_stream("stream_export")
-        out: dict[str, Any] = {"batch": st.batch, "k1": st.k1, "k2": st.k2, "pos": st.pos,
-                               "hist_start": st.hist_start}
+        out: dict[str, Any] = {
+            "batch": st.batch,
+            "k1": st.k1,
+            "k2": st.k2,
+            "pos": st.pos,
+            "hist_start": st.hist_start,
+        }
         out["state"] = self._join_states(st.state)
         out["hist_state"] = self._join_states(st.hist_state)
         if st.hist_x is not None:
@@ -931,10 +1089,16 @@ class RNNBase:
         st.total = None if d.get("total") is None else int(d["total"])
         st.hist_start = int(d["hist_start"])
         st.hist_state = [_copy_state(s) for s in self._split_hx(d["hist_state"], batch)]  # type: ignore[arg-type]
-        st.hist_x = None if d.get("hist_x") is None else _as_float("hist_x", d["hist_x"], self.dtype).copy()
+        st.hist_x = (
+            None if d.get("hist_x") is None else _as_float("hist_x", d["hist_x"], self.dtype).copy()
+        )
         n_masks = int(d.get("n_masks", 0))
-        st.hist_masks = [None if d.get(f"hist_mask_{i}") is None else
-                         _as_float("hist_mask", d[f"hist_mask_{i}"], self.dtype).copy() for i in range(n_masks)]
+        st.hist_masks = [
+            None
+            if d.get(f"hist_mask_{i}") is None
+            else _as_float("hist_mask", d[f"hist_mask_{i}"], self.dtype).copy()
+            for i in range(n_masks)
+        ]
 
     def stream_end(self) -> None:
         """Forget the stream (and any stored window)."""
@@ -968,11 +1132,32 @@ class LSTM(RNNBase):
 
     _cell = "lstm"
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: Any = np.float32, seed: Optional[int] = None, init: str = "torch") -> None:
-        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, batch_first, dropout,
-                         bidirectional, dtype, seed, init)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        init: str = "torch",
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            "tanh",
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
+            init,
+        )
 
 
 class GRU(RNNBase):
@@ -983,11 +1168,32 @@ class GRU(RNNBase):
 
     _cell = "gru"
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: Any = np.float32, seed: Optional[int] = None, init: str = "torch") -> None:
-        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, batch_first, dropout,
-                         bidirectional, dtype, seed, init)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        init: str = "torch",
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            "tanh",
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
+            init,
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1002,8 +1208,14 @@ class Linear:
     default). ``backward(dy) -> dx`` accumulates into :attr:`grads` ("weight", "bias").
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: Any = np.float32,
-                 seed: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
         self.in_features = _check_int("in_features", in_features, 1)
         self.out_features = _check_int("out_features", out_features, 1)
         if not isinstance(bias, (bool, np.bool_)):
@@ -1016,12 +1228,16 @@ class Linear:
         rng = np.random.default_rng(seed)
         k = 1.0 / math.sqrt(self.in_features)
         self._params: dict[str, Array] = OrderedDict()
-        self._params["weight"] = rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype)
+        self._params["weight"] = rng.uniform(-k, k, (self.out_features, self.in_features)).astype(
+            self.dtype
+        )
         if self.bias:
             self._params["bias"] = rng.uniform(-k, k, self.out_features).astype(self.dtype)
-        self.grads: dict[str, Array] = OrderedDict((n, np.zeros_like(v)) for n, v in self._params.items())
+        self.grads: dict[str, Array] = OrderedDict(
+            (n, np.zeros_like(v)) for n, v in self._params.items()
+        )
         self.training = True
-        self._x: Optional[Array] = None
+        self._x: Array | None = None
 
     def parameters(self) -> dict[str, Array]:
         """Live parameter arrays ("weight", "bias")."""
@@ -1046,14 +1262,22 @@ class Linear:
         """Copies of the parameters (PyTorch keys "weight", "bias")."""
         return OrderedDict((k, v.copy()) for k, v in self._params.items())
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> IncompatibleKeys:
         """Load parameters (strict by default; see RNNBase.load_state_dict)."""
         return _load_into(self._params, state_dict, strict)
 
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments."""
-        return {"type": "Linear", "in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias, "dtype": self.dtype.name, "seed": self.seed}
+        return {
+            "type": "Linear",
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+        }
 
     def __call__(self, x: Any) -> Array:
         return self.forward(x)
@@ -1076,7 +1300,9 @@ class Linear:
             raise ValueError(_NO_CACHE_MSG)
         dy = _as_float("grad_output", grad_output, self.dtype)
         if dy.shape != x.shape[:-1] + (self.out_features,):
-            raise ValueError(f"grad_output: expected shape {x.shape[:-1] + (self.out_features,)}, got {dy.shape}")
+            raise ValueError(
+                f"grad_output: expected shape {x.shape[:-1] + (self.out_features,)}, got {dy.shape}"
+            )
         self._x = None
         dy2 = dy.reshape(-1, self.out_features)
         x2 = x.reshape(-1, self.in_features)
@@ -1096,8 +1322,13 @@ class Embedding:
     scatters dy into grads["weight"] (returns None: integer inputs have no gradient).
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: Any = np.float32,
-                 seed: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
         self.num_embeddings = _check_int("num_embeddings", num_embeddings, 1)
         self.embedding_dim = _check_int("embedding_dim", embedding_dim, 1)
         self.dtype = _check_dtype(dtype)
@@ -1106,10 +1337,11 @@ class Embedding:
         self.seed = seed
         rng = np.random.default_rng(seed)
         self._params: dict[str, Array] = OrderedDict(
-            weight=rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype))
+            weight=rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        )
         self.grads: dict[str, Array] = OrderedDict(weight=np.zeros_like(self._params["weight"]))
         self.training = True
-        self._ids: Optional[Array] = None
+        self._ids: Array | None = None
 
     def parameters(self) -> dict[str, Array]:
         """Live parameter arrays ("weight")."""
@@ -1133,22 +1365,31 @@ class Embedding:
         """Copy of the table ("weight")."""
         return OrderedDict(weight=self._params["weight"].copy())
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> IncompatibleKeys:
         """Load the table (strict by default)."""
         return _load_into(self._params, state_dict, strict)
 
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments."""
-        return {"type": "Embedding", "num_embeddings": self.num_embeddings,
-                "embedding_dim": self.embedding_dim, "dtype": self.dtype.name, "seed": self.seed}
+        return {
+            "type": "Embedding",
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+        }
 
     def _check_ids(self, ids: Any) -> Array:
         arr = np.asarray(ids)
         if arr.dtype.kind not in "iu":
             raise TypeError(f"ids: expected an integer array of token ids, got dtype {arr.dtype}")
         if arr.size and (arr.min() < 0 or arr.max() >= self.num_embeddings):
-            raise ValueError(f"ids: expected values in [0, {self.num_embeddings}), got min {arr.min()}, "
-                             f"max {arr.max()}")
+            raise ValueError(
+                f"ids: expected values in [0, {self.num_embeddings}), got min {arr.min()}, "
+                f"max {arr.max()}"
+            )
         return arr.astype(np.int64)
 
     def __call__(self, ids: Any) -> Array:
@@ -1172,7 +1413,9 @@ class Embedding:
         """Scatter-add ``grad_output`` (*ids.shape, dim) at rows ``ids`` (used by streaming)."""
         dy = _as_float("grad_output", grad_output, self.dtype)
         if dy.shape != ids.shape + (self.embedding_dim,):
-            raise ValueError(f"grad_output: expected shape {ids.shape + (self.embedding_dim,)}, got {dy.shape}")
+            raise ValueError(
+                f"grad_output: expected shape {ids.shape + (self.embedding_dim,)}, got {dy.shape}"
+            )
         np.add.at(self.grads["weight"], ids.reshape(-1), dy.reshape(-1, self.embedding_dim))
 
     def __repr__(self) -> str:
@@ -1200,8 +1443,13 @@ class SequenceModel:
     Parameter names are prefixed: "rnn.weight_ih_l0", "head.weight", "embedding.weight".
     """
 
-    def __init__(self, rnn: RNNBase, head: Linear, mode: str = "many_to_many",
-                 embedding: Optional[Embedding] = None) -> None:
+    def __init__(
+        self,
+        rnn: RNNBase,
+        head: Linear,
+        mode: str = "many_to_many",
+        embedding: Embedding | None = None,
+    ) -> None:
         if not isinstance(rnn, RNNBase):
             raise TypeError(f"rnn: expected an rnnfast RNN, LSTM or GRU, got {type(rnn).__name__}")
         if not isinstance(head, Linear):
@@ -1209,13 +1457,19 @@ class SequenceModel:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         if embedding is not None and not isinstance(embedding, Embedding):
-            raise TypeError(f"embedding: expected an rnnfast Embedding or None, got {type(embedding).__name__}")
+            raise TypeError(
+                f"embedding: expected an rnnfast Embedding or None, got {type(embedding).__name__}"
+            )
         if head.in_features != rnn.output_size:
-            raise ValueError(f"head: expected in_features = rnn output size {rnn.output_size}, got "
-                             f"{head.in_features}")
+            raise ValueError(
+                f"head: expected in_features = rnn output size {rnn.output_size}, got "
+                f"{head.in_features}"
+            )
         if embedding is not None and embedding.embedding_dim != rnn.input_size:
-            raise ValueError(f"embedding: expected embedding_dim = rnn input_size {rnn.input_size}, got "
-                             f"{embedding.embedding_dim}")
+            raise ValueError(
+                f"embedding: expected embedding_dim = rnn input_size {rnn.input_size}, got "
+                f"{embedding.embedding_dim}"
+            )
         for name, m in (("head", head), ("embedding", embedding)):
             if m is not None and m.dtype != rnn.dtype:
                 raise TypeError(f"{name}: expected dtype {rnn.dtype} (the rnn's), got {m.dtype}")
@@ -1226,9 +1480,9 @@ class SequenceModel:
         self.dtype = rnn.dtype
         self.training = rnn.training
         #: final state of the last forward pass (as the rnn returns it).
-        self.last_hidden: Optional[State] = None
-        self._fwd: Optional[dict[str, Any]] = None
-        self._stream_ids: Optional[Array] = None
+        self.last_hidden: State | None = None
+        self._fwd: dict[str, Any] | None = None
+        self._stream_ids: Array | None = None
 
     # --- housekeeping ------------------------------------------------------------------------------
     def _children(self) -> list[tuple[str, Any]]:
@@ -1240,7 +1494,9 @@ class SequenceModel:
 
     def parameters(self) -> dict[str, Array]:
         """Live parameter arrays, prefixed "embedding.", "rnn.", "head." (optimizers update in place)."""
-        return OrderedDict((f"{p}.{k}", v) for p, m in self._children() for k, v in m.parameters().items())
+        return OrderedDict(
+            (f"{p}.{k}", v) for p, m in self._children() for k, v in m.parameters().items()
+        )
 
     @property
     def grads(self) -> dict[str, Array]:
@@ -1267,17 +1523,25 @@ class SequenceModel:
 
     def state_dict(self) -> dict[str, Array]:
         """Copies of all parameters with prefixed names."""
-        return OrderedDict((f"{p}.{k}", v) for p, m in self._children() for k, v in m.state_dict().items())
+        return OrderedDict(
+            (f"{p}.{k}", v) for p, m in self._children() for k, v in m.state_dict().items()
+        )
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> IncompatibleKeys:
         """Load all parameters (prefixed names; strict by default: missing/extra/misshaped -> ValueError)."""
         return _load_into(self.parameters(), state_dict, strict)
 
     def config(self) -> dict[str, Any]:
         """JSON-able description (rebuild with :func:`model_from_config`)."""
-        return {"type": "SequenceModel", "mode": self.mode, "rnn": self.rnn.config(),
-                "head": self.head.config(),
-                "embedding": None if self.embedding is None else self.embedding.config()}
+        return {
+            "type": "SequenceModel",
+            "mode": self.mode,
+            "rnn": self.rnn.config(),
+            "head": self.head.config(),
+            "embedding": None if self.embedding is None else self.embedding.config(),
+        }
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Any:
@@ -1285,8 +1549,10 @@ class SequenceModel:
         return model_from_config(cfg)
 
     def __repr__(self) -> str:
-        return (f"SequenceModel(mode={self.mode!r}, rnn={self.rnn!r}, head={self.head!r}, "
-                f"embedding={self.embedding!r})")
+        return (
+            f"SequenceModel(mode={self.mode!r}, rnn={self.rnn!r}, head={self.head!r}, "
+            f"embedding={self.embedding!r})"
+        )
 
     @property
     def num_parameters(self) -> int:
@@ -1307,12 +1573,16 @@ class SequenceModel:
         rnn = self.rnn
         if self.mode == "one_to_one":
             if lengths is not None:
-                raise ValueError("lengths: not used in one_to_one mode (a single step), got an array")
+                raise ValueError(
+                    "lengths: not used in one_to_one mode (a single step), got an array"
+                )
             xa = np.asarray(x)
             need = 1 if self.embedding is not None else 2
             if xa.ndim != need:
-                raise ValueError(f"x: expected shape {'(B,)' if need == 1 else '(B, I)'} in one_to_one mode, "
-                                 f"got {xa.shape}")
+                raise ValueError(
+                    f"x: expected shape {'(B,)' if need == 1 else '(B, I)'} in one_to_one mode, "
+                    f"got {xa.shape}"
+                )
             e = self._embed(xa)
             e = e[:, None] if rnn.batch_first else e[None]
             out, h_n = rnn.forward(e, hx)
@@ -1325,14 +1595,14 @@ class SequenceModel:
         self.last_hidden = h_n
         if self.mode == "many_to_one":
             h = h_n[0] if isinstance(h_n, tuple) else h_n
-            top = h[-rnn.num_directions:]  # (D, B, H): final states of the top layer
+            top = h[-rnn.num_directions :]  # (D, B, H): final states of the top layer
             feat = top[0] if rnn.num_directions == 1 else np.concatenate([top[0], top[1]], axis=1)
             self._fwd = {"mode": "many_to_one", "batch": feat.shape[0]} if self.training else None
             return self.head.forward(feat)
         self._fwd = {"mode": "seq"} if self.training else None
         return self.head.forward(out)
 
-    def backward(self, grad_output: Any) -> Optional[Array]:
+    def backward(self, grad_output: Any) -> Array | None:
         """dL/dpred -> dL/dx (None for token inputs); accumulates every part's gradients."""
         f = self._fwd
         if f is None:
@@ -1348,7 +1618,7 @@ class SequenceModel:
             L, D, H = rnn.num_layers, rnn.num_directions, rnn.hidden_size
             dh = np.zeros((L * D, f["batch"], H), dtype=self.dtype)
             for d in range(D):
-                dh[(L - 1) * D + d] = dfeat[:, d * H:(d + 1) * H]
+                dh[(L - 1) * D + d] = dfeat[:, d * H : (d + 1) * H]
             gs: Any = (dh, None) if isinstance(rnn, LSTM) else dh
             dx = rnn.backward(None, gs)
         else:
@@ -1359,9 +1629,17 @@ class SequenceModel:
         return dx
 
     # --- generation ---------------------------------------------------------------------------------
-    def generate(self, x0: Any, steps: int, *, temperature: float = 1.0, sample: bool = True,
-                 rng: Optional[np.random.Generator] = None, hx: Any = None,
-                 feedback: str = "auto") -> Array:
+    def generate(
+        self,
+        x0: Any,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        sample: bool = True,
+        rng: np.random.Generator | None = None,
+        hx: Any = None,
+        feedback: str = "auto",
+    ) -> Array:
         """Free-running generation (one-to-many): feed each output back as the next input.
 
         Args:
@@ -1382,13 +1660,17 @@ class SequenceModel:
         if feedback == "auto":
             feedback = "token" if self.embedding is not None else "value"
         if feedback not in ("token", "onehot", "value"):
-            raise ValueError(f"feedback: expected 'auto', 'token', 'onehot' or 'value', got {feedback!r}")
+            raise ValueError(
+                f"feedback: expected 'auto', 'token', 'onehot' or 'value', got {feedback!r}"
+            )
         O, I = self.head.out_features, self.rnn.input_size
         if feedback == "token" and self.embedding is None:
             raise ValueError("feedback: 'token' needs a model with an embedding")
         if feedback in ("onehot", "value") and (self.embedding is not None or O != I):
-            raise ValueError(f"feedback: {feedback!r} needs output size == input size and no embedding, "
-                             f"got O={O}, I={I}")
+            raise ValueError(
+                f"feedback: {feedback!r} needs output size == input size and no embedding, "
+                f"got O={O}, I={I}"
+            )
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature: expected a float > 0, got {temperature!r}")
         rng = rng if rng is not None else np.random.default_rng()
@@ -1401,12 +1683,20 @@ class SequenceModel:
         batch = cur.shape[0]
         state = hx
         tokens = feedback in ("token", "onehot")
-        out = np.zeros((steps, batch), dtype=np.int64) if tokens else np.zeros((steps, batch, O), self.dtype)
+        out = (
+            np.zeros((steps, batch), dtype=np.int64)
+            if tokens
+            else np.zeros((steps, batch, O), self.dtype)
+        )
         was = self.head.training
         self.head.train(False)
         try:
             for k in range(steps):
-                inp = self.embedding._params["weight"][self.embedding._check_ids(cur)] if self.embedding else cur
+                inp = (
+                    self.embedding._params["weight"][self.embedding._check_ids(cur)]
+                    if self.embedding
+                    else cur
+                )
                 h, state = self.rnn.step(inp, state)
                 pred = self.head.forward(h)
                 if not tokens:
@@ -1428,16 +1718,25 @@ class SequenceModel:
         return out
 
     # --- truncated BPTT streaming -------------------------------------------------------------------
-    def stream_begin(self, batch_size: int, k1: int, k2: int, hx: Any = None, lengths: Any = None,
-                     total_steps: Optional[int] = None) -> None:
+    def stream_begin(
+        self,
+        batch_size: int,
+        k1: int,
+        k2: int,
+        hx: Any = None,
+        lengths: Any = None,
+        total_steps: int | None = None,
+    ) -> None:
         """Start a TBPTT(k1, k2) stream (many_to_many / one_to_many only); see RNNBase.stream_begin."""
         if self.mode not in ("many_to_many", "one_to_many"):
-            raise ValueError(f"stream_begin: truncated BPTT needs a per-step output (many_to_many or "
-                             f"one_to_many), got mode {self.mode!r}")
+            raise ValueError(
+                f"stream_begin: truncated BPTT needs a per-step output (many_to_many or "
+                f"one_to_many), got mode {self.mode!r}"
+            )
         self.rnn.stream_begin(batch_size, k1, k2, hx, lengths, total_steps)
         self._stream_ids = None
 
-    def stream_forward(self, x_chunk: Any, next_len: Optional[int] = None) -> Array:
+    def stream_forward(self, x_chunk: Any, next_len: int | None = None) -> Array:
         """Chunk (n, B, I) (ids (n, B)), time-major -> predictions (n, B, O); see RNNBase.stream_forward."""
         if self.embedding is not None:
             ids = self.embedding._check_ids(x_chunk)
@@ -1451,7 +1750,7 @@ class SequenceModel:
             assert st is not None
             prev = self._stream_ids if self._stream_ids is not None else ids[:0]
             allids = np.concatenate([prev, ids], axis=0)
-            self._stream_ids = allids[allids.shape[0] - st.window:]
+            self._stream_ids = allids[allids.shape[0] - st.window :]
         return self.head.forward(y)
 
     def stream_backward(self, grad_chunk: Any) -> None:
@@ -1460,10 +1759,10 @@ class SequenceModel:
         dxw = self.rnn.stream_backward(dy)
         if self.embedding is not None:
             assert self._stream_ids is not None
-            self.embedding.backward_ids(self._stream_ids[-dxw.shape[0]:], dxw)
+            self.embedding.backward_ids(self._stream_ids[-dxw.shape[0] :], dxw)
 
     @property
-    def stream_state(self) -> Optional[State]:
+    def stream_state(self) -> State | None:
         """Carried recurrent state of the current stream."""
         return self.rnn.stream_state
 
@@ -1482,7 +1781,9 @@ class SequenceModel:
     def stream_import(self, d: Mapping[str, Any]) -> None:
         """Restore a stream saved by :meth:`stream_export`."""
         self.rnn.stream_import(d)
-        self._stream_ids = None if d.get("ids") is None else np.asarray(d["ids"], dtype=np.int64).copy()
+        self._stream_ids = (
+            None if d.get("ids") is None else np.asarray(d["ids"], dtype=np.int64).copy()
+        )
 
     def stream_end(self) -> None:
         """Forget the stream."""
@@ -1497,10 +1798,21 @@ class SequenceModel:
 _CELL_CLASSES: dict[str, type[RNNBase]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
-def build_model(cell: str, input_size: int, hidden_size: int, output_size: int, *,
-                mode: str = "many_to_many", num_layers: int = 1, dtype: Any = np.float32,
-                seed: Optional[int] = None, init: str = "torch", vocab_size: Optional[int] = None,
-                embedding_dim: Optional[int] = None, **rnn_kwargs: Any) -> SequenceModel:
+def build_model(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    *,
+    mode: str = "many_to_many",
+    num_layers: int = 1,
+    dtype: Any = np.float32,
+    seed: int | None = None,
+    init: str = "torch",
+    vocab_size: int | None = None,
+    embedding_dim: int | None = None,
+    **rnn_kwargs: Any,
+) -> SequenceModel:
     """A :class:`SequenceModel`: ``cell`` ("rnn" | "lstm" | "gru") stack + Linear head (+ Embedding).
 
     With ``vocab_size`` the input is token ids and an Embedding(vocab_size, embedding_dim or
@@ -1512,8 +1824,11 @@ def build_model(cell: str, input_size: int, hidden_size: int, output_size: int, 
         raise ValueError(f"cell: expected one of {tuple(_CELL_CLASSES)}, got {cell!r}")
     if seed is not None:
         seed = _check_int("seed", seed, 0)
-    seeds = [None, None, None] if seed is None else [
-        int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3)]
+    seeds = (
+        [None, None, None]
+        if seed is None
+        else [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3)]
+    )
     emb = None
     if vocab_size is not None:
         dim = embedding_dim if embedding_dim is not None else input_size
@@ -1523,10 +1838,19 @@ def build_model(cell: str, input_size: int, hidden_size: int, output_size: int, 
         raise ValueError("embedding_dim: only meaningful with vocab_size")
     if cell != "rnn" and "nonlinearity" in rnn_kwargs:
         if rnn_kwargs["nonlinearity"] != "tanh":
-            raise ValueError(f"nonlinearity: only the 'rnn' cell takes one, got {rnn_kwargs['nonlinearity']!r}")
+            raise ValueError(
+                f"nonlinearity: only the 'rnn' cell takes one, got {rnn_kwargs['nonlinearity']!r}"
+            )
         rnn_kwargs = {k: v for k, v in rnn_kwargs.items() if k != "nonlinearity"}
-    rnn = _CELL_CLASSES[cell](input_size, hidden_size, num_layers=num_layers, dtype=dtype, seed=seeds[1],
-                              init=init, **rnn_kwargs)
+    rnn = _CELL_CLASSES[cell](
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        dtype=dtype,
+        seed=seeds[1],
+        init=init,
+        **rnn_kwargs,
+    )
     head = Linear(rnn.output_size, output_size, dtype=dtype, seed=seeds[2])
     return SequenceModel(rnn, head, mode=mode, embedding=emb)
 
@@ -1547,8 +1871,12 @@ def _from_cfg(cfg: Mapping[str, Any]) -> Any:
             if key not in cfg:
                 raise ValueError(f"cfg: missing key {key!r} for a SequenceModel")
         emb = None if cfg.get("embedding") is None else _from_cfg(cfg["embedding"])
-        return SequenceModel(_from_cfg(cfg["rnn"]), _from_cfg(cfg["head"]), mode=cfg["mode"], embedding=emb)
-    raise ValueError(f"cfg['type']: expected RNN, LSTM, GRU, Linear, Embedding or SequenceModel, got {kind!r}")
+        return SequenceModel(
+            _from_cfg(cfg["rnn"]), _from_cfg(cfg["head"]), mode=cfg["mode"], embedding=emb
+        )
+    raise ValueError(
+        f"cfg['type']: expected RNN, LSTM, GRU, Linear, Embedding or SequenceModel, got {kind!r}"
+    )
 
 
 def model_from_config(cfg: Mapping[str, Any]) -> Any:

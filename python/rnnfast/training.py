@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -95,8 +95,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT stopped ``fit`` at a step boundary. ``history`` holds the completed epochs;
     ``checkpoint`` is the path of the final checkpoint (None if none was asked for)."""
 
-    def __init__(self, history: History, checkpoint: Optional[str]) -> None:
-        super().__init__("training interrupted" + (f"; checkpoint written to {checkpoint}" if checkpoint else ""))
+    def __init__(self, history: History, checkpoint: str | None) -> None:
+        super().__init__(
+            "training interrupted" + (f"; checkpoint written to {checkpoint}" if checkpoint else "")
+        )
         self.history = history
         self.checkpoint = checkpoint
 
@@ -121,12 +123,22 @@ class Dataset:
         shuffle: shuffle every epoch (seeded by fit's ``seed``); ignored in stateful mode.
     """
 
-    def __init__(self, x: Any, y: Any, lengths: Any = None, *, mode: Optional[str] = None,
-                 resets: Any = None, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        lengths: Any = None,
+        *,
+        mode: str | None = None,
+        resets: Any = None,
+        shuffle: bool = True,
+    ) -> None:
         self.x = np.asarray(x)
         self.y = np.asarray(y)
         if self.x.dtype.kind not in "fiu" or self.y.dtype.kind not in "fiub":
-            raise TypeError(f"x, y: expected numeric arrays, got dtypes {self.x.dtype}, {self.y.dtype}")
+            raise TypeError(
+                f"x, y: expected numeric arrays, got dtypes {self.x.dtype}, {self.y.dtype}"
+            )
         self.mode = mode
         self.shuffle = bool(shuffle)
         self._set_axes(mode)
@@ -140,7 +152,9 @@ class Dataset:
                 raise ValueError(f"lengths: expected shape ({n},), got {lens.shape}")
             t_max = self.x.shape[0] if self.x_axis == 1 else 1
             if n and (lens.min() < 0 or lens.max() > t_max):
-                raise ValueError(f"lengths: expected values in [0, {t_max}], got min {lens.min()}, max {lens.max()}")
+                raise ValueError(
+                    f"lengths: expected values in [0, {t_max}], got min {lens.min()}, max {lens.max()}"
+                )
             self.lengths = lens.astype(np.int64)
         self.resets = None
         if resets is not None:
@@ -149,29 +163,37 @@ class Dataset:
                 raise ValueError(f"resets: expected shape ({n},), got {r.shape}")
             self.resets = r.astype(bool)
 
-    def _set_axes(self, mode: Optional[str]) -> None:
+    def _set_axes(self, mode: str | None) -> None:
         x, y = self.x, self.y
         if mode is None:
             seq_x = x.ndim == 3 or (x.ndim == 2 and x.dtype.kind in "iu")
             self.x_axis = 1 if seq_x else 0
-            self.y_axis = 1 if (self.x_axis == 1 and y.ndim >= 2 and y.shape[:2] == x.shape[:2]) else 0
+            self.y_axis = (
+                1 if (self.x_axis == 1 and y.ndim >= 2 and y.shape[:2] == x.shape[:2]) else 0
+            )
         else:
             if mode not in ("many_to_many", "many_to_one", "one_to_many", "one_to_one"):
                 raise ValueError(f"mode: expected a SequenceModel mode, got {mode!r}")
             self.x_axis = 0 if mode == "one_to_one" else 1
             self.y_axis = 1 if mode in _SEQ_MODES else 0
         if x.ndim <= self.x_axis or y.ndim <= self.y_axis:
-            raise ValueError(f"x, y: arrays of shapes {x.shape}, {y.shape} do not fit mode {mode!r}")
+            raise ValueError(
+                f"x, y: arrays of shapes {x.shape}, {y.shape} do not fit mode {mode!r}"
+            )
         if x.shape[self.x_axis] != y.shape[self.y_axis]:
-            raise ValueError(f"y: expected {x.shape[self.x_axis]} samples (x's batch axis {self.x_axis}) "
-                             f"along axis {self.y_axis}, got shape {y.shape}")
+            raise ValueError(
+                f"y: expected {x.shape[self.x_axis]} samples (x's batch axis {self.x_axis}) "
+                f"along axis {self.y_axis}, got shape {y.shape}"
+            )
         self.mode = mode
 
     def with_mode(self, mode: str) -> Dataset:
         """This dataset with batch axes fixed for ``mode`` (returns self if already so)."""
         if self.mode == mode:
             return self
-        return Dataset(self.x, self.y, self.lengths, mode=mode, resets=self.resets, shuffle=self.shuffle)
+        return Dataset(
+            self.x, self.y, self.lengths, mode=mode, resets=self.resets, shuffle=self.shuffle
+        )
 
     @property
     def n(self) -> int:
@@ -181,7 +203,7 @@ class Dataset:
     def __len__(self) -> int:
         return self.n
 
-    def batch(self, idx: Array) -> tuple[Array, Array, Optional[Array]]:
+    def batch(self, idx: Array) -> tuple[Array, Array, Array | None]:
         """(x, y, lengths) of the samples ``idx``; sequence batches are trimmed to their longest length."""
         xb = np.take(self.x, idx, axis=self.x_axis)
         yb = np.take(self.y, idx, axis=self.y_axis)
@@ -194,12 +216,13 @@ class Dataset:
                     yb = yb[:t]
         return xb, yb, lb
 
-    def batches(self, batch_size: int, rng: Optional[np.random.Generator] = None
-                ) -> Iterable[tuple[Array, Array, Optional[Array]]]:
+    def batches(
+        self, batch_size: int, rng: np.random.Generator | None = None
+    ) -> Iterable[tuple[Array, Array, Array | None]]:
         """Iterate over batches (shuffled with ``rng`` when given and ``shuffle``)."""
         order = rng.permutation(self.n) if (rng is not None and self.shuffle) else np.arange(self.n)
         for i in range(0, self.n, batch_size):
-            yield self.batch(order[i:i + batch_size])
+            yield self.batch(order[i : i + batch_size])
 
 
 def _as_dataset(data: Any, mode: str, name: str) -> Dataset:
@@ -207,11 +230,15 @@ def _as_dataset(data: Any, mode: str, name: str) -> Dataset:
         return data.with_mode(mode) if data.mode is None or data.mode != mode else data
     if isinstance(data, (tuple, list)) and len(data) in (2, 3):
         return Dataset(*data, mode=mode)
-    raise TypeError(f"{name}: expected a rnnfast.Dataset or a tuple (x, y) / (x, y, lengths), "
-                    f"got {type(data).__name__}")
+    raise TypeError(
+        f"{name}: expected a rnnfast.Dataset or a tuple (x, y) / (x, y, lengths), "
+        f"got {type(data).__name__}"
+    )
 
 
-def stateful_batches(series: Any, targets: Any, batch_size: int, seq_len: int) -> tuple[Array, Array]:
+def stateful_batches(
+    series: Any, targets: Any, batch_size: int, seq_len: int
+) -> tuple[Array, Array]:
     """Cut a long series for stateful training (Keras layout).
 
     ``series`` (L, I) (or token ids (L,)) and ``targets`` (L, ...) are split into ``batch_size``
@@ -229,12 +256,14 @@ def stateful_batches(series: Any, targets: Any, batch_size: int, seq_len: int) -
     per_stream = s.shape[0] // batch_size
     n_seg = per_stream // seq_len
     if n_seg < 1:
-        raise ValueError(f"series: {s.shape[0]} steps are too short for {batch_size} streams of at least "
-                         f"{seq_len} steps")
+        raise ValueError(
+            f"series: {s.shape[0]} steps are too short for {batch_size} streams of at least "
+            f"{seq_len} steps"
+        )
 
     def cut(a: Array) -> Array:
-        a = a[:batch_size * per_stream].reshape((batch_size, per_stream) + a.shape[1:])
-        a = a[:, :n_seg * seq_len].reshape((batch_size, n_seg, seq_len) + a.shape[2:])
+        a = a[: batch_size * per_stream].reshape((batch_size, per_stream) + a.shape[1:])
+        a = a[:, : n_seg * seq_len].reshape((batch_size, n_seg, seq_len) + a.shape[2:])
         a = np.moveaxis(a, 2, 0)  # (seq_len, B, n_seg, ...)
         a = np.swapaxes(a, 1, 2)  # (seq_len, n_seg, B, ...): column j*B + i = segment j of stream i
         return np.ascontiguousarray(a.reshape((seq_len, n_seg * batch_size) + a.shape[3:]))
@@ -253,7 +282,7 @@ class History:
     norm), "grad_norm_max", "clip_fraction", "lr", "seq_per_s", "steps", "skipped" (non-finite updates
     skipped), "time_s"; ``history["loss"]`` gives one key over all epochs."""
 
-    def __init__(self, epochs: Optional[list[dict[str, Any]]] = None) -> None:
+    def __init__(self, epochs: list[dict[str, Any]] | None = None) -> None:
         self.epochs: list[dict[str, Any]] = list(epochs or [])
         #: why training ended: "completed", "early_stopping", "callback" or "interrupted".
         self.stop_reason: str = "completed"
@@ -272,8 +301,9 @@ class History:
             keys += [k for k in e if k not in keys]
         return {k: self[k] for k in keys}
 
-    def to_json(self, path: Optional[str] = None) -> str:
+    def to_json(self, path: str | None = None) -> str:
         """JSON text of the epoch list (non-finite floats as null); also written to ``path`` if given."""
+
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
                 return None
@@ -282,6 +312,7 @@ class History:
             if isinstance(v, list):
                 return [clean(u) for u in v]
             return v
+
         text = json.dumps(clean(self.epochs), indent=1)
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
@@ -331,8 +362,14 @@ class EarlyStopping(Callback):
     "val_loss" (falls back to "loss" without validation data). ``mode`` "min" or "max".
     """
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "min", restore_best: bool = True) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "min",
+        restore_best: bool = True,
+    ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
@@ -342,12 +379,12 @@ class EarlyStopping(Callback):
         self.min_delta = float(min_delta)
         self.mode = mode
         self.restore_best = bool(restore_best)
-        self.best: Optional[float] = None
-        self.best_epoch: Optional[int] = None
+        self.best: float | None = None
+        self.best_epoch: int | None = None
         self.wait = 0
-        self.best_weights: Optional[dict[str, Array]] = None
+        self.best_weights: dict[str, Array] | None = None
 
-    def _value(self, logs: Mapping[str, Any]) -> Optional[float]:
+    def _value(self, logs: Mapping[str, Any]) -> float | None:
         v = logs.get(self.monitor)
         if v is None and self.monitor == "val_loss":
             v = logs.get("loss")
@@ -387,7 +424,11 @@ class EarlyStopping(Callback):
 
     def load_state(self, d: Mapping[str, Any]) -> None:
         """Restore :meth:`state`."""
-        self.best, self.best_epoch, self.wait = d.get("best"), d.get("best_epoch"), int(d.get("wait", 0))
+        self.best, self.best_epoch, self.wait = (
+            d.get("best"),
+            d.get("best_epoch"),
+            int(d.get("wait", 0)),
+        )
 
 
 class _Trainer:
@@ -415,7 +456,7 @@ def _is_class_loss(loss: Any, pred: Array, y: Array) -> bool:
     return y.dtype.kind in "iu" and pred.ndim == y.ndim + 1
 
 
-def _accuracy_counts(loss: Any, pred: Array, y: Array, mask: Optional[Array]) -> tuple[float, float]:
+def _accuracy_counts(loss: Any, pred: Array, y: Array, mask: Array | None) -> tuple[float, float]:
     """(correct, count) for "accuracy": argmax for class targets, logit > 0 vs target > 0.5 otherwise."""
     if _is_class_loss(loss, pred, y):
         ok = np.argmax(pred, axis=-1) == y
@@ -441,14 +482,16 @@ def _check_metrics(metrics: Sequence[Any]) -> list[tuple[str, Any]]:
         elif callable(m):
             out.append((getattr(m, "__name__", "metric"), m))
         else:
-            raise ValueError(f"metrics: expected 'accuracy' or a callable f(pred, y, mask), got {m!r}")
+            raise ValueError(
+                f"metrics: expected 'accuracy' or a callable f(pred, y, mask), got {m!r}"
+            )
     return out
 
 
 class _Acc:
     """Running sums of one epoch (plain Python floats, exact to save in JSON)."""
 
-    def __init__(self, d: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, d: Mapping[str, Any] | None = None) -> None:
         self.s: dict[str, float] = dict(d) if d else {}
 
     def add(self, k: str, v: float) -> None:
@@ -466,13 +509,13 @@ class _Acc:
 # --------------------------------------------------------------------------------------------------
 
 
-def _mask_for(model: SequenceModel, lb: Optional[Array], t_steps: int) -> Optional[Array]:
+def _mask_for(model: SequenceModel, lb: Array | None, t_steps: int) -> Array | None:
     if lb is None or model.mode not in _SEQ_MODES:
         return None
     return sequence_mask(lb, t_steps)
 
 
-def _n_items(mask: Optional[Array], y: Array, model: SequenceModel) -> float:
+def _n_items(mask: Array | None, y: Array, model: SequenceModel) -> float:
     if mask is not None:
         return float(np.sum(mask))
     if model.mode in _SEQ_MODES:
@@ -480,8 +523,9 @@ def _n_items(mask: Optional[Array], y: Array, model: SequenceModel) -> float:
     return float(y.shape[0])
 
 
-def _forward_batch(model: SequenceModel, xb: Array, yb: Array, lb: Optional[Array]
-                   ) -> tuple[Array, Array, Optional[Array]]:
+def _forward_batch(
+    model: SequenceModel, xb: Array, yb: Array, lb: Array | None
+) -> tuple[Array, Array, Array | None]:
     """Model predictions (time-major) for a time-major batch; returns (pred, y, mask)."""
     bf = model.rnn.batch_first and model.mode != "one_to_one"
     t_steps = xb.shape[0] if model.mode != "one_to_one" else 1
@@ -498,8 +542,14 @@ def _backward_batch(model: SequenceModel, dpred: Array) -> None:
     model.backward(np.ascontiguousarray(np.swapaxes(dpred, 0, 1)) if bf else dpred)
 
 
-def evaluate(model: SequenceModel, data: Any, loss: Any, *, batch_size: int = 256,
-             metrics: Sequence[Any] = ()) -> dict[str, float]:
+def evaluate(
+    model: SequenceModel,
+    data: Any,
+    loss: Any,
+    *,
+    batch_size: int = 256,
+    metrics: Sequence[Any] = (),
+) -> dict[str, float]:
     """Loss (and metrics) of ``model`` on ``data`` in eval mode (restored afterwards).
 
     Returns {"loss": mean over loss items (valid steps / samples), "accuracy": ..., ...}. Batches are
@@ -565,14 +615,31 @@ class _Stop(Exception):
     """Internal: SIGINT seen at a step boundary."""
 
 
-def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epochs: int,
-        batch_size: int, bptt: Optional[tuple[int, int]] = None, stateful: bool = False,
-        clip_norm: Optional[float] = None, clip_value: Optional[float] = None, scheduler: Any = None,
-        val_data: Any = None, callbacks: Sequence[Union[Callback, Callable[..., Any]]] = (),
-        checkpoint: Optional[Union[str, os.PathLike[str]]] = None, checkpoint_every: int = 1,
-        resume: bool = False, early_stopping: Union[EarlyStopping, int, None] = None,
-        progress: bool = True, seed: Optional[int] = None, metrics: Sequence[Any] = (),
-        on_nonfinite: str = "raise", log_grad_flow: bool = False) -> History:
+def fit(
+    model: SequenceModel,
+    train_data: Any,
+    loss: Any,
+    optimizer: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    bptt: tuple[int, int] | None = None,
+    stateful: bool = False,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    scheduler: Any = None,
+    val_data: Any = None,
+    callbacks: Sequence[Union[Callback, Callable[..., Any]]] = (),
+    checkpoint: Union[str, os.PathLike[str]] | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    early_stopping: Union[EarlyStopping, int, None] = None,
+    progress: bool = True,
+    seed: int | None = None,
+    metrics: Sequence[Any] = (),
+    on_nonfinite: str = "raise",
+    log_grad_flow: bool = False,
+) -> History:
     """Train ``model`` (a SequenceModel) and return its :class:`History`.
 
     Args:
@@ -607,44 +674,69 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model: expected a rnnfast.SequenceModel, got {type(model).__name__}")
     if not callable(getattr(optimizer, "step", None)):
-        raise TypeError(f"optimizer: expected an rnnfast optimizer with step(grads), got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer: expected an rnnfast optimizer with step(grads), got {type(optimizer).__name__}"
+        )
     if not callable(loss):
-        raise TypeError(f"loss: expected a callable loss(pred, target, mask), got {type(loss).__name__}")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "epochs" else 1):
-            raise ValueError(f"{name}: expected an int >= {0 if name == 'epochs' else 1}, got {v!r}")
+        raise TypeError(
+            f"loss: expected a callable loss(pred, target, mask), got {type(loss).__name__}"
+        )
+    for name, v in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("checkpoint_every", checkpoint_every),
+    ):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, np.integer))
+            or v < (0 if name == "epochs" else 1)
+        ):
+            raise ValueError(
+                f"{name}: expected an int >= {0 if name == 'epochs' else 1}, got {v!r}"
+            )
     epochs, batch_size = int(epochs), int(batch_size)
     if on_nonfinite not in ("raise", "skip"):
         raise ValueError(f"on_nonfinite: expected 'raise' or 'skip', got {on_nonfinite!r}")
     if bptt is not None:
         if not isinstance(bptt, (tuple, list)) or len(bptt) != 2:
             raise TypeError(f"bptt: expected None or a pair (k1, k2), got {bptt!r}")
-        k1, k2 = (int(k) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else -1 for k in bptt)
+        k1, k2 = (
+            int(k) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else -1
+            for k in bptt
+        )
         if k1 < 1 or k2 < k1:
             raise ValueError(f"bptt: expected (k1, k2) with k2 >= k1 >= 1, got {tuple(bptt)}")
         bptt = (k1, k2)
     streaming = bptt is not None or bool(stateful)
     if streaming:
         if model.mode not in _SEQ_MODES:
-            raise ValueError(f"bptt/stateful: truncated and stateful training need a per-step output "
-                             f"(many_to_many or one_to_many), got mode {model.mode!r}")
+            raise ValueError(
+                f"bptt/stateful: truncated and stateful training need a per-step output "
+                f"(many_to_many or one_to_many), got mode {model.mode!r}"
+            )
         if model.rnn.bidirectional:
-            raise ValueError("bptt/stateful: a bidirectional model cannot stream (its backward direction "
-                             "needs the whole sequence); use bptt=None and stateful=False")
+            raise ValueError(
+                "bptt/stateful: a bidirectional model cannot stream (its backward direction "
+                "needs the whole sequence); use bptt=None and stateful=False"
+            )
     for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
         if v is not None and not (isinstance(v, (int, float)) and v > 0):
             raise ValueError(f"{name}: expected None or a float > 0, got {v!r}")
     if isinstance(early_stopping, int) and not isinstance(early_stopping, bool):
         early_stopping = EarlyStopping(patience=early_stopping)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-        raise TypeError(f"early_stopping: expected an EarlyStopping or an int patience, got "
-                        f"{type(early_stopping).__name__}")
+        raise TypeError(
+            f"early_stopping: expected an EarlyStopping or an int patience, got "
+            f"{type(early_stopping).__name__}"
+        )
     train = _as_dataset(train_data, model.mode, "train_data")
     val = None if val_data is None else _as_dataset(val_data, model.mode, "val_data")
     if stateful:
         if train.n % batch_size != 0:
-            raise ValueError(f"batch_size: stateful training needs the number of sequences ({train.n}) "
-                             f"to be a multiple of batch_size, got {batch_size}")
+            raise ValueError(
+                f"batch_size: stateful training needs the number of sequences ({train.n}) "
+                f"to be a multiple of batch_size, got {batch_size}"
+            )
         if train.lengths is not None:
             raise ValueError("train_data: stateful training takes dense series (no lengths)")
     mets = _check_metrics(metrics)
@@ -655,7 +747,9 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
         elif callable(cb):
             cbs.append(_FunctionCallback(cb))
         else:
-            raise TypeError(f"callbacks: expected Callback objects or functions, got {type(cb).__name__}")
+            raise TypeError(
+                f"callbacks: expected Callback objects or functions, got {type(cb).__name__}"
+            )
     if early_stopping is not None:
         cbs.append(early_stopping)
     ckpt_path = None if checkpoint is None else os.fspath(checkpoint)
@@ -674,8 +768,8 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
         model.rnn.rng = np.random.default_rng(drop_seq)
     pos = {"epoch": 0, "batch": 0, "chunk": 0, "step": 0}
     acc = _Acc()
-    order: Optional[Array] = None
-    best_loss: Optional[float] = None
+    order: Array | None = None
+    best_loss: float | None = None
     stream_loaded = False
     if resume and ckpt_path is not None and os.path.exists(ckpt_path):
         ck = _io.load(ckpt_path)
@@ -697,20 +791,27 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
             order = np.asarray(ck.extra_arrays["order"], dtype=np.int64)
         if early_stopping is not None and "early_stopping" in fm:
             early_stopping.load_state(fm["early_stopping"])
-            bw = {k[len("best/"):]: v for k, v in ck.extra_arrays.items() if k.startswith("best/")}
+            bw = {k[len("best/") :]: v for k, v in ck.extra_arrays.items() if k.startswith("best/")}
             early_stopping.best_weights = bw or None
-        sa = {k[len("stream/"):]: v for k, v in ck.extra_arrays.items() if k.startswith("stream/")}
+        sa = {k[len("stream/") :]: v for k, v in ck.extra_arrays.items() if k.startswith("stream/")}
         if sa:
             sa.update(fm.get("stream_ints", {}))
             model.stream_import(sa)
             stream_loaded = True
 
     def save_latest(path: str) -> None:
-        meta = {"fit": {
-            "pos": dict(pos), "acc": dict(acc.s), "data_rng": _io.rng_state(data_rng),
-            "model_rng": _io.rng_state(model.rnn.rng), "history": history.epochs, "best_loss": best_loss,
-            "bptt": list(bptt) if bptt else None, "stateful": bool(stateful),
-        }}
+        meta = {
+            "fit": {
+                "pos": dict(pos),
+                "acc": dict(acc.s),
+                "data_rng": _io.rng_state(data_rng),
+                "model_rng": _io.rng_state(model.rnn.rng),
+                "history": history.epochs,
+                "best_loss": best_loss,
+                "bptt": list(bptt) if bptt else None,
+                "stateful": bool(stateful),
+            }
+        }
         extra: dict[str, Any] = {}
         if order is not None:
             extra["order"] = order
@@ -748,7 +849,7 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
     params = model.parameters()
     clip_stats = _optim.ClipStats()
 
-    def check_finite_grads(ep: int, bi: int) -> Optional[str]:
+    def check_finite_grads(ep: int, bi: int) -> str | None:
         for name, g in grads.items():
             if not np.all(np.isfinite(g)):
                 return name
@@ -759,16 +860,27 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
         step = pos["step"]
         if not math.isfinite(value):
             if on_nonfinite == "raise":
-                raise NonFiniteError(f"non-finite loss ({value}) at epoch {ep}, step {step} (batch {bi})",
-                                     epoch=ep, step=step, batch=bi, name="loss")
+                raise NonFiniteError(
+                    f"non-finite loss ({value}) at epoch {ep}, step {step} (batch {bi})",
+                    epoch=ep,
+                    step=step,
+                    batch=bi,
+                    name="loss",
+                )
             model.zero_grad()
             acc.add("skipped", 1)
             return False
         bad = check_finite_grads(ep, bi)
         if bad is not None:
             if on_nonfinite == "raise":
-                raise NonFiniteError(f"non-finite gradient of parameter {bad!r} at epoch {ep}, step {step} "
-                                     f"(batch {bi})", epoch=ep, step=step, batch=bi, name=bad)
+                raise NonFiniteError(
+                    f"non-finite gradient of parameter {bad!r} at epoch {ep}, step {step} "
+                    f"(batch {bi})",
+                    epoch=ep,
+                    step=step,
+                    batch=bi,
+                    name=bad,
+                )
             model.zero_grad()
             acc.add("skipped", 1)
             return False
@@ -790,7 +902,7 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
         pos["step"] += 1
         return True
 
-    def add_metrics(pred: Array, y: Array, mask: Optional[Array], value: float) -> None:
+    def add_metrics(pred: Array, y: Array, mask: Array | None, value: float) -> None:
         w = _n_items(mask, y, model)
         acc.add("loss", value * w)
         acc.add("n", w)
@@ -804,7 +916,12 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
                 acc.add(name + "_n", 1)
 
     def after_step(ep: int, bi: int, value: float) -> None:
-        logs = {"epoch": ep, "batch": bi, "loss": value, "lr": float(getattr(optimizer, "lr", float("nan")))}
+        logs = {
+            "epoch": ep,
+            "batch": bi,
+            "loss": value,
+            "lr": float(getattr(optimizer, "lr", float("nan"))),
+        }
         for cb in cbs:
             cb.on_batch_end(pos["step"], logs)
         if interrupted["flag"]:
@@ -821,7 +938,7 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
         if bad.any():
             model.stream_reset(np.flatnonzero(bad))
 
-    grad_flow: Optional[list[list[float]]] = None
+    grad_flow: list[list[float]] | None = None
     bar: Any = None
     # Non-finite values are detected and reported by fit itself (NonFiniteError / skip): NumPy's
     # overflow/invalid warnings on the way there would only duplicate that.
@@ -835,8 +952,11 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
             fresh_epoch = pos["batch"] == 0 and pos["chunk"] == 0 and order is None
             if fresh_epoch:
                 acc = _Acc()
-                order = (data_rng.permutation(train.n) if (train.shuffle and not stateful)
-                         else np.arange(train.n))
+                order = (
+                    data_rng.permutation(train.n)
+                    if (train.shuffle and not stateful)
+                    else np.arange(train.n)
+                )
                 for cb in cbs:
                     cb.on_epoch_begin(ep, {"epoch": ep})
             assert order is not None
@@ -844,8 +964,14 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
             t0 = time.perf_counter()
             if use_bar:
                 from tqdm.auto import tqdm
-                bar = tqdm(total=n_batches, initial=pos["batch"], desc=f"epoch {ep + 1}/{epochs}",
-                           leave=False, file=sys.stderr)
+
+                bar = tqdm(
+                    total=n_batches,
+                    initial=pos["batch"],
+                    desc=f"epoch {ep + 1}/{epochs}",
+                    leave=False,
+                    file=sys.stderr,
+                )
             if stateful and not stream_loaded and pos["batch"] == 0 and pos["chunk"] == 0:
                 k1s, k2s = bptt if bptt else (train.x.shape[0], train.x.shape[0])
                 model.stream_begin(batch_size, k1s, k2s)
@@ -854,7 +980,7 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
             model.train()
             while pos["batch"] < n_batches:
                 bi = pos["batch"]
-                idx = order[bi * batch_size:(bi + 1) * batch_size]
+                idx = order[bi * batch_size : (bi + 1) * batch_size]
                 xb, yb, lb = train.batch(idx)
                 seqs = len(idx)
                 if not streaming:
@@ -864,8 +990,12 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
                     if math.isfinite(value):
                         _backward_batch(model, dpred)
                         if log_grad_flow:
-                            grad_flow = [np.linalg.norm(np.asarray(g, np.float64), axis=2).mean(axis=1).tolist()
-                                         for g in model.rnn.last_state_grads]
+                            grad_flow = [
+                                np.linalg.norm(np.asarray(g, np.float64), axis=2)
+                                .mean(axis=1)
+                                .tolist()
+                                for g in model.rnn.last_state_grads
+                            ]
                     update(ep, bi, value)
                     acc.add("seqs", seqs)
                     pos["batch"] += 1
@@ -914,7 +1044,10 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
                 bar = None
             # ---- epoch end ----
             elapsed = time.perf_counter() - t0 + acc.get("elapsed")
-            rec: dict[str, Any] = {"epoch": ep + 1, "loss": acc.get("loss") / max(acc.get("n"), 1.0)}
+            rec: dict[str, Any] = {
+                "epoch": ep + 1,
+                "loss": acc.get("loss") / max(acc.get("n"), 1.0),
+            }
             for name, m in mets:
                 if m == "accuracy":
                     rec["accuracy"] = acc.get("acc_c") / max(acc.get("acc_n"), 1.0)
@@ -928,16 +1061,18 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
                     if k != "loss":
                         rec[f"val_{k}"] = v
             updates = acc.get("updates")
-            rec.update({
-                "grad_norm": acc.get("gn_sum") / updates if updates else None,
-                "grad_norm_max": acc.get("gn_max") if updates else None,
-                "clip_fraction": acc.get("clipped") / updates if updates else 0.0,
-                "lr": float(getattr(optimizer, "lr", float("nan"))),
-                "seq_per_s": acc.get("seqs") / elapsed if elapsed > 0 else None,
-                "steps": int(updates),
-                "skipped": int(acc.get("skipped")),
-                "time_s": elapsed,
-            })
+            rec.update(
+                {
+                    "grad_norm": acc.get("gn_sum") / updates if updates else None,
+                    "grad_norm_max": acc.get("gn_max") if updates else None,
+                    "clip_fraction": acc.get("clipped") / updates if updates else 0.0,
+                    "lr": float(getattr(optimizer, "lr", float("nan"))),
+                    "seq_per_s": acc.get("seqs") / elapsed if elapsed > 0 else None,
+                    "steps": int(updates),
+                    "skipped": int(acc.get("skipped")),
+                    "time_s": elapsed,
+                }
+            )
             if log_grad_flow and grad_flow is not None:
                 rec["grad_flow"] = grad_flow
             history.epochs.append(rec)
@@ -959,9 +1094,15 @@ def fit(model: SequenceModel, train_data: Any, loss: Any, optimizer: Any, *, epo
             elif streaming:
                 model.stream_end()
             if ckpt_path is not None:
-                if monitored is not None and math.isfinite(monitored) and (best_loss is None or monitored < best_loss):
+                if (
+                    monitored is not None
+                    and math.isfinite(monitored)
+                    and (best_loss is None or monitored < best_loss)
+                ):
                     best_loss = float(monitored)
-                    _io.save(_best_path(ckpt_path), model, None, {"epoch": ep + 1, "loss": best_loss})
+                    _io.save(
+                        _best_path(ckpt_path), model, None, {"epoch": ep + 1, "loss": best_loss}
+                    )
                 last = pos["epoch"] >= epochs or trainer.stop_training
                 if (ep + 1) % checkpoint_every == 0 or last:
                     save_latest(ckpt_path)
@@ -990,10 +1131,13 @@ def _bar_update(bar: Any, acc: _Acc, optimizer: Any, t0: float) -> None:
     el = time.perf_counter() - t0
     upd = acc.get("updates")
     bar.update(1)
-    bar.set_postfix(loss=f"{acc.get('loss') / max(acc.get('n'), 1.0):.4g}",
-                    gnorm=f"{acc.get('gn_sum') / upd:.3g}" if upd else "-",
-                    lr=f"{float(getattr(optimizer, 'lr', float('nan'))):.3g}",
-                    seq_s=f"{acc.get('seqs') / el:.0f}" if el > 0 else "-", refresh=False)
+    bar.set_postfix(
+        loss=f"{acc.get('loss') / max(acc.get('n'), 1.0):.4g}",
+        gnorm=f"{acc.get('gn_sum') / upd:.3g}" if upd else "-",
+        lr=f"{float(getattr(optimizer, 'lr', float('nan'))):.3g}",
+        seq_s=f"{acc.get('seqs') / el:.0f}" if el > 0 else "-",
+        refresh=False,
+    )
 
 
 class _FunctionCallback(Callback):
