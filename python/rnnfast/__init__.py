@@ -1,8 +1,14 @@
 """rnnfast: fast CPU recurrent neural networks with a C++/Eigen core.
 
-The compiled core holds the cell kernels (vanilla RNN, LSTM, GRU), whole-sequence forward and
-backward (BPTT) and truncated BPTT; the Python layer holds models, losses, optimizers and training
-loops, and :mod:`rnnfast.reference` is a plain NumPy float64 oracle every kernel is checked against.
+The compiled core holds the cell kernels (vanilla RNN with tanh or ReLU, LSTM, GRU), whole-sequence
+forward and backward (BPTT) and truncated BPTT(k1, k2); the Python layer holds the models, losses,
+optimizers and training loops, and :mod:`rnnfast.reference` is a plain NumPy float64 oracle that every
+kernel is checked against.
+
+Submodules: :mod:`~rnnfast.functional` (kernels), :mod:`~rnnfast.reference` (oracle),
+:mod:`~rnnfast.modules`, :mod:`~rnnfast.losses`, :mod:`~rnnfast.optim`, :mod:`~rnnfast.training`,
+:mod:`~rnnfast.io`, :mod:`~rnnfast.interop`, :mod:`~rnnfast.diagnostics`, :mod:`~rnnfast.tasks`,
+:mod:`~rnnfast.distributed` (MPI; imported on use).
 """
 
 from __future__ import annotations
@@ -14,14 +20,6 @@ from . import _loader
 from ._loader import available_variants
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "__version__",
-    "available_variants",
-    "build_info",
-    "get_num_threads",
-    "set_num_threads",
-]
 
 
 def build_info() -> dict[str, Any]:
@@ -61,3 +59,115 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"n: expected an int >= 1, got {n}")
     _loader.core.set_num_threads(n)
+
+
+# The public names. Submodules are imported eagerly except tasks/diagnostics/distributed/cli, which
+# stay one attribute access away (see __getattr__) so that `import rnnfast` stays fast.
+from . import functional, io, losses, modules, optim, reference, training  # noqa: E402
+from .interop import from_keras_weights, from_torch, to_keras_weights, to_torch  # noqa: E402
+from .io import Checkpoint, CheckpointError, load, save  # noqa: E402
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, sequence_mask  # noqa: E402
+from .modules import (  # noqa: E402
+    GRU,
+    LSTM,
+    RNN,
+    Embedding,
+    Linear,
+    SequenceModel,
+    build_model,
+    model_from_config,
+)
+from .optim import (  # noqa: E402
+    SGD,
+    Adam,
+    AdamW,
+    ClipStats,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    LinearWarmup,
+    ReduceLROnPlateau,
+    RMSprop,
+    SequentialLR,
+    StepLR,
+    clip_grad_norm_,
+    clip_grad_value_,
+)
+from .training import (  # noqa: E402
+    Callback,
+    Dataset,
+    EarlyStopping,
+    History,
+    NonFiniteError,
+    TrainingInterrupted,
+    evaluate,
+    fit,
+)
+
+_LAZY = ("tasks", "diagnostics", "distributed", "cli", "interop")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'rnnfast' has no attribute {name!r}")
+
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "BCEWithLogitsLoss",
+    "Callback",
+    "Checkpoint",
+    "CheckpointError",
+    "ClipStats",
+    "CosineAnnealingLR",
+    "CrossEntropyLoss",
+    "Dataset",
+    "EarlyStopping",
+    "Embedding",
+    "ExponentialLR",
+    "History",
+    "Linear",
+    "LinearLR",
+    "LinearWarmup",
+    "MSELoss",
+    "NonFiniteError",
+    "RMSprop",
+    "ReduceLROnPlateau",
+    "SequenceModel",
+    "SequentialLR",
+    "StepLR",
+    "TrainingInterrupted",
+    "__version__",
+    "available_variants",
+    "build_info",
+    "build_model",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "evaluate",
+    "fit",
+    "from_keras_weights",
+    "from_torch",
+    "functional",
+    "get_num_threads",
+    "io",
+    "load",
+    "losses",
+    "model_from_config",
+    "modules",
+    "optim",
+    "reference",
+    "save",
+    "sequence_mask",
+    "set_num_threads",
+    "to_keras_weights",
+    "to_torch",
+    "training",
+]
