@@ -1,6 +1,547 @@
-// Placeholder until the kernel bindings land (owned by the kernel engineer).
+// Bindings of the sequence kernels, the truncated-BPTT stream and tbptt_grads.
+//
+// Convert and check, nothing else: every array is checked for exact dtype, C order and shape (so the
+// core can never be driven out of bounds from Python), viewed without a copy, and handed to the
+// kernel with the GIL released. The user-facing argument handling (None defaults, dtype unification,
+// making arrays contiguous, friendly messages) lives in python/rnnfast/functional.py; these checks are
+// the safety net under it and raise the same kinds of errors.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "rnnfast/sequence.hpp"
+#include "rnnfast/tbptt.hpp"
 
 namespace py = pybind11;
+using rnnfast::CellKind;
+using rnnfast::Dims;
+using rnnfast::Index;
+using rnnfast::Nonlinearity;
 
-void register_kernels(py::module_& /*m*/) {}
+namespace {
+
+// ------------------------------------------------------------------------------------------------
+// argument checks
+
+std::string shape_str(const std::vector<Index>& s) {
+  std::string out = "(";
+  for (std::size_t k = 0; k < s.size(); ++k) {
+    out += std::to_string(s[k]);
+    if (k + 1 < s.size() || s.size() == 1) out += ", ";
+  }
+  if (s.size() == 1) out.erase(out.size() - 1);
+  return out + ")";
+}
+
+std::vector<Index> shape_of(const py::array& a) {
+  std::vector<Index> s;
+  for (py::ssize_t k = 0; k < a.ndim(); ++k) s.push_back(static_cast<Index>(a.shape(k)));
+  return s;
+}
+
+template <class S>
+const char* dtype_name() {
+  return std::is_same<S, float>::value ? "float32" : "float64";
+}
+
+// Checks that obj is a C-contiguous array of dtype S and the given shape; returns its data.
+template <class S>
+S* checked(const char* name, const py::handle& obj, const std::vector<Index>& shape) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + ": expected a numpy array, got " +
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<S>()))
+    throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<S>() + ", got " +
+                         std::string(py::str(a.dtype())));
+  if (shape_of(a) != shape)
+    throw py::value_error(std::string(name) + ": expected shape " + shape_str(shape) + ", got " +
+                          shape_str(shape_of(a)));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  return static_cast<S*>(const_cast<void*>(a.data()));
+}
+
+// Same for an optional argument: None gives nullptr.
+template <class S>
+S* checked_opt(const char* name, const py::handle& obj, const std::vector<Index>& shape) {
+  return obj.is_none() ? nullptr : checked<S>(name, obj, shape);
+}
+
+const std::int64_t* checked_lengths(const py::handle& obj, Index T, Index B) {
+  if (obj.is_none()) return nullptr;
+  const std::int64_t* p = checked<std::int64_t>("lengths", obj, {B});
+  for (Index b = 0; b < B; ++b)
+    if (p[b] < 0 || p[b] > T)
+      throw py::value_error("lengths: expected 0 <= lengths[b] <= T = " + std::to_string(T) + ", got lengths[" +
+                            std::to_string(b) + "] = " + std::to_string(p[b]));
+  return p;
+}
+
+Dims dims_of(const py::handle& x, const py::handle& w_hh) {
+  if (!py::isinstance<py::array>(x)) throw py::type_error("x: expected a numpy array");
+  if (!py::isinstance<py::array>(w_hh)) throw py::type_error("w_hh: expected a numpy array");
+  auto xa = py::reinterpret_borrow<py::array>(x);
+  auto wa = py::reinterpret_borrow<py::array>(w_hh);
+  if (xa.ndim() != 3) throw py::value_error("x: expected a 3-D array (T, B, I), got shape " + shape_str(shape_of(xa)));
+  if (wa.ndim() != 2) throw py::value_error("w_hh: expected a 2-D array (G*H, H), got shape " + shape_str(shape_of(wa)));
+  return Dims{xa.shape(0), xa.shape(1), xa.shape(2), wa.shape(1)};
+}
+
+CellKind cell_of(const std::string& cell) {
+  if (cell == "rnn") return CellKind::rnn;
+  if (cell == "lstm") return CellKind::lstm;
+  if (cell == "gru") return CellKind::gru;
+  throw py::value_error("cell: expected one of 'rnn', 'lstm', 'gru', got '" + cell + "'");
+}
+
+Nonlinearity nonlinearity_of(const std::string& nl) {
+  if (nl == "tanh") return Nonlinearity::tanh;
+  if (nl == "relu") return Nonlinearity::relu;
+  throw py::value_error("nonlinearity: expected 'tanh' or 'relu', got '" + nl + "'");
+}
+
+template <class S>
+py::array_t<S> empty(const std::vector<Index>& shape) {
+  std::vector<py::ssize_t> s(shape.begin(), shape.end());
+  return py::array_t<S>(s);
+}
+
+bool is_dtype(const py::handle& x, const py::dtype& dt) {
+  return py::isinstance<py::array>(x) && py::reinterpret_borrow<py::array>(x).dtype().is(dt);
+}
+
+// Calls f<float> or f<double> by the dtype of x.
+template <class F>
+auto dispatch(const py::handle& x, F&& f) {
+  if (is_dtype(x, py::dtype::of<float>())) return f(float{});
+  if (is_dtype(x, py::dtype::of<double>())) return f(double{});
+  if (py::isinstance<py::array>(x))
+    throw py::type_error("x: expected dtype float32 or float64, got " +
+                         std::string(py::str(py::reinterpret_borrow<py::array>(x).dtype())));
+  throw py::type_error("x: expected a numpy array");
+}
+
+// ------------------------------------------------------------------------------------------------
+// The activations a forward keeps for its backward (owned by the Python cache object).
+
+template <class S>
+struct SeqCache {
+  CellKind cell;
+  Nonlinearity nl;
+  Dims d;
+  bool has_bias;
+  bool has_lengths;
+  Eigen::Matrix<S, Eigen::Dynamic, 1> act, h, c, aux;
+  std::vector<std::int64_t> lengths;
+
+  SeqCache(CellKind cell_, Nonlinearity nl_, const Dims& d_, bool bias) : cell(cell_), nl(nl_), d(d_), has_bias(bias) {
+    const rnnfast::CacheSizes s = rnnfast::cache_sizes(cell, d);
+    act.resize(s.act);
+    h.resize(s.h);
+    c.resize(s.c);
+    aux.resize(s.aux);
+    has_lengths = false;
+  }
+  rnnfast::Activations<S> view() {
+    return {act.data(), h.data(), c.size() ? c.data() : nullptr, aux.size() ? aux.data() : nullptr};
+  }
+  std::size_t nbytes() const { return sizeof(S) * static_cast<std::size_t>(act.size() + h.size() + c.size() + aux.size()); }
+};
+
+template <class S>
+rnnfast::Weights<S> checked_weights(const Dims& d, Index G, const py::handle& w_ih, const py::handle& w_hh,
+                                    const py::handle& b_ih, const py::handle& b_hh) {
+  const Index GH = G * d.H;
+  rnnfast::Weights<S> w;
+  w.w_ih = checked<S>("w_ih", w_ih, {GH, d.I});
+  w.w_hh = checked<S>("w_hh", w_hh, {GH, d.H});
+  if (b_ih.is_none() != b_hh.is_none())
+    throw py::value_error("b_ih, b_hh: expected both arrays or both None, got one of each");
+  w.b_ih = checked_opt<S>("b_ih", b_ih, {GH});
+  w.b_hh = checked_opt<S>("b_hh", b_hh, {GH});
+  return w;
+}
+
+// ------------------------------------------------------------------------------------------------
+// forward / backward of a whole sequence
+
+template <class S>
+py::tuple seq_forward(CellKind cell, const std::string& nonlinearity, const py::handle& x, const py::handle& h0,
+                      const py::handle& c0, const py::handle& w_ih, const py::handle& w_hh, const py::handle& b_ih,
+                      const py::handle& b_hh, const py::handle& lengths, bool training) {
+  const Nonlinearity nl = nonlinearity_of(nonlinearity);
+  const Dims d = dims_of(x, w_hh);
+  const Index G = rnnfast::gates_of(cell);
+  const S* xp = checked<S>("x", x, {d.T, d.B, d.I});
+  const rnnfast::Weights<S> w = checked_weights<S>(d, G, w_ih, w_hh, b_ih, b_hh);
+  const S* h0p = checked_opt<S>("h0", h0, {d.B, d.H});
+  const S* c0p = cell == CellKind::lstm ? checked_opt<S>("c0", c0, {d.B, d.H}) : nullptr;
+  const std::int64_t* len = checked_lengths(lengths, d.T, d.B);
+
+  auto y = empty<S>({d.T, d.B, d.H});
+  auto h_n = empty<S>({d.B, d.H});
+  auto c_n = empty<S>({d.B, d.H});
+  std::unique_ptr<SeqCache<S>> cache;
+  if (training) {
+    cache = std::make_unique<SeqCache<S>>(cell, nl, d, w.b_ih != nullptr);
+    if (len) {
+      cache->lengths.assign(len, len + d.B);
+      cache->has_lengths = true;
+    }
+  }
+  S* yp = y.mutable_data();
+  S* hnp = h_n.mutable_data();
+  S* cnp = c_n.mutable_data();
+  {
+    // Safe without the GIL: the input arrays are referenced by the caller's frame for the whole call,
+    // the outputs and the cache are new and not yet visible to Python, and nothing here touches Python.
+    py::gil_scoped_release nogil;
+    rnnfast::Activations<S> a;
+    rnnfast::Activations<S>* ap = nullptr;
+    if (cache) {
+      a = cache->view();
+      ap = &a;
+    }
+    switch (cell) {
+      case CellKind::rnn:
+        rnnfast::rnn_sequence_forward<S>(yp, hnp, ap, xp, h0p, w, len, nl, d);
+        break;
+      case CellKind::lstm:
+        rnnfast::lstm_sequence_forward<S>(yp, hnp, cnp, ap, xp, h0p, c0p, w, len, d);
+        break;
+      case CellKind::gru:
+        rnnfast::gru_sequence_forward<S>(yp, hnp, ap, xp, h0p, w, len, d);
+        break;
+    }
+  }
+  py::object cache_obj = cache ? py::cast(std::move(cache)) : py::none();
+  if (cell == CellKind::lstm) return py::make_tuple(y, h_n, c_n, cache_obj);
+  return py::make_tuple(y, h_n, cache_obj);
+}
+
+template <class S>
+py::dict seq_backward(CellKind cell, SeqCache<S>& cache, const py::handle& x, const py::handle& w_ih,
+                      const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh, const py::handle& dy,
+                      const py::handle& dh_n, const py::handle& dc_n) {
+  if (cache.cell != cell) throw py::value_error("cache: from a different cell's forward");
+  const Dims d = cache.d;
+  const Index G = rnnfast::gates_of(cell), GH = G * d.H;
+  const S* xp = checked<S>("x", x, {d.T, d.B, d.I});
+  const rnnfast::Weights<S> w = checked_weights<S>(d, G, w_ih, w_hh, b_ih, b_hh);
+  if ((w.b_ih != nullptr) != cache.has_bias) throw py::value_error("b_ih, b_hh: do not match the forward call");
+  const S* dyp = checked_opt<S>("dy", dy, {d.T, d.B, d.H});
+  const S* dhnp = checked_opt<S>("dh_n", dh_n, {d.B, d.H});
+  const S* dcnp = cell == CellKind::lstm ? checked_opt<S>("dc_n", dc_n, {d.B, d.H}) : nullptr;
+
+  auto dx = empty<S>({d.T, d.B, d.I});
+  auto dh0 = empty<S>({d.B, d.H});
+  auto dc0 = empty<S>({d.B, d.H});
+  auto dw_ih = empty<S>({GH, d.I});
+  auto dw_hh = empty<S>({GH, d.H});
+  auto db_ih = empty<S>({GH});
+  auto db_hh = empty<S>({GH});
+  auto dh_all = empty<S>({d.T, d.B, d.H});
+  const bool bias = cache.has_bias;
+  rnnfast::Grads<S> g{dx.mutable_data(),    dh0.mutable_data(), cell == CellKind::lstm ? dc0.mutable_data() : nullptr,
+                      dw_ih.mutable_data(), dw_hh.mutable_data(), bias ? db_ih.mutable_data() : nullptr,
+                      bias ? db_hh.mutable_data() : nullptr, dh_all.mutable_data()};
+  const std::int64_t* len = cache.has_lengths ? cache.lengths.data() : nullptr;
+  {
+    // Safe without the GIL: the cache and the input arrays are held by the caller's frame and only
+    // read (backward never writes the cache, so concurrent backward calls on one cache are fine); the
+    // outputs are new and not yet visible to Python.
+    py::gil_scoped_release nogil;
+    const rnnfast::Activations<S> a = cache.view();
+    switch (cell) {
+      case CellKind::rnn:
+        rnnfast::rnn_sequence_backward<S>(g, a, xp, w, dyp, dhnp, len, nullptr, cache.nl, d);
+        break;
+      case CellKind::lstm:
+        rnnfast::lstm_sequence_backward<S>(g, a, xp, w, dyp, dhnp, dcnp, len, nullptr, d);
+        break;
+      case CellKind::gru:
+        rnnfast::gru_sequence_backward<S>(g, a, xp, w, dyp, dhnp, len, nullptr, d);
+        break;
+    }
+  }
+  py::dict out;
+  out["x"] = dx;
+  out["h0"] = dh0;
+  if (cell == CellKind::lstm) out["c0"] = dc0;
+  out["w_ih"] = dw_ih;
+  out["w_hh"] = dw_hh;
+  out["b_ih"] = bias ? py::object(db_ih) : py::none();
+  out["b_hh"] = bias ? py::object(db_hh) : py::none();
+  out["dh_all"] = dh_all;
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// truncated BPTT
+
+template <class S>
+py::list tbptt(const std::string& cell_name, const py::handle& x, const py::handle& h0, const py::handle& c0,
+               const py::handle& w_ih, const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh,
+               const py::handle& dy, Index k1, Index k2, const std::string& nonlinearity) {
+  const CellKind cell = cell_of(cell_name);
+  const Nonlinearity nl = nonlinearity_of(nonlinearity);
+  if (k1 < 1) throw py::value_error("k1: expected an int >= 1, got " + std::to_string(k1));
+  if (k2 < k1) throw py::value_error("k2: expected k2 >= k1 = " + std::to_string(k1) + ", got " + std::to_string(k2));
+  const Dims d = dims_of(x, w_hh);
+  if (d.T < 1 || d.B < 1 || d.I < 1 || d.H < 1) throw py::value_error("x, w_hh: T, B, I, H must be >= 1");
+  const Index G = rnnfast::gates_of(cell), GH = G * d.H;
+  const S* xp = checked<S>("x", x, {d.T, d.B, d.I});
+  const rnnfast::Weights<S> w = checked_weights<S>(d, G, w_ih, w_hh, b_ih, b_hh);
+  const S* h0p = checked_opt<S>("h0", h0, {d.B, d.H});
+  const S* c0p = cell == CellKind::lstm ? checked_opt<S>("c0", c0, {d.B, d.H}) : nullptr;
+  const S* dyp = checked<S>("dy", dy, {d.T, d.B, d.H});
+  const Index N = (d.T + k1 - 1) / k1;
+  const bool bias = w.b_ih != nullptr;
+  auto dw_ih = empty<S>({N, GH, d.I});
+  auto dw_hh = empty<S>({N, GH, d.H});
+  auto db_ih = empty<S>({bias ? N : 0, GH});
+  auto db_hh = empty<S>({bias ? N : 0, GH});
+  auto dh0 = empty<S>({N, d.B, d.H});
+  auto dc0 = empty<S>({cell == CellKind::lstm ? N : 0, d.B, d.H});
+  S* p[6] = {dw_ih.mutable_data(), dw_hh.mutable_data(), db_ih.mutable_data(),
+             db_hh.mutable_data(), dh0.mutable_data(),   dc0.mutable_data()};
+  {
+    // Safe without the GIL: inputs are held by the caller's frame and only read; outputs are new.
+    py::gil_scoped_release nogil;
+    rnnfast::tbptt_grads<S>(p[0], p[1], bias ? p[2] : nullptr, bias ? p[3] : nullptr, p[4],
+                            cell == CellKind::lstm ? p[5] : nullptr, cell, nl, xp, h0p, c0p, w, dyp, k1, k2, d);
+  }
+  py::list out;
+  for (Index n = 0; n < N; ++n) {
+    py::dict u;
+    py::int_ i(n);
+    u["w_ih"] = dw_ih[i];
+    u["w_hh"] = dw_hh[i];
+    u["b_ih"] = bias ? py::object(db_ih[i]) : py::none();
+    u["b_hh"] = bias ? py::object(db_hh[i]) : py::none();
+    if (cell == CellKind::lstm)
+      u["state0"] = py::make_tuple(dh0[i], dc0[i]);
+    else
+      u["state0"] = dh0[i];
+    out.append(u);
+  }
+  return out;
+}
+
+// The stream with a lock: its methods mutate it and run without the GIL.
+template <class S>
+struct Stream {
+  rnnfast::TBPTTStream<S> s;
+  std::mutex mu;
+  template <class... A>
+  explicit Stream(A&&... a) : s(std::forward<A>(a)...) {}
+};
+
+template <class S>
+void register_stream(py::module_& m, const char* name) {
+  using St = Stream<S>;
+  py::class_<St>(m, name, "Truncated-BPTT stream (see rnnfast.functional.TBPTTStream, which wraps it).")
+      .def(py::init([](const std::string& cell, const std::string& nonlinearity, Index B, Index I, Index H, Index k1,
+                       Index k2, bool has_bias) {
+             if (B < 1 || I < 1 || H < 1) throw py::value_error("batch, input_size, hidden_size: expected >= 1");
+             if (k1 < 1) throw py::value_error("k1: expected an int >= 1, got " + std::to_string(k1));
+             if (k2 < k1)
+               throw py::value_error("k2: expected k2 >= k1 = " + std::to_string(k1) + ", got " + std::to_string(k2));
+             return std::make_unique<St>(cell_of(cell), nonlinearity_of(nonlinearity), B, I, H, k1, k2, has_bias);
+           }),
+           py::arg("cell"), py::arg("nonlinearity"), py::arg("batch"), py::arg("input_size"), py::arg("hidden_size"),
+           py::arg("k1"), py::arg("k2"), py::arg("has_bias"))
+      .def_property_readonly("position", [](St& st) { return st.s.position(); })
+      .def_property_readonly("window", [](St& st) { return py::make_tuple(st.s.window_start(), st.s.window_stop()); })
+      .def("set_params",
+           [](St& st, const py::handle& w_ih, const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh) {
+             const Dims d{0, st.s.batch(), st.s.input_size(), st.s.hidden_size()};
+             const rnnfast::Weights<S> w = checked_weights<S>(d, rnnfast::gates_of(st.s.cell()), w_ih, w_hh, b_ih, b_hh);
+             if ((w.b_ih != nullptr) != st.s.has_bias())
+               throw py::value_error(std::string("b_ih, b_hh: the stream was made ") +
+                                     (st.s.has_bias() ? "with" : "without") + " biases");
+             // Safe without the GIL: the arrays are held by the caller's frame and only read.
+             py::gil_scoped_release nogil;
+             std::lock_guard<std::mutex> lock(st.mu);
+             st.s.set_params(w.w_ih, w.w_hh, w.b_ih, w.b_hh);
+           })
+      .def("get_state",
+           [](St& st) {
+             const Index B = st.s.batch(), H = st.s.hidden_size();
+             auto h = empty<S>({B, H});
+             std::lock_guard<std::mutex> lock(st.mu);
+             std::memcpy(h.mutable_data(), st.s.state_h(), sizeof(S) * static_cast<std::size_t>(B * H));
+             if (st.s.cell() != CellKind::lstm) return py::object(h);
+             auto c = empty<S>({B, H});
+             std::memcpy(c.mutable_data(), st.s.state_c(), sizeof(S) * static_cast<std::size_t>(B * H));
+             return py::object(py::make_tuple(h, c));
+           })
+      .def("set_state",
+           [](St& st, const py::handle& h, const py::handle& c) {
+             const Index B = st.s.batch(), H = st.s.hidden_size();
+             const S* hp = checked_opt<S>("h", h, {B, H});
+             const S* cp = st.s.cell() == CellKind::lstm ? checked_opt<S>("c", c, {B, H}) : nullptr;
+             std::lock_guard<std::mutex> lock(st.mu);
+             st.s.set_state(hp, cp);
+           })
+      .def("reset_rows",
+           [](St& st, const py::handle& mask) {
+             const std::uint8_t* mp = checked<std::uint8_t>("mask", mask, {st.s.batch()});
+             std::lock_guard<std::mutex> lock(st.mu);
+             st.s.reset_rows(mp);
+           })
+      .def("forward",
+           [](St& st, const py::handle& x) {
+             if (!py::isinstance<py::array>(x) || py::reinterpret_borrow<py::array>(x).ndim() != 3)
+               throw py::value_error("x: expected a 3-D array (L, B, I)");
+             const Index L = py::reinterpret_borrow<py::array>(x).shape(0);
+             const Index B = st.s.batch(), I = st.s.input_size(), H = st.s.hidden_size();
+             if (L < 1 || L > st.s.k1())
+               throw py::value_error("x: expected 1 <= L <= k1 = " + std::to_string(st.s.k1()) + " steps, got " +
+                                     std::to_string(L));
+             const S* xp = checked<S>("x", x, {L, B, I});
+             auto y = empty<S>({L, B, H});
+             S* yp = y.mutable_data();
+             {
+               // Safe without the GIL: x is held by the caller and only read (copied into the stream);
+               // y is new; the stream's own lock serialises calls on it.
+               py::gil_scoped_release nogil;
+               std::lock_guard<std::mutex> lock(st.mu);
+               st.s.forward(yp, xp, L);
+             }
+             return y;
+           })
+      .def(
+          "backward",
+          [](St& st, const py::handle& dy, bool want_dx) {
+            const Index B = st.s.batch(), I = st.s.input_size(), H = st.s.hidden_size();
+            const Index GH = rnnfast::gates_of(st.s.cell()) * H;
+            const Index s0 = st.s.window_start(), W = st.s.window_stop() - s0;
+            if (W < 1) throw py::value_error("backward: the stream has no steps yet (call forward first)");
+            const S* dyp = checked<S>("dy", dy, {W, B, H});
+            const bool bias = st.s.has_bias(), lstm = st.s.cell() == CellKind::lstm;
+            auto dx = empty<S>({want_dx ? W : 0, B, I});
+            auto dh0 = empty<S>({B, H});
+            auto dc0 = empty<S>({B, H});
+            auto dw_ih = empty<S>({GH, I});
+            auto dw_hh = empty<S>({GH, H});
+            auto db_ih = empty<S>({GH});
+            auto db_hh = empty<S>({GH});
+            rnnfast::StreamGrads<S> g{want_dx ? dx.mutable_data() : nullptr,
+                                      dh0.mutable_data(),
+                                      lstm ? dc0.mutable_data() : nullptr,
+                                      dw_ih.mutable_data(),
+                                      dw_hh.mutable_data(),
+                                      bias ? db_ih.mutable_data() : nullptr,
+                                      bias ? db_hh.mutable_data() : nullptr};
+            {
+              // Safe without the GIL: dy is held by the caller and only read; outputs are new; the
+              // stream's own lock serialises calls on it.
+              py::gil_scoped_release nogil;
+              std::lock_guard<std::mutex> lock(st.mu);
+              st.s.backward(g, dyp);
+            }
+            py::dict out;
+            out["w_ih"] = dw_ih;
+            out["w_hh"] = dw_hh;
+            out["b_ih"] = bias ? py::object(db_ih) : py::none();
+            out["b_hh"] = bias ? py::object(db_hh) : py::none();
+            out["x"] = want_dx ? py::object(dx) : py::none();
+            if (s0 == 0)
+              out["state0"] = lstm ? py::object(py::make_tuple(dh0, dc0)) : py::object(dh0);
+            else
+              out["state0"] = py::none();
+            return out;
+          },
+          py::arg("dy"), py::arg("want_dx") = true);
+}
+
+template <class S>
+void register_cache(py::module_& m, const char* name) {
+  py::class_<SeqCache<S>>(m, name, "Activations a training forward keeps for its backward (opaque).")
+      .def_property_readonly("nbytes", &SeqCache<S>::nbytes)
+      .def_property_readonly("dtype", [](const SeqCache<S>&) { return py::dtype::of<S>(); })
+      .def_property_readonly("cell", [](const SeqCache<S>& c) {
+        return std::string(c.cell == CellKind::rnn ? "rnn" : (c.cell == CellKind::lstm ? "lstm" : "gru"));
+      });
+}
+
+}  // namespace
+
+void register_kernels(py::module_& m) {
+  register_cache<float>(m, "SeqCacheFloat32");
+  register_cache<double>(m, "SeqCacheFloat64");
+  register_stream<float>(m, "TBPTTStreamFloat32");
+  register_stream<double>(m, "TBPTTStreamFloat64");
+
+  m.def(
+      "rnn_forward",
+      [](const py::object& x, const py::object& h0, const py::object& w_ih, const py::object& w_hh,
+         const py::object& b_ih, const py::object& b_hh, const py::object& lengths, const std::string& nonlinearity,
+         bool training) {
+        return dispatch(x, [&](auto s) {
+          using S = decltype(s);
+          return seq_forward<S>(CellKind::rnn, nonlinearity, x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, lengths, training);
+        });
+      },
+      py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
+      py::arg("lengths"), py::arg("nonlinearity"), py::arg("training"));
+  m.def(
+      "lstm_forward",
+      [](const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
+         const py::object& w_hh, const py::object& b_ih, const py::object& b_hh, const py::object& lengths,
+         bool training) {
+        return dispatch(x, [&](auto s) {
+          using S = decltype(s);
+          return seq_forward<S>(CellKind::lstm, "tanh", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, training);
+        });
+      },
+      py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
+      py::arg("b_hh"), py::arg("lengths"), py::arg("training"));
+  m.def(
+      "gru_forward",
+      [](const py::object& x, const py::object& h0, const py::object& w_ih, const py::object& w_hh,
+         const py::object& b_ih, const py::object& b_hh, const py::object& lengths, bool training) {
+        return dispatch(x, [&](auto s) {
+          using S = decltype(s);
+          return seq_forward<S>(CellKind::gru, "tanh", x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, lengths, training);
+        });
+      },
+      py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
+      py::arg("lengths"), py::arg("training"));
+
+  // backward(cell, cache, x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n) -> dict
+  auto backward = [](const std::string& cell_name, const py::object& cache, const py::object& x,
+                     const py::object& w_ih, const py::object& w_hh, const py::object& b_ih, const py::object& b_hh,
+                     const py::object& dy, const py::object& dh_n, const py::object& dc_n) {
+    const CellKind cell = cell_of(cell_name);
+    if (py::isinstance<SeqCache<float>>(cache))
+      return seq_backward<float>(cell, cache.cast<SeqCache<float>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n);
+    if (py::isinstance<SeqCache<double>>(cache))
+      return seq_backward<double>(cell, cache.cast<SeqCache<double>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n);
+    throw py::type_error("cache: expected a SeqCacheFloat32 or SeqCacheFloat64 from a forward call");
+  };
+  m.def("sequence_backward", backward, py::arg("cell"), py::arg("cache"), py::arg("x"), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
+        "Full BPTT through a forward call's cache; x and the weights must be the forward's.");
+
+  m.def(
+      "tbptt_grads",
+      [](const std::string& cell, const py::object& x, const py::object& h0, const py::object& c0,
+         const py::object& w_ih, const py::object& w_hh, const py::object& b_ih, const py::object& b_hh,
+         const py::object& dy, Index k1, Index k2, const std::string& nonlinearity) {
+        return dispatch(x, [&](auto s) {
+          using S = decltype(s);
+          return tbptt<S>(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, dy, k1, k2, nonlinearity);
+        });
+      },
+      py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
+      py::arg("b_hh"), py::arg("dy"), py::arg("k1"), py::arg("k2"), py::arg("nonlinearity"));
+}

@@ -1,0 +1,352 @@
+// rnnfast/sequence.hpp - whole-sequence forward and backward (full BPTT) of every cell.
+//
+// T = time steps, B = batch, I = input size, H = hidden size, G = gates (1 rnn, 4 lstm, 3 gru)
+//
+// Forward, per call:
+//   gx (T*B, G*H) = X (T*B, I) * W_ih^T + bias          one GEMM over all steps, biases folded in
+//   per step t:  gh (B, G*H) = h_{t-1} (B, H) * W_hh^T   one gate-merged recurrent GEMM
+//                one fused pointwise pass (cells.hpp) turns gx_t + gh into the activated gates,
+//                in place in gx_t, and writes c_t, h_t, y_t
+// GRU keeps b_hn out of the fold: it sits inside r * (W_hn h + b_hn), so the cell adds it.
+// In training the gx buffer *is* the cache's activation buffer (act), so nothing is copied.
+//
+// Backward, per call: only the dh (and dc) recurrence runs per step:
+//   dgates_t = cell backward (pointwise)            stored for every step (T*B, G*H)
+//   dh_{t-1} = direct path + dgates_t (B, G*H) * W_hh (G*H, H)
+// then, after the loop, single GEMMs / reductions over the whole sequence (K = T*B):
+//   dW_hh = dgates^T * H_prev,  dW_ih = dgates^T * X,  dx = dgates * W_ih,  db = column sums.
+// For the GRU, dL/d(W_hh h + b_hh) and dL/d(W_ih x + b_ih) differ only in the n block
+// (dL/da_n * r vs dL/da_n); the n block is swapped in place between the two sets of GEMMs.
+//
+// Ragged batches: with lengths (B,), steps t >= lengths[b] carry sequence b's state unchanged and
+// write y = 0 (PyTorch's packed-sequence semantics); backward gives them zero dgates and carries
+// dh (and dc) through. Workspaces are allocated once per call, never inside the time loop.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+
+#include "rnnfast/cells.hpp"
+#include "rnnfast/common.hpp"
+
+namespace rnnfast {
+
+// The weights of one layer (PyTorch layout). Biases are both present or both nullptr.
+template <class S>
+struct Weights {
+  const S* w_ih;  // (G*H, I)
+  const S* w_hh;  // (G*H, H)
+  const S* b_ih;  // (G*H) or nullptr
+  const S* b_hh;  // (G*H) or nullptr
+};
+
+// What backward needs from forward, as views into caller-owned storage (see cache_sizes()).
+template <class S>
+struct Activations {
+  S* act;  // (T, B, G*H) activated gates: rnn h_t; lstm i, f, g, o; gru r, z, n
+  S* h;    // (T+1, B, H) h[0] = state entering step 0, h[t+1] = state after step t
+  S* c;    // (T+1, B, H) lstm cell states, else nullptr
+  S* aux;  // (T, B, H) lstm tanh(c_t); gru W_hn h_{t-1} + b_hn; rnn nullptr
+};
+
+// Element counts of the Activations buffers for a run of T steps.
+struct CacheSizes {
+  Index act = 0, h = 0, c = 0, aux = 0;
+};
+inline CacheSizes cache_sizes(CellKind cell, const Dims& d) {
+  CacheSizes s;
+  s.act = d.T * d.B * gates_of(cell) * d.H;
+  s.h = (d.T + 1) * d.B * d.H;
+  s.c = cell == CellKind::lstm ? s.h : 0;
+  s.aux = cell == CellKind::rnn ? 0 : d.T * d.B * d.H;
+  return s;
+}
+
+// The gradient outputs of a backward call. All are written (=), none accumulated.
+template <class S>
+struct Grads {
+  S* dx;      // (T, B, I), or nullptr when not wanted (saves a GEMM)
+  S* dh0;     // (B, H) dL/dh0
+  S* dc0;     // (B, H) dL/dc0 (lstm), else nullptr
+  S* dw_ih;   // (G*H, I)
+  S* dw_hh;   // (G*H, H)
+  S* db_ih;   // (G*H) or nullptr (no bias)
+  S* db_hh;   // (G*H) or nullptr
+  S* dh_all;  // (T, B, H) total dL/dh_t per step (zero rows at padded steps); required
+};
+
+// ------------------------------------------------------------------------------------------------
+// The named kernels (explicitly instantiated for float and double in src/<cell>.cpp).
+//
+// Forward: y (T, B, H), h_n (B, H), c_n (B, H, lstm) are written. cache == nullptr is inference (no
+// activations stored); otherwise cache views buffers of cache_sizes(cell, d) elements. h0 / c0 may be
+// nullptr (zeros) and may alias cache->h / cache->c (step 0's slot). lengths (B) in [0, T] or nullptr.
+//
+// Backward: reads the cache of the matching forward. dy (T, B, H), dh_n, dc_n (B, H) may be nullptr
+// (zeros). cut (T, B) or nullptr: cut[t*B + b] != 0 means the state entering step t of sequence b is a
+// constant (a reset in a stream), so no gradient flows from step t into earlier steps of b.
+
+template <class S>
+void rnn_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
+                          const Weights<S>& w, const std::int64_t* lengths, Nonlinearity nl, const Dims& d);
+template <class S>
+void rnn_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
+                           const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
+                           Nonlinearity nl, const Dims& d);
+
+template <class S>
+void lstm_sequence_forward(S* y, S* h_n, S* c_n, const Activations<S>* cache, const S* x, const S* h0,
+                           const S* c0, const Weights<S>& w, const std::int64_t* lengths, const Dims& d);
+template <class S>
+void lstm_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
+                            const S* dy, const S* dh_n, const S* dc_n, const std::int64_t* lengths,
+                            const std::uint8_t* cut, const Dims& d);
+
+template <class S>
+void gru_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
+                          const Weights<S>& w, const std::int64_t* lengths, const Dims& d);
+template <class S>
+void gru_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
+                           const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
+                           const Dims& d);
+
+// ------------------------------------------------------------------------------------------------
+// The shared time loop, specialised per cell at compile time.
+namespace detail {
+
+template <class S>
+inline void copy_or_zero(S* dst, const S* src, Index n) {
+  if (dst == src) return;
+  if (src)
+    std::memcpy(dst, src, sizeof(S) * static_cast<std::size_t>(n));
+  else
+    std::fill(dst, dst + n, S(0));
+}
+
+template <CellKind C, class S>
+void sequence_forward(S* y,                        // (T, B, H)
+                      S* h_n,                      // (B, H)
+                      S* c_n,                      // (B, H) lstm
+                      const Activations<S>* cache, // nullptr = inference
+                      const S* x,                  // (T, B, I)
+                      const S* h0,                 // (B, H) or nullptr
+                      const S* c0,                 // (B, H) lstm, or nullptr
+                      const Weights<S>& w,         // w_ih (G*H, I), w_hh (G*H, H), biases (G*H)
+                      const std::int64_t* lengths, // (B) or nullptr
+                      Nonlinearity nl, const Dims& d) {
+  constexpr Index G = gates_of(C);
+  constexpr bool lstm = C == CellKind::lstm;
+  constexpr bool gru = C == CellKind::gru;
+  const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
+  const bool training = cache != nullptr;
+
+  // Workspaces, sized once. Inference keeps two state slots (ping-pong) instead of T+1.
+  Mat<S> gx_store;  // (T*B, G*H), inference only
+  Mat<S> state_store(training ? 0 : (lstm ? 4 : 2), training ? 0 : BH);
+  Mat<S> gh(B, GH);  // (B, G*H) W_hh h_{t-1}
+  S* gx_ptr = nullptr;
+  if (training) {
+    gx_ptr = cache->act;
+  } else {
+    gx_store.resize(T * B, GH);
+    gx_ptr = gx_store.data();
+  }
+  auto h_at = [&](Index t) -> S* {  // state entering step t (t = T: the final state)
+    return training ? cache->h + t * BH : state_store.data() + (t % 2) * BH;
+  };
+  auto c_at = [&](Index t) -> S* { return training ? cache->c + t * BH : state_store.data() + (2 + t % 2) * BH; };
+
+  copy_or_zero(h_at(0), h0, BH);
+  if constexpr (lstm) copy_or_zero(c_at(0), c0, BH);
+
+  // Input projection of all steps: one GEMM over T*B rows, biases folded in.
+  MatMap<S> gx(gx_ptr, T * B, GH);
+  if (T * B > 0) {
+    gx.noalias() = CMatMap<S>(x, T * B, I) * CMatMap<S>(w.w_ih, GH, I).transpose();
+    if (w.b_ih) {
+      RowVec<S> bias = CRowVecMap<S>(w.b_ih, GH);
+      if constexpr (gru) {
+        bias.head(2 * H) += CRowVecMap<S>(w.b_hh, 2 * H);  // b_hn stays out: it is multiplied by r
+      } else {
+        bias += CRowVecMap<S>(w.b_hh, GH);
+      }
+      gx.rowwise() += bias;
+    }
+  }
+  const S* b_hn = (gru && w.b_hh) ? w.b_hh + 2 * H : nullptr;
+  CMatMap<S> Whh(w.w_hh, GH, H);
+
+  for (Index t = 0; t < T; ++t) {
+    const S* hp = h_at(t);
+    S* hc = h_at(t + 1);
+    gh.noalias() = CMatMap<S>(hp, B, H) * Whh.transpose();  // (B, G*H) = h_{t-1} W_hh^T
+    for (Index b = 0; b < B; ++b) {
+      S* act = gx_ptr + (t * B + b) * GH;
+      S* yr = y + (t * B + b) * H;
+      const S* hpr = hp + b * H;
+      S* hcr = hc + b * H;
+      if (lengths && t >= lengths[b]) {  // padded step: carry the state, output zero
+        std::memcpy(hcr, hpr, sizeof(S) * static_cast<std::size_t>(H));
+        if constexpr (lstm) std::memcpy(c_at(t + 1) + b * H, c_at(t) + b * H, sizeof(S) * static_cast<std::size_t>(H));
+        std::fill(yr, yr + H, S(0));
+        continue;
+      }
+      const S* ghr = gh.data() + b * GH;
+      S* aux = training && C != CellKind::rnn ? cache->aux + (t * B + b) * H : nullptr;
+      if constexpr (C == CellKind::rnn) {
+        rnn_cell_forward(act, hcr, ghr, H, nl);
+      } else if constexpr (lstm) {
+        lstm_cell_forward(act, c_at(t + 1) + b * H, hcr, aux, ghr, c_at(t) + b * H, H);
+      } else {
+        gru_cell_forward(act, aux, hcr, ghr, b_hn, hpr, H);
+      }
+      std::memcpy(yr, hcr, sizeof(S) * static_cast<std::size_t>(H));
+    }
+  }
+  copy_or_zero<S>(h_n, h_at(T), BH);
+  if constexpr (lstm) copy_or_zero<S>(c_n, c_at(T), BH);
+}
+
+template <CellKind C, class S>
+void sequence_backward(const Grads<S>& g,            // outputs, see Grads
+                       const Activations<S>& cache,  // from the forward
+                       const S* x,                   // (T, B, I)
+                       const Weights<S>& w,          // w_ih (G*H, I), w_hh (G*H, H)
+                       const S* dy,                  // (T, B, H) or nullptr
+                       const S* dh_n,                // (B, H) or nullptr
+                       const S* dc_n,                // (B, H) lstm, or nullptr
+                       const std::int64_t* lengths,  // (B) or nullptr
+                       const std::uint8_t* cut,      // (T, B) or nullptr
+                       Nonlinearity nl, const Dims& d) {
+  constexpr Index G = gates_of(C);
+  constexpr bool lstm = C == CellKind::lstm;
+  constexpr bool gru = C == CellKind::gru;
+  const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
+
+  Mat<S> dgates(T * B, GH);             // dL/d(gate pre-activations) of every step (gru: of W_hh h + b_hh)
+  Mat<S> dan(gru ? T * B : 0, gru ? H : 0);  // gru: dL/da_n, the n block of dL/d(W_ih x + b_ih)
+
+  // The running dL/dh (and dL/dc) live in the dh0 (dc0) outputs: written in place.
+  copy_or_zero(g.dh0, dh_n, BH);
+  if constexpr (lstm) copy_or_zero(g.dc0, dc_n, BH);
+  MatMap<S> dH(g.dh0, B, H);
+  CMatMap<S> Whh(w.w_hh, GH, H);
+
+  for (Index t = T - 1; t >= 0; --t) {
+    for (Index b = 0; b < B; ++b) {
+      const Index row = t * B + b;
+      S* dht = g.dh_all + row * H;
+      S* dhr = g.dh0 + b * H;  // in: dL/dh_t via step t+1; out: direct part of dL/dh_{t-1}
+      S* dgr = dgates.data() + row * GH;
+      if (lengths && t >= lengths[b]) {  // padded step: nothing passes through the cell; dh, dc carried
+        std::fill(dgr, dgr + GH, S(0));
+        std::fill(dht, dht + H, S(0));
+        if constexpr (gru) std::fill(dan.data() + row * H, dan.data() + (row + 1) * H, S(0));
+        continue;
+      }
+      const S* dyr = dy ? dy + row * H : nullptr;
+      for (Index j = 0; j < H; ++j) dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
+      const S* act = cache.act + row * GH;
+      if constexpr (C == CellKind::rnn) {
+        rnn_cell_backward(dgr, dht, act, H, nl);
+        std::fill(dhr, dhr + H, S(0));  // h_{t-1} reaches h_t only through W_hh
+      } else if constexpr (lstm) {
+        lstm_cell_backward(dgr, g.dc0 + b * H, dht, act, cache.c + row * H, cache.aux + row * H, H);
+        std::fill(dhr, dhr + H, S(0));  // h_{t-1} reaches h_t only through W_hh
+      } else {
+        gru_cell_backward(dgr, dan.data() + row * H, dhr, dht, act, cache.aux + row * H, cache.h + row * H, H);
+      }
+    }
+    // dL/dh_{t-1} += dL/dgates_t W_hh   (B, G*H) x (G*H, H); padded rows have dgates = 0
+    dH.noalias() += dgates.middleRows(t * B, B) * Whh;
+    if (cut) {
+      for (Index b = 0; b < B; ++b) {
+        if (!cut[t * B + b]) continue;  // the state entering step t of b is a constant
+        std::fill(g.dh0 + b * H, g.dh0 + (b + 1) * H, S(0));
+        if constexpr (lstm) std::fill(g.dc0 + b * H, g.dc0 + (b + 1) * H, S(0));
+      }
+    }
+  }
+
+  // Weight gradients: single GEMMs over all T*B rows.
+  RowVec<S> colsum(GH);  // column sums go through an Eigen-owned (aligned) vector: reproducible order
+  MatMap<S> dWhh(g.dw_hh, GH, H);
+  dWhh.noalias() = dgates.transpose() * CMatMap<S>(cache.h, T * B, H);  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
+  if (g.db_hh) {
+    colsum.noalias() = dgates.colwise().sum();  // dL/db_hh = sum_{t,b} dgates
+    RowVecMap<S>(g.db_hh, GH) = colsum;
+  }
+  if constexpr (gru) dgates.rightCols(H) = dan;  // now dL/d(W_ih x + b_ih): n block = dL/da_n
+  MatMap<S> dWih(g.dw_ih, GH, I);
+  dWih.noalias() = dgates.transpose() * CMatMap<S>(x, T * B, I);    // dL/dW_ih = sum_t dgates_t^T x_t
+  if (g.db_ih) {
+    colsum.noalias() = dgates.colwise().sum();  // dL/db_ih = sum_{t,b} dgates
+    RowVecMap<S>(g.db_ih, GH) = colsum;
+  }
+  if (g.dx) MatMap<S>(g.dx, T * B, I).noalias() = dgates * CMatMap<S>(w.w_ih, GH, I);  // dL/dx_t = dgates_t W_ih
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------------
+// Definitions of the named kernels (instantiated in src/).
+
+template <class S>
+void rnn_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
+                          const Weights<S>& w, const std::int64_t* lengths, Nonlinearity nl, const Dims& d) {
+  detail::sequence_forward<CellKind::rnn, S>(y, h_n, nullptr, cache, x, h0, nullptr, w, lengths, nl, d);
+}
+template <class S>
+void rnn_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
+                           const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
+                           Nonlinearity nl, const Dims& d) {
+  detail::sequence_backward<CellKind::rnn, S>(g, cache, x, w, dy, dh_n, nullptr, lengths, cut, nl, d);
+}
+
+template <class S>
+void lstm_sequence_forward(S* y, S* h_n, S* c_n, const Activations<S>* cache, const S* x, const S* h0,
+                           const S* c0, const Weights<S>& w, const std::int64_t* lengths, const Dims& d) {
+  detail::sequence_forward<CellKind::lstm, S>(y, h_n, c_n, cache, x, h0, c0, w, lengths, Nonlinearity::tanh, d);
+}
+template <class S>
+void lstm_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
+                            const S* dy, const S* dh_n, const S* dc_n, const std::int64_t* lengths,
+                            const std::uint8_t* cut, const Dims& d) {
+  detail::sequence_backward<CellKind::lstm, S>(g, cache, x, w, dy, dh_n, dc_n, lengths, cut, Nonlinearity::tanh, d);
+}
+
+template <class S>
+void gru_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
+                          const Weights<S>& w, const std::int64_t* lengths, const Dims& d) {
+  detail::sequence_forward<CellKind::gru, S>(y, h_n, nullptr, cache, x, h0, nullptr, w, lengths, Nonlinearity::tanh, d);
+}
+template <class S>
+void gru_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
+                           const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
+                           const Dims& d) {
+  detail::sequence_backward<CellKind::gru, S>(g, cache, x, w, dy, dh_n, nullptr, lengths, cut, Nonlinearity::tanh, d);
+}
+
+// Instantiated once, in src/<cell>.cpp.
+#define RNNFAST_EXTERN_SEQUENCE(S)                                                                              \
+  extern template void rnn_sequence_forward<S>(S*, S*, const Activations<S>*, const S*, const S*,             \
+                                               const Weights<S>&, const std::int64_t*, Nonlinearity, const Dims&); \
+  extern template void rnn_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,             \
+                                                const Weights<S>&, const S*, const S*, const std::int64_t*,    \
+                                                const std::uint8_t*, Nonlinearity, const Dims&);               \
+  extern template void lstm_sequence_forward<S>(S*, S*, S*, const Activations<S>*, const S*, const S*,        \
+                                                const S*, const Weights<S>&, const std::int64_t*, const Dims&); \
+  extern template void lstm_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,            \
+                                                 const Weights<S>&, const S*, const S*, const S*,             \
+                                                 const std::int64_t*, const std::uint8_t*, const Dims&);       \
+  extern template void gru_sequence_forward<S>(S*, S*, const Activations<S>*, const S*, const S*,             \
+                                               const Weights<S>&, const std::int64_t*, const Dims&);          \
+  extern template void gru_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,             \
+                                                const Weights<S>&, const S*, const S*, const std::int64_t*,    \
+                                                const std::uint8_t*, const Dims&);
+#ifndef RNNFAST_INSTANTIATING
+RNNFAST_EXTERN_SEQUENCE(float)
+RNNFAST_EXTERN_SEQUENCE(double)
+#endif
+
+}  // namespace rnnfast
