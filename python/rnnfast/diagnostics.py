@@ -356,10 +356,10 @@ def exploding_case(
     t_steps: int,
     *,
     seed: int = 0,
-    steps: int = 20,
+    steps: int = 30,
     gain: float = 2.0,
     hidden: int = 64,
-    lr: float = 0.01,
+    lr: float = 0.1,
     clip_norm: float = 1.0,
 ) -> dict[str, Any]:
     """A tanh RNN whose recurrent weights are ``gain`` x an orthogonal matrix (spectral radius
@@ -367,9 +367,8 @@ def exploding_case(
     for ``steps`` steps on the adding task, without and with clipping by global norm.
 
     Returns ``{"flow": GradientFlow at init, "ratio": ||dL/dh_0|| / ||dL/dh_{T-1}||, "gain", "lr",
-    "steps", "runs": {name: {"grad_norm_first", "grad_norm_max", "loss_first", "loss_last",
-    "finite",
-    "log"}}}``.
+    "steps", "runs": {name: {"grad_norm_first", "grad_norm_max", "loss_first", "loss_max",
+    "loss_last", "finite", "log"}}}``. Training stops early at a non-finite loss or gradient.
     """
     from .losses import MSELoss
     from .tasks.adding import make_adding
@@ -398,8 +397,9 @@ def exploding_case(
         finite = all(math.isfinite(v) for v in norms + losses) and len(log) == steps
         runs[name] = {
             "grad_norm_first": norms[0],
-            "grad_norm_max": max(norms),
+            "grad_norm_max": float(np.nanmax(norms)),
             "loss_first": losses[0],
+            "loss_max": float(np.nanmax(losses)),
             "loss_last": losses[-1],
             "finite": finite,
             "log": log,
