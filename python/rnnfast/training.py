@@ -599,6 +599,19 @@ def _grad_norm(grads: Mapping[str, Array]) -> float:
     return float(np.linalg.norm(norms)) if norms else 0.0
 
 
+def _resolve_distributed(distributed: Any) -> Any:
+    """fit's ``distributed`` -> a rnnfast.distributed.DataParallel or None (mpi4py is imported
+    only when data parallelism is asked for)."""
+    if distributed is None:
+        mod = sys.modules.get(f"{__package__}.distributed")
+        return None if mod is None else mod.current()
+    if distributed is False:
+        return None
+    from . import distributed as _dist
+
+    return _dist.resolve(distributed)
+
+
 def _best_path(path: str) -> str:
     root, ext = os.path.splitext(path)
     return f"{root}.best{ext or '.npz'}"
@@ -639,6 +652,7 @@ def fit(
     metrics: Sequence[Any] = (),
     on_nonfinite: str = "raise",
     log_grad_flow: bool = False,
+    distributed: Any = None,
 ) -> History:
     """Train ``model`` (a SequenceModel) and return its :class:`History`.
 
@@ -666,6 +680,9 @@ def fit(
         on_nonfinite: "raise" (NonFiniteError naming epoch, step and parameter) or "skip" the update.
         log_grad_flow: add "grad_flow" to each epoch record: per layer/direction, ||dL/dh_t|| averaged
             over the batch, for every step t of the epoch's last full-BPTT batch.
+        distributed: data parallelism over MPI (see :mod:`rnnfast.distributed`): None uses the
+            context of ``rnnfast.distributed.init()`` if one was made, True makes it, False never;
+            or a ``rnnfast.distributed.DataParallel``. ``batch_size`` is then the global batch.
 
     Raises:
         NonFiniteError, TrainingInterrupted (SIGINT), ValueError/TypeError for bad arguments.
@@ -757,6 +774,9 @@ def fit(
         raise ValueError("resume: needs checkpoint=<path>")
 
     # ---- state ------------------------------------------------------------------------------------
+    dist = _resolve_distributed(distributed)
+    if dist is not None:
+        seed = dist.agree_seed(seed)
     history = History()
     trainer = _Trainer(model, optimizer, history)
     for cb in cbs:
@@ -798,8 +818,12 @@ def fit(
             sa.update(fm.get("stream_ints", {}))
             model.stream_import(sa)
             stream_loaded = True
+    if dist is not None:
+        dist.setup(model)  # rank 0's weights everywhere; own dropout stream per rank
 
     def save_latest(path: str) -> None:
+        if dist is not None and not dist.is_root:
+            return
         meta = {
             "fit": {
                 "pos": dict(pos),
@@ -844,7 +868,7 @@ def fit(
     if in_main:
         old_handler = signal.signal(signal.SIGINT, on_sigint)
 
-    use_bar = bool(progress) and _stdio_is_tty()
+    use_bar = bool(progress) and _stdio_is_tty() and (dist is None or dist.is_root)
     grads = model.grads
     params = model.parameters()
     clip_stats = _optim.ClipStats()
@@ -903,17 +927,30 @@ def fit(
         return True
 
     def add_metrics(pred: Array, y: Array, mask: Array | None, value: float) -> None:
+        a: Any = acc if dist is None else dist.stats  # distributed: summed over ranks per step
         w = _n_items(mask, y, model)
-        acc.add("loss", value * w)
-        acc.add("n", w)
+        if dist is None:
+            a.add("loss", value * w)  # distributed: added by reduce_step with the global value
+        a.add("n", w)
         for name, m in mets:
             if m == "accuracy":
                 c, n = _accuracy_counts(loss, pred, y, mask)
-                acc.add("acc_c", c)
-                acc.add("acc_n", n)
+                a.add("acc_c", c)
+                a.add("acc_n", n)
             else:
-                acc.add(name, float(m(pred, y, mask)))
-                acc.add(name + "_n", 1)
+                a.add(name, float(m(pred, y, mask)))
+                a.add(name + "_n", 1)
+
+    def reduce_step(pred: Array, y: Array, mask: Array | None, value: float) -> float:
+        """Distributed: one Allreduce of gradients, loss and statistics; returns the global loss."""
+        if dist is None:
+            return value
+        share = dist.loss_share(loss, pred, y, mask)
+        n0 = acc.get("n")
+        value, stop = dist.allreduce_step(grads, value, share, into=acc, stop=interrupted["flag"])
+        acc.add("loss", value * (acc.get("n") - n0))  # global batch loss x global items
+        interrupted["flag"] = stop
+        return value
 
     def after_step(ep: int, bi: int, value: float) -> None:
         logs = {
@@ -974,14 +1011,16 @@ def fit(
                 )
             if stateful and not stream_loaded and pos["batch"] == 0 and pos["chunk"] == 0:
                 k1s, k2s = bptt if bptt else (train.x.shape[0], train.x.shape[0])
-                model.stream_begin(batch_size, k1s, k2s)
+                model.stream_begin(
+                    batch_size if dist is None else dist.local_size(batch_size), k1s, k2s
+                )
             stream_loaded_now = stream_loaded
             stream_loaded = False
             model.train()
             while pos["batch"] < n_batches:
                 bi = pos["batch"]
                 idx = order[bi * batch_size : (bi + 1) * batch_size]
-                xb, yb, lb = train.batch(idx)
+                xb, yb, lb = train.batch(idx) if dist is None else dist.batch(train, idx)
                 seqs = len(idx)
                 if not streaming:
                     pred, y, mask = _forward_batch(model, xb, yb, lb)
@@ -996,6 +1035,7 @@ def fit(
                                 .tolist()
                                 for g in model.rnn.last_state_grads
                             ]
+                    value = reduce_step(pred, y, mask, value)
                     update(ep, bi, value)
                     acc.add("seqs", seqs)
                     pos["batch"] += 1
@@ -1008,11 +1048,13 @@ def fit(
                 k1 = bptt[0] if bptt else t_steps
                 if stateful:
                     if pos["chunk"] == 0 and train.resets is not None:
-                        rows = np.flatnonzero(train.resets[idx])
+                        rows = np.flatnonzero(
+                            train.resets[idx if dist is None else dist.local_index(idx)]
+                        )
                         if rows.size:
                             model.stream_reset(rows)
                 elif pos["chunk"] == 0 and not stream_loaded_now:
-                    model.stream_begin(len(idx), k1, bptt[1] if bptt else t_steps, lengths=lb)
+                    model.stream_begin(xb.shape[1], k1, bptt[1] if bptt else t_steps, lengths=lb)
                 stream_loaded_now = False
                 n_chunks = (t_steps + k1 - 1) // k1
                 while pos["chunk"] < n_chunks:
@@ -1026,6 +1068,7 @@ def fit(
                     add_metrics(pred, y, mask, value)
                     if math.isfinite(value):
                         model.stream_backward(dpred)
+                    value = reduce_step(pred, y, mask, value)
                     ok = update(ep, bi, value)
                     if not ok:
                         finite_state_or_reset()
@@ -1100,9 +1143,9 @@ def fit(
                     and (best_loss is None or monitored < best_loss)
                 ):
                     best_loss = float(monitored)
-                    _io.save(
-                        _best_path(ckpt_path), model, None, {"epoch": ep + 1, "loss": best_loss}
-                    )
+                    if dist is None or dist.is_root:
+                        best_meta = {"epoch": ep + 1, "loss": best_loss}
+                        _io.save(_best_path(ckpt_path), model, None, best_meta)
                 last = pos["epoch"] >= epochs or trainer.stop_training
                 if (ep + 1) % checkpoint_every == 0 or last:
                     save_latest(ckpt_path)
