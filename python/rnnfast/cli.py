@@ -250,11 +250,23 @@ def _run_and_report(
     )
     print(f"rnnfast: {shown}", file=out)
     t0 = time.perf_counter()
-    result = run_task(task, progress=not args.no_progress, **extra)
+    epochs = int(cfg["epochs"])
+
+    def epoch_line(epoch: int, logs: dict[str, Any]) -> None:
+        parts = [f"epoch {logs.get('epoch', epoch + 1)}/{epochs}: loss {logs['loss']:.4g}"]
+        for key in ("val_loss", "accuracy", "val_accuracy"):
+            if logs.get(key) is not None:
+                parts.append(f"{key} {logs[key]:.4g}")
+        elapsed = f" ({time.perf_counter() - t0:.1f} s)"
+        print("rnnfast: " + ", ".join(parts) + elapsed, file=out, flush=True)
+
+    show_bar = not args.no_progress and sys.stderr.isatty()
+    result = run_task(task, progress=show_bar, callbacks=() if show_bar else (epoch_line,), **extra)
     total = time.perf_counter() - t0
     final = result.final
     print(
-        f"rnnfast: trained in {result.seconds:.1f} s ({total:.1f} s with data generation): "
+        f"rnnfast: trained in {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU "
+        f"({total:.1f} s wall with data generation): "
         f"{_score_line(task, final)}",
         file=out,
     )
@@ -269,6 +281,7 @@ def _run_and_report(
                 "history": history,
                 "final": final,
                 "seconds": round(result.seconds, 3),
+                "cpu_seconds": round(result.cpu_seconds, 3),
             },
         )
         print(f"rnnfast: wrote {args.json}", file=out)

@@ -72,7 +72,9 @@ def make_optimizer(name: str, params: Any, lr: float) -> Any:
 class RunResult:
     """What :func:`run_task` returns: the trained ``model``, the fit ``history``, the ``final`` dict
     (``val_loss``, ``val_mse`` or ``val_accuracy``, and the task's baselines), the ``config`` used,
-    the data ``train`` / ``val``, and ``seconds`` of training (data generation excluded)."""
+    the data ``train`` / ``val``, ``seconds`` of training (wall clock, data generation excluded)
+    and ``cpu_seconds`` (CPU time of this process over the same span: the honest figure on a
+    shared machine; equal to ``seconds`` on an idle core with one thread)."""
 
     task: str
     config: dict[str, Any]
@@ -82,6 +84,7 @@ class RunResult:
     train: Split
     val: Split
     seconds: float
+    cpu_seconds: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
 
     def history_list(self) -> list[dict[str, Any]]:
@@ -127,6 +130,7 @@ def run_task(
     opt = make_optimizer(str(cfg["optimizer"]), model.parameters(), float(cfg["lr"]))
     bptt = cfg.get("bptt")
     start = time.perf_counter()
+    cpu_start = time.process_time()
     history = fit(
         model,
         train.as_tuple(),
@@ -143,6 +147,7 @@ def run_task(
         callbacks=callbacks,
     )
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     ev = evaluate(
         model,
         val.as_tuple(),
@@ -154,4 +159,4 @@ def run_task(
     final.update(task.score(model, val))
     base = task.baseline(val, train)
     final.update({f"baseline_{k}": v for k, v in base.items()})
-    return RunResult(task.name, cfg, model, history, final, train, val, seconds)
+    return RunResult(task.name, cfg, model, history, final, train, val, seconds, cpu_seconds)

@@ -106,7 +106,7 @@ class SpeechTask(Task):
         "layers": 1,
         "seq_len": 24,
         "batch_size": 32,
-        "epochs": 6,
+        "epochs": 8,
         "lr": 0.005,
         "optimizer": "adam",
         "clip_norm": 1.0,
