@@ -177,8 +177,9 @@ def plot_gradient_flow(
     """Plot ||dL/dh_t|| against the distance (T-1-t) from the last step, log scale, one line per
     flow.
 
-    ``flows``: one :class:`GradientFlow`, a list (legend from each ``label``) or a dict label ->
-    flow.
+    ``flows``: one :class:`GradientFlow`, a list (legend from each ``label``) or a dict
+    label -> flow. Lines share a colour per family (first word of the label, e.g. the cell) and
+    are dashed when the label mentions "init".
     Writes a PNG to ``path`` if given. Returns the matplotlib Figure. Raises ImportError naming the
     ``rnnfast[plot]`` extra if matplotlib is missing.
     """
@@ -193,11 +194,18 @@ def plot_gradient_flow(
     fig = _figure((7.0, 4.2))
     ax = fig.add_subplot(1, 1, 1)
     floor = 1e-30
+    colors: dict[str, str] = {}
     for name, flow in items:
         if not isinstance(flow, GradientFlow):
             raise TypeError(f"flows: expected GradientFlow values, got {type(flow).__name__}")
         d = flow.by_distance(layer)
-        ax.semilogy(np.arange(len(d)), np.maximum(d, floor), label=name, linewidth=1.8)
+        # one colour per model family (first word of the label), dashed at initialisation
+        family = str(name).split(" ")[0].rstrip(",")
+        color = colors.setdefault(family, f"C{len(colors) % 10}")
+        style = "--" if "init" in str(name) else "-"
+        ax.semilogy(
+            np.arange(len(d)), np.maximum(d, floor), style, color=color, label=name, linewidth=1.8
+        )
     ax.set_xlabel("distance from the loss (steps back, T-1-t)")
     ax.set_ylabel("mean ||dL/dh_t||")
     ax.set_title(title, fontsize=11)

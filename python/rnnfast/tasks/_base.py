@@ -125,8 +125,7 @@ class Task:
 
     def baseline(self, val: Split, train: Split | None = None) -> dict[str, float]:
         """Baselines on ``val`` computed without any model (e.g. persistence MSE, majority
-        accuracy);
-        baselines that are fit (n-gram, linear) use ``train`` when given."""
+        accuracy); baselines that are fit (n-gram, linear) use ``train`` when given."""
         raise NotImplementedError
 
     @property
@@ -147,8 +146,9 @@ class Task:
     def build_model(self, cfg: dict[str, Any], train: Split) -> Any:
         """A :class:`rnnfast.SequenceModel` for ``cfg`` sized from ``train``.
 
-        ``cfg["cell"]`` is ``rnn`` (tanh), ``rnn-relu`` (ReLU with identity init, IRNN), ``lstm`` or
-        ``gru``; ``cfg["init"]`` overrides the initialisation preset.
+        ``cfg["cell"]`` is ``rnn`` (tanh), ``rnn-relu`` (ReLU with identity init, IRNN, unless
+        ``cfg["init"]`` differs from the task's default), ``lstm`` or ``gru``; ``cfg["init"]``
+        (None = "torch") selects the initialisation preset.
         """
         from ..modules import build_model
 
@@ -158,8 +158,8 @@ class Task:
         if cell == "rnn-relu":
             cell = "rnn"
             rnn_kwargs["nonlinearity"] = "relu"
-            if not cfg.get("init"):
-                init = "identity"
+            if cfg.get("init") in (None, self.default_config.get("init")):
+                init = "identity"  # IRNN unless an init was asked for explicitly
         sz = self.sizes(train)
         dtype = np.dtype(cfg.get("dtype", "float32")).type
         extra: dict[str, Any] = {}
