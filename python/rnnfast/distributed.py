@@ -166,8 +166,9 @@ class DataParallel:
     :meth:`broadcast_parameters`, :meth:`batch` (this rank's shard of a global batch),
     :func:`loss_share` and :meth:`allreduce_step` (one in-place Allreduce of the packed gradients).
 
-    Attributes: ``comm``, ``rank``, ``size``, ``comm_seconds`` (time in the per-step Allreduce) and
-    ``steps`` (number of reduced steps), for measurements.
+    Attributes: ``comm``, ``rank``, ``size``; for measurements ``comm_seconds`` and
+    ``comm_cpu_seconds`` (wall and process CPU time in the per-step Allreduce, waiting for other
+    ranks included) and ``steps`` (number of reduced steps).
     """
 
     def __init__(self, comm: Any = None) -> None:
@@ -179,6 +180,7 @@ class DataParallel:
         self.size = int(self.comm.Get_size())
         self.stats = StepStats()
         self.comm_seconds = 0.0
+        self.comm_cpu_seconds = 0.0
         self.steps = 0
         self._buf: Array | None = None
         self._dummy = False
@@ -328,10 +330,11 @@ class DataParallel:
         buf[off + 2] = 1.0 if stop else 0.0
         for i, k in enumerate(skeys):
             buf[off + 3 + i] = 0.0 if self._dummy else self.stats.s[k]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if self.size > 1:
             self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         self.comm_seconds += time.perf_counter() - t0
+        self.comm_cpu_seconds += time.process_time() - c0
         self.steps += 1
         total = float(buf[off + 1])
         scale = 0.0 if total == 0.0 else 1.0 / total
