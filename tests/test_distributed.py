@@ -140,10 +140,10 @@ def test_resolve_and_defaults_without_init() -> None:
 
 
 @pytest.fixture(scope="module")
-def equivalence_results() -> dict[str, dict[str, Any]]:
+def equivalence_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     if MPIEXEC is None:
         pytest.skip("mpiexec not found")
-    proc = _launch("equivalence.py")
+    proc = _launch("equivalence.py", "--tmp", str(tmp_path_factory.mktemp("mpi_ckpt")))
     assert proc.returncode == 0, (
         f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     )
@@ -157,7 +157,7 @@ def equivalence_results() -> dict[str, dict[str, Any]]:
 
 @needs_mpiexec
 @pytest.mark.mpi
-@pytest.mark.parametrize("case", ["full_bptt", "ce_tokens", "tbptt", "stateful"])
+@pytest.mark.parametrize("case", ["full_bptt", "ce_tokens", "tbptt", "stateful", "resume"])
 def test_two_ranks_match_one_rank(
     equivalence_results: dict[str, dict[str, Any]], case: str
 ) -> None:
@@ -183,6 +183,10 @@ def test_two_ranks_match_one_rank(
         assert r["accuracy_dist"] == r["accuracy_ref"], f"{case}: accuracy {r}"
     # one Allreduce per optimizer step
     assert r["comm_steps"] == sum(r["steps_dist"]), f"{case}: {r['comm_steps']} reductions"
+    # checkpoints (resume case: latest + best per epoch) are written by rank 0 only
+    assert r["saves_other_ranks"] == 0, f"{case}: ranks > 0 wrote {r['saves_other_ranks']} files"
+    if case == "resume":
+        assert r["saves_rank0"] > 0, f"{case}: rank 0 wrote no checkpoint"
 
 
 @needs_mpiexec

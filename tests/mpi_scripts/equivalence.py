@@ -8,20 +8,27 @@ ranks), cross-entropy with ignore_index, class weights and masks over token ids,
 ragged lengths, and stateful TBPTT streams; each with an optimizer with state (Adam / SGD momentum)
 and gradient clipping after the reduction.
 
-Usage: python equivalence.py [case ...]   (default: all cases)
+The "resume" case trains one epoch with ``checkpoint=``, then resumes a perturbed model to the
+full epoch count (``resume=True``); it also counts checkpoint writes per rank (only rank 0 may
+write).
+
+Usage: python equivalence.py [--tmp DIR] [case ...]   (default: all cases; checkpoints in DIR)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from typing import Any
 
 import numpy as np
+from mpi4py import MPI
 
 import rnnfast
 import rnnfast.distributed as dist
-from rnnfast import losses, optim
+from rnnfast import losses, optim, training
 from rnnfast.training import Dataset, fit, stateful_batches
 
 __all__: list[str] = []
@@ -95,15 +102,24 @@ def _case_stateful(rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
+def _case_resume(rng: np.random.Generator) -> dict[str, Any]:
+    # TBPTT over ragged sequences, 1 epoch with a checkpoint, then a resumed run to 3 epochs
+    c = _case_tbptt(rng)
+    c["kw"] = {"epochs": 3, "batch_size": 4, "bptt": (2, 4)}
+    c["resume"] = 1
+    return c
+
+
 CASES = {
     "full_bptt": _case_full_bptt,
     "ce_tokens": _case_ce_tokens,
     "tbptt": _case_tbptt,
     "stateful": _case_stateful,
+    "resume": _case_resume,
 }
 
 
-def _run(name: str, ctx: dist.DataParallel) -> dict[str, Any] | None:
+def _run(name: str, ctx: dist.DataParallel, tmp: str) -> dict[str, Any] | None:
     def build() -> dict[str, Any]:
         return CASES[name](np.random.default_rng(100 + list(CASES).index(name)))
 
@@ -113,8 +129,37 @@ def _run(name: str, ctx: dist.DataParallel) -> dict[str, Any] | None:
         for a in model.parameters().values():
             a += 1.0
     opt = c["opt"](model)
-    h = fit(model, c["data"], c["loss"], opt, progress=False, seed=11, distributed=ctx, **c["kw"])
+    saves = 0
+    if "resume" in c:
+        # phase 1: stop after `resume` epochs with a checkpoint; phase 2: a perturbed model resumes
+        ckpt = os.path.join(tmp, f"{name}.npz")
+        real_save = training._io.save
+
+        def counting_save(*a: Any, **k: Any) -> Any:
+            nonlocal saves
+            saves += 1
+            return real_save(*a, **k)
+
+        training._io.save = counting_save
+        kw1 = dict(c["kw"], epochs=c["resume"])
+        fit(model, c["data"], c["loss"], opt, progress=False, seed=11, distributed=ctx,
+            checkpoint=ckpt, **kw1)  # fmt: skip
+        ctx.comm.Barrier()
+        c = build()
+        model = c["model"]
+        for a in model.parameters().values():
+            a -= 0.5
+        opt = c["opt"](model)
+        h = fit(model, c["data"], c["loss"], opt, progress=False, seed=11, distributed=ctx,
+                checkpoint=ckpt, resume=True, **c["kw"])  # fmt: skip
+        training._io.save = real_save
+    else:
+        h = fit(
+            model, c["data"], c["loss"], opt, progress=False, seed=11, distributed=ctx, **c["kw"]
+        )
     div = ctx.max_divergence(model.parameters())
+    counts = np.array([saves if ctx.rank > 0 else 0, saves if ctx.rank == 0 else 0], np.int64)
+    ctx.comm.Allreduce(MPI.IN_PLACE, counts)
     if not ctx.is_root:
         return None
     ref = build()
@@ -165,14 +210,18 @@ def _run(name: str, ctx: dist.DataParallel) -> dict[str, Any] | None:
         "accuracy_dist": h["accuracy"],
         "accuracy_ref": hr["accuracy"],
         "comm_steps": ctx.steps,
+        "saves_rank0": int(counts[1]),
+        "saves_other_ranks": int(counts[0]),
     }
 
 
 def main(argv: list[str]) -> int:
     ctx = dist.init()
+    tmp = argv.pop(argv.index("--tmp") + 1) if "--tmp" in argv else tempfile.gettempdir()
+    argv = [a for a in argv if a != "--tmp"]
     for name in argv or list(CASES):
         ctx.steps = 0
-        out = _run(name, ctx)
+        out = _run(name, ctx, tmp)
         if out is not None:
             print(json.dumps(out), flush=True)
     return 0
