@@ -21,6 +21,9 @@ i.e. relative to the largest magnitude of the torch result for that array.
 Tolerances: float64 1e-10 for everything. float32: outputs/states 1e-5, gradients 1e-4, where the
 expected value is torch in float64 on the very same (float32-representable) inputs and weights, so
 the tolerance bounds rnnfast's own float32 rounding error, not the gap between two float32 results.
+Training runs (stream TBPTT, trajectories) evolve separately, so there both sides run in the test's
+dtype (rnnfast float32 vs torch float32); trajectories compare each step's loss, relative to torch's
+loss (1e-4 float32, 1e-9 float64), and the final parameters.
 
 Set RNNFAST_PARITY_REPORT=<path> to write the worst errors seen per (test group, cell, dtype, kind)
 to a JSON file at the end of the module.
