@@ -204,3 +204,19 @@ def test_failure_on_one_rank_brings_all_down(how: str) -> None:
     assert "injected failure on rank 1" in text, f"the error is not shown:\n{text}"
     assert "aborting all ranks" in text, text
     assert "finished (should not happen)" not in text, text
+
+
+@needs_mpiexec
+@pytest.mark.mpi
+def test_sigint_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt.npz"
+    proc = _launch("sigint.py", str(ckpt))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 130, (
+        f"expected exit 130 (interrupted), got {proc.returncode}:\n{text}"
+    )
+    rows = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert sorted(r["rank"] for r in rows) == [0, 1], text
+    assert len({r["last_step"] for r in rows}) == 1, f"ranks stopped at different steps: {rows}"
+    assert all(r["divergence"] == 0.0 for r in rows), rows
+    assert ckpt.exists(), f"rank 0 wrote no final checkpoint:\n{text}"

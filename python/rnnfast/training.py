@@ -856,7 +856,7 @@ def fit(
         _io.save(path, model, optimizer, meta, scheduler=scheduler, extra_arrays=extra)
 
     # ---- SIGINT -----------------------------------------------------------------------------------
-    interrupted = {"flag": False}
+    interrupted = {"flag": False, "synced": False}
 
     def on_sigint(signum: int, frame: Any) -> None:
         if interrupted["flag"]:  # second Ctrl-C: stop now
@@ -949,7 +949,7 @@ def fit(
         n0 = acc.get("n")
         value, stop = dist.allreduce_step(grads, value, share, into=acc, stop=interrupted["flag"])
         acc.add("loss", value * (acc.get("n") - n0))  # global batch loss x global items
-        interrupted["flag"] = stop
+        interrupted["synced"] = stop  # the same on every rank: all stop after the same step
         return value
 
     def after_step(ep: int, bi: int, value: float) -> None:
@@ -961,7 +961,7 @@ def fit(
         }
         for cb in cbs:
             cb.on_batch_end(pos["step"], logs)
-        if interrupted["flag"]:
+        if interrupted["flag"] if dist is None else interrupted["synced"]:
             raise _Stop
 
     def finite_state_or_reset() -> None:
