@@ -60,7 +60,11 @@ _PARAM_KEYS = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 
 def _float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> Array:
-    """``a`` as a C-contiguous float32/float64 array (of ``dtype`` when given), else TypeError."""
+    """``a`` as a C-contiguous float32/float64 array (of ``dtype`` when given), else TypeError.
+
+    The result always carries NumPy's canonical float32/float64 descriptor (byte-swapped input is
+    converted, dtype metadata dropped), which is what the compiled core checks for.
+    """
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
     arr = a if isinstance(a, np.ndarray) else np.asarray(a)
@@ -70,9 +74,52 @@ def _float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> Array:
         raise TypeError(f"{name}: expected {want}, got dtype {dt}")
     if dtype is not None and dt.itemsize != dtype.itemsize:
         raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got dtype {dt}")
-    if not dt.isnative:
-        arr = arr.astype(dt.newbyteorder("="))
-    return np.ascontiguousarray(arr)
+    canon = np.dtype(np.float32) if dt.itemsize == 4 else np.dtype(np.float64)
+    try:
+        if not dt.isnative:
+            arr = arr.astype(canon)
+        elif dt is not canon:
+            arr = arr.view(canon)  # same layout; the canonical descriptor (e.g. without metadata)
+        return np.ascontiguousarray(arr)
+    except MemoryError as exc:
+        raise MemoryError(
+            f"{name}: cannot make a C-contiguous copy of shape {arr.shape} "
+            f"({arr.size * canon.itemsize} bytes): {exc}"
+        ) from None
+
+
+def _memory_limit() -> Optional[int]:
+    """RAM + swap of this machine in bytes (Linux), or None when unknown."""
+    global _MEMORY_LIMIT
+    if _MEMORY_LIMIT is None:
+        total = 0
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    if key in ("MemTotal", "SwapTotal"):
+                        total += int(rest.split()[0]) * 1024
+        except (OSError, ValueError, IndexError):
+            total = 0
+        _MEMORY_LIMIT = total if total > 0 else -1
+    return None if _MEMORY_LIMIT < 0 else _MEMORY_LIMIT
+
+
+_MEMORY_LIMIT: Optional[int] = None
+
+
+def _check_memory(what: str, nbytes: int) -> None:
+    """MemoryError naming ``what`` when a call would need more than the machine's RAM + swap.
+
+    Checked before anything is allocated: a buffer larger than memory would otherwise either fail
+    deep in the core or, worse, be granted by the kernel's overcommit and get the process killed.
+    """
+    limit = _memory_limit()
+    if limit is not None and nbytes > limit:
+        raise MemoryError(
+            f"{what}: needs {nbytes / 2**30:.1f} GiB of buffers, more than this machine's "
+            f"{limit / 2**30:.1f} GiB of RAM + swap"
+        )
 
 
 def _check_shape(name: str, a: Array, shape: tuple[int, ...]) -> None:
@@ -135,6 +182,21 @@ class _Args:
 
     def state(self, name: str, a: Any) -> Optional[Array]:
         return self.opt(name, a, (self.B, self.H))
+
+    def check_forward_memory(self, cell: str, training: bool) -> None:
+        """MemoryError naming x and w_hh when y and the activations cannot fit in memory."""
+        t, b, h, g = self.T, self.B, self.H, _GATES[cell]
+        n = t * b * h + 2 * b * h  # y, h_n, c_n
+        if training:  # act, h, c, aux of the cache (cache_sizes in sequence.hpp)
+            n += (
+                t * b * g * h
+                + (t + 1) * b * h * (2 if cell == "lstm" else 1)
+                + (0 if cell == "rnn" else t * b * h)
+            )
+        else:  # the input-projection workspace
+            n += t * b * g * h
+        what = f"x, w_hh: T={t}, B={b}, H={h} ({cell}, training={training})"
+        _check_memory(what, n * self.dtype.itemsize)
 
     def lengths(self, lengths: Any) -> Optional[Array]:
         if lengths is None:
@@ -252,6 +314,7 @@ def rnn_forward(
     h0_ = a.state("h0", h0)
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
+    a.check_forward_memory("rnn", training)
     y, h_n, cc = core.rnn_forward(a.x, h0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, len_, nl, training)
     return y, h_n, (SequenceCache("rnn", nl, cc, a) if training else None)
 
@@ -302,6 +365,7 @@ def lstm_forward(
     c0_ = a.state("c0", c0)
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
+    a.check_forward_memory("lstm", training)
     y, h_n, c_n, cc = core.lstm_forward(a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, len_, training)
     return y, h_n, c_n, (SequenceCache("lstm", "tanh", cc, a) if training else None)
 
@@ -352,6 +416,7 @@ def gru_forward(
     h0_ = a.state("h0", h0)
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
+    a.check_forward_memory("gru", training)
     y, h_n, cc = core.gru_forward(a.x, h0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, len_, training)
     return y, h_n, (SequenceCache("gru", "tanh", cc, a) if training else None)
 
@@ -448,6 +513,9 @@ def tbptt_grads(
     h0_ = a.state("h0", h0)
     c0_ = a.state("c0", c0) if cell == "lstm" else None
     dy_ = np.zeros((a.T, a.B, a.H), a.dtype) if dy is None else a.arr("dy", dy, (a.T, a.B, a.H))
+    # Windows and chunks never exceed T steps, so k1, k2 > T give the same updates as T: clamping
+    # keeps the stream's buffers (2*k2 steps) bounded by the data instead of by k2.
+    k1, k2 = min(k1, a.T), min(k2, a.T)
     return core.tbptt_grads(cell, a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, dy_, k1, k2, nl)
 
 
@@ -548,6 +616,12 @@ class TBPTTStream:
     def _create(self, batch: int) -> None:
         if batch < 1:
             raise ValueError(f"state0: expected a batch size >= 1, got {batch}")
+        # The stream keeps 2*k2 steps of x, gates, states and aux (tbptt.hpp): check before the core
+        # sizes its buffers (whose element counts would overflow int64 for absurd k2).
+        gates, h, i = _GATES[self.cell], self.hidden_size, self.input_size
+        steps = 2 * self.k2 + 1
+        nbytes = steps * batch * (i + (gates + 3) * h) * self.dtype.itemsize
+        _check_memory(f"k2: a stream with k2={self.k2}, batch={batch}, H={h}, I={i}", nbytes)
         cls = core.TBPTTStreamFloat32 if self.dtype == np.float32 else core.TBPTTStreamFloat64
         self._stream = cls(
             self.cell, self.nonlinearity, batch, self.input_size, self.hidden_size, self.k1, self.k2,
