@@ -85,7 +85,7 @@ class CharLMTask(Task):
         "layers": 1,
         "seq_len": 64,
         "batch_size": 32,
-        "epochs": 10,
+        "epochs": 5,
         "lr": 0.005,
         "optimizer": "adam",
         "clip_norm": 1.0,
