@@ -33,6 +33,15 @@ the default ``None`` uses the context made by :func:`init`, if any):
   is the same on every rank. Callbacks run on every rank (so EarlyStopping agrees everywhere); gate
   your own output with ``dist.is_root()``. Validation runs on every rank over the whole val set.
 
+* SIGINT seen by any rank is carried in the step's Allreduce: every rank stops after the same
+  step and rank 0 writes the final checkpoint (``resume=True`` needs that file on every rank).
+
+The Allreduce is not overlapped with backward: the recurrent weights' gradients are complete only
+when the (single, C++) backward call returns -- the weight-gradient GEMMs are deferred to its end --
+so only the small head gradients could be sent early. At the benchmark shape (LSTM I=64 H=256
+T=100, 2 ranks) the bare Allreduce of the packed 1.3 MB buffer took 0.8 ms against ~230 ms of
+compute per step (benchmarks/bench_mpi.py reports both): nothing worth hiding.
+
 Failure handling: :func:`init` installs a ``sys.excepthook`` that prints the traceback and calls
 ``MPI_Abort`` so an uncaught exception on one rank brings every rank down instead of leaving them
 blocked in a collective; wrap code that may catch exceptions itself in :func:`abort_on_error`.
