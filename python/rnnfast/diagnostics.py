@@ -200,7 +200,7 @@ def plot_gradient_flow(
             raise TypeError(f"flows: expected GradientFlow values, got {type(flow).__name__}")
         d = flow.by_distance(layer)
         # one colour per model family (first word of the label), dashed at initialisation
-        family = str(name).split(" ")[0].rstrip(",")
+        family = str(name).split(" ")[0].rstrip(",:")
         color = colors.setdefault(family, f"C{len(colors) % 10}")
         style = "--" if "init" in str(name) else "-"
         ax.semilogy(
@@ -237,11 +237,30 @@ def plot_history(
         epochs = [dict(e) for e in getattr(hist, "epochs", hist)]
         color = f"C{i % 10}"
         xs = [int(e.get("epoch", j + 1)) for j, e in enumerate(epochs)]
-        ax.plot(xs, [e["loss"] for e in epochs], "--", color=color, label=f"{name} train")
+        ax.plot(
+            xs,
+            [e["loss"] for e in epochs],
+            "--",
+            marker="o",
+            markersize=3,
+            color=color,
+            label=f"{name} train",
+        )
         if epochs and epochs[0].get("val_loss") is not None:
-            ax.plot(xs, [e["val_loss"] for e in epochs], "-", color=color, label=f"{name} val")
+            ax.plot(
+                xs,
+                [e["val_loss"] for e in epochs],
+                "-",
+                marker="o",
+                markersize=3,
+                color=color,
+                label=f"{name} val",
+            )
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle=":", label=baseline_label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
@@ -324,28 +343,33 @@ def vanishing_case(
     t_steps: int,
     *,
     seed: int = 0,
-    train_steps_: int = 300,
+    train_steps_: int = 1000,
     hidden: int = 64,
-    batch: int = 64,
+    batch: int = 32,
+    lr: float = 0.01,
+    init: str | None = None,
 ) -> list[GradientFlow]:
-    """Gradient flow on one adding-problem batch of length ``t_steps`` for each cell, at
-    initialisation and (if ``train_steps_`` > 0) after that many Adam steps on the adding task.
+    """Gradient flow on one adding-problem batch (64 sequences of length ``t_steps``) for each
+    cell, at initialisation and (if ``train_steps_`` > 0) after that many Adam steps (``batch``,
+    ``lr``, clip norm 1) on fresh adding batches. ``init`` None = the adding task's default
+    preset ("orthogonal": orthogonal recurrent weights, LSTM forget-gate bias 1).
 
-    Returns GradientFlow objects labelled ``"<cell> (init)"`` / ``"<cell> (trained N steps)"`` with
-    ``meta["when"]`` = ``"init"`` / ``"trained"`` and ``meta["cell"]``.
+    Returns GradientFlow objects labelled ``"<cell> (init)"`` / ``"<cell> (trained N steps)"``
+    with ``meta["when"]``, ``meta["cell"]`` and (trained) ``meta["train_loss_last"]`` (half MSE
+    of the last training batch).
     """
     from .losses import MSELoss
     from .tasks.adding import make_adding
 
-    probe_x, probe_y = make_adding(batch, t_steps, np.random.default_rng(seed + 12345))
+    probe_x, probe_y = make_adding(64, t_steps, np.random.default_rng(seed + 12345))
     flows = []
     for cell in cells:
-        model = _adding_model(cell, hidden, seed)
+        model = _adding_model(cell, hidden, seed, init)
         f0 = gradient_flow(model, probe_x, probe_y, MSELoss(), label=f"{cell} (init)")
         f0.meta.update({"when": "init", "cell": cell})
         flows.append(f0)
         if train_steps_ > 0:
-            log = train_steps(model, train_steps_, t_steps, batch=batch, seed=seed)
+            log = train_steps(model, train_steps_, t_steps, batch=batch, lr=lr, seed=seed)
             f1 = gradient_flow(
                 model, probe_x, probe_y, MSELoss(), label=f"{cell} (trained {len(log)} steps)"
             )
@@ -391,7 +415,11 @@ def exploding_case(
 
     probe_x, probe_y = make_adding(64, t_steps, np.random.default_rng(seed + 12345))
     flow = gradient_flow(
-        make(), probe_x, probe_y, MSELoss(), label=f"rnn, {gain:g}x orthogonal W_hh (init)"
+        make(),
+        probe_x,
+        probe_y,
+        MSELoss(),
+        label=f"exploding: rnn, W_hh = {gain:g} x orthogonal (init)",
     )
     flow.meta.update({"when": "init", "cell": "rnn"})
     runs: dict[str, Any] = {}
