@@ -121,7 +121,7 @@ class TBPTTStream {
   void forward(S* y, const S* x, Index L) {
     if (L < 1 || L > k1_) throw Error("TBPTTStream::forward: chunk length must be in [1, k1]");
     if (n_ + L > cap_) shift();
-    const Index BH = B_ * H_, GH = G_ * H_;
+    const Index BH = B_ * H_;
     std::memcpy(x_.data() + n_ * B_ * I_, x, sizeof(S) * static_cast<std::size_t>(L * B_ * I_));
     std::fill(cut_.begin() + (n_ + 1) * B_, cut_.begin() + (n_ + L + 1) * B_, std::uint8_t(0));
     Activations<S> a = view(n_);
@@ -140,7 +140,6 @@ class TBPTTStream {
         gru_sequence_forward<S>(y, h_end, &a, xc, a.h, w, nullptr, d);
         break;
     }
-    (void)GH;
     n_ += L;
     pos_ += L;
   }
@@ -242,7 +241,7 @@ void tbptt_grads(S* dw_ih, S* dw_hh, S* db_ih, S* db_hh, S* dh0, S* dc0, CellKin
   for (Index start = 0; start < T; start += k1, ++n) {
     const Index L = std::min(k1, T - start);
     stream.forward(y.data(), x + start * B * I, L);
-    const Index s = stream.window_start(), W = stream.window_stop() - s;
+    const Index s = stream.window_start();
     const Index hist = start - s;  // history steps before the chunk
     std::fill(dyw.data(), dyw.data() + hist * BH, S(0));
     std::memcpy(dyw.data() + hist * BH, dy + start * BH, sizeof(S) * static_cast<std::size_t>(L * BH));
@@ -253,7 +252,6 @@ void tbptt_grads(S* dw_ih, S* dw_hh, S* db_ih, S* db_hh, S* dh0, S* dc0, CellKin
                            dw_hh + n * GH * H,
                            bias ? db_ih + n * GH : nullptr,
                            bias ? db_hh + n * GH : nullptr};
-    (void)W;
     stream.backward(g, dyw.data());
     if (s > 0) {  // the state entering the window is a constant: no gradient reaches state0
       std::fill(dh0 + n * BH, dh0 + (n + 1) * BH, S(0));
