@@ -325,14 +325,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-#: What ``demo`` trains: the adding problem at T=100 with a GRU, one epoch (see cmd_demo).
+#: What ``demo`` trains: the adding problem at T=100 with a GRU, two epochs of 10000 sequences
+#: (measured: solved after the first, MSE ~0.004, and ~0.0005 after the second; ~25 s CPU).
 DEMO: dict[str, Any] = {
     "task": "adding",
     "cell": "gru",
     "seq_len": 100,
-    "epochs": 1,
+    "epochs": 2,
     "init": "torch",
-    "n_train": 8000,
+    "n_train": 10000,
 }
 
 
