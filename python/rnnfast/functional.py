@@ -67,7 +67,10 @@ def _float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> Array:
     """
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
-    arr = a if isinstance(a, np.ndarray) else np.asarray(a)
+    try:
+        arr = a if isinstance(a, np.ndarray) else np.asarray(a)
+    except (ValueError, TypeError) as exc:  # e.g. ragged nested lists
+        raise TypeError(f"{name}: expected an array, got {type(a).__name__} ({exc})") from None
     dt = arr.dtype
     if dt.kind != "f" or dt.itemsize not in (4, 8):
         want = f"dtype {dtype}" if dtype is not None else "dtype float32 or float64"
