@@ -1,19 +1,19 @@
 """Typing stub of the compiled core (rnnfast._core_baseline / _core_avx2 / _core_avx512).
 
 The same API is compiled once per SIMD variant; rnnfast._loader.core is the one in use. Arrays are
-checked for exact dtype (float32 or float64, the dtype of ``x``), C order and shape; violations raise
-TypeError / ValueError naming the argument. Use rnnfast.functional rather than calling these directly.
+checked for exact dtype (float32 or float64, the dtype of ``x``), C order and shape; violations
+raise TypeError / ValueError naming the argument. Use rnnfast.functional rather than calling these
+directly.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 _F = npt.NDArray[np.floating[Any]]
-_Cache = Union[SeqCacheFloat32, SeqCacheFloat64]
 
 # ---- build and thread info (register_info.cpp) ----
 variant: str
@@ -45,43 +45,45 @@ class SeqCacheFloat64:
     @property
     def cell(self) -> str: ...
 
+_Cache = SeqCacheFloat32 | SeqCacheFloat64
+
 def rnn_forward(
     x: _F,
-    h0: Optional[_F],
+    h0: _F | None,
     w_ih: _F,
     w_hh: _F,
-    b_ih: Optional[_F],
-    b_hh: Optional[_F],
-    lengths: Optional[npt.NDArray[np.int64]],
+    b_ih: _F | None,
+    b_hh: _F | None,
+    lengths: npt.NDArray[np.int64] | None,
     nonlinearity: str,
     training: bool,
-) -> tuple[_F, _F, Optional[_Cache]]:
-    """x (T, B, I), h0 (B, H) | None, w_ih (H, I), w_hh (H, H), b_* (H,) | None, lengths (B,) int64 | None
-    -> y (T, B, H), h_n (B, H), cache (None when training is False)."""
+) -> tuple[_F, _F, _Cache | None]:
+    """x (T, B, I), h0 (B, H) | None, w_ih (H, I), w_hh (H, H), b_* (H,) | None,
+    lengths (B,) int64 | None -> y (T, B, H), h_n (B, H), cache (None when training is False)."""
 
 def lstm_forward(
     x: _F,
-    h0: Optional[_F],
-    c0: Optional[_F],
+    h0: _F | None,
+    c0: _F | None,
     w_ih: _F,
     w_hh: _F,
-    b_ih: Optional[_F],
-    b_hh: Optional[_F],
-    lengths: Optional[npt.NDArray[np.int64]],
+    b_ih: _F | None,
+    b_hh: _F | None,
+    lengths: npt.NDArray[np.int64] | None,
     training: bool,
-) -> tuple[_F, _F, _F, Optional[_Cache]]:
+) -> tuple[_F, _F, _F, _Cache | None]:
     """Gates i, f, g, o; w_ih (4H, I), w_hh (4H, H) -> y (T, B, H), h_n, c_n (B, H), cache."""
 
 def gru_forward(
     x: _F,
-    h0: Optional[_F],
+    h0: _F | None,
     w_ih: _F,
     w_hh: _F,
-    b_ih: Optional[_F],
-    b_hh: Optional[_F],
-    lengths: Optional[npt.NDArray[np.int64]],
+    b_ih: _F | None,
+    b_hh: _F | None,
+    lengths: npt.NDArray[np.int64] | None,
     training: bool,
-) -> tuple[_F, _F, Optional[_Cache]]:
+) -> tuple[_F, _F, _Cache | None]:
     """Gates r, z, n; w_ih (3H, I), w_hh (3H, H) -> y (T, B, H), h_n (B, H), cache."""
 
 def sequence_backward(
@@ -90,24 +92,25 @@ def sequence_backward(
     x: _F,
     w_ih: _F,
     w_hh: _F,
-    b_ih: Optional[_F],
-    b_hh: Optional[_F],
-    dy: Optional[_F],
-    dh_n: Optional[_F],
-    dc_n: Optional[_F],
-) -> dict[str, Optional[_F]]:
-    """Full BPTT through a forward's cache (x and weights must be the forward's). Returns x, h0, (c0),
-    w_ih, w_hh, b_ih, b_hh (None without bias), dh_all (T, B, H)."""
+    b_ih: _F | None,
+    b_hh: _F | None,
+    dy: _F | None,
+    dh_n: _F | None,
+    dc_n: _F | None,
+) -> dict[str, _F | None]:
+    """Full BPTT through a forward's cache (x and weights must be the forward's).
+
+    Returns x, h0, (c0), w_ih, w_hh, b_ih, b_hh (None without bias), dh_all (T, B, H)."""
 
 def tbptt_grads(
     cell: str,
     x: _F,
-    h0: Optional[_F],
-    c0: Optional[_F],
+    h0: _F | None,
+    c0: _F | None,
     w_ih: _F,
     w_hh: _F,
-    b_ih: Optional[_F],
-    b_hh: Optional[_F],
+    b_ih: _F | None,
+    b_hh: _F | None,
     dy: _F,
     k1: int,
     k2: int,
@@ -132,14 +135,15 @@ class _TBPTTStreamBase:
     @property
     def window(self) -> tuple[int, int]:
         """(start, stop), global steps, half-open."""
-    def set_params(self, w_ih: _F, w_hh: _F, b_ih: Optional[_F], b_hh: Optional[_F]) -> None: ...
-    def get_state(self) -> Union[_F, tuple[_F, _F]]: ...
-    def set_state(self, h: Optional[_F], c: Optional[_F]) -> None: ...
+    def set_params(self, w_ih: _F, w_hh: _F, b_ih: _F | None, b_hh: _F | None) -> None: ...
+    def get_state(self) -> _F | tuple[_F, _F]: ...
+    def set_state(self, h: _F | None, c: _F | None) -> None: ...
     def reset_rows(self, mask: npt.NDArray[np.uint8]) -> None: ...
     def forward(self, x: _F) -> _F:
         """x (L, B, I), 1 <= L <= k1 -> y (L, B, H)."""
     def backward(self, dy: _F, want_dx: bool = True) -> dict[str, Any]:
-        """dy (W, B, H) over the window -> w_ih, w_hh, b_ih, b_hh, x (W, B, I) | None, state0 | None."""
+        """dy (W, B, H) over the window -> w_ih, w_hh, b_ih, b_hh, x (W, B, I) | None,
+        state0 | None."""
 
 class TBPTTStreamFloat32(_TBPTTStreamBase): ...
 class TBPTTStreamFloat64(_TBPTTStreamBase): ...

@@ -28,7 +28,7 @@ C++) and :class:`TBPTTStream` (the streaming object the trainer calls once per c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -59,7 +59,7 @@ _PARAM_KEYS = ("w_ih", "w_hh", "b_ih", "b_hh")
 # --------------------------------------------------------------------------------------------------
 
 
-def _float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> Array:
+def _float_array(name: str, a: Any, dtype: np.dtype | None = None) -> Array:
     """``a`` as a C-contiguous float32/float64 array (of ``dtype`` when given), else TypeError.
 
     The result always carries NumPy's canonical float32/float64 descriptor (byte-swapped input is
@@ -91,7 +91,7 @@ def _float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> Array:
         ) from None
 
 
-def _memory_limit() -> Optional[int]:
+def _memory_limit() -> int | None:
     """RAM + swap of this machine in bytes (Linux), or None when unknown."""
     global _MEMORY_LIMIT
     if _MEMORY_LIMIT is None:
@@ -108,7 +108,7 @@ def _memory_limit() -> Optional[int]:
     return None if _MEMORY_LIMIT < 0 else _MEMORY_LIMIT
 
 
-_MEMORY_LIMIT: Optional[int] = None
+_MEMORY_LIMIT: int | None = None
 
 
 def _check_memory(what: str, nbytes: int) -> None:
@@ -158,13 +158,17 @@ class _Args:
         self.x = _float_array("x", x)
         self.dtype = self.x.dtype
         if self.x.ndim != 3:
-            raise ValueError(f"x: expected a 3-D array of shape (T, B, I), got shape {self.x.shape}")
+            raise ValueError(
+                f"x: expected a 3-D array of shape (T, B, I), got shape {self.x.shape}"
+            )
         self.T, self.B, self.I = (int(n) for n in self.x.shape)
         if self.T < 1 or self.B < 1 or self.I < 1:
             raise ValueError(f"x: expected shape (T, B, I) with T, B, I >= 1, got {self.x.shape}")
         self.w_ih = _float_array("w_ih", w_ih, self.dtype)
         if self.w_ih.ndim != 2 or self.w_ih.shape[0] % gates != 0 or self.w_ih.shape[0] == 0:
-            raise ValueError(f"w_ih: expected shape ({gates}*H, {self.I}) with H >= 1, got {self.w_ih.shape}")
+            raise ValueError(
+                f"w_ih: expected shape ({gates}*H, {self.I}) with H >= 1, got {self.w_ih.shape}"
+            )
         self.H = self.w_ih.shape[0] // gates
         self.GH = gates * self.H
         _check_shape("w_ih", self.w_ih, (self.GH, self.I))
@@ -180,10 +184,10 @@ class _Args:
         _check_shape(name, out, shape)
         return out
 
-    def opt(self, name: str, a: Any, shape: tuple[int, ...]) -> Optional[Array]:
+    def opt(self, name: str, a: Any, shape: tuple[int, ...]) -> Array | None:
         return None if a is None else self.arr(name, a, shape)
 
-    def state(self, name: str, a: Any) -> Optional[Array]:
+    def state(self, name: str, a: Any) -> Array | None:
         return self.opt(name, a, (self.B, self.H))
 
     def check_forward_memory(self, cell: str, training: bool) -> None:
@@ -201,7 +205,7 @@ class _Args:
         what = f"x, w_hh: T={t}, B={b}, H={h} ({cell}, training={training})"
         _check_memory(what, n * self.dtype.itemsize)
 
-    def lengths(self, lengths: Any) -> Optional[Array]:
+    def lengths(self, lengths: Any) -> Array | None:
         if lengths is None:
             return None
         arr = np.asarray(lengths)
@@ -212,7 +216,8 @@ class _Args:
         _check_shape("lengths", arr, (self.B,))
         if arr.min() < 0 or arr.max() > self.T:
             raise ValueError(
-                f"lengths: expected 0 <= lengths[b] <= T = {self.T}, got min {arr.min()}, max {arr.max()}"
+                f"lengths: expected 0 <= lengths[b] <= T = {self.T}, "
+                f"got min {arr.min()}, max {arr.max()}"
             )
         return np.ascontiguousarray(arr, dtype=np.int64)
 
@@ -230,7 +235,18 @@ class SequenceCache:
     x and weights. Backward may be called on it any number of times.
     """
 
-    __slots__ = ("_core", "b_hh", "b_ih", "cell", "dtype", "nonlinearity", "shape", "w_hh", "w_ih", "x")
+    __slots__ = (
+        "_core",
+        "b_hh",
+        "b_ih",
+        "cell",
+        "dtype",
+        "nonlinearity",
+        "shape",
+        "w_hh",
+        "w_ih",
+        "x",
+    )
 
     def __init__(self, cell: str, nonlinearity: str, core_cache: Any, a: _Args) -> None:
         self.cell = cell
@@ -253,23 +269,27 @@ class SequenceCache:
 def _check_cache(cache: Any, cell: str) -> SequenceCache:
     if cache is None:
         raise ValueError(
-            "cache: got None; the forward pass was run with training=False, which stores no activations"
+            "cache: got None; the forward pass was run with training=False, "
+            "which stores no activations"
         )
     if not isinstance(cache, SequenceCache):
         raise TypeError(
-            f"cache: expected a rnnfast.functional.SequenceCache from {cell}_forward, got {type(cache).__name__}"
+            f"cache: expected a rnnfast.functional.SequenceCache from {cell}_forward, "
+            f"got {type(cache).__name__}"
         )
     if cache.cell != cell:
-        raise ValueError(f"cache: expected a cache from {cell}_forward, got one from {cache.cell}_forward")
+        raise ValueError(
+            f"cache: expected a cache from {cell}_forward, got one from {cache.cell}_forward"
+        )
     return cache
 
 
-def _backward(cell: str, cache: Any, dy: Any, dh_n: Any, dc_n: Any) -> dict[str, Optional[Array]]:
+def _backward(cell: str, cache: Any, dy: Any, dh_n: Any, dc_n: Any) -> dict[str, Array | None]:
     c = _check_cache(cache, cell)
     t, b, _, h = c.shape
     dt = c.dtype
 
-    def grad(name: str, g: Any, shape: tuple[int, ...]) -> Optional[Array]:
+    def grad(name: str, g: Any, shape: tuple[int, ...]) -> Array | None:
         if g is None:
             return None
         arr = _float_array(name, g, dt)
@@ -298,7 +318,7 @@ def rnn_forward(
     nonlinearity: str = "tanh",
     lengths: Any = None,
     training: bool = True,
-) -> tuple[Array, Array, Optional[SequenceCache]]:
+) -> tuple[Array, Array, SequenceCache | None]:
     """Vanilla RNN over a whole sequence: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
 
     Args:
@@ -322,16 +342,18 @@ def rnn_forward(
     return y, h_n, (SequenceCache("rnn", nl, cc, a) if training else None)
 
 
-def rnn_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Optional[Array]]:
+def rnn_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | None]:
     """Full BPTT through :func:`rnn_forward`.
 
     Args:
         cache: the SequenceCache of rnn_forward (training=True).
-        dy: (T, B, H) dL/dy, or None (zeros). dh_n: (B, H) dL/dh_n, or None (zeros). Same dtype as x.
+        dy: (T, B, H) dL/dy, or None (zeros). dh_n: (B, H) dL/dh_n, or None (zeros).
+            Same dtype as x.
 
     Returns:
         dict with "x" (T, B, I), "h0" (B, H), "w_ih" (H, I), "w_hh" (H, H), "b_ih", "b_hh" (H,) or
-        None without bias, and "dh_all" (T, B, H) = total dL/dh_t of every step (zero at padded steps).
+        None without bias, and "dh_all" (T, B, H) = total dL/dh_t of every step (zero rows at
+        padded steps).
     """
     return _backward("rnn", cache, dy, dh_n, None)
 
@@ -352,7 +374,7 @@ def lstm_forward(
     *,
     lengths: Any = None,
     training: bool = True,
-) -> tuple[Array, Array, Array, Optional[SequenceCache]]:
+) -> tuple[Array, Array, Array, SequenceCache | None]:
     """LSTM over a whole sequence, gates i, f, g, o: c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t).
 
     Args:
@@ -369,13 +391,15 @@ def lstm_forward(
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
     a.check_forward_memory("lstm", training)
-    y, h_n, c_n, cc = core.lstm_forward(a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, len_, training)
+    y, h_n, c_n, cc = core.lstm_forward(
+        a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, len_, training
+    )
     return y, h_n, c_n, (SequenceCache("lstm", "tanh", cc, a) if training else None)
 
 
 def lstm_backward(
     cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None
-) -> dict[str, Optional[Array]]:
+) -> dict[str, Array | None]:
     """Full BPTT through :func:`lstm_forward`.
 
     Args:
@@ -403,7 +427,7 @@ def gru_forward(
     *,
     lengths: Any = None,
     training: bool = True,
-) -> tuple[Array, Array, Optional[SequenceCache]]:
+) -> tuple[Array, Array, SequenceCache | None]:
     """GRU over a whole sequence, gates r, z, n: n = tanh(W_in x + b_in + r*(W_hn h + b_hn)),
     h_t = (1 - z)*n + z*h_{t-1}.
 
@@ -424,7 +448,7 @@ def gru_forward(
     return y, h_n, (SequenceCache("gru", "tanh", cc, a) if training else None)
 
 
-def gru_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Optional[Array]]:
+def gru_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | None]:
     """Full BPTT through :func:`gru_forward`.
 
     Args:
@@ -458,7 +482,9 @@ def _check_params(params: Any) -> tuple[Any, Any, Any, Any]:
             raise ValueError(f"params: missing key {key!r} (expected keys w_ih, w_hh, b_ih, b_hh)")
     unknown = set(params) - set(_PARAM_KEYS)
     if unknown:
-        raise ValueError(f"params: unexpected keys {sorted(unknown)} (expected w_ih, w_hh, b_ih, b_hh)")
+        raise ValueError(
+            f"params: unexpected keys {sorted(unknown)} (expected w_ih, w_hh, b_ih, b_hh)"
+        )
     return params["w_ih"], params["w_hh"], params.get("b_ih"), params.get("b_hh")
 
 
@@ -468,10 +494,14 @@ def _split_state(cell: str, state: Any, name: str = "state0") -> tuple[Any, Any]
         return None, None
     if cell == "lstm":
         if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise TypeError(f"{name}: expected a tuple (h0, c0) for cell 'lstm', got {type(state).__name__}")
+            raise TypeError(
+                f"{name}: expected a tuple (h0, c0) for cell 'lstm', got {type(state).__name__}"
+            )
         return state[0], state[1]
     if isinstance(state, (tuple, list)):
-        raise TypeError(f"{name}: expected an array (B, H) for cell {cell!r}, got {type(state).__name__}")
+        raise TypeError(
+            f"{name}: expected an array (B, H) for cell {cell!r}, got {type(state).__name__}"
+        )
     return state, None
 
 
@@ -486,17 +516,19 @@ def tbptt_grads(
     *,
     nonlinearity: str = "tanh",
 ) -> list[dict[str, Any]]:
-    """Per-update weight gradients of truncated BPTT(k1, k2) over a stream of T steps (weights fixed).
+    """Per-update weight gradients of truncated BPTT(k1, k2) over a stream of T steps.
 
     Update n covers output steps [n*k1, e], e = min((n+1)*k1, T) - 1; its gradient is the exact
     gradient of sum_{t=n*k1..e} <y_t, dy_t> w.r.t. the weights with the state entering step
-    s = max(0, e - k2 + 1) held constant. Requires k2 >= k1 >= 1. The loop over chunks runs in C++ on
-    the same streaming machinery as :class:`TBPTTStream` (memory O(k2), independent of T).
+    s = max(0, e - k2 + 1) held constant (weights fixed). Requires k2 >= k1 >= 1. The loop over
+    chunks runs in C++ on the same streaming machinery as :class:`TBPTTStream` (memory O(k2),
+    independent of T).
 
     Args:
         cell: "rnn", "lstm" or "gru". x: (T, B, I) float32/float64.
         state0: h0 (B, H), or (h0, c0) for lstm; None (or None entries) = zeros.
-        params: dict with w_ih (G*H, I), w_hh (G*H, H), b_ih, b_hh (G*H,) (biases None or absent = no bias).
+        params: dict with w_ih (G*H, I), w_hh (G*H, H), b_ih, b_hh (G*H,) (biases None or
+            absent = no bias).
         dy: (T, B, H) upstream gradient of every step's output, or None (zeros).
         k1, k2: ints with k2 >= k1 >= 1. nonlinearity: "tanh" or "relu" (rnn only).
 
@@ -540,7 +572,8 @@ class TBPTTStream:
             stream.set_params(params)
 
     For a stacked model, call each layer's forward in turn, then each backward from the top: the
-    "x" gradient of layer l+1 over the window is the dy_window of layer l (nonzero on history steps).
+    "x" gradient of layer l+1 over the window is the dy_window of layer l (nonzero on history
+    steps).
     After set_params the history activations stay as computed with the old weights (standard
     TBPTT(k1, k2)); backward uses the current weights.
 
@@ -579,7 +612,7 @@ class TBPTTStream:
         self.input_size: int = self._params[0].shape[1]
         self.has_bias: bool = self._params[2] is not None
         self._stream: Any = None
-        self.batch_size: Optional[int] = None
+        self.batch_size: int | None = None
         h0, c0 = _split_state(self.cell, state0)
         if h0 is not None or c0 is not None:
             ref = h0 if h0 is not None else c0
@@ -591,12 +624,19 @@ class TBPTTStream:
 
     # ---- helpers ----
 
-    def _check_stream_params(self, params: Any) -> tuple[Array, Array, Optional[Array], Optional[Array]]:
+    def _check_stream_params(self, params: Any) -> tuple[Array, Array, Array | None, Array | None]:
         w_ih, w_hh, b_ih, b_hh = _check_params(params)
         gates = _GATES[self.cell]
         w_ih_ = _float_array("w_ih", w_ih, getattr(self, "dtype", None))
-        if w_ih_.ndim != 2 or w_ih_.shape[0] % gates != 0 or w_ih_.shape[0] == 0 or w_ih_.shape[1] == 0:
-            raise ValueError(f"w_ih: expected shape ({gates}*H, I) with H, I >= 1, got {w_ih_.shape}")
+        if (
+            w_ih_.ndim != 2
+            or w_ih_.shape[0] % gates != 0
+            or w_ih_.shape[0] == 0
+            or w_ih_.shape[1] == 0
+        ):
+            raise ValueError(
+                f"w_ih: expected shape ({gates}*H, I) with H, I >= 1, got {w_ih_.shape}"
+            )
         if hasattr(self, "hidden_size"):
             _check_shape("w_ih", w_ih_, (gates * self.hidden_size, self.input_size))
         h = w_ih_.shape[0] // gates
@@ -627,13 +667,19 @@ class TBPTTStream:
         _check_memory(f"k2: a stream with k2={self.k2}, batch={batch}, H={h}, I={i}", nbytes)
         cls = core.TBPTTStreamFloat32 if self.dtype == np.float32 else core.TBPTTStreamFloat64
         self._stream = cls(
-            self.cell, self.nonlinearity, batch, self.input_size, self.hidden_size, self.k1, self.k2,
+            self.cell,
+            self.nonlinearity,
+            batch,
+            self.input_size,
+            self.hidden_size,
+            self.k1,
+            self.k2,
             self.has_bias,
         )
         self._stream.set_params(*self._params)
         self.batch_size = batch
 
-    def _state_arr(self, name: str, a: Any) -> Optional[Array]:
+    def _state_arr(self, name: str, a: Any) -> Array | None:
         if a is None:
             return None
         arr = _float_array(name, a, self.dtype)
@@ -659,7 +705,7 @@ class TBPTTStream:
         return int(start), int(stop)
 
     @property
-    def state(self) -> Optional[State]:
+    def state(self) -> State | None:
         """The current state: h (B, H), or (h, c) for lstm (copies). None before the first chunk
         when the stream was made with state0=None.
 
@@ -698,18 +744,20 @@ class TBPTTStream:
             idx = arr.reshape(-1)
             if idx.size and (idx.min() < -B or idx.max() >= B):
                 raise ValueError(
-                    f"mask_or_indices: expected indices in [-{B}, {B}), got min {idx.min()}, max {idx.max()}"
+                    f"mask_or_indices: expected indices in [-{B}, {B}), "
+                    f"got min {idx.min()}, max {idx.max()}"
                 )
             mask = np.zeros(B, np.uint8)
             mask[idx] = 1
         else:
             raise TypeError(
-                f"mask_or_indices: expected a bool mask ({B},) or integer indices, got dtype {arr.dtype}"
+                f"mask_or_indices: expected a bool mask ({B},) or integer indices, "
+                f"got dtype {arr.dtype}"
             )
         self._stream.reset_rows(np.ascontiguousarray(mask))
 
     def set_params(self, params: Mapping[str, Any]) -> None:
-        """Replace the weights (same shapes, dtype and bias presence), e.g. after an optimizer step."""
+        """Replace the weights (same shapes, dtype, bias presence), e.g. after an optimizer step."""
         self._params = self._check_stream_params(params)
         if self._stream is not None:
             self._stream.set_params(*self._params)
@@ -718,7 +766,9 @@ class TBPTTStream:
         """Advance by L = x.shape[0] steps (1 <= L <= k1): x (L, B, I) -> y (L, B, H)."""
         x_ = _float_array("x", x, self.dtype)
         if x_.ndim != 3:
-            raise ValueError(f"x: expected a 3-D array (L, B, {self.input_size}), got shape {x_.shape}")
+            raise ValueError(
+                f"x: expected a 3-D array (L, B, {self.input_size}), got shape {x_.shape}"
+            )
         if self._stream is None:
             self._create(int(x_.shape[1]))
         L = x_.shape[0]
@@ -731,8 +781,8 @@ class TBPTTStream:
         """Gradients over the current window [start, stop) (see :attr:`window`).
 
         Args:
-            dy_window: (stop - start, B, H) dL/dy over the WHOLE window (zeros on history steps for a
-                single layer; the layer above's dx for a stacked model).
+            dy_window: (stop - start, B, H) dL/dy over the WHOLE window (zeros on history steps
+                for a single layer; the layer above's dx for a stacked model).
             need_dx: False skips the dx GEMM ("x" is then None).
 
         Returns:
@@ -748,8 +798,6 @@ class TBPTTStream:
 
     def __repr__(self) -> str:
         return (
-            f"TBPTTStream(cell={self.cell!r}, k1={self.k1}, k2={self.k2}, position={self.position}, "
-            f"dtype={self.dtype})"
+            f"TBPTTStream(cell={self.cell!r}, k1={self.k1}, k2={self.k2}, "
+            f"position={self.position}, dtype={self.dtype})"
         )
-
-
