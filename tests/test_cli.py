@@ -92,6 +92,8 @@ def test_charlm_checkpoint_and_sample(tmp_path) -> None:
         "1",
         "--bptt",
         "8,16",
+        "--n-train",
+        "200",
         "--no-progress",
         "--save",
         str(ckpt),

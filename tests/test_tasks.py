@@ -322,7 +322,7 @@ def test_speech_classes_are_balanced_and_chirps_move_in_opposite_directions() ->
 
 def test_speech_order_blind_baseline_is_well_below_perfect() -> None:
     task = get_task("speech")
-    train, val = task.make_data(seed=0, n_train=1000, n_val=500)
+    train, val = task.make_data(seed=0, n_train=600, n_val=300)
     base = task.baseline(val, train)
     assert base["majority_accuracy"] == pytest.approx(0.2)
     assert 0.3 < base["order_blind_accuracy"] < 0.8, base
