@@ -356,7 +356,7 @@ def vanishing_case(
 
     Returns GradientFlow objects labelled ``"<cell> (init)"`` / ``"<cell> (trained N steps)"``
     with ``meta["when"]``, ``meta["cell"]`` and (trained) ``meta["train_loss_last"]`` (half MSE
-    of the last training batch).
+    of the last training batch) and ``meta["train_mse_recent"]`` (plain MSE over the last 50).
     """
     from .losses import MSELoss
     from .tasks.adding import make_adding
@@ -378,6 +378,8 @@ def vanishing_case(
                     "when": f"trained {len(log)} steps",
                     "cell": cell,
                     "train_loss_last": log[-1]["loss"] if log else float("nan"),
+                    # plain MSE over the last 50 training batches: has the model learned the task?
+                    "train_mse_recent": 2.0 * float(np.mean([e["loss"] for e in log[-50:]])),
                 }
             )
             flows.append(f1)
