@@ -41,7 +41,7 @@ class SineTask(Task):
     kind = "regression"
     data_options = ("seq_len", "n_train", "n_val", "noise", "mode")
     default_config: dict[str, Any] = {
-        "cell": "lstm",
+        "cell": "gru",
         "hidden": 32,
         "layers": 1,
         "seq_len": 40,
