@@ -193,7 +193,7 @@ def plot_gradient_flow(
         raise ValueError("flows: expected at least one GradientFlow")
     fig = _figure((7.0, 4.2))
     ax = fig.add_subplot(1, 1, 1)
-    floor = 1e-30
+    floor = 1e-40  # log scale: exact zeros (or underflow) drawn at the floor
     colors: dict[str, str] = {}
     for name, flow in items:
         if not isinstance(flow, GradientFlow):
