@@ -1,0 +1,300 @@
+"""Concurrency and determinism (issue 6).
+
+* The kernels release the GIL: 4 Python threads calling them at once (separate modules training;
+  one shared module in inference; the functional API on shared read-only weights; a TBPTT stream
+  per thread) give exactly (bitwise) the results of the same calls made serially.
+* Changing the thread count while kernels run in other threads is safe.
+* Same seed => bitwise identical training (weights, optimizer state, history) across runs, and
+  across ``set_num_threads(1)`` and ``set_num_threads(2)``.
+
+What is and is not thread-safe is documented in docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import rnnfast as rf
+from rnnfast import functional as F
+
+__all__: list[str] = []
+
+N_THREADS = 4
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    n = rf.get_num_threads()
+    yield
+    rf.set_num_threads(n)
+
+
+def run_threads(fns: list[Callable[[], Any]]) -> list[Any]:
+    """Runs fns in parallel threads released together; returns their results (re-raises errors)."""
+    barrier = threading.Barrier(len(fns))
+    results: list[Any] = [None] * len(fns)
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            barrier.wait()
+            results[k] = fns[k]()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def assert_bitwise(a: Any, b: Any, what: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for k in a:
+            assert_bitwise(a[k], b[k], f"{what}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), what
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_bitwise(x, y, f"{what}[{k}]")
+    elif isinstance(a, np.ndarray):
+        assert a.shape == b.shape and a.dtype == b.dtype, what
+        diff = a != b
+        assert not diff.any(), (
+            f"{what}: {int(diff.sum())} elements differ, first at {np.argwhere(diff)[0].tolist()}, "
+            f"max |diff| {float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))}"
+        )
+    else:
+        assert a == b or (a != a and b != b), f"{what}: {a!r} != {b!r}"
+
+
+def _data(seed: int, T: int = 12, B: int = 16, I: int = 8) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((T, B, I)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# separate modules training in parallel
+# --------------------------------------------------------------------------------------------------
+
+
+def _train_module(kind: str, seed: int, steps: int = 4) -> dict[str, Any]:
+    cls = {"rnn": rf.RNN, "lstm": rf.LSTM, "gru": rf.GRU}[kind]
+    m = cls(8, 32, num_layers=2, seed=seed, dtype=np.float32)
+    opt = rf.Adam(m.parameters(), lr=1e-2)
+    x = _data(seed)
+    outs = []
+    for _ in range(steps):
+        y, _ = m(x)
+        m.zero_grad()
+        m.backward(y - 0.5)
+        opt.step(m.grads)
+        outs.append(y.copy())
+    return {"outputs": outs, "params": {k: v.copy() for k, v in m.parameters().items()}}
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_separate_modules_in_threads_equal_serial(kind: str) -> None:
+    serial = [_train_module(kind, s) for s in range(N_THREADS)]
+    parallel = run_threads([lambda s=s: _train_module(kind, s) for s in range(N_THREADS)])
+    for s in range(N_THREADS):
+        assert_bitwise(parallel[s], serial[s], f"{kind} module {s}")
+
+
+# --------------------------------------------------------------------------------------------------
+# one shared module in inference
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_shared_module_inference_in_threads_equals_serial(kind: str) -> None:
+    cls = {"lstm": rf.LSTM, "gru": rf.GRU}[kind]
+    m = cls(8, 32, num_layers=2, bidirectional=True, seed=3).eval()
+    xs = [_data(10 + k) for k in range(N_THREADS)]
+    lengths = [np.random.default_rng(k).integers(1, 13, size=16) for k in range(N_THREADS)]
+    serial = [m(xs[k], lengths=lengths[k]) for k in range(N_THREADS)]
+
+    def job(k: int) -> Any:
+        return [m(xs[k], lengths=lengths[k]) for _ in range(3)]
+
+    parallel = run_threads([lambda k=k: job(k) for k in range(N_THREADS)])
+    for k in range(N_THREADS):
+        for rep in parallel[k]:
+            assert_bitwise(rep, serial[k], f"shared {kind} thread {k}")
+
+
+def test_shared_sequence_model_generate_in_threads() -> None:
+    model = rf.build_model("gru", 4, 16, 4, mode="one_to_many", seed=1).eval()
+    x0 = [np.random.default_rng(k).standard_normal((3, 4)).astype(np.float32) for k in range(N_THREADS)]
+    serial = [model.generate(x0[k], 6, sample=False) for k in range(N_THREADS)]
+    parallel = run_threads([lambda k=k: model.generate(x0[k], 6, sample=False) for k in range(N_THREADS)])
+    for k in range(N_THREADS):
+        assert_bitwise(parallel[k], serial[k], f"generate thread {k}")
+
+
+# --------------------------------------------------------------------------------------------------
+# functional API on shared read-only weights; streams; thread count changes
+# --------------------------------------------------------------------------------------------------
+
+
+def _weights(cell: str, I: int = 8, H: int = 24) -> dict[str, np.ndarray]:
+    g = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    r = np.random.default_rng(5)
+    w = {
+        "w_ih": r.standard_normal((g * H, I)).astype(np.float32) * 0.3,
+        "w_hh": r.standard_normal((g * H, H)).astype(np.float32) * 0.3,
+        "b_ih": r.standard_normal(g * H).astype(np.float32) * 0.1,
+        "b_hh": r.standard_normal(g * H).astype(np.float32) * 0.1,
+    }
+    for v in w.values():
+        v.flags.writeable = False
+    return w
+
+
+def _functional_job(cell: str, w: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
+    x = _data(seed, I=w["w_ih"].shape[1])
+    lengths = np.random.default_rng(seed).integers(0, 13, size=16)
+    args = (x, None, None) if cell == "lstm" else (x, None)
+    fwd = getattr(F, f"{cell}_forward")
+    out = fwd(*args, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], lengths=lengths)
+    grads = getattr(F, f"{cell}_backward")(out[-1], np.ones_like(out[0]))
+    tb = F.tbptt_grads(cell, x, None, dict(w), np.ones_like(out[0]), 3, 5)
+    return {"y": out[0], "h_n": out[1], "grads": grads, "tbptt": tb}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_functional_on_shared_weights_in_threads_equals_serial(cell: str) -> None:
+    w = _weights(cell)
+    serial = [_functional_job(cell, w, s) for s in range(N_THREADS)]
+    parallel = run_threads([lambda s=s: _functional_job(cell, w, s) for s in range(N_THREADS)])
+    for s in range(N_THREADS):
+        assert_bitwise(parallel[s], serial[s], f"{cell} functional thread {s}")
+
+
+def _stream_job(seed: int) -> list[Any]:
+    w = _weights("lstm")
+    s = F.TBPTTStream("lstm", dict(w), None, 3, 6)
+    x = _data(seed, T=15)
+    out = []
+    for t in range(0, 15, 3):
+        y = s.forward(x[t : t + 3])
+        start, stop = s.window
+        dy = np.zeros((stop - start, 16, 24), np.float32)
+        dy[-3:] = y
+        out.append(s.backward(dy))
+    return out
+
+
+def test_one_stream_per_thread_equals_serial() -> None:
+    serial = [_stream_job(s) for s in range(N_THREADS)]
+    parallel = run_threads([lambda s=s: _stream_job(s) for s in range(N_THREADS)])
+    for s in range(N_THREADS):
+        assert_bitwise(parallel[s], serial[s], f"stream thread {s}")
+
+
+def test_changing_thread_count_while_kernels_run() -> None:
+    w = _weights("gru", I=32, H=64)
+    rf.set_num_threads(2)
+    serial = [_functional_job("gru", w, s) for s in range(3)]
+    stop = threading.Event()
+
+    def toggler() -> int:
+        n = 0
+        while not stop.is_set():
+            rf.set_num_threads(1 + n % 2)
+            n += 1
+        return n
+
+    def job(s: int) -> Any:
+        try:
+            return [_functional_job("gru", w, s) for _ in range(2)]
+        finally:
+            if s == 0:
+                stop.set()
+
+    results = run_threads([toggler] + [lambda s=s: job(s) for s in range(3)])
+    for s in range(3):
+        for rep in results[1 + s]:
+            # close, not bitwise: bitwise independence of the thread count is tested separately
+            assert_close(rep, serial[s], f"gru job {s} while the thread count changed")
+
+
+def assert_close(a: Any, b: Any, what: str) -> None:
+    if isinstance(a, dict):
+        for k in a:
+            assert_close(a[k], b[k], f"{what}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{what}[{k}]")
+    elif isinstance(a, np.ndarray):
+        err = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        bound = 1e-5 * (1 + np.abs(b.astype(np.float64)))
+        assert (err <= bound).all(), f"{what}: max error {float(err.max())} at {np.argmax(err - bound)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# determinism of training
+# --------------------------------------------------------------------------------------------------
+
+
+def _fit_once(threads: int, bptt: Any = None, cell: str = "lstm") -> dict[str, Any]:
+    rf.set_num_threads(threads)
+    r = np.random.default_rng(0)
+    mode = "many_to_many" if bptt else "many_to_one"
+    # batches of 48 x H=64: sizes at which Eigen's GEMMs do split work between 2 threads
+    x = r.standard_normal((16, 96, 8)).astype(np.float32)
+    y = r.standard_normal((16, 96, 3) if bptt else (96, 3)).astype(np.float32)
+    model = rf.build_model(cell, 8, 64, 3, mode=mode, num_layers=2, seed=11, dropout=0.1)
+    opt = rf.Adam(model.parameters(), lr=3e-3)
+    hist = rf.fit(model, (x, y), rf.MSELoss(), opt, epochs=2, batch_size=48, bptt=bptt, seed=5,
+                  clip_norm=1.0, progress=False)  # fmt: skip
+    losses = [(e["loss"], e["grad_norm"]) for e in hist.epochs]
+    return {
+        "params": {k: v.copy() for k, v in model.parameters().items()},
+        "opt": opt.state_dict()["state"],
+        "losses": losses,
+    }
+
+
+@pytest.mark.parametrize(("cell", "bptt"), [("lstm", None), ("gru", (4, 8)), ("rnn", None)])
+def test_same_seed_bitwise_identical_across_runs(cell: str, bptt: Any) -> None:
+    a = _fit_once(2, bptt, cell)
+    b = _fit_once(2, bptt, cell)
+    assert_bitwise(a, b, f"{cell} bptt={bptt} run 1 vs run 2")
+
+
+@pytest.mark.parametrize(("cell", "bptt"), [("lstm", None), ("gru", (4, 8)), ("rnn", None)])
+def test_same_seed_bitwise_identical_across_thread_counts(cell: str, bptt: Any) -> None:
+    one = _fit_once(1, bptt, cell)
+    two = _fit_once(2, bptt, cell)
+    assert_bitwise(one, two, f"{cell} bptt={bptt} set_num_threads(1) vs (2)")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_bitwise_identical_across_thread_counts(dtype: Any) -> None:
+    """Big enough that Eigen's GEMMs would split the work between threads if they could."""
+    r = np.random.default_rng(2)
+    T, B, I, H = 8, 128, 96, 128
+    x = r.standard_normal((T, B, I)).astype(dtype)
+    w = {
+        "w_ih": (r.standard_normal((4 * H, I)) * 0.1).astype(dtype),
+        "w_hh": (r.standard_normal((4 * H, H)) * 0.1).astype(dtype),
+        "b_ih": None,
+        "b_hh": None,
+    }
+
+    def run(threads: int) -> Any:
+        rf.set_num_threads(threads)
+        y, h, c, cache = F.lstm_forward(x, None, None, w["w_ih"], w["w_hh"], None, None)
+        return y, h, c, F.lstm_backward(cache, y)
+
+    assert_bitwise(run(1), run(2), "lstm kernels 1 vs 2 threads")
