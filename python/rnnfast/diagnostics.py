@@ -343,7 +343,7 @@ def vanishing_case(
     t_steps: int,
     *,
     seed: int = 0,
-    train_steps_: int = 1000,
+    train_steps_: int = 1500,
     hidden: int = 64,
     batch: int = 32,
     lr: float = 0.01,
