@@ -4,12 +4,14 @@ Subcommands::
 
     python -m rnnfast demo                      # the README's first command: < 1 min on one core
     python -m rnnfast train --task adding --cell lstm [--hidden N] [--layers N] [--seq-len N]
-        [--batch-size N] [--bptt k1,k2] [--epochs N] [--lr X] [--clip-norm X] [--dtype
-        float32|float64]
-        [--seed N] [--save PATH] [--json PATH] [--plot PATH] [--threads N] [--no-progress]
-        [--init torch|orthogonal|identity] [--optimizer adam|sgd|...] [--n-train N] [--text PATH]
+        [--batch-size N] [--bptt k1,k2] [--epochs N] [--lr X] [--clip-norm X]
+        [--dtype float32|float64] [--seed N] [--save PATH] [--json PATH] [--plot PATH]
+        [--threads N] [--no-progress] [--init torch|orthogonal|identity]
+        [--optimizer adam|adamw|sgd|rmsprop] [--n-train N] [--mode many_to_one|many_to_many]
+        [--text PATH]
     python -m rnnfast sample CHECKPOINT [--prime TEXT] [--length N] [--temperature X] [--seed N]
-    python -m rnnfast diagnose --task adding [--cell rnn,lstm,gru] [--seq-len N] [--plot PATH]
+    python -m rnnfast diagnose --task adding [--cell rnn,lstm,gru] [--seq-len N]
+        [--train-steps N] [--explode-steps N] [--plot PATH]
     python -m rnnfast gradcheck                 # C++ vs reference vs finite differences, every cell
     python -m rnnfast tasks                     # list the built-in tasks and their defaults
 
