@@ -319,28 +319,105 @@ def _init_layer(
 # --------------------------------------------------------------------------------------------------
 
 
-class _Stream:
-    """Truncated-BPTT streaming state of one recurrent stack (see RNNBase.stream_begin)."""
+class _Chunk:
+    """One chunk a stream has run (kept while it overlaps a possible backward window).
 
-    def __init__(self, batch: int, k1: int, k2: int, state: list[State], lengths: Array | None):
+    start, n: global steps [start, start + n). masks: per layer, the inter-layer dropout mask
+    (n, B, H) applied to that layer's input (None for layer 0, without dropout, and in eval mode).
+    For replay on checkpoint import (``replayable`` streams) also: x (n, B, I) the stack's input,
+    states the state entering the chunk per layer (after resets), params the weights it ran with
+    per layer ([w_ih, w_hh, b_ih, b_hh] copies) and resets the (B,) bool rows reset just before it
+    (or None).
+    """
+
+    __slots__ = ("start", "n", "masks", "x", "states", "params", "resets")
+
+    def __init__(self, start: int, n: int) -> None:
+        self.start = start
+        self.n = n
+        self.masks: list[Array | None] = []
+        self.x: Array | None = None
+        self.states: list[State] | None = None
+        self.params: list[list[Array | None]] | None = None
+        self.resets: Array | None = None
+
+
+class _Stream:
+    """Truncated-BPTT streaming state of one recurrent stack (see RNNBase.stream_begin).
+
+    One ``functional.TBPTTStream`` per layer holds the activations of the last k2 steps (C++ buffers
+    of 2*k2 steps) and the carried state; Python keeps only what the C++ side does not: the dropout
+    masks of the chunks that overlap the current window and, for replayable streams, their inputs,
+    entering states and weights (O(k2 + k1) steps: memory independent of the stream length).
+    """
+
+    def __init__(
+        self, batch: int, k1: int, k2: int, lengths: Array | None, replayable: bool
+    ) -> None:
         self.batch = batch
         self.k1 = k1
         self.k2 = k2
-        self.pos = 0  # absolute index of the next step
-        self.state = state  # per layer: state entering step `pos`
-        self.hist_start = 0  # absolute index of hist_x[0]
-        self.hist_state = [_copy_state(s) for s in state]  # per layer: state entering hist_start
-        self.hist_x: Array | None = None  # (n, B, I) inputs of steps [hist_start, pos)
-        self.hist_masks: list[Array | None] = []  # per layer > 0: dropout masks of those steps
         self.lengths = lengths  # absolute valid lengths (B,) or None
-        self.window = 0  # length of the window of the last training stream_forward
-        self.total: int | None = None  # total stream length if known (sets the default next_len)
+        self.replayable = replayable
+        self.layers: list[Any] = []  # functional.TBPTTStream per layer
+        self.origin = 0  # global index of the layers' position 0 (moves when history is dropped)
+        self.chunks: list[_Chunk] = []
+        self.pending_reset: Array | None = None  # (B,) bool: rows reset since the last chunk
+        self.ready = False  # a training forward whose window has not been backpropagated yet
+
+    @property
+    def pos(self) -> int:
+        """Global index of the next step."""
+        return self.origin + int(self.layers[0].position)
+
+    @property
+    def window(self) -> int:
+        """Length of the current backward window: the last min(k2, pos - origin) steps."""
+        start, stop = self.layers[0].window
+        return int(stop) - int(start)
+
+    def window_masks(self, layer: int) -> Array | None:
+        """Dropout mask (W, B, H) of ``layer``'s input over the current window (None: no dropout
+        anywhere in it; steps run without a mask count as ones)."""
+        stop = self.pos
+        start = stop - self.window
+        parts: list[tuple[int, Array | None]] = []
+        for c in self.chunks:
+            a, b = max(c.start, start), min(c.start + c.n, stop)
+            if a < b:
+                m = c.masks[layer] if layer < len(c.masks) else None
+                parts.append((b - a, None if m is None else m[a - c.start : b - c.start]))
+        assert sum(n for n, _ in parts) == stop - start, "stream chunks do not cover the window"
+        given = [m for _, m in parts if m is not None]
+        if not given:
+            return None
+        shape, dt = given[0].shape[1:], given[0].dtype
+        return np.concatenate(
+            [m if m is not None else np.ones((n,) + shape, dt) for n, m in parts], axis=0
+        )
+
+    def nbytes(self) -> int:
+        """Bytes of NumPy arrays the Python side holds for the stream (tests: flat in T)."""
+        total = 0 if self.pending_reset is None else self.pending_reset.nbytes
+        for c in self.chunks:
+            arrs: list[Any] = list(c.masks) + [c.x, c.resets]
+            for s in c.states or []:
+                arrs += list(s) if isinstance(s, tuple) else [s]
+            for p in c.params or []:
+                arrs += p
+            total += sum(a.nbytes for a in arrs if a is not None)
+        return total
 
 
-def _copy_state(s: State) -> State:
-    if isinstance(s, tuple):
-        return (s[0].copy(), s[1].copy())
-    return s.copy()
+def _tbptt_stream_class() -> Any:
+    """The C++ streaming TBPTT class: the backend's, else rnnfast.functional's (the reference
+    backend has none: streaming always runs in the compiled core)."""
+    cls = getattr(get_backend(), "TBPTTStream", None)
+    if cls is None:
+        from . import functional
+
+        cls = functional.TBPTTStream
+    return cls
 
 
 class RNNBase:
@@ -805,21 +882,42 @@ class RNNBase:
         hx: Any = None,
         lengths: Any = None,
         total_steps: int | None = None,
+        *,
+        replayable: bool = True,
     ) -> None:
         """Start a TBPTT(k1, k2) stream of ``batch_size`` sequences (time-major chunks).
 
-        Then call :meth:`stream_forward` with chunks of (typically k1) steps and, in training mode,
-        :meth:`stream_backward` after each chunk: its gradient is the exact gradient of the chunk's
-        loss w.r.t. the weights with the state entering the window start ``s = max(0, e - k2 + 1)``
-        (``e`` = last step of the chunk) held constant -- the semantics of ``functional.tbptt_grads``.
-        Implementation: the stack keeps the inputs of the last k2 - k1 steps and the state entering
-        them (as computed by the forward pass that first crossed that point, so the carried state
-        never depends on later weight updates); each chunk runs the window [s, e] in the compiled core
-        (forward with a cache, then backward), so the k2 - k1 history steps inside a window are
-        recomputed with the current weights (with k1 == k2 there is no history: exactly the classic
-        detach-every-k-steps loop). A final chunk shorter than k1 may need a short re-advance of the
-        stored state with the current weights. ``lengths`` (B,) gives ragged
-        streams (absolute valid lengths). Bidirectional stacks cannot stream (ValueError).
+        Then call :meth:`stream_forward` with chunks of 1..k1 steps and, in training mode,
+        :meth:`stream_backward` after each chunk: its gradient is that of the chunk's loss w.r.t.
+        the weights through the window of the last k2 steps (``[e - k2 + 1, e]``, ``e`` = the
+        chunk's last step), the state entering the window held constant: Williams & Peng's
+        TBPTT(k1, k2), the semantics of ``functional.tbptt_grads``.
+
+        Implementation: one ``functional.TBPTTStream`` per layer (the C++ core keeps the
+        activations of the last k2 steps; memory independent of the stream length). Every step
+        runs forward once: the k2 - k1 history steps of a window keep the activations computed
+        when they were run, with the weights of that time; the backward uses the current weights
+        (for k1 == k2 there is no history: exactly the classic detach-every-k-steps loop). The
+        layer above's dL/dx over the window is the dL/dy of the layer below; inter-layer dropout
+        masks are kept for the window, so a step's mask is the same in its forward and in every
+        backward that reaches it. The weights are read from the module at every
+        :meth:`stream_forward` (an optimizer step in between is seen by the next chunk and its
+        backward).
+
+        Args:
+            batch_size: sequences B. k1: steps per chunk (at most). k2 >= k1: window length.
+            hx: initial state as for forward ((L, B, H); LSTM (h0, c0)); None = zeros.
+            lengths: optional (B,) absolute valid lengths of ragged streams: outputs are zero and
+                dL/dy is ignored at steps >= lengths[b]; the input there is taken as zero (the row's
+                state keeps running over the padding, which no valid step depends on).
+            total_steps: accepted for compatibility (unused: windows never depend on the next
+                chunk).
+            replayable: keep the inputs, entering states and weights of the chunks in the window so
+                that :meth:`stream_export` / :meth:`stream_import` can rebuild the C++ history
+                exactly (checkpoints); False saves that memory and makes :meth:`stream_export`
+                raise.
+
+        Bidirectional stacks cannot stream (ValueError).
         """
         if self.bidirectional:
             raise ValueError(
@@ -831,10 +929,11 @@ class RNNBase:
         k2 = _check_int("k2", k2, 1)
         if k2 < k1:
             raise ValueError(f"k2: expected k2 >= k1 = {k1}, got {k2}")
+        if total_steps is not None:
+            _check_int("total_steps", total_steps, 1)
         states = [
             s if s is not None else self._zero_state(batch) for s in self._split_hx(hx, batch)
         ]
-        states = [_copy_state(s) for s in states]  # type: ignore[arg-type]
         lens = None
         if lengths is not None:
             arr = np.asarray(lengths)
@@ -848,23 +947,62 @@ class RNNBase:
                 raise ValueError(f"lengths: expected lengths >= 0, got min {arr.min()}")
             lens = arr.astype(np.int64)
         self._cache = None
-        self._stream = _Stream(batch, k1, k2, states, lens)  # type: ignore[arg-type]
-        if total_steps is not None:
-            self._stream.total = _check_int("total_steps", total_steps, 1)
+        self._stream = _Stream(batch, k1, k2, lens, bool(replayable))
+        self._stream_layers(self._stream, states, 0)  # type: ignore[arg-type]
+
+    def _stream_layers(self, st: _Stream, states: list[State], origin: int) -> None:
+        """(Re)create the per-layer C++ streams from ``states``; global step ``origin`` = position 0
+        (no history before it)."""
+        cls = _tbptt_stream_class()
+        st.layers = []
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._weights(layer, 0)
+            st.layers.append(
+                cls(
+                    self._cell,
+                    {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh},
+                    states[layer],
+                    st.k1,
+                    st.k2,
+                    nonlinearity=self.nonlinearity,
+                )
+            )
+        st.origin = origin
+        st.chunks = []
+        st.pending_reset = None
+        st.ready = False
 
     def _require_stream(self, name: str) -> _Stream:
         if self._stream is None:
             raise ValueError(f"{name}: no stream; call stream_begin first")
         return self._stream
 
-    def stream_forward(self, x_chunk: Any, next_len: int | None = None) -> Array:
-        """Forward the next chunk (n, B, input_size) (time-major even with batch_first); returns (n, B, H).
+    def _stream_run(
+        self,
+        st: _Stream,
+        x: Array,
+        masks: list[Array | None],
+        params: list[list[Array | None]],
+    ) -> Array:
+        """One chunk through every layer's C++ stream: x (n, B, I) -> top output (n, B, H)."""
+        inp = x
+        for layer, s in enumerate(st.layers):
+            w_ih, w_hh, b_ih, b_hh = params[layer]
+            s.set_params({"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+            if masks[layer] is not None:
+                inp = inp * masks[layer]
+            inp = s.forward(inp)
+        return inp
 
-        In training mode the window of the last k2 steps is kept for :meth:`stream_backward`.
-        ``next_len``: length of the chunk that will follow (default: k1, or what is left of
-        ``total_steps`` given to stream_begin). The carried state is recorded where that chunk's window
-        will start; if the next chunk then has a different length, its window is cut at that point
-        (fewer history steps), never extended with a re-run.
+    def stream_forward(self, x_chunk: Any, next_len: int | None = None) -> Array:
+        """Forward the next chunk (n, B, input_size), 1 <= n <= k1 (time-major even with
+        batch_first); returns the top layer's outputs (n, B, H).
+
+        Runs each layer's C++ stream once over the chunk with the module's current weights (and, in
+        training mode, fresh inter-layer dropout masks). In training mode the window of the last k2
+        steps can then be backpropagated once with :meth:`stream_backward`. In eval mode the chunk
+        only advances the carried state (no dropout; no backward). ``next_len`` is accepted for
+        compatibility and ignored.
         """
         st = self._require_stream("stream_forward")
         xa = _as_float("x_chunk", x_chunk, self.dtype)
@@ -873,122 +1011,59 @@ class RNNBase:
                 f"x_chunk: expected shape (n, {st.batch}, {self.input_size}), got {xa.shape}"
             )
         n = xa.shape[0]
-        if n < 1:
-            raise ValueError("x_chunk: expected at least one time step, got 0")
+        if not 1 <= n <= st.k1:
+            raise ValueError(
+                f"x_chunk: expected 1 <= n <= k1 = {st.k1} time steps, got shape {xa.shape}"
+            )
         start = st.pos
-        e = start + n - 1
-
-        def rel_lengths(origin: int, length: int) -> Array | None:
-            if st.lengths is None:
-                return None
-            return np.clip(st.lengths - origin, 0, length).astype(np.int64)
-
-        if not self.training:
-            y, finals, _ = self._run(xa, list(st.state), rel_lengths(start, n), False, None)
-            st.state = finals
-            st.pos = e + 1
-            st.hist_start, st.hist_x, st.hist_state, st.hist_masks = st.pos, None, list(finals), []
-            self._cache = None
-            st.window = 0
-            return y
-        s = max(e - st.k2 + 1, st.hist_start, 0)
-        hist_x = st.hist_x if st.hist_x is not None else xa[:0]
-        state_s = list(st.hist_state)
-        masks_hist = st.hist_masks
-        if s > st.hist_start:  # advance the stored state to the window start (inference pass)
-            adv = s - st.hist_start
-            _, state_s, _ = self._run_masked_eval(
-                hist_x[:adv],
-                state_s,
-                rel_lengths(st.hist_start, adv),
-                [None if m is None else m[:adv] for m in masks_hist],
-            )
-            hist_x = hist_x[adv:]
-            masks_hist = [None if m is None else m[adv:] for m in masks_hist]
-        xw = np.ascontiguousarray(np.concatenate([hist_x, xa], axis=0))
-        win = xw.shape[0]
-        masks: list[Array | None] | None = None
-        if self.dropout > 0.0 and self.num_layers > 1:
-            masks = [None]
-            for layer in range(1, self.num_layers):
-                fresh = self.rng.random((n, st.batch, self.hidden_size)) >= self.dropout
-                fresh_m = (fresh / (1.0 - self.dropout)).astype(self.dtype)
-                old = (
-                    masks_hist[layer]
-                    if len(masks_hist) > layer and masks_hist[layer] is not None
-                    else None
-                )
-                if old is None:
-                    old = np.ones((win - n, st.batch, self.hidden_size), dtype=self.dtype)
-                masks.append(np.concatenate([old, fresh_m], axis=0))
-        # Split the window at the next window's start s2 (assuming a next chunk of k1 steps) so that
-        # the state carried there comes from this forward pass, not from a later re-run with updated
-        # weights: [s, s2) and [s2, e] run as two chained kernel calls, backpropagated in reverse order.
-        if next_len is None:
-            next_len = st.k1 if st.total is None else max(1, min(st.k1, st.total - (e + 1)))
-        s2 = min(max(e + int(next_len) - st.k2 + 1, s), e + 1)
-        a = s2 - s
-        if a == 0 or a == win:
-            y, finals, cache = self._run(xw, state_s, rel_lengths(s, win), True, masks)  # type: ignore[arg-type]
-            state_s2 = state_s if a == 0 else finals
-            self._cache = {"pieces": [cache], "split": [0, win]}
+        valid = None
+        if st.lengths is not None:
+            valid = (start + np.arange(n))[:, None] < st.lengths[None, :]  # (n, B)
+            if valid.all():
+                valid = None
+            else:  # padding: zero input (NaN padding must not reach the stored activations)
+                xa = np.where(valid[:, :, None], xa, 0).astype(self.dtype)
+        # chunks that end before the window this forward opens are no longer needed
+        lo = start + n - st.k2
+        while st.chunks and st.chunks[0].start + st.chunks[0].n <= lo:
+            st.chunks.pop(0)
+        chunk = _Chunk(start, n)
+        chunk.resets, st.pending_reset = st.pending_reset, None
+        masks: list[Array | None] = [None] * self.num_layers
+        if self.training and self.dropout > 0.0:
+            for layer in range(1, self.num_layers):  # inverted dropout, as in forward
+                keep = self.rng.random((n, st.batch, self.hidden_size)) >= self.dropout
+                masks[layer] = (keep / (1.0 - self.dropout)).astype(self.dtype)
+        chunk.masks = masks
+        if st.replayable:
+            params = [
+                [None if w is None else w.copy() for w in self._weights(layer, 0)]
+                for layer in range(self.num_layers)
+            ]
+            chunk.x = xa.copy()
+            chunk.states = [s.state for s in st.layers]
+            chunk.params = params
         else:
-            ma = None if masks is None else [None if m is None else m[:a] for m in masks]
-            mb = None if masks is None else [None if m is None else m[a:] for m in masks]
-            ya, state_s2, cache_a = self._run(xw[:a], state_s, rel_lengths(s, a), True, ma)  # type: ignore[arg-type]
-            yb, finals, cache_b = self._run(
-                np.ascontiguousarray(xw[a:]), list(state_s2), rel_lengths(s2, win - a), True, mb
-            )  # type: ignore[arg-type]
-            y = np.concatenate([ya, yb], axis=0)
-            self._cache = {"pieces": [cache_a, cache_b], "split": [0, a, win]}
-        st.state = finals
-        st.pos = e + 1
-        st.hist_start = s2
-        st.hist_x = np.ascontiguousarray(xw[a:])
-        st.hist_state = [_copy_state(v) for v in state_s2]  # type: ignore[arg-type]
-        st.hist_masks = [None if m is None else m[a:] for m in masks] if masks is not None else []
-        st.window = win
-        return np.ascontiguousarray(y[win - n :])
+            params = [self._weights(layer, 0) for layer in range(self.num_layers)]
+        y = self._stream_run(st, xa, masks, params)
+        st.chunks.append(chunk)
+        st.ready = self.training
+        self._cache = None
+        if valid is not None:
+            y = y * valid[:, :, None].astype(self.dtype)
+        return y
 
-    def _run_masked_eval(
-        self, x: Array, states: list[State], lengths: Array | None, masks: list[Array | None]
-    ) -> tuple[Array, list[State], None]:
-        """Inference pass that still applies given dropout masks (to replay a training history)."""
-        if not masks or all(m is None for m in masks):
-            y, fin, _ = self._run(x, list(states), lengths, False, None)
-            return y, fin, None
-        F = get_backend()
-        inp = x
-        finals: list[State] = []
-        for layer in range(self.num_layers):
-            if layer > 0 and layer < len(masks) and masks[layer] is not None:
-                inp = inp * masks[layer]
-            y, fin, _ = _cell_forward(
-                F,
-                self._cell,
-                self.nonlinearity,
-                np.ascontiguousarray(inp),
-                states[layer],
-                self._weights(layer, 0),
-                lengths,
-                False,
-            )
-            inp = np.asarray(y, dtype=self.dtype)
-            finals.append(
-                tuple(np.asarray(s, dtype=self.dtype) for s in fin)
-                if isinstance(fin, tuple)
-                else np.asarray(fin, dtype=self.dtype)
-            )  # type: ignore[arg-type]
-        return inp, finals, None
-
-    def stream_backward(self, dy_chunk: Any) -> Array:
+    def stream_backward(self, dy_chunk: Any, need_dx: bool = True) -> Array | None:
         """Backward for the last chunk: dy_chunk (n, B, H) = dL/dy of the chunk's outputs.
 
-        Accumulates the window's weight gradients into :attr:`grads`; returns dL/dx over the whole
-        window (win, B, input_size) (win = min(k2, steps since the history start)).
+        Backpropagates through the window of the last min(k2, steps) steps (stored activations,
+        current weights), layer by layer from the top, and accumulates the weight gradients into
+        :attr:`grads`. Returns dL/dx over the whole window (W, B, input_size) (None when
+        ``need_dx`` is False). :attr:`grad_hx` is dL/d(initial state) when the window reaches back
+        to the stream start, else None; :attr:`last_state_grads` is not filled by streams ([]).
         """
         st = self._require_stream("stream_backward")
-        if self._cache is None:
+        if not st.ready:
             raise ValueError(_NO_CACHE_MSG)
         dya = _as_float("dy_chunk", dy_chunk, self.dtype)
         win = st.window
@@ -998,107 +1073,219 @@ class RNNBase:
                 f"dy_chunk: expected shape (n, {st.batch}, {self.hidden_size}) with n the "
                 f"chunk length, got {dya.shape}"
             )
+        st.ready = False
         dyw = np.zeros((win, st.batch, self.hidden_size), dtype=self.dtype)
         dyw[win - n :] = dya
-        cache = self._cache
-        self._cache = None
-        pieces, split = cache["pieces"], cache["split"]
-        dstates: list[State | None] = [None] * self.num_layers
-        dxs: list[Array] = []
-        dhs: list[list[Array]] = []
-        for j in reversed(
-            range(len(pieces))
-        ):  # later piece first; its dh0 is the earlier one's dh_n
-            dxs.append(
-                self._backward_time_major(
-                    pieces[j], np.ascontiguousarray(dyw[split[j] : split[j + 1]]), dstates
-                )
-            )
-            dstates = list(self._grad_hx_list)
-            dhs.append(self.last_state_grads)
-        if len(pieces) > 1:
-            self.last_state_grads = [
-                np.concatenate([dhs[1][i], dhs[0][i]], axis=0) for i in range(len(dhs[0]))
-            ]
-        return dxs[0] if len(dxs) == 1 else np.concatenate(dxs[::-1], axis=0)
+        if st.lengths is not None:  # dL/dy at padded steps is ignored (packed-sequence semantics)
+            steps = st.pos - n + np.arange(n)
+            dyw[win - n :] *= (steps[:, None] < st.lengths[None, :])[:, :, None]
+        dx: Array | None = None
+        dstate0: list[Any] = [None] * self.num_layers
+        for layer in reversed(range(self.num_layers)):
+            want = layer > 0 or bool(need_dx)
+            g = st.layers[layer].backward(dyw, need_dx=want)
+            sfx = self._suffix(layer, 0)
+            self.grads[f"weight_ih{sfx}"] += g["w_ih"]
+            self.grads[f"weight_hh{sfx}"] += g["w_hh"]
+            if self.bias:
+                self.grads[f"bias_ih{sfx}"] += g["b_ih"]
+                self.grads[f"bias_hh{sfx}"] += g["b_hh"]
+            dstate0[layer] = g["state0"]
+            dx = g["x"]
+            if layer > 0:
+                mask = st.window_masks(layer)
+                dyw = dx if mask is None else dx * mask  # d(inp * mask)/d inp = mask
+        self.last_state_grads = []
+        self._grad_hx_list = dstate0
+        self.grad_hx = (
+            None if any(s is None for s in dstate0) else self._join_states(dstate0)  # type: ignore[arg-type]
+        )
+        return dx
 
     @property
     def stream_state(self) -> State | None:
-        """The carried state of the current stream ((L, B, H); LSTM (h, c)), or None without a stream."""
+        """The carried state of the current stream ((L, B, H); LSTM (h, c)); None without one."""
         if self._stream is None:
             return None
-        return self._join_states([_copy_state(s) for s in self._stream.state])
+        return self._join_states([s.state for s in self._stream.layers])
 
-    def stream_reset(self, rows: Any = None) -> None:
-        """Zero the carried state of the given batch rows (all when None) and drop the TBPTT history.
+    def _rows_mask(self, rows: Any, batch: int) -> Array:
+        if rows is None:
+            return np.ones(batch, dtype=bool)
+        arr = np.asarray(rows)
+        if arr.dtype == np.bool_:
+            if arr.shape != (batch,):
+                raise ValueError(f"rows: expected a bool mask of shape ({batch},), got {arr.shape}")
+            return arr.copy()
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"rows: expected integer indices or a bool mask, got dtype {arr.dtype}")
+        idx = arr.reshape(-1).astype(np.int64)
+        if idx.size and (idx.min() < -batch or idx.max() >= batch):
+            raise ValueError(
+                f"rows: expected indices in [-{batch}, {batch}), got min {idx.min()}, "
+                f"max {idx.max()}"
+            )
+        mask = np.zeros(batch, dtype=bool)
+        mask[idx] = True
+        return mask
 
-        Dropping the history (for all rows) keeps a reset row's next window from reaching back past
-        its reset; other rows lose at most k2 - k1 steps of gradient history once.
+    def stream_reset(self, rows: Any = None, drop_history: bool = False) -> None:
+        """Zero the carried state of some sequences (a new sequence starts in those batch rows).
+
+        Args:
+            rows: integer indices or a (B,) bool mask; None = all rows.
+            drop_history: False (default): per-row reset (``TBPTTStream.reset_state``): later
+                windows treat the zero state as a constant, so no gradient of a reset row reaches
+                back past the reset, while the other rows keep their k2-step history. True: also
+                forget the history of every row (the next windows start at the reset); fit uses it
+                after non-finite values, whose stored activations must not enter a later window.
         """
         st = self._require_stream("stream_reset")
-        idx = slice(None) if rows is None else np.asarray(rows)
-        for s in st.state:
-            if isinstance(s, tuple):
-                s[0][idx] = 0
-                s[1][idx] = 0
-            else:
-                s[idx] = 0
-        st.hist_start = st.pos
-        st.hist_x = None
-        st.hist_state = [_copy_state(s) for s in st.state]
-        st.hist_masks = []
+        mask = self._rows_mask(rows, st.batch)
+        st.ready = False
         self._cache = None
+        if drop_history:
+            states = []
+            for s in st.layers:
+                v = s.state
+                parts = v if isinstance(v, tuple) else (v,)
+                for p in parts:
+                    p[mask] = 0
+                states.append(v)
+            self._stream_layers(st, states, st.pos)
+            return
+        for s in st.layers:
+            s.reset_state(mask)
+        st.pending_reset = mask if st.pending_reset is None else (st.pending_reset | mask)
 
     def stream_export(self) -> dict[str, Any]:
-        """The stream's full state as arrays and ints (for checkpoints); inverse of stream_import."""
+        """The stream as ints and arrays (for checkpoints); inverse of :meth:`stream_import`.
+
+        Holds the carried state and, for every chunk still inside a possible backward window, its
+        input, dropout masks, resets and weights, plus the state entering the first one: enough for
+        :meth:`stream_import` to rebuild the C++ activations by running those chunks again with the
+        weights they had (bit for bit: training resumes exactly). Flat keys: "batch", "k1", "k2",
+        "pos", "origin", "n_chunks", "state" (LSTM (h, c)), "c{i}_start", "c{i}_x", "c{i}_mask{l}",
+        "c{i}_reset", "c{i}_p{l}_{w_ih,w_hh,b_ih,b_hh}", "c0_state{l}" (LSTM: (h, c)), "lengths",
+        "pending_reset".
+        """
         st = self._require_stream("stream_export")
+        if not st.replayable:
+            raise ValueError(
+                "stream_export: the stream was begun with replayable=False (no stored history to "
+                "rebuild it from); use stream_begin(..., replayable=True)"
+            )
         out: dict[str, Any] = {
+            "format": 2,
             "batch": st.batch,
             "k1": st.k1,
             "k2": st.k2,
             "pos": st.pos,
-            "hist_start": st.hist_start,
+            "origin": st.origin,
+            "n_chunks": len(st.chunks),
+            "state": self.stream_state,
         }
-        out["state"] = self._join_states(st.state)
-        out["hist_state"] = self._join_states(st.hist_state)
-        if st.hist_x is not None:
-            out["hist_x"] = st.hist_x.copy()
-        for i, m in enumerate(st.hist_masks):
-            if m is not None:
-                out[f"hist_mask_{i}"] = m.copy()
-        out["n_masks"] = len(st.hist_masks)
-        if st.total is not None:
-            out["total"] = st.total
         if st.lengths is not None:
             out["lengths"] = st.lengths.copy()
+        if st.pending_reset is not None:
+            out["pending_reset"] = st.pending_reset.astype(np.uint8)
+        names = ("w_ih", "w_hh", "b_ih", "b_hh")
+        for i, c in enumerate(st.chunks):
+            assert c.x is not None and c.params is not None and c.states is not None
+            out[f"c{i}_start"] = c.start
+            out[f"c{i}_x"] = c.x
+            if c.resets is not None:
+                out[f"c{i}_reset"] = c.resets.astype(np.uint8)
+            for layer in range(self.num_layers):
+                if c.masks[layer] is not None:
+                    out[f"c{i}_mask{layer}"] = c.masks[layer]
+                for nm, w in zip(names, c.params[layer]):
+                    if w is not None:
+                        out[f"c{i}_p{layer}_{nm}"] = w
+                if i == 0:
+                    out[f"c0_state{layer}"] = c.states[layer]
         return out
 
     def stream_import(self, d: Mapping[str, Any]) -> None:
-        """Restore a stream saved by :meth:`stream_export`."""
+        """Restore a stream saved by :meth:`stream_export`: begin a replayable stream at the state
+        entering the first stored chunk and run the stored chunks again with their stored weights,
+        masks and resets, which rebuilds the C++ history exactly. (A dict without "n_chunks", from
+        an older rnnfast, restores the carried state only: the first windows then have no history.)
+        """
         batch, k1, k2 = int(d["batch"]), int(d["k1"]), int(d["k2"])
 
-        def unpack(v: Any) -> Any:  # LSTM (h, c) may come back stacked as one (2, L, B, H) array
+        def unpack(v: Any) -> Any:  # LSTM (h, c) may come back stacked as one (2, ..., B, H) array
             return (v[0], v[1]) if self._cell == "lstm" and not isinstance(v, (tuple, list)) else v
 
-        d = dict(d)
-        d["state"], d["hist_state"] = unpack(d["state"]), unpack(d["hist_state"])
-        self.stream_begin(batch, k1, k2, hx=d["state"], lengths=d.get("lengths"))
-        st = self._stream
-        assert st is not None
-        st.pos = int(d["pos"])
-        st.total = None if d.get("total") is None else int(d["total"])
-        st.hist_start = int(d["hist_start"])
-        st.hist_state = [_copy_state(s) for s in self._split_hx(d["hist_state"], batch)]  # type: ignore[arg-type]
-        st.hist_x = (
-            None if d.get("hist_x") is None else _as_float("hist_x", d["hist_x"], self.dtype).copy()
-        )
-        n_masks = int(d.get("n_masks", 0))
-        st.hist_masks = [
-            None
-            if d.get(f"hist_mask_{i}") is None
-            else _as_float("hist_mask", d[f"hist_mask_{i}"], self.dtype).copy()
-            for i in range(n_masks)
-        ]
+        def arr(key: str) -> Array:
+            return _as_float(key, d[key], self.dtype)
+
+        lengths = d.get("lengths")
+        n_chunks = int(d.get("n_chunks", 0))
+        if "n_chunks" not in d or n_chunks == 0:
+            self.stream_begin(batch, k1, k2, hx=unpack(d["state"]), lengths=lengths)
+            st = self._require_stream("stream_import")
+            st.origin = int(d["pos"])
+        else:
+            first = [unpack(d[f"c0_state{layer}"]) for layer in range(self.num_layers)]
+            hx0 = (
+                (np.stack([s[0] for s in first]), np.stack([s[1] for s in first]))
+                if self._cell == "lstm"
+                else np.stack(first)
+            )
+            self.stream_begin(batch, k1, k2, hx=hx0, lengths=lengths)
+            st = self._require_stream("stream_import")
+            st.origin = int(d["c0_start"])
+            names = ("w_ih", "w_hh", "b_ih", "b_hh")
+            for i in range(n_chunks):
+                x = arr(f"c{i}_x")
+                chunk = _Chunk(int(d[f"c{i}_start"]), x.shape[0])
+                if chunk.start != st.pos:
+                    raise ValueError(
+                        f"stream_import: chunk {i} starts at step {chunk.start}, expected {st.pos}"
+                    )
+                if f"c{i}_reset" in d:
+                    chunk.resets = np.asarray(d[f"c{i}_reset"]).astype(bool)
+                    if i > 0:
+                        for s in st.layers:
+                            s.reset_state(chunk.resets)
+                chunk.masks = [
+                    arr(f"c{i}_mask{layer}") if f"c{i}_mask{layer}" in d else None
+                    for layer in range(self.num_layers)
+                ]
+                chunk.params = [
+                    [
+                        arr(f"c{i}_p{layer}_{nm}") if f"c{i}_p{layer}_{nm}" in d else None
+                        for nm in names
+                    ]
+                    for layer in range(self.num_layers)
+                ]
+                chunk.x = x
+                chunk.states = [s.state for s in st.layers]
+                self._stream_run(st, x, chunk.masks, chunk.params)
+                st.chunks.append(chunk)
+            if st.pos != int(d["pos"]):
+                raise ValueError(
+                    f"stream_import: the stored chunks end at step {st.pos}, "
+                    f"expected {int(d['pos'])}"
+                )
+            saved = unpack(d["state"])
+            now = self.stream_state
+            for a, b in zip(
+                saved if isinstance(saved, tuple) else (saved,),
+                now if isinstance(now, tuple) else (now,),  # type: ignore[arg-type]
+            ):
+                a = np.asarray(a, dtype=self.dtype)
+                if a.shape != b.shape or not np.allclose(a, b, rtol=1e-3, atol=1e-5):
+                    raise ValueError(
+                        "stream_import: replaying the stored chunks does not reproduce the saved "
+                        "state (corrupt or mismatched checkpoint)"
+                    )
+        if "pending_reset" in d:
+            mask = np.asarray(d["pending_reset"]).astype(bool)
+            for s in st.layers:
+                s.reset_state(mask)
+            st.pending_reset = mask
 
     def stream_end(self) -> None:
         """Forget the stream (and any stored window)."""
@@ -1726,14 +1913,27 @@ class SequenceModel:
         hx: Any = None,
         lengths: Any = None,
         total_steps: int | None = None,
+        *,
+        replayable: bool = True,
     ) -> None:
-        """Start a TBPTT(k1, k2) stream (many_to_many / one_to_many only); see RNNBase.stream_begin."""
+        """Start a TBPTT(k1, k2) stream (many_to_many / one_to_many only); see RNNBase.stream_begin.
+
+        A training loop over a long batch (time-major x (T, B, I), targets y)::
+
+            model.stream_begin(B, k1, k2)
+            for a in range(0, T, k1):
+                pred = model.stream_forward(x[a : a + k1])      # (n, B, O), n <= k1
+                value, dpred = loss(pred, y[a : a + k1])
+                model.stream_backward(dpred)                    # grads of the last k2 steps' window
+                optimizer.step(model.grads); model.zero_grad()  # the next chunk sees the new weights
+            model.stream_end()
+        """
         if self.mode not in ("many_to_many", "one_to_many"):
             raise ValueError(
                 f"stream_begin: truncated BPTT needs a per-step output (many_to_many or "
                 f"one_to_many), got mode {self.mode!r}"
             )
-        self.rnn.stream_begin(batch_size, k1, k2, hx, lengths, total_steps)
+        self.rnn.stream_begin(batch_size, k1, k2, hx, lengths, total_steps, replayable=replayable)
         self._stream_ids = None
 
     def stream_forward(self, x_chunk: Any, next_len: int | None = None) -> Array:
@@ -1744,8 +1944,8 @@ class SequenceModel:
         else:
             ids = None
             e = x_chunk
-        y = self.rnn.stream_forward(e, next_len)
-        if ids is not None and self.training:
+        y = self.rnn.stream_forward(e)
+        if ids is not None:  # the ids of the window, for the embedding's gradient
             st = self.rnn._stream
             assert st is not None
             prev = self._stream_ids if self._stream_ids is not None else ids[:0]
@@ -1756,9 +1956,9 @@ class SequenceModel:
     def stream_backward(self, grad_chunk: Any) -> None:
         """Backward for the last chunk's predictions (n, B, O); accumulates gradients of the window."""
         dy = self.head.backward(grad_chunk)
-        dxw = self.rnn.stream_backward(dy)
+        dxw = self.rnn.stream_backward(dy, need_dx=self.embedding is not None)
         if self.embedding is not None:
-            assert self._stream_ids is not None
+            assert self._stream_ids is not None and dxw is not None
             self.embedding.backward_ids(self._stream_ids[-dxw.shape[0] :], dxw)
 
     @property
@@ -1766,13 +1966,12 @@ class SequenceModel:
         """Carried recurrent state of the current stream."""
         return self.rnn.stream_state
 
-    def stream_reset(self, rows: Any = None) -> None:
+    def stream_reset(self, rows: Any = None, drop_history: bool = False) -> None:
         """Zero the carried state of ``rows`` (all when None); see RNNBase.stream_reset."""
-        self.rnn.stream_reset(rows)
-        self._stream_ids = None
+        self.rnn.stream_reset(rows, drop_history)
 
     def stream_export(self) -> dict[str, Any]:
-        """Stream state for checkpoints."""
+        """Stream state for checkpoints (RNNBase.stream_export plus the window's token ids)."""
         d = self.rnn.stream_export()
         if self._stream_ids is not None:
             d["ids"] = self._stream_ids.copy()

@@ -17,8 +17,12 @@ datasets (fit transposes each batch).
 Modes of ``fit``:
 
 * ``bptt=None``: full backpropagation through time per batch.
-* ``bptt=(k1, k2)``: truncated BPTT through the model's ``stream_*`` methods: a weight update every k1
-  steps, each with k2 steps of history (many_to_many / one_to_many models, unidirectional).
+* ``bptt=(k1, k2)``: truncated BPTT (Williams & Peng's TBPTT(k1, k2)) through the model's
+  ``stream_*`` methods, i.e. one C++ ``functional.TBPTTStream`` per layer called once per chunk: a weight update
+  every k1 steps, each backpropagated through the last k2 steps (many_to_many / one_to_many models,
+  unidirectional). Every step runs forward once; the k2 - k1 history steps of a window keep the
+  activations computed with the weights of their time, the backward uses the current weights
+  (k1 == k2 is exactly the torch "detach every k steps" loop). Memory is O(k2), independent of T.
 * ``stateful=True`` (Keras's stateful RNNs): row i of batch j+1 continues row i of batch j (use
   :func:`stateful_batches` to cut a long series that way). No shuffling; the final state of each
   batch is carried into the next (detached: gradients stop at batch boundaries unless ``bptt`` gives
@@ -973,7 +977,8 @@ def fit(
         for a in parts:
             bad |= ~np.all(np.isfinite(a), axis=(0, 2))
         if bad.any():
-            model.stream_reset(np.flatnonzero(bad))
+            # drop the history too: the stored activations of those rows are not finite
+            model.stream_reset(np.flatnonzero(bad), drop_history=True)
 
     grad_flow: list[list[float]] | None = None
     bar: Any = None
@@ -1012,7 +1017,10 @@ def fit(
             if stateful and not stream_loaded and pos["batch"] == 0 and pos["chunk"] == 0:
                 k1s, k2s = bptt if bptt else (train.x.shape[0], train.x.shape[0])
                 model.stream_begin(
-                    batch_size if dist is None else dist.local_size(batch_size), k1s, k2s
+                    batch_size if dist is None else dist.local_size(batch_size),
+                    k1s,
+                    k2s,
+                    replayable=ckpt_path is not None,
                 )
             stream_loaded_now = stream_loaded
             stream_loaded = False
@@ -1054,14 +1062,19 @@ def fit(
                         if rows.size:
                             model.stream_reset(rows)
                 elif pos["chunk"] == 0 and not stream_loaded_now:
-                    model.stream_begin(xb.shape[1], k1, bptt[1] if bptt else t_steps, lengths=lb)
+                    model.stream_begin(
+                        xb.shape[1],
+                        k1,
+                        bptt[1] if bptt else t_steps,
+                        lengths=lb,
+                        replayable=ckpt_path is not None,
+                    )
                 stream_loaded_now = False
                 n_chunks = (t_steps + k1 - 1) // k1
                 while pos["chunk"] < n_chunks:
                     c = pos["chunk"]
                     a, b = c * k1, min((c + 1) * k1, t_steps)
-                    nxt = min(k1, t_steps - b) if b < t_steps else min(k1, t_steps)
-                    pred = model.stream_forward(xb[a:b], nxt)
+                    pred = model.stream_forward(xb[a:b])
                     y = yb[a:b]
                     mask = None if lb is None else sequence_mask(np.clip(lb - a, 0, b - a), b - a)
                     value, dpred = loss(pred, y, mask)
