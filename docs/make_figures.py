@@ -38,7 +38,9 @@ def main() -> None:
         at_init: dict[str, Any] = {}
         init_name = over.get("init", "orthogonal")
 
-        def grab(model: Any, cell: str = cell, init_name: str = init_name) -> None:
+        def grab(
+            model: Any, cell: str = cell, init_name: str = init_name, at_init: dict = at_init
+        ) -> None:
             at_init["flow"] = gradient_flow(
                 model, px, py, MSELoss(), label=f"{cell} (init: {init_name})"
             )
