@@ -597,3 +597,144 @@ def test_stream_rejects_bidirectional_and_reset() -> None:
     m.stream_reset([1])
     st = m.stream_state
     assert not st[:, 1].any() and st[:, 0].any()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stream_dropout_masks_consistent_over_the_window(cell: str) -> None:
+    """3 layers, dropout, k1 < k2, frozen weights: each window's gradient equals BPTT over the window
+    [s, e] from the state entering s, with the very masks the chunks used in their forward pass."""
+    T, B, I, H, k1, k2 = 10, 2, 3, 4, 2, 5
+    m = make(cell, input_size=I, hidden_size=H, num_layers=3, dropout=0.4)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, B, I))
+    dy = rng.standard_normal((T, B, H))
+    m.stream_begin(B, k1, k2)
+    masks: list[list[Any]] = []  # per chunk, per layer
+    for start in range(0, T, k1):
+        m.zero_grad()
+        m.stream_forward(x[start : start + k1])
+        st = m._stream
+        assert st is not None
+        masks.append(st.chunks[-1].masks)
+        m.stream_backward(dy[start : start + k1])
+        got = {k: v.copy() for k, v in m.grads.items()}
+        e = start + k1
+        s = max(0, e - k2)
+        full = [None] + [np.concatenate([c[lay] for c in masks]) for lay in (1, 2)]
+        ref = make(cell, input_size=I, hidden_size=H, num_layers=3, dropout=0.4)
+        ref.load_state_dict(m.state_dict())
+        _, states, _ = (
+            ref._run(x[:s], [None] * 3, None, True, [None if f is None else f[:s] for f in full])
+            if s > 0
+            else (None, [None] * 3, None)
+        )
+        _, _, cache = ref._run(
+            x[s:e], states, None, True, [None if f is None else f[s:e] for f in full]
+        )
+        dyw = np.zeros((e - s, B, H))
+        dyw[-k1:] = dy[start:e]
+        ref.zero_grad()
+        ref._backward_time_major(cache, dyw, [None] * 3)
+        for k, v in ref.grads.items():
+            assert_close(got[k], v, 1e-10, f"{cell} window [{s}, {e}) {k}")
+    m.stream_end()
+
+
+def test_stream_per_row_reset_keeps_other_rows_history() -> None:
+    """reset rows=[1] at step 6 with k1=3 < k2=7 (frozen weights): row 1's later windows start at the
+    reset (zero state, no gradient into the old sequence); rows 0 and 2 keep their history. Weight
+    gradients are sums over rows, so the expected update is tbptt_grads on rows {0, 2} over the whole
+    stream plus tbptt_grads on row 1 from step 6."""
+    T, B, I, H, k1, k2, P = 12, 3, 2, 4, 3, 7, 6
+    m = make("lstm", input_size=I, hidden_size=H)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((T, B, I))
+    dy = rng.standard_normal((T, B, H))
+    p = m.parameters()
+    w = {
+        "w_ih": p["weight_ih_l0"],
+        "w_hh": p["weight_hh_l0"],
+        "b_ih": p["bias_ih_l0"],
+        "b_hh": p["bias_hh_l0"],
+    }
+    keep = [0, 2]
+    exp_keep = R.tbptt_grads("lstm", x[:, keep], (None, None), w, dy[:, keep], k1, k2)
+    exp_row = R.tbptt_grads("lstm", x[P:, [1]], (None, None), w, dy[P:, [1]], k1, k2)
+    m.stream_begin(B, k1, k2)
+    for n, start in enumerate(range(0, T, k1)):
+        if start == P:
+            m.stream_reset([1])
+            st = m.stream_state
+            assert not st[0][:, 1].any() and not st[1][:, 1].any() and st[0][:, 0].any()
+        m.zero_grad()
+        m.stream_forward(x[start : start + k1])
+        m.stream_backward(dy[start : start + k1])
+        if start < P:
+            continue
+        for key, name in (("w_ih", "weight_ih_l0"), ("w_hh", "weight_hh_l0")):
+            e = exp_keep[n][key] + exp_row[n - P // k1][key]
+            assert_close(m.grads[name], e, 1e-10, f"update {n} {key}")
+
+
+def test_stream_memory_is_flat_in_stream_length() -> None:
+    """The Python side of a (replayable, dropout) stream holds O(k1 + k2) steps: its arrays, and the
+    traced NumPy memory, are the same after 30 and after 300 chunks (the C++ buffers are 2*k2 steps by
+    construction)."""
+    import tracemalloc
+
+    B, I, H, k1, k2 = 3, 4, 8, 3, 7
+    m = make("gru", input_size=I, hidden_size=H, num_layers=2, dropout=0.3)
+    x = np.random.default_rng(0).standard_normal((k1, B, I))
+    m.stream_begin(B, k1, k2, replayable=True)
+    sizes, traced = {}, {}
+    tracemalloc.start()
+    try:
+        for n in range(300):
+            m.zero_grad()
+            m.stream_forward(x)
+            m.stream_backward(np.ones((k1, B, H)))
+            if n + 1 in (30, 300):
+                st = m._stream
+                assert st is not None
+                sizes[n + 1] = st.nbytes()
+                traced[n + 1] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert sizes[30] == sizes[300] > 0, f"stream arrays grow with T: {sizes}"
+    per_chunk = k1 * B * (I + H) * 8  # what keeping the inputs and masks of every step would add
+    growth = traced[300] - traced[30]
+    assert growth < 20 * per_chunk, f"traced memory grew by {growth} bytes over 270 chunks"
+
+
+def test_stream_export_import_continues_bit_for_bit() -> None:
+    """Export mid-stream (dropout, k1 < k2, a per-row reset, weights changing every chunk), import
+    into a fresh module with the same weights and RNG: the continuation is identical."""
+    T, B, I, H, k1, k2 = 16, 3, 2, 5, 2, 7
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((T, B, I))
+    dy = rng.standard_normal((T, B, H))
+
+    def chunk(m: M.RNNBase, start: int) -> dict[str, np.ndarray]:
+        if start == 8:
+            m.stream_reset([2])
+        m.zero_grad()
+        y = m.stream_forward(x[start : start + k1])
+        m.stream_backward(dy[start : start + k1] + 0.1 * y)
+        g = {k: v.copy() for k, v in m.grads.items()}
+        for k, v in m.parameters().items():
+            v -= 0.05 * g[k]  # an SGD step: the history activations keep the old weights
+        return g
+
+    a = make("lstm", input_size=I, hidden_size=H, num_layers=2, dropout=0.3, seed=1)
+    a.stream_begin(B, k1, k2)
+    for start in range(0, 10, k1):
+        chunk(a, start)
+    saved = a.stream_export()
+    b = make("lstm", input_size=I, hidden_size=H, num_layers=2, dropout=0.3, seed=1)
+    b.load_state_dict(a.state_dict())
+    b.rng.bit_generator.state = a.rng.bit_generator.state
+    b.stream_import(saved)
+    for start in range(10, T, k1):
+        ga, gb = chunk(a, start), chunk(b, start)
+        for k in ga:
+            assert np.array_equal(ga[k], gb[k]), f"chunk at {start}: {k} differs after import"

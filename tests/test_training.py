@@ -489,3 +489,169 @@ def test_fit_argument_errors() -> None:
         TR.fit(m, (x, y[:, :5]), losses.MSELoss(), opt, epochs=1, batch_size=2)
     with pytest.raises(ValueError, match="resume"):
         TR.fit(m, (x, y), losses.MSELoss(), opt, epochs=1, batch_size=2, resume=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# TBPTT(k1 < k2) on the C++ stream: frozen weights, changing weights (stored activations)
+# --------------------------------------------------------------------------------------------------
+
+
+class _RecordingSGD:
+    """SGD that records the gradients it is given and the weights they were computed with."""
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float) -> None:
+        self.sgd = optim.SGD(params, lr=lr)
+        self.params = params
+        self.grads: list[dict[str, np.ndarray]] = []
+        self.before: list[dict[str, np.ndarray]] = []
+
+    @property
+    def lr(self) -> float:
+        return float(self.sgd.lr)
+
+    def step(self, grads: dict[str, np.ndarray]) -> None:
+        self.grads.append({k: v.copy() for k, v in grads.items()})
+        self.before.append({k: v.copy() for k, v in self.params.items()})
+        self.sgd.step(grads)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sgd.state_dict()
+
+
+def _cell_weights(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {
+        "w_ih": p["rnn.weight_ih_l0"],
+        "w_hh": p["rnn.weight_hh_l0"],
+        "b_ih": p["rnn.bias_ih_l0"],
+        "b_hh": p["rnn.bias_hh_l0"],
+    }
+
+
+def _fit_one_batch(
+    cell: str, k1: int, k2: int, lr: float, lengths: Any = None, seed: int = 0
+) -> tuple[Any, _RecordingSGD, np.ndarray, np.ndarray, Any]:
+    T, N, I, H, O = 13, 3, 2, 4, 2
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, N, I))
+    y = rng.standard_normal((T, N, O))
+    model = M.build_model(cell, I, H, O, mode="many_to_many", seed=1, dtype=np.float64)
+    opt = _RecordingSGD(model.parameters(), lr)
+    data = (x, y) if lengths is None else (x, y, lengths)
+    TR.fit(model, data, losses.MSELoss(), opt, epochs=1, batch_size=N, bptt=(k1, k2), seed=0,
+           progress=False)  # fmt: skip
+    order = np.random.default_rng(np.random.SeedSequence(0).spawn(2)[0]).permutation(N)
+    lb = None if lengths is None else np.asarray(lengths)[order]
+    return model, opt, x[:, order], y[:, order], lb
+
+
+@pytest.mark.skipif(not FUNCTIONAL, reason="needs the compiled core")
+@pytest.mark.parametrize(
+    "cell,k1,k2,ragged",
+    [("rnn", 3, 7, False), ("lstm", 2, 5, False), ("gru", 4, 9, False), ("lstm", 3, 8, True)],
+)
+def test_fit_tbptt_frozen_weights_equals_functional_tbptt_grads(
+    cell: str, k1: int, k2: int, ragged: bool
+) -> None:
+    """lr = 0: every update of fit(bptt=(k1, k2)) is functional.tbptt_grads' update (k1 < k2, a last
+    chunk shorter than k1, and ragged lengths whose padded steps must not change anything)."""
+    from rnnfast import functional as F
+
+    lengths = np.array([13, 6, 9]) if ragged else None
+    model, opt, xb, yb, lb = _fit_one_batch(cell, k1, k2, 0.0, lengths)
+    p = model.parameters()
+    T = xb.shape[0]
+    state0 = (None, None) if cell == "lstm" else None
+    ys = R.__dict__[f"{cell}_forward"](
+        xb, *((None, None) if cell == "lstm" else (None,)), *_cell_weights(p).values(), lengths=lb
+    )[0]
+    pred = ys @ p["head.weight"].T + p["head.bias"]
+    dy = np.zeros_like(ys)
+    for a in range(0, T, k1):
+        b = min(a + k1, T)
+        mask = None if lb is None else losses.sequence_mask(np.clip(lb - a, 0, b - a), b - a)
+        _, dpred = losses.MSELoss()(pred[a:b], yb[a:b], mask)
+        dy[a:b] = dpred @ p["head.weight"]
+    # padded steps (zero dy) come after every valid step of their row, so the ragged stream's
+    # gradients are those of the dense stream with the padded inputs anywhere
+    expected = F.tbptt_grads(cell, xb, state0, _cell_weights(p), dy, k1, k2)
+    assert len(opt.grads) == len(expected) == -(-T // k1)
+    for n, (g, e) in enumerate(zip(opt.grads, expected)):
+        for key, name in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih")):
+            assert_close(g[f"rnn.{name}_l0"], e[key], 1e-10, f"{cell} update {n} {key}")
+
+
+def _window_cache(cell: str, caches: list[Any], offsets: list[int], s: int, e: int, w: Any) -> Any:
+    """A reference cache for steps [s, e) from per-chunk caches (chunk j starts at offsets[j]),
+    with the weights ``w`` (the current ones) in place of those the chunks ran with."""
+    import dataclasses
+
+    def cut(field: str, extra: int) -> Any:
+        parts = []
+        for c, o in zip(caches, offsets):
+            v = getattr(c, field)
+            if v is None:
+                return None
+            n = c.x.shape[0]
+            a, b = max(s, o), min(e, o + n)
+            if a < b:
+                parts.append(v[a - o : b - o])
+        out = np.concatenate(parts, axis=0)
+        if extra:  # h / c hold T+1 states: append the state after the window
+            last, o = next((c, o) for c, o in zip(caches, offsets) if o < e <= o + c.x.shape[0])
+            out = np.concatenate([out, getattr(last, field)[e - o : e - o + 1]], axis=0)
+        return out
+
+    return dataclasses.replace(
+        caches[0],
+        x=cut("x", 0),
+        mask=cut("mask", 0),
+        h=cut("h", 1),
+        c=cut("c", 1),
+        act=cut("act", 0),
+        ghn=cut("ghn", 0),
+        w_ih=w["w_ih"],
+        w_hh=w["w_hh"],
+        b_ih=w["b_ih"],
+        b_hh=w["b_hh"],
+    )
+
+
+@pytest.mark.parametrize("cell,k1,k2", [("rnn", 3, 7), ("lstm", 2, 5), ("gru", 4, 9)])
+def test_fit_tbptt_changing_weights_uses_stored_activations(cell: str, k1: int, k2: int) -> None:
+    """lr > 0: update n backpropagates its window through the activations each step got when it was
+    run (chunk j ran with the weights after j updates) using the current weights W_n in the
+    backward: Williams & Peng's TBPTT(k1, k2). Built here from the reference, chunk by chunk."""
+    model, opt, xb, yb, _ = _fit_one_batch(cell, k1, k2, 0.2, seed=3)
+    T = xb.shape[0]
+    starts = list(range(0, T, k1))
+    assert len(opt.before) == len(starts)
+    fwd = R.__dict__[f"{cell}_forward"]
+    caches: list[Any] = []
+    differs: list[float] = []
+    state: Any = (None, None) if cell == "lstm" else None
+    for n, a in enumerate(starts):
+        b = min(a + k1, T)
+        p = opt.before[n]  # the weights chunk n runs and backpropagates with
+        w = _cell_weights(p)
+        out = fwd(xb[a:b], *(state if cell == "lstm" else (state,)), *w.values())
+        ys, cache = out[0], out[-1]
+        state = (out[1], out[2]) if cell == "lstm" else out[1]
+        caches.append(cache)
+        pred = ys @ p["head.weight"].T + p["head.bias"]
+        _, dpred = losses.MSELoss()(pred, yb[a:b])
+        s = max(0, b - k2)
+        dyw = np.zeros((b - s,) + ys.shape[1:])
+        dyw[b - s - (b - a) :] = dpred @ p["head.weight"]
+        g = R.__dict__[f"{cell}_backward"](_window_cache(cell, caches, starts, s, b, w), dyw)
+        got = opt.grads[n]
+        for key, name in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_hh", "bias_hh")):
+            assert_close(got[f"rnn.{name}_l0"], g[key], 1e-10, f"{cell} update {n} {key}")
+        head_w = dpred.reshape(-1, dpred.shape[-1]).T @ ys.reshape(-1, ys.shape[-1])
+        assert_close(got["head.weight"], head_w, 1e-10, f"{cell} update {n} head.weight")
+        if s < a:  # the other reading (re-run the window with W_n, as the old streams did) differs
+            wc = _window_cache(cell, caches, starts, s, b, w)
+            st0 = (wc.h[0], wc.c[0]) if cell == "lstm" else (wc.h[0],)
+            rerun = fwd(xb[s:b], *st0, *w.values())[-1]
+            g2 = R.__dict__[f"{cell}_backward"](rerun, dyw)
+            differs.append(float(np.max(np.abs(g2["w_hh"] - g["w_hh"]))))
+    assert differs and max(differs) > 1e-6, f"history effect too small to test: {differs}"
