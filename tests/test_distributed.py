@@ -220,3 +220,30 @@ def test_sigint_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) ->
     assert len({r["last_step"] for r in rows}) == 1, f"ranks stopped at different steps: {rows}"
     assert all(r["divergence"] == 0.0 for r in rows), rows
     assert ckpt.exists(), f"rank 0 wrote no final checkpoint:\n{text}"
+
+
+@needs_mpiexec
+@pytest.mark.mpi
+def test_cli_train_distributed_matches_one_process(tmp_path: Path) -> None:
+    common = ["train", "--task", "sine", "--epochs", "2", "--seed", "0", "--hidden", "8"]
+    common += ["--seq-len", "10", "--n-train", "200", "--dtype", "float64", "--no-progress"]
+    assert MPIEXEC is not None
+    env = dict(os.environ, RNNFAST_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    one = subprocess.run(
+        [sys.executable, "-m", "rnnfast", *common, "--json", str(tmp_path / "one.json")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=env,
+    )
+    assert one.returncode == 0, one.stdout + one.stderr
+    cmd = [MPIEXEC, "-n", "2", "-launcher", "fork", "-host", "localhost", sys.executable, "-m"]
+    cmd += ["rnnfast", *common, "--distributed", "--json", str(tmp_path / "two.json")]
+    two = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert two.stdout.count("rnnfast: task sine") == 1, f"only rank 0 prints:\n{two.stdout}"
+    h1 = json.loads((tmp_path / "one.json").read_text())["history"]
+    h2 = json.loads((tmp_path / "two.json").read_text())["history"]
+    for key in ("loss", "val_loss"):
+        a, b = [e[key] for e in h1], [e[key] for e in h2]
+        assert np.allclose(a, b, rtol=1e-10, atol=0), f"{key}: 1 process {a}, 2 ranks {b}"

@@ -8,7 +8,7 @@ Subcommands::
         [--dtype float32|float64] [--seed N] [--save PATH] [--json PATH] [--plot PATH]
         [--threads N] [--no-progress] [--init torch|orthogonal|identity]
         [--optimizer adam|adamw|sgd|rmsprop] [--n-train N] [--mode many_to_one|many_to_many]
-        [--text PATH]
+        [--text PATH] [--distributed]           # --distributed: under `mpiexec -n N`, over MPI
     python -m rnnfast sample CHECKPOINT [--prime TEXT] [--length N] [--temperature X] [--seed N]
     python -m rnnfast diagnose --task adding [--cell rnn,lstm,gru] [--seq-len N]
         [--train-steps N] [--explode-steps N] [--plot PATH]
@@ -22,6 +22,7 @@ line ``rnnfast <cmd>: error: ...`` and exit with status 2, as argparse does; nev
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -318,12 +319,30 @@ def _run_and_report(
     return {"task": task.name, "final": final, "seconds": result.seconds}
 
 
+def _distributed_output(args: argparse.Namespace) -> Any:
+    """--distributed: make the MPI context that fit uses; ranks > 0 print and write nothing."""
+    try:
+        from .distributed import init
+
+        ctx = init()  # an uncaught exception on any rank now aborts every rank
+    except ImportError as exc:
+        raise CLIError(
+            f"--distributed: needs mpi4py and an MPI library (pip install 'rnnfast[mpi]'): {exc}"
+        ) from None
+    if ctx.is_root:
+        return sys.stdout
+    args.json = args.plot = args.save = None
+    args.no_progress = True
+    return io.StringIO()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _check_writable(args.json, "--json")
     _check_writable(args.plot, "--plot")
     _check_writable(args.save, "--save")
     _set_threads(args.threads)
-    _run_and_report(args, args.task, _train_overrides(args), sys.stdout)
+    out = _distributed_output(args) if getattr(args, "distributed", False) else sys.stdout
+    _run_and_report(args, args.task, _train_overrides(args), out)
     return 0
 
 
@@ -583,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", metavar="PATH", help="write history and final metrics as JSON")
     tr.add_argument("--plot", metavar="PATH", help="write a PNG of the loss curves (rnnfast[plot])")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI: run under `mpiexec -n N`; --batch-size is the global batch "
+        "(needs rnnfast[mpi])",
+    )
     common(tr, seed=None)
     tr.set_defaults(func=cmd_train)
 
