@@ -177,7 +177,7 @@ def test_sigkill_during_checkpointing_newest_checkpoint_always_loads(tmp_path: P
     ("mode", "bias"), [("many_to_one", False), ("tbptt", False), ("many_to_one", True), ("tbptt", True)]
 )
 def test_sigint_then_resume_reproduces_uninterrupted_run(mode: str, bias: bool, tmp_path: Path) -> None:
-    epochs = 5
+    epochs = 30  # long enough that the signal always lands mid-run
     full_out = tmp_path / "full.npz"
     full = _run_child(tmp_path, mode, tmp_path / "full_ck.npz", epochs, full_out, False, bias)
     assert full.returncode == 0, full.stderr[-3000:]
@@ -190,7 +190,7 @@ def test_sigint_then_resume_reproduces_uninterrupted_run(mode: str, bias: bool, 
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("STARTED"), line
-        time.sleep(float(rng.uniform(0.0, 0.3)))
+        time.sleep(float(rng.uniform(0.0, 0.2)))
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
