@@ -1,5 +1,19 @@
-// rnnfast/parallel.hpp - the library-wide thread count and how work is split across threads.
+// rnnfast/parallel.hpp - the library-wide thread count, how work is split across threads, and the
+// floating-point environment of a kernel call.
 #pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <vector>
+
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define RNNFAST_HAVE_MXCSR 1
+#endif
+
+#include "rnnfast/common.hpp"
 
 namespace rnnfast {
 
@@ -7,5 +21,84 @@ namespace rnnfast {
 int get_num_threads();
 // Sets the thread count used by later kernel calls. n < 1 is an error the caller checks.
 void set_num_threads(int n);
+
+// Threads for the time loop of one call: the per-step recurrent product is split over blocks of
+// hidden units (each thread keeps its slice of W_hh in its own cache, one barrier per step), so a
+// step must carry enough work to pay for the barrier (~1 us when both threads run; far more when
+// the cores are shared). Below ~0.25 MFLOP per step a single thread wins.
+inline int loop_threads(Index B, Index G, Index H, Index unit_blocks) {
+  const double step_flops = 2.0 * static_cast<double>(B) * static_cast<double>(G) * static_cast<double>(H) *
+                            static_cast<double>(H);
+  if (step_flops < 2.5e5) return 1;
+  return static_cast<int>(std::max<Index>(1, std::min<Index>(get_num_threads(), unit_blocks)));
+}
+
+// [begin, end) of part `i` of `n` near-equal parts of [0, count).
+inline void split_range(Index count, int n, int i, Index& begin, Index& end) {
+  const Index q = count / n, r = count % n;
+  begin = i * q + std::min<Index>(i, r);
+  end = begin + q + (i < r ? 1 : 0);
+}
+
+// Flushes subnormal floats to zero (FTZ) and treats subnormal inputs as zero (DAZ) on this thread
+// for the lifetime of the object, restoring the previous mode after. Subnormals appear when gates
+// saturate and gradients vanish over long sequences, and they slow every x86 FP unit down 10-100x;
+// values below ~1e-38 (float) / 1e-308 (double) do not matter to any result here.
+class ScopedFlushDenormals {
+ public:
+  ScopedFlushDenormals() {
+#ifdef RNNFAST_HAVE_MXCSR
+    saved_ = _mm_getcsr();
+    _mm_setcsr(saved_ | 0x8040u);  // FTZ (bit 15) | DAZ (bit 6)
+#endif
+  }
+  ~ScopedFlushDenormals() {
+#ifdef RNNFAST_HAVE_MXCSR
+    _mm_setcsr(saved_);
+#endif
+  }
+  ScopedFlushDenormals(const ScopedFlushDenormals&) = delete;
+  ScopedFlushDenormals& operator=(const ScopedFlushDenormals&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
+// A scratch buffer of n scalars for one kernel call, reused by later calls on the same thread, so
+// the steady state (the same shapes call after call) allocates nothing and touches no new pages.
+// Slots keep buffers of different roles apart within one call. Contents are undefined on entry.
+// Buffers above kMaxCached bytes are not kept (a one-off huge call does not pin its memory): they
+// are allocated for the call and freed after it.
+template <class S>
+class Scratch {
+ public:
+  static constexpr int kSlots = 6;
+  static constexpr std::size_t kMaxCached = std::size_t(64) << 20;
+
+  Scratch(int slot, Index n) {
+    const std::size_t count = static_cast<std::size_t>(std::max<Index>(n, 1));
+    if (count * sizeof(S) <= kMaxCached) {
+      auto& buf = cache()[static_cast<std::size_t>(slot)];
+      if (buf.size() < count) {
+        buf = Buffer();  // release first: never hold the old and the new buffer at once
+        buf.resize(count);
+      }
+      ptr_ = buf.data();
+    } else {
+      own_.resize(count);
+      ptr_ = own_.data();
+    }
+  }
+  S* data() const { return ptr_; }
+
+ private:
+  using Buffer = std::vector<S, Eigen::aligned_allocator<S>>;
+  static std::array<Buffer, kSlots>& cache() {
+    thread_local std::array<Buffer, kSlots> buffers;
+    return buffers;
+  }
+  S* ptr_ = nullptr;
+  Buffer own_;
+};
 
 }  // namespace rnnfast

@@ -20,7 +20,8 @@
 //
 // Ragged batches: with lengths (B,), steps t >= lengths[b] carry sequence b's state unchanged and
 // write y = 0 (PyTorch's packed-sequence semantics); backward gives them zero dgates and carries
-// dh (and dc) through. Workspaces are allocated once per call, never inside the time loop.
+// dh (and dc) through. Workspaces come from Scratch buffers reused across calls (parallel.hpp), never
+// allocated inside the time loop.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +29,12 @@
 
 #include "rnnfast/cells.hpp"
 #include "rnnfast/common.hpp"
+#include "rnnfast/packed.hpp"
+#include "rnnfast/parallel.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace rnnfast {
 
@@ -139,18 +146,15 @@ void sequence_forward(S* y,                        // (T, B, H)
   constexpr bool gru = C == CellKind::gru;
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   const bool training = cache != nullptr;
+  ScopedFlushDenormals flush;
 
-  // Workspaces, sized once. Inference keeps two state slots (ping-pong) instead of T+1.
-  Mat<S> gx_store;  // (T*B, G*H), inference only
-  Mat<S> state_store(training ? 0 : (lstm ? 4 : 2), training ? 0 : BH);
-  Mat<S> gh(B, GH);  // (B, G*H) W_hh h_{t-1}
-  S* gx_ptr = nullptr;
-  if (training) {
-    gx_ptr = cache->act;
-  } else {
-    gx_store.resize(T * B, GH);
-    gx_ptr = gx_store.data();
-  }
+  // Workspaces, reused across calls (Scratch). Inference keeps two state slots (ping-pong) instead
+  // of T+1, and its gates in a scratch buffer; training writes the gates into the cache directly.
+  Scratch<S> gx_store(0, training ? 0 : T * B * GH);             // (T*B, G*H), inference only
+  Scratch<S> state_store(1, training ? 0 : (lstm ? 4 : 2) * BH);  // ping-pong h (and c), inference
+  Scratch<S> gh(2, B * GH);                                       // (B, G*H) W_hh h_{t-1}
+  Scratch<S> pw_store(3, packed::PackedMatrix<S>::size(H, H, G));
+  S* gx_ptr = training ? cache->act : gx_store.data();
   auto h_at = [&](Index t) -> S* {  // state entering step t (t = T: the final state)
     return training ? cache->h + t * BH : state_store.data() + (t % 2) * BH;
   };
@@ -174,33 +178,61 @@ void sequence_forward(S* y,                        // (T, B, H)
     }
   }
   const S* b_hn = (gru && w.b_hh) ? w.b_hh + 2 * H : nullptr;
-  CMatMap<S> Whh(w.w_hh, GH, H);
 
-  for (Index t = 0; t < T; ++t) {
-    const S* hp = h_at(t);
-    S* hc = h_at(t + 1);
-    gh.noalias() = CMatMap<S>(hp, B, H) * Whh.transpose();  // (B, G*H) = h_{t-1} W_hh^T
-    for (Index b = 0; b < B; ++b) {
-      S* act = gx_ptr + (t * B + b) * GH;
-      S* yr = y + (t * B + b) * H;
-      const S* hpr = hp + b * H;
-      S* hcr = hc + b * H;
-      if (lengths && t >= lengths[b]) {  // padded step: carry the state, output zero
-        std::memcpy(hcr, hpr, sizeof(S) * static_cast<std::size_t>(H));
-        if constexpr (lstm) std::memcpy(c_at(t + 1) + b * H, c_at(t) + b * H, sizeof(S) * static_cast<std::size_t>(H));
-        std::fill(yr, yr + H, S(0));
-        continue;
+  // W_hh packed once for all steps, by blocks of V hidden units holding all G gates (packed.hpp).
+  packed::PackedMatrix<S> pw;
+  packed::pack_forward(pw, pw_store.data(), w.w_hh, G, H);
+  const Index nblocks = pw.blocks();
+  const int nthreads = loop_threads(B, G, H, nblocks);
+
+  // The time loop. Each thread owns the unit blocks [ub0, ub1): it computes their gates' recurrent
+  // product, then their cells, for every row; one barrier per step publishes h_t to all threads.
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+  {
+    ScopedFlushDenormals flush_thread;
+    int tid = 0, nth = 1;
+#if defined(_OPENMP)
+    tid = omp_get_thread_num();
+    nth = omp_get_num_threads();
+#endif
+    Index ub0 = 0, ub1 = 0;
+    split_range(nblocks, nth, tid, ub0, ub1);
+    const Index V = packed::width<S>();
+    const Index j0 = std::min(H, ub0 * V), j1 = std::min(H, ub1 * V), nj = j1 - j0;
+    for (Index t = 0; t < T; ++t) {
+      const S* hp = h_at(t);
+      S* hc = h_at(t + 1);
+      // gh (B, G*H) = h_{t-1} (B, H) W_hh^T, this thread's units only
+      packed::product(gh.data(), GH, hp, H, B, pw, ub0 * G, ub1 * G, false);
+      for (Index b = 0; b < B; ++b) {
+        S* act = gx_ptr + (t * B + b) * GH;
+        S* yr = y + (t * B + b) * H;
+        const S* hpr = hp + b * H;
+        S* hcr = hc + b * H;
+        if (lengths && t >= lengths[b]) {  // padded step: carry the state, output zero
+          std::copy(hpr + j0, hpr + j1, hcr + j0);
+          if constexpr (lstm) std::copy(c_at(t) + b * H + j0, c_at(t) + b * H + j1, c_at(t + 1) + b * H + j0);
+          std::fill(yr + j0, yr + j1, S(0));
+          continue;
+        }
+        const S* ghr = gh.data() + b * GH;
+        S* aux = training && C != CellKind::rnn ? cache->aux + (t * B + b) * H : nullptr;
+        if constexpr (C == CellKind::rnn) {
+          rnn_cell_forward(act, hcr, ghr, H, nl, j0, j1);
+        } else if constexpr (lstm) {
+          lstm_cell_forward(act, c_at(t + 1) + b * H, hcr, aux, ghr, c_at(t) + b * H, H, j0, j1);
+        } else {
+          gru_cell_forward(act, aux, hcr, ghr, b_hn, hpr, H, j0, j1);
+        }
+        if (nj > 0) std::memcpy(yr + j0, hcr + j0, sizeof(S) * static_cast<std::size_t>(nj));
       }
-      const S* ghr = gh.data() + b * GH;
-      S* aux = training && C != CellKind::rnn ? cache->aux + (t * B + b) * H : nullptr;
-      if constexpr (C == CellKind::rnn) {
-        rnn_cell_forward(act, hcr, ghr, H, nl);
-      } else if constexpr (lstm) {
-        lstm_cell_forward(act, c_at(t + 1) + b * H, hcr, aux, ghr, c_at(t) + b * H, H);
-      } else {
-        gru_cell_forward(act, aux, hcr, ghr, b_hn, hpr, H);
+#if defined(_OPENMP)
+      if (nth > 1) {
+#pragma omp barrier
       }
-      std::memcpy(yr, hcr, sizeof(S) * static_cast<std::size_t>(H));
+#endif
     }
   }
   copy_or_zero<S>(h_n, h_at(T), BH);
@@ -222,67 +254,95 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   constexpr bool lstm = C == CellKind::lstm;
   constexpr bool gru = C == CellKind::gru;
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
+  ScopedFlushDenormals flush;
 
-  Mat<S> dgates(T * B, GH);             // dL/d(gate pre-activations) of every step (gru: of W_hh h + b_hh)
-  Mat<S> dan(gru ? T * B : 0, gru ? H : 0);  // gru: dL/da_n, the n block of dL/d(W_ih x + b_ih)
+  // dL/d(gate pre-activations) of every step (gru: of W_hh h + b_hh), and for the GRU dL/da_n, the
+  // n block of dL/d(W_ih x + b_ih). Workspaces reused across calls (Scratch).
+  Scratch<S> dgates_store(4, T * B * GH);
+  Scratch<S> dan_store(5, gru ? T * B * H : 0);
+  Scratch<S> pw_store(3, packed::PackedMatrix<S>::size(G * H, H, 1));
+  MatMap<S> dgates(dgates_store.data(), T * B, GH);
+  MatMap<S> dan(dan_store.data(), gru ? T * B : 0, gru ? H : 0);
 
   // The running dL/dh (and dL/dc) live in the dh0 (dc0) outputs: written in place.
   copy_or_zero(g.dh0, dh_n, BH);
   if constexpr (lstm) copy_or_zero(g.dc0, dc_n, BH);
-  MatMap<S> dH(g.dh0, B, H);
-  CMatMap<S> Whh(w.w_hh, GH, H);
 
-  for (Index t = T - 1; t >= 0; --t) {
-    for (Index b = 0; b < B; ++b) {
-      const Index row = t * B + b;
-      S* dht = g.dh_all + row * H;
-      S* dhr = g.dh0 + b * H;  // in: dL/dh_t via step t+1; out: direct part of dL/dh_{t-1}
-      S* dgr = dgates.data() + row * GH;
-      if (lengths && t >= lengths[b]) {  // padded step: nothing passes through the cell; dh, dc carried
-        std::fill(dgr, dgr + GH, S(0));
-        std::fill(dht, dht + H, S(0));
-        if constexpr (gru) std::fill(dan.data() + row * H, dan.data() + (row + 1) * H, S(0));
-        continue;
-      }
-      const S* dyr = dy ? dy + row * H : nullptr;
-      for (Index j = 0; j < H; ++j) dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
-      const S* act = cache.act + row * GH;
-      if constexpr (C == CellKind::rnn) {
-        rnn_cell_backward(dgr, dht, act, H, nl);
-        std::fill(dhr, dhr + H, S(0));  // h_{t-1} reaches h_t only through W_hh
-      } else if constexpr (lstm) {
-        lstm_cell_backward(dgr, g.dc0 + b * H, dht, act, cache.c + row * H, cache.aux + row * H, H);
-        std::fill(dhr, dhr + H, S(0));  // h_{t-1} reaches h_t only through W_hh
-      } else {
-        gru_cell_backward(dgr, dan.data() + row * H, dhr, dht, act, cache.aux + row * H, cache.h + row * H, H);
-      }
-    }
-    // dL/dh_{t-1} += dL/dgates_t W_hh   (B, G*H) x (G*H, H); padded rows have dgates = 0
-    dH.noalias() += dgates.middleRows(t * B, B) * Whh;
-    if (cut) {
+  // W_hh packed once, one vector per block of V hidden units (packed.hpp).
+  packed::PackedMatrix<S> pw;
+  packed::pack_backward(pw, pw_store.data(), w.w_hh, G, H);
+  const Index nblocks = pw.blocks();
+  const int nthreads = loop_threads(B, G, H, nblocks);
+
+  // Each thread owns the hidden units [j0, j1): their cells (all gates of those units) and their
+  // columns of dL/dh_{t-1} = dgates_t W_hh, which needs every unit's dgates_t: one barrier per step,
+  // between the cells and the product. The next step's cells read only the thread's own dh columns.
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+  {
+    ScopedFlushDenormals flush_thread;
+    int tid = 0, nth = 1;
+#if defined(_OPENMP)
+    tid = omp_get_thread_num();
+    nth = omp_get_num_threads();
+#endif
+    Index ub0 = 0, ub1 = 0;
+    split_range(nblocks, nth, tid, ub0, ub1);
+    const Index V = packed::width<S>();
+    const Index j0 = std::min(H, ub0 * V), j1 = std::min(H, ub1 * V);
+    for (Index t = T - 1; t >= 0; --t) {
       for (Index b = 0; b < B; ++b) {
-        if (!cut[t * B + b]) continue;  // the state entering step t of b is a constant
-        std::fill(g.dh0 + b * H, g.dh0 + (b + 1) * H, S(0));
-        if constexpr (lstm) std::fill(g.dc0 + b * H, g.dc0 + (b + 1) * H, S(0));
+        const Index row = t * B + b;
+        S* dht = g.dh_all + row * H;
+        S* dhr = g.dh0 + b * H;  // in: dL/dh_t via step t+1; out: direct part of dL/dh_{t-1}
+        S* dgr = dgates.data() + row * GH;
+        if (lengths && t >= lengths[b]) {  // padded step: nothing passes through the cell; dh, dc carried
+          for (Index k = 0; k < G; ++k) std::fill(dgr + k * H + j0, dgr + k * H + j1, S(0));
+          std::fill(dht + j0, dht + j1, S(0));
+          if constexpr (gru) std::fill(dan.data() + row * H + j0, dan.data() + row * H + j1, S(0));
+          continue;
+        }
+        const S* dyr = dy ? dy + row * H : nullptr;
+        for (Index j = j0; j < j1; ++j) dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
+        const S* act = cache.act + row * GH;
+        if constexpr (C == CellKind::rnn) {
+          rnn_cell_backward(dgr, dht, act, H, nl, j0, j1);
+          std::fill(dhr + j0, dhr + j1, S(0));  // h_{t-1} reaches h_t only through W_hh
+        } else if constexpr (lstm) {
+          lstm_cell_backward(dgr, g.dc0 + b * H, dht, act, cache.c + row * H, cache.aux + row * H, H, j0, j1);
+          std::fill(dhr + j0, dhr + j1, S(0));  // h_{t-1} reaches h_t only through W_hh
+        } else {
+          gru_cell_backward(dgr, dan.data() + row * H, dhr, dht, act, cache.aux + row * H, cache.h + row * H, H,
+                            j0, j1);
+        }
+      }
+#if defined(_OPENMP)
+      if (nth > 1) {
+#pragma omp barrier
+      }
+#endif
+      // dL/dh_{t-1} += dL/dgates_t W_hh   (B, G*H) x (G*H, H), this thread's columns; padded rows
+      // have dgates = 0
+      packed::product(g.dh0, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, true);
+      if (cut) {
+        for (Index b = 0; b < B; ++b) {
+          if (!cut[t * B + b]) continue;  // the state entering step t of b is a constant
+          std::fill(g.dh0 + b * H + j0, g.dh0 + b * H + j1, S(0));
+          if constexpr (lstm) std::fill(g.dc0 + b * H + j0, g.dc0 + b * H + j1, S(0));
+        }
       }
     }
   }
 
   // Weight gradients: single GEMMs over all T*B rows.
-  RowVec<S> colsum(GH);  // column sums go through an Eigen-owned (aligned) vector: reproducible order
   MatMap<S> dWhh(g.dw_hh, GH, H);
   dWhh.noalias() = dgates.transpose() * CMatMap<S>(cache.h, T * B, H);  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
-  if (g.db_hh) {
-    colsum.noalias() = dgates.colwise().sum();  // dL/db_hh = sum_{t,b} dgates
-    RowVecMap<S>(g.db_hh, GH) = colsum;
-  }
+  if (g.db_hh) RowVecMap<S>(g.db_hh, GH) = dgates.colwise().sum();      // dL/db_hh = sum_{t,b} dgates
   if constexpr (gru) dgates.rightCols(H) = dan;  // now dL/d(W_ih x + b_ih): n block = dL/da_n
   MatMap<S> dWih(g.dw_ih, GH, I);
   dWih.noalias() = dgates.transpose() * CMatMap<S>(x, T * B, I);    // dL/dW_ih = sum_t dgates_t^T x_t
-  if (g.db_ih) {
-    colsum.noalias() = dgates.colwise().sum();  // dL/db_ih = sum_{t,b} dgates
-    RowVecMap<S>(g.db_ih, GH) = colsum;
-  }
+  if (g.db_ih) RowVecMap<S>(g.db_ih, GH) = dgates.colwise().sum();  // dL/db_ih = sum_{t,b} dgates
   if (g.dx) MatMap<S>(g.dx, T * B, I).noalias() = dgates * CMatMap<S>(w.w_ih, GH, I);  // dL/dx_t = dgates_t W_ih
 }
 
