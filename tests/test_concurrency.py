@@ -78,7 +78,7 @@ def assert_bitwise(a: Any, b: Any, what: str) -> None:
         assert a == b or (a != a and b != b), f"{what}: {a!r} != {b!r}"
 
 
-def _data(seed: int, T: int = 12, B: int = 16, I: int = 8) -> np.ndarray:
+def _data(seed: int, T: int = 12, B: int = 16, I: int = 8) -> np.ndarray:  # noqa: E741
     return np.random.default_rng(seed).standard_normal((T, B, I)).astype(np.float32)
 
 
@@ -134,9 +134,14 @@ def test_shared_module_inference_in_threads_equals_serial(kind: str) -> None:
 
 def test_shared_sequence_model_generate_in_threads() -> None:
     model = rf.build_model("gru", 4, 16, 4, mode="one_to_many", seed=1).eval()
-    x0 = [np.random.default_rng(k).standard_normal((3, 4)).astype(np.float32) for k in range(N_THREADS)]
+    x0 = [
+        np.random.default_rng(k).standard_normal((3, 4)).astype(np.float32)
+        for k in range(N_THREADS)
+    ]
     serial = [model.generate(x0[k], 6, sample=False) for k in range(N_THREADS)]
-    parallel = run_threads([lambda k=k: model.generate(x0[k], 6, sample=False) for k in range(N_THREADS)])
+    parallel = run_threads(
+        [lambda k=k: model.generate(x0[k], 6, sample=False) for k in range(N_THREADS)]
+    )
     for k in range(N_THREADS):
         assert_bitwise(parallel[k], serial[k], f"generate thread {k}")
 
@@ -146,7 +151,7 @@ def test_shared_sequence_model_generate_in_threads() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _weights(cell: str, I: int = 8, H: int = 24) -> dict[str, np.ndarray]:
+def _weights(cell: str, I: int = 8, H: int = 24) -> dict[str, np.ndarray]:  # noqa: E741
     g = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     r = np.random.default_rng(5)
     w = {
@@ -238,7 +243,9 @@ def assert_close(a: Any, b: Any, what: str) -> None:
     elif isinstance(a, np.ndarray):
         err = np.abs(a.astype(np.float64) - b.astype(np.float64))
         bound = 1e-5 * (1 + np.abs(b.astype(np.float64)))
-        assert (err <= bound).all(), f"{what}: max error {float(err.max())} at {np.argmax(err - bound)}"
+        assert (err <= bound).all(), (
+            f"{what}: max error {float(err.max())} at {np.argmax(err - bound)}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,7 +290,7 @@ def test_same_seed_bitwise_identical_across_thread_counts(cell: str, bptt: Any) 
 def test_kernels_bitwise_identical_across_thread_counts(dtype: Any) -> None:
     """Big enough that Eigen's GEMMs would split the work between threads if they could."""
     r = np.random.default_rng(2)
-    T, B, I, H = 8, 128, 96, 128
+    T, B, I, H = 8, 128, 96, 128  # noqa: E741
     x = r.standard_normal((T, B, I)).astype(dtype)
     w = {
         "w_ih": (r.standard_normal((4 * H, I)) * 0.1).astype(dtype),
@@ -307,7 +314,7 @@ def test_backward_does_not_depend_on_output_buffer_alignment(cell: str, dtype: A
     output arrays land at different alignments), must give bitwise identical gradients."""
     g = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     r = np.random.default_rng(0)
-    T, B, I, H = 10, 8, 3, 12
+    T, B, I, H = 10, 8, 3, 12  # noqa: E741
     x = r.standard_normal((T, B, I)).astype(dtype)
     w = [r.standard_normal(s).astype(dtype) for s in ((g * H, I), (g * H, H), (g * H,), (g * H,))]
     fwd, back = getattr(F, f"{cell}_forward"), getattr(F, f"{cell}_backward")

@@ -3,9 +3,9 @@ with ctest: once as a plain Release build and once with ``-DRNNFAST_SANITIZE=ON`
 (AddressSanitizer + UndefinedBehaviorSanitizer, leak checking on).
 
 Skipped only when GoogleTest is not installed (Debian: ``apt-get install libgtest-dev``), with that
-reason; CI installs it, so there the tests run. The builds live in a per-checkout directory under the
-system temp dir (``RNNFAST_CPP_TEST_BUILD_DIR`` overrides it), so a second run only rebuilds what
-changed. Only the baseline SIMD variant and no Python extension are built, with at most 2 jobs.
+reason; CI installs it, so there the tests run. The builds live in a per-checkout directory under
+the system temp dir (``RNNFAST_CPP_TEST_BUILD_DIR`` overrides it), so a second run only rebuilds
+what changed. Only the baseline SIMD variant and no Python extension are built, with at most 2 jobs.
 
 The same commands by hand are in docs/RELIABILITY.md.
 """
@@ -51,7 +51,8 @@ def _gtest_installed() -> bool:
     if any(os.path.exists(p) for p in _GTEST_CONFIGS):
         return True
     return os.path.exists("/usr/include/gtest/gtest.h") and any(
-        os.path.exists(os.path.join(d, "libgtest.a")) or os.path.exists(os.path.join(d, "libgtest.so"))
+        os.path.exists(os.path.join(d, "libgtest.a"))
+        or os.path.exists(os.path.join(d, "libgtest.so"))
         for d in ("/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/local/lib", "/usr/lib64")
     )
 
@@ -61,7 +62,9 @@ CTEST = _tool("ctest")
 NINJA = _tool("ninja")
 
 pytestmark = [
-    pytest.mark.skipif(not _gtest_installed(), reason="GoogleTest not installed (apt-get install libgtest-dev)"),
+    pytest.mark.skipif(
+        not _gtest_installed(), reason="GoogleTest not installed (apt-get install libgtest-dev)"
+    ),
 ]
 
 
@@ -73,7 +76,9 @@ def _build_root() -> Path:
     return Path(tempfile.gettempdir()) / f"rnnfast-cpp-tests-{tag}"
 
 
-def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         tail = (proc.stdout[-6000:] + "\n--- stderr ---\n" + proc.stderr[-4000:]).strip()
@@ -99,7 +104,9 @@ def _build_and_test(name: str, extra: list[str]) -> str:
     env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:halt_on_error=1"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     proc = _run(
-        [CTEST, "--test-dir", str(build), "--output-on-failure", "--timeout", "300"], timeout=900, env=env
+        [CTEST, "--test-dir", str(build), "--output-on-failure", "--timeout", "300"],
+        timeout=900,
+        env=env,
     )
     return proc.stdout
 
@@ -113,7 +120,9 @@ def _assert_clean(out: str) -> None:
 
 
 def test_cpp_unit_tests_release() -> None:
-    _assert_clean(_build_and_test("release", ["-DCMAKE_BUILD_TYPE=Release", "-DRNNFAST_SANITIZE=OFF"]))
+    _assert_clean(
+        _build_and_test("release", ["-DCMAKE_BUILD_TYPE=Release", "-DRNNFAST_SANITIZE=OFF"])
+    )
 
 
 def test_cpp_unit_tests_address_undefined_sanitizers() -> None:

@@ -93,9 +93,20 @@ def _script(tmp: Path) -> Path:
     return p
 
 
-def _cmd(tmp: Path, mode: str, ckpt: Path, epochs: int, out: Path, resume: bool, bias: bool) -> list[str]:
-    return [sys.executable, "-W", "error", str(_script(tmp)), mode, str(ckpt), str(epochs), str(out),
-            "1" if resume else "0", "1" if bias else "0"]  # fmt: skip
+def _cmd(
+    tmp: Path, mode: str, ckpt: Path, epochs: int, out: Path, resume: bool, bias: bool
+) -> list[str]:
+    flags = ["1" if resume else "0", "1" if bias else "0"]
+    return [
+        sys.executable,
+        "-W",
+        "error",
+        str(_script(tmp)),
+        mode,
+        str(ckpt),
+        str(epochs),
+        str(out),
+    ] + flags
 
 
 def _run_child(
@@ -109,7 +120,9 @@ def _start_child(
     tmp: Path, mode: str, ckpt: Path, epochs: int, out: Path, resume: bool, bias: bool = True
 ) -> subprocess.Popen[str]:
     cmd = _cmd(tmp, mode, ckpt, epochs, out, resume, bias)
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
 
 
 def _assert_same_npz(a: Path, b: Path) -> None:
@@ -139,7 +152,9 @@ def test_sigkill_during_checkpointing_newest_checkpoint_always_loads(tmp_path: P
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
-            assert line.startswith("STARTED"), f"child did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            assert line.startswith("STARTED"), (
+                f"child did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
             # epochs of 8 batches take milliseconds: the child is writing checkpoints back to back
             deadline = time.monotonic() + 60
             while not ckpt.exists() and time.monotonic() < deadline:
@@ -148,7 +163,9 @@ def test_sigkill_during_checkpointing_newest_checkpoint_always_loads(tmp_path: P
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=60)
-        assert proc.returncode == -signal.SIGKILL, f"round {round_}: child ended on its own ({proc.returncode})"
+        assert proc.returncode == -signal.SIGKILL, (
+            f"round {round_}: child ended on its own ({proc.returncode})"
+        )
         ck = rf.load(ckpt)  # must never raise: the newest checkpoint is complete
         epoch = int(ck.meta["fit"]["pos"]["epoch"])
         epochs_seen.append(epoch)
@@ -174,9 +191,12 @@ def test_sigkill_during_checkpointing_newest_checkpoint_always_loads(tmp_path: P
 # alignment of their output buffers (tests/test_concurrency.py), and a resumed process allocates
 # differently. Without biases the resume logic itself is checked bit for bit.
 @pytest.mark.parametrize(
-    ("mode", "bias"), [("many_to_one", False), ("tbptt", False), ("many_to_one", True), ("tbptt", True)]
+    ("mode", "bias"),
+    [("many_to_one", False), ("tbptt", False), ("many_to_one", True), ("tbptt", True)],
 )
-def test_sigint_then_resume_reproduces_uninterrupted_run(mode: str, bias: bool, tmp_path: Path) -> None:
+def test_sigint_then_resume_reproduces_uninterrupted_run(
+    mode: str, bias: bool, tmp_path: Path
+) -> None:
     epochs = 30  # long enough that the signal always lands mid-run
     full_out = tmp_path / "full.npz"
     full = _run_child(tmp_path, mode, tmp_path / "full_ck.npz", epochs, full_out, False, bias)
@@ -265,7 +285,9 @@ def test_nonfinite_gradient_names_parameter_and_step() -> None:
     assert err.step == 6, str(err)
     assert err.name in m.parameters(), f"error names {err.name!r}, not a parameter"
     assert err.name in str(err) and "step 6" in str(err)
-    assert all(np.isfinite(v).all() for v in m.parameters().values()), "non-finite values reached the weights"
+    assert all(np.isfinite(v).all() for v in m.parameters().values()), (
+        "non-finite values reached the weights"
+    )
 
 
 def test_skip_option_skips_exactly_the_bad_updates() -> None:

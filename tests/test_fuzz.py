@@ -43,4 +43,6 @@ def test_fuzz_bindings_bounded_run(seed: int, threads: int, tmp_path: Path) -> N
         )
     assert "examples" in proc.stdout, proc.stdout
     checked = int(proc.stdout.split(" checked against the reference")[0].rsplit(" ", 1)[-1])
-    assert checked >= 30, f"too few accepted calls were checked against the reference: {proc.stdout}"
+    assert checked >= 30, (
+        f"too few accepted calls were checked against the reference: {proc.stdout}"
+    )

@@ -32,7 +32,7 @@ from rnnfast import reference as R
 __all__: list[str] = []
 
 ACCEPTED = (ValueError, TypeError, MemoryError)
-T, B, I, H = 4, 3, 5, 6
+T, B, I, H = 4, 3, 5, 6  # noqa: E741 - the dimension names of the API
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 CELLS = ("rnn", "lstm", "gru")
 
@@ -126,9 +126,12 @@ def test_functional_mixed_float_dtypes(cell: str, arg: str) -> None:
 @pytest.mark.parametrize("what", ["str", "nested_ragged_list", "dict", "scalar"])
 def test_functional_non_array_x(cell: str, what: str) -> None:
     a = make_args(cell)
-    a["x"] = {"str": "abc", "nested_ragged_list": [[1.0], [1.0, 2.0]], "dict": {"a": 1}, "scalar": 1.5}[
-        what
-    ]
+    a["x"] = {
+        "str": "abc",
+        "nested_ragged_list": [[1.0], [1.0, 2.0]],
+        "dict": {"a": 1},
+        "scalar": 1.5,
+    }[what]
     expect_error(lambda: forward(cell, a), "x")
 
 
@@ -212,7 +215,9 @@ def test_functional_bad_lengths(cell: str, case: str) -> None:
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("value", [1, "yes", None, np.array([True])])
 def test_functional_training_flag_not_bool(cell: str, value: Any) -> None:
-    expect_error(lambda: forward(cell, make_args(cell), training=value), "training", types=(TypeError,))
+    expect_error(
+        lambda: forward(cell, make_args(cell), training=value), "training", types=(TypeError,)
+    )
 
 
 @pytest.mark.parametrize("value", ["sigmoid", "", None, ["tanh"], 1])
@@ -246,7 +251,14 @@ def _relayout(a: np.ndarray, how: str) -> np.ndarray:
     raise AssertionError(how)
 
 
-LAYOUTS = ["fortran", "negative_stride", "strided_view", "read_only", "byte_swapped", "dtype_metadata"]
+LAYOUTS = [
+    "fortran",
+    "negative_stride",
+    "strided_view",
+    "read_only",
+    "byte_swapped",
+    "dtype_metadata",
+]
 
 
 @pytest.mark.parametrize("how", LAYOUTS)
@@ -260,7 +272,9 @@ def test_functional_layouts_match_contiguous(cell: str, arg: str, how: str) -> N
     got = forward(cell, b, lengths=lengths)
     for k, (w, g) in enumerate(zip(want[:-1], got[:-1])):
         assert g.dtype == np.float32 and g.flags.c_contiguous
-        assert np.array_equal(w, g), f"output {k} differs for {arg} {how}: max err {np.max(np.abs(w - g))}"
+        assert np.array_equal(w, g), (
+            f"output {k} differs for {arg} {how}: max err {np.max(np.abs(w - g))}"
+        )
     dy = _relayout(_rng().standard_normal(want[0].shape).astype(np.float32), how)
     back = getattr(F, f"{cell}_backward")
     gw, gg = back(want[-1], np.ascontiguousarray(dy)), back(got[-1], dy)
@@ -290,7 +304,9 @@ def test_functional_does_not_write_inputs() -> None:
 def test_backward_without_training_cache(cell: str) -> None:
     out = forward(cell, make_args(cell), training=False)
     assert out[-1] is None
-    expect_error(lambda: getattr(F, f"{cell}_backward")(out[-1], None), "cache", types=(ValueError,))
+    expect_error(
+        lambda: getattr(F, f"{cell}_backward")(out[-1], None), "cache", types=(ValueError,)
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -415,11 +431,15 @@ BAD_TBPTT_ARGS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
         "state0",
     ),
     "dy_shape": (
-        lambda a: F.tbptt_grads("gru", a["x"], None, _params("gru"), np.zeros((T, B, 1), np.float32), 1, 1),
+        lambda a: F.tbptt_grads(
+            "gru", a["x"], None, _params("gru"), np.zeros((T, B, 1), np.float32), 1, 1
+        ),
         "dy",
     ),
     "nonlinearity": (
-        lambda a: F.tbptt_grads("rnn", a["x"], None, _params("rnn"), None, 1, 1, nonlinearity="elu"),
+        lambda a: F.tbptt_grads(
+            "rnn", a["x"], None, _params("rnn"), None, 1, 1, nonlinearity="elu"
+        ),
         "nonlinearity",
     ),
 }
@@ -445,15 +465,24 @@ BAD_STREAM_CALLS: dict[str, tuple[Callable[[F.TBPTTStream], Any], str]] = {
     "chunk_float64": (lambda s: s.forward(np.zeros((1, B, I), np.float64)), "x"),
     "chunk_int": (lambda s: s.forward(np.zeros((1, B, I), np.int32)), "x"),
     "chunk_B_changes": (
-        lambda s: (s.forward(np.zeros((1, B, I), np.float32)), s.forward(np.zeros((1, B + 1, I), np.float32))),
+        lambda s: (
+            s.forward(np.zeros((1, B, I), np.float32)),
+            s.forward(np.zeros((1, B + 1, I), np.float32)),
+        ),
         "x",
     ),
     "dy_window_shape": (
-        lambda s: (s.forward(np.zeros((2, B, I), np.float32)), s.backward(np.zeros((1, B, H), np.float32))),
+        lambda s: (
+            s.forward(np.zeros((2, B, I), np.float32)),
+            s.backward(np.zeros((1, B, H), np.float32)),
+        ),
         "dy_window",
     ),
     "dy_window_dtype": (
-        lambda s: (s.forward(np.zeros((2, B, I), np.float32)), s.backward(np.zeros((2, B, H), np.float64))),
+        lambda s: (
+            s.forward(np.zeros((2, B, I), np.float32)),
+            s.backward(np.zeros((2, B, H), np.float64)),
+        ),
         "dy_window",
     ),
     "set_params_shape": (
@@ -515,7 +544,9 @@ def test_nonfinite_input_propagates_like_reference(cell: str, value: float) -> N
     got = forward(cell, a)
     ref = forward_reference(cell, a)
     for k, (w, g) in enumerate(zip(ref, got[: len(ref)])):
-        assert np.array_equal(np.isnan(w), np.isnan(g)), f"NaN pattern of output {k} differs from reference"
+        assert np.array_equal(np.isnan(w), np.isnan(g)), (
+            f"NaN pattern of output {k} differs from reference"
+        )
         fin = np.isfinite(w)
         assert np.array_equal(fin, np.isfinite(g)), f"finite pattern of output {k} differs"
         assert np.allclose(w[fin], g[fin], rtol=1e-10, atol=1e-12), f"output {k}"
@@ -620,8 +651,12 @@ def _bad_hx(kind: str) -> dict[str, Any]:
     z = np.zeros((2, B, H), np.float32)
     cases: dict[str, Any] = {
         "layers_mismatch": np.zeros((1, B, H), np.float32) if kind != "LSTM" else (z[:1], z[:1]),
-        "batch_mismatch": np.zeros((2, B + 1, H), np.float32) if kind != "LSTM" else (z[:, :1], z[:, :1]),
-        "hidden_mismatch": np.zeros((2, B, H + 1), np.float32) if kind != "LSTM" else (z[..., :1], z),
+        "batch_mismatch": np.zeros((2, B + 1, H), np.float32)
+        if kind != "LSTM"
+        else (z[:, :1], z[:, :1]),
+        "hidden_mismatch": np.zeros((2, B, H + 1), np.float32)
+        if kind != "LSTM"
+        else (z[..., :1], z),
         "int": np.zeros((2, B, H), np.int64) if kind != "LSTM" else (z.astype(int), z),
         "wrong_container": (z, z) if kind != "LSTM" else z,
         "str": "hx",
@@ -638,7 +673,9 @@ def test_module_bad_hx(kind: str, case: str) -> None:
     expect_error(lambda: _module(kind)(_x(), hx=hx), "hx")
 
 
-@pytest.mark.parametrize("how", ["fortran", "negative_stride", "strided_view", "read_only", "byte_swapped"])
+@pytest.mark.parametrize(
+    "how", ["fortran", "negative_stride", "strided_view", "read_only", "byte_swapped"]
+)
 @pytest.mark.parametrize("kind", list(MODULES))
 def test_module_layouts_match_contiguous(kind: str, how: str) -> None:
     x = _x()
@@ -667,7 +704,11 @@ MODULE_MISUSE: dict[str, Callable[[Any], Any]] = {
         m.backward(np.zeros((T, B, H), np.float32)),
         m.backward(np.zeros((T, B, H), np.float32)),
     ),
-    "backward_after_eval_forward": lambda m: (m.eval(), m(_x()), m.backward(np.zeros((T, B, H), np.float32))),
+    "backward_after_eval_forward": lambda m: (
+        m.eval(),
+        m(_x()),
+        m.backward(np.zeros((T, B, H), np.float32)),
+    ),
     "grad_shape": lambda m: (m(_x()), m.backward(np.zeros((T, B, H + 1), np.float32))),
     "grad_int": lambda m: (m(_x()), m.backward(np.zeros((T, B, H), np.int64))),
     "grad_complex": lambda m: (m(_x()), m.backward(np.zeros((T, B, H), np.complex64))),
@@ -749,7 +790,10 @@ BAD_LINEAR: dict[str, tuple[Callable[[Any], Any], str]] = {
     "int": (lambda lin: lin(np.zeros((2, I), np.int64)), "x"),
     "complex": (lambda lin: lin(np.zeros((2, I), np.complex64)), "x"),
     "backward_before_forward": (lambda lin: lin.backward(np.zeros((2, H), np.float32)), "backward"),
-    "grad_shape": (lambda lin: (lin(np.zeros((2, I), np.float32)), lin.backward(np.zeros((2, H + 1)))), "grad"),
+    "grad_shape": (
+        lambda lin: (lin(np.zeros((2, I), np.float32)), lin.backward(np.zeros((2, H + 1)))),
+        "grad",
+    ),
     "ctor_zero": (lambda lin: rf.Linear(0, 3), "in_features"),
     "ctor_float": (lambda lin: rf.Linear(I, 2.5), "out_features"),
 }
@@ -782,15 +826,21 @@ BAD_SEQMODEL: dict[str, tuple[Callable[[], Any], str]] = {
     "cell": (lambda: rf.build_model("transformer", I, H, 2, mode="many_to_one"), "cell"),
     "output_size": (lambda: rf.build_model("gru", I, H, 0, mode="many_to_one"), "output_size"),
     "backward_before_forward": (
-        lambda: rf.build_model("gru", I, H, 2, mode="many_to_one", seed=0).backward(np.zeros((B, 2), np.float32)),
+        lambda: rf.build_model("gru", I, H, 2, mode="many_to_one", seed=0).backward(
+            np.zeros((B, 2), np.float32)
+        ),
         "backward",
     ),
     "dpred_shape": (
-        lambda: _fwd_bwd(rf.build_model("gru", I, H, 2, mode="many_to_one", seed=0), np.zeros((B, 3), np.float32)),
+        lambda: _fwd_bwd(
+            rf.build_model("gru", I, H, 2, mode="many_to_one", seed=0), np.zeros((B, 3), np.float32)
+        ),
         "grad",
     ),
     "generate_steps": (
-        lambda: rf.build_model("gru", I, H, I, mode="one_to_many", seed=0).generate(np.zeros((B, I), np.float32), -1),
+        lambda: rf.build_model("gru", I, H, I, mode="one_to_many", seed=0).generate(
+            np.zeros((B, I), np.float32), -1
+        ),
         "steps",
     ),
     "generate_temperature": (
@@ -863,7 +913,9 @@ def test_cross_entropy_hostile_target(target: Any, types: tuple[type, ...]) -> N
     expect_error(lambda: rf.CrossEntropyLoss()(_P, target), "target", types=types)
 
 
-@pytest.mark.parametrize("ctor", [lambda: rf.MSELoss(reduction="avg"), lambda: rf.CrossEntropyLoss(reduction=1)])
+@pytest.mark.parametrize(
+    "ctor", [lambda: rf.MSELoss(reduction="avg"), lambda: rf.CrossEntropyLoss(reduction=1)]
+)
 def test_loss_bad_reduction(ctor: Callable[[], Any]) -> None:
     expect_error(ctor, "reduction")
 
@@ -888,17 +940,17 @@ def _p() -> dict[str, np.ndarray]:
 
 
 BAD_OPT_CTOR: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "lr_negative": (lambda O: O(_p(), lr=-1.0), "lr"),
-    "lr_nan": (lambda O: O(_p(), lr=float("nan")), "lr"),
-    "lr_inf": (lambda O: O(_p(), lr=float("inf")), "lr"),
-    "lr_str": (lambda O: O(_p(), lr="0.1"), "lr"),
-    "params_list": (lambda O: O([np.zeros(3)], lr=0.1), "params"),
-    "params_int_array": (lambda O: O({"w": np.zeros(3, np.int64)}, lr=0.1), "params"),
+    "lr_negative": (lambda opt_cls: opt_cls(_p(), lr=-1.0), "lr"),
+    "lr_nan": (lambda opt_cls: opt_cls(_p(), lr=float("nan")), "lr"),
+    "lr_inf": (lambda opt_cls: opt_cls(_p(), lr=float("inf")), "lr"),
+    "lr_str": (lambda opt_cls: opt_cls(_p(), lr="0.1"), "lr"),
+    "params_list": (lambda opt_cls: opt_cls([np.zeros(3)], lr=0.1), "params"),
+    "params_int_array": (lambda opt_cls: opt_cls({"w": np.zeros(3, np.int64)}, lr=0.1), "params"),
     "params_read_only": (
-        lambda O: O({"w": np.broadcast_to(np.zeros(1, np.float32), (3,))}, lr=0.1),
+        lambda opt_cls: opt_cls({"w": np.broadcast_to(np.zeros(1, np.float32), (3,))}, lr=0.1),
         "params",
     ),
-    "params_not_array": (lambda O: O({"w": [1.0, 2.0]}, lr=0.1), "params"),
+    "params_not_array": (lambda opt_cls: opt_cls({"w": [1.0, 2.0]}, lr=0.1), "params"),
 }
 
 
@@ -950,7 +1002,8 @@ def _misshape_state(sd: dict[str, Any]) -> dict[str, Any]:
     state = {}
     for name, entries in sd["state"].items():
         state[name] = {
-            k: (np.zeros((7, 7), np.float32) if isinstance(v, np.ndarray) else v) for k, v in entries.items()
+            k: (np.zeros((7, 7), np.float32) if isinstance(v, np.ndarray) else v)
+            for k, v in entries.items()
         }
     out["state"] = state
     if not any(isinstance(v, np.ndarray) for e in sd["state"].values() for v in e.values()):
@@ -961,7 +1014,10 @@ def _misshape_state(sd: dict[str, Any]) -> dict[str, Any]:
 CLIP: dict[str, tuple[Callable[[], Any], str]] = {
     "norm_negative": (lambda: rf.clip_grad_norm_({"w": np.ones(3)}, -1.0), "max_norm"),
     "norm_nan": (lambda: rf.clip_grad_norm_({"w": np.ones(3)}, float("nan")), "max_norm"),
-    "norm_type_str": (lambda: rf.clip_grad_norm_({"w": np.ones(3)}, 1.0, norm_type="l2"), "norm_type"),
+    "norm_type_str": (
+        lambda: rf.clip_grad_norm_({"w": np.ones(3)}, 1.0, norm_type="l2"),
+        "norm_type",
+    ),
     "value_negative": (lambda: rf.clip_grad_value_({"w": np.ones(3)}, -1.0), "clip_value"),
     "grads_int": (lambda: rf.clip_grad_norm_({"w": np.ones(3, np.int64)}, 1.0), "grads"),
     "grads_read_only": (
@@ -1028,7 +1084,11 @@ BAD_FIT: dict[str, tuple[dict[str, Any], str, tuple[type, ...]]] = {
     "clip_norm_negative": ({"clip_norm": -1.0}, "clip_norm", ACCEPTED),
     "clip_value_nan": ({"clip_value": float("nan")}, "clip_value", ACCEPTED),
     "on_nonfinite": ({"on_nonfinite": "ignore"}, "on_nonfinite", ACCEPTED),
-    "checkpoint_every_zero": ({"checkpoint_every": 0, "checkpoint": "unused.npz"}, "checkpoint_every", ACCEPTED),
+    "checkpoint_every_zero": (
+        {"checkpoint_every": 0, "checkpoint": "unused.npz"},
+        "checkpoint_every",
+        ACCEPTED,
+    ),
     "resume_without_checkpoint": ({"resume": True}, "resume", ACCEPTED),
     "seed_str": ({"seed": "abc"}, "seed", ACCEPTED),
     "metrics_unknown": ({"metrics": ("f1-ish",)}, "metrics", ACCEPTED),
@@ -1057,7 +1117,12 @@ def test_fit_hostile(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize(
     ("case", "name"),
-    [("batch_size_zero", "batch_size"), ("data_mismatch", "y"), ("model", "model"), ("loss", "loss")],
+    [
+        ("batch_size_zero", "batch_size"),
+        ("data_mismatch", "y"),
+        ("model", "model"),
+        ("loss", "loss"),
+    ],
 )
 def test_evaluate_hostile(case: str, name: str) -> None:
     m, _, x, y = _fit_setup()
@@ -1153,30 +1218,46 @@ HOSTILE_FILES: dict[str, Callable[[Path, Path], Path]] = {
     "empty": lambda g, d: (d.write_bytes(b""), d)[1],
     "garbage": lambda g, d: (d.write_bytes(os.urandom(4096)), d)[1],
     "truncated_10": lambda g, d: (d.write_bytes(g.read_bytes()[:10]), d)[1],
-    "truncated_half": lambda g, d: (d.write_bytes(g.read_bytes()[: len(g.read_bytes()) // 2]), d)[1],
+    "truncated_half": lambda g, d: (d.write_bytes(g.read_bytes()[: len(g.read_bytes()) // 2]), d)[
+        1
+    ],
     "truncated_last_byte": lambda g, d: (d.write_bytes(g.read_bytes()[:-1]), d)[1],
     "flipped_bytes": lambda g, d: (d.write_bytes(_flip(g.read_bytes())), d)[1],
     "plain_npz": lambda g, d: (np.savez(d, a=np.zeros(3)), d)[1],
     "pickled_object_array": lambda g, d: _rewrite(
-        g, d, lambda m: m.__setitem__(_first_model_key(m), _npy_bytes(np.array([{"evil": 1}], dtype=object)))
+        g,
+        d,
+        lambda m: m.__setitem__(
+            _first_model_key(m), _npy_bytes(np.array([{"evil": 1}], dtype=object))
+        ),
     ),
     "newer_version": lambda g, d: _rewrite(g, d, _edit_meta(_set_version(99))),
     "version_zero": lambda g, d: _rewrite(g, d, _edit_meta(_set_version(0))),
     "version_string": lambda g, d: _rewrite(g, d, _edit_meta(_set_version("1"))),
-    "wrong_format": lambda g, d: _rewrite(g, d, _edit_meta(lambda m: m.__setitem__("format", "torch"))),
+    "wrong_format": lambda g, d: _rewrite(
+        g, d, _edit_meta(lambda m: m.__setitem__("format", "torch"))
+    ),
     "metadata_not_json": lambda g, d: _rewrite(
-        g, d, lambda m: m.__setitem__("__metadata__.npy", _npy_bytes(np.frombuffer(b"{not json", np.uint8)))
+        g,
+        d,
+        lambda m: m.__setitem__(
+            "__metadata__.npy", _npy_bytes(np.frombuffer(b"{not json", np.uint8))
+        ),
     ),
     "metadata_float_array": lambda g, d: _rewrite(
         g, d, lambda m: m.__setitem__("__metadata__.npy", _npy_bytes(np.zeros(3)))
     ),
-    "metadata_extra_key": lambda g, d: _rewrite(g, d, _edit_meta(lambda m: m.__setitem__("exec", "rm -rf /"))),
+    "metadata_extra_key": lambda g, d: _rewrite(
+        g, d, _edit_meta(lambda m: m.__setitem__("exec", "rm -rf /"))
+    ),
     "array_missing": lambda g, d: _rewrite(g, d, lambda m: m.pop(_first_model_key(m))),
     "array_misshaped": lambda g, d: _rewrite(
         g, d, lambda m: m.__setitem__(_first_model_key(m), _npy_bytes(np.zeros((2, 2), np.float32)))
     ),
     "array_wrong_dtype": lambda g, d: _rewrite(
-        g, d, lambda m: m.__setitem__(_first_model_key(m), _npy_bytes(np.zeros((16, 3), np.complex64)))
+        g,
+        d,
+        lambda m: m.__setitem__(_first_model_key(m), _npy_bytes(np.zeros((16, 3), np.complex64))),
     ),
     "model_class_outside_rnnfast": lambda g, d: _rewrite(
         g, d, _edit_meta(lambda m: m["model"].__setitem__("class", "os:system"))
@@ -1203,19 +1284,37 @@ def test_load_hostile_checkpoint(case: str, good_ckpt: Path, tmp_path: Path) -> 
     assert "Traceback" not in msg
 
 
-@pytest.mark.parametrize("spec", ["rnnfast.no_such_module:RNN", "rnnfast.modules:NoSuchClass", "rnnfast:__version__"])
-def test_checkpoint_model_class_that_does_not_resolve(spec: str, good_ckpt: Path, tmp_path: Path) -> None:
-    path = _rewrite(good_ckpt, tmp_path / "c.npz", _edit_meta(lambda m: m["model"].__setitem__("class", spec)))
+@pytest.mark.parametrize(
+    "spec", ["rnnfast.no_such_module:RNN", "rnnfast.modules:NoSuchClass", "rnnfast:__version__"]
+)
+def test_checkpoint_model_class_that_does_not_resolve(
+    spec: str, good_ckpt: Path, tmp_path: Path
+) -> None:
+    path = _rewrite(
+        good_ckpt, tmp_path / "c.npz", _edit_meta(lambda m: m["model"].__setitem__("class", spec))
+    )
     expect_error(lambda: rf.load(path).build_model(), "class", spec, types=(ValueError,))
 
 
 SAVE_BAD: dict[str, tuple[Callable[[Path], Any], str, tuple[type, ...]]] = {
     "model_object": (lambda d: rf.save(d / "a.npz", object()), "model", ACCEPTED),
-    "meta_not_json": (lambda d: rf.save(d / "a.npz", _small_model(), meta={"x": object()}), "meta", ACCEPTED),
-    "state_object_array": (lambda d: rf.save(d / "a.npz", {"w": np.array([None], dtype=object)}), "w", ACCEPTED),
+    "meta_not_json": (
+        lambda d: rf.save(d / "a.npz", _small_model(), meta={"x": object()}),
+        "meta",
+        ACCEPTED,
+    ),
+    "state_object_array": (
+        lambda d: rf.save(d / "a.npz", {"w": np.array([None], dtype=object)}),
+        "w",
+        ACCEPTED,
+    ),
     "state_bad_name": (lambda d: rf.save(d / "a.npz", {"../evil": np.zeros(3)}), "evil", ACCEPTED),
     "path_int": (lambda d: rf.save(3, _small_model()), "path", (TypeError,)),
-    "missing_directory": (lambda d: rf.save(d / "nope" / "a.npz", _small_model()), "nope", (OSError, ValueError)),
+    "missing_directory": (
+        lambda d: rf.save(d / "nope" / "a.npz", _small_model()),
+        "nope",
+        (OSError, ValueError),
+    ),
 }
 
 
@@ -1242,7 +1341,8 @@ def test_resume_from_hostile_checkpoint(tmp_path: Path) -> None:
 # ==================================================================================================
 
 MEMORY_CASES: dict[str, tuple[str, str]] = {
-    # T*B*H outputs far beyond memory from small inputs (x 64 MiB, w_hh 16 MiB): check before allocating
+    # T*B*H outputs far beyond memory from small inputs (x 64 MiB, w_hh 16 MiB): checked before
+    # allocating
     "forward_outputs": (
         "x = np.zeros((2**22, 4, 1), np.float32); w = np.zeros((4096, 1), np.float32)\n"
         "F.lstm_forward(x, None, None, w, np.zeros((4096, 1024), np.float32), None, None)",
@@ -1296,12 +1396,15 @@ def test_allocation_failures_are_memory_errors(case: str) -> None:
     body, name = MEMORY_CASES[case]
     code = _CHILD.format(limit=1 << 30, body=textwrap.indent(body, "    "))
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=20
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{case}: no size check, still allocating after 20 s (would exhaust memory)")
     out = proc.stdout.strip().splitlines()
     assert proc.returncode == 0, (
-        f"{case}: child crashed with exit code {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        f"{case}: child crashed with exit code {proc.returncode}\n{proc.stdout[-2000:]}\n"
+        f"{proc.stderr[-3000:]}"
     )
     assert out and out[-1].startswith("RAISED"), f"{case}: no error raised: {proc.stdout[-1000:]}"
     assert name in out[-1], f"{case}: error does not name {name!r}: {out[-1]}"
@@ -1313,7 +1416,10 @@ def test_allocation_failures_are_memory_errors(case: str) -> None:
 
 CLI_CASES: dict[str, tuple[list[str], str]] = {
     "hidden_zero": (["train", "--task", "sine", "--hidden", "0"], "--hidden"),
-    "hidden_huge": (["train", "--task", "sine", "--hidden", "99999999999", "--epochs", "1"], "hidden"),
+    "hidden_huge": (
+        ["train", "--task", "sine", "--hidden", "99999999999", "--epochs", "1"],
+        "hidden",
+    ),
     "bptt_k1_gt_k2": (["train", "--task", "sine", "--bptt", "3,2"], "--bptt"),
     "bptt_garbage": (["train", "--task", "sine", "--bptt", "abc"], "--bptt"),
     "epochs_negative": (["train", "--task", "sine", "--epochs", "-1"], "--epochs"),
@@ -1322,7 +1428,10 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
     "seq_len_zero": (["train", "--task", "sine", "--seq-len", "0"], "--seq-len"),
     "batch_size_zero": (["train", "--task", "sine", "--batch-size", "0"], "--batch-size"),
     "unknown_task": (["train", "--task", "chess"], "--task"),
-    "text_missing": (["train", "--task", "charlm", "--text", "/nonexistent/t.txt", "--epochs", "1"], "text"),
+    "text_missing": (
+        ["train", "--task", "charlm", "--text", "/nonexistent/t.txt", "--epochs", "1"],
+        "text",
+    ),
     "save_dir_missing": (["train", "--task", "sine", "--save", "/nonexistent/x.npz"], "--save"),
     "sample_missing_checkpoint": (["sample", "/nonexistent/ck.npz"], "/nonexistent/ck.npz"),
     "sample_garbage_checkpoint": (["sample", "{garbage}"], "garbage"),
@@ -1348,7 +1457,11 @@ def test_cli_user_errors(case: str, tmp_path: Path) -> None:
         except SystemExit as exc:
             code = exc.code
         except BaseException as exc:  # noqa: BLE001 - an escaping exception is the failure
-            pytest.fail(f"rnnfast {' '.join(argv)}: uncaught {exc!r} (the user would see a traceback)")
-    assert code == 2, f"rnnfast {' '.join(argv)}: exit status {code}, expected 2; stderr: {err.getvalue()}"
+            pytest.fail(
+                f"rnnfast {' '.join(argv)}: uncaught {exc!r} (the user would see a traceback)"
+            )
+    assert code == 2, (
+        f"rnnfast {' '.join(argv)}: exit status {code}, expected 2; stderr: {err.getvalue()}"
+    )
     assert name in err.getvalue(), f"message does not name {name!r}: {err.getvalue()!r}"
     assert "Traceback" not in err.getvalue()

@@ -2,19 +2,20 @@
 
 Hypothesis draws random cells, sizes (including 0), dtypes (float32/float64 and hostile ones),
 per-argument shape perturbations, memory layouts (Fortran order, negative strides, strided and
-zero-stride views, read-only) and lengths, and calls either ``rnnfast.functional`` or the raw compiled
-module (``rnnfast._loader.core``, whose own checks are the last line of defence), followed by backward
-and by random truncated-BPTT stream call sequences. Every call must either raise ValueError,
-TypeError or MemoryError, or return outputs of the right shape and dtype that equal the result for
-the same data in C-contiguous float64 within tolerance (checked against rnnfast.reference).
+zero-stride views, read-only) and lengths, and calls either ``rnnfast.functional`` or the raw
+compiled module (``rnnfast._loader.core``, whose own checks are the last line of defence), then
+backward and by random truncated-BPTT stream call sequences. Every call must either raise
+ValueError, TypeError or MemoryError, or return outputs of the right shape and dtype that equal the
+result for the same data in C-contiguous float64 within tolerance (checked against
+rnnfast.reference).
 
 A crash (segfault, abort, sanitizer report) kills this process; run it in a subprocess (as
 tests/test_fuzz.py does) so that the crash fails a test instead of the test runner. Before every
 example its description is appended to ``--log`` (flushed), so the last line of the log is the input
 that crashed.
 
-    python tests/fuzz/fuzz_bindings.py --examples 20000            # the long run (docs/RELIABILITY.md)
-    python tests/fuzz/fuzz_bindings.py --examples 300 --seed 1     # the bounded run of the test suite
+    python tests/fuzz/fuzz_bindings.py --examples 20000         # the long run (docs/RELIABILITY.md)
+    python tests/fuzz/fuzz_bindings.py --examples 250 --seed 1  # the bounded run of the suite
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def calls(draw: Any) -> dict[str, Any]:
     cell = draw(st.sampled_from(["rnn", "lstm", "gru"]))
     g = GATES[cell]
     size = st.sampled_from([0, 1, 1, 2, 2, 3, 3, 4, 5, 7])
-    T, B, I, H = draw(size), draw(size), draw(size), draw(size)
+    T, B, I, H = draw(size), draw(size), draw(size), draw(size)  # noqa: E741 - the dimension names
     # valid calls (only layouts vary), one bad argument, or several
     mode = draw(st.sampled_from(["valid", "valid", "one_bad", "chaos"]))
     bad_one = draw(st.sampled_from(["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]))
@@ -120,7 +121,10 @@ def calls(draw: Any) -> dict[str, Any]:
         dt: Any = dtype
         if choice == "shape" and shape:
             axis = draw(st.integers(0, len(shape) - 1))
-            shp = tuple(n + draw(st.sampled_from([-1, 1, 2])) if k == axis else n for k, n in enumerate(shape))
+            shp = tuple(
+                n + draw(st.sampled_from([-1, 1, 2])) if k == axis else n
+                for k, n in enumerate(shape)
+            )
             shp = tuple(max(n, 0) for n in shp)
         elif choice == "ndim":
             shp = shape + (1,) if draw(st.booleans()) else shape[1:]
@@ -131,17 +135,25 @@ def calls(draw: Any) -> dict[str, Any]:
         scale = 0.5 if name != "x" else 1.0
         vals = rng.standard_normal(shp) * scale
         if draw(st.integers(0, 15)) == 0 and vals.size:
-            vals.flat[draw(st.integers(0, vals.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 1e30]))
+            vals.flat[draw(st.integers(0, vals.size - 1))] = draw(
+                st.sampled_from([np.nan, np.inf, -np.inf, 1e30])
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # casting NaN/Inf to integer dtypes
             arr = vals.astype(dt) if dt is not object else vals.astype(object)
         how = draw(st.sampled_from(LAYOUTS))
         args[name] = layout(arr, how)
-        desc.append(f"{name}:{choice},{np.dtype(dt).name if dt is not object else 'object'},{shp},{how}")
+        desc.append(
+            f"{name}:{choice},{np.dtype(dt).name if dt is not object else 'object'},{shp},{how}"
+        )
     if (args["b_ih"] is None) != (args["b_hh"] is None) and draw(st.booleans()):
         args["b_hh"] = None
         args["b_ih"] = None
-    lengths_kinds = ["none", "valid"] if mode == "valid" else ["none"] * 3 + ["valid", "negative", "too_big", "count", "float"]
+    lengths_kinds = (
+        ["none", "valid"]
+        if mode == "valid"
+        else ["none"] * 3 + ["valid", "negative", "too_big", "count", "float"]
+    )
     lengths_kind = draw(st.sampled_from(lengths_kinds))
     lengths: Any = None
     if lengths_kind == "valid":
@@ -162,8 +174,11 @@ def calls(draw: Any) -> dict[str, Any]:
         "lengths": lengths,
         "training": draw(st.booleans()),
         "raw": draw(st.booleans()),
-        "nonlinearity": draw(st.sampled_from(["tanh", "relu"] if mode == "valid" else ["tanh", "relu", "bogus"])),
-        "desc": f"{mode} {cell} T={T} B={B} I={I} H={H} {np.dtype(dtype).name} lengths={lengths_kind} " + " ".join(desc),
+        "nonlinearity": draw(
+            st.sampled_from(["tanh", "relu"] if mode == "valid" else ["tanh", "relu", "bogus"])
+        ),
+        "desc": f"{mode} {cell} T={T} B={B} I={I} H={H} {np.dtype(dtype).name} "
+        f"lengths={lengths_kind} " + " ".join(desc),
     }
 
 
@@ -172,16 +187,28 @@ def call_forward(c: dict[str, Any]) -> Any:
     if c["raw"]:  # the compiled module directly: its own checks must hold
         if cell == "rnn":
             return core.rnn_forward(
-                a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], c["lengths"], nl, c["training"]
+                a["x"],
+                a["h0"],
+                a["w_ih"],
+                a["w_hh"],
+                a["b_ih"],
+                a["b_hh"],
+                c["lengths"],
+                nl,
+                c["training"],
             )
         fn = core.lstm_forward if cell == "lstm" else core.gru_forward
         pre = (a["x"], a["h0"], a["c0"]) if cell == "lstm" else (a["x"], a["h0"])
         return fn(*pre, a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], c["lengths"], c["training"])
     kw = {"lengths": c["lengths"], "training": c["training"]}
     if cell == "rnn":
-        return F.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], nonlinearity=nl, **kw)
+        return F.rnn_forward(
+            a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], nonlinearity=nl, **kw
+        )
     if cell == "lstm":
-        return F.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw)
+        return F.lstm_forward(
+            a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw
+        )
     return F.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw)
 
 
@@ -222,14 +249,18 @@ def check_against_reference(c: dict[str, Any], out: Any) -> None:
         tol = 1e-4 if dt == np.float32 else 1e-10
         lengths = kw["lengths"]
         finite = all(v is None or np.isfinite(v).all() for v in ref_args)
-        valid = np.ones((T, B), bool) if lengths is None else np.arange(T)[:, None] < lengths[None, :]
+        valid = (
+            np.ones((T, B), bool) if lengths is None else np.arange(T)[:, None] < lengths[None, :]
+        )
         if lengths is not None:
             # padded steps: y exactly 0; h_n = state after the last valid step (h0 if none)
             assert np.all(y[~valid] == 0), "y is not 0 at padded steps"
             h0 = np.zeros((B, H)) if ref_args[1] is None else ref_args[1]
             for b in range(B):
                 want = h0[b] if lengths[b] == 0 else y[lengths[b] - 1, b]
-                np.testing.assert_array_equal(out[1][b], np.asarray(want, dtype=dt), err_msg=f"h_n[{b}]")
+                np.testing.assert_array_equal(
+                    out[1][b], np.asarray(want, dtype=dt), err_msg=f"h_n[{b}]"
+                )
         pairs = list(zip(ref[:2], out[:2]))
         if not finite and lengths is not None:
             # reference.py masks padded steps arithmetically (0 * NaN = NaN leaks into them); the
@@ -249,7 +280,9 @@ def check_against_reference(c: dict[str, Any], out: Any) -> None:
                 assert not extra.any(), f"output {k}: NaN where the reference is not NaN"
             fin = np.isfinite(w) & np.isfinite(g)
             err = np.abs(w[fin] - g[fin]) - tol * (1 + np.abs(w[fin]))
-            assert err.size == 0 or err.max() <= 0, f"output {k}: max error {np.max(np.abs(w[fin] - g[fin]))}"
+            assert err.size == 0 or err.max() <= 0, (
+                f"output {k}: max error {np.max(np.abs(w[fin] - g[fin]))}"
+            )
     _COUNTS["checked"] += 1
 
 
@@ -272,21 +305,39 @@ def maybe_backward(c: dict[str, Any], out: Any, draw_dy: Any) -> None:
 def run_stream(data: Any) -> None:
     """A random sequence of TBPTTStream calls, valid and invalid."""
     cell = data.draw(st.sampled_from(["rnn", "lstm", "gru"]))
-    g, I, H, B = GATES[cell], data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    g, I, H, B = (  # noqa: E741
+        GATES[cell],
+        data.draw(st.integers(1, 3)),
+        data.draw(st.integers(1, 3)),
+        data.draw(st.integers(1, 3)),
+    )
     k1 = data.draw(st.integers(1, 3))
     k2 = data.draw(st.integers(k1, 6))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    p = {"w_ih": rng.standard_normal((g * H, I)), "w_hh": rng.standard_normal((g * H, H)), "b_ih": None, "b_hh": None}
+    p = {
+        "w_ih": rng.standard_normal((g * H, I)),
+        "w_hh": rng.standard_normal((g * H, H)),
+        "b_ih": None,
+        "b_hh": None,
+    }
     log(f"  stream {cell} B={B} I={I} H={H} k1={k1} k2={k2}")
     s = F.TBPTTStream(cell, p, None, k1, k2)
     for _ in range(data.draw(st.integers(1, 12))):
-        op = data.draw(st.sampled_from(["forward"] * 4 + ["backward"] * 2 + ["bad_forward", "bad_backward", "reset", "state", "params"]))
+        op = data.draw(
+            st.sampled_from(
+                ["forward"] * 4
+                + ["backward"] * 2
+                + ["bad_forward", "bad_backward", "reset", "state", "params"]
+            )
+        )
         _COUNTS["stream_calls"] += 1
         log(f"    {op} at position {s.position}")
         try:
             if op == "forward":
                 L = data.draw(st.integers(1, k1))
-                y = s.forward(layout(rng.standard_normal((L, B, I)), data.draw(st.sampled_from(LAYOUTS))))
+                y = s.forward(
+                    layout(rng.standard_normal((L, B, I)), data.draw(st.sampled_from(LAYOUTS)))
+                )
                 assert y.shape == (L, B, H)
             elif op == "backward":
                 start, stop = s.window
@@ -297,7 +348,9 @@ def run_stream(data: Any) -> None:
                 s.forward(rng.standard_normal((L, data.draw(st.integers(0, B + 1)), I)))
             elif op == "bad_backward":
                 start, stop = s.window
-                s.backward(rng.standard_normal((stop - start + data.draw(st.sampled_from([-1, 1])), B, H)))
+                s.backward(
+                    rng.standard_normal((stop - start + data.draw(st.sampled_from([-1, 1])), B, H))
+                )
             elif op == "reset":
                 s.reset_state(rng.integers(-B, B, size=data.draw(st.integers(0, 3))))
             elif op == "state":
@@ -320,15 +373,20 @@ def make_test(examples: int, seed_value: int) -> Any:
     @given(c=calls(), data=st.data())
     def fuzz(c: dict[str, Any], data: Any) -> None:
         _COUNTS["examples"] += 1
-        log(f"[{_COUNTS['examples']}] {'core' if c['raw'] else 'functional'} training={c['training']} "
-            f"nl={c['nonlinearity']} {c['desc']}")
+        log(
+            f"[{_COUNTS['examples']}] {'core' if c['raw'] else 'functional'} "
+            f"training={c['training']} "
+            f"nl={c['nonlinearity']} {c['desc']}"
+        )
         try:
             out = call_forward(c)
         except ACCEPTED:
             _COUNTS["rejected"] += 1
         else:
             check_against_reference(c, out)
-            maybe_backward(c, out, lambda y: layout(np.ones_like(y), data.draw(st.sampled_from(LAYOUTS))))
+            maybe_backward(
+                c, out, lambda y: layout(np.ones_like(y), data.draw(st.sampled_from(LAYOUTS)))
+            )
         if data.draw(st.integers(0, 3)) == 0:
             run_stream(data)
 
@@ -337,7 +395,9 @@ def make_test(examples: int, seed_value: int) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     global _LOG
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--examples", type=int, default=300, help="hypothesis examples (default 300)")
     ap.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
     ap.add_argument("--log", default=None, help="append every example here before running it")
