@@ -73,7 +73,9 @@ def _real(
     lo_open: bool = False,
     hi: float | None = None,
     hi_open: bool = False,
+    finite: bool = True,
 ) -> float:
+    """Checks a real hyperparameter; ``finite=False`` admits +-inf (e.g. the inf-norm)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, (int, float, np.integer, np.floating)
     ):
@@ -81,6 +83,8 @@ def _real(
     v = float(value)
     if math.isnan(v):
         raise ValueError(f"{name}: expected a number, got nan")
+    if finite and math.isinf(v):
+        raise ValueError(f"{name}: expected a finite number, got {v}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
         raise ValueError(f"{name}: expected {'>' if lo_open else '>='} {lo}, got {v}")
     if hi is not None and (v > hi or (hi_open and v == hi)):
@@ -713,8 +717,8 @@ def clip_grad_norm_(
     Difference from PyTorch: when the total norm is NaN or Inf (and ``error_if_nonfinite`` is False)
     the gradients are left unchanged, instead of being multiplied by NaN/0.
     """
-    max_norm = _real("max_norm", max_norm, lo=0.0)
-    norm_type = _real("norm_type", norm_type, lo=0.0, lo_open=True)
+    max_norm = _real("max_norm", max_norm, lo=0.0, finite=False)
+    norm_type = _real("norm_type", norm_type, lo=0.0, lo_open=True, finite=False)
     arrays = _grad_arrays(grads)
     if not arrays:
         total = 0.0
@@ -752,7 +756,7 @@ def clip_grad_value_(
     Returns the pre-clip max |g| (inf-norm) as a float; ``stats`` records it and whether any entry
     was clamped. NaN entries stay NaN.
     """
-    clip_value = _real("clip_value", clip_value, lo=0.0)
+    clip_value = _real("clip_value", clip_value, lo=0.0, finite=False)
     arrays = _grad_arrays(grads)
     vmax = 0.0
     for _, g in arrays:
