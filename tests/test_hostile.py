@@ -1364,6 +1364,16 @@ MEMORY_CASES: dict[str, tuple[str, str]] = {
         "F.TBPTTStream('lstm', p, None, 1, 2**50).forward(np.zeros((1, 4, 2), np.float32))",
         "k2",
     ),
+    # the compiled stream directly (its own checks are the safety net under functional.py): 2*k2*B
+    # overflows int64 in its buffer sizing and it writes past the buffers (heap corruption)
+    "raw_core_stream_k2": (
+        "from rnnfast._loader import core\n"
+        "s = core.TBPTTStreamFloat64('rnn', 'tanh', 2, 2, 3, 1, 2**62 + 8, False)\n"
+        "s.set_params(np.zeros((3, 2)), np.zeros((3, 3)), None, None)\n"
+        "for _ in range(5000):\n"
+        "    s.forward(np.ones((1, 2, 2)))",
+        "k2",
+    ),
     "module_hidden_size": ("rf.LSTM(3, 2**40)", "hidden_size"),
     "module_num_layers": ("rf.GRU(3, 3, num_layers=2**40)", "num_layers"),
     "malicious_config_in_checkpoint": (
