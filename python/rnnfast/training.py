@@ -561,6 +561,17 @@ def evaluate(
     """
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model: expected a rnnfast.SequenceModel, got {type(model).__name__}")
+    if not callable(getattr(loss, "forward", None)):
+        raise TypeError(
+            f"loss: expected an rnnfast loss with forward(pred, target, mask), "
+            f"got {type(loss).__name__}"
+        )
+    if (
+        isinstance(batch_size, (bool, np.bool_))
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
     ds = _as_dataset(data, model.mode, "data")
     mets = _check_metrics(metrics)
     was = model.training
@@ -595,6 +606,20 @@ def evaluate(
 # --------------------------------------------------------------------------------------------------
 # fit
 # --------------------------------------------------------------------------------------------------
+
+
+def _check_optimizer_params(model: SequenceModel, optimizer: Any) -> None:
+    """An rnnfast optimizer (one with a ``params`` dict) must update this model's live arrays."""
+    opt_params = getattr(optimizer, "params", None)
+    if not isinstance(opt_params, Mapping):
+        return  # a duck-typed optimizer: step(grads) is all fit relies on
+    for name, p in model.parameters().items():
+        if opt_params.get(name) is not p:
+            what = "has no parameter" if name not in opt_params else "holds a different array for"
+            raise ValueError(
+                f"optimizer: expected an optimizer over this model's parameters, but it {what} "
+                f"{name!r}; build it with e.g. rnnfast.Adam(model.parameters(), lr=...)"
+            )
 
 
 def _grad_norm(grads: Mapping[str, Array]) -> float:
@@ -702,6 +727,12 @@ def fit(
         raise TypeError(
             f"loss: expected a callable loss(pred, target, mask), got {type(loss).__name__}"
         )
+    _check_optimizer_params(model, optimizer)
+    if seed is not None:
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed: expected None or an int >= 0, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"seed: expected None or an int >= 0, got {seed}")
     for name, v in (
         ("epochs", epochs),
         ("batch_size", batch_size),
@@ -752,6 +783,9 @@ def fit(
         )
     train = _as_dataset(train_data, model.mode, "train_data")
     val = None if val_data is None else _as_dataset(val_data, model.mode, "val_data")
+    for name, ds in (("train_data", train), ("val_data", val)):
+        if ds is not None and ds.n == 0:
+            raise ValueError(f"{name}: expected at least one sequence, got 0")
     if stateful:
         if train.n % batch_size != 0:
             raise ValueError(
