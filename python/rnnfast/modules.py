@@ -110,6 +110,30 @@ def _check_int(name: str, value: Any, lo: int) -> int:
     return int(value)
 
 
+def _fmt_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.4g} {unit}"
+        size /= 1024
+    return f"{size:.4g} TiB"
+
+
+def _check_allocatable(names: str, what: str, n_params: int, dtype: np.dtype) -> None:
+    """MemoryError naming the size arguments ``names`` when ``n_params`` parameters of ``dtype``
+    and their gradients cannot be allocated, before any of them is (a huge ``num_layers`` would
+    otherwise loop over layers until the memory runs out). The probe is never written to, so it
+    costs address space only, not physical memory."""
+    nbytes = 2 * n_params * dtype.itemsize
+    try:
+        np.empty(2 * n_params, dtype=dtype)
+    except (MemoryError, ValueError) as exc:  # ValueError: larger than the address space
+        raise MemoryError(
+            f"{names}: {what} needs {n_params} parameters ({_fmt_bytes(nbytes)} with their "
+            f"gradients), more memory than can be allocated"
+        ) from exc
+
+
 def _check_dtype(dtype: Any) -> np.dtype:
     try:
         dt = np.dtype(dtype)
@@ -482,6 +506,20 @@ class RNNBase:
         init_rng = np.random.default_rng(init_seq)
         #: RNG of the inter-layer dropout masks (seeded from ``seed``; saved in training checkpoints).
         self.rng = np.random.default_rng(drop_seq)
+        gh = _GATES[self._cell] * self.hidden_size
+        n_out = self.num_directions * self.hidden_size  # input size of layers >= 1
+        n_in_total = self.input_size + (self.num_layers - 1) * n_out
+        # per direction: w_ih of every layer, plus w_hh and both biases of every layer
+        n_params = self.num_directions * gh * (
+            n_in_total + self.num_layers * (self.hidden_size + 2 * self.bias)
+        )
+        _check_allocatable(
+            "input_size, hidden_size, num_layers",
+            f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+            f"num_layers={self.num_layers}, bidirectional={self.bidirectional})",
+            n_params,
+            self.dtype,
+        )
         self._params: dict[str, Array] = OrderedDict()
         for layer in range(self.num_layers):
             n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
@@ -1412,6 +1450,12 @@ class Linear:
         if seed is not None:
             seed = _check_int("seed", seed, 0)
         self.seed = seed
+        _check_allocatable(
+            "in_features, out_features",
+            f"Linear({self.in_features}, {self.out_features})",
+            self.out_features * (self.in_features + self.bias),
+            self.dtype,
+        )
         rng = np.random.default_rng(seed)
         k = 1.0 / math.sqrt(self.in_features)
         self._params: dict[str, Array] = OrderedDict()
@@ -1522,6 +1566,12 @@ class Embedding:
         if seed is not None:
             seed = _check_int("seed", seed, 0)
         self.seed = seed
+        _check_allocatable(
+            "num_embeddings, embedding_dim",
+            f"Embedding({self.num_embeddings}, {self.embedding_dim})",
+            self.num_embeddings * self.embedding_dim,
+            self.dtype,
+        )
         rng = np.random.default_rng(seed)
         self._params: dict[str, Array] = OrderedDict(
             weight=rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
@@ -2023,6 +2073,7 @@ def build_model(
         raise ValueError(f"cell: expected one of {tuple(_CELL_CLASSES)}, got {cell!r}")
     if seed is not None:
         seed = _check_int("seed", seed, 0)
+    output_size = _check_int("output_size", output_size, 1)
     seeds = (
         [None, None, None]
         if seed is None
