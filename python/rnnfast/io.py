@@ -174,9 +174,15 @@ def _import_model_class(spec: str | None) -> Any:
     module, _, qualname = spec.partition(":")
     if not (module == "rnnfast" or module.startswith("rnnfast.")) or not qualname:
         raise ValueError(f"model class {spec!r} is not an rnnfast class; pass cls= explicitly")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(
+            f"model class {spec!r} does not resolve ({type(exc).__name__}: {exc}); "
+            "pass cls= explicitly"
+        ) from None
     if not isinstance(obj, type):
         raise ValueError(f"model class {spec!r} is not a class")
     return obj
@@ -356,7 +362,7 @@ def save(
         TypeError / ValueError naming the offending entry if something cannot be stored (before any
         file is touched); OSError if writing fails (the old checkpoint, if any, is left intact).
     """
-    path = os.fspath(path)
+    path = _fspath(path)
     arrays: dict[str, np.ndarray] = {}
 
     if isinstance(model, Mapping):
@@ -457,6 +463,19 @@ def save(
 # --------------------------------------------------------------------------------------------------
 # load
 # --------------------------------------------------------------------------------------------------
+
+
+def _fspath(path: Any) -> str:
+    """``os.fspath(path)`` as a str, with a TypeError naming ``path`` for anything else."""
+    try:
+        p = os.fspath(path)
+    except TypeError:
+        raise TypeError(
+            f"path: expected a str or os.PathLike file path, got {type(path).__name__}"
+        ) from None
+    if not isinstance(p, str):
+        raise TypeError(f"path: expected a str or os.PathLike file path, got {type(p).__name__}")
+    return p
 
 
 def _fail(path: str, msg: str) -> CheckpointError:
@@ -631,7 +650,7 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
             invalid version, malformed metadata, arrays missing/extra or with a dtype/shape other
             than the manifest says. The message names the file and the problem.
     """
-    path = os.fspath(path)
+    path = _fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
