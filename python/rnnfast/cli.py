@@ -267,7 +267,27 @@ def _run_and_report(
         print("rnnfast: " + ", ".join(parts) + elapsed, file=out, flush=True)
 
     show_bar = not args.no_progress and sys.stderr.isatty()
-    result = run_task(task, progress=show_bar, callbacks=() if show_bar else (epoch_line,), **extra)
+    built = False
+
+    def on_model(model: Any) -> None:
+        nonlocal built
+        built = True
+
+    try:
+        result = run_task(
+            task,
+            progress=show_bar,
+            callbacks=() if show_bar else (epoch_line,),
+            on_model=on_model,
+            **extra,
+        )
+    except MemoryError as exc:  # sizes from the command line that do not fit in memory
+        raise CLIError(f"out of memory: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        if built:  # raised during training: not a command-line problem, keep the traceback
+            raise
+        # making the data or the model: a bad option value (e.g. an unreadable --text file)
+        raise CLIError(str(exc)) from None
     total = time.perf_counter() - t0
     final = result.final
     print(
