@@ -510,8 +510,10 @@ class RNNBase:
         n_out = self.num_directions * self.hidden_size  # input size of layers >= 1
         n_in_total = self.input_size + (self.num_layers - 1) * n_out
         # per direction: w_ih of every layer, plus w_hh and both biases of every layer
-        n_params = self.num_directions * gh * (
-            n_in_total + self.num_layers * (self.hidden_size + 2 * self.bias)
+        n_params = (
+            self.num_directions
+            * gh
+            * (n_in_total + self.num_layers * (self.hidden_size + 2 * self.bias))
         )
         _check_allocatable(
             "input_size, hidden_size, num_layers",
