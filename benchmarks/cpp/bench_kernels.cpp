@@ -9,8 +9,9 @@
 //                                  Counters: FLOP/s with FLOPs = 2*T*B*G*H*(I+H) (x3 for training),
 //                                  and at B = 1 the weight bytes streamed per second (the formula of
 //                                  benchmarks/bench.py: 4*G*H*(T*H+I), training 4*G*H*(2*T*H+3*I)).
-//   BM_EigenSgemm/N/threads        Eigen's float GEMM on N x N matrices: the limit of the GEMMs the
-//                                  kernels call.
+//   BM_EigenSgemm/N/threads        Eigen's float GEMM on N x N matrices, rows split over threads the
+//                                  way the kernels split theirs (rnnfast::parallel_product): the
+//                                  limit of the large GEMMs the kernels call.
 //   BM_ReadBandwidth/KiB/threads   every thread sums its own float buffer of KiB kibibytes over and
 //                                  over: L1 / L2 / L3 / DRAM read bandwidth (bytes_per_second).
 //
@@ -373,11 +374,12 @@ BENCHMARK(BM_Sequence<CellKind::gru, Mode::training>)->Name("BM_gru_training")->
 // Machine limits.
 void BM_EigenSgemm(benchmark::State& state) {
   const Index n = state.range(0);
-  rnnfast::set_num_threads(static_cast<int>(state.range(1)));  // also Eigen::setNbThreads
+  rnnfast::set_num_threads(static_cast<int>(state.range(1)));
   using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using MapF = Eigen::Map<MatF>;
   MatF a = MatF::Random(n, n), b = MatF::Random(n, n), c(n, n);
   for (auto _ : state) {
-    c.noalias() = a * b;
+    rnnfast::parallel_product(MapF(c.data(), n, n), a, b);  // rows split over threads, as the kernels do
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }

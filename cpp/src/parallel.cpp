@@ -23,8 +23,16 @@ int default_threads() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
+// Eigen never threads a product by itself: the kernels split their products across threads
+// themselves (parallel_product in parallel.hpp), at fixed row boundaries, so a result is bitwise the
+// same with any thread count, and small products never pay for a parallel region.
+int init_threads() {
+  Eigen::setNbThreads(1);
+  return default_threads();
+}
+
 std::atomic<int>& thread_count() {
-  static std::atomic<int> n{default_threads()};
+  static std::atomic<int> n{init_threads()};
   return n;
 }
 
@@ -35,7 +43,7 @@ int get_num_threads() { return thread_count().load(std::memory_order_relaxed); }
 void set_num_threads(int n) {
   if (n < 1) n = 1;
   thread_count().store(n, std::memory_order_relaxed);
-  Eigen::setNbThreads(n);
+  Eigen::setNbThreads(1);
 }
 
 }  // namespace rnnfast

@@ -166,7 +166,7 @@ void sequence_forward(S* y,                        // (T, B, H)
   // Input projection of all steps: one GEMM over T*B rows, biases folded in.
   MatMap<S> gx(gx_ptr, T * B, GH);
   if (T * B > 0) {
-    gx.noalias() = CMatMap<S>(x, T * B, I) * CMatMap<S>(w.w_ih, GH, I).transpose();
+    parallel_product(gx, CMatMap<S>(x, T * B, I), CMatMap<S>(w.w_ih, GH, I).transpose());
     if (w.b_ih) {
       RowVec<S> bias = CRowVecMap<S>(w.b_ih, GH);
       if constexpr (gru) {
@@ -337,13 +337,13 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
 
   // Weight gradients: single GEMMs over all T*B rows.
   MatMap<S> dWhh(g.dw_hh, GH, H);
-  dWhh.noalias() = dgates.transpose() * CMatMap<S>(cache.h, T * B, H);  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
+  parallel_product(dWhh, dgates.transpose(), CMatMap<S>(cache.h, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
   if (g.db_hh) RowVecMap<S>(g.db_hh, GH) = dgates.colwise().sum();      // dL/db_hh = sum_{t,b} dgates
   if constexpr (gru) dgates.rightCols(H) = dan;  // now dL/d(W_ih x + b_ih): n block = dL/da_n
   MatMap<S> dWih(g.dw_ih, GH, I);
-  dWih.noalias() = dgates.transpose() * CMatMap<S>(x, T * B, I);    // dL/dW_ih = sum_t dgates_t^T x_t
+  parallel_product(dWih, dgates.transpose(), CMatMap<S>(x, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
   if (g.db_ih) RowVecMap<S>(g.db_ih, GH) = dgates.colwise().sum();  // dL/db_ih = sum_{t,b} dgates
-  if (g.dx) MatMap<S>(g.dx, T * B, I).noalias() = dgates * CMatMap<S>(w.w_ih, GH, I);  // dL/dx_t = dgates_t W_ih
+  if (g.dx) parallel_product(MatMap<S>(g.dx, T * B, I), dgates, CMatMap<S>(w.w_ih, GH, I));  // dL/dx_t = dgates_t W_ih
 }
 
 }  // namespace detail
