@@ -9,6 +9,7 @@ unless the environment variable ``RNNFAST_SIMD`` names one (``baseline``, ``avx2
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from types import ModuleType
 
