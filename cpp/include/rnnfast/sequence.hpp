@@ -119,6 +119,19 @@ void gru_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const
 
 // ------------------------------------------------------------------------------------------------
 // The shared time loop, specialised per cell at compile time.
+// out[j] = sum_r m[r, j] for a row-major (rows, cols) matrix, summed row by row in a fixed order.
+// Eigen's colwise().sum() into a NumPy buffer picks its vectorised traversal by the buffer's
+// alignment, so the last bits of the sums would depend on where NumPy put the output; this loop
+// does the same additions in the same order wherever the buffers are (bitwise reproducible).
+template <class S>
+inline void column_sums(S* out, const S* m, Index rows, Index cols) {
+  std::fill(out, out + cols, S(0));
+  for (Index r = 0; r < rows; ++r) {
+    const S* row = m + r * cols;
+    for (Index j = 0; j < cols; ++j) out[j] += row[j];
+  }
+}
+
 namespace detail {
 
 template <class S>
@@ -338,11 +351,11 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   // Weight gradients: single GEMMs over all T*B rows.
   MatMap<S> dWhh(g.dw_hh, GH, H);
   parallel_product(dWhh, dgates.transpose(), CMatMap<S>(cache.h, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
-  if (g.db_hh) RowVecMap<S>(g.db_hh, GH) = dgates.colwise().sum();      // dL/db_hh = sum_{t,b} dgates
+  if (g.db_hh) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
   if constexpr (gru) dgates.rightCols(H) = dan;  // now dL/d(W_ih x + b_ih): n block = dL/da_n
   MatMap<S> dWih(g.dw_ih, GH, I);
   parallel_product(dWih, dgates.transpose(), CMatMap<S>(x, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
-  if (g.db_ih) RowVecMap<S>(g.db_ih, GH) = dgates.colwise().sum();  // dL/db_ih = sum_{t,b} dgates
+  if (g.db_ih) column_sums(g.db_ih, dgates.data(), T * B, GH);  // dL/db_ih = sum_{t,b} dgates
   if (g.dx) parallel_product(MatMap<S>(g.dx, T * B, I), dgates, CMatMap<S>(w.w_ih, GH, I));  // dL/dx_t = dgates_t W_ih
 }
 
