@@ -21,6 +21,7 @@
 #pragma once
 
 #include <algorithm>
+#include <new>
 #include <cstring>
 #include <vector>
 
@@ -48,6 +49,17 @@ class TBPTTStream {
       : cell_(cell), nl_(nl), B_(B), I_(I), H_(H), G_(gates_of(cell)), k1_(k1), k2_(k2), has_bias_(has_bias) {
     if (B < 1 || I < 1 || H < 1) throw Error("TBPTTStream: B, I, H must be >= 1");
     if (k1 < 1 || k2 < k1) throw Error("TBPTTStream: need k2 >= k1 >= 1");
+    // The buffers hold (2*k2 + 1) * B rows of up to max(I, G*H) scalars: refuse sizes whose element
+    // counts overflow or exceed any real memory before computing them in Index arithmetic
+    // (std::bad_alloc reaches Python as MemoryError).
+    {
+      const Index widest = std::max<Index>(I, G_ * H);
+      Index rows = 0, elems = 0;
+      if (__builtin_mul_overflow(k2, Index(2), &rows) || __builtin_add_overflow(rows, Index(1), &rows) ||
+          __builtin_mul_overflow(rows, B, &rows) || __builtin_mul_overflow(rows, widest, &elems) ||
+          elems > (Index(1) << 40) / static_cast<Index>(sizeof(S)))
+        throw std::bad_alloc();
+    }
     cap_ = 2 * k2;
     const Index GH = G_ * H;
     x_.resize(cap_ * B, I);
