@@ -354,7 +354,15 @@ void register_stream(py::module_& m, const char* name) {
              if (k1 < 1) throw py::value_error("k1: expected an int >= 1, got " + std::to_string(k1));
              if (k2 < k1)
                throw py::value_error("k2: expected k2 >= k1 = " + std::to_string(k1) + ", got " + std::to_string(k2));
-             return std::make_unique<St>(cell_of(cell), nonlinearity_of(nonlinearity), B, I, H, k1, k2, has_bias);
+             try {
+               return std::make_unique<St>(cell_of(cell), nonlinearity_of(nonlinearity), B, I, H, k1, k2, has_bias);
+             } catch (const std::bad_alloc&) {
+               PyErr_SetString(PyExc_MemoryError,
+                               ("k2, batch, input_size, hidden_size: the stream's buffers for k2 = " +
+                                std::to_string(k2) + " and batch = " + std::to_string(B) + " cannot be allocated")
+                                   .c_str());
+               throw py::error_already_set();
+             }
            }),
            py::arg("cell"), py::arg("nonlinearity"), py::arg("batch"), py::arg("input_size"), py::arg("hidden_size"),
            py::arg("k1"), py::arg("k2"), py::arg("has_bias"))
