@@ -50,11 +50,7 @@ def available_variants() -> list[str]:
             "`pip install .` from the source tree"
         ) from exc
     features = baseline.cpu_features()
-    return [
-        v
-        for v in built_variants()
-        if all(features.get(flag, False) for flag in _REQUIRES[v])
-    ]
+    return [v for v in built_variants() if all(features.get(flag, False) for flag in _REQUIRES[v])]
 
 
 def load_variant(name: str) -> ModuleType:

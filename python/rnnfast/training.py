@@ -52,7 +52,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import numpy as np
 
@@ -671,11 +671,11 @@ def fit(
     clip_value: float | None = None,
     scheduler: Any = None,
     val_data: Any = None,
-    callbacks: Sequence[Union[Callback, Callable[..., Any]]] = (),
-    checkpoint: Union[str, os.PathLike[str]] | None = None,
+    callbacks: Sequence[Callback | Callable[..., Any]] = (),
+    checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
-    early_stopping: Union[EarlyStopping, int, None] = None,
+    early_stopping: EarlyStopping | int | None = None,
     progress: bool = True,
     seed: int | None = None,
     metrics: Sequence[Any] = (),
@@ -908,8 +908,6 @@ def fit(
 
     use_bar = bool(progress) and _stdio_is_tty() and (dist is None or dist.is_root)
     grads = model.grads
-    params = model.parameters()
-    clip_stats = _optim.ClipStats()
 
     def check_finite_grads(ep: int, bi: int) -> str | None:
         for name, g in grads.items():
