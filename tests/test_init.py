@@ -23,8 +23,14 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_build_info_fields() -> None:
     info = rnnfast.build_info()
-    for key in ("variant", "variants_available", "variants_built", "eigen_version", "compiler",
-                "num_threads"):
+    for key in (
+        "variant",
+        "variants_available",
+        "variants_built",
+        "eigen_version",
+        "compiler",
+        "num_threads",
+    ):
         assert key in info, f"build_info() lacks {key!r}: {info}"
     assert info["variant"] in info["variants_available"]
     assert set(info["variants_available"]) <= set(info["variants_built"])
