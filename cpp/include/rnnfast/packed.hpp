@@ -131,7 +131,7 @@ inline void store_partial(S* p, const Packet<S>& x, int n) {
 // out[r, col[v] .. col[v]+valid[v]) (+)= sum_k A[r, k] * P_v[k, :]   for MR rows, NV vectors.
 template <class S, int MR, int NV>
 inline void micro_kernel(S* out, Index ldo, const S* a, Index lda, const PackedMatrix<S>& p, Index v0,
-                         bool accumulate) {
+                         Index k0, Index k1, bool accumulate) {
   using P = Packet<S>;
   constexpr int V = width<S>();
   P acc[MR][NV];
@@ -145,8 +145,7 @@ inline void micro_kernel(S* out, Index ldo, const S* a, Index lda, const PackedM
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) acc[r][v] = Eigen::internal::pset1<P>(S(0));
   }
-  const Index K = p.K;
-  for (Index k = 0; k < K; ++k) {
+  for (Index k = k0; k < k1; ++k) {
     P wk[NV];
     for (int v = 0; v < NV; ++v) wk[v] = Eigen::internal::pload<P>(w[v] + k * V);
     for (int r = 0; r < MR; ++r) {
@@ -161,16 +160,16 @@ inline void micro_kernel(S* out, Index ldo, const S* a, Index lda, const PackedM
 
 template <class S, int MR>
 inline void dispatch_nv(int nv, S* out, Index ldo, const S* a, Index lda, const PackedMatrix<S>& p, Index v0,
-                        bool accumulate) {
+                        Index k0, Index k1, bool accumulate) {
   switch (nv) {
-    case 1: micro_kernel<S, MR, 1>(out, ldo, a, lda, p, v0, accumulate); break;
-    case 2: micro_kernel<S, MR, 2>(out, ldo, a, lda, p, v0, accumulate); break;
-    case 3: micro_kernel<S, MR, 3>(out, ldo, a, lda, p, v0, accumulate); break;
-    case 4: micro_kernel<S, MR, 4>(out, ldo, a, lda, p, v0, accumulate); break;
-    case 5: micro_kernel<S, MR, 5>(out, ldo, a, lda, p, v0, accumulate); break;
-    case 6: micro_kernel<S, MR, 6>(out, ldo, a, lda, p, v0, accumulate); break;
-    case 7: micro_kernel<S, MR, 7>(out, ldo, a, lda, p, v0, accumulate); break;
-    default: micro_kernel<S, MR, 8>(out, ldo, a, lda, p, v0, accumulate); break;
+    case 1: micro_kernel<S, MR, 1>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
+    case 2: micro_kernel<S, MR, 2>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
+    case 3: micro_kernel<S, MR, 3>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
+    case 4: micro_kernel<S, MR, 4>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
+    case 5: micro_kernel<S, MR, 5>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
+    case 6: micro_kernel<S, MR, 6>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
+    case 7: micro_kernel<S, MR, 7>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
+    default: micro_kernel<S, MR, 8>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
   }
 }
 
@@ -184,15 +183,26 @@ void product(S* out, Index ldo, const S* a, Index lda, Index M, const PackedMatr
   // Tile shapes: 12 accumulators where rows allow (4 x 3), 8 packets wide at M = 1 (a GEMV: bound by
   // the stream of W, the tile just keeps enough FMAs in flight).
   const int nv_tile = M == 1 ? 8 : (M == 2 ? 6 : (M == 3 ? 4 : 3));
+  // With several row tiles, each tile re-reads the nv_tile vectors: block the reduction so that those
+  // vectors (nv_tile x KC x V scalars, ~24 KiB) stay in L1 across the row tiles. One row tile streams
+  // each vector once anyway: no blocking. The blocking is fixed by the shapes, never by the thread
+  // count, so results stay bitwise identical across thread counts.
+  const Index kc_l1 = std::max<Index>(64, (24 * 1024) / (3 * width<S>() * static_cast<Index>(sizeof(S))));
+  const Index KC = M > 4 ? kc_l1 : p.K;
   for (Index v = v_begin; v < v_end; v += nv_tile) {
     const int nv = static_cast<int>(std::min<Index>(nv_tile, v_end - v));
-    Index r = 0;
-    for (; r + 4 <= M; r += 4) detail::dispatch_nv<S, 4>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, accumulate);
-    switch (M - r) {
-      case 3: detail::dispatch_nv<S, 3>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, accumulate); break;
-      case 2: detail::dispatch_nv<S, 2>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, accumulate); break;
-      case 1: detail::dispatch_nv<S, 1>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, accumulate); break;
-      default: break;
+    for (Index k0 = 0; k0 < p.K; k0 += KC) {
+      const Index k1 = std::min(p.K, k0 + KC);
+      const bool acc = accumulate || k0 > 0;
+      Index r = 0;
+      for (; r + 4 <= M; r += 4)
+        detail::dispatch_nv<S, 4>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
+      switch (M - r) {
+        case 3: detail::dispatch_nv<S, 3>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc); break;
+        case 2: detail::dispatch_nv<S, 2>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc); break;
+        case 1: detail::dispatch_nv<S, 1>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc); break;
+        default: break;
+      }
     }
   }
 }
