@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "rnnfast/sequence.hpp"
@@ -50,6 +51,14 @@ const char* dtype_name() {
   return std::is_same<S, float>::value ? "float32" : "float64";
 }
 
+// True when dt is S in native byte order. Compared by kind, size and byte order, not by identity:
+// equal dtypes can be distinct objects (e.g. with metadata, or created by other libraries).
+template <class S>
+bool dtype_is(const py::dtype& dt) {
+  const char kind = std::is_floating_point<S>::value ? 'f' : (std::is_signed<S>::value ? 'i' : 'u');
+  return dt.kind() == kind && dt.itemsize() == static_cast<py::ssize_t>(sizeof(S)) && dt.attr("isnative").cast<bool>();
+}
+
 // Checks that obj is a C-contiguous array of dtype S and the given shape; returns its data.
 template <class S>
 S* checked(const char* name, const py::handle& obj, const std::vector<Index>& shape) {
@@ -57,7 +66,7 @@ S* checked(const char* name, const py::handle& obj, const std::vector<Index>& sh
     throw py::type_error(std::string(name) + ": expected a numpy array, got " +
                          std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
   auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<S>()))
+  if (!dtype_is<S>(a.dtype()))
     throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<S>() + ", got " +
                          std::string(py::str(a.dtype())));
   if (shape_of(a) != shape)
@@ -113,15 +122,16 @@ py::array_t<S> empty(const std::vector<Index>& shape) {
   return py::array_t<S>(s);
 }
 
-bool is_dtype(const py::handle& x, const py::dtype& dt) {
-  return py::isinstance<py::array>(x) && py::reinterpret_borrow<py::array>(x).dtype().is(dt);
+template <class S>
+bool is_dtype(const py::handle& x) {
+  return py::isinstance<py::array>(x) && dtype_is<S>(py::reinterpret_borrow<py::array>(x).dtype());
 }
 
 // Calls f<float> or f<double> by the dtype of x.
 template <class F>
 auto dispatch(const py::handle& x, F&& f) {
-  if (is_dtype(x, py::dtype::of<float>())) return f(float{});
-  if (is_dtype(x, py::dtype::of<double>())) return f(double{});
+  if (is_dtype<float>(x)) return f(float{});
+  if (is_dtype<double>(x)) return f(double{});
   if (py::isinstance<py::array>(x))
     throw py::type_error("x: expected dtype float32 or float64, got " +
                          std::string(py::str(py::reinterpret_borrow<py::array>(x).dtype())));
