@@ -26,6 +26,7 @@ but concurrent ``step`` calls on one module are not.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Union
@@ -546,7 +547,9 @@ class RNNBase:
         self._grad_hx_list: list[State | None] = []
         self._cache: dict[str, Any] | None = None
         self._stream: _Stream | None = None
-        self._step_buf: dict[int, Array] = {}
+        # step()'s preallocated input buffers, one set per thread: a module in eval mode may be
+        # shared by threads, and a shared buffer would let one thread overwrite another's input.
+        self._step_local = threading.local()
 
     # --- names -------------------------------------------------------------------------------------
     @staticmethod
@@ -897,7 +900,7 @@ class RNNBase:
 
         Args: x_t (B, input_size); state as ``hx`` of forward (None = zeros). Returns (out_t (B, H),
         new state (num_layers, B, H) (LSTM: (h, c))). Equal to ``forward`` run one step at a time in
-        eval mode. Unidirectional stacks only. The input buffer is preallocated per batch size.
+        eval mode. Unidirectional stacks only. The input buffer is preallocated per batch size and thread.
         """
         if self.bidirectional:
             raise ValueError("step: a bidirectional module needs the whole sequence; use forward")
@@ -905,9 +908,12 @@ class RNNBase:
         if xa.ndim != 2 or xa.shape[1] != self.input_size:
             raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {xa.shape}")
         batch = xa.shape[0]
-        buf = self._step_buf.get(batch)
+        bufs: dict[int, Array] | None = getattr(self._step_local, "bufs", None)
+        if bufs is None:
+            bufs = self._step_local.bufs = {}
+        buf = bufs.get(batch)
         if buf is None:
-            buf = self._step_buf[batch] = np.empty((1, batch, self.input_size), dtype=self.dtype)
+            buf = bufs[batch] = np.empty((1, batch, self.input_size), dtype=self.dtype)
         buf[0] = xa
         states = self._split_hx(state, batch)
         y, finals, _ = self._run(buf, states, None, False, None)
