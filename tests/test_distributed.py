@@ -206,6 +206,18 @@ def test_failure_on_one_rank_brings_all_down(how: str) -> None:
     assert "finished (should not happen)" not in text, text
 
 
+def _json_objects(text: str) -> list[dict]:
+    """Every JSON object in ``text``: mpiexec merges the ranks' stdout, and two ranks' lines can
+    arrive joined without a newline between them."""
+    dec = json.JSONDecoder()
+    out, i = [], text.find("{")
+    while i != -1:
+        obj, end = dec.raw_decode(text, i)
+        out.append(obj)
+        i = text.find("{", end)
+    return out
+
+
 @needs_mpiexec
 @pytest.mark.mpi
 def test_sigint_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
@@ -215,7 +227,7 @@ def test_sigint_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) ->
     assert proc.returncode == 130, (
         f"expected exit 130 (interrupted), got {proc.returncode}:\n{text}"
     )
-    rows = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    rows = _json_objects(proc.stdout)
     assert sorted(r["rank"] for r in rows) == [0, 1], text
     assert len({r["last_step"] for r in rows}) == 1, f"ranks stopped at different steps: {rows}"
     assert all(r["divergence"] == 0.0 for r in rows), rows

@@ -388,11 +388,18 @@ def _abort_hook(exc_type: Any, exc: Any, tb: Any) -> None:
     if issubclass(exc_type, SystemExit) and exc is not None and exc.code in (0, None):
         return
     r = -1 if _CONTEXT is None else _CONTEXT.rank
-    sys.stderr.write(f"rnnfast.distributed: uncaught exception on rank {r}; aborting all ranks\n")
+    # The error itself first, in one line: MPI_Abort may kill this process (and mpiexec may drop
+    # the rest of its forwarded output) before a long traceback is through.
+    summary = "".join(traceback.format_exception_only(exc_type, exc)).strip().replace("\n", " ")
+    sys.stderr.write(
+        f"rnnfast.distributed: uncaught exception on rank {r}: {summary}; aborting all ranks\n"
+    )
+    sys.stderr.flush()
     traceback.print_exception(exc_type, exc, tb)
     sys.stderr.flush()
     sys.stdout.flush()
     if _CONTEXT is not None:
+        time.sleep(0.2)  # let mpiexec forward what was written before the abort tears it down
         _CONTEXT.abort(1)
         os._exit(1)  # MPI_Abort should not return; never fall back into a blocking MPI_Finalize
 
