@@ -384,24 +384,27 @@ class DataParallel:
 # --------------------------------------------------------------------------------------------------
 
 
-def _abort_hook(exc_type: Any, exc: Any, tb: Any) -> None:
-    if issubclass(exc_type, SystemExit) and exc is not None and exc.code in (0, None):
-        return
+def _report_and_abort(exc_type: Any, exc: Any, tb: Any, code: int, what: str) -> None:
+    """Print the error (one summary line first, then the traceback) and MPI_Abort every rank."""
     r = -1 if _CONTEXT is None else _CONTEXT.rank
     # The error itself first, in one line: MPI_Abort may kill this process (and mpiexec may drop
     # the rest of its forwarded output) before a long traceback is through.
     summary = "".join(traceback.format_exception_only(exc_type, exc)).strip().replace("\n", " ")
-    sys.stderr.write(
-        f"rnnfast.distributed: uncaught exception on rank {r}: {summary}; aborting all ranks\n"
-    )
+    sys.stderr.write(f"rnnfast.distributed: {what} on rank {r}: {summary}; aborting all ranks\n")
     sys.stderr.flush()
     traceback.print_exception(exc_type, exc, tb)
     sys.stderr.flush()
     sys.stdout.flush()
     if _CONTEXT is not None:
         time.sleep(0.2)  # let mpiexec forward what was written before the abort tears it down
-        _CONTEXT.abort(1)
-        os._exit(1)  # MPI_Abort should not return; never fall back into a blocking MPI_Finalize
+        _CONTEXT.abort(code)
+        os._exit(code)  # MPI_Abort should not return; never fall back into a blocking MPI_Finalize
+
+
+def _abort_hook(exc_type: Any, exc: Any, tb: Any) -> None:
+    if issubclass(exc_type, SystemExit) and exc is not None and exc.code in (0, None):
+        return
+    _report_and_abort(exc_type, exc, tb, 1, "uncaught exception")
 
 
 def init(comm: Any = None, *, abort_on_exception: bool = True) -> DataParallel:
@@ -465,11 +468,4 @@ def abort_on_error(code: int = 1) -> Iterator[None]:
     except BaseException as exc:
         if _CONTEXT is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
             raise
-        sys.stderr.write(
-            f"rnnfast.distributed: exception on rank {_CONTEXT.rank}; aborting all ranks\n"
-        )
-        traceback.print_exc()
-        sys.stderr.flush()
-        sys.stdout.flush()
-        _CONTEXT.abort(code)
-        os._exit(code)  # MPI_Abort should not return; never fall back into a blocking MPI_Finalize
+        _report_and_abort(type(exc), exc, exc.__traceback__, code, "exception")
