@@ -301,6 +301,67 @@ def test_bad_arguments(call, exc, match) -> None:
         call()
 
 
+ALL_OPTIMIZERS = (SGD, Adam, AdamW, RMSprop)
+
+
+@pytest.mark.parametrize("cls", ALL_OPTIMIZERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "kw,exc,match",
+    [
+        (dict(weight_decay=-0.1), ValueError, r"weight_decay: expected >= 0.0, got -0.1"),
+        (dict(weight_decay=float("nan")), ValueError, "weight_decay: expected a number, got nan"),
+        (dict(weight_decay="0.1"), TypeError, "weight_decay: expected a real number, got str"),
+        (dict(maximize=1), TypeError, "maximize: expected a bool, got int"),
+    ],
+)
+def test_shared_hyperparameters_checked_alike(cls, kw, exc, match) -> None:
+    """The hyperparameters all optimizers have are checked the same way, naming the argument."""
+    with pytest.raises(exc, match=match):
+        cls({"w": np.zeros(3)}, **kw)
+
+
+@pytest.mark.parametrize(
+    "cls,kw,match",
+    [
+        (SGD, dict(momentum=0.9, weight_decay=-1.0), "weight_decay"),
+        (SGD, dict(momentum=0.0, nesterov=True), "nesterov"),
+        (Adam, dict(betas=[0.9, 1.0]), r"betas\[1\]"),
+        (AdamW, dict(eps=-1e-8), "eps"),
+        (RMSprop, dict(centered="yes"), "centered"),
+    ],
+)
+def test_load_state_dict_with_bad_hyperparameters_changes_nothing(cls, kw, match) -> None:
+    p = _params()
+    opt = cls(p, lr=0.01)
+    opt.step(_grad_seq(1)[0])
+    before = opt.state_dict()
+    sd = opt.state_dict()
+    sd = {**sd, "lr": 0.5, "step_count": 9, "hyperparams": {**sd["hyperparams"], **kw}}
+    with pytest.raises((TypeError, ValueError), match=match):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert after["hyperparams"] == before["hyperparams"]
+    assert (after["lr"], after["step_count"]) == (0.01, 1)
+    for name, st in before["state"].items():
+        for k, v in st.items():
+            np.testing.assert_array_equal(after["state"][name][k], v, err_msg=f"{name} {k}")
+
+
+def test_adamw_without_weight_decay_is_adam_exactly() -> None:
+    """AdamW differs from Adam only in the weight decay: with wd = 0 the two are bit-identical."""
+    grads = _grad_seq(6)
+    p_adam, p_adamw = _params(), _params()
+    adam = Adam(p_adam, lr=0.02, amsgrad=True)
+    adamw = AdamW(p_adamw, lr=0.02, amsgrad=True, weight_decay=0.0)
+    for g in grads:
+        adam.step(g)
+        adamw.step(g)
+    for k in p_adam:
+        np.testing.assert_array_equal(p_adamw[k], p_adam[k], err_msg=k)
+    assert adamw.state_dict()["hyperparams"] == adam.state_dict()["hyperparams"]
+    assert AdamW(_params()).weight_decay == 1e-2  # PyTorch's default, unlike Adam's 0
+
+
 def test_read_only_param_rejected() -> None:
     w = np.zeros(3)
     w.flags.writeable = False

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,35 @@ def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
     return bool(value)
+
+
+def _nonnegative(name: str, value: Any) -> float:
+    return _real(name, value, lo=0.0)
+
+
+def _betas(name: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name}: expected a pair (beta1, beta2), got {value!r}")
+    return (
+        _real(f"{name}[0]", value[0], lo=0.0, hi=1.0, hi_open=True),
+        _real(f"{name}[1]", value[1], lo=0.0, hi=1.0, hi_open=True),
+    )
+
+
+#: the check of each optimizer hyperparameter (besides ``lr``), by name: the optimizers share the
+#: names with torch.optim and with each other, so ``weight_decay`` is checked the same way in all
+_HYPERPARAM_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "momentum": _nonnegative,
+    "dampening": _real,
+    "weight_decay": _nonnegative,
+    "eps": _nonnegative,
+    "alpha": _nonnegative,
+    "betas": _betas,
+    "nesterov": _bool,
+    "amsgrad": _bool,
+    "centered": _bool,
+    "maximize": _bool,
+}
 
 
 def _check_param_dict(params: Any) -> dict[str, np.ndarray]:
@@ -185,25 +214,47 @@ class Optimizer:
         initial_lr: learning rate when the first scheduler was attached (None before).
         state: dict name -> per-parameter state (dict of arrays and ints).
         step_count: number of ``step`` calls so far.
+
+    A subclass lists its other hyperparameters in ``_hyperparam_names`` (each checked by
+    ``_HYPERPARAM_CHECKS`` and kept as an attribute of that name), passes them to ``__init__`` as
+    keywords, and implements ``_update``.
     """
 
     #: names of the per-parameter state arrays, in a fixed order
     _state_arrays: tuple[str, ...] = ()
+    #: names of the hyperparameters besides ``lr``, in the order they are checked and saved
+    _hyperparam_names: tuple[str, ...] = ()
 
-    def __init__(self, params: Any, lr: float) -> None:
+    def __init__(self, params: Any, lr: float, **hyperparams: Any) -> None:
         self.params: dict[str, np.ndarray] = _check_param_dict(params)
         self.lr: float = _real("lr", lr, lo=0.0)
+        self._assign_hyperparams(self._check_hyperparams(hyperparams))
         self.initial_lr: float | None = None
         self.state: dict[str, dict[str, Any]] = {}
         self.step_count: int = 0
 
-    # -- subclass hooks -------------------------------------------------------------------------
-    def _hyperparams(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # -- hyperparameters ------------------------------------------------------------------------
+    def _hyperparams(self) -> dict[str, Any]:
+        """The hyperparameters besides ``lr``, JSON-able (a tuple such as ``betas`` as a list)."""
+        return {k: _to_json_scalar(getattr(self, k)) for k in self._hyperparam_names}
 
-    def _set_hyperparams(self, hp: Mapping[str, Any]) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _check_hyperparams(self, hp: Mapping[str, Any]) -> dict[str, Any]:
+        """Check every entry of ``hp`` (keys: ``_hyperparam_names``); return the checked values.
 
+        Raises TypeError/ValueError naming the hyperparameter; never modifies ``self``.
+        """
+        checked = {k: _HYPERPARAM_CHECKS[k](k, hp[k]) for k in self._hyperparam_names}
+        self._check_combination(checked)
+        return checked
+
+    def _check_combination(self, hp: Mapping[str, Any]) -> None:
+        """Subclass hook: reject combinations of individually valid hyperparameters."""
+
+    def _assign_hyperparams(self, checked: Mapping[str, Any]) -> None:
+        for k, v in checked.items():
+            setattr(self, k, v)
+
+    # -- subclass hook --------------------------------------------------------------------------
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
         raise NotImplementedError
 
@@ -228,7 +279,7 @@ class Optimizer:
             "lr": float(self.lr),
             "initial_lr": None if self.initial_lr is None else float(self.initial_lr),
             "step_count": int(self.step_count),
-            "hyperparams": {k: _to_json_scalar(v) for k, v in self._hyperparams().items()},
+            "hyperparams": self._hyperparams(),
             "state": state,
         }
 
@@ -255,7 +306,7 @@ class Optimizer:
         hp = state_dict["hyperparams"]
         if not isinstance(hp, Mapping):
             raise TypeError("state_dict['hyperparams']: expected a dict")
-        expected_hp = set(self._hyperparams())
+        expected_hp = set(self._hyperparam_names)
         if set(hp) != expected_hp:
             raise ValueError(
                 f"state_dict['hyperparams']: expected keys {sorted(expected_hp)}, got {sorted(hp)}"
@@ -285,13 +336,9 @@ class Optimizer:
                 else:
                     raise ValueError(f"{where}: unexpected entry {k!r}")
             new_state[name] = new_st
-        # validate hyperparameters on a scratch copy first so a failure leaves self untouched
-        old_hp = self._hyperparams()
-        try:
-            self._set_hyperparams(hp)
-        except (TypeError, ValueError):
-            self._set_hyperparams(old_hp)
-            raise
+        checked_hp = self._check_hyperparams(hp)
+        # everything is checked: from here on nothing can fail
+        self._assign_hyperparams(checked_hp)
         self.lr = lr
         self.initial_lr = initial_lr
         self.step_count = step_count
@@ -321,6 +368,12 @@ class SGD(Optimizer):
     """
 
     _state_arrays = ("momentum_buffer",)
+    _hyperparam_names = ("momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
+    maximize: bool
 
     def __init__(
         self,
@@ -333,36 +386,19 @@ class SGD(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        super().__init__(params, lr)
-        self._set_hyperparams(
-            dict(
-                momentum=momentum,
-                dampening=dampening,
-                weight_decay=weight_decay,
-                nesterov=nesterov,
-                maximize=maximize,
-            )
+        super().__init__(
+            params,
+            lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
         )
 
-    def _hyperparams(self) -> dict[str, Any]:
-        return dict(
-            momentum=self.momentum,
-            dampening=self.dampening,
-            weight_decay=self.weight_decay,
-            nesterov=self.nesterov,
-            maximize=self.maximize,
-        )
-
-    def _set_hyperparams(self, hp: Mapping[str, Any]) -> None:
-        momentum = _real("momentum", hp["momentum"], lo=0.0)
-        dampening = _real("dampening", hp["dampening"])
-        weight_decay = _real("weight_decay", hp["weight_decay"], lo=0.0)
-        nesterov = _bool("nesterov", hp["nesterov"])
-        maximize = _bool("maximize", hp["maximize"])
-        if nesterov and (momentum <= 0 or dampening != 0):
+    def _check_combination(self, hp: Mapping[str, Any]) -> None:
+        if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
             raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
-        self.momentum, self.dampening, self.weight_decay = momentum, dampening, weight_decay
-        self.nesterov, self.maximize = nesterov, maximize
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         d_p = -g if self.maximize else g
@@ -399,7 +435,12 @@ class Adam(Optimizer):
     """
 
     _state_arrays = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _decoupled = False
+    _hyperparam_names = ("betas", "eps", "weight_decay", "amsgrad", "maximize")
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    amsgrad: bool
+    maximize: bool
 
     def __init__(
         self,
@@ -412,34 +453,19 @@ class Adam(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        super().__init__(params, lr)
-        self._set_hyperparams(
-            dict(
-                betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize
-            )
+        super().__init__(
+            params,
+            lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
         )
 
-    def _hyperparams(self) -> dict[str, Any]:
-        return dict(
-            betas=list(self.betas),
-            eps=self.eps,
-            weight_decay=self.weight_decay,
-            amsgrad=self.amsgrad,
-            maximize=self.maximize,
-        )
-
-    def _set_hyperparams(self, hp: Mapping[str, Any]) -> None:
-        betas = hp["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-        b1 = _real("betas[0]", betas[0], lo=0.0, hi=1.0, hi_open=True)
-        b2 = _real("betas[1]", betas[1], lo=0.0, hi=1.0, hi_open=True)
-        eps = _real("eps", hp["eps"], lo=0.0)
-        wd = _real("weight_decay", hp["weight_decay"], lo=0.0)
-        amsgrad = _bool("amsgrad", hp["amsgrad"])
-        maximize = _bool("maximize", hp["maximize"])
-        self.betas = (b1, b2)
-        self.eps, self.weight_decay, self.amsgrad, self.maximize = eps, wd, amsgrad, maximize
+    def _apply_weight_decay(self, p: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """Adam's L2 weight decay: ``wd * p`` added to the gradient (called when wd != 0)."""
+        return grad + self.weight_decay * p
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         beta1, beta2 = self.betas
@@ -456,10 +482,7 @@ class Adam(Optimizer):
         st["step"] += 1
         step = st["step"]
         if self.weight_decay != 0:
-            if self._decoupled:
-                p *= 1 - lr * self.weight_decay
-            else:
-                grad = grad + self.weight_decay * p
+            grad = self._apply_weight_decay(p, grad)
         m, v = st["exp_avg"], st["exp_avg_sq"]
         m += (1 - beta1) * (grad - m)
         v *= beta2
@@ -484,8 +507,6 @@ class AdamW(Adam):
     updates instead of being added to the gradient. Default ``weight_decay=1e-2`` (as PyTorch).
     """
 
-    _decoupled = True
-
     def __init__(
         self,
         params: Any,
@@ -498,6 +519,11 @@ class AdamW(Adam):
         maximize: bool = False,
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+
+    def _apply_weight_decay(self, p: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """Decoupled weight decay: shrink the parameter in place; the gradient is unchanged."""
+        p *= 1 - self.lr * self.weight_decay
+        return grad
 
 
 class RMSprop(Optimizer):
@@ -523,6 +549,13 @@ class RMSprop(Optimizer):
     """
 
     _state_arrays = ("square_avg", "grad_avg", "momentum_buffer")
+    _hyperparam_names = ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+    alpha: float
+    eps: float
+    weight_decay: float
+    momentum: float
+    centered: bool
+    maximize: bool
 
     def __init__(
         self,
@@ -536,37 +569,16 @@ class RMSprop(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        super().__init__(params, lr)
-        self._set_hyperparams(
-            dict(
-                alpha=alpha,
-                eps=eps,
-                weight_decay=weight_decay,
-                momentum=momentum,
-                centered=centered,
-                maximize=maximize,
-            )
+        super().__init__(
+            params,
+            lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
         )
-
-    def _hyperparams(self) -> dict[str, Any]:
-        return dict(
-            alpha=self.alpha,
-            eps=self.eps,
-            weight_decay=self.weight_decay,
-            momentum=self.momentum,
-            centered=self.centered,
-            maximize=self.maximize,
-        )
-
-    def _set_hyperparams(self, hp: Mapping[str, Any]) -> None:
-        alpha = _real("alpha", hp["alpha"], lo=0.0)
-        eps = _real("eps", hp["eps"], lo=0.0)
-        wd = _real("weight_decay", hp["weight_decay"], lo=0.0)
-        momentum = _real("momentum", hp["momentum"], lo=0.0)
-        centered = _bool("centered", hp["centered"])
-        maximize = _bool("maximize", hp["maximize"])
-        self.alpha, self.eps, self.weight_decay, self.momentum = alpha, eps, wd, momentum
-        self.centered, self.maximize = centered, maximize
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         st = self.state.get(name)
