@@ -321,6 +321,90 @@ def test_state_dict_roundtrip_and_strictness() -> None:
     assert np.array_equal(b.parameters()["weight_ih_l0"], 2 * a.parameters()["weight_ih_l0"])
 
 
+@pytest.mark.parametrize("src", [np.float16, np.float32, np.float64, np.longdouble])
+@pytest.mark.parametrize("dst", [np.float32, np.float64])
+def test_load_state_dict_casts_floating_arrays(src: Any, dst: Any) -> None:
+    """Every floating dtype loads, rounded to the module dtype as NumPy's cast rounds it."""
+    a = make("gru", input_size=3, hidden_size=2, num_layers=2, dtype=np.float64, seed=1)
+    b = make("gru", input_size=3, hidden_size=2, num_layers=2, dtype=dst, seed=2)
+    sd = {k: v.astype(src) for k, v in a.state_dict().items()}
+    b.load_state_dict(sd)
+    for k, v in b.state_dict().items():
+        assert v.dtype == np.dtype(dst), k
+        np.testing.assert_array_equal(v, sd[k].astype(dst), err_msg=k)
+
+
+NON_FLOATING = {
+    "int64": lambda v: v.astype(np.int64),
+    "int8": lambda v: v.astype(np.int8),
+    "uint32": lambda v: np.abs(v).astype(np.uint32),
+    "bool": lambda v: v > 0,
+    "complex64": lambda v: v.astype(np.complex64),
+    "complex128_real_values": lambda v: v + 0j,
+    "object": lambda v: v.astype(object),
+    "int_list": lambda v: np.rint(v).astype(int).tolist(),
+}
+
+
+@pytest.mark.parametrize("case", list(NON_FLOATING))
+@pytest.mark.parametrize("kind", ["lstm", "Linear", "Embedding", "SequenceModel"])
+def test_load_state_dict_rejects_non_floating_dtypes(kind: str, case: str) -> None:
+    """Non-floating values are refused (no silent unsafe cast), naming the key and the dtype."""
+    if kind == "Linear":
+        m: Any = M.Linear(3, 4, dtype=np.float32, seed=0)
+    elif kind == "Embedding":
+        m = M.Embedding(5, 3, dtype=np.float32, seed=0)
+    elif kind == "SequenceModel":
+        m = M.build_model("lstm", 3, 4, 1, mode="many_to_one", dtype=np.float32, seed=0)
+    else:
+        m = make("lstm", input_size=3, hidden_size=4, dtype=np.float32)
+    before = m.state_dict()
+    key = list(before)[-1]
+    sd = {**before, key: NON_FLOATING[case](before[key] * 3)}
+    with pytest.raises(TypeError, match=rf"state_dict\['{key}'\].*floating.*float32.*got dtype"):
+        m.load_state_dict(sd)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=f"a rejected load changed {k}")
+
+
+@pytest.mark.parametrize(
+    "value,dtype,match",
+    [
+        (1e300, np.float32, r"value 1e\+300 at index \(1, 2\) overflows float32"),
+        (-3.5e38, np.float32, r"value -3\.5e\+38 at index \(1, 2\) overflows float32"),
+        (np.nan, np.float64, r"non-finite value nan at index \(1, 2\)"),
+        (np.inf, np.float32, r"non-finite value inf at index \(1, 2\)"),
+        (-np.inf, np.float64, r"non-finite value -inf at index \(1, 2\)"),
+    ],
+)
+def test_load_state_dict_rejects_non_finite_after_cast(
+    value: float, dtype: Any, match: str
+) -> None:
+    m = make("rnn", input_size=3, hidden_size=2, num_layers=2, dtype=dtype)
+    before = m.state_dict()
+    sd = {k: v.astype(np.float64) for k, v in before.items()}
+    sd["weight_ih_l0"][1, 2] = value
+    with pytest.raises(ValueError, match=rf"state_dict\['weight_ih_l0'\]: {match}"):
+        m.load_state_dict(sd)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=f"a rejected load changed {k}")
+
+
+def test_load_state_dict_float32_extremes_still_load() -> None:
+    """Values at the edge of float32's range are finite after the cast, so they load."""
+    m = M.Linear(2, 1, dtype=np.float32, seed=0)
+    big = float(np.finfo(np.float32).max)
+    m.load_state_dict({"weight": np.array([[big, -big]]), "bias": np.array([1e-45])})
+    assert m.parameters()["weight"].tolist() == [[big, -big]]
+    assert m.parameters()["bias"][0] == np.float32(1e-45)
+
+
+def test_load_state_dict_unconvertible_value_names_the_key() -> None:
+    m = M.Linear(2, 2, dtype=np.float64, seed=0)
+    with pytest.raises(TypeError, match=r"state_dict\['weight'\]: cannot convert list"):
+        m.load_state_dict({"weight": [[1.0, 2.0], [3.0]], "bias": np.zeros(2)})
+
+
 def test_eval_stores_nothing_and_backward_once() -> None:
     m = make("gru", input_size=2, hidden_size=3)
     x = np.ones((4, 2, 2))

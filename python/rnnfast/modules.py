@@ -185,7 +185,32 @@ def _to_numpy(name: str, v: Any) -> Array:
         raise TypeError(
             f"{name}: expected an array (or an object with __array__), got {type(v).__name__}"
         )
-    return np.asarray(v)
+    try:
+        return np.asarray(v)
+    except (TypeError, ValueError) as e:  # ragged nested lists, torch.bfloat16, ...
+        raise TypeError(f"{name}: cannot convert {type(v).__name__} to an array ({e})") from e
+
+
+def _cast_parameter(name: str, v: Array, dtype: np.dtype) -> Array:
+    """``v`` as ``dtype``: floating arrays only, and every value finite after the cast."""
+    if v.dtype.kind != "f":
+        raise TypeError(
+            f"{name}: expected a floating-point array (float16, float32 or float64; converted to "
+            f"the module dtype {dtype}), got dtype {v.dtype}"
+        )
+    with np.errstate(over="ignore"):  # overflow to inf is reported below, naming the value
+        out = np.asarray(v, dtype=dtype)
+    finite = np.isfinite(out)
+    if not finite.all():
+        where = np.unravel_index(int(np.argmin(finite)), out.shape)
+        index = tuple(int(i) for i in where)
+        if np.isfinite(v[where]):
+            raise ValueError(
+                f"{name}: value {float(v[where])!r} at index {index} overflows {dtype} "
+                f"(largest finite {float(np.finfo(dtype).max):.6g})"
+            )
+        raise ValueError(f"{name}: non-finite value {float(v[where])} at index {index}")
+    return out
 
 
 class IncompatibleKeys(NamedTuple):
@@ -214,16 +239,13 @@ def _load_into(
     for k, p in params.items():
         if k not in state:
             continue
-        v = _to_numpy(f"state_dict[{prefix + k!r}]", state[k])
+        name = f"state_dict[{prefix + k!r}]"
+        v = _to_numpy(name, state[k])
         if v.shape != p.shape:
-            raise ValueError(f"state_dict[{prefix + k!r}]: expected shape {p.shape}, got {v.shape}")
-        if v.dtype.kind not in "fiu":
-            raise TypeError(
-                f"state_dict[{prefix + k!r}]: expected a real array, got dtype {v.dtype}"
-            )
-        converted[k] = v
+            raise ValueError(f"{name}: expected shape {p.shape}, got {v.shape}")
+        converted[k] = _cast_parameter(name, v, p.dtype)
     for k, v in converted.items():  # all checked first: a failed load changes nothing
-        np.copyto(params[k], v, casting="unsafe")
+        np.copyto(params[k], v)
     return IncompatibleKeys(missing, unexpected)
 
 
@@ -599,9 +621,12 @@ class RNNBase:
     ) -> IncompatibleKeys:
         """Load parameters (NumPy arrays or anything with ``__array__``, e.g. torch tensors).
 
-        Values are converted to the module dtype and copied into the live arrays. ``strict`` (default):
-        missing or unexpected keys raise ValueError naming them; a misshaped value always raises.
-        Returns (missing_keys, unexpected_keys).
+        Values must be floating-point arrays (float16, float32 or float64); they are converted to
+        the module dtype and copied into the live arrays. ``strict`` (default): missing or unexpected
+        keys raise ValueError naming them. Always, naming the key: a misshaped value or one that
+        is not finite after the conversion (NaN, inf, or e.g. 1e300 into float32) raises
+        ValueError; a non-floating value (integer, bool, complex, object) raises TypeError.
+        Nothing is loaded unless every value passes. Returns (missing_keys, unexpected_keys).
         """
         return _load_into(self._params, state_dict, strict)
 
