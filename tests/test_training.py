@@ -492,6 +492,77 @@ def test_fit_argument_errors() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# data arguments: Dataset, tuple, or a task's Split
+# --------------------------------------------------------------------------------------------------
+
+
+def _fit_gru(train: Any, val: Any) -> tuple[M.SequenceModel, TR.History]:
+    model = M.build_model("gru", 2, 4, 1, mode="many_to_one", seed=0, dtype=np.float64)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    hist = TR.fit(model, train, losses.MSELoss(), opt, epochs=2, batch_size=5, seed=3,
+                  val_data=val, progress=False)  # fmt: skip
+    return model, hist
+
+
+def test_fit_and_evaluate_accept_a_task_split() -> None:
+    """A task's Split trains and evaluates exactly as its as_tuple() does."""
+    from rnnfast.tasks import get_task
+
+    train, val = get_task("adding").make_data(seed=0, seq_len=6, n_train=24, n_val=10)
+    assert train.lengths is None
+    m_split, h_split = _fit_gru(train, val)
+    m_tuple, h_tuple = _fit_gru(train.as_tuple(), val.as_tuple())
+    assert h_split["loss"] == h_tuple["loss"] and h_split["val_loss"] == h_tuple["val_loss"]
+    for k, v in m_tuple.state_dict().items():
+        np.testing.assert_array_equal(m_split.state_dict()[k], v, err_msg=k)
+    loss = losses.MSELoss()
+    assert TR.evaluate(m_split, val, loss) == TR.evaluate(m_split, val.as_tuple(), loss)
+
+
+def test_fit_and_evaluate_use_the_lengths_of_a_split() -> None:
+    from rnnfast.tasks import Split
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 15, 2))
+    y = rng.standard_normal((15, 1))
+    lengths = rng.integers(1, 7, 15)
+    ragged = Split(x, y, lengths, info={"note": "ignored by fit"})
+    m_split, h_split = _fit_gru(ragged, ragged)
+    m_tuple, h_tuple = _fit_gru((x, y, lengths), (x, y, lengths))
+    assert h_split["loss"] == h_tuple["loss"] and h_split["val_loss"] == h_tuple["val_loss"]
+    for k, v in m_tuple.state_dict().items():
+        np.testing.assert_array_equal(m_split.state_dict()[k], v, err_msg=k)
+    loss = losses.MSELoss()
+    with_lengths = TR.evaluate(m_split, ragged, loss)["loss"]
+    assert with_lengths == TR.evaluate(m_split, (x, y, lengths), loss)["loss"]
+    assert with_lengths != TR.evaluate(m_split, Split(x, y), loss)["loss"]  # lengths do matter
+
+
+@pytest.mark.parametrize(
+    "bad,got",
+    [
+        ({"x": np.zeros((3, 4, 2)), "y": np.zeros((4, 1))}, "got dict"),
+        (np.zeros((3, 4, 2)), "got ndarray"),
+        ((np.zeros((3, 4, 2)),), "got a tuple of 1 items"),
+        ([np.zeros((3, 4, 2)), np.zeros((4, 1)), None, None], "got a list of 4 items"),
+        (7, "got int"),
+    ],
+)
+def test_unsupported_data_types_name_the_argument(bad: Any, got: str) -> None:
+    x, y = np.zeros((3, 4, 2)), np.zeros((4, 1))
+    model = M.build_model("gru", 2, 3, 1, mode="many_to_one", seed=0)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    expected = r"expected a rnnfast\.Dataset, a task Split .* or a tuple .*, "
+    kw: dict[str, Any] = dict(epochs=1, batch_size=2, progress=False)
+    with pytest.raises(TypeError, match=rf"^train_data: {expected}{got}$"):
+        TR.fit(model, bad, losses.MSELoss(), opt, **kw)
+    with pytest.raises(TypeError, match=rf"^val_data: {expected}{got}$"):
+        TR.fit(model, (x, y), losses.MSELoss(), opt, val_data=bad, **kw)
+    with pytest.raises(TypeError, match=rf"^data: {expected}{got}$"):
+        TR.evaluate(model, bad, losses.MSELoss())
+
+
+# --------------------------------------------------------------------------------------------------
 # TBPTT(k1 < k2) on the C++ stream: frozen weights, changing weights (stored activations)
 # --------------------------------------------------------------------------------------------------
 

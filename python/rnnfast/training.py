@@ -230,13 +230,22 @@ class Dataset:
 
 
 def _as_dataset(data: Any, mode: str, name: str) -> Dataset:
+    """``data`` (a Dataset, a task Split, or a tuple (x, y) / (x, y, lengths)) as a Dataset for
+    ``mode``; TypeError naming the argument ``name`` otherwise."""
     if isinstance(data, Dataset):
         return data.with_mode(mode) if data.mode is None or data.mode != mode else data
     if isinstance(data, (tuple, list)) and len(data) in (2, 3):
         return Dataset(*data, mode=mode)
+    from .tasks import Split  # here, not at the top: rnnfast.tasks imports this module in run_task
+
+    if isinstance(data, Split):
+        return Dataset(*data.as_tuple(), mode=mode)
+    got = type(data).__name__
+    if isinstance(data, (tuple, list)):
+        got = f"a {got} of {len(data)} items"
     raise TypeError(
-        f"{name}: expected a rnnfast.Dataset or a tuple (x, y) / (x, y, lengths), "
-        f"got {type(data).__name__}"
+        f"{name}: expected a rnnfast.Dataset, a task Split (rnnfast.tasks.Split) or a tuple "
+        f"(x, y) / (x, y, lengths), got {got}"
     )
 
 
@@ -556,6 +565,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Loss (and metrics) of ``model`` on ``data`` in eval mode (restored afterwards).
 
+    ``data`` is a Dataset, a task's Split (``rnnfast.tasks``) or (x, y) / (x, y, lengths), as for
+    :func:`fit`.
     Returns {"loss": mean over loss items (valid steps / samples), "accuracy": ..., ...}. Batches are
     whole sequences (full forward passes), whatever mode the model was trained in.
     """
@@ -687,7 +698,8 @@ def fit(
 
     Args:
         model: rnnfast.SequenceModel (its parameters are updated in place).
-        train_data, val_data: Dataset or (x, y) / (x, y, lengths), time-major (module docstring).
+        train_data, val_data: Dataset, a task's Split (``rnnfast.tasks``) or (x, y) /
+            (x, y, lengths), time-major (module docstring).
         loss: an rnnfast loss (``loss(pred, target, mask) -> (value, dpred)``).
         optimizer: an rnnfast optimizer over ``model.parameters()`` (``step(grads)``, ``lr``).
         epochs: total number of epochs (a resumed run continues up to this number).
