@@ -8,7 +8,8 @@
 - forward formulas against the contract written out by hand for one step, and (when PyTorch is
   installed) forward and backward against torch.nn.RNN / LSTM / GRU with packed sequences;
 - ragged semantics: a sequence of length L gives the same y, h_n and gradients as running its first
-  L steps alone; length 0 returns h0 and passes dh_n straight to dh0;
+  L steps alone; length 0 returns h0 and passes dh_n straight to dh0; NaN/Inf at padded steps (given
+  or produced there) change no result;
 - argument validation: ValueError/TypeError naming the argument.
 """
 
@@ -287,6 +288,57 @@ def test_ragged_equals_each_sequence_alone(cell: str, nonlinearity: str) -> None
         assert_close(
             grads[k], total, 1e-13, f"{cell} d{k} of ragged batch vs sum over sequences alone"
         )
+
+
+@pytest.mark.parametrize("poison", ["nan", "inf", "overflow"])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_padded_steps_never_reach_a_result(cell: str, nonlinearity: str, poison: str) -> None:
+    """Padded steps are selected away, not multiplied by 0: whatever x and dy hold there (NaN, Inf,
+    or inputs whose step overflows to Inf), y, the final state and every gradient are exactly those
+    of zero padding -- as in the kernels, which never compute a padded step, and in PyTorch."""
+    padded = np.arange(T)[:, None] >= RAGGED[None, :]  # (T, B): True at padded steps
+    clean = _f64(make_inputs(cell, T, B, IN, H, seed=11))
+    clean["x"][padded] = 0.0
+    clean["dy"][padded] = 0.0
+    dirty = {k: (None if v is None else v.copy()) for k, v in clean.items()}
+    if poison == "overflow":  # W_ih x_t = +Inf on every padded row: relu gives h = Inf there
+        big = np.finfo(np.float64).max
+        for inp in (clean, dirty):
+            inp["w_ih"] = np.abs(inp["w_ih"]) + 0.5  # each row sums to > 1
+        dirty["x"][padded] = big
+        dirty["dy"][padded] = big
+    else:
+        dirty["x"][padded] = float(poison)
+        dirty["dy"][padded] = float(poison)
+    results = []
+    for inp in (clean, dirty):
+        # the dirty run evaluates its padded rows (then discards them): they overflow
+        with np.errstate(over="ignore", invalid="ignore"):
+            y, h_n, c_n, cache = forward(ref, cell, nonlinearity, inp, RAGGED)
+            grads = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])
+        results.append({"y": y, "h_n": h_n, "c_n": c_n, **{f"d{k}": v for k, v in grads.items()}})
+    if poison == "overflow" and nonlinearity == "relu":
+        assert not np.isfinite(cache.act[padded]).any(), "the padded steps should give h = Inf"
+    want, got = results
+    for k, v in got.items():
+        if v is None:
+            assert want[k] is None, k
+            continue
+        assert np.isfinite(v).all(), f"{k}: non-finite at {np.argwhere(~np.isfinite(v))[:3]}"
+        np.testing.assert_array_equal(v, want[k], err_msg=f"{k}: padding changed the result")
+
+
+@pytest.mark.parametrize("lengths", [None, [2], [1]], ids=["no-lengths", "full", "padded"])
+def test_infinite_state_is_carried_not_turned_into_nan(lengths: Any) -> None:
+    """GRU h_t = (1 - z) n + z h_{t-1} with h0 = +Inf, W_hh = 1, x = 0: r = z = n = 1, so every valid
+    step gives h = 0 * 1 + 1 * Inf = +Inf (PyTorch's value), and a padded step carries it: the carry
+    is a selection, so it never computes 0 * Inf = NaN."""
+    x = np.zeros((2, 1, 1))
+    w_ih, w_hh = np.zeros((3, 1)), np.ones((3, 1))
+    y, h_n, _ = ref.gru_forward(x, [[np.inf]], w_ih, w_hh, None, None, lengths=lengths)
+    n_valid = 2 if lengths is None else lengths[0]
+    assert h_n.tolist() == [[np.inf]]
+    assert y[:, 0, 0].tolist() == [np.inf] * n_valid + [0.0] * (2 - n_valid)
 
 
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)

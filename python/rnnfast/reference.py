@@ -16,7 +16,10 @@ All inputs are converted to float64 and all outputs are float64, whatever the in
 
 Ragged batches (``lengths``, PyTorch packed-sequence semantics): for t >= lengths[b] the state of
 sequence b is carried unchanged and y[t, b] = 0, so h_n[b] is the state after its last valid step
-(h0[b] when lengths[b] == 0).
+(h0[b] when lengths[b] == 0). Padded steps are selected away (``np.where`` on the mask), never
+multiplied by 0: no value at a padded step (of x, of dy, or computed from them; Inf and NaN
+included) reaches any output or gradient. For simplicity the cell is evaluated on every row and
+its padded rows are discarded.
 """
 
 from __future__ import annotations
@@ -229,9 +232,9 @@ def rnn_forward(
     for t in range(t_steps):
         a = x[t] @ w_ih.T + h @ w_hh.T + bias  # a_t = W_ih x_t + W_hh h_{t-1} + b_ih + b_hh
         h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0.0)
-        m = mask[t][:, None]
-        h = m * h_new + (1.0 - m) * h  # padded steps carry the state unchanged
-        y[t] = m * h  # y_t = h_t at valid steps, 0 at padded steps
+        v = mask[t][:, None] > 0.0  # (B, 1): True at valid steps
+        h = np.where(v, h_new, h)  # padded steps carry the state unchanged
+        y[t] = np.where(v, h, 0.0)  # y_t = h_t at valid steps, 0 at padded steps
         hs[t + 1] = h
         acts[t] = h_new
     if not training:
@@ -261,19 +264,20 @@ def rnn_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | Non
     db = np.zeros(hidden)
     dh_all = np.zeros((t_steps, batch, hidden))
     for t in reversed(range(t_steps)):
-        m = c.mask[t][:, None]
-        dh = dh + m * dy[t]  # dL/dh_t = dL/dy_t (valid steps) + dL/dh_t via step t+1
-        dh_all[t] = m * dh
+        v = c.mask[t][:, None] > 0.0  # (B, 1): True at valid steps
+        dh = np.where(v, dh + dy[t], dh)  # dL/dh_t = dL/dy_t (valid steps) + dL/dh_t via step t+1
+        dh_all[t] = np.where(v, dh, 0.0)
         h_new = c.act[t]
         if c.nonlinearity == "tanh":
-            da = m * dh * (1.0 - h_new**2)  # dL/da_t = dL/dh_t * (1 - tanh(a_t)^2)
+            da = dh * (1.0 - h_new**2)  # dL/da_t = dL/dh_t * (1 - tanh(a_t)^2)
         else:
-            da = m * dh * (h_new > 0.0)  # dL/da_t = dL/dh_t * [a_t > 0]
+            da = dh * (h_new > 0.0)  # dL/da_t = dL/dh_t * [a_t > 0]
+        da = np.where(v, da, 0.0)  # padded steps do not pass through the cell
         dx[t] = da @ c.w_ih  # dL/dx_t = dL/da_t W_ih
-        dw_ih += da.T @ c.x[t]  # dL/dW_ih += dL/da_t^T x_t
+        dw_ih += da.T @ np.where(v, c.x[t], 0.0)  # dL/dW_ih += dL/da_t^T x_t (valid x_t only)
         dw_hh += da.T @ c.h[t]  # dL/dW_hh += dL/da_t^T h_{t-1}
         db += da.sum(axis=0)  # dL/db_ih = dL/db_hh += sum_b dL/da_t
-        dh = da @ c.w_hh + (1.0 - m) * dh  # dL/dh_{t-1} = dL/da_t W_hh; padded: = dL/dh_t (carried)
+        dh = np.where(v, da @ c.w_hh, dh)  # dL/dh_{t-1} = dL/da_t W_hh; padded: dL/dh_t (carried)
     has_bias = c.b_ih is not None
     return {
         "x": dx,
@@ -328,10 +332,10 @@ def lstm_forward(
         o = _sigmoid(a[:, 3 * H : 4 * H])
         c_new = f * cs + i * g  # c_t = f * c_{t-1} + i * g
         h_new = o * np.tanh(c_new)  # h_t = o * tanh(c_t)
-        m = mask[t][:, None]
-        cs = m * c_new + (1.0 - m) * cs  # padded steps carry (h, c) unchanged
-        h = m * h_new + (1.0 - m) * h
-        y[t] = m * h
+        v = mask[t][:, None] > 0.0  # (B, 1): True at valid steps
+        cs = np.where(v, c_new, cs)  # padded steps carry (h, c) unchanged
+        h = np.where(v, h_new, h)
+        y[t] = np.where(v, h, 0.0)
         hs[t + 1], css[t + 1] = h, cs
         acts[t] = np.concatenate([i, f, g, o], axis=1)
     if not training:
@@ -363,19 +367,19 @@ def lstm_backward(
     db = np.zeros(4 * H)
     dh_all = np.zeros((t_steps, batch, H))
     for t in reversed(range(t_steps)):
-        m = c.mask[t][:, None]
+        v = c.mask[t][:, None] > 0.0  # (B, 1): True at valid steps
         i, f, g, o = (c.act[t][:, k * H : (k + 1) * H] for k in range(4))
         c_prev = c.c[t]
         tc = np.tanh(f * c_prev + i * g)  # tanh(c_t) of the step's own (unmasked) cell state
-        dh = dh + m * dy[t]  # dL/dh_t = dL/dy_t + dL/dh_t via step t+1
-        dh_all[t] = m * dh
+        dh = np.where(v, dh + dy[t], dh)  # dL/dh_t = dL/dy_t + dL/dh_t via step t+1
+        dh_all[t] = np.where(v, dh, 0.0)
         # dL/dc_t = dL/dc_t (via step t+1) + dL/dh_t * o * (1 - tanh(c_t)^2)
         dct = dc + dh * o * (1.0 - tc**2)
         do = dh * tc  # dL/do = dL/dh_t * tanh(c_t)
         di = dct * g  # dL/di = dL/dc_t * g
         dg = dct * i  # dL/dg = dL/dc_t * i
         df = dct * c_prev  # dL/df = dL/dc_t * c_{t-1}
-        da = m * np.concatenate(
+        da = np.concatenate(
             [
                 di * i * (1.0 - i),  # dL/da_i = dL/di * i (1 - i)
                 df * f * (1.0 - f),  # dL/da_f = dL/df * f (1 - f)
@@ -384,12 +388,13 @@ def lstm_backward(
             ],
             axis=1,
         )
+        da = np.where(v, da, 0.0)  # padded steps do not pass through the cell
         dx[t] = da @ c.w_ih  # dL/dx_t = dL/da_t W_ih
-        dw_ih += da.T @ c.x[t]  # dL/dW_ih += dL/da_t^T x_t
+        dw_ih += da.T @ np.where(v, c.x[t], 0.0)  # dL/dW_ih += dL/da_t^T x_t (valid x_t only)
         dw_hh += da.T @ c.h[t]  # dL/dW_hh += dL/da_t^T h_{t-1}
         db += da.sum(axis=0)  # dL/db += sum_b dL/da_t
-        dc = m * (dct * f) + (1.0 - m) * dc  # dL/dc_{t-1} = dL/dc_t * f_t; padded: carried
-        dh = da @ c.w_hh + (1.0 - m) * dh  # dL/dh_{t-1} = dL/da_t W_hh; padded: carried
+        dc = np.where(v, dct * f, dc)  # dL/dc_{t-1} = dL/dc_t * f_t; padded: carried
+        dh = np.where(v, da @ c.w_hh, dh)  # dL/dh_{t-1} = dL/da_t W_hh; padded: carried
     has_bias = c.b_ih is not None
     return {
         "x": dx,
@@ -444,9 +449,9 @@ def gru_forward(
         ghn = gh[:, 2 * H : 3 * H]
         n = np.tanh(gi[:, 2 * H : 3 * H] + r * ghn)  # n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
         h_new = (1.0 - z) * n + z * h  # h_t = (1 - z) * n + z * h_{t-1}
-        m = mask[t][:, None]
-        h = m * h_new + (1.0 - m) * h  # padded steps carry the state unchanged
-        y[t] = m * h
+        v = mask[t][:, None] > 0.0  # (B, 1): True at valid steps
+        h = np.where(v, h_new, h)  # padded steps carry the state unchanged
+        y[t] = np.where(v, h, 0.0)
         hs[t + 1] = h
         acts[t] = np.concatenate([r, z, n], axis=1)
         ghns[t] = ghn
@@ -476,28 +481,29 @@ def gru_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | Non
     db_hh = np.zeros(3 * H)
     dh_all = np.zeros((t_steps, batch, H))
     for t in reversed(range(t_steps)):
-        m = c.mask[t][:, None]
+        v = c.mask[t][:, None] > 0.0  # (B, 1): True at valid steps
         r, z, n = (c.act[t][:, k * H : (k + 1) * H] for k in range(3))
         h_prev = c.h[t]
         ghn = c.ghn[t]
-        dh = dh + m * dy[t]  # dL/dh_t = dL/dy_t + dL/dh_t via step t+1
-        dh_all[t] = m * dh
-        dhm = m * dh  # only valid steps go through the cell
-        dn = dhm * (1.0 - z)  # dL/dn = dL/dh_t * (1 - z)
-        dz = dhm * (h_prev - n)  # dL/dz = dL/dh_t * (h_{t-1} - n)
+        dh = np.where(v, dh + dy[t], dh)  # dL/dh_t = dL/dy_t + dL/dh_t via step t+1
+        dh_all[t] = np.where(v, dh, 0.0)
+        dn = dh * (1.0 - z)  # dL/dn = dL/dh_t * (1 - z)
+        dz = dh * (h_prev - n)  # dL/dz = dL/dh_t * (h_{t-1} - n)
         dan = dn * (1.0 - n**2)  # dL/da_n = dL/dn * (1 - n^2),  a_n = W_in x + b_in + r * ghn
         dr = dan * ghn  # dL/dr = dL/da_n * (W_hn h_{t-1} + b_hn)
         dar = dr * r * (1.0 - r)  # dL/da_r = dL/dr * r (1 - r)
         daz = dz * z * (1.0 - z)  # dL/da_z = dL/dz * z (1 - z)
         dgi = np.concatenate([dar, daz, dan], axis=1)  # dL/d(W_ih x_t + b_ih)
         dgh = np.concatenate([dar, daz, dan * r], axis=1)  # dL/d(W_hh h_{t-1} + b_hh); n-part * r
+        dgi = np.where(v, dgi, 0.0)  # padded steps do not pass through the cell
+        dgh = np.where(v, dgh, 0.0)
         dx[t] = dgi @ c.w_ih  # dL/dx_t = dL/dgi W_ih
-        dw_ih += dgi.T @ c.x[t]  # dL/dW_ih += dL/dgi^T x_t
+        dw_ih += dgi.T @ np.where(v, c.x[t], 0.0)  # dL/dW_ih += dL/dgi^T x_t (valid x_t only)
         dw_hh += dgh.T @ h_prev  # dL/dW_hh += dL/dgh^T h_{t-1}
         db_ih += dgi.sum(axis=0)  # dL/db_ih += sum_b dL/dgi
         db_hh += dgh.sum(axis=0)  # dL/db_hh += sum_b dL/dgh
         # dL/dh_{t-1} = dL/dh_t * z + dL/dgh W_hh (valid); = dL/dh_t (padded: carried)
-        dh = dhm * z + dgh @ c.w_hh + (1.0 - m) * dh
+        dh = np.where(v, dh * z + dgh @ c.w_hh, dh)
     has_bias = c.b_ih is not None
     return {
         "x": dx,
