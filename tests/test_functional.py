@@ -314,6 +314,60 @@ def test_one_bias_none() -> None:
         call_forward_kw(functional, "gru", dict(inp, b_ih=None))
 
 
+def test_zero_dim_bias_rejected() -> None:
+    # H = 1, rnn: G*H = 1, so a 0-d bias must not slip through as shape (1,)
+    inp = make_inputs("rnn", 3, 2, 3, 1)
+    with pytest.raises(ValueError, match="b_ih"):
+        call_forward_kw(functional, "rnn", dict(inp, b_ih=np.float64(0.5) * np.ones(())))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e300])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_non_finite_padding_reaches_no_result(cell: str, nonlinearity: str, bad: float) -> None:
+    # Values on padded steps of x and dy are never read: the same results, exactly, as zeros there.
+    # (dW_ih sums dgates^T x over all rows; dgates is 0 on padded rows and 0 * NaN would be NaN.)
+    inp = make_inputs(cell, 6, 4, 5, 7, seed=21)
+    lengths = np.array([6, 0, 3, 5])
+    pad = np.arange(6)[:, None] >= lengths[None, :]  # (T, B)
+    zeroed = dict(
+        inp, x=np.where(pad[..., None], 0.0, inp["x"]), dy=np.where(pad[..., None], 0.0, inp["dy"])
+    )
+    dirty = dict(
+        inp, x=np.where(pad[..., None], bad, inp["x"]), dy=np.where(pad[..., None], bad, inp["dy"])
+    )
+    results = []
+    for case in (zeroed, dirty):
+        y, h_n, c_n, cache = forward(functional, cell, nonlinearity, case, lengths)
+        grads = backward(functional, cell, cache, case["dy"], case["dh_n"], case["dc_n"])
+        results.append({"y": y, "h_n": h_n, **{k: v for k, v in grads.items() if v is not None}})
+    for key, want in results[0].items():
+        got = results[1][key]
+        assert np.isfinite(got).all(), f"{cell} {key}: non-finite after {bad} on padded steps"
+        np.testing.assert_array_equal(got, want, err_msg=f"{cell} {key} with {bad} on padded steps")
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_results_are_not_shared_between_calls(cell: str, nonlinearity: str) -> None:
+    # Large results live in reused memory blocks (cpp/include/rnnfast/memory.hpp): a block goes back
+    # to the pool only when Python drops every array (and view) on it, never under a live result.
+    inp = make_inputs(cell, 64, 16, 32, 64, dtype=np.float32, seed=22)
+    y1, _, _, cache = forward(functional, cell, nonlinearity, inp)
+    assert y1.nbytes >= 256 * 1024, "the test needs a result large enough for the block pool"
+    g1 = backward(functional, cell, cache, inp["dy"])
+    view = y1[5:]
+    dx_copy, view_copy = g1["x"].copy(), view.copy()
+    del y1  # the view alone keeps the block alive
+    other = dict(inp, x=inp["x"] * 2 + 1, dy=inp["dy"] * -3)
+    for _ in range(3):
+        y2, _, _, cache2 = forward(functional, cell, nonlinearity, other)
+        backward(functional, cell, cache2, other["dy"])
+        del y2, cache2
+    np.testing.assert_array_equal(view, view_copy)
+    np.testing.assert_array_equal(g1["x"], dx_copy)
+    view[...] = 7.0  # results are ordinary writable arrays
+    assert view.flags.writeable and float(view.sum()) == 7.0 * view.size
+
+
 # ------------------------------------------------------------------------------------------------
 # every SIMD variant this machine supports
 # ------------------------------------------------------------------------------------------------

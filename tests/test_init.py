@@ -90,3 +90,47 @@ def test_set_num_threads_roundtrip_and_errors() -> None:
         rnnfast.set_num_threads(1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="n: expected an int"):
         rnnfast.set_num_threads(True)
+
+
+_MEMORY_SCRIPT = r"""
+import json
+import numpy as np
+import rnnfast
+from rnnfast import functional as F
+
+rng = np.random.default_rng(0)
+T, B, H = 50, 32, 64  # y: 50*32*64*4 = 400 KiB, above the pooled-block threshold (256 KiB)
+x = rng.standard_normal((T, B, H)).astype(np.float32)
+w = (rng.standard_normal((H, H)) * 0.1).astype(np.float32)
+out = {"start": rnnfast.memory_info()}
+y, h_n, _ = F.rnn_forward(x, None, w, w, None, None, training=False)
+out["live"] = rnnfast.memory_info()
+nbytes = int(y.nbytes)
+del y
+out["dropped"] = rnnfast.memory_info()
+y2, _, _ = F.rnn_forward(x, None, w, w, None, None, training=False)
+out["reused"] = rnnfast.memory_info()
+del y2
+rnnfast.release_memory()
+out["released"] = rnnfast.memory_info()
+out["nbytes"] = nbytes
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("limit_mb", [None, "0"])
+def test_memory_cache_keeps_reuses_and_releases(limit_mb: str | None) -> None:
+    env = {} if limit_mb is None else {"RNNFAST_CACHE_MB": limit_mb}
+    proc = _run(_MEMORY_SCRIPT, **env)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    if limit_mb == "0":
+        assert r["start"]["limit"] == 0
+        assert all(r[k]["cached_bytes"] == 0 for k in ("live", "dropped", "reused", "released"))
+        return
+    assert r["start"]["limit"] == 256 << 20
+    assert r["live"]["cached_bytes"] == r["start"]["cached_bytes"]
+    # dropping the result returns its block to the cache; the next call of that shape takes it back
+    assert r["dropped"]["cached_bytes"] >= r["start"]["cached_bytes"] + r["nbytes"]
+    assert r["reused"]["cached_bytes"] == r["start"]["cached_bytes"]
+    assert r["released"]["cached_bytes"] == 0

@@ -4,6 +4,7 @@
 #include <Eigen/Core>
 #include <string>
 
+#include "rnnfast/memory.hpp"
 #include "rnnfast/parallel.hpp"
 
 namespace py = pybind11;
@@ -51,4 +52,8 @@ void register_info(py::module_& m) {
         rnnfast::set_num_threads(n);
       },
       py::arg("n"), "Sets the number of threads kernels may use (>= 1).");
+  m.def("memory_cached_bytes", &rnnfast::memory::cached_bytes,
+        "Bytes of released large blocks kept for reuse by later calls.");
+  m.def("memory_cache_limit", &rnnfast::memory::cache_limit, "The most memory_cached_bytes() may reach.");
+  m.def("release_memory", &rnnfast::memory::trim, "Returns every kept block to the system.");
 }

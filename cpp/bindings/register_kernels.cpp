@@ -116,10 +116,17 @@ Nonlinearity nonlinearity_of(const std::string& nl) {
   throw py::value_error("nonlinearity: expected 'tanh' or 'relu', got '" + nl + "'");
 }
 
+// An uninitialised result array. Large ones live in memory.hpp blocks (pre-faulted, and reused by
+// the next call once Python drops the array), owned by a capsule that returns the block.
 template <class S>
 py::array_t<S> empty(const std::vector<Index>& shape) {
   std::vector<py::ssize_t> s(shape.begin(), shape.end());
-  return py::array_t<S>(s);
+  std::size_t n = 1;
+  for (Index e : shape) n *= static_cast<std::size_t>(e);
+  if (n * sizeof(S) < rnnfast::memory::kMinMapped) return py::array_t<S>(s);
+  void* block = rnnfast::memory::acquire(n * sizeof(S));
+  py::capsule owner(block, [](void* p) { rnnfast::memory::release(p); });
+  return py::array_t<S>(s, static_cast<S*>(block), owner);
 }
 
 template <class S>
@@ -148,15 +155,15 @@ struct SeqCache {
   Dims d;
   bool has_bias;
   bool has_lengths;
-  Eigen::Matrix<S, Eigen::Dynamic, 1> act, h, c, aux;
+  rnnfast::memory::Buffer<S> act, h, c, aux;
   std::vector<std::int64_t> lengths;
 
   SeqCache(CellKind cell_, Nonlinearity nl_, const Dims& d_, bool bias) : cell(cell_), nl(nl_), d(d_), has_bias(bias) {
     const rnnfast::CacheSizes s = rnnfast::cache_sizes(cell, d);
-    act.resize(s.act);
-    h.resize(s.h);
-    c.resize(s.c);
-    aux.resize(s.aux);
+    act = rnnfast::memory::Buffer<S>(static_cast<std::size_t>(s.act));
+    h = rnnfast::memory::Buffer<S>(static_cast<std::size_t>(s.h));
+    c = rnnfast::memory::Buffer<S>(static_cast<std::size_t>(s.c));
+    aux = rnnfast::memory::Buffer<S>(static_cast<std::size_t>(s.aux));
     has_lengths = false;
   }
   rnnfast::Activations<S> view() {

@@ -61,6 +61,25 @@ def set_num_threads(n: int) -> None:
     _loader.core.set_num_threads(n)
 
 
+def memory_info() -> dict[str, int]:
+    """The block cache of the compiled core: ``cached_bytes`` now held, ``limit`` the most it keeps.
+
+    Large workspaces, training caches and result arrays come from pre-faulted blocks; a block
+    released by one call (its arrays dropped) is kept for the next call of the same shape, up to
+    ``limit`` bytes (256 MiB, or the environment variable ``RNNFAST_CACHE_MB`` read at import).
+    """
+    core = _loader.core
+    return {
+        "cached_bytes": int(core.memory_cached_bytes()),
+        "limit": int(core.memory_cache_limit()),
+    }
+
+
+def release_memory() -> None:
+    """Return the blocks kept for reuse to the system (arrays still alive are not affected)."""
+    _loader.core.release_memory()
+
+
 # The public names. Submodules are imported eagerly except tasks/diagnostics/distributed/cli, which
 # stay one attribute access away (see __getattr__) so that `import rnnfast` stays fast.
 from . import functional, io, losses, modules, optim, reference, training  # noqa: E402
@@ -160,10 +179,12 @@ __all__ = [
     "io",
     "load",
     "losses",
+    "memory_info",
     "model_from_config",
     "modules",
     "optim",
     "reference",
+    "release_memory",
     "save",
     "sequence_mask",
     "set_num_threads",

@@ -83,7 +83,9 @@ def _float_array(name: str, a: Any, dtype: np.dtype | None = None) -> Array:
             arr = arr.astype(canon)
         elif dt is not canon:
             arr = arr.view(canon)  # same layout; the canonical descriptor (e.g. without metadata)
-        return np.ascontiguousarray(arr)
+        # not np.ascontiguousarray alone: it turns a 0-d array into shape (1,), which would then pass
+        # a (1,) shape check (a 0-d bias when G*H == 1)
+        return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     except MemoryError as exc:
         raise MemoryError(
             f"{name}: cannot make a C-contiguous copy of shape {arr.shape} "

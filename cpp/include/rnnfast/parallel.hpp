@@ -3,6 +3,7 @@
 #pragma once
 
 #include "rnnfast/common.hpp"  // first: its Eigen configuration macros precede <Eigen/Core>
+#include "rnnfast/memory.hpp"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -44,21 +45,32 @@ inline void split_range(Index count, int n, int i, Index& begin, Index& end) {
   end = begin + q + (i < r ? 1 : 0);
 }
 
-// out = lhs * rhs for the large products of a call (the input projection, dW_hh, dW_ih, dx), the rows
-// of out split over threads at multiples of 48 rows (a multiple of Eigen's register-block height for
-// every scalar and SIMD width), each part one single-threaded Eigen GEMM. Eigen's blocking along the
-// reduction depends only on its length, so every output element is summed in the same order with 1 or
-// 2 threads: results are bitwise identical across thread counts. Products under ~4 MFLOP (~0.1 ms)
-// stay on the calling thread.
+// out = lhs * rhs (+ init broadcast to every row, when init is given) for the large products of a
+// call (the input projection, dW_hh, dW_ih, dx), the rows of out split over threads at multiples of
+// 48 rows (a multiple of Eigen's register-block height for every scalar and SIMD width), each part
+// one single-threaded Eigen GEMM. Eigen's blocking along the reduction depends only on its length, so
+// every output element is summed in the same order with 1 or 2 threads: results are bitwise
+// identical across thread counts. Products under ~4 MFLOP (~0.1 ms) stay on the calling thread.
+// With init, each part is first filled with init and the product accumulated onto it: Eigen's
+// `out = lhs * rhs` zero-fills out before accumulating, so this saves two passes over out.
 template <class Out, class Lhs, class Rhs>
-void parallel_product(Out out, const Lhs& lhs, const Rhs& rhs) {
+void parallel_product(Out out, const Lhs& lhs, const Rhs& rhs, const typename Out::Scalar* init = nullptr) {
+  using S = typename Out::Scalar;
   constexpr Index kRowAlign = 48;
   const Index M = out.rows();
   const Index blocks = (M + kRowAlign - 1) / kRowAlign;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(out.cols()) * static_cast<double>(lhs.cols());
   const int nt = flops < 4e6 ? 1 : static_cast<int>(std::max<Index>(1, std::min<Index>(get_num_threads(), blocks)));
+  auto part = [&](Index r0, Index n) {
+    if (init) {
+      out.middleRows(r0, n).rowwise() = Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(init, out.cols());
+      out.middleRows(r0, n).noalias() += lhs.middleRows(r0, n) * rhs;
+    } else {
+      out.middleRows(r0, n).noalias() = lhs.middleRows(r0, n) * rhs;
+    }
+  };
   if (nt <= 1) {
-    out.noalias() = lhs * rhs;
+    part(0, M);
     return;
   }
 #if defined(_OPENMP)
@@ -73,7 +85,7 @@ void parallel_product(Out out, const Lhs& lhs, const Rhs& rhs) {
     Index b0 = 0, b1 = 0;
     split_range(blocks, nth, tid, b0, b1);
     const Index r0 = std::min(M, b0 * kRowAlign), r1 = std::min(M, b1 * kRowAlign);
-    if (r1 > r0) out.middleRows(r0, r1 - r0).noalias() = lhs.middleRows(r0, r1 - r0) * rhs;
+    if (r1 > r0) part(r0, r1 - r0);
   }
 }
 
@@ -105,11 +117,11 @@ class ScopedFlushDenormals {
 // the steady state (the same shapes call after call) allocates nothing and touches no new pages.
 // Slots keep buffers of different roles apart within one call. Contents are undefined on entry.
 // Buffers above kMaxCached bytes are not kept (a one-off huge call does not pin its memory): they
-// are allocated for the call and freed after it.
+// are taken for the call and released after it. Storage comes from memory.hpp (pre-faulted).
 template <class S>
 class Scratch {
  public:
-  static constexpr int kSlots = 6;
+  static constexpr int kSlots = 7;
   static constexpr std::size_t kMaxCached = std::size_t(64) << 20;
 
   Scratch(int slot, Index n) {
@@ -117,25 +129,24 @@ class Scratch {
     if (count * sizeof(S) <= kMaxCached) {
       auto& buf = cache()[static_cast<std::size_t>(slot)];
       if (buf.size() < count) {
-        buf = Buffer();  // release first: never hold the old and the new buffer at once
-        buf.resize(count);
+        buf = memory::Buffer<S>();  // release first: never hold the old and the new buffer at once
+        buf = memory::Buffer<S>(count);
       }
       ptr_ = buf.data();
     } else {
-      own_.resize(count);
+      own_ = memory::Buffer<S>(count);
       ptr_ = own_.data();
     }
   }
   S* data() const { return ptr_; }
 
  private:
-  using Buffer = std::vector<S, Eigen::aligned_allocator<S>>;
-  static std::array<Buffer, kSlots>& cache() {
-    thread_local std::array<Buffer, kSlots> buffers;
+  static std::array<memory::Buffer<S>, kSlots>& cache() {
+    thread_local std::array<memory::Buffer<S>, kSlots> buffers;
     return buffers;
   }
   S* ptr_ = nullptr;
-  Buffer own_;
+  memory::Buffer<S> own_;
 };
 
 }  // namespace rnnfast

@@ -179,16 +179,17 @@ void sequence_forward(S* y,                        // (T, B, H)
   // Input projection of all steps: one GEMM over T*B rows, biases folded in.
   MatMap<S> gx(gx_ptr, T * B, GH);
   if (T * B > 0) {
-    parallel_product(gx, CMatMap<S>(x, T * B, I), CMatMap<S>(w.w_ih, GH, I).transpose());
+    RowVec<S> bias;
     if (w.b_ih) {
-      RowVec<S> bias = CRowVecMap<S>(w.b_ih, GH);
+      bias = CRowVecMap<S>(w.b_ih, GH);
       if constexpr (gru) {
         bias.head(2 * H) += CRowVecMap<S>(w.b_hh, 2 * H);  // b_hn stays out: it is multiplied by r
       } else {
         bias += CRowVecMap<S>(w.b_hh, GH);
       }
-      gx.rowwise() += bias;
     }
+    parallel_product(gx, CMatMap<S>(x, T * B, I), CMatMap<S>(w.w_ih, GH, I).transpose(),
+                     w.b_ih ? bias.data() : nullptr);
   }
   const S* b_hn = (gru && w.b_hh) ? w.b_hh + 2 * H : nullptr;
 
@@ -354,7 +355,24 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   if (g.db_hh) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
   if constexpr (gru) dgates.rightCols(H) = dan;  // now dL/d(W_ih x + b_ih): n block = dL/da_n
   MatMap<S> dWih(g.dw_ih, GH, I);
-  parallel_product(dWih, dgates.transpose(), CMatMap<S>(x, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
+  // Padded steps have dgates = 0, but 0 * NaN = NaN: a non-finite x on a padded step (never read by
+  // the forward) must not reach dW_ih, so ragged batches use a copy of x with those rows zeroed.
+  const S* x_used = x;
+  Scratch<S> xz_store(6, lengths ? T * B * I : 0);
+  if (lengths) {
+    for (Index t = 0; t < T; ++t)
+      for (Index b = 0; b < B; ++b) {
+        const S* src = x + (t * B + b) * I;
+        S* dst = xz_store.data() + (t * B + b) * I;
+        if (t < lengths[b]) {
+          std::copy(src, src + I, dst);
+        } else {
+          std::fill(dst, dst + I, S(0));
+        }
+      }
+    x_used = xz_store.data();
+  }
+  parallel_product(dWih, dgates.transpose(), CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
   if (g.db_ih) column_sums(g.db_ih, dgates.data(), T * B, GH);  // dL/db_ih = sum_{t,b} dgates
   if (g.dx) parallel_product(MatMap<S>(g.dx, T * B, I), dgates, CMatMap<S>(w.w_ih, GH, I));  // dL/dx_t = dgates_t W_ih
 }
