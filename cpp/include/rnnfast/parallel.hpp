@@ -38,6 +38,20 @@ inline int loop_threads(Index B, Index G, Index H, Index unit_blocks) {
   return static_cast<int>(std::max<Index>(1, std::min<Index>(get_num_threads(), unit_blocks)));
 }
 
+// This thread's index and the team size inside an OpenMP parallel region (0 and 1 outside one).
+struct TeamSlot {
+  int tid = 0;
+  int nth = 1;
+};
+inline TeamSlot team_slot() {
+  TeamSlot s;
+#if defined(_OPENMP)
+  s.tid = omp_get_thread_num();
+  s.nth = omp_get_num_threads();
+#endif
+  return s;
+}
+
 // [begin, end) of part `i` of `n` near-equal parts of [0, count).
 inline void split_range(Index count, int n, int i, Index& begin, Index& end) {
   const Index q = count / n, r = count % n;
@@ -77,13 +91,9 @@ void parallel_product(Out out, const Lhs& lhs, const Rhs& rhs, const typename Ou
 #pragma omp parallel num_threads(nt)
 #endif
   {
-    int tid = 0, nth = 1;
-#if defined(_OPENMP)
-    tid = omp_get_thread_num();
-    nth = omp_get_num_threads();
-#endif
+    const TeamSlot me = team_slot();
     Index b0 = 0, b1 = 0;
-    split_range(blocks, nth, tid, b0, b1);
+    split_range(blocks, me.nth, me.tid, b0, b1);
     const Index r0 = std::min(M, b0 * kRowAlign), r1 = std::min(M, b1 * kRowAlign);
     if (r1 > r0) part(r0, r1 - r0);
   }

@@ -143,6 +143,23 @@ inline void copy_or_zero(S* dst, const S* src, Index n) {
     std::fill(dst, dst + n, S(0));
 }
 
+// The share of a time loop's work this thread owns: unit blocks [ub0, ub1) of the packed W_hh, i.e.
+// hidden units [j0, j1) (all gates of each), out of `nblocks` split near-evenly over the team of nth.
+struct OwnUnits {
+  Index ub0, ub1, j0, j1;
+  int nth;
+};
+template <class S>
+inline OwnUnits own_units(Index nblocks, Index H) {
+  const TeamSlot me = team_slot();
+  OwnUnits u{0, 0, 0, 0, me.nth};
+  split_range(nblocks, me.nth, me.tid, u.ub0, u.ub1);
+  const Index V = packed::width<S>();
+  u.j0 = std::min(H, u.ub0 * V);
+  u.j1 = std::min(H, u.ub1 * V);
+  return u;
+}
+
 template <CellKind C, class S>
 void sequence_forward(S* y,                        // (T, B, H)
                       S* h_n,                      // (B, H)
@@ -206,15 +223,8 @@ void sequence_forward(S* y,                        // (T, B, H)
 #endif
   {
     ScopedFlushDenormals flush_thread;
-    int tid = 0, nth = 1;
-#if defined(_OPENMP)
-    tid = omp_get_thread_num();
-    nth = omp_get_num_threads();
-#endif
-    Index ub0 = 0, ub1 = 0;
-    split_range(nblocks, nth, tid, ub0, ub1);
-    const Index V = packed::width<S>();
-    const Index j0 = std::min(H, ub0 * V), j1 = std::min(H, ub1 * V), nj = j1 - j0;
+    const auto [ub0, ub1, j0, j1, nth] = own_units<S>(nblocks, H);
+    const Index nj = j1 - j0;
     for (Index t = 0; t < T; ++t) {
       const S* hp = h_at(t);
       S* hc = h_at(t + 1);
@@ -296,15 +306,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
 #endif
   {
     ScopedFlushDenormals flush_thread;
-    int tid = 0, nth = 1;
-#if defined(_OPENMP)
-    tid = omp_get_thread_num();
-    nth = omp_get_num_threads();
-#endif
-    Index ub0 = 0, ub1 = 0;
-    split_range(nblocks, nth, tid, ub0, ub1);
-    const Index V = packed::width<S>();
-    const Index j0 = std::min(H, ub0 * V), j1 = std::min(H, ub1 * V);
+    const auto [ub0, ub1, j0, j1, nth] = own_units<S>(nblocks, H);
     for (Index t = T - 1; t >= 0; --t) {
       for (Index b = 0; b < B; ++b) {
         const Index row = t * B + b;
