@@ -31,8 +31,9 @@ class Split:
     """One split of a task's data: ``x``, ``y`` and optional ragged ``lengths`` (see module
     docstring).
 
-    Behaves like the tuple ``(x, y)`` or ``(x, y, lengths)`` that :func:`rnnfast.fit` accepts, via
-    :meth:`as_tuple`. ``info`` carries task-specific extras (e.g. the vocabulary).
+    :func:`rnnfast.fit` and :func:`rnnfast.evaluate` take a Split directly (or the tuple ``(x, y)``
+    / ``(x, y, lengths)`` of :meth:`as_tuple`). ``info`` carries task-specific extras (e.g. the
+    vocabulary).
     """
 
     x: np.ndarray
