@@ -450,7 +450,10 @@ void BM_ReadBandwidth(benchmark::State& state) {
       const int tid = 0;
 #endif
       const auto& buf = bufs[static_cast<std::size_t>(tid)];
-      for (std::size_t r = 0; r < passes; ++r) sink += sum_floats(buf.data(), n);
+      for (std::size_t r = 0; r < passes; ++r) {
+        sink += sum_floats(buf.data(), n);
+        benchmark::ClobberMemory();  // each pass re-reads the buffer (else the sum is hoisted out)
+      }
     }
   }
   benchmark::DoNotOptimize(sink);
