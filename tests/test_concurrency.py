@@ -12,6 +12,8 @@ What is and is not thread-safe is documented in docs/RELIABILITY.md.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -325,3 +327,57 @@ def test_backward_does_not_depend_on_output_buffer_alignment(cell: str, dtype: A
     for k in range(64):
         keep.append(np.empty(k % 7 + 1, np.uint8))  # shifts where the next arrays are allocated
         assert_bitwise(back(out[-1], dy), first, f"{cell} backward repeat {k}")
+
+
+_FORK_SCRIPT = r"""
+import os, sys, threading
+import numpy as np
+import rnnfast
+from rnnfast import functional as F
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 16, 64)).astype(np.float32)  # results above the pooled-block size
+w = (rng.standard_normal((64, 64)) * 0.1).astype(np.float32)
+want = F.rnn_forward(x, None, w, w, None, None, training=False)[0]
+rnnfast.set_num_threads(2)  # the parent runs 2-thread kernels: GNU OpenMP's pool is started
+F.rnn_forward(x, None, w, w, None, None, training=False)
+stop = threading.Event()
+
+def churn():  # keeps taking and returning pooled blocks while the main thread forks
+    while not stop.is_set():
+        F.rnn_forward(x, None, w, w, None, None, training=False)
+
+threads = [threading.Thread(target=churn) for _ in range(2)]
+for t in threads:
+    t.start()
+children = []
+for _ in range(20):
+    pid = os.fork()
+    if pid == 0:  # the child must be able to run kernels and allocate (no lock left held)
+        try:
+            got = F.rnn_forward(x, None, w, w, None, None, training=False)[0]
+            rnnfast.release_memory()
+            ok = np.array_equal(got, want) and rnnfast.get_num_threads() == 1
+            try:  # OpenMP threads cannot restart in a fork child: refused with a reason
+                rnnfast.set_num_threads(2)
+                ok = False
+            except RuntimeError as exc:
+                ok = ok and "spawn" in str(exc)
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 3)
+    children.append(pid)
+stop.set()
+for t in threads:
+    t.join()
+codes = [os.waitpid(pid, 0)[1] for pid in children]
+print(codes)
+sys.exit(0 if all(c == 0 for c in codes) else 1)
+"""
+
+
+def test_fork_while_other_threads_allocate() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"children failed: {proc.stdout} {proc.stderr}"

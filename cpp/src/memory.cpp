@@ -12,6 +12,7 @@
 #include <new>
 
 #if defined(__linux__)
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #define RNNFAST_HAVE_MMAP 1
@@ -57,7 +58,15 @@ struct Cache {
   std::size_t limit = limit_from_env();
 };
 Cache& cache() {
-  static Cache* c = new Cache;
+  static Cache* c = [] {
+    auto* made = new Cache;
+#if defined(RNNFAST_HAVE_MMAP)
+    // A fork() while another thread holds the lock would leave the child's copy locked for ever:
+    // hold it across fork, release it on both sides.
+    pthread_atfork([] { cache().mu.lock(); }, [] { cache().mu.unlock(); }, [] { cache().mu.unlock(); });
+#endif
+    return made;
+  }();
   return *c;
 }
 

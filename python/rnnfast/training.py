@@ -1066,7 +1066,6 @@ def fit(
                     k2s,
                     replayable=ckpt_path is not None,
                 )
-            stream_loaded_now = stream_loaded
             stream_loaded = False
             model.train()
             while pos["batch"] < n_batches:
@@ -1105,7 +1104,9 @@ def fit(
                         )
                         if rows.size:
                             model.stream_reset(rows)
-                elif pos["chunk"] == 0 and not stream_loaded_now:
+                elif pos["chunk"] == 0:  # a new batch starts fresh (also right after a resume:
+                    # a stream restored from a checkpoint taken at a batch boundary is the finished
+                    # batch's, whose state must not carry into this one)
                     model.stream_begin(
                         xb.shape[1],
                         k1,
@@ -1113,7 +1114,6 @@ def fit(
                         lengths=lb,
                         replayable=ckpt_path is not None,
                     )
-                stream_loaded_now = False
                 n_chunks = (t_steps + k1 - 1) // k1
                 while pos["chunk"] < n_chunks:
                     c = pos["chunk"]

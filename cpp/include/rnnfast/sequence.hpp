@@ -375,7 +375,13 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
     x_used = xz_store.data();
   }
   parallel_product(dWih, dgates.transpose(), CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
-  if (g.db_ih) column_sums(g.db_ih, dgates.data(), T * B, GH);  // dL/db_ih = sum_{t,b} dgates
+  if (g.db_ih) {  // dL/db_ih = sum_{t,b} dgates: for rnn and lstm the very sums of db_hh
+    if (!gru && g.db_hh) {
+      std::copy(g.db_hh, g.db_hh + GH, g.db_ih);
+    } else {
+      column_sums(g.db_ih, dgates.data(), T * B, GH);
+    }
+  }
   if (g.dx) parallel_product(MatMap<S>(g.dx, T * B, I), dgates, CMatMap<S>(w.w_ih, GH, I));  // dL/dx_t = dgates_t W_ih
 }
 
