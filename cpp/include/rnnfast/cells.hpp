@@ -91,7 +91,7 @@ inline void rnn_cell_forward(S* act,       // (H) in: W_ih x_t + b_ih + b_hh; ou
   if (j1 < 0) j1 = H;
   if (nl == Nonlinearity::tanh) {
     for_units<S>(j0, j1, [&](auto tag, Index j) {
-      using T = typename decltype(tag)::type;
+    using T = typename decltype(tag)::type;
       const T y = vec::tanh_act(padd(load<T>(act + j), load<T>(gh + j)));
       store(act + j, y);
       store(h + j, y);
@@ -110,7 +110,7 @@ inline void rnn_cell_backward(S* da,         // (H) out: dL/da_t
   if (j1 < 0) j1 = H;
   if (nl == Nonlinearity::tanh) {
     for_units<S>(j0, j1, [&](auto tag, Index j) {
-      using T = typename decltype(tag)::type;
+    using T = typename decltype(tag)::type;
       const T y = load<T>(act + j);
       store(da + j, pmul(load<T>(dh + j), psub(splat<T>(S(1)), pmul(y, y))));  // dL/da = dL/dh * (1 - h^2)
     });
@@ -133,7 +133,7 @@ inline void lstm_cell_forward(S* act,           // (4H) in: W_ih x_t + b_ih + b_
   using namespace cellmath;
   if (j1 < 0) j1 = H;
   for_units<S>(j0, j1, [&](auto tag, Index j) {
-      using T = typename decltype(tag)::type;
+    using T = typename decltype(tag)::type;
     const T i = vec::sigmoid(padd(load<T>(act + j), load<T>(gh + j)));
     const T f = vec::sigmoid(padd(load<T>(act + H + j), load<T>(gh + H + j)));
     const T g = vec::tanh_act(padd(load<T>(act + 2 * H + j), load<T>(gh + 2 * H + j)));
@@ -161,7 +161,7 @@ inline void lstm_cell_backward(S* da,            // (4H) out: dL/da for gates i,
   using namespace cellmath;
   if (j1 < 0) j1 = H;
   for_units<S>(j0, j1, [&](auto tag, Index j) {
-      using T = typename decltype(tag)::type;
+    using T = typename decltype(tag)::type;
     const T one = splat<T>(S(1));
     const T i = load<T>(act + j), f = load<T>(act + H + j), g = load<T>(act + 2 * H + j);
     const T o = load<T>(act + 3 * H + j), t = load<T>(tc + j), d = load<T>(dh + j);
@@ -190,7 +190,7 @@ inline void gru_cell_forward(S* act,           // (3H) in: W_ih x_t + b_ih + [b_
   using namespace cellmath;
   if (j1 < 0) j1 = H;
   for_units<S>(j0, j1, [&](auto tag, Index j) {
-      using T = typename decltype(tag)::type;
+    using T = typename decltype(tag)::type;
     const T r = vec::sigmoid(padd(load<T>(act + j), load<T>(gh + j)));
     const T z = vec::sigmoid(padd(load<T>(act + H + j), load<T>(gh + H + j)));
     const T gn = b_hn ? padd(load<T>(gh + 2 * H + j), load<T>(b_hn + j)) : load<T>(gh + 2 * H + j);
@@ -216,7 +216,7 @@ inline void gru_cell_backward(S* dgh,           // (3H) out: dL/d(W_hh h_{t-1} +
   using namespace cellmath;
   if (j1 < 0) j1 = H;
   for_units<S>(j0, j1, [&](auto tag, Index j) {
-      using T = typename decltype(tag)::type;
+    using T = typename decltype(tag)::type;
     const T one = splat<T>(S(1));
     const T r = load<T>(act + j), z = load<T>(act + H + j), n = load<T>(act + 2 * H + j), d = load<T>(dh + j);
     const T dn = pmul(pmul(d, psub(one, z)), psub(one, pmul(n, n)));  // dL/da_n = dL/dh_t * (1 - z) * (1 - n^2)

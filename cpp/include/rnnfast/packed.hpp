@@ -28,17 +28,14 @@
 #include <Eigen/Core>
 #include <algorithm>
 
+#include "rnnfast/activations.hpp"  // vec::Packet, vec::width
 #include "rnnfast/common.hpp"
 
 namespace rnnfast {
 namespace packed {
 
-template <class S>
-using Packet = typename Eigen::internal::packet_traits<S>::type;
-template <class S>
-constexpr int width() {
-  return Eigen::internal::unpacket_traits<Packet<S>>::size;
-}
+using vec::Packet;
+using vec::width;
 
 // A right-hand operand (K, N) packed as vectors of V columns, in caller-provided storage (a
 // Scratch buffer: reused from call to call, see parallel.hpp).
@@ -56,18 +53,22 @@ struct PackedMatrix {
   Index col(Index v) const { return (v % group) * H + (v / group) * width<S>(); }
   int valid(Index v) const { return static_cast<int>(std::min<Index>(width<S>(), H - (v / group) * width<S>())); }
   static Index size(Index K, Index H, Index group) { return K * ((H + width<S>() - 1) / width<S>()) * group * width<S>(); }
+
+  // Describes `storage` as K rows of `group` vectors per block of V of the H units.
+  void reset(S* storage, Index K_, Index group_, Index H_) {
+    K = K_;
+    group = group_;
+    H = H_;
+    nvec = (H_ + width<S>() - 1) / width<S>() * group_;
+    data = storage;
+  }
 };
 
 // Forward operand: P (H, G*H) = W_hh^T, vectors ordered [unit block][gate]. storage: size(H, H, G).
 template <class S>
 void pack_forward(PackedMatrix<S>& p, S* storage, const S* w_hh /* (G*H, H) */, Index G, Index H) {
   constexpr int V = width<S>();
-  const Index nb = (H + V - 1) / V;
-  p.K = H;
-  p.group = G;
-  p.nvec = nb * G;
-  p.H = H;
-  p.data = storage;
+  p.reset(storage, H, G, H);
   for (Index v = 0; v < p.nvec; ++v) {
     const Index c0 = p.col(v);
     const int nv = p.valid(v);
@@ -88,11 +89,7 @@ template <class S>
 void pack_backward(PackedMatrix<S>& p, S* storage, const S* w_hh /* (G*H, H) */, Index G, Index H) {
   constexpr int V = width<S>();
   const Index K = G * H;
-  p.K = K;
-  p.group = 1;
-  p.nvec = (H + V - 1) / V;
-  p.H = H;
-  p.data = storage;
+  p.reset(storage, K, 1, H);
   for (Index v = 0; v < p.nvec; ++v) {
     const Index c0 = p.col(v);
     const int nv = p.valid(v);

@@ -360,8 +360,9 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   // Padded steps have dgates = 0, but 0 * NaN = NaN: a non-finite x on a padded step (never read by
   // the forward) must not reach dW_ih, so ragged batches use a copy of x with those rows zeroed.
   const S* x_used = x;
-  Scratch<S> xz_store(6, lengths ? T * B * I : 0);
-  if (lengths) {
+  const bool padded = lengths && std::any_of(lengths, lengths + B, [T](std::int64_t n) { return n < T; });
+  Scratch<S> xz_store(6, padded ? T * B * I : 0);
+  if (padded) {
     for (Index t = 0; t < T; ++t)
       for (Index b = 0; b < B; ++b) {
         const S* src = x + (t * B + b) * I;
