@@ -346,6 +346,52 @@ def test_non_finite_padding_reaches_no_result(cell: str, nonlinearity: str, bad:
         np.testing.assert_array_equal(got, want, err_msg=f"{cell} {key} with {bad} on padded steps")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_non_finite_state_of_empty_sequence_reaches_no_other_result(
+    cell: str, nonlinearity: str, dtype: Any, bad: float
+) -> None:
+    # The h0 (and c0) of a sequence of length 0 reaches no output: it is carried over every padded
+    # step to h_n. dW_hh sums dgates^T h_{t-1} over all rows, where dgates is 0 on padded rows and
+    # 0 * NaN would be NaN: every other result must be exactly that of a zero state there.
+    inp = make_inputs(cell, 6, 4, 5, 7, dtype=dtype, seed=23)
+    lengths = np.array([6, 0, 3, 5])
+    clean = dict(inp)
+    dirty = dict(inp)
+    for key in ("h0", "c0") if cell == "lstm" else ("h0",):
+        clean[key] = inp[key].copy()
+        clean[key][1] = 0.0
+        dirty[key] = inp[key].copy()
+        dirty[key][1] = bad
+    results = []
+    for case in (clean, dirty):
+        y, h_n, c_n, cache = forward(functional, cell, nonlinearity, case, lengths)
+        grads = backward(functional, cell, cache, case["dy"], case["dh_n"], case["dc_n"])
+        results.append({"y": y, "h_n": h_n, "c_n": c_n, **grads})
+    want, got = results
+    for final in ("h_n", "c_n") if cell == "lstm" else ("h_n",):  # the empty sequence's own state
+        np.testing.assert_array_equal(
+            got[final][1], np.full(7, bad), err_msg=f"{cell} {final}[1] should carry {bad}"
+        )
+        got[final][1] = want[final][1] = 0.0
+    for key, w in want.items():
+        if w is None:
+            assert got[key] is None, key
+            continue
+        assert np.isfinite(got[key]).all(), (
+            f"{cell} {key}: non-finite at {np.argwhere(~np.isfinite(got[key]))[:3].tolist()} "
+            f"after {bad} in the initial state of a sequence of length 0"
+        )
+        np.testing.assert_array_equal(got[key], w, err_msg=f"{cell} {key} with h0[1] = {bad}")
+    # and the dirty run agrees with the reference (which selects the padded rows away too)
+    with np.errstate(invalid="ignore", over="ignore"):
+        _, _, _, rcache = forward(ref, cell, nonlinearity, dirty, lengths)
+        rgrads = backward(ref, cell, rcache, dirty["dy"], dirty["dh_n"], dirty["dc_n"])
+    for key in ("w_ih", "w_hh", "b_ih", "b_hh", "x", "h0"):
+        assert_close(got[key], rgrads[key], TOL[np.dtype(dtype)], f"{cell} d{key} vs reference")
+
+
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_results_are_not_shared_between_calls(cell: str, nonlinearity: str) -> None:
     # Large results live in reused memory blocks (cpp/include/rnnfast/memory.hpp): a block goes back

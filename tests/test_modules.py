@@ -822,3 +822,50 @@ def test_stream_export_import_continues_bit_for_bit() -> None:
         ga, gb = chunk(a, start), chunk(b, start)
         for k in ga:
             assert np.array_equal(ga[k], gb[k]), f"chunk at {start}: {k} differs after import"
+
+
+# --------------------------------------------------------------------------------------------------
+# reliability: per-sequence isolation, aliasing loads, in-place inputs, threads, pickling
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_non_finite_state_of_empty_sequence_is_isolated(cell: str, dtype: Any, bad: float) -> None:
+    """A non-finite initial state of a sequence of length 0 reaches no output and no gradient of the
+    batch: forward/backward of a ragged batch and a ragged TBPTT stream give exactly the results of
+    a zero state there."""
+    T, B, I, H = 6, 3, 2, 4
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    lengths = np.array([6, 0, 4])
+
+    h_clean = np.random.default_rng(8).standard_normal((1, B, H)).astype(dtype)
+    h_clean[0, 1] = 0.0
+    h_dirty = h_clean.copy()
+    h_dirty[0, 1] = bad
+
+    def state(h: np.ndarray) -> Any:
+        return (h, h.copy()) if cell == "lstm" else h
+
+    runs = []
+    for h in (h_clean, h_dirty):
+        m = make(cell, input_size=I, hidden_size=H, dtype=dtype)
+        y, _ = m.forward(x, state(h), lengths=lengths)
+        m.backward(dy)
+        grads = {k: v.copy() for k, v in m.grads.items()}
+        m.zero_grad()
+        m.stream_begin(B, 2, 4, hx=state(h), lengths=lengths)
+        ys = []
+        for start in range(0, T, 2):
+            ys.append(m.stream_forward(x[start : start + 2]))
+            m.stream_backward(dy[start : start + 2])
+        runs.append((y, grads, np.concatenate(ys), {k: v.copy() for k, v in m.grads.items()}))
+    for what, want, got in zip(("y", "grads", "stream y", "stream grads"), runs[0], runs[1]):
+        items = got.items() if isinstance(got, dict) else [(what, got)]
+        for k, v in items:
+            w = want[k] if isinstance(want, dict) else want
+            assert np.isfinite(v).all(), f"{cell} {what} {k}: non-finite after h0[1] = {bad}"
+            np.testing.assert_array_equal(v, w, err_msg=f"{cell} {what} {k} with h0[1] = {bad}")

@@ -328,6 +328,41 @@ def test_padded_steps_never_reach_a_result(cell: str, nonlinearity: str, poison:
         np.testing.assert_array_equal(v, want[k], err_msg=f"{k}: padding changed the result")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=_cell_id)
+def test_non_finite_state_of_empty_sequence_is_isolated(
+    cell: str, nonlinearity: str, dtype: Any, bad: float
+) -> None:
+    """The h0 (c0) of a sequence of length 0 is carried over all its (padded) steps to h_n and reaches
+    no other result: dW_hh's h_{t-1} rows are selected away at padded steps like x, not multiplied
+    by a zero dL/da (0 * NaN = NaN would poison the whole batch's weight gradient)."""
+    b = int(np.argmin(RAGGED))
+    assert RAGGED[b] == 0
+    clean = _f64(make_inputs(cell, T, B, IN, H, dtype=dtype, seed=13))
+    dirty = {k: (None if v is None else v.copy()) for k, v in clean.items()}
+    states = ("h0", "c0") if cell == "lstm" else ("h0",)
+    for key in states:
+        clean[key][b] = 0.0
+        dirty[key][b] = bad
+    results = []
+    for inp in (clean, dirty):
+        with np.errstate(invalid="ignore", over="ignore"):  # the discarded padded rows
+            y, h_n, c_n, cache = forward(ref, cell, nonlinearity, inp, RAGGED)
+            grads = backward(ref, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"])
+        results.append({"y": y, "h_n": h_n, "c_n": c_n, **{f"d{k}": v for k, v in grads.items()}})
+    want, got = results
+    for final in ("h_n", "c_n")[: len(states)]:
+        np.testing.assert_array_equal(got[final][b], np.full(H, bad), err_msg=f"{final}[{b}]")
+        got[final][b] = want[final][b] = 0.0
+    for k, v in got.items():
+        if v is None:
+            assert want[k] is None, k
+            continue
+        assert np.isfinite(v).all(), f"{k}: non-finite at {np.argwhere(~np.isfinite(v))[:3]}"
+        np.testing.assert_array_equal(v, want[k], err_msg=f"{k}: h0[{b}] = {bad} changed it")
+
+
 @pytest.mark.parametrize("lengths", [None, [2], [1]], ids=["no-lengths", "full", "padded"])
 def test_infinite_state_is_carried_not_turned_into_nan(lengths: Any) -> None:
     """GRU h_t = (1 - z) n + z h_{t-1} with h0 = +Inf, W_hh = 1, x = 0: r = z = n = 1, so every valid

@@ -456,6 +456,19 @@ class _Stream:
         return total
 
 
+def _zero_nonfinite_rows(state: State, rows: Array) -> State:
+    """``state`` (B, H) (LSTM: (h, c)) with the rows selected by ``rows`` (B,) that hold a non-finite
+    value set to zero (a copy; ``state`` itself is unchanged)."""
+    if isinstance(state, tuple):
+        return tuple(_zero_nonfinite_rows(s, rows) for s in state)  # type: ignore[return-value]
+    bad = rows & ~np.isfinite(state).all(axis=1)
+    if not bad.any():
+        return state
+    out = state.copy()
+    out[bad] = 0
+    return out
+
+
 def _tbptt_stream_class() -> Any:
     """The C++ streaming TBPTT class: the backend's, else rnnfast.functional's (the reference
     backend has none: streaming always runs in the compiled core)."""
@@ -1017,6 +1030,10 @@ class RNNBase:
             if arr.size and arr.min() < 0:
                 raise ValueError(f"lengths: expected lengths >= 0, got min {arr.min()}")
             lens = arr.astype(np.int64)
+            empty = lens == 0
+            if empty.any():  # a sequence of length 0: its state reaches no output, and a non-finite
+                # one would run over its padding into the stored activations (0 * NaN in dW)
+                states = [_zero_nonfinite_rows(s, empty) for s in states]  # type: ignore[misc]
         self._cache = None
         self._stream = _Stream(batch, k1, k2, lens, bool(replayable))
         self._stream_layers(self._stream, states, 0)  # type: ignore[arg-type]
@@ -1121,7 +1138,7 @@ class RNNBase:
         st.ready = self.training
         self._cache = None
         if valid is not None:
-            y = y * valid[:, :, None].astype(self.dtype)
+            y = np.where(valid[:, :, None], y, 0).astype(self.dtype)  # not y * 0: NaN * 0 = NaN
         return y
 
     def stream_backward(self, dy_chunk: Any, need_dx: bool = True) -> Array | None:
@@ -1149,7 +1166,8 @@ class RNNBase:
         dyw[win - n :] = dya
         if st.lengths is not None:  # dL/dy at padded steps is ignored (packed-sequence semantics)
             steps = st.pos - n + np.arange(n)
-            dyw[win - n :] *= (steps[:, None] < st.lengths[None, :])[:, :, None]
+            keep = (steps[:, None] < st.lengths[None, :])[:, :, None]
+            dyw[win - n :] = np.where(keep, dyw[win - n :], 0)  # selected, not * 0 (NaN * 0 = NaN)
         dx: Array | None = None
         dstate0: list[Any] = [None] * self.num_layers
         for layer in reversed(range(self.num_layers)):

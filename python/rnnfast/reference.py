@@ -17,8 +17,9 @@ All inputs are converted to float64 and all outputs are float64, whatever the in
 Ragged batches (``lengths``, PyTorch packed-sequence semantics): for t >= lengths[b] the state of
 sequence b is carried unchanged and y[t, b] = 0, so h_n[b] is the state after its last valid step
 (h0[b] when lengths[b] == 0). Padded steps are selected away (``np.where`` on the mask), never
-multiplied by 0: no value at a padded step (of x, of dy, or computed from them; Inf and NaN
-included) reaches any output or gradient. For simplicity the cell is evaluated on every row and
+multiplied by 0: no value at a padded step (of x, of dy, of the state carried over it, e.g. the h0
+/ c0 of a sequence of length 0, or computed from them; Inf and NaN included) reaches any output or
+gradient of another sequence. For simplicity the cell is evaluated on every row and
 its padded rows are discarded.
 """
 
@@ -275,7 +276,7 @@ def rnn_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | Non
         da = np.where(v, da, 0.0)  # padded steps do not pass through the cell
         dx[t] = da @ c.w_ih  # dL/dx_t = dL/da_t W_ih
         dw_ih += da.T @ np.where(v, c.x[t], 0.0)  # dL/dW_ih += dL/da_t^T x_t (valid x_t only)
-        dw_hh += da.T @ c.h[t]  # dL/dW_hh += dL/da_t^T h_{t-1}
+        dw_hh += da.T @ np.where(v, c.h[t], 0.0)  # dL/dW_hh += dL/da_t^T h_{t-1} (valid rows only)
         db += da.sum(axis=0)  # dL/db_ih = dL/db_hh += sum_b dL/da_t
         dh = np.where(v, da @ c.w_hh, dh)  # dL/dh_{t-1} = dL/da_t W_hh; padded: dL/dh_t (carried)
     has_bias = c.b_ih is not None
@@ -391,7 +392,7 @@ def lstm_backward(
         da = np.where(v, da, 0.0)  # padded steps do not pass through the cell
         dx[t] = da @ c.w_ih  # dL/dx_t = dL/da_t W_ih
         dw_ih += da.T @ np.where(v, c.x[t], 0.0)  # dL/dW_ih += dL/da_t^T x_t (valid x_t only)
-        dw_hh += da.T @ c.h[t]  # dL/dW_hh += dL/da_t^T h_{t-1}
+        dw_hh += da.T @ np.where(v, c.h[t], 0.0)  # dL/dW_hh += dL/da_t^T h_{t-1} (valid rows only)
         db += da.sum(axis=0)  # dL/db += sum_b dL/da_t
         dc = np.where(v, dct * f, dc)  # dL/dc_{t-1} = dL/dc_t * f_t; padded: carried
         dh = np.where(v, da @ c.w_hh, dh)  # dL/dh_{t-1} = dL/da_t W_hh; padded: carried
@@ -499,7 +500,7 @@ def gru_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | Non
         dgh = np.where(v, dgh, 0.0)
         dx[t] = dgi @ c.w_ih  # dL/dx_t = dL/dgi W_ih
         dw_ih += dgi.T @ np.where(v, c.x[t], 0.0)  # dL/dW_ih += dL/dgi^T x_t (valid x_t only)
-        dw_hh += dgh.T @ h_prev  # dL/dW_hh += dL/dgh^T h_{t-1}
+        dw_hh += dgh.T @ np.where(v, h_prev, 0.0)  # dL/dW_hh += dL/dgh^T h_{t-1} (valid rows only)
         db_ih += dgi.sum(axis=0)  # dL/db_ih += sum_b dL/dgi
         db_hh += dgh.sum(axis=0)  # dL/db_hh += sum_b dL/dgh
         # dL/dh_{t-1} = dL/dh_t * z + dL/dgh W_hh (valid); = dL/dh_t (padded: carried)

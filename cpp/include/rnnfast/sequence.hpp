@@ -352,29 +352,37 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   }
 
   // Weight gradients: single GEMMs over all T*B rows.
+  // Padded steps have dgates = 0, but 0 * NaN = NaN: a non-finite x on a padded step (never read by
+  // the forward), or a non-finite state carried over padded steps (e.g. the h0 of a sequence of
+  // length 0, which reaches no output), must not reach dW_ih / dW_hh. Ragged batches therefore use
+  // copies of x and of the states h_{t-1} with those rows zeroed (one scratch: x rows, then h rows);
+  // full batches use the buffers themselves (no copy).
+  const S* x_used = x;
+  const S* h_used = cache.h;
+  const bool padded = lengths && std::any_of(lengths, lengths + B, [T](std::int64_t n) { return n < T; });
+  Scratch<S> zero_store(6, padded ? T * B * (I + H) : 0);
+  if (padded) {
+    S* xz = zero_store.data();
+    S* hz = xz + T * B * I;
+    for (Index t = 0; t < T; ++t)
+      for (Index b = 0; b < B; ++b) {
+        const Index row = t * B + b;
+        if (t < lengths[b]) {
+          std::copy(x + row * I, x + (row + 1) * I, xz + row * I);
+          std::copy(cache.h + row * H, cache.h + (row + 1) * H, hz + row * H);
+        } else {
+          std::fill(xz + row * I, xz + (row + 1) * I, S(0));
+          std::fill(hz + row * H, hz + (row + 1) * H, S(0));
+        }
+      }
+    x_used = xz;
+    h_used = hz;
+  }
   MatMap<S> dWhh(g.dw_hh, GH, H);
-  parallel_product(dWhh, dgates.transpose(), CMatMap<S>(cache.h, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
+  parallel_product(dWhh, dgates.transpose(), CMatMap<S>(h_used, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
   if (g.db_hh) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
   if constexpr (gru) dgates.rightCols(H) = dan;  // now dL/d(W_ih x + b_ih): n block = dL/da_n
   MatMap<S> dWih(g.dw_ih, GH, I);
-  // Padded steps have dgates = 0, but 0 * NaN = NaN: a non-finite x on a padded step (never read by
-  // the forward) must not reach dW_ih, so ragged batches use a copy of x with those rows zeroed.
-  const S* x_used = x;
-  const bool padded = lengths && std::any_of(lengths, lengths + B, [T](std::int64_t n) { return n < T; });
-  Scratch<S> xz_store(6, padded ? T * B * I : 0);
-  if (padded) {
-    for (Index t = 0; t < T; ++t)
-      for (Index b = 0; b < B; ++b) {
-        const S* src = x + (t * B + b) * I;
-        S* dst = xz_store.data() + (t * B + b) * I;
-        if (t < lengths[b]) {
-          std::copy(src, src + I, dst);
-        } else {
-          std::fill(dst, dst + I, S(0));
-        }
-      }
-    x_used = xz_store.data();
-  }
   parallel_product(dWih, dgates.transpose(), CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
   if (g.db_ih) {  // dL/db_ih = sum_{t,b} dgates: for rnn and lstm the very sums of db_hh
     if (!gru && g.db_hh) {
