@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -172,11 +173,144 @@ def test_plain_dict_model_and_plateau_state(tmp_path: Path) -> None:
 def test_build_model_never_imports_foreign_classes(tmp_path: Path) -> None:
     save(tmp_path / "m.npz", TinyRNN(2, 3))
     ck = load(tmp_path / "m.npz")
-    with pytest.raises(ValueError, match="not an rnnfast class"):
+    with pytest.raises(CheckpointError, match="TinyRNN.*not an rnnfast class"):
         ck.build_model()
     ck.model_class = "os:system"
-    with pytest.raises(ValueError, match="not an rnnfast class"):
+    with pytest.raises(CheckpointError, match="'os:system' is not an rnnfast class"):
         ck.build_model()
+
+
+def _with_class(good: Path, dst: Path, spec: str, config: dict[str, Any]) -> Path:
+    header, arrays = _read_raw(good)
+    header["model"]["class"] = spec
+    header["model"]["config"] = config
+    _write_raw(dst, header, arrays)
+    return dst
+
+
+def test_checkpoint_never_runs_code_by_import_path(
+    good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attribute chains under rnnfast reached subprocess.Popen and zipfile.ZipFile: a crafted file
+    ran a shell command or truncated a file. Only registered model classes are constructed."""
+    import subprocess as sp
+
+    def no_process(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a checkpoint started a process")
+
+    monkeypatch.setattr(sp, "Popen", no_process)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    cases = {
+        "rnnfast.io:np.f2py.subprocess.Popen": {"args": ["sh", "-c", f"echo pwned > {victim}"]},
+        "rnnfast.io:subprocess.Popen": {"args": ["true"]},
+        "rnnfast.io:zipfile.ZipFile": {"file": str(victim), "mode": "w"},
+        "rnnfast.modules:np.save": {"file": str(victim), "arr": 1},
+        "rnnfast:io.save": {"path": str(victim), "model": {}},
+        "rnnfast.modules:RNNBase": {"mode": "RNN", "input_size": 1, "hidden_size": 1},
+        "rnnfast.modules:model_from_config": {"cfg": {"type": "Linear"}},
+        "builtins:eval": {"source": "1"},
+    }
+    for i, (spec, config) in enumerate(cases.items()):
+        path = _with_class(good, tmp_path / f"evil{i}.npz", spec, config)
+        with pytest.raises(CheckpointError, match=re.escape(repr(spec))):
+            load(path).build_model()
+    assert victim.read_text() == "precious"
+
+
+def test_builtin_classes_rebuild_from_their_recorded_class_string(tmp_path: Path) -> None:
+    import rnnfast as rf
+
+    models = {
+        "SequenceModel": rf.build_model("lstm", 3, 4, 2, mode="many_to_one", seed=0),
+        "RNN": rf.RNN(3, 4, nonlinearity="relu", seed=1),
+        "LSTM": rf.LSTM(3, 4, num_layers=2, seed=2),
+        "GRU": rf.GRU(3, 4, bidirectional=True, seed=3),
+        "Linear": rf.Linear(3, 2, seed=4),
+        "Embedding": rf.Embedding(7, 3, seed=5),
+    }
+    for name, m in models.items():
+        path = tmp_path / f"{name}.npz"
+        save(path, m)
+        ck = load(path)
+        assert ck.model_class == f"rnnfast.modules:{name}"  # what every version has written
+        rebuilt = ck.build_model()
+        assert type(rebuilt) is type(m) and rebuilt.config() == m.config()
+        _assert_nested_equal(dict(rebuilt.state_dict()), dict(m.state_dict()), name)
+
+
+def test_recorded_class_must_match_what_the_config_builds(good: Path, tmp_path: Path) -> None:
+    import rnnfast as rf
+
+    m = rf.build_model("gru", 2, 3, 1, mode="many_to_one", seed=0)
+    save(tmp_path / "m.npz", m)
+    header, arrays = _read_raw(tmp_path / "m.npz")
+    header["model"]["class"] = "rnnfast.modules:LSTM"  # config still says SequenceModel
+    _write_raw(tmp_path / "lie.npz", header, arrays)
+    with pytest.raises(CheckpointError, match="records the class 'rnnfast.modules:LSTM'"):
+        load(tmp_path / "lie.npz").build_model()
+    header["model"]["class"] = "rnnfast.modules:SequenceModel"
+    header["model"]["config"]["rnn"]["hidden_size"] = "many"
+    _write_raw(tmp_path / "badcfg.npz", header, arrays)
+    with pytest.raises(CheckpointError, match="model.config does not build"):
+        load(tmp_path / "badcfg.npz").build_model()
+    header["model"]["config"]["rnn"]["hidden_size"] = 5  # weights are for 3
+    header["model"]["config"]["head"]["in_features"] = 5
+    _write_raw(tmp_path / "badstate.npz", header, arrays)
+    with pytest.raises(CheckpointError, match="model.state does not fit"):
+        load(tmp_path / "badstate.npz").build_model()
+
+
+def test_user_classes_are_built_only_when_registered(tmp_path: Path) -> None:
+    save(tmp_path / "m.npz", TinyRNN(2, 3, seed=5))
+    ck = load(tmp_path / "m.npz")
+    spec = f"{__name__}:TinyRNN"
+    with pytest.raises(CheckpointError, match=re.escape(repr(spec))):
+        ck.build_model()
+    ref = TinyRNN(2, 3, seed=5).state_dict()
+    # one call: cls= (that class, whatever the file says) or classes= (looked up by the string)
+    _assert_nested_equal(ck.build_model(TinyRNN).state_dict(), ref)
+    _assert_nested_equal(ck.build_model(classes=[TinyRNN]).state_dict(), ref)
+    _assert_nested_equal(ck.build_model(classes={spec: TinyRNN}).state_dict(), ref)
+    with pytest.raises(CheckpointError, match=re.escape(repr(spec))):
+        ck.build_model(classes={"other:Thing": TinyRNN})
+    # process-wide: register_model_class (usable as a decorator; returns the class)
+    try:
+        assert rio.register_model_class(TinyRNN) is TinyRNN
+        assert rio.register_model_class(TinyRNN) is TinyRNN  # again: a no-op
+        assert rio.registered_model_classes()[spec] is TinyRNN
+        _assert_nested_equal(ck.build_model().state_dict(), ref)
+    finally:
+        rio.unregister_model_class(TinyRNN)
+    assert spec not in rio.registered_model_classes()
+    with pytest.raises(CheckpointError, match="not an rnnfast class"):
+        ck.build_model()
+
+
+def test_register_model_class_refuses_misuse() -> None:
+    import rnnfast as rf
+
+    with pytest.raises(TypeError, match="cls: expected a class"):
+        rio.register_model_class(TinyRNN(1, 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="no load_state_dict"):
+        rio.register_model_class(dict)
+    with pytest.raises(ValueError, match="rnnfast's own model class"):
+        rio.register_model_class(TinyRNN, "rnnfast.modules:LSTM")
+    assert rio.register_model_class(rf.LSTM) is rf.LSTM  # already known: fine
+    with pytest.raises(TypeError, match="name: expected a non-empty str"):
+        rio.register_model_class(TinyRNN, "")
+
+    class Other(TinyRNN):
+        pass
+
+    try:
+        rio.register_model_class(TinyRNN, "mine:Model")
+        with pytest.raises(ValueError, match="already registered to"):
+            rio.register_model_class(Other, "mine:Model")
+    finally:
+        rio.unregister_model_class("mine:Model")
+    rio.unregister_model_class(rf.LSTM)  # rnnfast's own classes stay
+    assert rio.registered_model_classes()["rnnfast.modules:LSTM"] is rf.LSTM
 
 
 def test_rng_state_round_trip() -> None:
@@ -189,6 +323,39 @@ def test_rng_state_round_trip() -> None:
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="bit_generator"):
         rng_from_state({"bit_generator": "Evil"})
+
+
+def _rng_case(name: str, edit: Any) -> dict[str, Any]:
+    bg = {"PCG64": np.random.PCG64, "MT19937": np.random.MT19937, "Philox": np.random.Philox}[name]
+    state = json.loads(json.dumps(rng_state(np.random.Generator(bg(1)))))
+    edit(state)
+    return state
+
+
+@pytest.mark.parametrize(
+    "state,match",
+    [
+        ({"bit_generator": "default_rng"}, "bit_generator"),  # a callable of np.random, not a BG
+        ({"bit_generator": "BitGenerator"}, "bit_generator"),
+        ({"bit_generator": ["PCG64"]}, "bit_generator"),
+        (_rng_case("PCG64", lambda s: s["state"].update(inc=-1)), r"\['inc'\]"),
+        (_rng_case("PCG64", lambda s: s["state"].update(inc=2**200)), r"\['inc'\]"),
+        (_rng_case("PCG64", lambda s: s["state"].update(inc="1")), r"\['inc'\]"),
+        (_rng_case("PCG64", lambda s: s.update(extra=1)), "keys"),
+        (_rng_case("PCG64", lambda s: s.pop("uinteger")), "keys"),
+        (_rng_case("MT19937", lambda s: s["state"]["key"].update(dtype="|O")), r"\['key'\]"),
+        (_rng_case("MT19937", lambda s: s["state"]["key"].update(dtype="<f8")), r"\['key'\]"),
+        (_rng_case("MT19937", lambda s: s["state"]["key"]["data"].pop()), r"\['key'\]"),
+        (_rng_case("MT19937", lambda s: s["state"]["key"]["data"].__setitem__(0, 2**40)), "range"),
+        (_rng_case("Philox", lambda s: s.update(buffer=[1, 2, 3, 4])), r"\['buffer'\]"),
+        (_rng_case("Philox", lambda s: s.update(bit_generator="SFC64")), "keys"),
+    ],
+)
+def test_rng_from_state_refuses_anything_but_a_bit_generator_state(
+    state: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        rng_from_state(state)
 
 
 def test_overwrite_replaces_and_keeps_permissions(tmp_path: Path) -> None:
@@ -357,7 +524,7 @@ def test_sigkill_while_checkpointing_leaves_a_loadable_file(tmp_path: Path) -> N
         assert step >= kill_after
         assert np.all(ck.model_state["w"] == step), "arrays and metadata come from the same save"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt.npz"]
-    assert all(n.startswith(".ckpt.npz.") and n.endswith(".tmp") for n in leftovers), leftovers
+    assert all(n.startswith(".rnnfast-") and n.endswith(".tmp") for n in leftovers), leftovers
 
 
 # ----------------------------------------------------------------------- hostile / broken files
@@ -578,13 +745,144 @@ def test_zip_directory_lying_about_sizes(good: Path, tmp_path: Path, new_size: i
         load(bad)
 
 
-def test_deflated_archive_is_accepted(good: Path, tmp_path: Path) -> None:
-    # a user may recompress a checkpoint (np.savez_compressed); it is still a valid checkpoint
+def test_compressed_members_are_refused(good: Path, tmp_path: Path) -> None:
+    """save never compresses; a deflated member is refused before anything is decompressed."""
     header, arrays = _read_raw(good)
     blob = json.dumps(header).encode("utf-8")
     path = tmp_path / "z.npz"
     np.savez_compressed(path, __metadata__=np.frombuffer(blob, dtype=np.uint8), **arrays)
-    _assert_nested_equal(load(path).model_state, load(good).model_state)
+    with pytest.raises(CheckpointError, match="compressed"):
+        load(path)
+
+
+def test_decompression_bomb_is_refused_without_inflating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crafted file: a consistent manifest declaring a 64 MiB array whose member is 64 KiB of
+    deflated zeros (~1000x). Nothing may be inflated (zlib is never asked to decompress)."""
+    import zlib
+
+    n = 8 * 2**20  # float64 elements: 64 MiB
+    header = {
+        "format": "rnnfast-checkpoint",
+        "version": 1,
+        "numpy_version": np.__version__,
+        "model": {"class": None, "config": None, "state": {"w": {"__ndarray__": "model/w"}}},
+        "optimizer": None,
+        "scheduler": None,
+        "meta": {},
+        "extra_arrays": {},
+        "arrays": {"model/w": {"dtype": "<f8", "shape": [n]}},
+    }
+    path = tmp_path / "bomb.npz"
+    meta = _npy(np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+    with zipfile.ZipFile(path, "w") as zf:  # zeros streamed through the compressor
+        zf.writestr("__metadata__.npy", meta)
+        info = zipfile.ZipInfo("model/w.npy")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(info, "w", force_zip64=True) as dst:
+            dst.write(_npy_header(np.dtype("<f8"), (n,)))
+            chunk = bytes(2**20)
+            for _ in range(8 * n // len(chunk)):
+                dst.write(chunk)
+    assert path.stat().st_size < 2**20, "the bomb should be small on disk"
+
+    def no_inflate(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a compressed member was decompressed")
+
+    monkeypatch.setattr(zlib, "decompressobj", no_inflate)
+    with pytest.raises(CheckpointError, match="model/w.npy.*compressed"):
+        load(path)
+
+
+def _npy(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype.str, "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def test_deeply_nested_metadata_is_a_checkpoint_error(good: Path, tmp_path: Path) -> None:
+    """700+ levels gave RecursionError (decoding after a successful json.loads)."""
+    header, arrays = _read_raw(good)
+    bad = tmp_path / "deep.npz"
+    base = json.dumps(header)
+    for depth in (150, 700, 990, 5000):
+        # an otherwise valid checkpoint with meta = {"deep": [[[...]]]}
+        blob = base.replace('"meta": {', '"meta": {"deep": ' + "[" * depth + "]" * depth + ", ", 1)
+        _write_raw(bad, None, arrays, meta_bytes=blob.encode())
+        with pytest.raises(CheckpointError, match="nested|JSON"):
+            load(bad)
+
+
+def test_save_refuses_metadata_load_would_refuse(tmp_path: Path) -> None:
+    deep: Any = 1
+    for _ in range(rio.MAX_METADATA_DEPTH + 5):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested deeper than"):
+        save(tmp_path / "d.npz", {"w": np.zeros(2)}, meta={"x": deep})
+    assert not list(tmp_path.iterdir())
+    ok: Any = 1
+    for _ in range(rio.MAX_METADATA_DEPTH - 5):
+        ok = [ok]
+    save(tmp_path / "ok.npz", {"w": np.zeros(2)}, meta={"x": ok})
+    assert load(tmp_path / "ok.npz").meta["x"] == ok
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifo_is_refused_before_open_can_block(tmp_path: Path) -> None:
+    import threading
+
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    result: dict[str, BaseException | None] = {}
+
+    def target() -> None:
+        try:
+            load(fifo)
+            result["exc"] = None
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result["exc"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    if t.is_alive():  # blocked in open(): unblock it by opening the write end, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(timeout=30)
+        pytest.fail("load blocked opening a FIFO")
+    assert isinstance(result["exc"], CheckpointError), result
+    assert "FIFO" in str(result["exc"]) and str(fifo) in str(result["exc"])
+
+
+@pytest.mark.parametrize("kind", ["directory", "device"])
+def test_special_files_are_refused(kind: str, tmp_path: Path) -> None:
+    path = tmp_path if kind == "directory" else Path("/dev/zero")
+    if not path.exists():
+        pytest.skip(f"no {path}")
+    with pytest.raises(CheckpointError, match=f"is a {kind}"):
+        load(path)
+
+
+def test_save_accepts_the_longest_file_name(tmp_path: Path) -> None:
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    name = "c" * (min(limit, 255) - 4) + ".npz"
+    save(tmp_path / name, {"w": np.arange(3.0)}, meta={"n": len(name)})
+    save(tmp_path / name, {"w": np.arange(4.0)}, meta={"n": len(name)})  # and over an old one
+    ck = load(tmp_path / name)
+    assert ck.meta["n"] == len(name) and ck.model_state["w"].shape == (4,)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

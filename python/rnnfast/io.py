@@ -5,7 +5,7 @@ Save and load::
     rnnfast.io.save("run/ckpt.npz", model, optimizer, meta={"epoch": 3, "step": 1200,
                     "rng": rng_state(rng), "history": history}, scheduler=sched)
     ckpt = rnnfast.io.load("run/ckpt.npz")
-    model = ckpt.build_model(LSTM)            # LSTM(**ckpt.model_config) + load_state_dict
+    model = ckpt.build_model()                # rnnfast's own (or registered) class + weights
     ckpt.restore_optimizer(optimizer)         # optimizer.load_state_dict(ckpt.optimizer_state)
     ckpt.restore_scheduler(sched)
     rng = rng_from_state(ckpt.meta["rng"])
@@ -40,21 +40,31 @@ model-state entries and extra arrays may use ``/`` to namespace (``"best/weight_
 
 Atomicity: the archive is written to a temporary file in the target's directory, flushed and
 fsync'ed, then ``os.replace``'d over the target and the directory is fsync'ed. A crash at any point
-leaves either the old checkpoint or the new one, never a partial file (a stale ``.<name>.*.tmp`` may
-remain after a hard kill; it is never read).
+leaves either the old checkpoint or the new one, never a partial file (a stale ``.rnnfast-*.tmp``
+may remain after a hard kill; it is never read). The temp name is short, so any target name the
+file system accepts can be saved.
 
-Loading never unpickles (``np.load(..., allow_pickle=False)``) and validates the format name,
-version, metadata schema, and every array's presence, dtype and shape against the manifest; any
-problem raises :class:`CheckpointError` (a ValueError) naming what is wrong.
+Loading treats the file as hostile input. It never unpickles (``np.load(..., allow_pickle=False)``)
+and never runs code named by the file: :meth:`Checkpoint.build_model` constructs only rnnfast's own
+model classes (SequenceModel, RNN, LSTM, GRU, Linear, Embedding) and classes registered on purpose
+(:func:`register_model_class`, or ``cls=`` / ``classes=``), looked up by the recorded class string,
+never imported; :func:`rng_from_state` builds only NumPy's PCG64, PCG64DXSM, Philox, SFC64 or
+MT19937 from a state of exactly their layout. Only regular files are opened (a directory, FIFO or
+device is refused before ``open`` could block); zip members must be stored uncompressed (save
+never compresses; a deflated member could be a decompression bomb) and no larger than the file;
+metadata nested deeper than ``MAX_METADATA_DEPTH`` (100) levels is refused. The format name,
+version, metadata schema, and every array's presence, dtype and shape are validated against the
+manifest; any problem raises :class:`CheckpointError` (a ValueError) naming what is wrong.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
+import stat
 import tempfile
+import threading
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +79,9 @@ __all__ = [
     "load",
     "rng_state",
     "rng_from_state",
+    "register_model_class",
+    "unregister_model_class",
+    "registered_model_classes",
     "FORMAT_NAME",
     "FORMAT_VERSION",
 ]
@@ -93,6 +106,9 @@ _TOP_KEYS = (
     "arrays",
 )
 _MAX_NPY_HEADER = 65536 + 16  # upper bound of an .npy header (format 2/3)
+#: Deepest nesting of JSON objects/lists accepted in the metadata (and written by save). fit's
+#: history with gradient-flow records is ~7 levels deep; deeper files are hostile or broken.
+MAX_METADATA_DEPTH = 100
 
 
 class CheckpointError(ValueError):
@@ -115,6 +131,7 @@ class Checkpoint:
         meta: the JSON metadata dict given to :func:`save` (epoch, step, RNG state, history, ...).
         extra_arrays: dict name -> ndarray given to :func:`save` as ``extra_arrays``.
         version: format version of the file.
+        path: the file it was loaded from (None for a Checkpoint made by hand).
     """
 
     model_state: dict[str, np.ndarray]
@@ -125,32 +142,72 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)
     version: int = FORMAT_VERSION
+    path: str | None = None
+
+    def _where(self) -> str:
+        return f"{self.path}: " if self.path else ""
 
     def restore_model(self, model: Any) -> Any:
         """``model.load_state_dict(self.model_state)``; returns ``model``."""
         model.load_state_dict(self.model_state)
         return model
 
-    def build_model(self, cls: Any = None) -> Any:
+    def build_model(self, cls: Any = None, *, classes: Any = None) -> Any:
         """Rebuild the saved model from its config and load its weights.
 
-        ``cls``: the model class; ``cls.from_config(config)`` is used if it exists, else
-        ``cls(**config)``. If omitted, the saved class is imported -- only from the ``rnnfast``
-        package (a checkpoint never makes us import arbitrary modules).
+        Which class is constructed -- never one named by an import path in the file:
+
+        * ``cls`` given: that class (``cls.from_config(config)`` if it defines it, else
+          ``cls(**config)``), whatever the file says;
+        * otherwise the class string recorded in the file (``"module:QualName"``) is looked up,
+          in this order, in ``classes`` (a dict class string -> class, or a list of classes keyed
+          by their own ``"module:QualName"``), in rnnfast's own model classes (SequenceModel,
+          RNN, LSTM, GRU, Linear, Embedding) and in the classes registered with
+          :func:`register_model_class`. A string found in none of them raises
+          :class:`CheckpointError` naming it; nothing is imported.
+
+        Raises:
+            CheckpointError: unknown class string, or a config / state that does not build or
+                load (the message names the file and the cause).
+            ValueError: the checkpoint has no model config.
         """
         if self.model_config is None:
             raise ValueError(
                 "checkpoint has no model config (the saved model had no config()); "
                 "build the model yourself and use restore_model"
             )
-        if cls is None:
-            cls = _import_model_class(self.model_class)
-        model = (
-            cls.from_config(self.model_config)
-            if hasattr(cls, "from_config")
-            else cls(**self.model_config)
-        )
-        model.load_state_dict(self.model_state)
+        where = self._where()
+        resolved = cls is None
+        if resolved:
+            cls = _resolve_model_class(self.model_class, classes, where)
+        elif not isinstance(cls, type):
+            raise TypeError(f"cls: expected a model class, got {type(cls).__name__}")
+        name = self.model_class if resolved else _class_name(cls)
+        try:
+            if cls in _builtin_model_classes().values():
+                from .modules import model_from_config  # every rnnfast config names its "type"
+
+                model = model_from_config(self.model_config)
+            elif hasattr(cls, "from_config"):
+                model = cls.from_config(self.model_config)
+            else:
+                model = cls(**self.model_config)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"{where}model.config does not build a {name} ({type(exc).__name__}: {exc})"
+            ) from exc
+        if resolved and not isinstance(model, cls):
+            raise CheckpointError(
+                f"{where}model.config builds a {_class_name(type(model))}, but the file records "
+                f"the class {name!r}"
+            )
+        try:
+            model.load_state_dict(self.model_state)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"{where}model.state does not fit the {name} built from model.config "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         return model
 
     def restore_optimizer(self, optimizer: Any) -> Any:
@@ -168,24 +225,119 @@ class Checkpoint:
         return scheduler
 
 
-def _import_model_class(spec: str | None) -> Any:
+# --------------------------------------------------------------------------------------------------
+# model classes a checkpoint may name: rnnfast's own plus those registered on purpose
+# --------------------------------------------------------------------------------------------------
+
+#: rnnfast's model classes, by the class string ``save`` records (``type(m).__module__:__qualname__``)
+_BUILTIN_NAMES = ("SequenceModel", "RNN", "LSTM", "GRU", "Linear", "Embedding")
+_registry: dict[str, type] = {}
+_registry_lock = threading.Lock()
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _builtin_model_classes() -> dict[str, type]:
+    from . import modules  # here, not at import time: modules may one day import io
+
+    out: dict[str, type] = {}
+    for n in _BUILTIN_NAMES:
+        c = getattr(modules, n)
+        out[f"rnnfast.modules:{n}"] = c  # what every rnnfast so far has written
+        out[_class_name(c)] = c  # the same today; keeps working if a class moves
+    return out
+
+
+def register_model_class(cls: type, name: str | None = None) -> type:
+    """Allow checkpoints naming ``cls`` to rebuild it with :meth:`Checkpoint.build_model`.
+
+    ``name``: the class string the files record (default ``"module:QualName"`` of ``cls``, what
+    :func:`save` writes). Returns ``cls``, so it can be used as a decorator. Registering the same
+    class again is a no-op; a class redefined under the same module and name (e.g. a notebook
+    cell run twice) replaces the old one. Registration is process-wide and thread-safe.
+
+    Raises:
+        TypeError: ``cls`` is not a class with ``load_state_dict``, or ``name`` is not a str.
+        ValueError: ``name`` is one of rnnfast's own classes or registered to another class.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"cls: expected a class, got {type(cls).__name__}")
+    if not callable(getattr(cls, "load_state_dict", None)):
+        raise TypeError(
+            f"cls: {cls.__qualname__} has no load_state_dict(); it is not a model class"
+        )
+    if name is None:
+        name = _class_name(cls)
+    elif not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected a non-empty str, got {name!r}")
+    builtin = _builtin_model_classes()
+    if name in builtin:
+        if builtin[name] is cls:
+            return cls
+        raise ValueError(f"name: {name!r} is rnnfast's own model class and cannot be replaced")
+    with _registry_lock:
+        old = _registry.get(name)
+        if old is not None and old is not cls and _class_name(old) != _class_name(cls):
+            raise ValueError(
+                f"name: {name!r} is already registered to {_class_name(old)}, not "
+                f"{_class_name(cls)}; unregister_model_class({name!r}) first"
+            )
+        _registry[name] = cls
+    return cls
+
+
+def unregister_model_class(cls_or_name: type | str) -> None:
+    """Undo :func:`register_model_class` (by class, every name it holds, or by class string).
+
+    Unknown classes and names are ignored; rnnfast's own classes cannot be unregistered.
+    """
+    with _registry_lock:
+        if isinstance(cls_or_name, str):
+            _registry.pop(cls_or_name, None)
+        else:
+            for k in [k for k, v in _registry.items() if v is cls_or_name]:
+                del _registry[k]
+
+
+def registered_model_classes() -> dict[str, type]:
+    """Class string -> class for every class :meth:`Checkpoint.build_model` may construct."""
+    with _registry_lock:
+        user = dict(_registry)
+    return {**_builtin_model_classes(), **user}
+
+
+def _resolve_model_class(spec: Any, classes: Any, where: str) -> type:
     if not spec:
-        raise ValueError("checkpoint does not record the model class; pass cls=")
-    module, _, qualname = spec.partition(":")
-    if not (module == "rnnfast" or module.startswith("rnnfast.")) or not qualname:
-        raise ValueError(f"model class {spec!r} is not an rnnfast class; pass cls= explicitly")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(
-            f"model class {spec!r} does not resolve ({type(exc).__name__}: {exc}); "
-            "pass cls= explicitly"
-        ) from None
-    if not isinstance(obj, type):
-        raise ValueError(f"model class {spec!r} is not a class")
-    return obj
+        raise CheckpointError(
+            f"{where}the checkpoint does not record the model class; pass cls= to build_model"
+        )
+    extra: dict[str, Any] = {}
+    if classes is not None:
+        if isinstance(classes, Mapping):
+            extra = dict(classes)
+        elif isinstance(classes, (list, tuple, set, frozenset)):
+            for c in classes:
+                if not isinstance(c, type):
+                    raise TypeError(f"classes: expected classes, got {type(c).__name__}")
+                extra[_class_name(c)] = c
+        else:
+            raise TypeError(
+                "classes: expected a dict class string -> class or a list of classes, got "
+                f"{type(classes).__name__}"
+            )
+    known = {**registered_model_classes(), **extra}
+    found = known.get(spec) if isinstance(spec, str) else None
+    if found is None:
+        raise CheckpointError(
+            f"{where}model class {spec!r} is not an rnnfast class or a registered one; "
+            "a checkpoint never imports code: pass cls=, classes=, or call "
+            "rnnfast.io.register_model_class(YourClass)"
+        )
+    if not isinstance(found, type):
+        raise TypeError(f"classes[{spec!r}]: expected a class, got {type(found).__name__}")
+    return found
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,12 +357,42 @@ def _jsonify_rng(obj: Any) -> Any:
     return obj
 
 
-def _unjsonify_rng(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        if set(obj) == {"dtype", "data"}:
-            return np.asarray(obj["data"], dtype=np.dtype(obj["dtype"]))
-        return {k: _unjsonify_rng(v) for k, v in obj.items()}
-    return obj
+def _unjsonify_like(template: Any, given: Any, where: str) -> Any:
+    """``given`` (JSON from :func:`rng_state`) converted to the structure of ``template`` (a fresh
+    bit generator's state): the same keys, ints where it has ints (0 <= v < 2**128), arrays of
+    its dtype and shape. Anything else raises ValueError naming the entry."""
+    if isinstance(template, dict):
+        if not isinstance(given, Mapping):
+            raise ValueError(f"{where}: expected an object, got {type(given).__name__}")
+        if set(given) != set(template):
+            raise ValueError(f"{where}: expected keys {sorted(template)}, got {sorted(given)}")
+        return {k: _unjsonify_like(template[k], given[k], f"{where}['{k}']") for k in template}
+    if isinstance(template, np.ndarray):
+        if (
+            not isinstance(given, Mapping)
+            or set(given) != {"dtype", "data"}
+            or given["dtype"] != template.dtype.str
+            or not isinstance(given["data"], list)
+            or len(given["data"]) != template.size
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in given["data"])
+        ):
+            raise ValueError(
+                f"{where}: expected {{'dtype': {template.dtype.str!r}, 'data': "
+                f"[{template.size} ints]}}"
+            )
+        info = np.iinfo(template.dtype)
+        if any(v < info.min or v > info.max for v in given["data"]):
+            raise ValueError(f"{where}: values out of range for {template.dtype}")
+        return np.asarray(given["data"], dtype=template.dtype).reshape(template.shape)
+    if isinstance(template, str):
+        if given != template:
+            raise ValueError(f"{where}: expected {template!r}, got {given!r}")
+        return given
+    if isinstance(template, (int, np.integer)):
+        if isinstance(given, bool) or not isinstance(given, int) or not 0 <= given < 2**128:
+            raise ValueError(f"{where}: expected an int in [0, 2**128), got {given!r}")
+        return given
+    raise ValueError(f"{where}: unexpected entry")  # pragma: no cover - numpy state layout changed
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -220,17 +402,33 @@ def rng_state(rng: np.random.Generator) -> dict[str, Any]:
     return _jsonify_rng(rng.bit_generator.state)
 
 
+#: The bit generators rng_from_state may construct (a name from a file never reaches getattr).
+_BIT_GENERATOR_CLASSES: dict[str, Any] = {
+    "PCG64": np.random.PCG64,
+    "PCG64DXSM": np.random.PCG64DXSM,
+    "Philox": np.random.Philox,
+    "SFC64": np.random.SFC64,
+    "MT19937": np.random.MT19937,
+}
+
+
 def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
-    """A new ``Generator`` in the state given by :func:`rng_state`."""
+    """A new ``Generator`` in the state given by :func:`rng_state`.
+
+    Only NumPy's bit generators PCG64, PCG64DXSM, Philox, SFC64 and MT19937 are accepted, and the
+    state must have exactly the layout of that generator's own state (keys, int ranges, array
+    dtypes and sizes); anything else raises ValueError naming the entry.
+    """
     if not isinstance(state, Mapping) or "bit_generator" not in state:
         raise ValueError("state: expected a dict from rng_state() with a 'bit_generator' entry")
     name = state["bit_generator"]
-    if name not in _BIT_GENERATORS:
+    if not isinstance(name, str) or name not in _BIT_GENERATOR_CLASSES:
         raise ValueError(f"state['bit_generator']: expected one of {_BIT_GENERATORS}, got {name!r}")
-    bg = getattr(np.random, name)()
+    bg = _BIT_GENERATOR_CLASSES[name]()
+    value = _unjsonify_like(bg.state, state, "state")
     try:
-        bg.state = _unjsonify_rng(dict(state))
-    except (TypeError, ValueError, KeyError) as exc:
+        bg.state = value
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise ValueError(f"state: not a valid {name} state ({exc})") from None
     return np.random.Generator(bg)
 
@@ -266,6 +464,11 @@ def _as_storable_array(value: Any, where: str) -> np.ndarray:
 def _encode(obj: Any, path: list[str], arrays: dict[str, np.ndarray], *, allow_arrays: bool) -> Any:
     """JSON-able ``obj`` with its arrays replaced by refs (stored in ``arrays`` by path)."""
     where = "/".join(path)
+    if len(path) > MAX_METADATA_DEPTH:
+        raise ValueError(
+            f"{where[:200]}...: nested deeper than {MAX_METADATA_DEPTH} levels (load refuses such "
+            "files)"
+        )
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, (np.bool_,)):
@@ -437,8 +640,9 @@ def save(
     payload = {_META_KEY: np.frombuffer(blob, dtype=np.uint8), **arrays}
 
     dirname = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=dirname)
+    # a short temp name: one derived from the target's would fail where the target name itself is
+    # near the file system's limit (255 bytes)
+    fd, tmp = tempfile.mkstemp(prefix=".rnnfast-", suffix=".tmp", dir=dirname)
     try:
         try:
             mode = os.stat(path).st_mode & 0o777  # keep an existing checkpoint's permissions
@@ -508,6 +712,20 @@ def _decode(
     return obj
 
 
+def _json_depth(obj: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (hostile files nest thousands deep)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (dict, list)):
+            deepest = max(deepest, d)
+            if d > MAX_METADATA_DEPTH:
+                return d
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
+
+
 def _read_header(path: str, zf: zipfile.ZipFile, npz: Any) -> dict[str, Any]:
     try:
         raw = npz[_META_KEY]
@@ -521,6 +739,11 @@ def _read_header(path: str, zf: zipfile.ZipFile, npz: Any) -> dict[str, Any]:
         raise _fail(
             path, f"metadata is not valid UTF-8 JSON ({type(exc).__name__}: {exc})"
         ) from None
+    depth = _json_depth(header)
+    if depth > MAX_METADATA_DEPTH:
+        raise _fail(
+            path, f"metadata is nested {depth} levels deep (at most {MAX_METADATA_DEPTH} accepted)"
+        )
     if not isinstance(header, dict):
         raise _fail(path, "metadata must be a JSON object")
     if header.get("format") != FORMAT_NAME:
@@ -572,18 +795,16 @@ def _check_member_sizes(path: str, zf: zipfile.ZipFile, archive_size: int) -> No
                 path,
                 f"member {info.filename!r}: encrypted or patched zip entries are not supported",
             )
-        if info.compress_type == zipfile.ZIP_STORED:
-            ok = info.compress_size == info.file_size <= archive_size
-        elif info.compress_type == zipfile.ZIP_DEFLATED:
-            # deflate cannot expand by more than ~1032x
-            ok = (
-                info.compress_size <= archive_size
-                and info.file_size <= 1100 * info.compress_size + 1024
-            )
-        else:
+        if info.compress_type != zipfile.ZIP_STORED:
+            # save never compresses; a compressed member could expand ~1000x (a decompression
+            # bomb: 1 MiB of file asking for 1 GiB), so none is ever decompressed
             raise _fail(
-                path, f"member {info.filename!r}: unsupported zip compression {info.compress_type}"
+                path,
+                f"member {info.filename!r} is compressed (zip method {info.compress_type}); "
+                "checkpoints are stored uncompressed and compressed members are refused "
+                "(decompress with e.g. `zip -0` or re-save with rnnfast.io.save)",
             )
+        ok = info.compress_size == info.file_size <= archive_size
         if not ok:
             raise _fail(
                 path,
@@ -640,6 +861,24 @@ def _check_manifest(
     return manifest
 
 
+def _require_regular_file(path: str, mode: int) -> None:
+    """Refuse directories, FIFOs, devices and sockets before anything reads (or blocks on) them."""
+    if stat.S_ISREG(mode):
+        return
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a special file"
+    )
+    raise _fail(path, f"is {kind}, not a checkpoint file (a regular file is required)")
+
+
 def load(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate a checkpoint written by :func:`save`.
 
@@ -651,12 +890,25 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
             than the manifest says. The message names the file and the problem.
     """
     path = _fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
-        f = open(path, "rb")
+        _require_regular_file(path, os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such checkpoint") from None
     except OSError as exc:
         raise _fail(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
+    # O_NONBLOCK: should the path become a FIFO between the stat and the open, the open still
+    # returns at once (and fstat refuses it); reads of a regular file are unaffected
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _fail(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
+    try:
+        _require_regular_file(path, os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    f = os.fdopen(fd, "rb")
     # One open file for the whole read (np.load is given the file object, so nothing leaks on
     # errors, and the size we validate against is the size of what we read).
     with f:
@@ -754,4 +1006,5 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
         meta=meta,
         extra_arrays=extra_arrays,
         version=header["version"],
+        path=path,
     )
