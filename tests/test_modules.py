@@ -869,3 +869,28 @@ def test_non_finite_state_of_empty_sequence_is_isolated(cell: str, dtype: Any, b
             w = want[k] if isinstance(want, dict) else want
             assert np.isfinite(v).all(), f"{cell} {what} {k}: non-finite after h0[1] = {bad}"
             np.testing.assert_array_equal(v, w, err_msg=f"{cell} {what} {k} with h0[1] = {bad}")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_load_state_dict_from_own_arrays_in_another_order(cell: str) -> None:
+    """Loading the module's own live arrays with the two directions swapped (sources aliasing
+    destinations) loads the values they held before the call, not ones already overwritten."""
+    m = make(cell, input_size=3, hidden_size=3, num_layers=2, bidirectional=True)
+    before = m.state_dict()  # copies
+    live = m.parameters()
+    swapped = {}
+    for k in live:
+        other = k[: -len("_reverse")] if k.endswith("_reverse") else k + "_reverse"
+        swapped[k] = live[other]
+    m.load_state_dict(swapped)
+    after = m.state_dict()
+    for k in live:
+        other = k[: -len("_reverse")] if k.endswith("_reverse") else k + "_reverse"
+        np.testing.assert_array_equal(after[k], before[other], err_msg=f"{k} <- {other}")
+    # a rotation through views: every weight_hh takes the previous one's values
+    names = [k for k in live if k.startswith("weight_hh")]
+    before = m.state_dict()
+    rotated = {k: live[names[i - 1]][...] for i, k in enumerate(names)}
+    m.load_state_dict(rotated, strict=False)
+    for i, k in enumerate(names):
+        np.testing.assert_array_equal(live[k], before[names[i - 1]], err_msg=f"{k} rotated")

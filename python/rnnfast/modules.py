@@ -244,6 +244,13 @@ def _load_into(
         if v.shape != p.shape:
             raise ValueError(f"{name}: expected shape {p.shape}, got {v.shape}")
         converted[k] = _cast_parameter(name, v, p.dtype)
+    # A source may be (a view of) one of the live arrays, e.g. the module's own parameters in another
+    # order (swapping the directions of a bidirectional layer): copying in place would then read
+    # values already overwritten, so such sources are snapshotted before anything is written.
+    dests = list(params.values())
+    for k, v in converted.items():
+        if any(np.may_share_memory(v, d) for d in dests):
+            converted[k] = v.copy()
     for k, v in converted.items():  # all checked first: a failed load changes nothing
         np.copyto(params[k], v)
     return IncompatibleKeys(missing, unexpected)
@@ -1959,7 +1966,11 @@ class SequenceModel:
                 f"feedback: {feedback!r} needs output size == input size and no embedding, "
                 f"got O={O}, I={I}"
             )
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
+        if (
+            isinstance(temperature, (bool, np.bool_))
+            or not isinstance(temperature, (int, float, np.integer, np.floating))
+            or not temperature > 0
+        ):
             raise ValueError(f"temperature: expected a float > 0, got {temperature!r}")
         rng = rng if rng is not None else np.random.default_rng()
         cur: Any = np.asarray(x0)
@@ -1991,9 +2002,14 @@ class SequenceModel:
                     out[k] = pred
                     cur = pred
                     continue
-                logits = pred.astype(np.float64) / float(temperature)
+                logits = pred.astype(np.float64)
                 if sample:
-                    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+                    # softmax(logits / temperature), the max subtracted *before* dividing: a tiny
+                    # temperature sends the others to -inf (probability 0), never inf - inf = NaN,
+                    # so it tends to greedy decoding (ties share the probability)
+                    with np.errstate(over="ignore"):
+                        z = (logits - logits.max(axis=1, keepdims=True)) / float(temperature)
+                    p = np.exp(z)
                     p /= p.sum(axis=1, keepdims=True)
                     u = rng.random((batch, 1))
                     ids = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), O - 1)

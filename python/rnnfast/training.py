@@ -385,10 +385,14 @@ class EarlyStopping(Callback):
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        if (
+            isinstance(patience, (bool, np.bool_))
+            or not isinstance(patience, (int, np.integer))
+            or patience < 0
+        ):
             raise ValueError(f"patience: expected an int >= 0, got {patience!r}")
         self.monitor = monitor
-        self.patience = patience
+        self.patience = int(patience)
         self.min_delta = float(min_delta)
         self.mode = mode
         self.restore_best = bool(restore_best)
@@ -784,9 +788,15 @@ def fit(
                 "needs the whole sequence); use bptt=None and stateful=False"
             )
     for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
-        if v is not None and not (isinstance(v, (int, float)) and v > 0):
+        if v is not None and (  # NumPy scalars are numbers too (np.float32(1.0)); bools are not
+            isinstance(v, (bool, np.bool_))
+            or not isinstance(v, (int, float, np.integer, np.floating))
+            or not v > 0
+        ):
             raise ValueError(f"{name}: expected None or a float > 0, got {v!r}")
-    if isinstance(early_stopping, int) and not isinstance(early_stopping, bool):
+    clip_norm = None if clip_norm is None else float(clip_norm)
+    clip_value = None if clip_value is None else float(clip_value)
+    if isinstance(early_stopping, (int, np.integer)) and not isinstance(early_stopping, bool):
         early_stopping = EarlyStopping(patience=early_stopping)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(
@@ -1107,10 +1117,13 @@ def fit(
                 elif pos["chunk"] == 0:  # a new batch starts fresh (also right after a resume:
                     # a stream restored from a checkpoint taken at a batch boundary is the finished
                     # batch's, whose state must not carry into this one)
+                    # the batch's stream ends after t_steps: no window is longer, so its buffers
+                    # are sized by min(k2, T) (same gradients; bptt=(3, 20000) on 10 steps must
+                    # not allocate 20000 steps)
                     model.stream_begin(
                         xb.shape[1],
-                        k1,
-                        bptt[1] if bptt else t_steps,
+                        min(k1, t_steps),
+                        min(bptt[1], t_steps) if bptt else t_steps,
                         lengths=lb,
                         replayable=ckpt_path is not None,
                     )

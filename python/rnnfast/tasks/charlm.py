@@ -197,7 +197,11 @@ def sample_text(
     text.
     """
     length = check_positive_int("length", length)
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
+    if (
+        isinstance(temperature, (bool, np.bool_))
+        or not isinstance(temperature, (int, float, np.integer, np.floating))
+        or not temperature > 0
+    ):
         raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
     if not prime:
         raise ValueError("prime: expected at least one character")
