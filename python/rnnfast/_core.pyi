@@ -150,3 +150,64 @@ class _TBPTTStreamBase:
 
 class TBPTTStreamFloat32(_TBPTTStreamBase): ...
 class TBPTTStreamFloat64(_TBPTTStreamBase): ...
+
+# ---- fused optimizer updates and gradient statistics (register_optim.cpp) ----
+# Every array: C-contiguous, the dtype (float32 or float64) and shape of p (any shape: a flat
+# buffer or one parameter); updated in place. Bitwise the NumPy formulas of rnnfast.optim.
+
+def sgd_update(
+    p: _F,
+    g: _F,
+    buf: _F | None,
+    lr: float,
+    momentum: float,
+    one_minus_dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    first: bool,
+) -> None:
+    """SGD step; buf None: no momentum; first: the momentum buffer is set to the gradient."""
+
+def adam_update(
+    p: _F,
+    g: _F,
+    exp_avg: _F,
+    exp_avg_sq: _F,
+    max_exp_avg_sq: _F | None,
+    one_minus_beta1: float,
+    beta2: float,
+    one_minus_beta2: float,
+    neg_step_size: float,
+    bias_correction2_sqrt: float,
+    eps: float,
+    wd_mode: int,
+    wd_value: float,
+    maximize: bool,
+) -> None:
+    """Adam/AdamW step; wd_mode 0 none, 1 L2 (wd_value = wd), 2 decoupled (wd_value = 1 - lr*wd)."""
+
+def rmsprop_update(
+    p: _F,
+    g: _F,
+    square_avg: _F,
+    grad_avg: _F | None,
+    momentum_buffer: _F | None,
+    alpha: float,
+    one_minus_alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    neg_lr: float,
+    maximize: bool,
+) -> None:
+    """RMSprop step; grad_avg None: not centered; momentum_buffer None: no momentum."""
+
+def grad_stats(g: _F) -> tuple[float, float]:
+    """(sum of squares accumulated in float64 in a fixed order, max |g| or NaN) in one pass."""
+
+def grad_scale(g: _F, coef: float) -> None:
+    """g *= coef in place."""
+
+def grad_clip(g: _F, value: float) -> None:
+    """np.clip(g, -value, value, out=g) in place."""

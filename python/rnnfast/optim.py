@@ -26,6 +26,15 @@ Optimizers work on a dict of named parameter arrays that they update **in place*
 
 Non-finite gradients are not checked here (they propagate into the parameters); the training loop
 and ``clip_grad_norm_(..., error_if_nonfinite=True)`` are where that is detected.
+
+Fused updates: the arithmetic runs in compiled kernels (``rnnfast._core``: ``sgd_update``,
+``adam_update``, ``rmsprop_update``) that perform the formulas below operation by operation in the
+parameters' dtype, so the results are bitwise those of the NumPy expressions in the docstrings
+(tested in float32 and float64). When the parameters are views that tile one contiguous buffer, in
+order (a model's ``parameters()``: every rnnfast module keeps its parameters, and its gradients, in
+one flat buffer), the state arrays are views of flat buffers too and a step whose gradients cover
+every parameter is ONE kernel call over the whole buffer; ``step`` also accepts that flat gradient
+buffer itself (``model.flat_grads``). Any other dict of arrays is updated array by array.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._loader import core as _core
 
 __all__ = [
     "Optimizer",
@@ -58,6 +69,42 @@ __all__ = [
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _flat_view(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The 1-D slice of one buffer that ``arrays`` tile, in order, or None.
+
+    True for the parameters (or gradients) of an rnnfast model: C-contiguous views of one 1-D
+    buffer, of one dtype, each starting where the previous one ends. The slice is a real view of
+    that buffer, so writing it writes the arrays.
+    """
+    if not arrays:
+        return None
+    first = arrays[0]
+    base = first.base
+    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    dtype = first.dtype
+    item = dtype.itemsize
+    start = first.__array_interface__["data"][0]
+    addr = start
+    for a in arrays:
+        if (
+            a.base is not base
+            or a.dtype != dtype
+            or not a.flags.c_contiguous
+            or a.__array_interface__["data"][0] != addr
+        ):
+            return None
+        addr += a.size * item
+    base_addr = base.__array_interface__["data"][0]
+    if base.dtype != dtype or (start - base_addr) % item:
+        return None
+    off = (start - base_addr) // item
+    n = (addr - start) // item
+    if off + n > base.size:
+        return None
+    return base[off : off + n]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,6 +279,73 @@ class Optimizer:
         self.initial_lr: float | None = None
         self.state: dict[str, dict[str, Any]] = {}
         self.step_count: int = 0
+        self._init_flat()
+
+    # -- flat buffers ---------------------------------------------------------------------------
+    def _init_flat(self) -> None:
+        """Find the buffer the parameters tile (None: a plain dict of arrays) and the offsets."""
+        #: 1-D view of the buffer the parameters tile in order, or None
+        self._flat: np.ndarray | None = _flat_view(list(self.params.values()))
+        #: per state name: a flat buffer like ``_flat`` whose views are the per-parameter state arrays
+        self._flat_state: dict[str, np.ndarray] = {}
+        self._offsets: dict[str, int] = {}
+        off = 0
+        for name, p in self.params.items():
+            self._offsets[name] = off
+            off += p.size
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d.pop("_flat", None)
+        d.pop("_flat_state", None)
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        # A copy's parameter arrays no longer share one buffer (deepcopy and pickle copy each array
+        # on its own), and its state arrays are copies too: find the layout again, update per array.
+        self.__dict__.update(d)
+        self._init_flat()
+        if self._flat is not None:
+            self._adopt_state()
+
+    def _state_array(self, name: str, key: str) -> np.ndarray:
+        """A zeroed state array for parameter ``name``: a view of the flat buffer of ``key`` when
+        the parameters are flat, else a new array."""
+        p = self.params[name]
+        if self._flat is None:
+            return np.zeros_like(p)
+        buf = self._flat_state.get(key)
+        if buf is None:
+            buf = self._flat_state[key] = np.zeros_like(self._flat)
+        off = self._offsets[name]
+        view = buf[off : off + p.size].reshape(p.shape)
+        view.fill(0)
+        return view
+
+    def _adopt_state(self) -> None:
+        """Move every state array into the flat state buffers (after a load or a copy)."""
+        for name, st in self.state.items():
+            for k, v in list(st.items()):
+                if isinstance(v, np.ndarray):
+                    view = self._state_array(name, k)
+                    np.copyto(view, v)
+                    st[k] = view
+
+    def _flat_ready(self) -> bool:
+        """True when one fused call can update every parameter: the state of every parameter has
+        the same entries and step (or there is no state yet)."""
+        if not self.state:
+            return True
+        if len(self.state) != len(self.params):
+            return False
+        ref = None
+        for st in self.state.values():
+            sig = (st.get("step"), tuple(sorted(st)))
+            if ref is None:
+                ref = sig
+            elif sig != ref:
+                return False
+        return True
 
     # -- hyperparameters ------------------------------------------------------------------------
     def _hyperparams(self) -> dict[str, Any]:
@@ -254,17 +368,56 @@ class Optimizer:
         for k, v in checked.items():
             setattr(self, k, v)
 
-    # -- subclass hook --------------------------------------------------------------------------
+    # -- subclass hooks -------------------------------------------------------------------------
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
+        """Update parameter ``name`` (array ``p``) with gradient ``g`` (one kernel call)."""
+        raise NotImplementedError
+
+    def _update_flat(self, g: np.ndarray) -> None:  # pragma: no cover
+        """Update every parameter at once: ``g`` is the flat gradient (``_flat``'s layout)."""
         raise NotImplementedError
 
     # -- public API -----------------------------------------------------------------------------
-    def step(self, grads: Mapping[str, np.ndarray | None]) -> None:
-        """Apply one update to every parameter that has a gradient in ``grads`` (in place)."""
+    def step(self, grads: Mapping[str, np.ndarray | None] | np.ndarray) -> None:
+        """Apply one update to every parameter that has a gradient in ``grads`` (in place).
+
+        ``grads``: dict name -> array (see the module docstring), or the flat gradient buffer of
+        the parameters' buffer (a 1-D array of the same dtype and size as all parameters
+        together, e.g. ``model.flat_grads``; only when the parameters tile one buffer).
+        """
+        flat = self._flat
+        if isinstance(grads, np.ndarray):
+            if flat is None:
+                raise TypeError(
+                    "grads: a flat gradient array needs parameters that tile one buffer "
+                    "(a model's parameters()); pass a dict name -> ndarray"
+                )
+            if grads.dtype != flat.dtype or grads.shape != flat.shape:
+                raise ValueError(
+                    f"grads: expected a flat array of shape {flat.shape} and dtype {flat.dtype} "
+                    f"(all parameters), got shape {grads.shape} and dtype {grads.dtype}"
+                )
+            g = np.ascontiguousarray(grads)
+            if not self._flat_ready():
+                self.step(
+                    {
+                        n: g[o : o + p.size].reshape(p.shape)
+                        for (n, p), o in zip(self.params.items(), self._offsets.values())
+                    }
+                )
+                return
+            self.step_count += 1
+            self._update_flat(g)
+            return
         checked = _check_grads(grads, self.params)
         self.step_count += 1
+        if flat is not None and len(checked) == len(self.params) and self._flat_ready():
+            gflat = _flat_view([checked[n] for n in self.params])
+            if gflat is not None:
+                self._update_flat(gflat)
+                return
         for name, g in checked.items():
-            self._update(name, self.params[name], g)
+            self._update(name, self.params[name], np.ascontiguousarray(g))
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer state: NumPy arrays (copies) and JSON-able scalars, nested dicts only."""
@@ -343,6 +496,8 @@ class Optimizer:
         self.initial_lr = initial_lr
         self.step_count = step_count
         self.state = new_state
+        if self._flat is not None:
+            self._adopt_state()
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self._hyperparams().items())
@@ -400,21 +555,44 @@ class SGD(Optimizer):
         if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
             raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
 
+    def _sgd(self, p: np.ndarray, g: np.ndarray, buf: np.ndarray | None, first: bool) -> None:
+        _core.sgd_update(
+            p,
+            g,
+            buf,
+            self.lr,
+            self.momentum,
+            1 - self.dampening,
+            self.weight_decay,
+            self.nesterov,
+            self.maximize,
+            first,
+        )
+
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
-        d_p = -g if self.maximize else g
-        if self.weight_decay != 0:
-            d_p = d_p + self.weight_decay * p
+        buf = None
+        first = False
         if self.momentum != 0:
             st = self.state.setdefault(name, {})
             buf = st.get("momentum_buffer")
             if buf is None:
-                buf = np.array(d_p, dtype=p.dtype, copy=True)
-                st["momentum_buffer"] = buf
-            else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * d_p
-            d_p = d_p + self.momentum * buf if self.nesterov else buf
-        p -= self.lr * d_p
+                first = True
+                buf = st["momentum_buffer"] = self._state_array(name, "momentum_buffer")
+        self._sgd(p, g, buf, first)
+
+    def _update_flat(self, g: np.ndarray) -> None:
+        assert self._flat is not None
+        buf = None
+        first = False
+        if self.momentum != 0:
+            first = not self.state
+            if first:
+                for name in self.params:
+                    self.state[name] = {
+                        "momentum_buffer": self._state_array(name, "momentum_buffer")
+                    }
+            buf = self._flat_state["momentum_buffer"]
+        self._sgd(self._flat, g, buf, first)
 
 
 class Adam(Optimizer):
@@ -463,41 +641,80 @@ class Adam(Optimizer):
             maximize=maximize,
         )
 
-    def _apply_weight_decay(self, p: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        """Adam's L2 weight decay: ``wd * p`` added to the gradient (called when wd != 0)."""
-        return grad + self.weight_decay * p
+    #: weight decay added to the gradient (Adam) or multiplying the parameter (AdamW)
+    _decoupled_weight_decay = False
 
-    def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+    def _new_state(self, name: str) -> dict[str, Any]:
+        st: dict[str, Any] = {
+            "step": 0,
+            "exp_avg": self._state_array(name, "exp_avg"),
+            "exp_avg_sq": self._state_array(name, "exp_avg_sq"),
+        }
+        if self.amsgrad:
+            st["max_exp_avg_sq"] = self._state_array(name, "max_exp_avg_sq")
+        return st
+
+    def _adam(
+        self,
+        p: np.ndarray,
+        g: np.ndarray,
+        m: np.ndarray,
+        v: np.ndarray,
+        vmax: np.ndarray | None,
+        step: int,
+    ) -> None:
         beta1, beta2 = self.betas
         lr = self.lr
-        st = self.state.get(name)
-        if st is None:
-            st = {"step": 0, "exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p)}
-            if self.amsgrad:
-                st["max_exp_avg_sq"] = np.zeros_like(p)
-            self.state[name] = st
-        elif self.amsgrad and "max_exp_avg_sq" not in st:
-            st["max_exp_avg_sq"] = np.zeros_like(p)
-        grad = -g if self.maximize else g
-        st["step"] += 1
-        step = st["step"]
-        if self.weight_decay != 0:
-            grad = self._apply_weight_decay(p, grad)
-        m, v = st["exp_avg"], st["exp_avg_sq"]
-        m += (1 - beta1) * (grad - m)
-        v *= beta2
-        v += (1 - beta2) * (grad * grad)
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2**0.5
-        if self.amsgrad:
-            vmax = st["max_exp_avg_sq"]
-            np.maximum(vmax, v, out=vmax)
-            denom = np.sqrt(vmax) / bias_correction2_sqrt + self.eps
+        if self.weight_decay == 0:
+            wd_mode, wd_value = 0, 0.0
+        elif self._decoupled_weight_decay:
+            wd_mode, wd_value = 2, 1 - lr * self.weight_decay  # p *= 1 - lr * wd
         else:
-            denom = np.sqrt(v) / bias_correction2_sqrt + self.eps
-        p += -step_size * (m / denom)
+            wd_mode, wd_value = 1, self.weight_decay  # grad += wd * p
+        _core.adam_update(
+            p,
+            g,
+            m,
+            v,
+            vmax,
+            1 - beta1,
+            beta2,
+            1 - beta2,
+            -step_size,
+            bias_correction2_sqrt,
+            self.eps,
+            wd_mode,
+            wd_value,
+            self.maximize,
+        )
+
+    def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        st = self.state.get(name)
+        if st is None:
+            st = self.state[name] = self._new_state(name)
+        elif self.amsgrad and "max_exp_avg_sq" not in st:
+            st["max_exp_avg_sq"] = self._state_array(name, "max_exp_avg_sq")
+        st["step"] += 1
+        self._adam(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"), st["step"])
+
+    def _update_flat(self, g: np.ndarray) -> None:
+        assert self._flat is not None
+        if not self.state:
+            for name in self.params:
+                self.state[name] = self._new_state(name)
+        elif self.amsgrad and "max_exp_avg_sq" not in next(iter(self.state.values())):
+            for name, st in self.state.items():
+                st["max_exp_avg_sq"] = self._state_array(name, "max_exp_avg_sq")
+        step = 0
+        for st in self.state.values():
+            step = st["step"] = st["step"] + 1
+        fs = self._flat_state
+        vmax = fs["max_exp_avg_sq"] if self.amsgrad else None
+        self._adam(self._flat, g, fs["exp_avg"], fs["exp_avg_sq"], vmax, step)
 
 
 class AdamW(Adam):
@@ -520,10 +737,7 @@ class AdamW(Adam):
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
 
-    def _apply_weight_decay(self, p: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        """Decoupled weight decay: shrink the parameter in place; the gradient is unchanged."""
-        p *= 1 - self.lr * self.weight_decay
-        return grad
+    _decoupled_weight_decay = True
 
 
 class RMSprop(Optimizer):
@@ -580,36 +794,60 @@ class RMSprop(Optimizer):
             maximize=maximize,
         )
 
+    def _complete_state(self, name: str, st: dict[str, Any]) -> None:
+        if self.centered and "grad_avg" not in st:
+            st["grad_avg"] = self._state_array(name, "grad_avg")
+        if self.momentum > 0 and "momentum_buffer" not in st:
+            st["momentum_buffer"] = self._state_array(name, "momentum_buffer")
+
+    def _rmsprop(
+        self,
+        p: np.ndarray,
+        g: np.ndarray,
+        v: np.ndarray,
+        ga: np.ndarray | None,
+        buf: np.ndarray | None,
+    ) -> None:
+        _core.rmsprop_update(
+            p,
+            g,
+            v,
+            ga if self.centered else None,
+            buf if self.momentum > 0 else None,
+            self.alpha,
+            1 - self.alpha,
+            self.eps,
+            self.weight_decay,
+            self.momentum,
+            -self.lr,
+            self.maximize,
+        )
+
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         st = self.state.get(name)
         if st is None:
-            st = {"step": 0, "square_avg": np.zeros_like(p)}
-            self.state[name] = st
-        if self.centered and "grad_avg" not in st:
-            st["grad_avg"] = np.zeros_like(p)
-        if self.momentum > 0 and "momentum_buffer" not in st:
-            st["momentum_buffer"] = np.zeros_like(p)
-        grad = -g if self.maximize else g
+            st = self.state[name] = {"step": 0, "square_avg": self._state_array(name, "square_avg")}
+        self._complete_state(name, st)
         st["step"] += 1
-        if self.weight_decay != 0:
-            grad = grad + self.weight_decay * p
-        v = st["square_avg"]
-        v *= self.alpha
-        v += (1 - self.alpha) * (grad * grad)
-        if self.centered:
-            ga = st["grad_avg"]
-            ga += (1 - self.alpha) * (grad - ga)
-            avg = np.sqrt(v - ga * ga)
-        else:
-            avg = np.sqrt(v)
-        avg += self.eps
-        if self.momentum > 0:
-            buf = st["momentum_buffer"]
-            buf *= self.momentum
-            buf += grad / avg
-            p += -self.lr * buf
-        else:
-            p += -self.lr * (grad / avg)
+        self._rmsprop(p, g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"))
+
+    def _update_flat(self, g: np.ndarray) -> None:
+        assert self._flat is not None
+        if not self.state:
+            for name in self.params:
+                self.state[name] = {"step": 0, "square_avg": self._state_array(name, "square_avg")}
+        first = next(iter(self.state.values()))
+        if (self.centered and "grad_avg" not in first) or (
+            self.momentum > 0 and "momentum_buffer" not in first
+        ):
+            for name, st in self.state.items():
+                self._complete_state(name, st)
+        for st in self.state.values():
+            st["step"] += 1
+        fs = self._flat_state
+        self._rmsprop(
+            self._flat, g, fs["square_avg"], fs.get("grad_avg"), fs.get("momentum_buffer")
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -683,6 +921,8 @@ class ClipStats:
 
 
 def _grad_arrays(grads: Any) -> list[tuple[str, np.ndarray]]:
+    if isinstance(grads, np.ndarray):  # a flat gradient buffer (model.flat_grads)
+        grads = {"grads": grads}
     if not isinstance(grads, Mapping):
         raise TypeError(f"grads: expected a dict name -> ndarray, got {type(grads).__name__}")
     out = []
@@ -697,8 +937,31 @@ def _grad_arrays(grads: Any) -> list[tuple[str, np.ndarray]]:
             raise TypeError(f"grads[{k!r}]: expected dtype float32 or float64, got {g.dtype}")
         if not g.flags.writeable:
             raise ValueError(f"grads[{k!r}]: array is read-only; clipping modifies it in place")
+        if not g.flags.c_contiguous:
+            raise ValueError(f"grads[{k!r}]: expected a C-contiguous array (clipped in place)")
         out.append((k, g))
     return out
+
+
+def _one_buffer(arrays: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+    """The arrays as one flat view when they tile one buffer (one kernel call), else as they are."""
+    flat = _flat_view([g for _, g in arrays]) if len(arrays) > 1 else None
+    return [flat] if flat is not None else [g for _, g in arrays]
+
+
+def grad_sumsq_maxabs(grads: Any) -> tuple[float, float]:
+    """(sum of squares, max |g|) over all gradient entries, in one pass per buffer.
+
+    The sum of squares is accumulated in float64 in a fixed order (the same on every call and
+    thread count); max |g| is NaN when any entry is NaN. ``grads``: a dict name -> array or one
+    flat array.
+    """
+    total, vmax = 0.0, 0.0
+    for g in _one_buffer(_grad_arrays(grads)):
+        s, m = _core.grad_stats(g)
+        total += s
+        vmax = m if (m != m or m > vmax) else vmax
+    return total, vmax
 
 
 def clip_grad_norm_(
@@ -734,8 +997,9 @@ def clip_grad_norm_(
     arrays = _grad_arrays(grads)
     if not arrays:
         total = 0.0
-    elif math.isinf(norm_type):
-        total = max(float(np.max(np.abs(g))) if g.size else 0.0 for _, g in arrays)
+    elif norm_type == 2.0 or math.isinf(norm_type):
+        sumsq, vmax = grad_sumsq_maxabs(grads)
+        total = vmax if math.isinf(norm_type) else math.sqrt(sumsq)
     else:
         norms = np.array(
             [
@@ -753,8 +1017,8 @@ def clip_grad_norm_(
     clip_coef = max_norm / (total + 1e-6) if finite else 1.0
     clipped = clip_coef < 1.0
     if clipped:
-        for _, g in arrays:
-            g *= clip_coef
+        for g in _one_buffer(arrays):
+            _core.grad_scale(g, clip_coef)  # g *= clip_coef
     if stats is not None:
         stats.record(total, clipped)
     return total
@@ -765,19 +1029,16 @@ def clip_grad_value_(
 ) -> float:
     """Clamp every gradient entry in place to ``[-clip_value, clip_value]`` (as torch's).
 
-    Returns the pre-clip max |g| (inf-norm) as a float; ``stats`` records it and whether any entry
-    was clamped. NaN entries stay NaN.
+    Returns the pre-clip max |g| (inf-norm) as a float, NaN when an entry is NaN; ``stats`` records
+    it and whether any entry was clamped. NaN entries stay NaN, the others are clamped.
     """
     clip_value = _real("clip_value", clip_value, lo=0.0, finite=False)
     arrays = _grad_arrays(grads)
-    vmax = 0.0
-    for _, g in arrays:
-        if g.size:
-            vmax = max(vmax, float(np.max(np.abs(g))))
-    clipped = vmax > clip_value
+    _, vmax = grad_sumsq_maxabs(grads)
+    clipped = vmax > clip_value or vmax != vmax  # NaN present: clamp the rest (as torch's clamp_)
     if clipped:
-        for _, g in arrays:
-            np.clip(g, -clip_value, clip_value, out=g)
+        for g in _one_buffer(arrays):
+            _core.grad_clip(g, clip_value)  # np.clip(g, -clip_value, clip_value, out=g)
     if stats is not None:
         stats.record(vmax, clipped)
     return vmax
