@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -169,6 +170,11 @@ def test_diagnose_prints_the_decay_table(capsys) -> None:
         (["train", "--task", "sine", "--json", "/nonexistent/dir/x.json"], "does not exist"),
         (["diagnose", "--cell", "rnn,transformer"], "--cell"),
         (["sample", "/nonexistent/ckpt.npz"], "no such checkpoint"),
+        (["diagnose", "--seq-len", "1"], "--seq-len"),
+        (["diagnose", "--plot", "x.unknownext"], "unknown image format"),
+        (["train", "--task", "sine", "--threads", "99999999999"], "--threads"),
+        (["gradcheck", "--threads", "99999999999"], "--threads"),
+        (["train", "--task", "sine", "--save", "/"], "is a directory"),
         ([], "required"),
     ],
 )
@@ -192,3 +198,228 @@ def test_errors_in_a_subprocess_have_no_traceback() -> None:
 def test_parse_bptt() -> None:
     assert parse_bptt("20,40") == (20, 40)
     assert parse_bptt("8") == (8, 8)
+
+
+# --------------------------------------------------------------------------------------------------
+# nothing trained is lost: outputs checked before training, the checkpoint written first
+# --------------------------------------------------------------------------------------------------
+
+TINY = [
+    "--task",
+    "sine",
+    "--hidden",
+    "4",
+    "--seq-len",
+    "8",
+    "--n-train",
+    "32",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "1",
+    "--seed",
+    "0",
+    "--no-progress",
+]
+
+
+def _main(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture()
+def no_training(monkeypatch):
+    """Training must not start: any call fails the test."""
+    import rnnfast.tasks as tasks
+
+    def trained(*args, **kwargs):
+        raise AssertionError("training started before the output paths were checked")
+
+    monkeypatch.setattr(tasks, "run_task", trained)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--save", "{dir}", "is a directory"),
+        ("--json", "{dir}", "is a directory"),
+        ("--plot", "{dir}", "is a directory"),
+        ("--plot", "{dir}/loss.unknownext", "unknown image format '.unknownext'"),
+        ("--plot", "{dir}/loss.v2", "unknown image format"),
+        ("--save", "{dir}/missing/m.npz", "does not exist"),
+        ("--json", "{dir}/m.npz", "is also the --save file"),
+        ("--save", "/dev/null", "not a regular file"),
+    ],
+)
+def test_train_checks_every_output_before_training(
+    flag: str, value: str, message: str, tmp_path, capsys, no_training
+) -> None:
+    args = ["train", *TINY, flag, value.replace("{dir}", str(tmp_path))]
+    if flag != "--save":  # with a checkpoint asked for as well
+        args += ["--save", str(tmp_path / "m.npz")]
+    code, _, err = _main(args, capsys)
+    assert code == 2, err
+    assert message in err and flag in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_train_refuses_an_unwritable_directory(tmp_path, capsys, no_training) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        code, _, err = _main(["train", *TINY, "--save", str(ro / "m.npz")], capsys)
+    finally:
+        ro.chmod(0o700)
+    assert code == 2 and "--save: cannot create files in" in err, err
+
+
+def test_train_plot_without_extension_reports_the_file_it_writes(tmp_path, capsys) -> None:
+    code, out, err = _main(["train", *TINY, "--plot", str(tmp_path / "loss")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"wrote {tmp_path / 'loss.png'}" in out, out
+    assert not (tmp_path / "loss").exists()
+
+
+def test_train_plot_needs_matplotlib(tmp_path, capsys, monkeypatch, no_training) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.backend_bases", None)  # import fails
+    code, _, err = _main(["train", *TINY, "--plot", str(tmp_path / "p.png")], capsys)
+    assert code == 2 and "--plot: needs matplotlib" in err and "rnnfast[plot]" in err, err
+
+
+def test_failing_extras_never_cost_the_checkpoint(tmp_path, capsys, monkeypatch) -> None:
+    """JSON and plot fail after training (disk full, say): the checkpoint is already written."""
+    from rnnfast import cli, diagnostics
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "_write_json", disk_full)
+    monkeypatch.setattr(diagnostics, "plot_history", disk_full)
+    ck = tmp_path / "m.npz"
+    code, out, err = _main(
+        [
+            "train",
+            *TINY,
+            "--save",
+            str(ck),
+            "--json",
+            str(tmp_path / "h.json"),
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
+        capsys,
+    )
+    assert code == 2, err
+    assert "--json: cannot write" in err and "--plot: cannot write" in err, err
+    assert f"the model was saved to {ck}" in err, err
+    assert "Traceback" not in err
+    import rnnfast as rf
+
+    model = rf.load(ck).build_model()
+    assert model.rnn.hidden_size == 4
+
+
+def test_sine_many_to_many_takes_bptt(capsys) -> None:
+    # the check used the task's default mode (many_to_one), not the requested one
+    args = ["train", *TINY, "--mode", "many_to_many", "--bptt", "4,8"]
+    code, out, err = _main(args, capsys)
+    assert code == 0, err
+    assert "bptt=[4, 8]" in out, out
+    code, _, err = _main(["train", *TINY, "--bptt", "4,8"], capsys)
+    assert code == 2 and "'sine' is many_to_one" in err and "--mode many_to_many" in err, err
+
+
+# --------------------------------------------------------------------------------------------------
+# one-line errors, exit status 2
+# --------------------------------------------------------------------------------------------------
+
+
+def _charlm_checkpoint(path, vocab: str = "abcd", vocab_size: int = 4, edit=None):
+    import rnnfast as rf
+
+    m = rf.build_model("gru", 3, 5, vocab_size, mode="many_to_many", vocab_size=vocab_size, seed=0)
+    rf.save(path, m, meta={"task": "charlm", "vocab": vocab})
+    if edit is not None:
+        import zipfile
+
+        with zipfile.ZipFile(path) as zf:
+            members = {n: zf.read(n) for n in zf.namelist()}
+        import io
+
+        import numpy as np
+
+        header = json.loads(np.load(io.BytesIO(members["__metadata__.npy"])).tobytes())
+        edit(header)
+        buf = io.BytesIO()
+        np.save(buf, np.frombuffer(json.dumps(header).encode(), np.uint8))
+        members["__metadata__.npy"] = buf.getvalue()
+        with zipfile.ZipFile(path, "w") as zf:
+            for n, data in members.items():
+                zf.writestr(n, data)
+    return path
+
+
+def test_sample_works_on_a_good_checkpoint(tmp_path, capsys) -> None:
+    ck = _charlm_checkpoint(tmp_path / "c.npz")
+    code, out, err = _main(["sample", str(ck), "--prime", "ab", "--length", "5"], capsys)
+    assert code == 0, err
+    assert out.startswith("ab") and len(out.rstrip("\n")) == 7 and set(out.strip()) <= set("abcd")
+
+
+@pytest.mark.parametrize(
+    ("vocab", "edit", "message"),
+    [
+        ("aabc", None, "meta.vocab"),  # repeated characters
+        ("", None, "meta.vocab"),
+        ("abc", None, "meta.vocab has 3 characters but the model's embedding size is 4"),
+        ("abcd", lambda h: h["model"]["config"].update(type="Nope"), "model.config"),
+        (
+            "abcd",
+            lambda h: h["model"]["config"]["rnn"].update(hidden_size="five"),
+            "model.config",
+        ),
+        ("abcd", lambda h: h["model"]["config"].update(embedding=None), "embedding"),
+        ("abcd", lambda h: h["model"].update(config=None), "no model config"),
+        ("abcd", lambda h: h["model"].update(**{"class": "os:system"}), "'os:system'"),
+    ],
+)
+def test_sample_bad_checkpoint_is_a_one_line_error(
+    vocab: str, edit, message: str, tmp_path, capsys
+) -> None:
+    ck = _charlm_checkpoint(tmp_path / "c.npz", vocab=vocab, edit=edit)
+    code, _, err = _main(["sample", str(ck), "--prime", "a", "--length", "3"], capsys)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_diagnose_plot_is_checked_before_the_experiment(tmp_path, capsys, monkeypatch) -> None:
+    import rnnfast.diagnostics as d
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the experiment ran before --plot was checked")
+
+    monkeypatch.setattr(d, "vanishing_case", ran)
+    for plot, message in [
+        (str(tmp_path / "x.unknownext"), "unknown image format"),
+        (str(tmp_path), "is a directory"),
+        (str(tmp_path / "no" / "x.png"), "does not exist"),
+    ]:
+        code, _, err = _main(["diagnose", "--seq-len", "5", "--plot", plot], capsys)
+        assert code == 2 and message in err and "--plot" in err, err
+
+
+def test_diagnose_plot_reports_the_file_it_writes(tmp_path, capsys) -> None:
+    args = ["diagnose", "--seq-len", "5", "--train-steps", "0", "--explode-steps", "1"]
+    code, out, err = _main([*args, "--cell", "rnn", "--plot", str(tmp_path / "flow")], capsys)
+    assert code == 0, err
+    assert f"wrote {tmp_path / 'flow.png'}" in out
+    assert (tmp_path / "flow.png").is_file()

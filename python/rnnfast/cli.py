@@ -15,8 +15,15 @@ Subcommands::
     python -m rnnfast gradcheck                 # C++ vs reference vs finite differences, every cell
     python -m rnnfast tasks                     # list the built-in tasks and their defaults
 
-Errors in the arguments (unknown task, malformed --bptt, an option a task does not have) print one
-line ``rnnfast <cmd>: error: ...`` and exit with status 2, as argparse does; never a traceback.
+Errors in the arguments (unknown task, malformed --bptt, an option a task does not have, an output
+path that cannot be written, a checkpoint that cannot be used) print one line
+``rnnfast <cmd>: error: ...`` and exit with status 2, as argparse does; never a traceback.
+
+Nothing trained is lost to an output path: every file a command will write (``--save``, ``--json``,
+``--plot``) is checked before any work starts (parent directory exists and is writable, the path is
+not a directory, distinct from the others, a plot has an image format matplotlib can write and
+matplotlib is installed), and ``train`` writes the checkpoint first, so a failing extra never costs
+the model. ``--plot out`` (no extension) writes and reports ``out.png``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import argparse
 import io
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,6 +71,31 @@ def _nonneg_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+#: The most threads ``--threads`` accepts (more are never useful on a CPU and can exhaust memory).
+MAX_THREADS = 1024
+
+
+def _thread_count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in 1..{MAX_THREADS}, got {text!r}"
+        ) from None
+    if not 1 <= v <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected an integer in 1..{MAX_THREADS}, got {text!r}")
+    return v
+
+
+def _seq_len_at_least_2(text: str) -> int:
+    v = _positive_int(text)
+    if v < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 2 (the adding problem marks two steps), got {text!r}"
+        )
     return v
 
 
@@ -149,15 +183,83 @@ def _set_threads(n: int | None) -> None:
     if n is not None:
         from . import set_num_threads
 
-        set_num_threads(int(n))
+        try:
+            set_num_threads(int(n))
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a cap below MAX_THREADS
+            raise CLIError(f"--threads: {exc}") from None
 
 
-def _check_writable(path: str | None, flag: str) -> None:
+def _check_output(path: str | None, flag: str) -> str | None:
+    """Check, before any work, that ``path`` can be written; return it as it will be written.
+
+    The parent directory must exist and accept a new file (probed by creating and removing a temp
+    file: also right for root, read-only mounts and ACLs), the path must not be a directory, and an
+    existing file must be a regular, writable file.
+    """
     if path is None:
-        return
-    parent = Path(path).expanduser().resolve().parent
+        return None
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise CLIError(f"{flag}: {path!r} is a directory; expected a file path")
+    if p.exists() and not p.is_file():
+        raise CLIError(f"{flag}: {path!r} exists and is not a regular file")
+    parent = p.resolve().parent
     if not parent.is_dir():
         raise CLIError(f"{flag}: directory {str(parent)!r} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rnnfast-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CLIError(
+            f"{flag}: cannot create files in {str(parent)!r} ({exc.strerror or exc})"
+        ) from None
+    if p.exists() and not os.access(p, os.W_OK):
+        raise CLIError(f"{flag}: {path!r} exists and is not writable")
+    return str(p)
+
+
+def _plot_formats() -> dict[str, str]:
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as exc:
+        raise CLIError(
+            f"--plot: needs matplotlib, the optional extra rnnfast[plot] "
+            f"(pip install 'rnnfast[plot]'): {exc}"
+        ) from None
+    return dict(FigureCanvasBase.get_supported_filetypes())
+
+
+def _check_plot(path: str | None) -> str | None:
+    """``--plot``: matplotlib importable and a known image format; returns the file name that will
+    be written (``.png`` appended when the name has no extension, as matplotlib does)."""
+    if path is None:
+        return None
+    formats = _plot_formats()
+    if Path(path).expanduser().is_dir():
+        raise CLIError(f"--plot: {path!r} is a directory; expected an image file path")
+    suffix = Path(path).suffix
+    if not suffix:
+        path = path + ".png"
+    elif suffix[1:].lower() not in formats:
+        raise CLIError(
+            f"--plot: unknown image format {suffix!r} in {path!r}; expected one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
+    return _check_output(path, "--plot")
+
+
+def _check_distinct(paths: Sequence[tuple[str, str | None]]) -> None:
+    seen: dict[str, str] = {}
+    for flag, path in paths:
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise CLIError(
+                f"{flag}: {path!r} is also the {seen[key]} file; give each output its own"
+            )
+        seen[key] = flag
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,9 +331,11 @@ def _run_and_report(
         if task_name != "charlm":
             raise CLIError("--text: only the charlm task reads a text file")
         extra["text_path"] = args.text
-    if extra.get("bptt") and task.mode != "many_to_many":
+    mode = extra.get("mode", task.mode)  # the requested mode (sine has both)
+    if extra.get("bptt") and mode != "many_to_many":
         raise CLIError(
-            f"--bptt: truncated BPTT needs a many-to-many task; {task_name!r} is {task.mode}"
+            f"--bptt: truncated BPTT needs a many-to-many task; {task_name!r} is {mode}"
+            + (" (try --mode many_to_many)" if "mode" in task.data_options else "")
         )
     try:
         cfg = task.config(**extra)
@@ -297,35 +401,8 @@ def _run_and_report(
         file=out,
     )
     history = result.history_list()
-    if args.json:
-        _write_json(
-            args.json,
-            {
-                "task": task.name,
-                "cell": cfg["cell"],
-                "config": cfg,
-                "history": history,
-                "final": final,
-                "seconds": round(result.seconds, 3),
-                "cpu_seconds": round(result.cpu_seconds, 3),
-            },
-        )
-        print(f"rnnfast: wrote {args.json}", file=out)
-    if args.plot:
-        from .diagnostics import plot_history
-
-        base = None
-        if task.kind == "regression":
-            key = next((k for k in final if k.startswith("baseline_") and k.endswith("mse")), None)
-            base = 0.5 * final[key] if key else None  # MSELoss is half the mean squared error
-        plot_history(
-            {cfg["cell"]: history},
-            args.plot,
-            title=f"{task.name}: loss per epoch",
-            baseline=base,
-            baseline_label="baseline (same loss units)",
-        )
-        print(f"rnnfast: wrote {args.plot}", file=out)
+    # the checkpoint first: a failing extra (JSON, plot) must never cost the trained model
+    failed: list[str] = []
     if args.save:
         meta: dict[str, Any] = {
             "task": task.name,
@@ -334,8 +411,55 @@ def _run_and_report(
         }
         if "vocab" in result.train.info:
             meta["vocab"] = result.train.info["vocab"]
-        save(args.save, result.model, meta=meta)
-        print(f"rnnfast: saved the model to {args.save}", file=out)
+        try:
+            save(args.save, result.model, meta=meta)
+            print(f"rnnfast: saved the model to {args.save}", file=out)
+        except (OSError, ValueError, TypeError) as exc:
+            failed.append(f"--save: cannot write {args.save} ({exc})")
+    if args.json:
+        try:
+            _write_json(
+                args.json,
+                {
+                    "task": task.name,
+                    "cell": cfg["cell"],
+                    "config": cfg,
+                    "history": history,
+                    "final": final,
+                    "seconds": round(result.seconds, 3),
+                    "cpu_seconds": round(result.cpu_seconds, 3),
+                },
+            )
+            print(f"rnnfast: wrote {args.json}", file=out)
+        except (OSError, ValueError, TypeError) as exc:
+            failed.append(f"--json: cannot write {args.json} ({exc})")
+    if args.plot:
+        try:
+            from .diagnostics import plot_history
+
+            base = None
+            if task.kind == "regression":
+                key = next(
+                    (k for k in final if k.startswith("baseline_") and k.endswith("mse")), None
+                )
+                base = 0.5 * final[key] if key else None  # MSELoss is half the mean squared error
+            plot_history(
+                {cfg["cell"]: history},
+                args.plot,
+                title=f"{task.name}: loss per epoch",
+                baseline=base,
+                baseline_label="baseline (same loss units)",
+            )
+            print(f"rnnfast: wrote {args.plot}", file=out)
+        except (OSError, ValueError, TypeError, ImportError) as exc:
+            failed.append(f"--plot: cannot write {args.plot} ({exc})")
+    if failed:
+        kept = (
+            f" (the model was saved to {args.save})"
+            if args.save and not failed[0].startswith("--save")
+            else ""
+        )
+        raise CLIError("; ".join(failed) + kept)
     return {"task": task.name, "final": final, "seconds": result.seconds}
 
 
@@ -357,9 +481,11 @@ def _distributed_output(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _check_writable(args.json, "--json")
-    _check_writable(args.plot, "--plot")
-    _check_writable(args.save, "--save")
+    # every output path is checked before training starts (nothing trained is lost to a typo)
+    args.save = _check_output(args.save, "--save")
+    args.json = _check_output(args.json, "--json")
+    args.plot = _check_plot(args.plot)
+    _check_distinct([("--save", args.save), ("--json", args.json), ("--plot", args.plot)])
     _set_threads(args.threads)
     out = _distributed_output(args) if getattr(args, "distributed", False) else sys.stdout
     _run_and_report(args, args.task, _train_overrides(args), out)
@@ -438,11 +564,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: not a charlm checkpoint (train one with "
             "`python -m rnnfast train --task charlm --save PATH`)"
         )
-    from .modules import model_from_config
+    try:
+        vocab = Vocab(vocab_chars)
+    except ValueError as exc:
+        raise CLIError(f"{args.checkpoint}: meta.vocab: {exc}") from None
+    from .modules import SequenceModel
 
-    model = model_from_config(ckpt.model_config)
-    model.load_state_dict(ckpt.model_state)
-    vocab = Vocab(vocab_chars)
+    try:
+        model = ckpt.build_model()  # rnnfast's own classes only; config and weights validated
+    except (ValueError, TypeError) as exc:
+        raise CLIError(
+            str(exc) if args.checkpoint in str(exc) else f"{args.checkpoint}: {exc}"
+        ) from None
+    except MemoryError as exc:
+        raise CLIError(
+            f"{args.checkpoint}: the model config does not fit in memory: {exc}"
+        ) from None
+    if not isinstance(model, SequenceModel) or model.embedding is None:
+        raise CLIError(
+            f"{args.checkpoint}: expected a character model (a SequenceModel with an embedding), "
+            f"got {type(model).__name__}"
+        )
+    sizes = {
+        "embedding": model.embedding.num_embeddings,
+        "output": model.head.out_features,
+    }
+    if any(n != len(vocab) for n in sizes.values()):
+        raise CLIError(
+            f"{args.checkpoint}: meta.vocab has {len(vocab)} characters but the model's "
+            + " and ".join(f"{k} size is {v}" for k, v in sizes.items())
+        )
     try:
         text = sample_text(
             model,
@@ -466,7 +617,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from .diagnostics import exploding_case, plot_gradient_flow, vanishing_case
 
-    _check_writable(args.plot, "--plot")
+    args.plot = _check_plot(args.plot)
     _set_threads(args.threads)
     if args.task != "adding":
         raise CLIError("--task: diagnose currently supports the adding task only")
@@ -512,11 +663,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     headers = ["run", "grad norm step 1", "max grad norm", "loss step 1", "max loss", "last loss"]
     print(_table([*headers, "steps"], rows))
     if args.plot:
-        plot_gradient_flow(
-            [*flows, ex["flow"]],
-            args.plot,
-            title=f"Adding problem, T={t_steps}: ||dL/dh_t|| vs distance from the loss",
-        )
+        try:
+            plot_gradient_flow(
+                [*flows, ex["flow"]],
+                args.plot,
+                title=f"Adding problem, T={t_steps}: ||dL/dh_t|| vs distance from the loss",
+            )
+        except (OSError, ValueError, TypeError, ImportError) as exc:
+            raise CLIError(f"--plot: cannot write {args.plot} ({exc})") from None
         print(f"\nrnnfast: wrote {args.plot}")
     return 0
 
@@ -585,7 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def common(sp: argparse.ArgumentParser, seed: int | None = 0) -> None:
-        sp.add_argument("--threads", type=_positive_int, default=None, help="kernel threads")
+        sp.add_argument(
+            "--threads", type=_thread_count, default=None, help=f"kernel threads (1..{MAX_THREADS})"
+        )
         sp.add_argument("--seed", type=_nonneg_int, default=seed, help="random seed")
 
     demo = sub.add_parser(
@@ -647,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=["rnn", "lstm"],
         help="comma-separated cells among rnn, rnn-relu, lstm, gru (default rnn,lstm)",
     )
-    dg.add_argument("--seq-len", type=_positive_int, default=100)
+    dg.add_argument("--seq-len", type=_seq_len_at_least_2, default=100, help="T >= 2")
     dg.add_argument(
         "--train-steps",
         type=_nonneg_int,
