@@ -890,3 +890,126 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load(tmp_path / "nope.npz")
     with pytest.raises(CheckpointError):
         load(tmp_path)
+
+
+# --------------------------------------------------------------------------------- fit resume
+
+
+def _fit_run(path: Path, *, epochs: int, resume: bool = False, **kw: Any) -> Any:
+    import rnnfast as rf
+
+    mode = "many_to_many" if kw.get("bptt") or kw.get("stateful") else "many_to_one"
+    m = rf.build_model("gru", 2, 3, 1, mode=mode, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 8, 2)).astype(np.float32)
+    y = rng.standard_normal((6, 8, 1) if mode == "many_to_many" else (8, 1)).astype(np.float32)
+    kw.setdefault("batch_size", 4)
+    return rf.fit(
+        m,
+        (x, y),
+        rf.MSELoss(),
+        rf.Adam(m.parameters(), lr=0.01),
+        epochs=epochs,
+        checkpoint=path,
+        resume=resume,
+        progress=False,
+        seed=0,
+        **kw,
+    )
+
+
+def _tamper_fit(src: Path, dst: Path, edit: Any, extra: dict[str, Any] | None = None) -> Path:
+    ck = load(src)
+    meta = json.loads(json.dumps(ck.meta, allow_nan=True))  # a deep copy
+    edit(meta["fit"])
+    save(
+        dst,
+        ck.model_state,
+        ck.optimizer_state,
+        meta,
+        scheduler=ck.scheduler_state,
+        extra_arrays={**ck.extra_arrays, **(extra or {})},
+    )
+    return dst
+
+
+@pytest.fixture(scope="module")
+def fit_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fit") / "ck.npz"
+    _fit_run(path, epochs=2)
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit,extra,key",
+    [
+        (lambda f: f["pos"].update(epoch=-5), None, "fit.pos.epoch"),  # trained ~for ever before
+        (lambda f: f["pos"].update(epoch="2"), None, "fit.pos.epoch"),
+        (lambda f: f["pos"].update(epoch=True), None, "fit.pos.epoch"),
+        (lambda f: f["pos"].update(step=-1), None, "fit.pos.step"),
+        (lambda f: f["pos"].update(batch=99), None, "fit.pos.batch"),
+        (lambda f: f["pos"].update(chunk=3), None, "fit.pos.chunk"),
+        (lambda f: f.update(pos=[0, 0, 0, 0]), None, "fit.pos"),
+        (lambda f: f["pos"].update(batch=1), None, "extra_arrays['order']"),
+        (lambda f: f["pos"].update(batch=1), {"order": np.zeros(8, np.int64)}, "order"),
+        (lambda f: f["pos"].update(batch=1), {"order": np.arange(7)}, "order"),
+        (lambda f: f["pos"].update(batch=1), {"order": np.arange(8.0)}, "order"),
+        (lambda f: f.update(history={}), None, "fit.history"),
+        (lambda f: f["history"].pop(), None, "fit.history"),
+        (lambda f: f["history"][1].update(epoch=7), None, "fit.history[1]"),
+        (lambda f: f["history"][0].update(loss="low"), None, "fit.history[0]"),
+        (lambda f: f["acc"].update(n=-3.0), None, "fit.acc['n']"),
+        (lambda f: f["acc"].update(updates=float("inf")), None, "fit.acc['updates']"),
+        (lambda f: f["acc"].update(loss="x"), None, "fit.acc['loss']"),
+        (lambda f: f.update(acc=[1]), None, "fit.acc"),
+        (lambda f: f.update(best_loss="low"), None, "fit.best_loss"),
+        (lambda f: f.update(best_loss=float("nan")), None, "fit.best_loss"),
+        (lambda f: f["data_rng"].update(bit_generator="default_rng"), None, "fit.data_rng"),
+        (lambda f: f["model_rng"]["state"].update(inc=-1), None, "fit.model_rng"),
+        (lambda f: f.pop("data_rng"), None, "fit.data_rng"),
+        (lambda f: f.update(stream_ints={"batch": "x"}), None, "fit.stream_ints"),
+    ],
+)
+def test_resume_validates_the_recorded_state(
+    fit_ckpt: Path, tmp_path: Path, edit: Any, extra: Any, key: str
+) -> None:
+    path = _tamper_fit(fit_ckpt, tmp_path / "t.npz", edit, extra)
+    with pytest.raises(CheckpointError, match=re.escape(key)) as info:
+        _fit_run(path, epochs=3, resume=True)
+    assert str(path) in str(info.value)
+
+
+def test_resume_validates_early_stopping_state(fit_ckpt: Path, tmp_path: Path) -> None:
+    import rnnfast as rf
+
+    path = _tamper_fit(
+        fit_ckpt, tmp_path / "t.npz", lambda f: f.update(early_stopping={"wait": -1, "best": 1.0})
+    )
+    with pytest.raises(CheckpointError, match=re.escape("fit.early_stopping.wait")):
+        _fit_run(path, epochs=3, resume=True, early_stopping=rf.EarlyStopping(patience=2))
+
+
+def test_untampered_resume_still_works(fit_ckpt: Path, tmp_path: Path) -> None:
+    path = _tamper_fit(fit_ckpt, tmp_path / "t.npz", lambda f: None)
+    hist = _fit_run(path, epochs=3, resume=True)
+    assert [e["epoch"] for e in hist.epochs] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "first,second,key,values",
+    [
+        ({"batch_size": 4}, {"batch_size": 2}, "batch_size", ("batch_size=4", "batch_size=2")),
+        ({"bptt": (2, 4)}, {"bptt": (3, 6)}, "bptt", ("bptt=[2, 4]", "bptt=[3, 6]")),
+        ({"bptt": (2, 4)}, {"stateful": True}, "bptt", ("bptt=[2, 4]", "bptt=None")),
+        ({"stateful": True, "bptt": (6, 6)}, {"bptt": (6, 6)}, "stateful", ("True", "False")),
+    ],
+)
+def test_resume_with_other_settings_is_refused(
+    tmp_path: Path, first: dict[str, Any], second: dict[str, Any], key: str, values: tuple[str, str]
+) -> None:
+    path = tmp_path / "ck.npz"
+    _fit_run(path, epochs=1, **first)
+    with pytest.raises(ValueError, match=key) as info:
+        _fit_run(path, epochs=2, resume=True, **second)
+    for v in values:
+        assert v in str(info.value), str(info.value)

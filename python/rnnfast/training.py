@@ -58,6 +58,7 @@ import numpy as np
 
 from . import io as _io
 from . import optim as _optim
+from ._loader import core as _core
 from .losses import sequence_mask
 from .modules import SequenceModel
 
@@ -623,24 +624,31 @@ def evaluate(
 # --------------------------------------------------------------------------------------------------
 
 
+def _same_memory(a: Any, b: Array) -> bool:
+    """True when ``a`` is an array over exactly the memory of ``b`` (e.g. two views of one
+    parameter, as a model and its optimizer hold after being copied together)."""
+    return (
+        isinstance(a, np.ndarray)
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+    )
+
+
 def _check_optimizer_params(model: SequenceModel, optimizer: Any) -> None:
     """An rnnfast optimizer (one with a ``params`` dict) must update this model's live arrays."""
     opt_params = getattr(optimizer, "params", None)
     if not isinstance(opt_params, Mapping):
         return  # a duck-typed optimizer: step(grads) is all fit relies on
     for name, p in model.parameters().items():
-        if opt_params.get(name) is not p:
+        q = opt_params.get(name)
+        if q is not p and not _same_memory(q, p):
             what = "has no parameter" if name not in opt_params else "holds a different array for"
             raise ValueError(
                 f"optimizer: expected an optimizer over this model's parameters, but it {what} "
                 f"{name!r}; build it with e.g. rnnfast.Adam(model.parameters(), lr=...)"
             )
-
-
-def _grad_norm(grads: Mapping[str, Array]) -> float:
-    """Global L2 norm in float64 (norm of per-array norms, as clip_grad_norm_)."""
-    norms = [np.linalg.norm(g.ravel().astype(np.float64)) for g in grads.values() if g.size]
-    return float(np.linalg.norm(norms)) if norms else 0.0
 
 
 def _resolve_distributed(distributed: Any) -> Any:
@@ -670,6 +678,118 @@ def _stdio_is_tty() -> bool:
 
 class _Stop(Exception):
     """Internal: SIGINT seen at a step boundary."""
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: Accumulator entries that count things: finite and >= 0 (metric counts end in "_n").
+_ACC_COUNTS = ("n", "acc_c", "acc_n", "clipped", "updates", "seqs", "skipped", "elapsed", "gn_sum")
+
+
+def _check_resume(
+    path: str,
+    fm: Mapping[str, Any],
+    extra_arrays: Mapping[str, Any],
+    *,
+    n_seq: int,
+    t_steps: int,
+    batch_size: int,
+    bptt: tuple[int, int] | None,
+    stateful: bool,
+) -> None:
+    """Validate fit's resume state read from ``path`` before anything is restored.
+
+    Tampered or nonsensical values raise CheckpointError naming the key; settings that differ from
+    the recorded ones (exact resume replays the run) raise ValueError naming both values.
+    """
+
+    def bad(key: str, expected: str, got: Any) -> _io.CheckpointError:
+        return _io.CheckpointError(f"{path}: {key}: expected {expected}, got {got!r}")
+
+    # settings recorded by the run (older checkpoints lack batch_size and n_sequences)
+    current = {
+        "bptt": list(bptt) if bptt else None,
+        "stateful": bool(stateful),
+        "batch_size": batch_size,
+        "n_sequences": n_seq,
+    }
+    for key, now in current.items():
+        if key in fm and fm[key] != now:
+            raise ValueError(
+                f"{key}: the checkpoint {path} was written with {key}={fm[key]!r}, this call has "
+                f"{key}={now!r}; resume with the settings of the run (exact resume replays it)"
+            )
+    pos = fm.get("pos")
+    if not isinstance(pos, Mapping):
+        raise bad("fit.pos", "an object with epoch, batch, chunk, step", pos)
+    for k in ("epoch", "batch", "chunk", "step"):
+        v = pos.get(k)
+        if not _real(v) or not isinstance(v, int) or v < 0:
+            raise bad(f"fit.pos.{k}", "an int >= 0", v)
+    n_batches = (n_seq + batch_size - 1) // batch_size
+    if pos["batch"] > n_batches:
+        raise bad("fit.pos.batch", f"at most {n_batches} (batches per epoch)", pos["batch"])
+    k1 = bptt[0] if bptt else t_steps
+    n_chunks = (t_steps + k1 - 1) // k1 if (bptt is not None or stateful) else 1
+    if pos["chunk"] >= n_chunks or (pos["chunk"] and pos["batch"] == n_batches):
+        raise bad("fit.pos.chunk", f"less than {n_chunks} (chunks per batch)", pos["chunk"])
+    history = fm.get("history")
+    if not isinstance(history, list) or len(history) != pos["epoch"]:
+        raise bad(
+            "fit.history",
+            f"a list of {pos['epoch']} epoch records (fit.pos.epoch)",
+            type(history).__name__ if not isinstance(history, list) else f"{len(history)} records",
+        )
+    for i, rec in enumerate(history):
+        if (
+            not isinstance(rec, Mapping)
+            or rec.get("epoch") != i + 1
+            or isinstance(rec.get("epoch"), bool)
+            or not _real(rec.get("loss"))
+        ):
+            raise bad(f"fit.history[{i}]", f"a record with epoch {i + 1} and a loss", rec)
+    acc = fm.get("acc")
+    if not isinstance(acc, Mapping):
+        raise bad("fit.acc", "an object of running sums", acc)
+    for k, v in acc.items():
+        if not _real(v):
+            raise bad(f"fit.acc[{k!r}]", "a number", v)
+        if (k in _ACC_COUNTS or k.endswith("_n")) and not (math.isfinite(v) and v >= 0):
+            raise bad(f"fit.acc[{k!r}]", "a finite number >= 0", v)
+        if k == "gn_max" and (math.isnan(v) or v < 0):
+            raise bad(f"fit.acc[{k!r}]", "a number >= 0", v)
+    best = fm.get("best_loss")
+    if best is not None and not (_real(best) and math.isfinite(best)):
+        raise bad("fit.best_loss", "null or a finite number", best)
+    es = fm.get("early_stopping")
+    if es is not None:
+        if not isinstance(es, Mapping):
+            raise bad("fit.early_stopping", "an object", es)
+        if es.get("best") is not None and not _real(es["best"]):
+            raise bad("fit.early_stopping.best", "null or a number", es["best"])
+        for k in ("best_epoch", "wait"):
+            v = es.get(k, 0)
+            if v is not None and (not _real(v) or not isinstance(v, int) or v < 0):
+                raise bad(f"fit.early_stopping.{k}", "an int >= 0", v)
+    if "order" in extra_arrays:
+        order = np.asarray(extra_arrays["order"])
+        if (
+            order.dtype.kind not in "iu"
+            or order.shape != (n_seq,)
+            or not np.array_equal(np.sort(order), np.arange(n_seq))
+        ):
+            raise bad(
+                "extra_arrays['order']",
+                f"a permutation of the {n_seq} training sequences",
+                f"{order.dtype} array of shape {order.shape}",
+            )
+    elif pos["batch"] or pos["chunk"]:
+        raise bad("extra_arrays['order']", "the epoch's batch order (mid-epoch position)", None)
+    ints = fm.get("stream_ints", {})
+    if not isinstance(ints, Mapping) or not all(_real(v) for v in ints.values()):
+        raise bad("fit.stream_ints", "an object of ints", ints)
 
 
 def fit(
@@ -856,6 +976,20 @@ def fit(
         fm = ck.meta.get("fit")
         if not isinstance(fm, Mapping):
             raise ValueError(f"checkpoint: {ckpt_path} was not written by fit (no 'fit' metadata)")
+        _check_resume(
+            ckpt_path,
+            fm,
+            ck.extra_arrays,
+            n_seq=train.n,
+            t_steps=int(train.x.shape[0]),
+            batch_size=batch_size,
+            bptt=bptt,
+            stateful=bool(stateful),
+        )
+        try:  # validated layouts, before anything is restored
+            resumed_rngs = [_io.rng_from_state(fm[k]) for k in ("data_rng", "model_rng")]
+        except (KeyError, ValueError) as exc:
+            raise _io.CheckpointError(f"{ckpt_path}: fit.data_rng / fit.model_rng: {exc}") from None
         ck.restore_model(model)
         if ck.optimizer_state is not None:
             ck.restore_optimizer(optimizer)
@@ -863,9 +997,8 @@ def fit(
             ck.restore_scheduler(scheduler)
         pos = {k: int(fm["pos"][k]) for k in ("epoch", "batch", "chunk", "step")}
         acc = _Acc(fm["acc"])
-        data_rng = _io.rng_from_state(fm["data_rng"])
-        model.rnn.rng = _io.rng_from_state(fm["model_rng"])
-        history.epochs = list(fm["history"])
+        data_rng, model.rnn.rng = resumed_rngs
+        history.epochs = [dict(e) for e in fm["history"]]
         best_loss = fm.get("best_loss")
         if "order" in ck.extra_arrays:
             order = np.asarray(ck.extra_arrays["order"], dtype=np.int64)
@@ -876,7 +1009,13 @@ def fit(
         sa = {k[len("stream/") :]: v for k, v in ck.extra_arrays.items() if k.startswith("stream/")}
         if sa:
             sa.update(fm.get("stream_ints", {}))
-            model.stream_import(sa)
+            try:
+                model.stream_import(sa)
+            except (KeyError, ValueError, TypeError, IndexError) as exc:
+                raise _io.CheckpointError(
+                    f"{ckpt_path}: extra_arrays['stream/...'] / fit.stream_ints: the carried "
+                    f"stream cannot be restored ({type(exc).__name__}: {exc})"
+                ) from None
             stream_loaded = True
     if dist is not None:
         dist.setup(model)  # rank 0's weights everywhere; own dropout stream per rank
@@ -894,6 +1033,8 @@ def fit(
                 "best_loss": best_loss,
                 "bptt": list(bptt) if bptt else None,
                 "stateful": bool(stateful),
+                "batch_size": batch_size,  # checked on resume, as bptt and stateful
+                "n_sequences": train.n,
             }
         }
         extra: dict[str, Any] = {}
@@ -930,12 +1071,31 @@ def fit(
 
     use_bar = bool(progress) and _stdio_is_tty() and (dist is None or dist.is_root)
     grads = model.grads
+    # The model's gradients as one flat buffer (rnnfast modules keep them so): the non-finite
+    # check, the norm, the clipping and the update are then one call each over it.
+    gflat = _optim._flat_view(list(grads.values()))
+    opt_flat = getattr(optimizer, "_flat", None)
+    fused = (
+        gflat is not None
+        and isinstance(optimizer, _optim.Optimizer)
+        and opt_flat is not None
+        and opt_flat.size == gflat.size
+        and list(optimizer.params) == list(grads)
+    )
 
     def check_finite_grads(ep: int, bi: int) -> str | None:
         for name, g in grads.items():
             if not np.all(np.isfinite(g)):
                 return name
         return None
+
+    def grad_norm_and_bad() -> tuple[float, str | None]:
+        """The global L2 norm of the gradients (float64 accumulation) and the first parameter
+        with a non-finite gradient (None if all are finite)."""
+        sumsq, _ = _optim.grad_sumsq_maxabs(gflat if gflat is not None else grads)
+        if math.isfinite(sumsq):
+            return math.sqrt(sumsq), None
+        return math.sqrt(sumsq), check_finite_grads(0, 0)  # which one (or an overflow: none)
 
     def update(ep: int, bi: int, value: float) -> bool:
         """Checks, clipping and the optimizer step; False if the update was skipped."""
@@ -952,7 +1112,7 @@ def fit(
             model.zero_grad()
             acc.add("skipped", 1)
             return False
-        bad = check_finite_grads(ep, bi)
+        norm, bad = grad_norm_and_bad()
         if bad is not None:
             if on_nonfinite == "raise":
                 raise NonFiniteError(
@@ -966,16 +1126,20 @@ def fit(
             model.zero_grad()
             acc.add("skipped", 1)
             return False
-        norm = _grad_norm(grads)
+        g_all: Any = gflat if gflat is not None else grads
         clipped = False
-        if clip_norm is not None:
-            clipped = max(clip_norm / (norm + 1e-6), 0.0) < 1.0
-            _optim.clip_grad_norm_(grads, clip_norm)
+        if clip_norm is not None:  # clip_grad_norm_'s rule, with the norm computed above
+            coef = clip_norm / (norm + 1e-6) if math.isfinite(norm) else 1.0
+            if coef < 1.0:
+                clipped = True
+                if gflat is not None:
+                    _core.grad_scale(gflat, coef)  # g *= coef
+                else:
+                    for g in grads.values():
+                        g *= coef
         if clip_value is not None:
-            vmax = max((float(np.max(np.abs(g))) for g in grads.values() if g.size), default=0.0)
-            clipped = clipped or vmax > clip_value
-            _optim.clip_grad_value_(grads, clip_value)
-        optimizer.step(grads)
+            clipped = _optim.clip_grad_value_(g_all, clip_value) > clip_value or clipped
+        optimizer.step(gflat if fused else grads)
         model.zero_grad()
         acc.add("gn_sum", norm)
         acc.max("gn_max", norm)
