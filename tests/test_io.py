@@ -275,6 +275,9 @@ def test_user_classes_are_built_only_when_registered(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=re.escape(repr(spec))):
         ck.build_model(classes={"other:Thing": TinyRNN})
     # process-wide: register_model_class (usable as a decorator; returns the class)
+    import rnnfast as rf
+
+    assert rf.register_model_class is rio.register_model_class
     try:
         assert rio.register_model_class(TinyRNN) is TinyRNN
         assert rio.register_model_class(TinyRNN) is TinyRNN  # again: a no-op

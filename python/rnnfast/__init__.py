@@ -84,7 +84,7 @@ def release_memory() -> None:
 # stay one attribute access away (see __getattr__) so that `import rnnfast` stays fast.
 from . import functional, io, losses, modules, optim, reference, training  # noqa: E402
 from .interop import from_keras_weights, from_torch, to_keras_weights, to_torch  # noqa: E402
-from .io import Checkpoint, CheckpointError, load, save  # noqa: E402
+from .io import Checkpoint, CheckpointError, load, register_model_class, save  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, sequence_mask  # noqa: E402
 from .modules import (  # noqa: E402
     GRU,
@@ -184,6 +184,7 @@ __all__ = [
     "modules",
     "optim",
     "reference",
+    "register_model_class",
     "release_memory",
     "save",
     "sequence_mask",

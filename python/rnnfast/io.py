@@ -333,7 +333,7 @@ def _resolve_model_class(spec: Any, classes: Any, where: str) -> type:
         raise CheckpointError(
             f"{where}model class {spec!r} is not an rnnfast class or a registered one; "
             "a checkpoint never imports code: pass cls=, classes=, or call "
-            "rnnfast.io.register_model_class(YourClass)"
+            "rnnfast.register_model_class(YourClass)"
         )
     if not isinstance(found, type):
         raise TypeError(f"classes[{spec!r}]: expected a class, got {type(found).__name__}")
