@@ -275,9 +275,11 @@ def test_flat_state_round_trips_and_copies(cls: Any) -> None:
             if isinstance(a, np.ndarray):
                 assert id(a.base) in bases  # a view of a flat state buffer
     assert o2._flat_ready()
-    o3 = copy.deepcopy(o1)  # params copied with it: independent arrays, updated one by one
+    o3 = copy.deepcopy(o1)  # the parameter buffer is copied with it: flat again, on the copy
     o4 = pickle.loads(pickle.dumps(o1))
-    assert o3._flat is None and o4._flat is None
+    for o in (o3, o4):
+        assert o._flat is not None and not np.shares_memory(o._flat, p1["w_ih"])
+        assert o._flat_ready()
     for g in gs[4:]:
         for o in (o1, o2, o3, o4):
             o.step(g)

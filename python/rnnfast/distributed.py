@@ -64,6 +64,8 @@ from typing import Any
 
 import numpy as np
 
+from .optim import _flat_view
+
 __all__ = [
     "DataParallel",
     "StepStats",
@@ -219,6 +221,10 @@ class DataParallel:
         packed buffer (each dtype separately)."""
         if self.size == 1:
             return
+        flat = _flat_view(list(params.values()))
+        if flat is not None:  # a model's parameters: one buffer, broadcast in place
+            self.comm.Bcast(flat, root=0)
+            return
         arrays = [params[k] for k in sorted(params)]
         for dt in sorted({a.dtype.str for a in arrays}):
             group = [a for a in arrays if a.dtype.str == dt]
@@ -303,7 +309,8 @@ class DataParallel:
                 :attr:`stats` (the step's loss/metric sums, then cleared); None: stats are dropped.
             stop: this rank's stop request (SIGINT); the result is True if any rank asked.
 
-        The buffer (gradients' dtype, float64 when they differ) holds
+        When the gradients tile one buffer (an rnnfast model's ``grads``) they are packed and
+        unpacked with one call each. The buffer (gradients' dtype, float64 when they differ) holds
         ``[w*grad..., w*value, denominator, stop, stats...]``; after the sum the gradients and the
         loss are divided by the summed denominator. The stand-in row of an empty shard contributes
         exactly zero.
@@ -311,6 +318,9 @@ class DataParallel:
         MPI = self._mpi
         keys = list(grads)
         arrays = [grads[k] for k in keys]
+        flat = _flat_view(arrays)  # a model's gradients: one buffer, packed with one copy
+        if flat is not None:
+            arrays = [flat]
         dts = {a.dtype for a in arrays}
         dtype = dts.pop() if len(dts) == 1 else np.dtype(np.float64)
         skeys = sorted(self.stats.s)

@@ -256,6 +256,122 @@ def _load_into(
     return IncompatibleKeys(missing, unexpected)
 
 
+# --------------------------------------------------------------------------------------------------
+# parameter storage: one flat buffer for the parameters and one for the gradients
+# --------------------------------------------------------------------------------------------------
+
+
+class _FlatParams:
+    """Parameters and gradients of a module live in two flat 1-D buffers, one view per tensor.
+
+    ``_params`` / ``grads`` map PyTorch names to C-contiguous views of ``_flat_params`` /
+    ``_flat_grads`` (in that order, back to back), so clipping, the optimizer update, the
+    non-finite check and an MPI allreduce can each be one call over one buffer. The dicts are
+    updated in place and the views never rebound afterwards (``load_state_dict`` copies into them),
+    except when a :class:`SequenceModel` gathers its parts into its own buffer at construction.
+
+    Copies (``copy.deepcopy``, ``pickle``) carry the buffers and the layout, not the views, and
+    re-make the views on the copy; an optimizer copied together with the model (one deepcopy or
+    one pickle of both) keeps updating the copy's buffer.
+    """
+
+    _params: dict[str, Array]
+    grads: dict[str, Array]
+    _flat_params: Array
+    _flat_grads: Array
+
+    def _rehome(self, fp: Array, fg: Array) -> None:
+        """Copy the parameters and gradients into ``fp`` / ``fg`` (1-D, the total size) and make
+        the dict values views of them."""
+        off = 0
+        for k, v in self._params.items():
+            n = v.size
+            pv = fp[off : off + n].reshape(v.shape)
+            gv = fg[off : off + n].reshape(v.shape)
+            pv[...] = v
+            g = self.grads.get(k)
+            if g is not None and g is not gv:
+                gv[...] = g
+            elif g is None:
+                gv.fill(0)
+            self._params[k] = pv
+            self.grads[k] = gv
+            off += n
+        self._flat_params = fp
+        self._flat_grads = fg
+
+    def _flatten(self) -> None:
+        """Move the parameters and gradients into two new flat buffers."""
+        dtype = np.dtype(getattr(self, "dtype", np.float32))
+        n = sum(v.size for v in self._params.values())
+        self._rehome(np.empty(n, dtype), np.zeros(n, dtype))
+
+    @property
+    def flat_parameters(self) -> Array:
+        """All parameters as one 1-D array (a view: writing it writes the parameters), in the
+        order of :meth:`parameters`."""
+        return self._flat_params
+
+    @property
+    def flat_grads(self) -> Array:
+        """All gradients as one 1-D array (a view of the :attr:`grads` arrays), in the order of
+        :meth:`parameters`; ``optimizer.step(model.flat_grads)`` is one fused update."""
+        return self._flat_grads
+
+    def zero_grad(self) -> None:
+        """Set every gradient to zero (in place; one call over the flat buffer)."""
+        self._flat_grads.fill(0)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        # deepcopy and pickle copy every array on its own, which would cut the views from the
+        # buffers: carry the buffers' owners (shared with a SequenceModel or an optimizer copied in
+        # the same call) and the layout, and re-make the views on the copy. The rest of the state is
+        # the class's own __getstate__/__setstate__.
+        state = dict(self.__getstate__())
+        fp, fg = self._flat_params, self._flat_grads
+        op = fp.base if isinstance(fp.base, np.ndarray) else fp
+        og = fg.base if isinstance(fg.base, np.ndarray) else fg
+        state["_params"] = [(k, v.shape) for k, v in self._params.items()]
+        state["grads"] = None
+        state["_flat_params"] = (op, _offset_in(fp, op), fp.size)
+        state["_flat_grads"] = (og, _offset_in(fg, og), fg.size)
+        state.pop("_step_local", None)  # per-thread step() buffers: re-made empty
+        return (_unpickle_flat, (type(self), state))
+
+
+def _unpickle_flat(cls: type, state: dict[str, Any]) -> Any:
+    """Rebuild a module pickled by :meth:`_FlatParams.__reduce_ex__`."""
+    state = dict(state)
+    layout = state.pop("_params")
+    (op, po, n), (og, go, _) = state.pop("_flat_params"), state.pop("_flat_grads")
+    state.pop("grads", None)
+    obj = cls.__new__(cls)
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+    else:
+        obj.__dict__.update(state)
+    fp, fg = op[po : po + n], og[go : go + n]
+    obj._params = OrderedDict()
+    obj.grads = OrderedDict()
+    off = 0
+    for k, shape in layout:
+        size = math.prod(shape)
+        obj._params[k] = fp[off : off + size].reshape(shape)
+        obj.grads[k] = fg[off : off + size].reshape(shape)
+        off += size
+    obj._flat_params, obj._flat_grads = fp, fg
+    if isinstance(obj, RNNBase) and not hasattr(obj, "_step_local"):
+        obj._step_local = threading.local()
+    return obj
+
+
+def _offset_in(view: Array, owner: Array) -> int:
+    """Element offset of the 1-D view ``view`` within its owner buffer ``owner``."""
+    delta = view.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    return delta // view.dtype.itemsize
+
+
 _NO_CACHE_MSG = (
     "backward: no stored forward pass to differentiate; call forward in train() mode first "
     "(eval() mode stores no activations, and each forward pass can be differentiated once)"
@@ -487,7 +603,7 @@ def _tbptt_stream_class() -> Any:
     return cls
 
 
-class RNNBase:
+class RNNBase(_FlatParams):
     """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU` (see their docstrings)."""
 
     _cell = "rnn"
@@ -578,9 +694,8 @@ class RNNBase:
                 if self.bias:
                     self._params[f"bias_ih{sfx}"] = w["b_ih"]  # type: ignore[assignment]
                     self._params[f"bias_hh{sfx}"] = w["b_hh"]  # type: ignore[assignment]
-        self.grads: dict[str, Array] = OrderedDict(
-            (k, np.zeros_like(v)) for k, v in self._params.items()
-        )
+        self.grads: dict[str, Array] = OrderedDict()
+        self._flatten()
         #: per layer and direction (index layer * num_directions + d): dL/dh_t (T, B, H) of every step
         #: from the most recent backward (time-aligned with the input also for reverse directions).
         self.last_state_grads: list[Array] = []
@@ -616,11 +731,6 @@ class RNNBase:
     def named_parameters(self) -> list[tuple[str, Array]]:
         """(name, array) pairs in PyTorch's order."""
         return list(self._params.items())
-
-    def zero_grad(self) -> None:
-        """Set every gradient in :attr:`grads` to zero (in place)."""
-        for g in self.grads.values():
-            g.fill(0)
 
     def train(self, mode: bool = True) -> RNNBase:
         """Training mode (dropout on, forward stores activations for backward). Returns self."""
@@ -1484,7 +1594,7 @@ class GRU(RNNBase):
 # --------------------------------------------------------------------------------------------------
 
 
-class Linear:
+class Linear(_FlatParams):
     """``y = x W^T + b`` over the last axis (any leading dims), like ``torch.nn.Linear``.
 
     weight (out_features, in_features), bias (out_features,); init U(-1/sqrt(in), 1/sqrt(in)) (PyTorch's
@@ -1522,20 +1632,14 @@ class Linear:
         )
         if self.bias:
             self._params["bias"] = rng.uniform(-k, k, self.out_features).astype(self.dtype)
-        self.grads: dict[str, Array] = OrderedDict(
-            (n, np.zeros_like(v)) for n, v in self._params.items()
-        )
+        self.grads: dict[str, Array] = OrderedDict()
+        self._flatten()
         self.training = True
         self._x: Array | None = None
 
     def parameters(self) -> dict[str, Array]:
         """Live parameter arrays ("weight", "bias")."""
         return self._params
-
-    def zero_grad(self) -> None:
-        """Zero the accumulated gradients."""
-        for g in self.grads.values():
-            g.fill(0)
 
     def train(self, mode: bool = True) -> Linear:
         """Training mode (forward stores its input for backward)."""
@@ -1604,7 +1708,7 @@ class Linear:
         return f"Linear(in_features={self.in_features}, out_features={self.out_features}, bias={self.bias})"
 
 
-class Embedding:
+class Embedding(_FlatParams):
     """Lookup table ``weight[ids]`` (``torch.nn.Embedding``): weight (num_embeddings, embedding_dim), N(0, 1) init.
 
     ``forward(ids)``: integer array of any shape -> (*ids.shape, embedding_dim). ``backward(dy)``
@@ -1634,17 +1738,14 @@ class Embedding:
         self._params: dict[str, Array] = OrderedDict(
             weight=rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
         )
-        self.grads: dict[str, Array] = OrderedDict(weight=np.zeros_like(self._params["weight"]))
+        self.grads: dict[str, Array] = OrderedDict()
+        self._flatten()
         self.training = True
         self._ids: Array | None = None
 
     def parameters(self) -> dict[str, Array]:
         """Live parameter arrays ("weight")."""
         return self._params
-
-    def zero_grad(self) -> None:
-        """Zero the accumulated gradient."""
-        self.grads["weight"].fill(0)
 
     def train(self, mode: bool = True) -> Embedding:
         """Training mode (forward remembers the ids for backward)."""
@@ -1778,6 +1879,33 @@ class SequenceModel:
         self.last_hidden: State | None = None
         self._fwd: dict[str, Any] | None = None
         self._stream_ids: Array | None = None
+        self._join_buffers()
+
+    def _join_buffers(self) -> None:
+        """Gather the parts' parameters and gradients into one flat buffer each (in the order of
+        :meth:`parameters`): each part's buffers become slices of the model's, its arrays views
+        of them. Build optimizers over the parts after this (their arrays move here)."""
+        parts = [m for _, m in self._children()]
+        n = sum(m._flat_params.size for m in parts)
+        fp, fg = np.empty(n, self.dtype), np.zeros(n, self.dtype)
+        off = 0
+        for m in parts:
+            k = m._flat_params.size
+            m._rehome(fp[off : off + k], fg[off : off + k])
+            off += k
+        self._flat_params, self._flat_grads = fp, fg
+
+    @property
+    def flat_parameters(self) -> Array:
+        """All parameters as one 1-D array (a view: writing it writes the parameters), in the
+        order of :meth:`parameters`."""
+        return self._flat_params
+
+    @property
+    def flat_grads(self) -> Array:
+        """All gradients as one 1-D array (a view of the :attr:`grads` arrays), in the order of
+        :meth:`parameters`; ``optimizer.step(model.flat_grads)`` is one fused update."""
+        return self._flat_grads
 
     # --- housekeeping ------------------------------------------------------------------------------
     def _children(self) -> list[tuple[str, Any]]:
@@ -1799,9 +1927,8 @@ class SequenceModel:
         return OrderedDict((f"{p}.{k}", v) for p, m in self._children() for k, v in m.grads.items())
 
     def zero_grad(self) -> None:
-        """Zero every gradient."""
-        for _, m in self._children():
-            m.zero_grad()
+        """Zero every gradient (one call over the flat buffer)."""
+        self._flat_grads.fill(0)
 
     def train(self, mode: bool = True) -> SequenceModel:
         """Training mode for every part."""

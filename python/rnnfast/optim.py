@@ -296,17 +296,32 @@ class Optimizer:
 
     def __getstate__(self) -> dict[str, Any]:
         d = self.__dict__.copy()
-        d.pop("_flat", None)
+        flat = d.pop("_flat", None)
         d.pop("_flat_state", None)
+        if flat is not None:
+            # deepcopy and pickle copy every array on its own, cutting views from their buffer:
+            # keep the buffer's owner (shared with a model copied in the same call) and the layout
+            owner = flat.base
+            delta = flat.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+            d["params"] = [(k, v.shape) for k, v in self.params.items()]
+            d["_flat_owner"] = (owner, delta // flat.dtype.itemsize, flat.size)
         return d
 
     def __setstate__(self, d: dict[str, Any]) -> None:
-        # A copy's parameter arrays no longer share one buffer (deepcopy and pickle copy each array
-        # on its own), and its state arrays are copies too: find the layout again, update per array.
+        d = dict(d)
+        owner = d.pop("_flat_owner", None)
         self.__dict__.update(d)
+        if owner is not None:  # the parameters as views of the (copied) buffer again
+            buf, off, n = owner
+            flat = buf[off : off + n]
+            self.params = {}
+            for k, shape in d["params"]:
+                size = math.prod(shape)
+                self.params[k] = flat[:size].reshape(shape)
+                flat = flat[size:]
         self._init_flat()
         if self._flat is not None:
-            self._adopt_state()
+            self._adopt_state()  # the state arrays were copied one by one: into flat buffers
 
     def _state_array(self, name: str, key: str) -> np.ndarray:
         """A zeroed state array for parameter ``name``: a view of the flat buffer of ``key`` when
