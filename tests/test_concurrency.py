@@ -381,3 +381,118 @@ def test_fork_while_other_threads_allocate() -> None:
         [sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, f"children failed: {proc.stdout} {proc.stderr}"
+
+
+# --------------------------------------------------------------------------------------------------
+# one training-mode module used from two threads: detected, never a swapped gradient
+# --------------------------------------------------------------------------------------------------
+
+
+def _in_thread(fn: Callable[[], Any]) -> Any:
+    """Run fn in a new thread (joined); return its result or the exception it raised."""
+    out: list[Any] = [None]
+
+    def run() -> None:
+        try:
+            out[0] = fn()
+        except BaseException as exc:  # noqa: BLE001 - returned to the caller
+            out[0] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "the thread hung"
+    return out[0]
+
+
+def _training_models() -> dict[str, Any]:
+    return {
+        "lstm": rf.LSTM(8, 16, seed=0),
+        "linear": rf.Linear(8, 3, seed=0),
+        "embedding": rf.Embedding(5, 8, seed=0),
+        "seq": rf.build_model("gru", 8, 16, 3, mode="many_to_many", seed=0),
+    }
+
+
+def _fwd(name: str, m: Any) -> Any:
+    x = np.arange(5 * 2).reshape(5, 2) % 5 if name == "embedding" else _data(1, T=5, B=2)
+    out = m(x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize("name", ["lstm", "linear", "embedding", "seq"])
+def test_training_forward_of_another_thread_pending_is_refused(name: str) -> None:
+    """Thread A's training forward awaits its backward: a training forward or a backward from
+    thread B raises RuntimeError (saying to use a copy per thread or eval mode) and leaves A's
+    pending forward intact."""
+    m = _training_models()[name]
+    held = threading.Event()
+    go = threading.Event()
+
+    def thread_a() -> Any:
+        out = _fwd(name, m)
+        held.set()
+        go.wait(60)
+        m.backward(np.ones_like(out))
+        return {k: v.copy() for k, v in m.grads.items()}
+
+    a_result: list[Any] = [None]
+    ta = threading.Thread(target=lambda: a_result.__setitem__(0, thread_a()))
+    ta.start()
+    try:
+        assert held.wait(60)
+        err = _in_thread(lambda: _fwd(name, m))
+        assert isinstance(err, RuntimeError), f"training forward from B: {err!r}"
+        assert "thread" in str(err) and "copy" in str(err) and "eval()" in str(err), str(err)
+        err = _in_thread(lambda: m.backward(np.ones((5, 2, 16 if name == "lstm" else 3))))
+        assert isinstance(err, RuntimeError), f"backward from B: {err!r}"
+    finally:
+        go.set()
+        ta.join(60)
+    # A's backward used A's own forward: the gradients of a lone forward/backward
+    fresh = _training_models()[name]
+    out = _fwd(name, fresh)
+    fresh.backward(np.ones_like(out))
+    for k, v in fresh.grads.items():
+        np.testing.assert_array_equal(a_result[0][k], v, err_msg=f"{name} {k}")
+
+
+def test_pending_forward_of_a_finished_thread_does_not_block_others() -> None:
+    m = rf.GRU(8, 16, seed=0)
+    _in_thread(lambda: m(_data(1, T=5, B=2)))  # a forward never backpropagated, thread gone
+    out, _ = m(_data(2, T=5, B=2))
+    m.backward(np.ones_like(out))
+    for k in range(2):  # alternating threads, each with a whole forward/backward, are fine
+        res = _in_thread(lambda: m.backward(np.ones_like(m(_data(3, T=5, B=2))[0])))
+        assert isinstance(res, np.ndarray), f"round {k}: {res!r}"
+
+
+def test_concurrent_training_never_returns_another_threads_gradient() -> None:
+    """4 threads train one module at once: each call either raises RuntimeError or returns the
+    gradient of the thread's own input (dx is per call), never another thread's."""
+    m = rf.LSTM(8, 64, seed=0)  # kernels long enough (GIL released) for the threads to interleave
+    xs = [_data(20 + k, T=24, B=16) for k in range(N_THREADS)]
+    ref = rf.LSTM(8, 64, seed=0)
+    want = []
+    for x in xs:
+        y, _ = ref(x)
+        want.append(ref.backward(np.ones_like(y)))
+    counts = {"ok": 0, "refused": 0}
+    lock = threading.Lock()
+
+    def job(k: int) -> None:
+        for _ in range(25):
+            try:
+                y, _ = m(xs[k])
+                dx = m.backward(np.ones_like(y))
+            except RuntimeError as exc:
+                assert "another thread" in str(exc), str(exc)
+                with lock:
+                    counts["refused"] += 1
+                continue
+            assert_bitwise(dx, want[k], f"thread {k} dx")
+            with lock:
+                counts["ok"] += 1
+
+    run_threads([lambda k=k: job(k) for k in range(N_THREADS)])
+    assert counts["ok"] > 0, counts

@@ -894,3 +894,152 @@ def test_load_state_dict_from_own_arrays_in_another_order(cell: str) -> None:
     m.load_state_dict(rotated, strict=False)
     for i, k in enumerate(names):
         np.testing.assert_array_equal(live[k], before[names[i - 1]], err_msg=f"{k} rotated")
+
+
+def _seq_models() -> dict[str, Any]:
+    return {
+        "many_to_many": M.build_model(
+            "gru", 3, 5, 2, mode="many_to_many", dtype=np.float64, seed=0
+        ),
+        "many_to_one": M.build_model("lstm", 3, 5, 2, mode="many_to_one", dtype=np.float64, seed=0),
+        "one_to_one": M.build_model("rnn", 3, 5, 2, mode="one_to_one", dtype=np.float64, seed=0),
+    }
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "lstm-bidir", "gru-batch-first"])
+def test_input_changed_in_place_after_forward_does_not_change_gradients(kind: str) -> None:
+    """backward differentiates the forward that was run: an input array changed in place between
+    forward and backward (e.g. a reused batch buffer) does not change the gradients."""
+    cell = kind.split("-")[0]
+    kw = {"bidirectional": "bidir" in kind, "batch_first": "batch-first" in kind}
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 2))  # float64, C-contiguous: the module may use it as is
+    dy = rng.standard_normal((5, 3, 4 * (2 if kw["bidirectional"] else 1)))
+    grads = []
+    for mutate in (False, True):
+        m = make(cell, input_size=2, hidden_size=4, num_layers=2, **kw)
+        xb = x.copy()
+        m.forward(xb)
+        if mutate:
+            xb[...] = rng.standard_normal(xb.shape)  # the caller reuses its buffer
+        dx = m.backward(dy)
+        grads.append(({k: v.copy() for k, v in m.grads.items()}, dx))
+    (want, dx_want), (got, dx_got) = grads
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=f"{kind} {k}")
+    np.testing.assert_array_equal(dx_got, dx_want, err_msg=f"{kind} dx")
+
+
+@pytest.mark.parametrize("mode", ["many_to_many", "many_to_one", "one_to_one", "linear"])
+def test_input_changed_in_place_sequence_model_and_linear(mode: str) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 3) if mode in ("one_to_one", "linear") else (6, 3, 3))
+    grads = []
+    for mutate in (False, True):
+        m: Any = (
+            M.Linear(3, 2, dtype=np.float64, seed=0) if mode == "linear" else _seq_models()[mode]
+        )
+        xb = x.copy()
+        pred = m.forward(xb)
+        if mode == "many_to_one":  # the head reads the final state, public as last_hidden
+            h = m.last_hidden[0]
+            if mutate:
+                h[...] = 7.0
+        if mutate:
+            xb[...] = 7.0
+        m.backward(np.ones_like(pred))
+        grads.append(dict(m.grads))
+    for k in grads[0]:
+        np.testing.assert_array_equal(grads[1][k], grads[0][k], err_msg=f"{mode} {k}")
+
+
+@pytest.mark.parametrize("proto", [2, 3, 4, 5, "deepcopy"])
+def test_copy_and_pickle_round_trip(proto: Any) -> None:
+    """copy.deepcopy and pickle (protocols 2-5) give an independent module with the same config,
+    state_dict, gradients, outputs and dropout RNG."""
+    import copy
+    import pickle
+
+    def dup(obj: Any) -> Any:
+        return copy.deepcopy(obj) if proto == "deepcopy" else pickle.loads(pickle.dumps(obj, proto))
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 2, 3))
+    models: dict[str, Any] = {
+        "lstm": make("lstm", input_size=3, hidden_size=4, num_layers=2, dropout=0.3),
+        "gru-bidir": make("gru", input_size=3, hidden_size=4, bidirectional=True),
+        "rnn-relu": make("rnn", "relu", input_size=3, hidden_size=4),
+        "linear": M.Linear(3, 2, dtype=np.float64, seed=1),
+        "seq": M.build_model("lstm", 3, 4, 2, mode="many_to_many", dtype=np.float64, seed=2),
+        "seq-emb": M.build_model(
+            "gru", 0, 4, 5, mode="many_to_one", vocab_size=5, embedding_dim=3, seed=3
+        ),
+    }
+    ids = rng.integers(0, 5, (4, 2))
+    for name, m in models.items():
+        inp = ids if name == "seq-emb" else x
+        out = m(inp)
+        out = out[0] if isinstance(out, tuple) else out
+        m.backward(np.ones_like(out))  # gradients to carry
+        m(inp)  # a forward awaiting its backward: not carried (the copy needs its own)
+        c = dup(m)
+        assert type(c) is type(m) and repr(c) == repr(m), name
+        for k, v in m.state_dict().items():
+            np.testing.assert_array_equal(c.state_dict()[k], v, err_msg=f"{name} {k}")
+        for k, v in m.grads.items():
+            np.testing.assert_array_equal(c.grads[k], v, err_msg=f"{name} grad {k}")
+        with pytest.raises(ValueError, match="no stored forward pass"):
+            c.backward(np.ones_like(out))
+        m.backward(np.ones_like(out))  # the original's pending forward is untouched
+        a, b = m(inp), c(inp)  # same outputs, same dropout masks (RNG state copied)
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_array_equal(np.asarray(v), np.asarray(u), err_msg=f"{name} output")
+        for k, v in c.parameters().items():  # independent copies
+            v += 1.0
+            assert not np.array_equal(m.parameters()[k], v), f"{name} {k} shared with the copy"
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copy_in_the_middle_of_a_stream_continues_identically(how: str) -> None:
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((10, 3, 2))
+    m = make("lstm", input_size=2, hidden_size=4, num_layers=2, dropout=0.2)
+    m.stream_begin(3, 2, 5)
+    for a in range(0, 6, 2):
+        m.stream_forward(x[a : a + 2])
+        m.stream_backward(np.ones((2, 3, 4)))
+    c = copy.deepcopy(m) if how == "deepcopy" else pickle.loads(pickle.dumps(m))
+    for a in range(6, 10, 2):
+        m.zero_grad()
+        c.zero_grad()
+        np.testing.assert_array_equal(
+            c.stream_forward(x[a : a + 2]), m.stream_forward(x[a : a + 2])
+        )
+        m.stream_backward(np.ones((2, 3, 4)))
+        c.stream_backward(np.ones((2, 3, 4)))
+        for k, v in m.grads.items():
+            np.testing.assert_array_equal(c.grads[k], v, err_msg=f"step {a}: {k}")
+    m.stream_begin(3, 2, 5, replayable=False)
+    m.stream_forward(x[:2])
+    with pytest.raises(TypeError, match="replayable=False"):
+        copy.deepcopy(m)
+    m.stream_end()
+    copy.deepcopy(m)
+
+
+def _spawn_worker_forward(model: Any, x: np.ndarray) -> np.ndarray:
+    return model(x)
+
+
+def test_model_pickles_into_a_spawned_worker() -> None:
+    import multiprocessing as mp
+
+    model = M.build_model("gru", 3, 4, 2, mode="many_to_many", dtype=np.float64, seed=7)
+    model.eval()
+    x = np.random.default_rng(7).standard_normal((5, 2, 3))
+    with mp.get_context("spawn").Pool(1) as pool:
+        got = pool.apply(_spawn_worker_forward, (model, x))
+    np.testing.assert_array_equal(got, model(x))

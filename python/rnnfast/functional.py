@@ -234,7 +234,8 @@ class SequenceCache:
 
     Holds the compiled core's activation buffers (activated gates (T, B, G*H), states (T+1, B, H),
     LSTM cell states and tanh(c_t) or GRU's W_hn h + b_hn (T, B, H)) and references to the forward's
-    x and weights. Backward may be called on it any number of times.
+    x and weights (not copies: changing them in place before backward changes the gradients; the
+    modules keep private copies where needed). Backward may be called on it any number of times.
     """
 
     __slots__ = (

@@ -379,6 +379,112 @@ _NO_CACHE_MSG = (
 
 
 # --------------------------------------------------------------------------------------------------
+# training-mode ownership: one thread at a time, inputs that backward reads kept private
+# --------------------------------------------------------------------------------------------------
+
+
+class _Guard:
+    """Detects a training-mode module used from two threads at once.
+
+    A training-mode module holds the activations of its last forward pass (until ``backward``) and
+    accumulates one set of gradients, so two threads training it at once would silently swap or mix
+    their gradients. ``call`` holds a lock, taken without blocking, for the duration of one
+    forward/backward (a second thread inside one at the same moment gets a RuntimeError); ``owner``
+    is the thread whose forward pass awaits its backward: a training forward from another (live)
+    thread meanwhile, or a backward from another thread, gets a RuntimeError too. Inference
+    (``eval()`` mode) never takes it, so eval-mode modules stay shareable between threads.
+    """
+
+    __slots__ = ("_lock", "owner")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.owner: threading.Thread | None = None
+
+    def _error(self, module: Any, what: str, detail: str) -> RuntimeError:
+        return RuntimeError(
+            f"{type(module).__name__}.{what}: the module is in use by another thread ({detail}). "
+            "A training-mode module keeps one forward pass for backward and one set of gradients, "
+            "so it cannot be trained from two threads at once: give each thread its own copy "
+            "(copy.deepcopy(model)), or use eval() mode to share it for inference"
+        )
+
+    def enter(self, module: Any, what: str) -> None:
+        """Take the call lock (RuntimeError if another thread is inside forward/backward)."""
+        if not self._lock.acquire(blocking=False):
+            raise self._error(module, what, "another thread is inside its forward or backward")
+
+    def exit(self) -> None:
+        self._lock.release()
+
+    def check_forward(self, module: Any, what: str, pending: bool) -> None:
+        """RuntimeError if ``pending`` (a stored forward) belongs to another thread still alive."""
+        owner = self.owner
+        if pending and owner is not None and owner is not threading.current_thread():
+            if owner.is_alive():
+                raise self._error(
+                    module, what, f"thread {owner.name!r} has a forward pass awaiting its backward"
+                )
+
+    def check_backward(self, module: Any, what: str, pending: bool) -> None:
+        """RuntimeError if ``pending`` (the stored forward pass) was made by another thread."""
+        owner = self.owner
+        if pending and owner is not None and owner is not threading.current_thread():
+            raise self._error(
+                module, what, f"the stored forward pass was made by thread {owner.name!r}"
+            )
+
+
+def _private(a: Array, src: Any) -> Array:
+    """``a`` (converted from the caller's ``src``) as an array that the caller cannot change: ``a``
+    itself when the conversion made a new array, else a copy. A training forward keeps its input for
+    backward; an input changed in place between forward and backward would otherwise silently give
+    the weight gradients of other data."""
+    if a is not src and a.base is None:
+        return a
+    return a.copy()
+
+
+def _getstate(obj: Any, cls: type, drop: tuple[str, ...]) -> dict[str, Any]:
+    """The pickling state of ``obj`` (the base classes' after ``cls``, else ``__dict__``) without
+    the thread-bound members (lock, per-thread buffers) and without the stored forward pass
+    (``drop``: attributes set to None; a copy's backward needs a forward of its own)."""
+    base = getattr(super(cls, obj), "__getstate__", None)
+    d = dict(base() if base is not None else obj.__dict__)
+    d.pop("_guard", None)
+    d.pop("_step_local", None)
+    for k in drop:
+        if k in d:
+            d[k] = None
+    return d
+
+
+def _rebuild_streaming(fn: Any, args: tuple[Any, ...], state: Any, exported: Any) -> Any:
+    """Unpickle a recurrent module with its TBPTT stream: ``fn(*args)``, then ``state`` (as pickle
+    applies it), then :meth:`RNNBase.stream_import` of the exported stream."""
+    obj = fn(*args)
+    if state is not None:
+        setstate = getattr(obj, "__setstate__", None)
+        if setstate is not None:
+            setstate(state)
+        else:
+            obj.__dict__.update(state)
+    obj.stream_import(exported)
+    return obj
+
+
+def _setstate(obj: Any, cls: type, d: dict[str, Any]) -> None:
+    """Inverse of :func:`_getstate`: the base classes' ``__setstate__`` (or a dict update), then new
+    thread-bound members."""
+    base = getattr(super(cls, obj), "__setstate__", None)
+    if base is not None:
+        base(d)
+    else:
+        obj.__dict__.update(d)
+    obj._guard = _Guard()
+
+
+# --------------------------------------------------------------------------------------------------
 # per-cell dispatch onto the functional API
 # --------------------------------------------------------------------------------------------------
 
@@ -707,6 +813,7 @@ class RNNBase(_FlatParams):
         # step()'s preallocated input buffers, one set per thread: a module in eval mode may be
         # shared by threads, and a shared buffer would let one thread overwrite another's input.
         self._step_local = threading.local()
+        self._guard = _Guard()  # one training thread at a time (see _Guard)
 
     # --- names -------------------------------------------------------------------------------------
     @staticmethod
@@ -796,6 +903,38 @@ class RNNBase(_FlatParams):
         args = ", ".join(f"{k}={v!r}" for k, v in c.items() if k not in ("type",))
         return f"{type(self).__name__}({args})"
 
+    # --- copying and pickling ------------------------------------------------------------------------
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        """``copy.deepcopy`` / ``pickle``: configuration, parameters, gradients, dropout RNG, mode
+        (see :meth:`__getstate__`) and a TBPTT stream: a replayable one is exported and rebuilt on
+        the copy (:meth:`stream_export` / :meth:`stream_import`, exact); a stream begun with
+        ``replayable=False`` cannot be copied (TypeError)."""
+        st = self._stream
+        rv = super().__reduce_ex__(protocol)
+        if st is None:
+            return rv
+        if not st.replayable:
+            raise TypeError(
+                f"cannot copy or pickle a {type(self).__name__} in the middle of a TBPTT stream "
+                "begun with replayable=False (its history lives in the compiled core only); call "
+                "stream_end() first, or begin the stream with replayable=True"
+            )
+        return (
+            _rebuild_streaming,
+            (rv[0], rv[1], rv[2] if len(rv) > 2 else None, self.stream_export()),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The attributes to copy: not the activations of a forward pass awaiting backward (the
+        copy's backward needs a forward of its own), the stream (see :meth:`__reduce_ex__`), the
+        thread guard or the per-thread ``step`` buffers."""
+        d = _getstate(self, RNNBase, ("_cache", "_stream"))
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        _setstate(self, RNNBase, d)
+        self._step_local = threading.local()
+
     # --- state helpers ------------------------------------------------------------------------------
     def _split_hx(self, hx: Any, batch: int) -> list[State | None]:
         """Per layer/direction initial states from hx ((L*D, B, H), or a (h0, c0) pair for LSTM)."""
@@ -850,11 +989,27 @@ class RNNBase(_FlatParams):
             out (T, B, num_directions * H) (batch_first: (B, T, D*H)) and h_n
             (num_layers * num_directions, B, H) (LSTM: (h_n, c_n)), in the module dtype.
         """
+        return self._forward(x, hx, lengths, private=False)
+
+    def _forward(self, x: Any, hx: Any, lengths: Any, private: bool) -> tuple[Array, State]:
+        """forward; ``private``: the caller guarantees that nobody else holds ``x`` (no copy)."""
         xt = self._time_major_input(x)
         lens = _as_lengths(lengths, xt.shape[1], xt.shape[0])
         states = self._split_hx(hx, xt.shape[1])
-        y, finals, cache = self._run(xt, states, lens, self.training, None)
-        self._cache = cache
+        if not self.training:  # inference stores nothing: shareable between threads
+            y, finals, _ = self._run(xt, states, lens, False, None)
+        else:
+            if not private:  # backward reads x (dW_ih): keep it safe from in-place changes
+                xt = _private(xt, x)
+            g = self._guard
+            g.enter(self, "forward")
+            try:
+                g.check_forward(self, "forward", self._cache is not None)
+                y, finals, cache = self._run(xt, states, lens, True, None)
+                self._cache = cache
+                g.owner = threading.current_thread()
+            finally:
+                g.exit()
         out = np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
         return out, self._join_states(finals)
 
@@ -956,10 +1111,20 @@ class RNNBase(_FlatParams):
             dL/dx in the layout of x. Also sets :attr:`grad_hx` (dL/dhx) and :attr:`last_state_grads`.
             The stored activations are released: a second backward raises ValueError.
         """
+        g = self._guard
+        g.enter(self, "backward")
+        try:
+            g.check_backward(self, "backward", self._cache is not None)
+            return self._backward(grad_output, grad_state)
+        finally:
+            g.exit()
+
+    def _backward(self, grad_output: Any, grad_state: Any) -> Array:
         cache = self._cache
         if cache is None:
             raise ValueError(_NO_CACHE_MSG)
         self._cache = None
+        self._guard.owner = None
         t_steps, batch = cache["shape"]
         D, H = self.num_directions, self.hidden_size
         if grad_output is None:
@@ -1636,6 +1801,7 @@ class Linear(_FlatParams):
         self._flatten()
         self.training = True
         self._x: Array | None = None
+        self._guard = _Guard()
 
     def parameters(self) -> dict[str, Array]:
         """Live parameter arrays ("weight", "bias")."""
@@ -1677,10 +1843,23 @@ class Linear(_FlatParams):
 
     def forward(self, x: Any) -> Array:
         """x (..., in_features) -> (..., out_features)."""
+        return self._forward(x, private=False)
+
+    def _forward(self, x: Any, private: bool) -> Array:
+        """forward; ``private``: the caller guarantees that nobody else holds ``x`` (no copy)."""
         xa = _as_float("x", x, self.dtype)
         if xa.ndim < 1 or xa.shape[-1] != self.in_features:
             raise ValueError(f"x: expected shape (..., {self.in_features}), got {xa.shape}")
-        self._x = xa if self.training else None
+        if self.training:  # backward reads x (dW): keep it safe from in-place changes
+            keep = xa if private else _private(xa, x)
+            g = self._guard
+            g.enter(self, "forward")
+            try:
+                g.check_forward(self, "forward", self._x is not None)
+                self._x = keep
+                g.owner = threading.current_thread()
+            finally:
+                g.exit()
         y = xa @ self._params["weight"].T
         if self.bias:
             y += self._params["bias"]
@@ -1688,6 +1867,15 @@ class Linear(_FlatParams):
 
     def backward(self, grad_output: Any) -> Array:
         """dL/dy (..., out_features) -> dL/dx (..., in_features); accumulates weight/bias grads."""
+        g = self._guard
+        g.enter(self, "backward")
+        try:
+            g.check_backward(self, "backward", self._x is not None)
+            return self._backward(grad_output)
+        finally:
+            g.exit()
+
+    def _backward(self, grad_output: Any) -> Array:
         x = self._x
         if x is None:
             raise ValueError(_NO_CACHE_MSG)
@@ -1706,6 +1894,13 @@ class Linear(_FlatParams):
 
     def __repr__(self) -> str:
         return f"Linear(in_features={self.in_features}, out_features={self.out_features}, bias={self.bias})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """``copy.deepcopy`` / ``pickle`` state (not the input kept for a pending backward)."""
+        return _getstate(self, Linear, ("_x",))
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        _setstate(self, Linear, d)
 
 
 class Embedding(_FlatParams):
@@ -1742,6 +1937,7 @@ class Embedding(_FlatParams):
         self._flatten()
         self.training = True
         self._ids: Array | None = None
+        self._guard = _Guard()
 
     def parameters(self) -> dict[str, Array]:
         """Live parameter arrays ("weight")."""
@@ -1793,17 +1989,31 @@ class Embedding(_FlatParams):
 
     def forward(self, ids: Any) -> Array:
         """ids (...) int -> (..., embedding_dim)."""
-        arr = self._check_ids(ids)
-        self._ids = arr if self.training else None
+        arr = self._check_ids(ids)  # a copy: in-place changes of ids cannot reach backward
+        if self.training:
+            g = self._guard
+            g.enter(self, "forward")
+            try:
+                g.check_forward(self, "forward", self._ids is not None)
+                self._ids = arr
+                g.owner = threading.current_thread()
+            finally:
+                g.exit()
         return self._params["weight"][arr]
 
     def backward(self, grad_output: Any) -> None:
         """Scatter-add dL/d(output) into grads["weight"]."""
-        ids = self._ids
-        if ids is None:
-            raise ValueError(_NO_CACHE_MSG)
-        self._ids = None
-        self.backward_ids(ids, grad_output)
+        g = self._guard
+        g.enter(self, "backward")
+        try:
+            g.check_backward(self, "backward", self._ids is not None)
+            ids = self._ids
+            if ids is None:
+                raise ValueError(_NO_CACHE_MSG)
+            self._ids = None
+            self.backward_ids(ids, grad_output)
+        finally:
+            g.exit()
 
     def backward_ids(self, ids: Array, grad_output: Any) -> None:
         """Scatter-add ``grad_output`` (*ids.shape, dim) at rows ``ids`` (used by streaming)."""
@@ -1816,6 +2026,13 @@ class Embedding(_FlatParams):
 
     def __repr__(self) -> str:
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """``copy.deepcopy`` / ``pickle`` state (not the ids kept for a pending backward)."""
+        return _getstate(self, Embedding, ("_ids",))
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        _setstate(self, Embedding, d)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1879,6 +2096,7 @@ class SequenceModel:
         self.last_hidden: State | None = None
         self._fwd: dict[str, Any] | None = None
         self._stream_ids: Array | None = None
+        self._guard = _Guard()
         self._join_buffers()
 
     def _join_buffers(self) -> None:
@@ -1976,6 +2194,14 @@ class SequenceModel:
             f"embedding={self.embedding!r})"
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """``copy.deepcopy`` / ``pickle`` state: the parts (see RNNBase.__getstate__), mode, last
+        hidden state and a replayable stream's window ids; not a pending forward pass."""
+        return _getstate(self, SequenceModel, ("_fwd",))
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        _setstate(self, SequenceModel, d)
+
     @property
     def num_parameters(self) -> int:
         """Total number of scalar parameters."""
@@ -1992,7 +2218,22 @@ class SequenceModel:
 
     def forward(self, x: Any, lengths: Any = None, hx: Any = None) -> Array:
         """Predictions for a batch; shapes per mode (see the class docstring)."""
+        if not self.training:  # inference stores nothing: shareable between threads
+            return self._forward(x, lengths, hx)
+        g = self._guard
+        g.enter(self, "forward")
+        try:
+            g.check_forward(self, "forward", self._fwd is not None)
+            pred = self._forward(x, lengths, hx)
+            g.owner = threading.current_thread()
+            return pred
+        finally:
+            g.exit()
+
+    def _forward(self, x: Any, lengths: Any, hx: Any) -> Array:
         rnn = self.rnn
+        # arrays made here (embeddings, the rnn's outputs) are private: no defensive copies
+        own = self.embedding is not None
         if self.mode == "one_to_one":
             if lengths is not None:
                 raise ValueError(
@@ -2007,25 +2248,34 @@ class SequenceModel:
                 )
             e = self._embed(xa)
             e = e[:, None] if rnn.batch_first else e[None]
-            out, h_n = rnn.forward(e, hx)
+            out, h_n = rnn._forward(e, hx, None, private=own)
             feat = out[:, 0] if rnn.batch_first else out[0]
             self.last_hidden = h_n
             self._fwd = {"mode": "one_to_one", "shape": out.shape} if self.training else None
-            return self.head.forward(feat)
+            return self.head._forward(feat, private=True)
         e = self._embed(x)
-        out, h_n = rnn.forward(e, hx, lengths)
+        out, h_n = rnn._forward(e, hx, lengths, private=own)
         self.last_hidden = h_n
         if self.mode == "many_to_one":
             h = h_n[0] if isinstance(h_n, tuple) else h_n
             top = h[-rnn.num_directions :]  # (D, B, H): final states of the top layer
             feat = top[0] if rnn.num_directions == 1 else np.concatenate([top[0], top[1]], axis=1)
             self._fwd = {"mode": "many_to_one", "batch": feat.shape[0]} if self.training else None
-            return self.head.forward(feat)
+            return self.head._forward(feat, private=False)  # a view of last_hidden (public)
         self._fwd = {"mode": "seq"} if self.training else None
-        return self.head.forward(out)
+        return self.head._forward(out, private=True)
 
     def backward(self, grad_output: Any) -> Array | None:
         """dL/dpred -> dL/dx (None for token inputs); accumulates every part's gradients."""
+        g = self._guard
+        g.enter(self, "backward")
+        try:
+            g.check_backward(self, "backward", self._fwd is not None)
+            return self._backward(grad_output)
+        finally:
+            g.exit()
+
+    def _backward(self, grad_output: Any) -> Array | None:
         f = self._fwd
         if f is None:
             raise ValueError(_NO_CACHE_MSG)
@@ -2195,7 +2445,7 @@ class SequenceModel:
             prev = self._stream_ids if self._stream_ids is not None else ids[:0]
             allids = np.concatenate([prev, ids], axis=0)
             self._stream_ids = allids[allids.shape[0] - st.window :]
-        return self.head.forward(y)
+        return self.head._forward(y, private=True)
 
     def stream_backward(self, grad_chunk: Any) -> None:
         """Backward for the last chunk's predictions (n, B, O); accumulates gradients of the window."""
