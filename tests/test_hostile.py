@@ -1176,11 +1176,16 @@ def good_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _rewrite(src: Path, dst: Path, edit: Callable[[dict[str, bytes]], None]) -> Path:
+def _rewrite(
+    src: Path,
+    dst: Path,
+    edit: Callable[[dict[str, bytes]], None],
+    compression: int = zipfile.ZIP_STORED,
+) -> Path:
     with zipfile.ZipFile(src) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
     edit(members)
-    with zipfile.ZipFile(dst, "w") as zf:
+    with zipfile.ZipFile(dst, "w", compression=compression) as zf:
         for n, data in members.items():
             zf.writestr(n, data)
     return dst
@@ -1261,6 +1266,33 @@ HOSTILE_FILES: dict[str, Callable[[Path, Path], Path]] = {
     ),
     "model_class_outside_rnnfast": lambda g, d: _rewrite(
         g, d, _edit_meta(lambda m: m["model"].__setitem__("class", "os:system"))
+    ),
+    # attribute chains under rnnfast reached subprocess.Popen / zipfile.ZipFile (code execution,
+    # truncating any file): only registered model classes are ever constructed
+    "model_class_popen_chain": lambda g, d: _rewrite(
+        g,
+        d,
+        _edit_meta(
+            lambda m: m["model"].update(
+                {
+                    "class": "rnnfast.io:np.f2py.subprocess.Popen",
+                    "config": {"args": ["sh", "-c", "echo pwned > /dev/null"]},
+                }
+            )
+        ),
+    ),
+    "model_class_zipfile": lambda g, d: _rewrite(
+        g,
+        d,
+        _edit_meta(
+            lambda m: m["model"].update(
+                {"class": "rnnfast.io:zipfile.ZipFile", "config": {"file": str(d), "mode": "w"}}
+            )
+        ),
+    ),
+    "deflated_members": lambda g, d: _rewrite(g, d, lambda m: None, zipfile.ZIP_DEFLATED),
+    "metadata_nested_700": lambda g, d: _rewrite(
+        g, d, _edit_meta(lambda m: m["meta"].__setitem__("deep", json.loads("[" * 700 + "]" * 700)))
     ),
 }
 
@@ -1444,6 +1476,16 @@ CLI_CASES: dict[str, tuple[list[str], str]] = {
     ),
     "save_dir_missing": (["train", "--task", "sine", "--save", "/nonexistent/x.npz"], "--save"),
     "sample_missing_checkpoint": (["sample", "/nonexistent/ck.npz"], "/nonexistent/ck.npz"),
+    "threads_huge": (["train", "--task", "sine", "--threads", "99999999999"], "--threads"),
+    "threads_huge_gradcheck": (["gradcheck", "--threads", "2147483648"], "--threads"),
+    "diagnose_seq_len_1": (["diagnose", "--seq-len", "1", "--train-steps", "0"], "--seq-len"),
+    "diagnose_plot_unknown_ext": (
+        ["diagnose", "--seq-len", "4", "--train-steps", "0", "--plot", "x.unknownext"],
+        "--plot",
+    ),
+    "save_is_directory": (["train", "--task", "sine", "--save", "{dir}"], "--save"),
+    "json_is_directory": (["train", "--task", "sine", "--json", "{dir}"], "--json"),
+    "plot_unknown_ext": (["train", "--task", "sine", "--plot", "{dir}/loss.xyz"], "--plot"),
     "sample_garbage_checkpoint": (["sample", "{garbage}"], "garbage"),
 }
 
@@ -1455,7 +1497,7 @@ def test_cli_user_errors(case: str, tmp_path: Path) -> None:
     argv, name = CLI_CASES[case]
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"\x00" * 100)
-    argv = [a.replace("{garbage}", str(garbage)) for a in argv]
+    argv = [a.replace("{garbage}", str(garbage)).replace("{dir}", str(tmp_path)) for a in argv]
     import contextlib
     import io as _io
 
