@@ -192,9 +192,10 @@ def _set_threads(n: int | None) -> None:
 def _check_output(path: str | None, flag: str) -> str | None:
     """Check, before any work, that ``path`` can be written; return it as it will be written.
 
-    The parent directory must exist and accept a new file (probed by creating and removing a temp
-    file: also right for root, read-only mounts and ACLs), the path must not be a directory, and an
-    existing file must be a regular, writable file.
+    The path must not be a directory, an existing file must be a regular, writable file, and the
+    parent directory must exist and (for ``--save``, which writes a temp file beside the target, or
+    a new file) accept a new file: probed by creating and removing one, which is also right for
+    root, read-only mounts and ACLs.
     """
     if path is None:
         return None
@@ -206,16 +207,17 @@ def _check_output(path: str | None, flag: str) -> str | None:
     parent = p.resolve().parent
     if not parent.is_dir():
         raise CLIError(f"{flag}: directory {str(parent)!r} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".rnnfast-probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise CLIError(
-            f"{flag}: cannot create files in {str(parent)!r} ({exc.strerror or exc})"
-        ) from None
     if p.exists() and not os.access(p, os.W_OK):
         raise CLIError(f"{flag}: {path!r} exists and is not writable")
+    if flag == "--save" or not p.exists():  # save creates a temp file beside the target
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".rnnfast-probe-", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise CLIError(
+                f"{flag}: cannot create files in {str(parent)!r} ({exc.strerror or exc})"
+            ) from None
     return str(p)
 
 
