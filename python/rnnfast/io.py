@@ -157,8 +157,8 @@ class Checkpoint:
 
         Which class is constructed -- never one named by an import path in the file:
 
-        * ``cls`` given: that class (``cls.from_config(config)`` if it defines it, else
-          ``cls(**config)``), whatever the file says;
+        * ``cls`` given: that class or factory (``cls.from_config(config)`` if it defines it,
+          else ``cls(**config)``), whatever the file says;
         * otherwise the class string recorded in the file (``"module:QualName"``) is looked up,
           in this order, in ``classes`` (a dict class string -> class, or a list of classes keyed
           by their own ``"module:QualName"``), in rnnfast's own model classes (SequenceModel,
@@ -180,9 +180,9 @@ class Checkpoint:
         resolved = cls is None
         if resolved:
             cls = _resolve_model_class(self.model_class, classes, where)
-        elif not isinstance(cls, type):
-            raise TypeError(f"cls: expected a model class, got {type(cls).__name__}")
-        name = self.model_class if resolved else _class_name(cls)
+        elif not callable(cls):
+            raise TypeError(f"cls: expected a model class (or factory), got {type(cls).__name__}")
+        name = self.model_class if resolved else getattr(cls, "__qualname__", repr(cls))
         try:
             if cls in _builtin_model_classes().values():
                 from .modules import model_from_config  # every rnnfast config names its "type"
