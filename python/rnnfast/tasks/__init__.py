@@ -7,7 +7,8 @@ baselines, and :func:`run_task` that trains a task end to end.
 >>> cfg = task.config(cell="gru", epochs=2)              # default_config with overrides
 >>> result = run_task("adding", cell="gru", epochs=2)    # -> RunResult(model, history, final, ...)
 
-Tasks: ``sine``, ``sentiment``, ``sentiment-large``, ``adding``, ``charlm``, ``speech``.
+Tasks: ``sine``, ``sentiment``, ``sentiment-large``, ``adding``, ``charlm``, ``speech``,
+``caption``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable
 
 from ._base import Split, Task
 from .adding import AddingTask
+from .caption import CaptionTask
 from .charlm import CharLMTask
 from .sentiment import SentimentLargeTask, SentimentTask
 from .sine import SineTask
@@ -39,7 +41,15 @@ CELLS: tuple[str, ...] = ("rnn", "rnn-relu", "lstm", "gru")
 
 _TASKS: dict[str, type[Task]] = {
     t.name: t
-    for t in (SineTask, SentimentTask, SentimentLargeTask, AddingTask, CharLMTask, SpeechTask)
+    for t in (
+        SineTask,
+        SentimentTask,
+        SentimentLargeTask,
+        AddingTask,
+        CharLMTask,
+        SpeechTask,
+        CaptionTask,
+    )
 }
 
 
