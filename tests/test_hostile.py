@@ -1453,6 +1453,60 @@ def test_allocation_failures_are_memory_errors(case: str) -> None:
 
 
 # ==================================================================================================
+# thread counts: absurd counts are refused, threads that cannot be created never end the process
+# ==================================================================================================
+
+
+@pytest.mark.parametrize("n", [0, -1, "max+1", 2**31, 2**63, 2**100, -(2**70)])
+def test_set_num_threads_out_of_range(n: Any) -> None:
+    from rnnfast._loader import core
+
+    n = rf.max_threads() + 1 if n == "max+1" else n
+    before = rf.get_num_threads()
+    for setter in (rf.set_num_threads, core.set_num_threads):
+        msg = expect_error(lambda: setter(n), f"1..{rf.max_threads()}", types=(ValueError,))
+        assert str(n) in msg, msg
+    assert rf.get_num_threads() == before
+
+
+_THREADS_CHILD = """
+import resource, sys
+import numpy as np
+import rnnfast as rf
+from rnnfast import functional as F
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (48 << 20), vm + (48 << 20)))  # ~5 thread stacks
+try:
+    rf.set_num_threads(rf.max_threads())
+    print("SET", rf.get_num_threads())
+except RuntimeError as exc:
+    print("REFUSED", rf.get_num_threads(), str(exc).replace("\\n", " "))
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20, 32, 128), dtype=np.float32)
+w = rng.standard_normal((512, 128), dtype=np.float32) * 0.1
+for _ in range(20):  # steps of 4 MFLOP: worth a team of threads on idle cores
+    y = F.lstm_forward(x, None, None, w, w, None, None, training=False)[0]
+print("OK", float(np.abs(y).sum()) > 0)
+"""
+
+
+def test_threads_under_address_space_limit() -> None:
+    # GNU OpenMP exits the process when it cannot create a team's thread; rnnfast checks first.
+    env = dict(os.environ, RNNFAST_NUM_THREADS=str(rf.max_threads()))
+    proc = subprocess.run(
+        [sys.executable, "-c", _THREADS_CHILD], capture_output=True, text=True, timeout=120, env=env
+    )
+    out = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and out and out[-1] == "OK True", (
+        f"child exit code {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    )
+    first = out[0].split()
+    assert first[0] == "REFUSED", f"{rf.max_threads()} threads fit in 48 MiB? {out[0]}"
+    assert "cannot start" in out[0], out[0]
+
+
+# ==================================================================================================
 # CLI: user errors exit 2 with a one-line message naming the option, never a traceback
 # ==================================================================================================
 

@@ -45,13 +45,28 @@ void register_info(py::module_& m) {
   m.attr("simd_instruction_sets") = std::string(Eigen::SimdInstructionSetsInUse());
   m.def("cpu_features", &cpu_features, "Dict of the SIMD features the running CPU supports.");
   m.def("get_num_threads", &rnnfast::get_num_threads, "Threads kernels may use.");
+  m.def("max_threads", &rnnfast::max_threads, "Largest count set_num_threads accepts.");
   m.def(
       "set_num_threads",
-      [](int n) {
-        if (n < 1) throw py::value_error("n: expected an integer >= 1, got " + std::to_string(n));
-        rnnfast::set_num_threads(n);
+      [](const py::int_& n) {
+        // any Python int: 2**31 or 2**70 must give the ValueError below, not a conversion TypeError
+        const std::string range = "1.." + std::to_string(rnnfast::max_threads());
+        long long v = 0;
+        int overflow = 0;
+        v = PyLong_AsLongLongAndOverflow(n.ptr(), &overflow);
+        if (overflow != 0 || v < 1 || v > rnnfast::max_threads())
+          throw py::value_error("n: expected an integer in " + range + " (4x this process's CPUs, at least 16), got " +
+                                std::string(py::str(n)));
+        // set_num_threads starts the threads once to check they can be created (no kernel runs)
+        rnnfast::set_num_threads(static_cast<int>(v));
       },
-      py::arg("n"), "Sets the number of threads kernels may use (>= 1).");
+      py::arg("n"), "Sets the number of threads kernels may use (1..max_threads()).");
+  m.def(
+      "barrier_cost", [] { return rnnfast::barrier_cost(); },
+      "Seconds one barrier of the kernels' thread team costs now (measured at most every 100 ms).");
+  m.def(
+      "free_cpus", [] { return rnnfast::free_cpus(); },
+      "Threads the CPUs can run for the kernels now (CPUs minus what others took over ~100 ms).");
   m.def("memory_cached_bytes", &rnnfast::memory::cached_bytes,
         "Bytes of released large blocks kept for reuse by later calls.");
   m.def("memory_cache_limit", &rnnfast::memory::cache_limit, "The most memory_cached_bytes() may reach.");

@@ -27,7 +27,9 @@ def build_info() -> dict[str, Any]:
 
     Returns a dict with the chosen SIMD ``variant``, the ``variants_available`` on this CPU and the
     ``variants_built`` into the wheel, the ``eigen_version``, the ``compiler``, whether OpenMP is used,
-    Eigen's SIMD instruction sets in the chosen variant, and the current ``num_threads``.
+    Eigen's SIMD instruction sets in the chosen variant, the current ``num_threads`` and
+    ``max_threads``, and ``omp_spin_count``: the GOMP_SPINCOUNT rnnfast gave GNU OpenMP when it
+    loaded (None when the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT themselves).
     """
     core = _loader.core
     return {
@@ -40,24 +42,41 @@ def build_info() -> dict[str, Any]:
         "openmp": core.openmp,
         "simd_instruction_sets": core.simd_instruction_sets,
         "num_threads": core.get_num_threads(),
+        "max_threads": core.max_threads(),
+        "omp_spin_count": _loader.omp_spin_count,
         "cpu_count": _os.cpu_count(),
     }
 
 
 def get_num_threads() -> int:
-    """Number of threads the kernels may use."""
+    """Number of threads the kernels may use (an upper bound: see :func:`set_num_threads`)."""
     return int(_loader.core.get_num_threads())
 
 
-def set_num_threads(n: int) -> None:
-    """Set the number of threads the kernels may use (an int >= 1).
+def max_threads() -> int:
+    """Largest count :func:`set_num_threads` accepts: 4x the CPUs this process may use, at least 16."""
+    return int(_loader.core.max_threads())
 
-    The default is the environment variable ``RNNFAST_NUM_THREADS`` or the number of cores.
+
+def set_num_threads(n: int) -> None:
+    """Set the most threads the kernels may use: an int in ``1..max_threads()``.
+
+    The default is the environment variable ``RNNFAST_NUM_THREADS`` or the number of CPUs this
+    process may run on. Each kernel call takes only as many as its work pays for: a time step must
+    be worth 16 barriers per thread at the barrier cost measured now, and threads are only used on
+    CPUs that other processes and other thread pools left free over the last ~100 ms (so beside a
+    busy process or another runtime's spinning pool the kernels run on one thread instead of waiting
+    at every step for a descheduled teammate). Results are bitwise the same for every thread count.
+
+    Raises ValueError outside ``1..max_threads()`` and RuntimeError when the threads cannot be
+    created (a memory or process limit; the count is then unchanged).
     """
     if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n: expected an int >= 1, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n: expected an int >= 1, got {n}")
+        raise TypeError(f"n: expected an int in 1..{max_threads()}, got {type(n).__name__}")
+    if not 1 <= n <= max_threads():
+        raise ValueError(
+            f"n: expected an int in 1..{max_threads()} (4x this process's CPUs, at least 16), got {n}"
+        )
     _loader.core.set_num_threads(n)
 
 
@@ -176,6 +195,7 @@ __all__ = [
     "from_torch",
     "functional",
     "get_num_threads",
+    "max_threads",
     "io",
     "load",
     "losses",

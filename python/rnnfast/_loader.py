@@ -4,6 +4,14 @@ The C++ core is compiled several times side by side in one wheel, each as its ow
 ``_core_baseline`` (portable), ``_core_avx2`` (AVX2 + FMA) and ``_core_avx512`` (AVX-512 F/BW/DQ/VL).
 The baseline module asks the CPU what it supports (cpuid); the best supported variant is imported,
 unless the environment variable ``RNNFAST_SIMD`` names one (``baseline``, ``avx2`` or ``avx512``).
+
+GNU OpenMP (libgomp, loaded with the first core module) reads how long its idle threads spin once,
+when it loads. Its default, 300,000 spins (~11 ms on a Zen 3 core), keeps a core busy after every
+kernel call and at every barrier whose teammate was descheduled, taking it from NumPy's BLAS
+threads, other runtimes' pools and other processes. Unless the user set ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT``, the spin is bounded to :data:`OMP_SPIN_COUNT` (~0.1-0.5 ms, the order of a
+sleeping thread's wake-up in a VM) while libgomp loads; the variable is removed again afterwards,
+so child processes see the user's environment. ``omp_spin_count`` says what was set, if anything.
 """
 
 from __future__ import annotations
@@ -13,7 +21,15 @@ import importlib.util
 import os
 from types import ModuleType
 
-__all__ = ["VARIANTS", "available_variants", "built_variants", "core", "load_variant"]
+__all__ = [
+    "OMP_SPIN_COUNT",
+    "VARIANTS",
+    "available_variants",
+    "built_variants",
+    "core",
+    "load_variant",
+    "omp_spin_count",
+]
 
 #: Variant names, worst to best.
 VARIANTS: tuple[str, ...] = ("baseline", "avx2", "avx512")
@@ -74,5 +90,28 @@ def _select() -> ModuleType:
     return _import(available[-1])
 
 
-#: The compiled module in use for this process.
-core: ModuleType = _select()
+#: GOMP_SPINCOUNT set while libgomp loads, unless the user chose a wait policy.
+OMP_SPIN_COUNT = "10000"
+
+
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+            return "/libgomp" in f.read()
+    except OSError:
+        return False
+
+
+def _select_with_bounded_spin() -> tuple[ModuleType, str | None]:
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ or _libgomp_loaded():
+        return _select(), None
+    os.environ["GOMP_SPINCOUNT"] = OMP_SPIN_COUNT
+    try:
+        return _select(), OMP_SPIN_COUNT
+    finally:
+        os.environ.pop("GOMP_SPINCOUNT", None)
+
+
+#: The compiled module in use for this process, and the GOMP_SPINCOUNT rnnfast set for libgomp
+#: (None: the user's OMP_WAIT_POLICY / GOMP_SPINCOUNT, or libgomp already loaded by another module).
+core, omp_spin_count = _select_with_bounded_spin()

@@ -22,20 +22,47 @@
 
 namespace rnnfast {
 
-// Number of threads kernels may use (>= 1). Defaults to RNNFAST_NUM_THREADS or the core count.
+// Number of threads kernels may use (>= 1): an upper bound; each call takes as many of them as its
+// work pays for (loop_threads, product_threads). Defaults to RNNFAST_NUM_THREADS or the CPUs this
+// process may run on.
 int get_num_threads();
-// Sets the thread count used by later kernel calls. n < 1 is an error the caller checks.
+// Largest thread count set_num_threads accepts: 4x the CPUs this process may run on, at least 16.
+int max_threads();
+// Sets the thread count used by later kernel calls, clamped to [1, max_threads()]. Throws
+// std::runtime_error when the threads cannot be created now (memory or process limits): the count
+// is then left as it was (GNU OpenMP aborts the process when it cannot create a team's thread).
 void set_num_threads(int n);
 
+// Seconds one barrier of the full team costs now: measured by a short probe (a few rounds of a
+// spinning barrier, given up after 2 ms), re-measured when older than 100 ms. Idle cores: ~0.3 us;
+// a busy process on the other core or another runtime's spinning pool: 0.1-2 ms (the barrier then
+// waits for a descheduled thread). 0 when only one thread is allowed.
+double barrier_cost();
+
+// How many threads the CPUs can run for rnnfast now: the CPUs this process may use minus the CPU
+// time that other processes, the hypervisor (steal) and other threads of this process (another
+// runtime's pool, NumPy's BLAS threads) took over the last ~100 ms, from /proc/stat and the CPU
+// clocks of rnnfast's own threads. get_num_threads() where that cannot be read.
+int free_cpus();
+
+// Threads for a time loop that ends every step with one barrier, each step `step_flops` of work
+// that splits over at most `parts` threads, and at most free_cpus(). A thread's share of a step must
+// be worth at least 16 barriers at the measured cost (and the step at least 0.25 MFLOP, below which
+// the exchange of h_t between cores costs more than it saves even on idle cores). Beside a busy
+// process or a spinning pool a barrier waits for a descheduled thread (0.1-3 ms): the loop then runs
+// on one thread, which gets its fair share of a core instead of waiting at every step.
+int loop_threads_for(double step_flops, Index parts);
+// Threads for one product of `flops` split into at most `parts` row blocks (one parallel region):
+// at least 4 MFLOP (a parallel region costs a wake-up of a sleeping thread, ~70 us in a VM), and
+// each thread's share worth 16 measured barriers.
+int product_threads(double flops, Index parts);
+
 // Threads for the time loop of one call: the per-step recurrent product is split over blocks of
-// hidden units (each thread keeps its slice of W_hh in its own cache, one barrier per step), so a
-// step must carry enough work to pay for the barrier (~1 us when both threads run; far more when
-// the cores are shared). Below ~0.25 MFLOP per step a single thread wins.
+// hidden units (each thread keeps its slice of W_hh in its own cache, one barrier per step).
 inline int loop_threads(Index B, Index G, Index H, Index unit_blocks) {
-  const double step_flops = 2.0 * static_cast<double>(B) * static_cast<double>(G) * static_cast<double>(H) *
-                            static_cast<double>(H);
-  if (step_flops < 2.5e5) return 1;
-  return static_cast<int>(std::max<Index>(1, std::min<Index>(get_num_threads(), unit_blocks)));
+  return loop_threads_for(
+      2.0 * static_cast<double>(B) * static_cast<double>(G) * static_cast<double>(H) * static_cast<double>(H),
+      unit_blocks);
 }
 
 // This thread's index and the team size inside an OpenMP parallel region (0 and 1 outside one).
@@ -43,11 +70,15 @@ struct TeamSlot {
   int tid = 0;
   int nth = 1;
 };
+// Records the calling thread as one of rnnfast's (a kernel caller or a team thread), once per thread:
+// the CPU time of these threads is rnnfast's own load, everything else on the CPUs is competition.
+void note_own_thread();
 inline TeamSlot team_slot() {
   TeamSlot s;
 #if defined(_OPENMP)
   s.tid = omp_get_thread_num();
   s.nth = omp_get_num_threads();
+  if (s.nth > 1) note_own_thread();
 #endif
   return s;
 }
@@ -64,7 +95,7 @@ inline void split_range(Index count, int n, int i, Index& begin, Index& end) {
 // 48 rows (a multiple of Eigen's register-block height for every scalar and SIMD width), each part
 // one single-threaded Eigen GEMM. Eigen's blocking along the reduction depends only on its length, so
 // every output element is summed in the same order with 1 or 2 threads: results are bitwise
-// identical across thread counts. Products under ~4 MFLOP (~0.1 ms) stay on the calling thread.
+// identical across thread counts. product_threads decides how many threads a product is worth.
 // With init, each part is first filled with init and the product accumulated onto it: Eigen's
 // `out = lhs * rhs` zero-fills out before accumulating, so this saves two passes over out.
 template <class Out, class Lhs, class Rhs>
@@ -74,7 +105,7 @@ void parallel_product(Out out, const Lhs& lhs, const Rhs& rhs, const typename Ou
   const Index M = out.rows();
   const Index blocks = (M + kRowAlign - 1) / kRowAlign;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(out.cols()) * static_cast<double>(lhs.cols());
-  const int nt = flops < 4e6 ? 1 : static_cast<int>(std::max<Index>(1, std::min<Index>(get_num_threads(), blocks)));
+  const int nt = product_threads(flops, blocks);
   auto part = [&](Index r0, Index n) {
     if (init) {
       out.middleRows(r0, n).rowwise() = Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(init, out.cols());
