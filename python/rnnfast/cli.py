@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from ._threads import single_thread_blas
+
 __all__ = ["build_parser", "main"]
 
 
@@ -839,7 +841,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with single_thread_blas():  # NumPy's BLAS pool would fight the kernels' threads
+            return int(args.func(args))
     except CLIError as exc:
         sub = f" {args.command}" if getattr(args, "command", None) else ""
         print(f"rnnfast{sub}: error: {exc}", file=sys.stderr)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ._threads import with_single_thread_blas
+
 __all__ = [
     "TOLERANCES",
     "GradientFlow",
@@ -295,6 +297,7 @@ def _global_norm(grads: Mapping[str, Any]) -> float:
     return math.sqrt(total)
 
 
+@with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
 def train_steps(
     model: Any,
     steps: int,
@@ -502,6 +505,7 @@ def _gc_backward(mod: Any, cell: str, cache: Any, seeds: Mapping[str, Any]) -> d
     return dict(getattr(mod, f"{cell}_backward")(cache, seeds["dy"], seeds["dh_n"]))
 
 
+@with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
 def gradcheck(
     seed: int = 0, *, t_steps: int = 5, batch: int = 3, n_in: int = 4, hidden: int = 5
 ) -> tuple[list[dict[str, Any]], bool]:

@@ -59,6 +59,7 @@ import numpy as np
 from . import io as _io
 from . import optim as _optim
 from ._loader import core as _core
+from ._threads import with_single_thread_blas
 from .losses import sequence_mask
 from .modules import SequenceModel
 
@@ -560,6 +561,7 @@ def _backward_batch(model: SequenceModel, dpred: Array) -> None:
     model.backward(np.ascontiguousarray(np.swapaxes(dpred, 0, 1)) if bf else dpred)
 
 
+@with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
 def evaluate(
     model: SequenceModel,
     data: Any,
@@ -792,6 +794,7 @@ def _check_resume(
         raise bad("fit.stream_ints", "an object of ints", ints)
 
 
+@with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
 def fit(
     model: SequenceModel,
     train_data: Any,
