@@ -407,7 +407,9 @@ def _in_thread(fn: Callable[[], Any]) -> Any:
 
 def _training_models() -> dict[str, Any]:
     return {
+        "rnn": rf.RNN(8, 16, seed=0),
         "lstm": rf.LSTM(8, 16, seed=0),
+        "gru": rf.GRU(8, 16, seed=0),
         "linear": rf.Linear(8, 3, seed=0),
         "embedding": rf.Embedding(5, 8, seed=0),
         "seq": rf.build_model("gru", 8, 16, 3, mode="many_to_many", seed=0),
@@ -420,7 +422,7 @@ def _fwd(name: str, m: Any) -> Any:
     return out[0] if isinstance(out, tuple) else out
 
 
-@pytest.mark.parametrize("name", ["lstm", "linear", "embedding", "seq"])
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "linear", "embedding", "seq"])
 def test_training_forward_of_another_thread_pending_is_refused(name: str) -> None:
     """Thread A's training forward awaits its backward: a training forward or a backward from
     thread B raises RuntimeError (saying to use a copy per thread or eval mode) and leaves A's
@@ -444,7 +446,7 @@ def test_training_forward_of_another_thread_pending_is_refused(name: str) -> Non
         err = _in_thread(lambda: _fwd(name, m))
         assert isinstance(err, RuntimeError), f"training forward from B: {err!r}"
         assert "thread" in str(err) and "copy" in str(err) and "eval()" in str(err), str(err)
-        err = _in_thread(lambda: m.backward(np.ones((5, 2, 16 if name == "lstm" else 3))))
+        err = _in_thread(lambda: m.backward(np.ones((5, 2, 16 if name in "rnn lstm gru" else 3))))
         assert isinstance(err, RuntimeError), f"backward from B: {err!r}"
     finally:
         go.set()
@@ -496,3 +498,21 @@ def test_concurrent_training_never_returns_another_threads_gradient() -> None:
 
     run_threads([lambda k=k: job(k) for k in range(N_THREADS)])
     assert counts["ok"] > 0, counts
+
+
+def test_stream_of_one_module_is_refused_to_a_second_thread() -> None:
+    """A TBPTT stream whose chunk awaits its backward in thread A: stream_forward or
+    stream_backward from thread B raises RuntimeError; A's window is untouched."""
+    m = rf.GRU(8, 16, seed=0)
+    x = _data(4, T=4, B=2)
+    m.stream_begin(2, 2, 4)
+    y = m.stream_forward(x[:2])
+    err = _in_thread(lambda: m.stream_forward(x[2:]))
+    assert isinstance(err, RuntimeError) and "another thread" in str(err), repr(err)
+    err = _in_thread(lambda: m.stream_backward(np.ones_like(y)))
+    assert isinstance(err, RuntimeError) and "another thread" in str(err), repr(err)
+    m.stream_backward(np.ones_like(y))
+    fresh = rf.GRU(8, 16, seed=0)
+    fresh.stream_begin(2, 2, 4)
+    fresh.stream_backward(np.ones_like(fresh.stream_forward(x[:2])))
+    assert_bitwise(m.grads, fresh.grads, "grads of thread A's chunk")

@@ -1372,8 +1372,22 @@ class RNNBase(_FlatParams):
         training mode, fresh inter-layer dropout masks). In training mode the window of the last k2
         steps can then be backpropagated once with :meth:`stream_backward`. In eval mode the chunk
         only advances the carried state (no dropout; no backward). ``next_len`` is accepted for
-        compatibility and ignored.
+        compatibility and ignored. A stream belongs to one thread at a time (RuntimeError otherwise,
+        see :meth:`forward`).
         """
+        g = self._guard
+        g.enter(self, "stream_forward")  # the stream's state is shared even in eval mode
+        try:
+            st = self._stream
+            g.check_forward(self, "stream_forward", st is not None and st.ready)
+            y = self._stream_forward(x_chunk)
+            if self.training:
+                g.owner = threading.current_thread()
+            return y
+        finally:
+            g.exit()
+
+    def _stream_forward(self, x_chunk: Any) -> Array:
         st = self._require_stream("stream_forward")
         xa = _as_float("x_chunk", x_chunk, self.dtype)
         if xa.ndim != 3 or xa.shape[1] != st.batch or xa.shape[2] != self.input_size:
@@ -1432,6 +1446,16 @@ class RNNBase(_FlatParams):
         ``need_dx`` is False). :attr:`grad_hx` is dL/d(initial state) when the window reaches back
         to the stream start, else None; :attr:`last_state_grads` is not filled by streams ([]).
         """
+        g = self._guard
+        g.enter(self, "stream_backward")
+        try:
+            st = self._stream
+            g.check_backward(self, "stream_backward", st is not None and st.ready)
+            return self._stream_backward(dy_chunk, need_dx)
+        finally:
+            g.exit()
+
+    def _stream_backward(self, dy_chunk: Any, need_dx: bool) -> Array | None:
         st = self._require_stream("stream_backward")
         if not st.ready:
             raise ValueError(_NO_CACHE_MSG)
