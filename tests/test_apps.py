@@ -77,6 +77,157 @@ def test_caption_without_sklearn_names_the_extra(monkeypatch: pytest.MonkeyPatch
 
 
 def test_new_tasks_are_registered() -> None:
-    for name in ("caption",):
+    for name in ("caption", "suggest", "dates"):
         assert name in list_tasks()
         assert get_task(name).name == name
+
+
+# --------------------------------------------------------------------------------------------------
+# Seq2Seq, attention, dates
+# --------------------------------------------------------------------------------------------------
+
+
+def _fd_grad(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central finite differences of the scalar f() w.r.t. every entry of ``arr`` (in place)."""
+    out = np.zeros_like(arr)
+    for i in np.ndindex(arr.shape):
+        old = arr[i]
+        arr[i] = old + eps
+        up = f()
+        arr[i] = old - eps
+        down = f()
+        arr[i] = old
+        out[i] = (up - down) / (2 * eps)
+    return out
+
+
+def _assert_close(name: str, got: np.ndarray, want: np.ndarray, rtol: float) -> None:
+    err = np.abs(got - want)
+    rel = float(err.max() / max(float(np.abs(want).max()), 1e-12))
+    where = np.unravel_index(int(err.argmax()), err.shape)
+    assert rel < rtol, f"{name}: max relative error {rel:.2e} at {where} (tolerance {rtol:.0e})"
+
+
+@pytest.mark.parametrize("score", ["dot", "general"])
+def test_attention_backward_matches_finite_differences_float64(score: str) -> None:
+    from rnnfast.seq2seq import Attention
+
+    rng = np.random.default_rng(0)
+    att = Attention(5, score, dtype=np.float64, seed=1)
+    dec = rng.standard_normal((3, 2, 5))
+    enc = rng.standard_normal((4, 2, 5))
+    lens = np.array([4, 2])  # the second source is padded: its last two steps get no weight
+    g = rng.standard_normal((3, 2, 5))
+
+    def loss() -> float:
+        att.eval()
+        value = float((att(dec, enc, lens) * g).sum())
+        att.train()
+        return value
+
+    att.zero_grad()
+    att(dec, enc, lens)
+    w = att.last_weights
+    assert w is not None and np.allclose(w.sum(axis=2), 1.0) and np.all(w[:, 1, 2:] == 0.0)
+    d_dec, d_enc = att.backward(g)
+    _assert_close("dL/ddec", d_dec, _fd_grad(loss, dec), 1e-7)
+    _assert_close("dL/denc", d_enc, _fd_grad(loss, enc), 1e-7)
+    assert np.all(d_enc[2:, 1] == 0.0)
+    for name, p in att.parameters().items():
+        _assert_close(f"dL/d{name}", att.grads[name], _fd_grad(loss, p), 1e-7)
+
+
+@pytest.mark.parametrize("cell,attention", [("gru", None), ("lstm", "general"), ("rnn", "dot")])
+def test_seq2seq_gradients_match_finite_differences_float64(cell: str, attention) -> None:
+    from rnnfast.seq2seq import Seq2Seq
+
+    rng = np.random.default_rng(1)
+    m = Seq2Seq(
+        7,
+        6,
+        embedding_dim=3,
+        hidden_size=4,
+        cell=cell,
+        attention=attention,
+        dtype=np.float64,
+        seed=2,
+    )
+    src = rng.integers(0, 7, (5, 3))
+    lens = np.array([5, 3, 4])
+    tgt_in = rng.integers(1, 6, (4, 3))
+    g = rng.standard_normal((4, 3, 6))
+
+    def loss() -> float:
+        m.eval()
+        value = float((m(src, tgt_in, lens) * g).sum())
+        m.train()
+        return value
+
+    m.zero_grad()
+    m(src, tgt_in, lens)
+    m.backward(g)
+    grads = m.grads
+    for name, p in m.parameters().items():
+        _assert_close(f"dL/d{name}", grads[name], _fd_grad(loss, p), 1e-5)
+
+
+def test_seq2seq_decoding_and_checkpoint_round_trip(tmp_path) -> None:
+    import rnnfast.io as rio
+    from rnnfast.seq2seq import Seq2Seq
+
+    rng = np.random.default_rng(3)
+    m = Seq2Seq(9, 8, embedding_dim=4, hidden_size=6, cell="lstm", attention="general", seed=4)
+    src = rng.integers(1, 9, (6, 5))
+    lens = np.array([6, 2, 5, 3, 1])
+    greedy, weights = m.greedy(src, lens, max_len=7, return_attention=True)
+    assert greedy.shape[1] == 5 and greedy.shape[0] <= 7 and greedy.dtype == np.int64
+    assert weights.shape == (greedy.shape[0], 5, 6)
+    assert np.all(weights[:, 1, 2:] == 0.0) and np.allclose(weights.sum(axis=2), 1.0)
+    # beam 1 is greedy decoding; a wider beam never finds a less probable hypothesis
+    np.testing.assert_array_equal(m.beam_search(src, lens, beam=1, max_len=7), greedy)
+    assert m.beam_search(src, lens, beam=4, max_len=7).shape[1] == 5
+    path = tmp_path / "s2s.npz"
+    rio.save(path, m, meta={"task": "test"})
+    m2 = rio.load(path).build_model()
+    assert isinstance(m2, Seq2Seq) and m2.config() == m.config()
+    np.testing.assert_array_equal(m2.greedy(src, lens, max_len=7), greedy)
+    with pytest.raises(ValueError, match="missing keys"):
+        m2.load_state_dict({})
+
+
+def test_dates_data_are_consistent() -> None:
+    import datetime as dt
+
+    from rnnfast.tasks.dates import FORMATS, SRC_VOCAB, date_text, decode_iso
+
+    task = get_task("dates")
+    train, val = task.make_data(seed=0, n_train=300, n_val=100)
+    assert train.y.shape == (11, 300) and val.x.shape[1] == 100
+    for split in (train, val):
+        for j in range(split.n):
+            text = "".join(SRC_VOCAB[i] for i in split.x[: split.lengths[j], j])
+            assert text == split.info["texts"][j]
+            assert decode_iso(split.y[:, j]) == split.info["iso"][j]
+            assert np.all(split.x[split.lengths[j] :, j] == 0)
+    d = dt.date(1998, 3, 3)
+    texts = {name: date_text(d, i) for i, (name, _) in enumerate(FORMATS)}
+    assert texts["en: the third of march, nineteen ninety-eight"] == (
+        "the third of march, nineteen ninety-eight"
+    )
+    assert texts["de: dienstag, 3. märz 1998"] == "dienstag, 3. märz 1998"
+    assert date_text(dt.date(2021, 11, 30), 4) == "the thirtieth of november, twenty twenty-one"
+    assert date_text(dt.date(2007, 1, 22), 4) == (
+        "the twenty-second of january, two thousand and seven"
+    )
+    base = task.baseline(val, train)
+    assert base["majority_accuracy"] < 0.05 and base["per_position_majority_char_accuracy"] < 0.6
+
+
+@pytest.mark.slow
+def test_dates_seq2seq_learns_beyond_the_baselines() -> None:
+    res = run_task("dates", n_train=2000, n_val=300, epochs=4)
+    final = res.final
+    assert final["val_char_accuracy"] > 0.85, final
+    assert final["val_accuracy"] > 0.3, final
+    assert final["val_beam_accuracy"] >= final["val_accuracy"] - 0.02, final
+    assert final["baseline_majority_accuracy"] < 0.05

@@ -184,7 +184,7 @@ class Checkpoint:
             raise TypeError(f"cls: expected a model class (or factory), got {type(cls).__name__}")
         name = self.model_class if resolved else getattr(cls, "__qualname__", repr(cls))
         try:
-            if cls in _builtin_model_classes().values():
+            if cls in _builtin_model_classes().values() and cls.__name__ in _BUILTIN_NAMES:
                 from .modules import model_from_config  # every rnnfast config names its "type"
 
                 model = model_from_config(self.model_config)
@@ -247,6 +247,9 @@ def _builtin_model_classes() -> dict[str, type]:
         c = getattr(modules, n)
         out[f"rnnfast.modules:{n}"] = c  # what every rnnfast so far has written
         out[_class_name(c)] = c  # the same today; keeps working if a class moves
+    from .seq2seq import Seq2Seq  # builds itself from its config (Seq2Seq.from_config)
+
+    out[_class_name(Seq2Seq)] = Seq2Seq
     return out
 
 

@@ -8,7 +8,7 @@ baselines, and :func:`run_task` that trains a task end to end.
 >>> result = run_task("adding", cell="gru", epochs=2)    # -> RunResult(model, history, final, ...)
 
 Tasks: ``sine``, ``sentiment``, ``sentiment-large``, ``adding``, ``charlm``, ``speech``,
-``caption``.
+``caption``, ``suggest``, ``dates``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from ._base import Split, Task
 from .adding import AddingTask
 from .caption import CaptionTask
 from .charlm import CharLMTask
+from .dates import DatesTask
 from .sentiment import SentimentLargeTask, SentimentTask
 from .sine import SineTask
 from .speech import SpeechTask
+from .suggest import SuggestTask
 
 __all__ = [
     "CELLS",
@@ -49,6 +51,8 @@ _TASKS: dict[str, type[Task]] = {
         CharLMTask,
         SpeechTask,
         CaptionTask,
+        SuggestTask,
+        DatesTask,
     )
 }
 
@@ -136,6 +140,18 @@ def run_task(
     model = task.build_model(cfg, train)
     if on_model is not None:
         on_model(model)
+    fit_model = getattr(task, "fit_model", None)
+    if fit_model is not None:  # a model that rnnfast.fit does not train (e.g. a Seq2Seq)
+        start = time.perf_counter()
+        cpu_start = time.process_time()
+        history, val_loss = fit_model(model, train, val, cfg, callbacks=callbacks)
+        seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start
+        final: dict[str, Any] = {"val_loss": float(val_loss)}
+        final.update(task.score(model, val))
+        base = task.baseline(val, train)
+        final.update({f"baseline_{k}": v for k, v in base.items()})
+        return RunResult(task.name, cfg, model, history, final, train, val, seconds, cpu_seconds)
     loss = task.loss()
     opt = make_optimizer(str(cfg["optimizer"]), model.parameters(), float(cfg["lr"]))
     bptt = cfg.get("bptt")
@@ -165,7 +181,7 @@ def run_task(
         batch_size=max(int(cfg["batch_size"]), 256),
         metrics=task.metrics,
     )
-    final: dict[str, Any] = {"val_loss": float(ev["loss"] if "loss" in ev else ev["val_loss"])}
+    final = {"val_loss": float(ev["loss"] if "loss" in ev else ev["val_loss"])}
     final.update(task.score(model, val))
     base = task.baseline(val, train)
     final.update({f"baseline_{k}": v for k, v in base.items()})
