@@ -11,10 +11,12 @@ namespace py = pybind11;
 void register_info(py::module_& m);
 void register_kernels(py::module_& m);
 void register_optim(py::module_& m);
+void register_step(py::module_& m);
 
 PYBIND11_MODULE(RNNFAST_MODULE_NAME, m) {
   m.doc() = "rnnfast compiled core (" RNNFAST_VARIANT " variant)";
   register_info(m);
   register_kernels(m);
   register_optim(m);
+  register_step(m);
 }

@@ -214,3 +214,26 @@ def grad_scale(g: _F, coef: float) -> None:
 
 def grad_clip(g: _F, value: float) -> None:
     """np.clip(g, -value, value, out=g) in place."""
+
+# ---- one-step forward for streaming inference (register_step.cpp) ----
+class _StepPlanBase:
+    """A unidirectional stack's weights, checked once (held by the plan)."""
+    @property
+    def num_layers(self) -> int: ...
+    def forward(self, x: _F, h0: _F | None, c0: _F | None) -> tuple[_F, _F, _F | None]:
+        """x (B, I), h0 / c0 (L, B, H) or None (zeros) -> y (B, H), h_n (L, B, H), c_n (L, B, H)
+        (LSTM; None otherwise). New arrays; GIL released; no allocation besides the outputs."""
+
+class StepPlanFloat32(_StepPlanBase): ...
+class StepPlanFloat64(_StepPlanBase): ...
+
+def step_plan(
+    cell: str,
+    nonlinearity: str,
+    dtype: str,
+    input_size: int,
+    hidden_size: int,
+    layers: list[tuple[_F, _F, _F | None, _F | None]],
+) -> StepPlanFloat32 | StepPlanFloat64:
+    """Per layer (w_ih (G*H, I or H), w_hh (G*H, H), b_ih, b_hh (G*H,) | None), C-contiguous,
+    dtype 'float32' or 'float64'."""

@@ -709,6 +709,11 @@ def _tbptt_stream_class() -> Any:
     return cls
 
 
+def _step_ready(a: Any, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
+    """True when ``a`` can go to the compiled step as it is (no conversion or copy)."""
+    return type(a) is np.ndarray and a.dtype == dtype and a.shape == shape and a.flags.c_contiguous
+
+
 class RNNBase(_FlatParams):
     """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU` (see their docstrings)."""
 
@@ -1219,24 +1224,80 @@ class RNNBase(_FlatParams):
         """One time step for streaming inference (no dropout, nothing stored for backward).
 
         Args: x_t (B, input_size); state as ``hx`` of forward (None = zeros). Returns (out_t (B, H),
-        new state (num_layers, B, H) (LSTM: (h, c))). Equal to ``forward`` run one step at a time in
-        eval mode. Unidirectional stacks only. The input buffer is preallocated per batch size and thread.
+        new state (num_layers, B, H) (LSTM: (h, c))), new arrays. Equal to ``forward`` run one step
+        at a time in eval mode (to rounding: the products sum in another order). Unidirectional
+        stacks only.
+
+        One call into the compiled core (``_core.step_plan``: the weights are checked once, then
+        each step checks x_t and the state only); a C-contiguous x_t and state of the module dtype
+        are used as they are, anything else is converted first. Thread-safe (nothing shared is
+        written).
         """
+        plan = self._step_plan()
+        dt, L, H = self.dtype, self.num_layers, self.hidden_size
+        x = x_t
+        if not (
+            type(x) is np.ndarray
+            and x.dtype == dt
+            and x.ndim == 2
+            and x.shape[1] == self.input_size
+            and x.flags.c_contiguous
+        ):
+            x = _as_float("x_t", x_t, dt)
+            if x.ndim != 2 or x.shape[1] != self.input_size:
+                raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {x.shape}")
+        shape = (L, x.shape[0], H)
+        if self._cell == "lstm":
+            h0 = c0 = None
+            if state is not None:
+                if not (
+                    type(state) is tuple
+                    and len(state) == 2
+                    and _step_ready(state[0], dt, shape)
+                    and _step_ready(state[1], dt, shape)
+                ):
+                    state = self._join_states(self._split_hx(state, x.shape[0]))  # type: ignore[arg-type]
+                h0, c0 = state
+            if plan is None:
+                return self._step_run(x, None if state is None else (h0, c0))
+            y, h_n, c_n = plan.forward(x, h0, c0)
+            return y, (h_n, c_n)
+        if state is not None and not _step_ready(state, dt, shape):
+            state = self._join_states(self._split_hx(state, x.shape[0]))  # type: ignore[arg-type]
+        if plan is None:
+            return self._step_run(x, state)
+        y, h_n, _ = plan.forward(x, state, None)
+        return y, h_n
+
+    def _step_plan(self) -> Any:
+        """This thread's compiled step plan over the current weights (None with a test backend)."""
         if self.bidirectional:
             raise ValueError("step: a bidirectional module needs the whole sequence; use forward")
-        xa = _as_float("x_t", x_t, self.dtype)
-        if xa.ndim != 2 or xa.shape[1] != self.input_size:
-            raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {xa.shape}")
-        batch = xa.shape[0]
-        bufs: dict[int, Array] | None = getattr(self._step_local, "bufs", None)
-        if bufs is None:
-            bufs = self._step_local.bufs = {}
-        buf = bufs.get(batch)
-        if buf is None:
-            buf = bufs[batch] = np.empty((1, batch, self.input_size), dtype=self.dtype)
-        buf[0] = xa
-        states = self._split_hx(state, batch)
-        y, finals, _ = self._run(buf, states, None, False, None)
+        loc = self._step_local
+        plan = getattr(loc, "plan", None)
+        if plan is not None and loc.plan_key is self._flat_params:
+            return plan
+        if _backend is not None:  # rnnfast.reference or another test backend: the sequence path
+            return None
+        from ._loader import core
+
+        layers = [tuple(self._weights(layer, 0)) for layer in range(self.num_layers)]
+        plan = core.step_plan(
+            self._cell,
+            self.nonlinearity,
+            self.dtype.name,
+            self.input_size,
+            self.hidden_size,
+            layers,
+        )
+        # the weights are views of the flat buffer: valid until the buffer is replaced
+        loc.plan, loc.plan_key = plan, self._flat_params
+        return plan
+
+    def _step_run(self, x: Array, state: State | None) -> tuple[Array, State]:
+        """step through the sequence path (a T = 1 forward), for a test backend."""
+        states = self._split_hx(state, x.shape[0])
+        y, finals, _ = self._run(x[None], states, None, False, None)
         return y[0], self._join_states(finals)
 
     # --- truncated BPTT streaming -------------------------------------------------------------------
@@ -2323,6 +2384,32 @@ class SequenceModel:
             self.embedding.backward(dx)
             return None
         return dx
+
+    # --- streaming inference ------------------------------------------------------------------------
+    def step(self, x_t: Any, state: Any = None) -> tuple[Array, State]:
+        """One time step of streaming inference: the rnn's :meth:`RNNBase.step`, then the head.
+
+        Args:
+            x_t: (B, I) floats, or token ids (B,) with an embedding.
+            state: the recurrent state, as ``hx`` of the rnn ((num_layers, B, H); LSTM (h, c));
+                None = zeros.
+
+        Returns:
+            (pred (B, O), new state). Nothing is stored for backward and dropout is off, in any
+            mode; equal to ``forward`` run one step at a time in eval mode (to rounding).
+        """
+        emb = self.embedding
+        if emb is not None:
+            ids = emb._check_ids(x_t)
+            if ids.ndim != 1:
+                raise ValueError(f"x_t: expected token ids (B,), got shape {ids.shape}")
+            x_t = emb._params["weight"][ids]
+        h, state = self.rnn.step(x_t, state)
+        head = self.head._params
+        pred = h @ head["weight"].T
+        if self.head.bias:
+            pred += head["bias"]
+        return pred, state
 
     # --- generation ---------------------------------------------------------------------------------
     def generate(
