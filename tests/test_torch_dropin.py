@@ -157,10 +157,20 @@ def _run(
     return out, states, loss
 
 
+@pytest.fixture(params=["eager", "ops"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The modules' two paths to the kernels: the eager autograd.Function (default outside
+    compile/export/trace) and the custom ops (rnnfast.torch.EAGER_FAST_PATH = False)."""
+    monkeypatch.setattr(rt, "EAGER_FAST_PATH", request.param == "eager")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_parity_with_torch_autograd(cell: str, config: tuple[Any, ...], dtype: Any) -> None:
+def test_parity_with_torch_autograd(
+    cell: str, config: tuple[Any, ...], dtype: Any, path: str
+) -> None:
     num_layers, bidirectional, batch_first, bias, packed, hx_given = config
     kind, _ = _split(cell)
     ref, fast = _pair(
@@ -211,7 +221,7 @@ def test_parity_with_torch_autograd(cell: str, config: tuple[Any, ...], dtype: A
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_unbatched_input(cell: str) -> None:
+def test_unbatched_input(cell: str, path: str) -> None:
     kind, _ = _split(cell)
     ref, fast = _pair(cell, torch.float64, num_layers=2, bidirectional=True)
     x = torch.randn(T, N_IN, dtype=torch.float64)
@@ -229,7 +239,7 @@ def test_unbatched_input(cell: str) -> None:
 
 
 @pytest.mark.parametrize("cell", ("gru", "lstm"))
-def test_dropout_between_layers_same_masks(cell: str) -> None:
+def test_dropout_between_layers_same_masks(cell: str, path: str) -> None:
     """Same seed, same dropout masks as nn.GRU/LSTM (F.dropout on each layer's output but the
     last, in the same order); eval mode applies none."""
     ref, fast = _pair(cell, torch.float64, num_layers=3, dropout=0.4, bidirectional=True)
@@ -327,9 +337,11 @@ def test_errors() -> None:
         rt.GRU(N_IN, H, dropout=0.5)
 
 
-def test_cache_freed_with_the_graph() -> None:
-    """The activation cache lives as long as the autograd graph (not after backward, not at all
-    without grad); backward twice with retain_graph gives the same gradients."""
+def test_cache_freed_with_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Custom-op path: the activation cache behind the handles lives as long as the autograd graph
+    (not after backward, not at all without grad); backward twice with retain_graph gives the same
+    gradients."""
+    monkeypatch.setattr(rt, "EAGER_FAST_PATH", False)
     gru = rt.GRU(N_IN, H, num_layers=2, bidirectional=True)
     x = torch.randn(T, B, N_IN)
     assert len(rt._CACHES) == 0
@@ -345,6 +357,17 @@ def test_cache_freed_with_the_graph() -> None:
     assert torch.equal(gru.weight_hh_l1.grad, first)
     del y
     assert len(rt._CACHES) == 0
+
+
+def test_in_place_change_before_backward_is_caught(path: str) -> None:
+    """The kernels' cache holds NumPy views of the input and weights: autograd's version check
+    refuses a backward after they were modified in place."""
+    gru = rt.GRU(N_IN, H)
+    y, _ = gru(torch.randn(T, B, N_IN))
+    with torch.no_grad():
+        gru.weight_hh_l0.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
 
 
 def test_backward_recomputes_without_cache() -> None:

@@ -166,6 +166,27 @@ def _forward_impl(cell: str, nonlinearity: str, *args: Any) -> tuple[Tensor, ...
     return (torch.from_numpy(y), *(torch.from_numpy(s) for s in finals), _make_handle(cache))
 
 
+def _grads(
+    cell: str,
+    cache: Any,
+    dy: np.ndarray | None,
+    dh_n: np.ndarray | None,
+    dc_n: np.ndarray | None,
+    reverse: bool,
+    idx: np.ndarray | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(dx in input time order, the functional backward's dict); None gradients are zeros."""
+    if reverse and dy is not None:
+        dy = _flip(dy, idx)
+    if cell == "lstm":
+        g = _F.lstm_backward(cache, dy, dh_n, dc_n)
+    elif cell == "gru":
+        g = _F.gru_backward(cache, dy, dh_n)
+    else:
+        g = _F.rnn_backward(cache, dy, dh_n)
+    return (_flip(g["x"], idx) if reverse else g["x"]), g
+
+
 def _backward_impl(
     cell: str,
     nonlinearity: str,
@@ -194,16 +215,7 @@ def _backward_impl(
         _, _, cache, idx = _run_forward(
             cell, nonlinearity, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, True
         )
-    dya = _np(dy)
-    if reverse:
-        dya = _flip(dya, idx)
-    if cell == "lstm":
-        g = _F.lstm_backward(cache, dya, _np(dh_n), _np(dc_n))
-    elif cell == "gru":
-        g = _F.gru_backward(cache, dya, _np(dh_n))
-    else:
-        g = _F.rnn_backward(cache, dya, _np(dh_n))
-    dx = _flip(g["x"], idx) if reverse else g["x"]
+    dx, g = _grads(cell, cache, _np(dy), _np(dh_n), _np(dc_n), reverse, idx)
     out = [torch.from_numpy(dx), torch.from_numpy(g["h0"])]
     if cell == "lstm":
         out.append(torch.from_numpy(g["c0"]))
@@ -418,6 +430,64 @@ for _cell, _op in (("gru", gru_forward_op), ("lstm", lstm_forward_op), ("rnn", r
     _op.register_autograd(_backward(_cell), setup_context=_setup_context(_cell))
 
 
+# ---- the eager path ----
+#
+# Outside torch.compile / torch.export / torch.jit.trace the modules call the same NumPy-side
+# implementation through this plain autograd.Function instead of the custom ops: the dispatcher and
+# custom_op's generic autograd wrapper cost several hundred microseconds per layer and direction of a
+# training step (see benchmarks/RESULTS.md), more than the whole kernel at small sizes. The forward
+# keeps the cache on ctx (no handle). Both paths run _run_forward and _grads: the results are
+# bitwise equal (tested).
+
+# False: always use the custom ops (tests compare both paths)
+EAGER_FAST_PATH = True
+
+
+class _EagerRNN(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        cell: str,
+        nonlinearity: str,
+        x: Tensor,
+        h0: Tensor | None,
+        c0: Tensor | None,
+        w_ih: Tensor,
+        w_hh: Tensor,
+        b_ih: Tensor | None,
+        b_hh: Tensor | None,
+        lengths: Tensor | None,
+        reverse: bool,
+    ) -> tuple[Tensor, ...]:
+        y, finals, cache, idx = _run_forward(
+            cell, nonlinearity, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, True
+        )
+        # saved for autograd's in-place-modification check only: the cache holds NumPy views of x
+        # and the weights, which must not change before backward
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        ctx.cell, ctx.cache, ctx.reverse, ctx.idx = cell, cache, reverse, idx
+        ctx.set_materialize_grads(False)
+        return (torch.from_numpy(y), *(torch.from_numpy(s) for s in finals))
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor | None, *dstates: Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        ctx.saved_tensors  # noqa: B018  (raises if an input was modified in place)
+        dh_n, dc_n = (*dstates, None)[:2]
+        dx, g = _grads(ctx.cell, ctx.cache, _np(dy), _np(dh_n), _np(dc_n), ctx.reverse, ctx.idx)
+        need = ctx.needs_input_grad
+        wrap = [
+            (dx, need[2]),
+            (g["h0"], need[3]),
+            (g.get("c0"), need[4]),
+            (g["w_ih"], need[5]),
+            (g["w_hh"], need[6]),
+            (g["b_ih"], need[7]),
+            (g["b_hh"], need[8]),
+        ]
+        out = [torch.from_numpy(a) if a is not None and n else None for a, n in wrap]
+        return (None, None, *out, None, None)
+
+
 # --------------------------------------------------------------------------------------------------
 # modules
 # --------------------------------------------------------------------------------------------------
@@ -594,12 +664,14 @@ class _RNNBase(nn.Module):
         Returns (y (T, B, D*H), [h_n (L*D, B, H)(, c_n)]).
         """
         D = 2 if self.bidirectional else 1
-        params = list(self.parameters())
         training = torch.is_grad_enabled() and (
             x.requires_grad
-            or any(p.requires_grad for p in params)
+            or any(p.requires_grad for p in self._flat_weights)
             or any(s is not None and s.requires_grad for s in states)
         )
+        eager = EAGER_FAST_PATH and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+        nl = getattr(self, "nonlinearity", "tanh")
+        pad = [None] if self._cell != "lstm" else []  # c0 slot of gru/rnn in the eager calls
         ns = len(states)
         finals: list[list[Tensor]] = [[] for _ in range(ns)]
         inp = x
@@ -611,16 +683,24 @@ class _RNNBase(nn.Module):
                 k = layer * D + d
                 s0 = [s[k] if s is not None else None for s in states]
                 w = self._weights(layer, d)
-                if self._cell == "gru":
+                if eager:
+                    if training:
+                        y, *outs = _EagerRNN.apply(
+                            self._cell, nl, inp, *s0, *pad, *w, lengths, d == 1
+                        )
+                    else:
+                        y_, fin, _, _ = _run_forward(
+                            self._cell, nl, inp, *s0, *pad, *w, lengths, d == 1, False
+                        )
+                        y, outs = torch.from_numpy(y_), [torch.from_numpy(f) for f in fin]
+                elif self._cell == "gru":
                     y, h_n, _ = gru_forward_op(inp, *s0, *w, lengths, d == 1, training)
                     outs = [h_n]
                 elif self._cell == "lstm":
                     y, h_n, c_n, _ = lstm_forward_op(inp, *s0, *w, lengths, d == 1, training)
                     outs = [h_n, c_n]
                 else:
-                    y, h_n, _ = rnn_forward_op(
-                        inp, *s0, *w, lengths, d == 1, training, self.nonlinearity
-                    )
+                    y, h_n, _ = rnn_forward_op(inp, *s0, *w, lengths, d == 1, training, nl)
                     outs = [h_n]
                 ys.append(y)
                 for j in range(ns):
