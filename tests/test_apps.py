@@ -77,7 +77,7 @@ def test_caption_without_sklearn_names_the_extra(monkeypatch: pytest.MonkeyPatch
 
 
 def test_new_tasks_are_registered() -> None:
-    for name in ("caption", "suggest", "dates"):
+    for name in ("caption", "suggest", "dates", "digits"):
         assert name in list_tasks()
         assert get_task(name).name == name
 
@@ -231,3 +231,109 @@ def test_dates_seq2seq_learns_beyond_the_baselines() -> None:
     assert final["val_accuracy"] > 0.3, final
     assert final["val_beam_accuracy"] >= final["val_accuracy"] - 0.02, final
     assert final["baseline_majority_accuracy"] < 0.05
+
+
+# --------------------------------------------------------------------------------------------------
+# digits (sequential rows)
+# --------------------------------------------------------------------------------------------------
+
+
+@needs_sklearn
+def test_digits_rows_are_the_images_and_the_rnn_beats_the_linear_baseline() -> None:
+    from sklearn.datasets import load_digits
+
+    task = get_task("digits")
+    train, val = task.make_data(seed=0)
+    assert train.x.shape == (8, train.n, 8) and val.y.dtype == np.int64
+    images = load_digits().images / 16.0
+    j = 5
+    match = [i for i in range(len(images)) if np.allclose(images[i], train.x[:, j, :])]
+    assert match and load_digits().target[match[0]] == train.y[j]
+    res = run_task("digits", epochs=8)
+    final = res.final
+    assert final["baseline_majority_accuracy"] < 0.15
+    assert final["val_accuracy"] > 0.9, final
+
+
+# --------------------------------------------------------------------------------------------------
+# suggest
+# --------------------------------------------------------------------------------------------------
+
+SMALL_SUGGEST = {"vocab_size": 300, "n_train": 400, "seq_len": 16}
+
+
+def test_suggest_data_and_bigram_baseline_recomputed() -> None:
+    from collections import Counter
+
+    from rnnfast.tasks.suggest import UNK, load_corpus
+
+    task = get_task("suggest")
+    train, val = task.make_data(seed=0, **SMALL_SUGGEST)
+    vocab = train.info["vocab"]
+    assert vocab[0] == UNK and len(vocab) == 300
+    words = load_corpus()
+    cut = len(train.info["ids"])
+    counts = Counter(words[:cut])
+    assert vocab[1:] == sorted(counts, key=lambda w: (-counts[w], w))[:299]
+    np.testing.assert_array_equal(train.y[:-1], train.x[1:])  # y is x shifted by one word
+    base = task.baseline(val, train)
+    # the bigram top-5 by brute force on a few positions
+    ids = train.info["ids"]
+    follow: dict[int, Counter] = {}
+    for a, b in zip(ids[:-1], ids[1:]):
+        follow.setdefault(int(a), Counter())[int(b)] += 1
+    uni = Counter(ids.tolist())
+    hits = total = 0
+    for t in range(val.x.shape[0]):
+        for j in range(val.x.shape[1]):
+            if val.y[t, j] == 0:
+                continue
+            c = follow.get(int(val.x[t, j]), Counter())
+            ranked = sorted(
+                (w for w in set(c) | set(uni) if w != 0), key=lambda w: (-c[w], -uni[w])
+            )
+            hits += int(val.y[t, j]) in ranked[:5]
+            total += 1
+    assert abs(base["bigram_top5_accuracy"] - hits / total) < 0.01
+    assert base["unigram_top5_accuracy"] < base["bigram_top5_accuracy"]
+
+
+def test_suggest_learns_and_the_cli_suggests(tmp_path, capsys) -> None:
+    from rnnfast.cli import main
+
+    path = tmp_path / "suggest.npz"
+    rc = main(
+        [
+            "train",
+            "--task",
+            "suggest",
+            "--epochs",
+            "1",
+            "--hidden",
+            "32",
+            "--n-train",
+            "200",
+            "--no-progress",
+            "--save",
+            str(path),
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "validation top-5 accuracy" in out
+    rc = main(["suggest", str(path), "raise an exception if the", "--k", "3"])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    probs = [float(line.split("\t")[1]) for line in lines]
+    assert probs == sorted(probs, reverse=True) and all(0 < p < 1 for p in probs)
+    assert all(line.split("\t")[0] != "<unk>" for line in lines)
+    assert main(["suggest", str(path), "!!!"]) == 2
+    assert "expected at least one word" in capsys.readouterr().err
+
+
+def test_suggest_model_beats_the_unigram_baseline() -> None:
+    res = run_task("suggest", epochs=4, hidden=64, n_train=1000, vocab_size=300, embedding_dim=32)
+    final = res.final
+    assert final["val_top5_accuracy"] > final["baseline_unigram_top5_accuracy"] + 0.03, final
+    assert final["val_top1_accuracy"] > 0.08, final

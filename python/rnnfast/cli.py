@@ -10,6 +10,7 @@ Subcommands::
         [--optimizer adam|adamw|sgd|rmsprop] [--n-train N] [--mode many_to_one|many_to_many]
         [--text PATH] [--distributed]           # --distributed: under `mpiexec -n N`, over MPI
     python -m rnnfast sample CHECKPOINT [--prime TEXT] [--length N] [--temperature X] [--seed N]
+    python -m rnnfast suggest CHECKPOINT "the value of the" [--k 5]   # next-word suggestions
     python -m rnnfast diagnose --task adding [--cell rnn,lstm,gru] [--seq-len N]
         [--train-steps N] [--explode-steps N] [--plot PATH]
     python -m rnnfast gradcheck                 # C++ vs reference vs finite differences, every cell
@@ -289,6 +290,22 @@ def _score_line(task: Any, final: dict[str, Any]) -> str:
             f"bigram {final['baseline_bigram_nats']:.3f}, "
             f"unigram {final['baseline_unigram_nats']:.3f}, "
             f"uniform {final['baseline_uniform_nats']:.3f}"
+        )
+    if task.name == "suggest":
+        return (
+            f"validation top-5 accuracy {final['val_top5_accuracy']:.1%} "
+            f"(top-1 {final['val_top1_accuracy']:.1%}) vs bigram top-5 "
+            f"{final['baseline_bigram_top5_accuracy']:.1%} (top-1 "
+            f"{final['baseline_bigram_top1_accuracy']:.1%}), unigram top-5 "
+            f"{final['baseline_unigram_top5_accuracy']:.1%}"
+        )
+    if task.name == "dates":
+        return (
+            f"validation sequence accuracy {final['val_accuracy']:.1%} greedy, "
+            f"{final['val_beam_accuracy']:.1%} beam search (characters "
+            f"{final['val_char_accuracy']:.1%}) vs most common answer "
+            f"{final['baseline_majority_accuracy']:.1%} (characters, per-position majority: "
+            f"{final['baseline_per_position_majority_char_accuracy']:.1%})"
         )
     acc = final["val_accuracy"]
     bases = ", ".join(
@@ -613,6 +630,50 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suggest(args: argparse.Namespace) -> int:
+    """Top-k next words after a prompt from a ``suggest`` checkpoint."""
+    from .io import load
+    from .modules import SequenceModel
+    from .tasks.suggest import suggest_words
+
+    try:
+        ckpt = load(args.checkpoint)
+    except FileNotFoundError:
+        raise CLIError(f"{args.checkpoint}: no such checkpoint") from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    vocab = ckpt.meta.get("vocab")
+    if (
+        ckpt.meta.get("task") != "suggest"
+        or not isinstance(vocab, list)
+        or not all(isinstance(w, str) for w in vocab)
+    ):
+        raise CLIError(
+            f"{args.checkpoint}: not a suggest checkpoint (train one with "
+            "`python -m rnnfast train --task suggest --save PATH`)"
+        )
+    try:
+        model = ckpt.build_model()  # rnnfast's own classes only; config and weights validated
+    except (ValueError, TypeError, MemoryError) as exc:
+        raise CLIError(f"{args.checkpoint}: {exc}") from None
+    if (
+        not isinstance(model, SequenceModel)
+        or model.embedding is None
+        or model.embedding.num_embeddings != len(vocab)
+        or model.head.out_features != len(vocab)
+    ):
+        raise CLIError(
+            f"{args.checkpoint}: expected a word model over meta.vocab ({len(vocab)} words)"
+        )
+    try:
+        words = suggest_words(model, vocab, args.prompt, k=args.k)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    for word, p in words:
+        print(f"{word}\t{p:.3f}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------
 # diagnose
 # --------------------------------------------------------------------------------------------------
@@ -739,7 +800,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="rnnfast: fast CPU RNN/LSTM/GRU training, "
         "built-in tasks, gradient diagnostics.",
     )
-    sub = p.add_subparsers(dest="command", metavar="{demo,train,sample,diagnose,gradcheck,tasks}")
+    sub = p.add_subparsers(
+        dest="command", metavar="{demo,train,sample,suggest,diagnose,gradcheck,tasks}"
+    )
     sub.required = True
 
     def common(sp: argparse.ArgumentParser, seed: int | None = 0) -> None:
@@ -798,6 +861,12 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--temperature", type=_positive_float, default=0.8)
     common(sa)
     sa.set_defaults(func=cmd_sample)
+
+    sg = sub.add_parser("suggest", help="next-word suggestions from a suggest checkpoint")
+    sg.add_argument("checkpoint", help="checkpoint written by `train --task suggest --save PATH`")
+    sg.add_argument("prompt", help="the words typed so far, e.g. 'the value of the'")
+    sg.add_argument("--k", type=_positive_int, default=5, help="how many words (default 5)")
+    sg.set_defaults(func=cmd_suggest)
 
     dg = sub.add_parser("diagnose", help="show vanishing and exploding gradients")
     dg.add_argument("--task", default="adding", choices=["adding"])

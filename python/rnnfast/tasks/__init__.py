@@ -8,7 +8,7 @@ baselines, and :func:`run_task` that trains a task end to end.
 >>> result = run_task("adding", cell="gru", epochs=2)    # -> RunResult(model, history, final, ...)
 
 Tasks: ``sine``, ``sentiment``, ``sentiment-large``, ``adding``, ``charlm``, ``speech``,
-``caption``, ``suggest``, ``dates``.
+``caption``, ``suggest``, ``dates``, ``digits``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .caption import CaptionTask
 from .charlm import CharLMTask
 from .dates import DatesTask
 from .sentiment import SentimentLargeTask, SentimentTask
+from .seqdigits import SeqDigitsTask
 from .sine import SineTask
 from .speech import SpeechTask
 from .suggest import SuggestTask
@@ -53,6 +54,7 @@ _TASKS: dict[str, type[Task]] = {
         CaptionTask,
         SuggestTask,
         DatesTask,
+        SeqDigitsTask,
     )
 }
 

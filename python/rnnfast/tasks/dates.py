@@ -27,13 +27,22 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ._base import Split, Task, check_positive_int, check_seed
 
-__all__ = ["DatesTask", "FORMATS", "SRC_VOCAB", "TGT_VOCAB", "date_text", "decode_iso"]
+__all__ = [
+    "DatesTask",
+    "FORMATS",
+    "SRC_VOCAB",
+    "TGT_VOCAB",
+    "date_text",
+    "decode_iso",
+    "encode_source",
+]
 
 _MONTHS = {
     "en": "january february march april may june july august september october november "
@@ -174,7 +183,17 @@ def decode_iso(ids: Any) -> str:
     return "".join(out)
 
 
-def _encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def encode_source(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Source texts -> (x (S, N) int64 character ids, padded with 0; lengths (N,) int64).
+
+    Raises ValueError naming characters outside :data:`SRC_VOCAB` (texts are lower-cased first).
+    """
+    texts = [t.lower() for t in texts]
+    if not texts or not all(texts):
+        raise ValueError("texts: expected at least one non-empty text")
+    bad = sorted({c for t in texts for c in t if c not in _SRC_INDEX})
+    if bad:
+        raise ValueError(f"texts: characters outside the source vocabulary: {''.join(bad)!r}")
     lengths = np.array([len(t) for t in texts], dtype=np.int64)
     x = np.zeros((int(lengths.max()), len(texts)), dtype=np.int64)
     for j, t in enumerate(texts):
@@ -230,7 +249,7 @@ class DatesTask(Task):
             dates = [_dt.date.fromordinal(int(o)) for o in days]
             texts = [date_text(d, int(f)) for d, f in zip(dates, fmts)]
             iso = [d.isoformat() for d in dates]
-            x, lengths = _encode(texts)
+            x, lengths = encode_source(texts)
             y = np.array([[_TGT_INDEX[c] for c in s] + [_TGT_INDEX["<eos>"]] for s in iso]).T
             info = {
                 "texts": texts,
