@@ -77,7 +77,7 @@ def test_caption_without_sklearn_names_the_extra(monkeypatch: pytest.MonkeyPatch
 
 
 def test_new_tasks_are_registered() -> None:
-    for name in ("caption", "suggest", "dates", "digits"):
+    for name in ("caption", "suggest", "dates", "digits", "sunspots", "co2"):
         assert name in list_tasks()
         assert get_task(name).name == name
 
@@ -337,3 +337,60 @@ def test_suggest_model_beats_the_unigram_baseline() -> None:
     final = res.final
     assert final["val_top5_accuracy"] > final["baseline_unigram_top5_accuracy"] + 0.03, final
     assert final["val_top1_accuracy"] > 0.08, final
+
+
+# --------------------------------------------------------------------------------------------------
+# sunspots, co2 (statsmodels)
+# --------------------------------------------------------------------------------------------------
+
+HAVE_STATSMODELS = importlib.util.find_spec("statsmodels") is not None
+needs_statsmodels = pytest.mark.skipif(
+    not HAVE_STATSMODELS, reason="statsmodels (the rnnfast[data] extra) is not installed"
+)
+
+
+@needs_statsmodels
+@pytest.mark.parametrize("name,period,n_values", [("sunspots", 11, 309), ("co2", 12, 526)])
+def test_forecast_windows_and_baselines_recomputed(name: str, period: int, n_values: int) -> None:
+    from rnnfast.tasks.forecast import load_co2_monthly, load_sunspots
+
+    s = load_sunspots() if name == "sunspots" else load_co2_monthly()
+    assert s.shape == (n_values,) and np.all(np.isfinite(s))
+    task = get_task(name)
+    seq_len = 20 if name == "sunspots" else 24
+    train, val = task.make_data(seed=0, seq_len=seq_len, val_fraction=0.2)
+    cut = int(n_values * 0.8)
+    scale = np.std(np.diff(s[:cut]))
+    assert train.n + val.n == n_values - seq_len
+    # the last validation window: the last seq_len values before the final one, relative to the
+    # last input value
+    want_x = (s[-seq_len - 1 : -1] - s[-2]) / scale
+    np.testing.assert_allclose(val.x[:, -1, 0], want_x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(val.y[-1, 0], (s[-1] - s[-2]) / scale, rtol=1e-5)
+    targets = np.arange(cut, n_values)
+    pers = np.mean(((s[targets] - s[targets - 1]) / scale) ** 2)
+    seas = np.mean(((s[targets] - s[targets - period]) / scale) ** 2)
+    base = task.baseline(val, train)
+    assert base["persistence_mse"] == pytest.approx(pers, rel=1e-5)
+    assert base["seasonal_naive_mse"] == pytest.approx(seas, rel=1e-5)
+
+
+@needs_statsmodels
+@pytest.mark.parametrize("name", ["sunspots", "co2"])
+def test_forecast_rnn_beats_persistence_and_seasonal_naive(name: str) -> None:
+    res = run_task(name)
+    final = res.final
+    best = min(final["baseline_persistence_mse"], final["baseline_seasonal_naive_mse"])
+    assert final["val_mse"] < 0.5 * best, final
+    assert final["val_rmse"] > 0
+
+
+def test_forecast_without_statsmodels_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from rnnfast.tasks import forecast
+
+    monkeypatch.setitem(sys.modules, "statsmodels", None)
+    monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)
+    with pytest.raises(ImportError, match=r"rnnfast\[data\]"):
+        forecast.load_sunspots()

@@ -8,7 +8,8 @@ baselines, and :func:`run_task` that trains a task end to end.
 >>> result = run_task("adding", cell="gru", epochs=2)    # -> RunResult(model, history, final, ...)
 
 Tasks: ``sine``, ``sentiment``, ``sentiment-large``, ``adding``, ``charlm``, ``speech``,
-``caption``, ``suggest``, ``dates``, ``digits``.
+``caption``, ``suggest``, ``dates``, ``digits``,
+``sunspots``, ``co2``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .adding import AddingTask
 from .caption import CaptionTask
 from .charlm import CharLMTask
 from .dates import DatesTask
+from .forecast import CO2Task, SunspotsTask
 from .sentiment import SentimentLargeTask, SentimentTask
 from .seqdigits import SeqDigitsTask
 from .sine import SineTask
@@ -55,6 +57,8 @@ _TASKS: dict[str, type[Task]] = {
         SuggestTask,
         DatesTask,
         SeqDigitsTask,
+        SunspotsTask,
+        CO2Task,
     )
 }
 
