@@ -333,3 +333,17 @@ def test_global_norm_against_the_per_array_formula(dtype: Any) -> None:
         _assert_bitwise(v, g2[k] * scale, f"clipped {k}")
     arrays["head"][1, 2] = np.nan
     assert math.isnan(optim.grad_sumsq_maxabs(arrays)[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_embedding_backward_is_bitwise_add_at(dtype: Any) -> None:
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 7, 500)  # many repeats: the order of the sums matters
+    dy = rng.standard_normal((500, 3)).astype(dtype)
+    a = rng.standard_normal((7, 3)).astype(dtype)
+    b = a.copy()
+    np.add.at(a, ids, dy)
+    core.embedding_backward(b, ids, dy)
+    _assert_bitwise(b, a, "embedding gradient")
+    with pytest.raises(ValueError, match=r"ids: expected values in \[0, 7\)"):
+        core.embedding_backward(b, np.array([0, 7]), dy[:2])

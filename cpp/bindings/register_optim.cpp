@@ -1,4 +1,5 @@
-// Bindings of the fused optimizer updates and gradient statistics (rnnfast/optim.hpp).
+// Bindings of the fused optimizer updates and gradient statistics (rnnfast/optim.hpp), and of the
+// embedding's gradient (rnnfast/layers.hpp).
 //
 // Convert and check, nothing else: every array must be C-contiguous, of the parameter's dtype and
 // shape (any shape: a whole flat buffer or one parameter array); the state arrays are updated in
@@ -10,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "rnnfast/layers.hpp"
 #include "rnnfast/optim.hpp"
 
 namespace py = pybind11;
@@ -188,4 +190,33 @@ void register_optim(py::module_& m) {
         });
       },
       py::arg("g"), py::arg("value"), "np.clip(g, -value, value, out=g).");
+
+  m.def(
+      "embedding_backward",
+      [](const py::object& dw, const py::object& ids, const py::object& dy) {
+        py::array ia = as_array("ids", ids);
+        if (!py::isinstance<py::array_t<std::int64_t>>(ids) || ia.ndim() != 1 || !(ia.flags() & py::array::c_style))
+          throw py::type_error("ids: expected a C-contiguous 1-D int64 array, got dtype " + std::string(py::str(ia.dtype())) +
+                               " and shape " + shape_str(ia));
+        dispatch("dw", dw, [&](auto s, const py::array& wa) {
+          using S = decltype(s);
+          S* wp = checked_like<S>("dw", wa, wa, true);
+          if (wa.ndim() != 2) throw py::value_error("dw: expected a 2-D array (V, D), got shape " + shape_str(wa));
+          const Index V = wa.shape(0), D = wa.shape(1), N = ia.shape(0);
+          py::array ya = as_array("dy", dy);
+          if (ya.ndim() != 2 || ya.shape(0) != N || ya.shape(1) != D)
+            throw py::value_error("dy: expected shape (" + std::to_string(N) + ", " + std::to_string(D) + "), got " +
+                                  shape_str(ya));
+          const S* yp = checked_like<S>("dy", ya, ya, false);
+          const std::int64_t* ip = static_cast<const std::int64_t*>(ia.data());
+          for (Index n = 0; n < N; ++n)
+            if (ip[n] < 0 || ip[n] >= V)
+              throw py::value_error("ids: expected values in [0, " + std::to_string(V) + "), got " +
+                                    std::to_string(ip[n]) + " at " + std::to_string(n));
+          // Safe without the GIL: the arrays are held by the caller's frame; only dw is written.
+          py::gil_scoped_release nogil;
+          rnnfast::embedding_backward<S>(wp, ip, yp, N, D);
+        });
+      },
+      py::arg("dw"), py::arg("ids"), py::arg("dy"), "np.add.at(dw, ids, dy) for a (V, D) table: same order, same sums.");
 }

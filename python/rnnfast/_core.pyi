@@ -215,6 +215,9 @@ def grad_scale(g: _F, coef: float) -> None:
 def grad_clip(g: _F, value: float) -> None:
     """np.clip(g, -value, value, out=g) in place."""
 
+def embedding_backward(dw: _F, ids: npt.NDArray[np.int64], dy: _F) -> None:
+    """np.add.at(dw, ids, dy) for dw (V, D), ids (N,) in [0, V), dy (N, D): same order and sums."""
+
 # ---- one-step forward for streaming inference (register_step.cpp) ----
 class _StepPlanBase:
     """A unidirectional stack's weights, checked once (held by the plan)."""

@@ -2107,7 +2107,14 @@ class Embedding(_FlatParams):
             raise ValueError(
                 f"grad_output: expected shape {ids.shape + (self.embedding_dim,)}, got {dy.shape}"
             )
-        np.add.at(self.grads["weight"], ids.reshape(-1), dy.reshape(-1, self.embedding_dim))
+        from ._loader import core
+
+        # np.add.at(grads["weight"], ids, dy) in one compiled pass (same order, same sums)
+        core.embedding_backward(
+            self.grads["weight"],
+            np.ascontiguousarray(ids.reshape(-1), dtype=np.int64),
+            np.ascontiguousarray(dy.reshape(-1, self.embedding_dim)),
+        )
 
     def __repr__(self) -> str:
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
