@@ -180,7 +180,7 @@ def check(ref: nn.Module, fast: nn.Module, x: torch.Tensor, target: torch.Tensor
         m.zero_grad(set_to_none=True)
         loss = nn.functional.mse_loss(m(x), target)
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         grads.append([p.grad.detach().clone() for p in m.parameters()])
         m.zero_grad(set_to_none=True)
     errs.append(abs(losses[1] - losses[0]) / abs(losses[0]))

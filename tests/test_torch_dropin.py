@@ -370,6 +370,18 @@ def test_in_place_change_before_backward_is_caught(path: str) -> None:
         y.sum().backward()
 
 
+def test_double_backward_is_refused(path: str) -> None:
+    """The kernels' backward is not differentiable: a second backward through it is an error, never
+    a silently wrong (zero) second derivative."""
+    gru = rt.GRU(N_IN, H)
+    x = torch.randn(T, B, N_IN, requires_grad=True)
+    y, _ = gru(x)
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    match = "differentiate twice" if path == "eager" else "no autograd formula was registered"
+    with pytest.raises(RuntimeError, match=match):
+        gx.sum().backward()
+
+
 def test_backward_recomputes_without_cache() -> None:
     """A handle that leads to no cache: the backward op recomputes the forward, same gradients."""
     g = torch.Generator().manual_seed(0)

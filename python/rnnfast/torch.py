@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from . import functional as _F
@@ -470,6 +471,7 @@ class _EagerRNN(torch.autograd.Function):
         return (torch.from_numpy(y), *(torch.from_numpy(s) for s in finals))
 
     @staticmethod
+    @once_differentiable  # the kernels' backward is not itself differentiable: a clear error
     def backward(ctx: Any, dy: Tensor | None, *dstates: Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
         ctx.saved_tensors  # noqa: B018  (raises if an input was modified in place)
         dh_n, dc_n = (*dstates, None)[:2]
