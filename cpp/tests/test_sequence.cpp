@@ -362,6 +362,54 @@ TEST_P(EdgeTest, NaNInOneSequenceStaysInThatSequence) {
   for (double v : r2.y) { EXPECT_FALSE(std::isinf(v)) << "tanh/sigmoid outputs are bounded"; }
 }
 
+// The initial state of a sequence of length 0 is carried over its padded steps to h_n and reaches no
+// other result: dW_hh = sum dgates^T h_{t-1} must not compute 0 * NaN on those rows.
+template <class S>
+void check_nonfinite_state_of_empty_sequence_is_isolated(CellKind cell, S bad) {
+  std::mt19937_64 rng(11);
+  const Index T = 5, B = 3, I = 2, H = 5;
+  const Params p = random_params(cell, I, H, true, rng);
+  const Vec x = random_vec(T * B * I, rng), dy = random_vec(T * B * H, rng);
+  Vec h0 = random_vec(B * H, rng), c0 = random_vec(B * H, rng);
+  const std::vector<std::int64_t> len{5, 0, 3};
+  for (Index j = 0; j < H; ++j) h0[static_cast<std::size_t>(1 * H + j)] = c0[static_cast<std::size_t>(1 * H + j)] = 0.0;
+  const Vec no_c0 = cell == CellKind::lstm ? c0 : Vec{};
+  KernelRun<S> clean(p, T, B, x, h0, no_c0, len);
+  clean.forward(true);
+  clean.backward(dy, {}, {});
+  std::vector<S> dirty_h0 = clean.h0, dirty_c0 = clean.c0;
+  for (Index j = 0; j < H; ++j) {
+    dirty_h0[static_cast<std::size_t>(1 * H + j)] = bad;
+    if (cell == CellKind::lstm) dirty_c0[static_cast<std::size_t>(1 * H + j)] = bad;
+  }
+  KernelRun<S> dirty(p, T, B, x, h0, no_c0, len);
+  dirty.h0 = dirty_h0;
+  dirty.c0 = dirty_c0;
+  dirty.forward(true);
+  dirty.backward(dy, {}, {});
+  for (const auto& [name, a, b] : {std::tuple{"y", &dirty.y, &clean.y}, std::tuple{"dx", &dirty.dx, &clean.dx},
+                                   std::tuple{"dw_ih", &dirty.dw_ih, &clean.dw_ih},
+                                   std::tuple{"dw_hh", &dirty.dw_hh, &clean.dw_hh},
+                                   std::tuple{"db_ih", &dirty.db_ih, &clean.db_ih},
+                                   std::tuple{"db_hh", &dirty.db_hh, &clean.db_hh},
+                                   std::tuple{"dh0", &dirty.dh0, &clean.dh0}}) {
+    for (S v : *a) { ASSERT_TRUE(std::isfinite(v)) << name << " non-finite after h0[1] = " << bad; }
+    EXPECT_TRUE(bitwise_equal(name, *a, *b)) << "h0[1] = " << bad;
+  }
+  for (Index j = 0; j < H; ++j) {  // the empty sequence's own final state carries its h0
+    const S v = dirty.h_n[static_cast<std::size_t>(1 * H + j)];
+    EXPECT_TRUE(std::isnan(bad) ? std::isnan(v) : v == bad) << "h_n[1, " << j << "] = " << v;
+  }
+}
+
+TEST_P(EdgeTest, NonFiniteInitialStateOfEmptySequenceIsIsolated) {
+  for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+                     -std::numeric_limits<double>::infinity()}) {
+    check_nonfinite_state_of_empty_sequence_is_isolated<double>(GetParam(), bad);
+    check_nonfinite_state_of_empty_sequence_is_isolated<float>(GetParam(), static_cast<float>(bad));
+  }
+}
+
 TEST(EdgeTestRnn, InitialStateMayAliasCacheSlot) {
   // sequence.hpp allows h0 / c0 to alias the cache's step-0 slot (the stream relies on it).
   std::mt19937_64 rng(10);
