@@ -142,3 +142,20 @@ def test_fit_sizes_the_stream_by_min_k2_and_t(monkeypatch: pytest.MonkeyPatch) -
         np.testing.assert_array_equal(huge[k], v, err_msg=f"{k}: bptt=(3, 20000) vs (3, 10)")
     for k, v in _fit(bptt=(10, 10)).items():
         np.testing.assert_array_equal(big_k1[k], v, err_msg=f"{k}: bptt=(50, 20000) vs (10, 10)")
+
+
+def test_stateful_fit_sizes_the_stream_by_the_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stateful training carries one stream through an epoch (n_batches * T steps, restarted every
+    epoch): k2 beyond that sizes nothing larger, with the same training."""
+    seen: list[tuple[int, int]] = []
+    begin = M.RNNBase.stream_begin
+
+    def spy(self: M.RNNBase, batch_size: int, k1: int, k2: int, *a: Any, **kw: Any) -> None:
+        seen.append((k1, k2))
+        begin(self, batch_size, k1, k2, *a, **kw)
+
+    monkeypatch.setattr(M.RNNBase, "stream_begin", spy)
+    huge = _fit(bptt=(3, 20000), stateful=True)  # 8 sequences, batches of 4: 2 * 10 steps
+    assert seen and all(k2 <= 20 for _, k2 in seen), f"streams begun with (k1, k2) = {seen}"
+    for k, v in _fit(bptt=(3, 20), stateful=True).items():
+        np.testing.assert_array_equal(huge[k], v, err_msg=f"{k}: bptt=(3, 20000) vs (3, 20)")

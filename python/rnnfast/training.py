@@ -1237,6 +1237,10 @@ def fit(
                 )
             if stateful and not stream_loaded and pos["batch"] == 0 and pos["chunk"] == 0:
                 k1s, k2s = bptt if bptt else (train.x.shape[0], train.x.shape[0])
+                # chunks never exceed T and the stream restarts every epoch (n_batches * T steps):
+                # size its buffers by that, not by a larger k2 (same gradients)
+                t_all = train.x.shape[0]
+                k1s, k2s = min(k1s, t_all), min(k2s, n_batches * t_all)
                 model.stream_begin(
                     batch_size if dist is None else dist.local_size(batch_size),
                     k1s,
