@@ -75,13 +75,13 @@ class SuggestTask(Task):
     kind = "multiclass"
     data_options = ("seq_len", "n_train", "val_fraction", "vocab_size")
     default_config: dict[str, Any] = {
-        "cell": "lstm",
-        "hidden": 128,
+        "cell": "gru",
+        "hidden": 256,
         "layers": 1,
         "seq_len": 32,
         "batch_size": 32,
-        "epochs": 4,
-        "lr": 0.005,
+        "epochs": 5,
+        "lr": 0.002,
         "optimizer": "adam",
         "clip_norm": 1.0,
         "bptt": None,
@@ -90,10 +90,11 @@ class SuggestTask(Task):
         "init": None,
         "dtype": "float32",
         "seed": 0,
-        "embedding_dim": 64,
+        "embedding_dim": 128,
         "n_train": 2000,
         "val_fraction": 0.1,
         "vocab_size": 1000,
+        "dropout": 0.0,
     }
 
     def make_data(
@@ -152,9 +153,28 @@ class SuggestTask(Task):
         }
 
     def build_model(self, cfg: dict[str, Any], train: Split) -> Any:
-        cfg = dict(cfg)
-        cfg.setdefault("embedding_dim", self.default_config["embedding_dim"])
-        return super().build_model(cfg, train)
+        """An embedding + ``cell`` stack + head over the vocabulary; ``dropout`` between the
+        stacked layers (only with ``layers`` >= 2)."""
+        from ..modules import build_model
+
+        if cfg["cell"] not in ("rnn", "lstm", "gru"):
+            raise ValueError(f"cell: the suggest task takes rnn, lstm or gru, got {cfg['cell']!r}")
+        v = len(train.info["vocab"])
+        dim = int(cfg.get("embedding_dim") or self.default_config["embedding_dim"])
+        return build_model(
+            str(cfg["cell"]),
+            dim,
+            int(cfg["hidden"]),
+            v,
+            mode="many_to_many",
+            num_layers=int(cfg["layers"]),
+            dtype=np.dtype(cfg.get("dtype", "float32")).type,
+            seed=int(cfg["seed"]),
+            init=cfg.get("init") or "torch",
+            vocab_size=v,
+            embedding_dim=dim,
+            dropout=float(cfg.get("dropout", 0.0)) if int(cfg["layers"]) > 1 else 0.0,
+        )
 
     def _k(self) -> int:
         return TOP_K
