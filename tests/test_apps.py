@@ -394,3 +394,32 @@ def test_forecast_without_statsmodels_names_the_extra(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)
     with pytest.raises(ImportError, match=r"rnnfast\[data\]"):
         forecast.load_sunspots()
+
+
+def test_dates_trains_from_the_cli_and_saves_a_seq2seq(tmp_path, capsys) -> None:
+    from rnnfast.cli import main
+    from rnnfast.io import load
+    from rnnfast.seq2seq import Seq2Seq
+
+    path = tmp_path / "dates.npz"
+    rc = main(
+        ["train", "--task", "dates", "--n-train", "64", "--epochs", "1", "--hidden", "16"]
+        + ["--no-progress", "--save", str(path)]
+    )
+    assert rc == 0
+    assert "validation sequence accuracy" in capsys.readouterr().out
+    ckpt = load(path)
+    assert ckpt.meta["task"] == "dates" and ckpt.meta["vocab"][0] == "<pad>"
+    assert isinstance(ckpt.build_model(), Seq2Seq)
+
+
+def test_plot_attention_writes_an_image(tmp_path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib (rnnfast[plot]) is not installed")
+    from rnnfast.seq2seq import plot_attention
+
+    w = np.full((3, 4), 0.25)
+    path = tmp_path / "att.png"
+    plot_attention(w, list("ab c"), ["1", "2", "<eos>"], str(path), title="t")
+    assert path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="expected shape"):
+        plot_attention(w, list("abc"), ["1"], str(path))
