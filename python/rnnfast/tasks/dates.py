@@ -213,7 +213,7 @@ class DatesTask(Task):
         "cell": "gru",
         "hidden": 64,
         "layers": 1,
-        "seq_len": 45,
+        "seq_len": None,  # sources are ragged (10-55 characters); not an option here
         "batch_size": 64,
         "epochs": 8,
         "lr": 0.005,
