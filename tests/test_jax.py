@@ -262,6 +262,21 @@ def test_vmap(cell: str, nl: str) -> None:
     assert rj.cache_info()["entries"] == 0
 
 
+def test_pure_callback_fallback(monkeypatch: Any) -> None:
+    """Without the host-call primitive (another jax version, RNNFAST_JAX_CALLBACK=pure) the same
+    functions run on jax.pure_callback with the same results, vmap included."""
+    p = _inputs("gru", "float32")
+    want = _both_cases("rj", "gru", "tanh")([p, _inputs("gru", "float32", bias=False)])
+    xs = jnp.stack([p["x"], 0.5 * p["x"]])
+    grad = jax.grad(lambda q, x: _loss("rj", "gru", "tanh", LENGTHS)({**q, "x": x}))
+    vg = jax.jit(jax.vmap(grad, in_axes=(None, 0)))(p, xs)
+    monkeypatch.setattr(rj, "_HOST_PRIMITIVE", None)
+    got = _both_cases("rj", "gru", "tanh")([p, _inputs("gru", "float32", bias=False)])
+    _compare(got, want, 0.0, "pure_callback ")
+    _compare(jax.jit(jax.vmap(grad, in_axes=(None, 0)))(p, xs), vg, 0.0, "pure_callback vmap ")
+    assert rj.cache_info()["entries"] == 0
+
+
 # --------------------------------------------------------------------------------------------------
 # the host store of forward activations
 # --------------------------------------------------------------------------------------------------

@@ -8,23 +8,30 @@ both None; LSTM gates i, f, g, o; GRU r, z, n with n = tanh(W_in x + b_in + r*(W
 ``lengths`` (B,) integers in [0, T] make a ragged batch: steps past a sequence's length give
 y = 0 and carry the state, so h_n is the state after the last valid step (h0 when the length is 0).
 
-How it runs: each function is a ``jax.custom_vjp`` whose forward and backward are
-``jax.pure_callback`` calls into rnnfast's kernels (the GIL is released inside them). Under ``jit``
-the callback is one opaque op in the XLA program; ``grad`` runs the kernels' forward in training
-mode, keeps its activations on the host under an int32 token that travels as a residual, and the
-backward callback picks them up by that token (recomputing the forward if they are gone, e.g. after
-``jax.checkpoint`` rematerialisation or a second call of a vjp function, so results never depend
-on the store). Activations whose backward never runs (``jax.vjp`` without calling the vjp
-function) stay in a host store bounded by :data:`CACHE_LIMIT_BYTES` (oldest dropped first);
-:func:`clear_cache` empties it.
+How it runs: each function is a ``jax.custom_vjp`` whose forward and backward are host calls into
+rnnfast's kernels (the GIL is released inside them). Under ``jit`` a host call is one opaque op
+in the XLA program; ``grad`` runs the kernels' forward in training mode, keeps its activations on
+the host under an int32 token that travels as a residual, and the backward call picks them up by
+that token (recomputing the forward if they are gone, e.g. after ``jax.checkpoint``
+rematerialisation or a second call of a vjp function, so results never depend on the store).
+Activations whose backward never runs (``jax.vjp`` without calling the vjp function) stay in a
+host store bounded by :data:`CACHE_LIMIT_BYTES` (oldest dropped first); :func:`clear_cache`
+empties it.
 
-Why ``pure_callback`` and not ``jax.ffi``: an FFI target would be a C++ handler compiled against
-XLA's FFI headers (shipped in jaxlib) and registered at import; rnnfast's extension is built without
-jaxlib, and building a second one against a specific jaxlib release would tie rnnfast's wheels to
-jaxlib versions. The callback costs a host round trip per call (measured in
-benchmarks/RESULTS.md); it is the price of a CPU-only, version-independent drop-in.
+The host call: XLA's CPU host-callback custom call, the one ``jax.pure_callback`` lowers to, but
+reached through a small primitive of this module that passes XLA's buffers to the kernels as NumPy
+arrays; ``jax.pure_callback`` itself first re-wraps every argument into a jax Array, which costs
+~5x more per call (benchmarks/RESULTS.md). The primitive needs the private
+``jax._src.callback.emit_python_callback``; without it (another jax version) or with
+``RNNFAST_JAX_CALLBACK=pure`` in the environment, ``jax.pure_callback`` with
+``vmap_method="expand_dims"`` is used, with the same results (:data:`CALLBACK_KIND` says which).
+Not ``jax.ffi``: an FFI target is a C++ handler compiled against XLA's FFI headers (shipped in
+jaxlib); rnnfast's extension is built without jaxlib, and a second one built against a jaxlib
+release would tie rnnfast's wheels to jaxlib versions. On a non-CPU default backend the arrays are
+copied to the host and back (pure_callback path).
 
-``vmap``: the callbacks use ``vmap_method="expand_dims"`` and handle the vmapped axes themselves.
+``vmap``: the host callbacks take any number of leading vmapped axes (size 1 where an argument is
+not vmapped, as pure_callback's ``vmap_method="expand_dims"``) and handle them themselves.
 The inference forward folds the vmapped axes into B when the weights are not vmapped (one kernel
 call); otherwise, and for every call made under ``grad`` (whose weight gradients must be per
 vmapped instance), the callback loops over the vmapped instances, one kernel call each. For speed
@@ -32,12 +39,14 @@ put independent sequences in B, not in a vmapped axis.
 
 dtypes: float32, or float64 with ``jax_enable_x64``; every float argument must have x's dtype.
 
-Devices: the kernels run on the host CPU; arrays on another device are copied to the host and back.
+Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not defined (a custom_vjp).
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -56,6 +65,7 @@ from . import functional as F
 
 __all__ = [
     "CACHE_LIMIT_BYTES",
+    "CALLBACK_KIND",
     "GRU",  # noqa: F822 - Flax modules, built on first access (module __getattr__)
     "LSTM",  # noqa: F822
     "RNN",  # noqa: F822
@@ -289,6 +299,88 @@ def _backward_cb(cell: str, nl: str, names: tuple[str, ...]) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------
+# the host call: a primitive lowered to XLA's Python callback, or jax.pure_callback
+# --------------------------------------------------------------------------------------------------
+
+
+def _make_host_primitive() -> Any:
+    """A primitive whose lowering hands XLA's host buffers to the callback as NumPy arrays.
+
+    ``jax.pure_callback`` (jax 0.10) first wraps every argument into a jax Array with
+    ``device_put`` and checks the results, ~0.3 ms of CPU per call measured here; this primitive
+    calls the same XLA host-callback custom call without that wrapping (~0.06 ms). It uses
+    ``jax._src.callback.emit_python_callback``, a private function: when it is missing or its
+    signature changed, None is returned and ``jax.pure_callback`` is used instead (same results;
+    ``RNNFAST_JAX_CALLBACK=pure`` forces that).
+    """
+    if os.environ.get("RNNFAST_JAX_CALLBACK", "") == "pure":
+        return None
+    try:
+        from jax._src.callback import emit_python_callback
+        from jax.extend.core import Primitive
+        from jax.interpreters import batching, mlir
+
+        params = inspect.signature(emit_python_callback).parameters
+        if not {"has_side_effect", "returns_token"} <= set(params):
+            return None
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+
+    prim = Primitive("rnnfast_host_call")
+    prim.multiple_results = True
+
+    def out_avals(avals: Sequence[Any], bases: tuple[int, ...], results: Any) -> list[Any]:
+        lead = np.broadcast_shapes(*(a.shape[: len(a.shape) - b] for a, b in zip(avals, bases)))
+        return [jax.core.ShapedArray(lead + shape, np.dtype(dt)) for shape, dt in results]
+
+    def impl(*args: Any, callback: Any, bases: Any, results: Any) -> list[Any]:
+        outs = callback(*(np.asarray(a) for a in args))
+        return [jnp.asarray(o) for o in outs]
+
+    def abstract_eval(*avals: Any, callback: Any, bases: Any, results: Any) -> list[Any]:
+        return out_avals(avals, bases, results)
+
+    def lowering(ctx: Any, *args: Any, callback: Any, bases: Any, results: Any) -> Any:
+        def cb(*arrs: Any) -> tuple[Any, ...]:
+            return tuple(callback(*arrs))
+
+        out, _, _ = emit_python_callback(
+            ctx, cb, None, list(args), ctx.avals_in, ctx.avals_out,
+            has_side_effect=False, returns_token=False,
+        )  # fmt: skip
+        return out
+
+    def batch_rule(args: Any, dims: Any, *, callback: Any, bases: Any, results: Any) -> Any:
+        # the callbacks take any number of leading vmapped axes (size 1 = not vmapped), as with
+        # pure_callback's vmap_method="expand_dims"
+        moved = [
+            jnp.expand_dims(a, 0) if d is None else jnp.moveaxis(a, d, 0)
+            for a, d in zip(args, dims)
+        ]
+        outs = prim.bind(*moved, callback=callback, bases=bases, results=results)
+        return outs, [0] * len(outs)
+
+    prim.def_impl(impl)
+    prim.def_abstract_eval(abstract_eval)
+    mlir.register_lowering(prim, lowering, platform="cpu", cacheable=False)
+    batching.primitive_batchers[prim] = batch_rule
+    return prim
+
+
+_HOST_PRIMITIVE = _make_host_primitive()
+#: How the kernels are called: "primitive" (XLA's host callback, direct) or "pure_callback".
+CALLBACK_KIND = "primitive" if _HOST_PRIMITIVE is not None else "pure_callback"
+
+
+def _host_call(callback: Any, shapes: Sequence[Any], bases: Sequence[int], *args: Any) -> Any:
+    """``callback(*args)`` on the host (NumPy in, NumPy out; shapes: its unbatched results)."""
+    if _HOST_PRIMITIVE is None or jax.default_backend() != "cpu":
+        return jax.pure_callback(callback, list(shapes), *args, vmap_method="expand_dims")
+    results = tuple((tuple(s.shape), np.dtype(s.dtype).str) for s in shapes)
+    return _HOST_PRIMITIVE.bind(*args, callback=callback, bases=tuple(bases), results=results)
+
+
+# --------------------------------------------------------------------------------------------------
 # the custom_vjp (JAX side)
 # --------------------------------------------------------------------------------------------------
 
@@ -314,11 +406,11 @@ def _sequence(cell: str, nl: str, *args: Any) -> tuple[Any, ...]:
     names = _present(cell, args)
     a = dict(zip(_ARGS, args))
     return tuple(
-        jax.pure_callback(
+        _host_call(
             _forward_cb(cell, nl, names, False),
             _out_shapes(cell, a["x"], a["w_hh"]),
+            [_BASE_NDIM[n] for n in names],
             *(a[n] for n in names),
-            vmap_method="expand_dims",
         )
     )
 
@@ -327,11 +419,11 @@ def _sequence_fwd(cell: str, nl: str, *args: Any) -> tuple[tuple[Any, ...], tupl
     names = _present(cell, args)
     a = dict(zip(_ARGS, args))
     shapes = [*_out_shapes(cell, a["x"], a["w_hh"]), jax.ShapeDtypeStruct((), jnp.int32)]
-    *outs, token = jax.pure_callback(
+    *outs, token = _host_call(
         _forward_cb(cell, nl, names, True),
         shapes,
+        [_BASE_NDIM[n] for n in names],
         *(a[n] for n in names),
-        vmap_method="expand_dims",
     )
     return tuple(outs), (token, args)
 
@@ -344,13 +436,9 @@ def _sequence_bwd(
     a = dict(zip(_ARGS, args))
     grad_names = [n for n in names if n != "lengths"]
     shapes = [jax.ShapeDtypeStruct(a[n].shape, a[n].dtype) for n in grad_names]
-    grads = jax.pure_callback(
-        _backward_cb(cell, nl, names),
-        shapes,
-        token,
-        *(a[n] for n in names),
-        *cot,
-        vmap_method="expand_dims",
+    bases = [0] + [_BASE_NDIM[n] for n in names] + [3] + [2] * (len(cot) - 1)
+    grads = _host_call(
+        _backward_cb(cell, nl, names), shapes, bases, token, *(a[n] for n in names), *cot
     )
     g = dict(zip(grad_names, grads))
     return tuple(g.get(n) for n in _ARGS)
