@@ -142,7 +142,7 @@ from .training import (  # noqa: E402
     fit,
 )
 
-_LAZY = ("tasks", "diagnostics", "distributed", "cli", "interop")
+_LAZY = ("tasks", "diagnostics", "distributed", "cli", "interop", "data")
 
 
 def __getattr__(name: str) -> Any:

@@ -2516,6 +2516,117 @@ class SequenceModel:
             self.head.train(was)
         return out
 
+    # --- inference on a data set --------------------------------------------------------------------
+    def predict(self, x: Any, lengths: Any = None, *, batch_size: int | None = 256) -> Array:
+        """Predictions for a whole data set in eval mode, ``batch_size`` sequences at a time.
+
+        Args:
+            x: inputs in the model's layout (class docstring): (T, N, I) / ids (T, N), batch-first
+                (N, T, ...) when ``rnn.batch_first``; one_to_one (N, I) / (N,).
+            lengths: optional int (N,) valid lengths of ragged sequences.
+            batch_size: sequences per forward pass (None: all at once).
+
+        Returns:
+            pred with the batches joined back: many_to_one / one_to_one (N, O); many_to_many /
+            one_to_many (T, N, O) ((N, T, O) batch-first). Dropout is off and nothing is stored for
+            backward (eval mode); the model's train/eval mode is restored afterwards. ``last_hidden``
+            holds the final state of the last batch only.
+        """
+        if batch_size is not None:
+            batch_size = _check_int("batch_size", batch_size, 1)
+        xa = np.asarray(x)
+        seq = self.mode != "one_to_one"
+        x_axis = 1 if (seq and not self.rnn.batch_first) else 0
+        if xa.ndim <= x_axis:
+            raise ValueError(f"x: expected a batch of inputs, got shape {xa.shape}")
+        n = xa.shape[x_axis]
+        lens = None if lengths is None else np.asarray(lengths)
+        if lens is not None and lens.shape != (n,):
+            raise ValueError(
+                f"lengths: expected shape ({n},) (x's batch axis {x_axis}), got {lens.shape}"
+            )
+        step = n if batch_size is None else batch_size
+        seq_out = self.mode in ("many_to_many", "one_to_many")
+        out_axis = 1 if (seq_out and not self.rnn.batch_first) else 0
+        was = self.training
+        self.eval()
+        try:
+            parts = []
+            for i in range(0, max(n, 1), max(step, 1)):
+                sl = (slice(None),) * x_axis + (slice(i, i + step),)
+                parts.append(self.forward(xa[sl], None if lens is None else lens[i : i + step]))
+        finally:
+            self.train(was)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=out_axis)
+
+    def forecast(self, x: Any, steps: int) -> Array:
+        """Multi-step autoregressive forecast: each prediction becomes the next input.
+
+        Args:
+            x: the history, (T, B, I) floats ((B, T, I) batch-first); no embedding.
+            steps: how many future steps to produce (>= 1).
+
+        Returns:
+            (steps, B, I) ((B, steps, I) batch-first), in eval mode (restored afterwards).
+
+        * many_to_one (a model trained on :func:`rnnfast.data.windows`): the output (B, k * I)
+          holds the next k steps (k = 1 for ``horizon=1``); the window slides by k each call and
+          always has the last T steps, as in training.
+        * many_to_many / one_to_many (trained to predict the next step at every step, O == I): one
+          forward pass over the history, then :meth:`generate` from the final state, feeding each
+          prediction back (``feedback="value"``).
+
+        Errors compound: a forecast n steps ahead is no better than the model's one-step error
+        allows; compare it with a persistence forecast (repeat the last value).
+        """
+        steps = _check_int("steps", steps, 1)
+        if self.embedding is not None:
+            raise ValueError("forecast: a model over token ids generates tokens; use generate()")
+        if self.mode == "one_to_one":
+            raise ValueError("forecast: needs a sequence model, got mode 'one_to_one'")
+        xa = np.asarray(x)
+        bf = self.rnn.batch_first
+        I, O = self.rnn.input_size, self.head.out_features
+        if xa.ndim != 3 or xa.shape[2] != I or xa.shape[1 if bf else 0] < 1:
+            want = "(B, T, I)" if bf else "(T, B, I)"
+            raise ValueError(f"x: expected a history {want} with I = {I}, got shape {xa.shape}")
+        hist = np.swapaxes(xa, 0, 1) if bf else xa  # (T, B, I)
+        t_len, batch = hist.shape[:2]
+        was = self.training
+        self.eval()
+        try:
+            if self.mode == "many_to_one":
+                if O % I:
+                    raise ValueError(
+                        f"forecast: a many_to_one model forecasts k steps of I = {I} values per "
+                        f"call, so its output size must be a multiple of {I}, got {O}"
+                    )
+                k = O // I
+                outs: list[Array] = []
+                made = 0
+                while made < steps:  # one forward pass per k steps (each input depends on them)
+                    window = np.ascontiguousarray(np.swapaxes(hist, 0, 1) if bf else hist)
+                    nxt = self.forward(window).reshape(batch, k, I).swapaxes(0, 1)  # (k, B, I)
+                    outs.append(nxt)
+                    hist = np.concatenate([hist, nxt.astype(hist.dtype, copy=False)])[-t_len:]
+                    made += k
+                out = np.concatenate(outs)[:steps]
+            else:
+                if O != I:
+                    raise ValueError(
+                        f"forecast: feeding predictions back needs output size == input size, "
+                        f"got O={O}, I={I}"
+                    )
+                pred = self.forward(xa)
+                last = pred[:, -1] if bf else pred[-1]  # (B, O): the first forecast step
+                out = last[None]
+                if steps > 1:
+                    rest = self.generate(last, steps - 1, hx=self.last_hidden, feedback="value")
+                    out = np.concatenate([out, rest])
+        finally:
+            self.train(was)
+        return np.ascontiguousarray(np.swapaxes(out, 0, 1)) if bf else out
+
     # --- truncated BPTT streaming -------------------------------------------------------------------
     def stream_begin(
         self,

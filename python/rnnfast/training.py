@@ -8,11 +8,13 @@ history, callbacks and early stopping, with crash-safe checkpoints and exact res
     history = rnnfast.fit(model, (x, y), rnnfast.losses.MSELoss(), opt, epochs=10, batch_size=32,
                           val_data=(xv, yv), clip_norm=1.0, seed=0, checkpoint="run/ckpt.npz")
 
-Data layout is time-major like the modules: x (T, N, I) floats or token ids (T, N); targets per the
-model's mode: many_to_one (N, O) floats or (N,) class ids; many_to_many / one_to_many (T, N, O) or
-(T, N) ids; one_to_one x (N, I) and y (N, O) / (N,). ``lengths`` (N,) marks ragged sequences (padding at
-the end; padded steps are masked out of the loss). Models with ``batch_first`` still take time-major
-datasets (fit transposes each batch).
+Data layout follows the model, like its forward: time-major x (T, N, I) floats or token ids (T, N);
+targets per the model's mode: many_to_one (N, O) floats or (N,) class ids; many_to_many / one_to_many
+(T, N, O) or (T, N) ids; one_to_one x (N, I) and y (N, O) / (N,). A tuple (x, y[, lengths]) given
+to a ``batch_first=True`` model is read batch-first: x (N, T, I), sequence targets (N, T, O). A
+:class:`Dataset` says its layout itself (``batch_first=False`` by default) and a task's Split is
+time-major, whatever the model. ``lengths`` (N,) marks ragged sequences (padding at the end; padded
+steps are masked out of the loss; :func:`rnnfast.data.pad` makes them).
 
 Modes of ``fit``:
 
@@ -118,7 +120,8 @@ class Dataset:
     """Arrays (x, y[, lengths]) with their batch axes, yielding (x, y, lengths) batches.
 
     Args:
-        x: time-major sequences (T, N, I) / token ids (T, N), or (N, I) / (N,) for one_to_one.
+        x: time-major sequences (T, N, I) / token ids (T, N), or (N, I) / (N,) for one_to_one;
+            batch-first (N, T, I) / (N, T) with ``batch_first=True``.
         y: targets (see the module docstring for the layout per mode).
         lengths: optional int (N,) valid lengths.
         mode: the model mode the arrays are laid out for; fixes the batch axes (x: 1 for sequences,
@@ -127,6 +130,8 @@ class Dataset:
             1 if its first two axes equal x's (T, N), else 0).
         resets: optional bool (N,) for stateful training: True where a row starts a new sequence.
         shuffle: shuffle every epoch (seeded by fit's ``seed``); ignored in stateful mode.
+        batch_first: x and sequence targets are (N, T, ...) (every batch axis is 0). They are held
+            as time-major views (``self.x``, ``self.y``; no copy), whatever the model's layout.
     """
 
     def __init__(
@@ -138,6 +143,7 @@ class Dataset:
         mode: str | None = None,
         resets: Any = None,
         shuffle: bool = True,
+        batch_first: bool = False,
     ) -> None:
         self.x = np.asarray(x)
         self.y = np.asarray(y)
@@ -147,7 +153,14 @@ class Dataset:
             )
         self.mode = mode
         self.shuffle = bool(shuffle)
+        self.batch_first = bool(batch_first)
+        self._given = (self.x, self.y)  # as passed: with_mode re-reads them
         self._set_axes(mode)
+        if self.batch_first:  # held time-major (views), as the rest of fit expects
+            if self.x_axis == 1:
+                self.x = np.swapaxes(self.x, 0, 1)
+            if self.y_axis == 1:
+                self.y = np.swapaxes(self.y, 0, 1)
         n = self.n
         self.lengths = None
         if lengths is not None:
@@ -182,14 +195,31 @@ class Dataset:
                 raise ValueError(f"mode: expected a SequenceModel mode, got {mode!r}")
             self.x_axis = 0 if mode == "one_to_one" else 1
             self.y_axis = 1 if mode in _SEQ_MODES else 0
+        # the axes of the arrays as given (batch-first: every batch axis is 0)
+        xa, ya = (0, 0) if self.batch_first else (self.x_axis, self.y_axis)
         if x.ndim <= self.x_axis or y.ndim <= self.y_axis:
             raise ValueError(
                 f"x, y: arrays of shapes {x.shape}, {y.shape} do not fit mode {mode!r}"
             )
-        if x.shape[self.x_axis] != y.shape[self.y_axis]:
+        if x.shape[xa] != y.shape[ya]:
+            seq = self.x_axis == 1
+            if not seq:
+                layout = ""
+            elif self.batch_first:
+                layout = " is batch-first (N, T, ...):"
+            else:
+                layout = " is time-major (T, N, ...):"
+            hint = ""
+            if seq and not self.batch_first and x.shape[0] == y.shape[0]:
+                hint = (
+                    "; batch-first arrays (N, T, ...)? train a batch_first=True model, or pass "
+                    "rnnfast.Dataset(x, y, batch_first=True)"
+                )
+            elif seq and self.batch_first and y.ndim > 1 and x.shape[1] == y.shape[self.y_axis]:
+                hint = "; time-major arrays (T, N, ...)? pass rnnfast.Dataset(x, y) (time-major)"
             raise ValueError(
-                f"y: expected {x.shape[self.x_axis]} samples (x's batch axis {self.x_axis}) "
-                f"along axis {self.y_axis}, got shape {y.shape}"
+                f"y: expected {x.shape[xa]} samples along axis {ya} (x {x.shape}{layout} its "
+                f"batch axis is {xa}), got shape {y.shape}{hint}"
             )
         self.mode = mode
 
@@ -198,7 +228,12 @@ class Dataset:
         if self.mode == mode:
             return self
         return Dataset(
-            self.x, self.y, self.lengths, mode=mode, resets=self.resets, shuffle=self.shuffle
+            *self._given,
+            self.lengths,
+            mode=mode,
+            resets=self.resets,
+            shuffle=self.shuffle,
+            batch_first=self.batch_first,
         )
 
     @property
@@ -231,13 +266,21 @@ class Dataset:
             yield self.batch(order[i : i + batch_size])
 
 
-def _as_dataset(data: Any, mode: str, name: str) -> Dataset:
+def _as_dataset(data: Any, mode: str, name: str, batch_first: bool = False) -> Dataset:
     """``data`` (a Dataset, a task Split, or a tuple (x, y) / (x, y, lengths)) as a Dataset for
-    ``mode``; TypeError naming the argument ``name`` otherwise."""
+    ``mode``; TypeError naming the argument ``name`` otherwise. A tuple is read batch-first when
+    ``batch_first`` (the model's layout); a Dataset keeps its own, a Split is time-major."""
     if isinstance(data, Dataset):
         return data.with_mode(mode) if data.mode is None or data.mode != mode else data
     if isinstance(data, (tuple, list)) and len(data) in (2, 3):
-        return Dataset(*data, mode=mode)
+        bf = bool(batch_first) and mode != "one_to_one"
+        try:
+            return Dataset(*data, mode=mode, batch_first=bf)
+        except ValueError as exc:
+            if "samples along axis" not in str(exc):
+                raise
+            why = " (a tuple is read batch-first: the model is batch_first=True)" if bf else ""
+            raise ValueError(f"{name}: {exc}{why}") from None
     from .tasks import Split  # here, not at the top: rnnfast.tasks imports this module in run_task
 
     if isinstance(data, Split):
@@ -334,8 +377,61 @@ class History:
                 f.write(text)
         return text
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One plain dict per epoch (the table of :meth:`to_csv`): every key that any epoch has, in
+        order of appearance, scalar values only (``None`` where an epoch lacks a key or the value
+        is not finite; the per-step ``grad_flow`` lists are left out, see ``epochs``)."""
+        keys: list[str] = []
+        for e in self.epochs:
+            keys += [k for k, v in e.items() if k not in keys and not isinstance(v, (list, dict))]
+
+        def scalar(v: Any) -> Any:
+            if isinstance(v, (np.generic,)):
+                v = v.item()
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+        return [{k: scalar(e.get(k)) for k in keys} for e in self.epochs]
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`rows` as CSV (a header line, one line per epoch, empty cells for None)."""
+        import csv
+
+        rows = self.rows()
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            keys = list(rows[0]) if rows else ["epoch", "loss", "val_loss"]
+            w.writerow(keys)
+            for r in rows:
+                w.writerow(["" if r[k] is None else _cell(r[k]) for k in keys])
+
     def __repr__(self) -> str:
-        return f"History({len(self.epochs)} epochs, stop_reason={self.stop_reason!r})"
+        n = len(self.epochs)
+        if n == 0:
+            return "History(0 epochs)"
+        last = self.epochs[-1]
+        head = f"History({n} epochs"
+        if self.stop_reason != "completed":
+            head += f", stopped by {self.stop_reason.replace('_', ' ')}"
+        parts = [head]
+        shown = [
+            f"{k} {last[k]:.4g}"
+            for k in ("loss", "val_loss", "accuracy", "val_accuracy")
+            if isinstance(last.get(k), (int, float))
+        ]
+        if shown:
+            parts.append("last: " + ", ".join(shown))
+        key = "val_loss" if any(e.get("val_loss") is not None for e in self.epochs) else "loss"
+        vals = [
+            (float(e[key]), e.get("epoch", i + 1))
+            for i, e in enumerate(self.epochs)
+            if isinstance(e.get(key), (int, float)) and math.isfinite(float(e[key]))
+        ]
+        if vals:
+            best, at = min(vals)
+            parts.append(f"best {key} {best:.4g} at epoch {at}")
+        return "; ".join(parts) + ")"
 
 
 class Callback:
@@ -590,7 +686,7 @@ def evaluate(
         or batch_size < 1
     ):
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    ds = _as_dataset(data, model.mode, "data")
+    ds = _as_dataset(data, model.mode, "data", model.rnn.batch_first)
     mets = _check_metrics(metrics)
     was = model.training
     model.eval()
@@ -820,13 +916,15 @@ def fit(
     on_nonfinite: str = "raise",
     log_grad_flow: bool = False,
     distributed: Any = None,
+    verbose: int | None = None,
 ) -> History:
     """Train ``model`` (a SequenceModel) and return its :class:`History`.
 
     Args:
         model: rnnfast.SequenceModel (its parameters are updated in place).
         train_data, val_data: Dataset, a task's Split (``rnnfast.tasks``) or (x, y) /
-            (x, y, lengths), time-major (module docstring).
+            (x, y, lengths), in the model's layout (time-major, or batch-first for a
+            ``batch_first=True`` model; module docstring).
         loss: an rnnfast loss (``loss(pred, target, mask) -> (value, dpred)``).
         optimizer: an rnnfast optimizer over ``model.parameters()`` (``step(grads)``, ``lr``).
         epochs: total number of epochs (a resumed run continues up to this number).
@@ -843,6 +941,11 @@ def fit(
         resume: continue from ``checkpoint`` if that file exists (else start fresh).
         early_stopping: an EarlyStopping, or an int patience (monitor val_loss, restore best).
         progress: tqdm bar (loss, grad norm, lr, seq/s) when stdout and stderr are terminals.
+        verbose: None (default): the bar of ``progress`` only, nothing that stays (unchanged, so
+            callers that print their own lines, like the CLI, do not print twice); 0: silent (no
+            bar either); 1: one line per epoch on stdout that stays (Keras's habit: epoch, loss,
+            metrics, val_loss, seconds), with the bar during the epoch on a terminal; 2: the
+            lines, never a bar (logs, notebooks).
         seed: seeds the data order and (when given) re-seeds the model's dropout RNG.
         metrics: "accuracy" and/or callables ``f(pred, y, mask) -> float`` (train and val).
         on_nonfinite: "raise" (NonFiniteError naming epoch, step and parameter) or "skip" the update.
@@ -886,6 +989,12 @@ def fit(
                 f"{name}: expected an int >= {0 if name == 'epochs' else 1}, got {v!r}"
             )
     epochs, batch_size = int(epochs), int(batch_size)
+    if verbose is not None and (
+        isinstance(verbose, (bool, np.bool_))
+        or not isinstance(verbose, (int, np.integer))
+        or verbose not in (0, 1, 2)
+    ):
+        raise ValueError(f"verbose: expected None, 0, 1 or 2, got {verbose!r}")
     if on_nonfinite not in ("raise", "skip"):
         raise ValueError(f"on_nonfinite: expected 'raise' or 'skip', got {on_nonfinite!r}")
     if bptt is not None:
@@ -926,8 +1035,9 @@ def fit(
             f"early_stopping: expected an EarlyStopping or an int patience, got "
             f"{type(early_stopping).__name__}"
         )
-    train = _as_dataset(train_data, model.mode, "train_data")
-    val = None if val_data is None else _as_dataset(val_data, model.mode, "val_data")
+    bf_model = model.rnn.batch_first
+    train = _as_dataset(train_data, model.mode, "train_data", bf_model)
+    val = None if val_data is None else _as_dataset(val_data, model.mode, "val_data", bf_model)
     for name, ds in (("train_data", train), ("val_data", val)):
         if ds is not None and ds.n == 0:
             raise ValueError(f"{name}: expected at least one sequence, got 0")
@@ -1072,7 +1182,9 @@ def fit(
     if in_main:
         old_handler = signal.signal(signal.SIGINT, on_sigint)
 
-    use_bar = bool(progress) and _stdio_is_tty() and (dist is None or dist.is_root)
+    is_root = dist is None or dist.is_root
+    use_bar = bool(progress) and verbose not in (0, 2) and _stdio_is_tty() and is_root
+    epoch_lines = verbose in (1, 2) and is_root
     grads = model.grads
     # The model's gradients as one flat buffer (rnnfast modules keep them so): the non-finite
     # check, the norm, the clipping and the update are then one call each over it.
@@ -1360,6 +1472,8 @@ def fit(
             if log_grad_flow and grad_flow is not None:
                 rec["grad_flow"] = grad_flow
             history.epochs.append(rec)
+            if epoch_lines:
+                print(_epoch_line(rec, epochs), flush=True)
             monitored = rec["val_loss"] if rec["val_loss"] is not None else rec["loss"]
             if scheduler is not None:
                 if isinstance(scheduler, _optim.ReduceLROnPlateau):
@@ -1409,6 +1523,26 @@ def fit(
         model.zero_grad()
         if streaming and model.rnn._stream is not None:
             model.stream_end()
+
+
+def _epoch_line(rec: Mapping[str, Any], epochs: int) -> str:
+    """``fit(verbose=1)``'s line: "epoch 3/20 - loss 0.0123 - val_loss 0.015 - 1.2 s"."""
+    parts = [f"epoch {rec['epoch']}/{epochs}"]
+    for k, v in rec.items():
+        if k == "loss" or (k not in _NOT_IN_LINE and isinstance(v, float)):
+            parts.append(f"{k} {v:.4g}")
+    parts.append(f"{rec.get('time_s') or 0.0:.1f} s")
+    return " - ".join(parts)
+
+
+def _cell(v: Any) -> Any:
+    return repr(v) if isinstance(v, float) else v  # repr: every digit of a float
+
+
+#: epoch-record keys that fit's verbose line leaves out (statistics, not results)
+_NOT_IN_LINE = frozenset(
+    ("epoch", "grad_norm", "grad_norm_max", "clip_fraction", "lr", "seq_per_s", "time_s")
+)
 
 
 def _bar_update(bar: Any, acc: _Acc, optimizer: Any, t0: float) -> None:
