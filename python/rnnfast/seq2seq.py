@@ -236,7 +236,7 @@ class Seq2Seq:
         )
         self.head = Linear(h, tgt_vocab, dtype=dtype, seed=int(seeds[4]))
         self.training = True
-        self._fwd: dict[str, Any] | None = None
+        self._pending = False  # a training forward awaits its backward
 
     # --- parameters, modes, checkpoints -----------------------------------------------------------
     def _children(self) -> list[tuple[str, Any]]:
@@ -274,7 +274,7 @@ class Seq2Seq:
         for _, m in self._children():
             m.train(mode)
         if not mode:
-            self._fwd = None
+            self._pending = False
         return self
 
     def eval(self) -> Seq2Seq:
@@ -358,14 +358,14 @@ class Seq2Seq:
         dec, _ = self.decoder(self.decoder_embedding(t), h_n)
         feat = dec if self.attention is None else self.attention(dec, enc, lens)
         if self.training:
-            self._fwd = {"ok": True}
+            self._pending = True
         return self.head(feat)
 
     def backward(self, grad_output: Any) -> None:
         """dL/dlogits (T, B, V) -> accumulate every parameter's gradient (token inputs: no dx)."""
-        if self._fwd is None:
+        if not self._pending:
             raise ValueError("backward: no forward pass in training mode to backpropagate")
-        self._fwd = None
+        self._pending = False
         dfeat = self.head.backward(grad_output)
         if self.attention is None:
             ddec, denc = dfeat, None
