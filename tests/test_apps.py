@@ -333,7 +333,16 @@ def test_suggest_learns_and_the_cli_suggests(tmp_path, capsys) -> None:
 
 
 def test_suggest_model_beats_the_unigram_baseline() -> None:
-    res = run_task("suggest", epochs=4, hidden=64, n_train=1000, vocab_size=300, embedding_dim=32)
+    res = run_task(
+        "suggest",
+        cell="lstm",
+        hidden=64,
+        embedding_dim=32,
+        lr=0.005,
+        epochs=4,
+        n_train=1000,
+        vocab_size=300,
+    )
     final = res.final
     assert final["val_top5_accuracy"] > final["baseline_unigram_top5_accuracy"] + 0.03, final
     assert final["val_top1_accuracy"] > 0.08, final
