@@ -292,3 +292,114 @@ def test_history_repr_rows_csv(tmp_path: Path) -> None:
     assert len(read) == 3
     assert float(read[2]["loss"]) == pytest.approx(rows[2]["loss"], rel=1e-12)
     assert repr(rnnfast.History()) == "History(0 epochs)"
+
+
+# --------------------------------------------------------------------------------------------------
+# python -m rnnfast train --csv
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_series(path: Path, n: int = 160) -> None:
+    t = np.arange(n)
+    rng = np.random.default_rng(0)
+    load = 10 + 3 * np.sin(2 * np.pi * t / 24) + 0.1 * rng.standard_normal(n)
+    temp = 20 + 5 * np.sin(2 * np.pi * (t - 3) / 24)
+    np.savetxt(
+        path,
+        np.column_stack([t, load, temp]),
+        delimiter=",",
+        header="hour,load,temp",
+        comments="",
+        fmt=["%d", "%.4f", "%.3f"],
+    )
+
+
+def test_cli_train_csv_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rnnfast.cli import main
+
+    data = tmp_path / "load.csv"
+    _write_series(data)
+    outs = {k: tmp_path / f"out.{k}" for k in ("npz", "json", "png")}
+    pred = tmp_path / "pred.csv"
+    argv = ["train", "--csv", str(data), "--target", "load", "--input-len", "24"]
+    argv += ["--hidden", "8", "--epochs", "2", "--forecast", "5", "--no-progress", "--threads", "1"]
+    argv += ["--save", str(outs["npz"]), "--json", str(outs["json"]), "--predictions", str(pred)]
+    pytest.importorskip("matplotlib")
+    argv += ["--plot", str(outs["png"])]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "vs persistence" in text and "epoch 2/2" in text
+    assert all(p.exists() for p in outs.values())
+    with open(pred, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["split"] for r in rows} == {"train", "val", "forecast"}
+    assert sum(r["split"] == "forecast" for r in rows) == 5
+    assert rows[0]["row"] == "24" and rows[-1]["row"] == "164"
+    ck = rnnfast.load(str(outs["npz"]))
+    norm = ck.meta["normalisation"]
+    assert norm["columns"] == ["load"] and abs(norm["mean"][0] - 10) < 0.5
+    model = ck.build_model()
+    assert model.rnn.input_size == 1 and model.head.out_features == 1
+
+
+def test_cli_train_csv_features_and_horizon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rnnfast.cli import main
+
+    data = tmp_path / "load.csv"
+    _write_series(data)
+    argv = ["train", "--csv", str(data), "--target", "load", "--features", "temp,hour"]
+    argv += ["--input-len", "12", "--horizon", "3", "--hidden", "8", "--epochs", "1"]
+    save = tmp_path / "m.npz"
+    assert main([*argv, "--no-progress", "--save", str(save)]) == 0
+    model = rnnfast.load(str(save)).build_model()
+    assert model.rnn.input_size == 3 and model.head.out_features == 3
+    assert "inputs ['load', 'temp', 'hour']" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--target", "nope"], "--target: no column 'nope'"),
+        (["--target", "load", "--features", "x"], "--features: no column 'x'"),
+        (["--target", "load", "--seq-len", "5"], "use --input-len"),
+        (["--target", "load", "--input-len", "500"], "too few"),
+        (["--target", "load", "--features", "temp", "--forecast", "3"], "--forecast"),
+        (["--target", "load", "--predictions", "/nonexistent-dir/p.csv"], "--predictions"),
+        ([], "--target: required"),
+    ],
+)
+def test_cli_train_csv_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], match: str
+) -> None:
+    from rnnfast.cli import main
+
+    data = tmp_path / "load.csv"
+    _write_series(data)
+    assert main(["train", "--csv", str(data), "--epochs", "1", *extra]) == 2
+    cap = capsys.readouterr()
+    assert match in cap.err and "epoch" not in cap.out  # refused before training
+
+
+def test_cli_csv_bad_cell_and_task_only_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rnnfast.cli import main
+
+    data = tmp_path / "bad.csv"
+    data.write_text("a,b\n1,2\n3,x\n")
+    assert main(["train", "--csv", str(data), "--target", "b"]) == 2
+    assert "line 3, column 'b'" in capsys.readouterr().err
+    assert main(["train", "--task", "sine", "--target", "b"]) == 2
+    assert "only with --csv" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert "--task NAME" in capsys.readouterr().err
+
+
+def test_run_task_early_stopping_option() -> None:
+    from rnnfast.tasks import get_task, run_task
+
+    assert get_task("charlm").default_config["early_stopping"] == 1
+    res = run_task("sentiment", epochs=3, early_stopping=0)
+    assert res.config["early_stopping"] == 0 and len(res.history) <= 3

@@ -127,6 +127,13 @@ def parse_bptt(text: str) -> tuple[int, int]:
     return k1, k2
 
 
+def _patience(text: str) -> int | bool:
+    """``--early-stopping``: a patience in epochs (>= 0), or ``off`` (False)."""
+    if text.strip().lower() in ("off", "no", "none"):
+        return False
+    return _nonneg_int(text)
+
+
 def _cell_list(text: str) -> list[str]:
     from .tasks import CELLS
 
@@ -379,6 +386,8 @@ def _run_and_report(
             "seed",
         )
     )
+    if cfg.get("early_stopping") not in (None, False):
+        shown += f", early_stopping={cfg['early_stopping']}"
     print(f"rnnfast: {shown}", file=out)
     t0 = time.perf_counter()
     epochs = int(cfg["epochs"])
@@ -415,6 +424,15 @@ def _run_and_report(
         raise CLIError(str(exc)) from None
     total = time.perf_counter() - t0
     final = result.final
+    hist = result.history
+    if getattr(hist, "stop_reason", None) == "early_stopping":
+        vals = [e.get("val_loss") for e in hist.epochs]
+        best = min((v, i + 1) for i, v in enumerate(vals) if v is not None)[1]
+        print(
+            f"rnnfast: stopped early after epoch {len(vals)} (no better validation loss); kept "
+            f"epoch {best}'s weights",
+            file=out,
+        )
     print(
         f"rnnfast: trained in {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU "
         f"({total:.1f} s wall with data generation): "
@@ -501,16 +519,338 @@ def _distributed_output(args: argparse.Namespace) -> Any:
     return io.StringIO()
 
 
+#: ``train --csv`` options (None = not given) and the ``--task`` options they exclude
+_CSV_ONLY = (
+    "target",
+    "features",
+    "input_len",
+    "horizon",
+    "val_fraction",
+    "forecast",
+    "predictions",
+)
+_TASK_ONLY = ("text", "mode", "n_train", "bptt", "seq_len", "distributed")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if (args.task is None) == (args.csv is None):
+        raise CLIError(
+            "expected one of --task NAME (a built-in task) or --csv FILE (your own series)"
+        )
+    used = _TASK_ONLY if args.csv else _CSV_ONLY
+    for key in used:
+        if getattr(args, key, None) not in (None, False):
+            flag = "--" + key.replace("_", "-")
+            if args.csv:
+                hint = " (use --input-len)" if key == "seq_len" else ""
+                raise CLIError(f"{flag}: not an option of --csv training{hint}")
+            raise CLIError(f"{flag}: only with --csv FILE")
+    if args.csv and args.target is None:
+        raise CLIError("--target: required with --csv (the column to forecast)")
+    if args.csv and args.forecast and args.features and args.features.strip(","):
+        raise CLIError("--forecast: needs future values of --features; only without --features")
     # every output path is checked before training starts (nothing trained is lost to a typo)
     args.save = _check_output(args.save, "--save")
     args.json = _check_output(args.json, "--json")
     args.plot = _check_plot(args.plot)
-    _check_distinct([("--save", args.save), ("--json", args.json), ("--plot", args.plot)])
+    args.predictions = _check_output(args.predictions, "--predictions")
+    _check_distinct(
+        [
+            ("--save", args.save),
+            ("--json", args.json),
+            ("--plot", args.plot),
+            ("--predictions", args.predictions),
+        ]
+    )
     _set_threads(args.threads)
+    if args.csv:
+        return _train_csv(args, sys.stdout)
     out = _distributed_output(args) if getattr(args, "distributed", False) else sys.stdout
-    _run_and_report(args, args.task, _train_overrides(args), out)
+    overrides = _train_overrides(args)
+    overrides["early_stopping"] = args.early_stopping
+    _run_and_report(args, args.task, overrides, out)
     return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# train --csv: a user's own time series
+# --------------------------------------------------------------------------------------------------
+
+#: ``train --csv`` defaults (every one can be changed by its option).
+CSV_DEFAULTS: dict[str, Any] = {
+    "cell": "gru",
+    "hidden": 32,
+    "layers": 1,
+    "batch_size": 32,
+    "epochs": 30,
+    "lr": 0.01,
+    "clip_norm": 1.0,
+    "optimizer": "adam",
+    "init": None,
+    "dtype": "float32",
+    "seed": 0,
+    "early_stopping": 5,
+    "input_len": 48,
+    "horizon": 1,
+    "val_fraction": 0.2,
+    "forecast": 0,
+}
+
+
+def read_csv_columns(path: str, columns: Sequence[str]) -> Any:
+    """The named ``columns`` of a CSV file with a header line, as a (rows, len(columns)) float64
+    array; blank lines are skipped, anything else that is not a finite number is an error naming
+    the line and column (no pandas needed)."""
+    import csv
+
+    try:
+        f = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CLIError(f"--csv: cannot read {path!r} ({exc.strerror or exc})") from None
+    with f:
+        try:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            if not header:
+                raise CLIError(f"--csv: {path!r} is empty; expected a header line of column names")
+            missing = [c for c in columns if c not in header]
+            if missing:
+                flag = "--target" if missing[0] == columns[0] else "--features"
+                raise CLIError(
+                    f"{flag}: no column {missing[0]!r} in {path!r} (columns: {', '.join(header)})"
+                )
+            idx = [header.index(c) for c in columns]
+            rows: list[list[float]] = []
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                vals = []
+                for c, i in zip(columns, idx):
+                    cell = row[i].strip() if i < len(row) else ""
+                    try:
+                        v = float(cell)
+                    except ValueError:
+                        v = math.nan
+                    if not math.isfinite(v):
+                        raise CLIError(
+                            f"--csv: {path!r} line {reader.line_num}, column {c!r}: expected a "
+                            f"finite number, got {cell!r}"
+                        )
+                    vals.append(v)
+                rows.append(vals)
+        except UnicodeDecodeError:
+            raise CLIError(f"--csv: {path!r} is not UTF-8 text") from None
+        except csv.Error as exc:
+            raise CLIError(f"--csv: {path!r}: {exc}") from None
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(columns))
+
+
+def _train_csv(args: argparse.Namespace, out: Any) -> int:
+    """``train --csv FILE --target COL``: windows, a time-ordered split, normalisation from the
+    training part (stored in the checkpoint's metadata), a GRU, a persistence baseline."""
+    from .data import windows
+    from .io import save
+    from .losses import MSELoss
+    from .modules import build_model
+    from .tasks import make_optimizer
+    from .training import EarlyStopping, fit
+
+    cfg = dict(CSV_DEFAULTS)
+    for key in cfg:
+        v = getattr(args, key, None)
+        if v is not None:
+            cfg[key] = v
+    features = [c.strip() for c in (args.features or "").split(",") if c.strip()]
+    columns = [args.target] + [c for c in dict.fromkeys(features) if c != args.target]
+    series = read_csv_columns(args.csv, columns)
+    n_steps, n_cols = series.shape
+    input_len, horizon = int(cfg["input_len"]), int(cfg["horizon"])
+    vf = float(cfg["val_fraction"])
+    if not 0.0 < vf < 1.0:
+        raise CLIError(f"--val-fraction: expected a number in (0, 1), got {vf}")
+    n_train = int(round(n_steps * (1.0 - vf)))
+    if n_train < input_len + horizon or n_steps - n_train < horizon:
+        raise CLIError(
+            f"--csv: {n_steps} rows are too few for --input-len {input_len} and --horizon "
+            f"{horizon} with --val-fraction {vf} (training needs input_len + horizon = "
+            f"{input_len + horizon} rows, validation at least {horizon})"
+        )
+    # normalisation from the training part only: the validation part stays unseen
+    mean = series[:n_train].mean(axis=0)
+    std = series[:n_train].std(axis=0)
+    std[std == 0] = 1.0
+    dtype = np.dtype(cfg["dtype"]).type
+    w = windows((series - mean) / std, input_len, horizon, target=0, dtype=dtype)
+    ti = w.target_index
+    tr, va = ti + horizon <= n_train, ti >= n_train  # no window's targets straddle the split
+    x, y = w
+    if not va.any():
+        raise CLIError(f"--val-fraction: {vf} leaves no validation window of {horizon} steps")
+    cell, rnn_kwargs, init = str(cfg["cell"]), {}, cfg["init"] or "torch"
+    if cell == "rnn-relu":
+        cell, rnn_kwargs["nonlinearity"] = "rnn", "relu"
+        init = cfg["init"] or "identity"
+    model = build_model(
+        cell,
+        n_cols,
+        int(cfg["hidden"]),
+        horizon,
+        mode="many_to_one",
+        num_layers=int(cfg["layers"]),
+        dtype=dtype,
+        seed=int(cfg["seed"]),
+        init=init,
+        **rnn_kwargs,
+    )
+    print(
+        f"rnnfast: {args.csv}: {n_steps} rows; target {args.target!r}, inputs {columns}; "
+        f"{int(tr.sum())} training windows (rows < {n_train}), {int(va.sum())} validation "
+        f"windows (the last {n_steps - n_train} rows); input_len {input_len}, horizon {horizon}",
+        file=out,
+    )
+    shown = ("cell", "hidden", "layers", "batch_size", "epochs", "lr", "early_stopping", "seed")
+    print("rnnfast: " + ", ".join(f"{k}={cfg[k]}" for k in shown), file=out, flush=True)
+    opt = make_optimizer(str(cfg["optimizer"]), model.parameters(), float(cfg["lr"]))
+    patience = cfg["early_stopping"]
+    t0, c0 = time.perf_counter(), time.process_time()
+    history = fit(
+        model,
+        (x[:, tr], y[tr]),
+        MSELoss(),
+        opt,
+        epochs=int(cfg["epochs"]),
+        batch_size=int(cfg["batch_size"]),
+        clip_norm=cfg["clip_norm"],
+        val_data=(x[:, va], y[va]),
+        early_stopping=None if patience is False else EarlyStopping(patience=int(patience)),
+        progress=not args.no_progress,
+        verbose=1,
+        seed=int(cfg["seed"]),
+    )
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # predictions in the series' own units, and the persistence forecast (the last input value)
+    mu, sd = mean[0], std[0]
+    pred = model.predict(x).astype(np.float64) * sd + mu  # (N, horizon)
+    actual = y.astype(np.float64) * sd + mu
+    persist = np.repeat(series[ti - 1, :1], horizon, axis=1)
+    mse = float(np.mean((pred[va] - actual[va]) ** 2))
+    base = float(np.mean((persist[va] - actual[va]) ** 2))
+    ratio = f"{base / mse:.1f}x lower" if mse > 0 else "perfect"
+    stop = f", stopped early at epoch {len(history)} (best epoch's weights)" * (
+        history.stop_reason == "early_stopping"
+    )
+    print(
+        f"rnnfast: trained in {seconds:.1f} s wall, {cpu:.1f} s CPU{stop}: validation MSE "
+        f"{mse:.4g} (RMSE {math.sqrt(mse):.4g} in {args.target!r} units) vs persistence "
+        f"{base:.4g} (RMSE {math.sqrt(base):.4g}; {ratio})",
+        file=out,
+    )
+    future = None
+    steps = int(cfg["forecast"])
+    if steps and n_cols == 1:
+        last = ((series[-input_len:] - mean) / std).astype(dtype)[:, None, :]
+        future = model.forecast(last, steps)[:, 0, 0].astype(np.float64) * sd + mu
+        print(
+            f"rnnfast: forecast of the next {steps} rows: " + ", ".join(f"{v:.4g}" for v in future),
+            file=out,
+        )
+    final = {
+        "val_mse": mse,
+        "val_rmse": math.sqrt(mse),
+        "baseline_persistence_mse": base,
+        "stop_reason": history.stop_reason,
+        "epochs": len(history),
+    }
+    failed: list[str] = []
+    if args.save:  # first: a failing extra never costs the model
+        norm = {"columns": columns, "mean": mean.tolist(), "std": std.tolist()}
+        meta = {
+            "task": "csv",
+            "config": _jsonable(cfg),
+            "csv": {"path": args.csv, "target": args.target, "features": columns[1:]},
+            "normalisation": norm,
+            "final": _jsonable(final),
+        }
+        try:
+            save(args.save, model, meta=meta)
+            print(f"rnnfast: saved the model (and the normalisation) to {args.save}", file=out)
+        except (OSError, ValueError, TypeError) as exc:
+            failed.append(f"--save: cannot write {args.save} ({exc})")
+    if args.predictions:
+        try:
+            _write_predictions(args.predictions, ti, tr, va, actual, pred, persist, future, n_steps)
+            print(f"rnnfast: wrote {args.predictions}", file=out)
+        except OSError as exc:
+            failed.append(f"--predictions: cannot write {args.predictions} ({exc})")
+    if args.json:
+        try:
+            payload = {"csv": args.csv, "config": cfg, "history": history.rows(), "final": final}
+            payload.update(seconds=round(seconds, 3), cpu_seconds=round(cpu, 3))
+            _write_json(args.json, payload)
+            print(f"rnnfast: wrote {args.json}", file=out)
+        except (OSError, ValueError, TypeError) as exc:
+            failed.append(f"--json: cannot write {args.json} ({exc})")
+    if args.plot:
+        try:
+            _plot_forecast(args.plot, series[:, 0], ti, va, pred, future, n_train, args.target)
+            print(f"rnnfast: wrote {args.plot}", file=out)
+        except (OSError, ValueError, TypeError, ImportError) as exc:
+            failed.append(f"--plot: cannot write {args.plot} ({exc})")
+    if failed:
+        raise CLIError("; ".join(failed))
+    return 0
+
+
+def _write_predictions(
+    path: str, ti: Any, tr: Any, va: Any, actual: Any, pred: Any, persist: Any, future: Any, n: int
+) -> None:
+    """CSV: one line per (window, step): the 0-based data row of the target, the split, the step
+    ahead, the actual value, the model's and persistence's predictions; then the forecast rows."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        wr = csv.writer(f)
+        wr.writerow(["row", "split", "step", "actual", "predicted", "persistence"])
+        for j in range(len(ti)):
+            split = "train" if tr[j] else "val" if va[j] else "gap"
+            for k in range(pred.shape[1]):
+                wr.writerow(
+                    [
+                        int(ti[j]) + k,
+                        split,
+                        k + 1,
+                        f"{actual[j, k]:.9g}",
+                        f"{pred[j, k]:.9g}",
+                        f"{persist[j, k]:.9g}",
+                    ]
+                )
+        for k, v in enumerate([] if future is None else future):
+            wr.writerow([n + k, "forecast", k + 1, "", f"{v:.9g}", ""])
+
+
+def _plot_forecast(
+    path: str, target: Any, ti: Any, va: Any, pred: Any, future: Any, n_train: int, name: str
+) -> None:
+    """The series (the last stretch before validation and all of it), the one-step-ahead
+    predictions on validation, and the forecast past the end."""
+    from .diagnostics import _figure
+
+    fig = _figure((8.0, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    start = max(0, n_train - 3 * max(int(va.sum()), 1))
+    rows = np.arange(len(target))
+    ax.plot(rows[start:], target[start:], color="0.3", lw=1.2, label=f"{name} (actual)")
+    ax.plot(ti[va], pred[va, 0], color="C0", lw=1.2, label="predicted (1 step ahead)")
+    if future is not None:
+        fr = np.arange(len(target), len(target) + len(future))
+        ax.plot(fr, future, color="C3", lw=1.4, label=f"forecast ({len(future)} steps)")
+    ax.axvline(n_train - 0.5, color="0.6", ls=":", lw=1)
+    ax.text(n_train, ax.get_ylim()[1], " validation", va="top", fontsize=8, color="0.4")
+    ax.set_xlabel("row")
+    ax.set_ylabel(name)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 #: What ``demo`` trains: the adding problem at T=100 with a GRU, two epochs of 10000 sequences
@@ -807,9 +1147,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser, seed: int | None = 0) -> None:
         sp.add_argument(
-            "--threads", type=_thread_count, default=None, help=f"kernel threads (1..{MAX_THREADS})"
+            "--threads",
+            type=_thread_count,
+            default=None,
+            help=f"kernel threads, 1..{MAX_THREADS} (default: RNNFAST_NUM_THREADS or the cores)",
         )
-        sp.add_argument("--seed", type=_nonneg_int, default=seed, help="random seed")
+        shown = "the task's" if seed is None else seed
+        sp.add_argument(
+            "--seed", type=_nonneg_int, default=seed, help=f"random seed (default: {shown})"
+        )
 
     demo = sub.add_parser(
         "demo", help="train the demo task (< 1 min on one core) and print the result"
@@ -818,38 +1164,154 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
-    tr = sub.add_parser("train", help="train a built-in task")
-    tr.add_argument("--task", required=True, choices=list_tasks())
-    tr.add_argument("--cell", choices=CELLS, default=None, help="default: the task's")
-    tr.add_argument("--hidden", type=_positive_int)
-    tr.add_argument("--layers", type=_positive_int)
-    tr.add_argument("--seq-len", type=_positive_int)
-    tr.add_argument("--batch-size", type=_positive_int)
-    tr.add_argument(
-        "--bptt", type=parse_bptt, metavar="K1,K2", help="truncated BPTT (many-to-many)"
+    tr = sub.add_parser(
+        "train",
+        help="train a built-in task, or a forecaster on your own CSV",
+        description="Train a built-in task (--task NAME; its defaults: `python -m rnnfast tasks`) "
+        "or a forecaster on a column of your own CSV file (--csv FILE --target COL). "
+        "'default: the task's' means the value in the task's config; with --csv the default is "
+        "the one after 'csv:'.",
     )
-    tr.add_argument("--epochs", type=_positive_int)
-    tr.add_argument("--lr", type=_positive_float)
-    tr.add_argument("--clip-norm", type=_positive_float)
-    tr.add_argument("--dtype", choices=("float32", "float64"))
+    d = CSV_DEFAULTS
+    tr.add_argument("--task", choices=list_tasks(), help="a built-in task (or use --csv)")
     tr.add_argument(
-        "--init", choices=("torch", "orthogonal", "identity"), help="weight init preset"
+        "--csv",
+        metavar="FILE",
+        help="train on your own time series: a CSV file with a header line, rows in time order",
     )
-    tr.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"))
-    tr.add_argument("--n-train", type=_positive_int, help="training sequences (generated tasks)")
+    tr.add_argument("--target", metavar="COL", help="--csv: the column to forecast (required)")
     tr.add_argument(
-        "--mode", choices=("many_to_one", "many_to_many"), help="sine: one target or one per step"
+        "--features",
+        metavar="A,B",
+        help="--csv: more input columns beside the target's own history (default: none)",
     )
-    tr.add_argument("--text", metavar="PATH", help="charlm: train on this UTF-8 text file")
-    tr.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz + JSON metadata)")
-    tr.add_argument("--json", metavar="PATH", help="write history and final metrics as JSON")
-    tr.add_argument("--plot", metavar="PATH", help="write a PNG of the loss curves (rnnfast[plot])")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--input-len",
+        type=_positive_int,
+        help=f"--csv: steps of history the model sees (default: {d['input_len']})",
+    )
+    tr.add_argument(
+        "--horizon",
+        type=_positive_int,
+        help=f"--csv: steps predicted at once after them (default: {d['horizon']})",
+    )
+    tr.add_argument(
+        "--val-fraction",
+        type=_positive_float,
+        help=f"--csv: the last fraction of rows held out for validation (default: "
+        f"{d['val_fraction']})",
+    )
+    tr.add_argument(
+        "--forecast",
+        type=_nonneg_int,
+        metavar="N",
+        help="--csv: forecast N rows past the end (fed back step by step; no --features); "
+        "printed, in --predictions and --plot (default: 0)",
+    )
+    tr.add_argument(
+        "--predictions",
+        metavar="PATH",
+        help="--csv: write a CSV of every window's actual, predicted and persistence values "
+        "(default: none)",
+    )
+    tr.add_argument(
+        "--cell", choices=CELLS, default=None, help=f"default: the task's; csv: {d['cell']}"
+    )
+    tr.add_argument(
+        "--hidden",
+        type=_positive_int,
+        help=f"hidden units (default: the task's; csv: {d['hidden']})",
+    )
+    tr.add_argument(
+        "--layers",
+        type=_positive_int,
+        help=f"stacked layers (default: the task's; csv: {d['layers']})",
+    )
+    tr.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        help="sequence length of generated tasks (default: the task's)",
+    )
+    tr.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help=f"sequences per optimizer step (default: the task's; csv: {d['batch_size']})",
+    )
+    tr.add_argument(
+        "--bptt",
+        type=parse_bptt,
+        metavar="K1,K2",
+        help="truncated BPTT: update every K1 steps through the last K2 (many-to-many tasks; "
+        "default: full BPTT)",
+    )
+    tr.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help=f"at most this many epochs (default: the task's; csv: {d['epochs']})",
+    )
+    tr.add_argument(
+        "--early-stopping",
+        type=_patience,
+        metavar="N|off",
+        help="stop after N epochs without a better validation loss and keep the best epoch's "
+        f"weights; 'off': never (default: the task's, else off; csv: {d['early_stopping']})",
+    )
+    tr.add_argument(
+        "--lr", type=_positive_float, help=f"learning rate (default: the task's; csv: {d['lr']})"
+    )
+    tr.add_argument(
+        "--clip-norm",
+        type=_positive_float,
+        help=f"clip the global gradient norm to this (default: the task's; csv: {d['clip_norm']})",
+    )
+    tr.add_argument(
+        "--dtype", choices=("float32", "float64"), help="default: the task's; csv: float32"
+    )
+    tr.add_argument(
+        "--init",
+        choices=("torch", "orthogonal", "identity"),
+        help="weight init preset (default: the task's; torch, or identity for rnn-relu)",
+    )
+    tr.add_argument(
+        "--optimizer",
+        choices=("adam", "adamw", "sgd", "rmsprop"),
+        help=f"default: the task's; csv: {d['optimizer']}",
+    )
+    tr.add_argument(
+        "--n-train",
+        type=_positive_int,
+        help="training sequences of generated tasks (default: the task's)",
+    )
+    tr.add_argument(
+        "--mode",
+        choices=("many_to_one", "many_to_many"),
+        help="sine: one target or one per step (default: many_to_one)",
+    )
+    tr.add_argument(
+        "--text",
+        metavar="PATH",
+        help="charlm: train on this UTF-8 text file (default: the shipped story)",
+    )
+    tr.add_argument(
+        "--save", metavar="PATH", help="write a checkpoint (.npz + JSON metadata; default: none)"
+    )
+    tr.add_argument(
+        "--json", metavar="PATH", help="write history and final metrics as JSON (default: none)"
+    )
+    tr.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="write a PNG of the loss curves; with --csv, of the forecast (needs rnnfast[plot]; "
+        "default: none)",
+    )
+    tr.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)"
+    )
     tr.add_argument(
         "--distributed",
         action="store_true",
         help="data-parallel over MPI: run under `mpiexec -n N`; --batch-size is the global batch "
-        "(needs rnnfast[mpi])",
+        "(needs rnnfast[mpi]; default: one process)",
     )
     common(tr, seed=None)
     tr.set_defaults(func=cmd_train)

@@ -130,15 +130,20 @@ def run_task(
 
     ``overrides`` are config keys (see ``task.default_config``): cell, hidden, layers, seq_len,
     batch_size, epochs, lr, optimizer, clip_norm, bptt (a (k1, k2) pair or None), dtype, seed, init,
-    and task options. ``final`` holds ``val_loss`` (the training loss on val), the task's score
+    early_stopping (a patience in epochs on val_loss, restoring the best epoch's weights; any task;
+    default the task's, else none; False turns a task's default off), and task options. ``final`` holds ``val_loss`` (the training loss on val), the task's score
     (``val_mse`` for regression: the plain mean squared error; ``val_accuracy`` for classification)
     and every baseline of ``task.baseline``.
     """
-    from ..training import evaluate, fit
+    from ..training import EarlyStopping, evaluate, fit
 
     if isinstance(task, str):
         task = get_task(task)
+    patience = overrides.pop("early_stopping", None)  # every task takes it
     cfg = task.config(**overrides)
+    if patience is not None:
+        cfg["early_stopping"] = patience
+    patience = cfg.get("early_stopping")
     if cfg["cell"] not in CELLS:
         raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {cfg['cell']!r}")
     opts = {k: cfg[k] for k in task.data_options if k in cfg}
@@ -177,6 +182,10 @@ def run_task(
         seed=int(cfg["seed"]),
         metrics=task.metrics,
         callbacks=callbacks,
+        # patience in epochs on val_loss, then the best epoch's weights are put back
+        early_stopping=(
+            None if patience is None or patience is False else EarlyStopping(patience=int(patience))
+        ),
     )
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
