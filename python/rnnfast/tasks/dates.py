@@ -270,6 +270,12 @@ class DatesTask(Task):
 
         if cfg["cell"] not in ("rnn", "lstm", "gru"):
             raise ValueError(f"cell: the dates task takes rnn, lstm or gru, got {cfg['cell']!r}")
+        if cfg.get("bptt"):
+            raise ValueError("bptt: the dates task trains whole sequences (teacher forcing)")
+        if str(cfg["optimizer"]) != "adam":
+            raise ValueError(
+                f"optimizer: the dates task trains with adam, got {cfg['optimizer']!r}"
+            )
         return Seq2Seq(
             len(SRC_VOCAB),
             len(TGT_VOCAB),
@@ -298,10 +304,6 @@ class DatesTask(Task):
         records and the final validation loss (nats per target token)."""
         from ..seq2seq import seq2seq_loss, train_seq2seq
 
-        if str(cfg["optimizer"]) != "adam":
-            raise ValueError(
-                f"optimizer: the dates task trains with adam, got {cfg['optimizer']!r}"
-            )
         hist = train_seq2seq(
             model,
             train.x,
