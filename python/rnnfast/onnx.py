@@ -215,7 +215,8 @@ def to_model_proto(
     else:
         raise TypeError(
             f"model: expected an rnnfast SequenceModel, RNN, LSTM or GRU, got "
-            f"{type(model).__name__}"
+            f"{type(model).__name__} (encoder-decoder models such as Seq2Seq decode step by step "
+            "and are not exported)"
         )
     if head is not None and not isinstance(head, Linear):  # pragma: no cover - SequenceModel checks
         raise TypeError(f"model.head: expected an rnnfast Linear, got {type(head).__name__}")
