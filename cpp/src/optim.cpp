@@ -48,48 +48,72 @@ void sgd_update(S* p, S* buf, const S* g, Index N, double lr, double momentum, d
   }
 }
 
-template <class S>
-void adam_update(S* p, S* m, S* v, S* vmax, const S* g, Index N, double one_minus_beta1, double beta2,
-                 double one_minus_beta2, double neg_step_size, double bias_correction2_sqrt, double eps,
-                 WeightDecay wd_mode, double wd_value, bool maximize) {
-  const S s_omb1 = S(one_minus_beta1), s_b2 = S(beta2), s_omb2 = S(one_minus_beta2);
-  const S s_step = S(neg_step_size), s_bc2 = S(bias_correction2_sqrt), s_eps = S(eps), s_wd = S(wd_value);
+// The loops are instantiated per option (no branch inside, so that they vectorise).
+template <class S, bool kMaximize, WeightDecay kWd, bool kAmsgrad>
+void adam_loop(S* p, S* m, S* v, S* vmax, const S* g, Index N, S s_omb1, S s_b2, S s_omb2, S s_step, S s_bc2,
+               S s_eps, S s_wd) {
   for (Index i = 0; i < N; ++i) {
-    S gi = maximize ? -g[i] : g[i];
+    S gi = kMaximize ? -g[i] : g[i];
     S pi = p[i];
-    if (wd_mode == WeightDecay::l2) gi = gi + s_wd * pi;  // grad = grad + wd * p
-    if (wd_mode == WeightDecay::decoupled) pi = pi * s_wd;  // p *= 1 - lr * wd (s_wd holds the factor)
-    const S mi = m[i] + s_omb1 * (gi - m[i]);  // m += (1 - beta1) * (grad - m)
-    S vi = v[i] * s_b2;                         // v *= beta2
-    vi = vi + s_omb2 * (gi * gi);               // v += (1 - beta2) * grad^2
+    if (kWd == WeightDecay::l2) gi = gi + s_wd * pi;         // grad = grad + wd * p
+    if (kWd == WeightDecay::decoupled) pi = pi * s_wd;       // p *= 1 - lr * wd (s_wd holds the factor)
+    const S mi = m[i] + s_omb1 * (gi - m[i]);                // m += (1 - beta1) * (grad - m)
+    S vi = v[i] * s_b2;                                      // v *= beta2
+    vi = vi + s_omb2 * (gi * gi);                            // v += (1 - beta2) * grad^2
     m[i] = mi;
     v[i] = vi;
-    S den;
-    if (vmax) {
-      const S vm = nan_max(vmax[i], vi);  // max_exp_avg_sq = maximum(max_exp_avg_sq, v)
-      vmax[i] = vm;
-      den = std::sqrt(vm) / s_bc2 + s_eps;
-    } else {
-      den = std::sqrt(vi) / s_bc2 + s_eps;  // denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+    if (kAmsgrad) {
+      vi = nan_max(vmax[i], vi);  // max_exp_avg_sq = maximum(max_exp_avg_sq, v)
+      vmax[i] = vi;
     }
-    p[i] = pi + s_step * (mi / den);  // p += -step_size * (m / denom)
+    const S den = std::sqrt(vi) / s_bc2 + s_eps;  // denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+    p[i] = pi + s_step * (mi / den);              // p += -step_size * (m / denom)
+  }
+}
+
+template <class S, bool kMaximize, WeightDecay kWd>
+void adam_dispatch(S* p, S* m, S* v, S* vmax, const S* g, Index N, S a, S b, S c, S d, S e, S f, S w) {
+  if (vmax)
+    adam_loop<S, kMaximize, kWd, true>(p, m, v, vmax, g, N, a, b, c, d, e, f, w);
+  else
+    adam_loop<S, kMaximize, kWd, false>(p, m, v, vmax, g, N, a, b, c, d, e, f, w);
+}
+
+template <class S, bool kMaximize>
+void adam_dispatch(S* p, S* m, S* v, S* vmax, const S* g, Index N, WeightDecay wd, S a, S b, S c, S d, S e, S f,
+                   S w) {
+  switch (wd) {
+    case WeightDecay::none:
+      return adam_dispatch<S, kMaximize, WeightDecay::none>(p, m, v, vmax, g, N, a, b, c, d, e, f, w);
+    case WeightDecay::l2:
+      return adam_dispatch<S, kMaximize, WeightDecay::l2>(p, m, v, vmax, g, N, a, b, c, d, e, f, w);
+    case WeightDecay::decoupled:
+      return adam_dispatch<S, kMaximize, WeightDecay::decoupled>(p, m, v, vmax, g, N, a, b, c, d, e, f, w);
   }
 }
 
 template <class S>
-void rmsprop_update(S* p, S* v, S* ga, S* buf, const S* g, Index N, double alpha, double one_minus_alpha, double eps,
-                    double weight_decay, double momentum, double neg_lr, bool maximize) {
-  const S s_a = S(alpha), s_oma = S(one_minus_alpha), s_eps = S(eps), s_wd = S(weight_decay);
-  const S s_mu = S(momentum), s_lr = S(neg_lr);
-  const bool wd = weight_decay != 0.0;
+void adam_update(S* p, S* m, S* v, S* vmax, const S* g, Index N, double one_minus_beta1, double beta2,
+                 double one_minus_beta2, double neg_step_size, double bias_correction2_sqrt, double eps,
+                 WeightDecay wd_mode, double wd_value, bool maximize) {
+  const S a = S(one_minus_beta1), b = S(beta2), c = S(one_minus_beta2), d = S(neg_step_size);
+  const S e = S(bias_correction2_sqrt), f = S(eps), w = S(wd_value);
+  if (maximize)
+    adam_dispatch<S, true>(p, m, v, vmax, g, N, wd_mode, a, b, c, d, e, f, w);
+  else
+    adam_dispatch<S, false>(p, m, v, vmax, g, N, wd_mode, a, b, c, d, e, f, w);
+}
+
+template <class S, bool kMaximize, bool kWd, bool kCentered, bool kMomentum>
+void rmsprop_loop(S* p, S* v, S* ga, S* buf, const S* g, Index N, S s_a, S s_oma, S s_eps, S s_wd, S s_mu, S s_lr) {
   for (Index i = 0; i < N; ++i) {
-    S gi = maximize ? -g[i] : g[i];
-    if (wd) gi = gi + s_wd * p[i];  // grad = grad + wd * p
+    S gi = kMaximize ? -g[i] : g[i];
+    if (kWd) gi = gi + s_wd * p[i];  // grad = grad + wd * p
     S vi = v[i] * s_a;               // v *= alpha
     vi = vi + s_oma * (gi * gi);     // v += (1 - alpha) * grad^2
     v[i] = vi;
     S avg;
-    if (ga) {
+    if (kCentered) {
       const S gai = ga[i] + s_oma * (gi - ga[i]);  // grad_avg += (1 - alpha) * (grad - grad_avg)
       ga[i] = gai;
       avg = std::sqrt(vi - gai * gai);
@@ -97,7 +121,7 @@ void rmsprop_update(S* p, S* v, S* ga, S* buf, const S* g, Index N, double alpha
       avg = std::sqrt(vi);
     }
     avg = avg + s_eps;
-    if (buf) {
+    if (kMomentum) {
       S b = buf[i] * s_mu;  // buf *= momentum
       b = b + gi / avg;     // buf += grad / avg
       buf[i] = b;
@@ -106,6 +130,25 @@ void rmsprop_update(S* p, S* v, S* ga, S* buf, const S* g, Index N, double alpha
       p[i] = p[i] + s_lr * (gi / avg);  // p += -lr * (grad / avg)
     }
   }
+}
+
+template <class S>
+void rmsprop_update(S* p, S* v, S* ga, S* buf, const S* g, Index N, double alpha, double one_minus_alpha, double eps,
+                    double weight_decay, double momentum, double neg_lr, bool maximize) {
+  const S a = S(alpha), oma = S(one_minus_alpha), e = S(eps), wd = S(weight_decay), mu = S(momentum), lr = S(neg_lr);
+  // 16 loops, one per option combination: the bits are maximize, weight decay, centered, momentum
+  using Loop = void (*)(S*, S*, S*, S*, const S*, Index, S, S, S, S, S, S);
+  static const Loop loops[16] = {
+      rmsprop_loop<S, false, false, false, false>, rmsprop_loop<S, false, false, false, true>,
+      rmsprop_loop<S, false, false, true, false>,  rmsprop_loop<S, false, false, true, true>,
+      rmsprop_loop<S, false, true, false, false>,  rmsprop_loop<S, false, true, false, true>,
+      rmsprop_loop<S, false, true, true, false>,   rmsprop_loop<S, false, true, true, true>,
+      rmsprop_loop<S, true, false, false, false>,  rmsprop_loop<S, true, false, false, true>,
+      rmsprop_loop<S, true, false, true, false>,   rmsprop_loop<S, true, false, true, true>,
+      rmsprop_loop<S, true, true, false, false>,   rmsprop_loop<S, true, true, false, true>,
+      rmsprop_loop<S, true, true, true, false>,    rmsprop_loop<S, true, true, true, true>};
+  const int k = (maximize ? 8 : 0) + (weight_decay != 0.0 ? 4 : 0) + (ga ? 2 : 0) + (buf ? 1 : 0);
+  loops[k](p, v, ga, buf, g, N, a, oma, e, wd, mu, lr);
 }
 
 template <class S>
