@@ -1132,8 +1132,10 @@ class RNNBase(_FlatParams):
         self._guard.owner = None
         t_steps, batch = cache["shape"]
         D, H = self.num_directions, self.hidden_size
+        dout: Array | None = None  # None: zeros (the kernels skip it), one direction only
         if grad_output is None:
-            dout = np.zeros((t_steps, batch, D * H), dtype=self.dtype)
+            if D == 2:
+                dout = np.zeros((t_steps, batch, D * H), dtype=self.dtype)
         else:
             dout = _as_float("grad_output", grad_output, self.dtype)
             exp = (batch, t_steps, D * H) if self.batch_first else (t_steps, batch, D * H)
@@ -1172,7 +1174,7 @@ class RNNBase(_FlatParams):
             raise type(exc)(str(exc).replace("hx", "grad_state")) from None
 
     def _backward_time_major(
-        self, cache: dict[str, Any], dout: Array, dstates: list[State | None]
+        self, cache: dict[str, Any], dout: Array | None, dstates: list[State | None]
     ) -> Array:
         F = get_backend()
         D, H = self.num_directions, self.hidden_size
