@@ -9,6 +9,10 @@ Subcommands::
         [--threads N] [--no-progress] [--init torch|orthogonal|identity]
         [--optimizer adam|adamw|sgd|rmsprop] [--n-train N] [--mode many_to_one|many_to_many]
         [--text PATH] [--distributed]           # --distributed: under `mpiexec -n N`, over MPI
+        [--early-stopping N|off]
+    python -m rnnfast train --csv FILE --target COL [--features A,B] [--input-len N] [--horizon N]
+        [--val-fraction X] [--forecast N] [--predictions PATH] [--plot PATH] [--save PATH] ...
+                                                # your own series: windows, persistence baseline
     python -m rnnfast sample CHECKPOINT [--prime TEXT] [--length N] [--temperature X] [--seed N]
     python -m rnnfast suggest CHECKPOINT "the value of the" [--k 5]   # next-word suggestions
     python -m rnnfast diagnose --task adding [--cell rnn,lstm,gru] [--seq-len N]
@@ -21,7 +25,7 @@ path that cannot be written, a checkpoint that cannot be used) print one line
 ``rnnfast <cmd>: error: ...`` and exit with status 2, as argparse does; never a traceback.
 
 Nothing trained is lost to an output path: every file a command will write (``--save``, ``--json``,
-``--plot``) is checked before any work starts (parent directory exists and is writable, the path is
+``--plot``, ``--predictions``) is checked before any work starts (parent directory exists and is writable, the path is
 not a directory, distinct from the others, a plot has an image format matplotlib can write and
 matplotlib is installed), and ``train`` writes the checkpoint first, so a failing extra never costs
 the model. ``--plot out`` (no extension) writes and reports ``out.png``.
