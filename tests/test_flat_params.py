@@ -84,3 +84,16 @@ def test_copies_remake_the_views_and_keep_the_optimizer_linked(how: str) -> None
     np.testing.assert_array_equal(m2.flat_parameters, m.flat_parameters)
     r = copy.deepcopy(m.rnn)  # a part alone
     assert _tiles(r.parameters(), r.flat_parameters)
+
+
+def test_an_optimizer_over_moved_arrays_fails_loudly() -> None:
+    """Parts joined into a SequenceModel move into its buffer; their old arrays turn read-only."""
+    rnn, head = rf.GRU(3, 4, seed=0), rf.Linear(4, 2, seed=0)
+    stale = rf.optim.SGD(rnn.parameters(), lr=0.1)
+    rf.SequenceModel(rnn, head)
+    with pytest.raises(ValueError, match="read-only"):
+        stale.step(rnn.grads)
+    other = rf.optim.SGD(dict(list(head.parameters().items())[:1]), lr=0.1)  # one array: per array
+    rf.SequenceModel(rf.GRU(3, 4), head)  # the head moves again: its old views turn read-only
+    with pytest.raises(ValueError, match="read-only"):
+        other.step({"weight": head.grads["weight"]})

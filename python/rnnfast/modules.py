@@ -283,6 +283,8 @@ class _FlatParams:
     def _rehome(self, fp: Array, fg: Array) -> None:
         """Copy the parameters and gradients into ``fp`` / ``fg`` (1-D, the total size) and make
         the dict values views of them."""
+        old_fp: Array | None = getattr(self, "_flat_params", None)
+        old_fg: Array | None = getattr(self, "_flat_grads", None)
         off = 0
         for k, v in self._params.items():
             n = v.size
@@ -294,9 +296,17 @@ class _FlatParams:
                 gv[...] = g
             elif g is None:
                 gv.fill(0)
+            # the arrays left behind turn read-only: an optimizer built over them before the move
+            # fails loudly ("read-only") instead of updating memory the module no longer reads
+            v.flags.writeable = False
+            if g is not None:
+                g.flags.writeable = False
             self._params[k] = pv
             self.grads[k] = gv
             off += n
+        for old in (old_fp, old_fg):
+            if old is not None and old.base is None:  # this module's own buffer, now left behind
+                old.flags.writeable = False
         self._flat_params = fp
         self._flat_grads = fg
 

@@ -401,6 +401,12 @@ class Optimizer:
         together, e.g. ``model.flat_grads``; only when the parameters tile one buffer).
         """
         flat = self._flat
+        if flat is not None and not all(p.flags.writeable for p in self.params.values()):
+            raise ValueError(
+                "params: the parameters were moved to another buffer (e.g. the module was joined "
+                "into a SequenceModel after this optimizer was built; their old memory is "
+                "read-only now): build the optimizer over model.parameters() after the model"
+            )
         if isinstance(grads, np.ndarray):
             if flat is None:
                 raise TypeError(
