@@ -5,8 +5,9 @@ Skipped (with the reason) without jax (and the Flax tests without flax/optax). T
 packed sequences: the state is carried and y = 0 past a sequence's length), differentiated by JAX.
 Checked: outputs and gradients of every input (x, h0, c0, w_ih, w_hh, b_ih, b_hh) in float32 and
 float64 (x64 switched on for those tests only, with ``jax.enable_x64``), under ``jit``, ``grad``
-and ``vmap`` (forward, grad of vmap, vmap of grad), and a Flax + optax training step that matches
-the same step with the lax.scan model and lowers the loss.
+and ``vmap`` (forward, grad of vmap, vmap of grad), the Flax linen and nnx modules against
+rnnfast's modules, and a Flax + optax training step that matches the same step with the lax.scan
+model and lowers the loss.
 """
 
 from __future__ import annotations
@@ -344,6 +345,32 @@ def test_linen_modules_match_rnnfast_modules() -> None:
         o_ref, h_ref = ref(x, lengths=lengths)
         assert_close(out, o_ref, RTOL["float32"], f"{mod.__name__} out")
         _compare(hn, jax.tree_util.tree_map(jnp.asarray, h_ref), RTOL["float32"], "h_n ")
+
+
+def test_nnx_modules_match_rnnfast_modules() -> None:
+    pytest.importorskip("flax", reason="the Flax modules need flax")
+    from flax import nnx
+
+    from rnnfast.modules import GRU, LSTM
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 4)).astype(np.float32)
+    lengths = np.array([5, 1, 0])
+    for mod, ref_cls, kw in (
+        (rj.nnx.LSTM, LSTM, {"num_layers": 2, "bidirectional": True}),
+        (rj.nnx.GRU, GRU, {}),
+    ):
+        m = mod(4, 5, rngs=nnx.Rngs(0), **kw)
+        out, hn = m(x, lengths=lengths)
+        ref = ref_cls(4, 5, **kw).eval()
+        params = {k: np.asarray(v[...]) for k, v in nnx.state(m, nnx.Param).items()}
+        assert set(params) == set(ref.state_dict())  # PyTorch's names
+        ref.load_state_dict(params)
+        o_ref, h_ref = ref(x, lengths=lengths)
+        assert_close(out, o_ref, RTOL["float32"], f"nnx {mod.__name__} out")
+        _compare(hn, jax.tree_util.tree_map(jnp.asarray, h_ref), RTOL["float32"], "nnx h_n ")
+    g = nnx.grad(lambda m: jnp.sum(m(x, lengths=lengths)[0] ** 2))(m)
+    assert np.all(np.isfinite(np.asarray(g["weight_hh_l0"][...])))
 
 
 def test_flax_optax_training_step() -> None:
