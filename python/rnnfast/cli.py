@@ -1349,7 +1349,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1500,
         help="Adam steps (batch 32, lr 0.01) on the adding task before the trained measurement "
         "(0: init only, instant; the LSTM solves the task after about 1100-1200 steps; 1500 "
-        "steps of rnn,lstm take about 100 s of CPU)",
+        "steps of rnn,lstm take about 25 s of CPU)",
     )
     dg.add_argument("--explode-steps", type=_positive_int, default=20)
     dg.add_argument("--plot", metavar="PATH", help="write a PNG of the gradient flow")
