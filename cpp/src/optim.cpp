@@ -25,27 +25,44 @@ inline S nan_max(S a, S b) {
 
 }  // namespace
 
-template <class S>
-void sgd_update(S* p, S* buf, const S* g, Index N, double lr, double momentum, double one_minus_dampening,
-                double weight_decay, bool nesterov, bool maximize, bool first) {
-  const S s_lr = S(lr), s_mu = S(momentum), s_omd = S(one_minus_dampening), s_wd = S(weight_decay);
-  const bool wd = weight_decay != 0.0;
+template <class S, bool kMaximize, bool kWd, bool kMomentum, bool kFirst, bool kNesterov>
+void sgd_loop(S* p, S* buf, const S* g, Index N, S s_lr, S s_mu, S s_omd, S s_wd) {
   for (Index i = 0; i < N; ++i) {
-    S d = maximize ? -g[i] : g[i];
-    if (wd) d = d + s_wd * p[i];  // d_p = d_p + wd * p
-    if (buf) {
+    S d = kMaximize ? -g[i] : g[i];
+    if (kWd) d = d + s_wd * p[i];  // d_p = d_p + wd * p
+    if (kMomentum) {
       S b;
-      if (first) {
+      if (kFirst) {
         b = d;  // momentum_buffer = d_p (first step)
       } else {
-        b = buf[i] * s_mu;   // buf *= momentum
-        b = b + s_omd * d;   // buf += (1 - dampening) * d_p
+        b = buf[i] * s_mu;  // buf *= momentum
+        b = b + s_omd * d;  // buf += (1 - dampening) * d_p
       }
       buf[i] = b;
-      d = nesterov ? d + s_mu * b : b;
+      d = kNesterov ? d + s_mu * b : b;
     }
     p[i] = p[i] - s_lr * d;  // p -= lr * d_p
   }
+}
+
+template <class S>
+void sgd_update(S* p, S* buf, const S* g, Index N, double lr, double momentum, double one_minus_dampening,
+                double weight_decay, bool nesterov, bool maximize, bool first) {
+  const S a = S(lr), mu = S(momentum), omd = S(one_minus_dampening), wd = S(weight_decay);
+  // one loop per option combination: the bits are maximize, weight decay, momentum, first, nesterov
+  using Loop = void (*)(S*, S*, const S*, Index, S, S, S, S);
+#define RNNFAST_SGD_ROW(M, W) \
+  sgd_loop<S, M, W, false, false, false>, sgd_loop<S, M, W, false, false, false>, \
+      sgd_loop<S, M, W, false, false, false>, sgd_loop<S, M, W, false, false, false>, \
+      sgd_loop<S, M, W, true, false, false>, sgd_loop<S, M, W, true, false, true>, \
+      sgd_loop<S, M, W, true, true, false>, sgd_loop<S, M, W, true, true, true>
+  static const Loop loops[32] = {RNNFAST_SGD_ROW(false, false), RNNFAST_SGD_ROW(false, true),
+                                 RNNFAST_SGD_ROW(true, false), RNNFAST_SGD_ROW(true, true)};
+#undef RNNFAST_SGD_ROW
+  const bool mom = buf != nullptr;
+  const int k = (maximize ? 16 : 0) + (weight_decay != 0.0 ? 8 : 0) + (mom ? 4 : 0) + (mom && first ? 2 : 0) +
+                (mom && nesterov ? 1 : 0);
+  loops[k](p, buf, g, N, a, mu, omd, wd);
 }
 
 // The loops are instantiated per option (no branch inside, so that they vectorise).
