@@ -394,14 +394,16 @@ class CrossEntropyLoss(Loss):
         if not need_grad:
             return value, None
         coef = (w_item * scale).astype(z.dtype)  # per-item factor w[y_i] / N
-        grad = expz / sumexp[..., None]
+        grad = np.divide(expz, sumexp[..., None], out=expz)  # softmax, in expz's buffer
         np.put_along_axis(
             grad,
             t_safe[..., None],
             np.take_along_axis(grad, t_safe[..., None], axis=-1) - 1,
             axis=-1,
         )
-        grad = np.where(valid[..., None], grad * coef[..., None], 0)
+        grad *= coef[..., None]
+        if not valid.all():
+            grad[~valid] = 0  # ignored or masked items: exactly 0 (also where grad is not finite)
         return value, grad.astype(z.dtype, copy=False)
 
     def __repr__(self) -> str:
