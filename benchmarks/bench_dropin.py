@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                     for b in args.batch:
                         row = run_row(cell, h, t, i, b, threads, args)
                         result["rows"].append(row)
+                        save(result, Path(args.out))
                         print(
                             f"{cell} H={h} T={t} B={b} threads={threads}: "
                             + (
@@ -392,13 +393,18 @@ def main(argv: list[str] | None = None) -> int:
                         )
     if not args.no_overhead:
         result["overhead"] = overhead(args)
-    out = Path(args.out)
+    md = save(result, Path(args.out))
+    print(md)
+    return 0
+
+
+def save(result: Mapping[str, Any], out: Path) -> str:
+    """Write dropin.json and dropin.md (after every row: a killed run keeps what it measured)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "dropin.json").write_text(json.dumps(result, indent=1))
     md = markdown(result)
     (out / "dropin.md").write_text(md + "\n")
-    print(md)
-    return 0
+    return md
 
 
 if __name__ == "__main__":
