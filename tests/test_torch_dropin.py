@@ -221,6 +221,27 @@ def test_parity_with_torch_autograd(
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_eager_and_ops_paths_bitwise_equal(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind, _ = _split(cell)
+    _, fast = _pair(cell, torch.float32, num_layers=2, bidirectional=True, batch_first=True)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(B, T, N_IN, generator=g)
+    packed = pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False)
+    results = []
+    for eager in (True, False):
+        monkeypatch.setattr(rt, "EAGER_FAST_PATH", eager)
+        fast.zero_grad()
+        out, fin = fast(packed)
+        leaves = [out.data, *torch.utils._pytree.tree_leaves(fin)]
+        sum((leaf * leaf.detach().sin()).sum() for leaf in leaves).backward()
+        results.append(
+            [t.detach().clone() for t in leaves] + [p.grad.clone() for p in fast.parameters()]
+        )
+    for a, e in zip(*results):
+        assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_unbatched_input(cell: str, path: str) -> None:
     kind, _ = _split(cell)
     ref, fast = _pair(cell, torch.float64, num_layers=2, bidirectional=True)
