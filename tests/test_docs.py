@@ -27,9 +27,6 @@ TIMEOUT_S = 120  # per block; the blocks are sized to take a few seconds each
 SHRINK: list[tuple[str, str, str]] = [
     # the dates translator trains for ~30 s CPU; one epoch shows the snippet works
     ("train_seq2seq(model", "epochs=8", "epochs=1"),
-    # the README's forecast walkthrough uses the documented sizes; the test trains 3 epochs
-    ("python -m rnnfast train --csv", "--epochs 30", "--epochs 3"),
-    ("epochs=30, batch_size=32", "epochs=30", "epochs=3"),
 ]
 
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
@@ -136,6 +133,7 @@ def test_snippet(path: Path, lang: str, line: int, code: str, workdirs: dict[Pat
                     timeout=TIMEOUT_S,
                 )
                 assert r.returncode == 0, f"{path.name}:{line}: {argv}\n{r.stdout}\n{r.stderr}"
+                assert "vs persistence" in r.stdout, r.stdout
                 continue
             try:
                 build_parser().parse_args(argv)
