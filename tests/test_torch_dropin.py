@@ -5,8 +5,9 @@ What is checked (skipped without torch; CI installs torch==2.13.0):
 1. parity with torch autograd: rnn (tanh, relu), lstm, gru x a pairwise-covering set of
    (num_layers 1-3, bidirectional, batch_first, bias, PackedSequence with a ragged unsorted batch,
    initial state given) x float64/float32: output, h_n (c_n) and every gradient (input, h0, c0, every
-   parameter) of L = <output, dy> + <h_n, dh> (+ <c_n, dc>); unbatched 2-D input; dropout between
-   layers (same seed, same masks);
+   parameter) of L = <output, dy> + <h_n, dh> (+ <c_n, dc>), on both of the modules' paths to the
+   kernels (the eager autograd.Function and the custom ops), which are also compared bitwise;
+   unbatched 2-D input; dropout between layers (same seed, same masks);
 2. the module surface: state_dict keys and (same seed) initial values equal to torch.nn's,
    load_state_dict both ways, convert/revert keep the very Parameter objects, errors;
 3. a torch training loop (Adam, clip_grad_norm_, StepLR, 20 steps) with the same loss trajectory and
@@ -14,7 +15,8 @@ What is checked (skipped without torch; CI installs torch==2.13.0):
 4. torch.library.opcheck of every custom op; torch.compile(fullgraph=True) without graph break
    (dynamo's explain per cell, one inductor compile); torch.jit.trace and torch.export
    (torch.jit.script is not supported: see README);
-5. the activation cache behind the handle tensor is freed with the autograd graph.
+5. the activation cache behind the handle tensor is freed with the autograd graph; in-place changes
+   before backward and double backward are errors.
 
 Tolerances and error measure are those of test_torch_parity.py: max |a - e| / max |e| per array;
 float64 1e-10; float32 outputs 1e-5 and gradients 1e-4 against torch in float64 on the same
