@@ -303,7 +303,10 @@ def stateful_batches(
     contiguous streams, each cut into segments of ``seq_len`` steps (the tail that does not fill a
     segment is dropped). Returns time-major (x, y) of shapes (seq_len, n_seg * batch_size, ...) where
     batch j (columns j*B .. j*B+B-1) holds segment j of every stream, so row i of batch j+1 continues
-    row i of batch j. Use with ``fit(..., stateful=True, batch_size=batch_size)``.
+    row i of batch j. Use with ``fit(..., stateful=True, batch_size=batch_size)``; for a
+    ``batch_first=True`` model pass ``rnnfast.Dataset(x, y)`` (time-major), since a plain tuple is
+    read in the model's layout. For forecasting windows that keep every step, see
+    :func:`rnnfast.data.windows`.
     """
     s = np.asarray(series)
     t = np.asarray(targets)
