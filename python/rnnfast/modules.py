@@ -1957,7 +1957,12 @@ class Linear(_FlatParams):
                 g.owner = threading.current_thread()
             finally:
                 g.exit()
-        y = xa @ self._params["weight"].T
+        # One 2-D GEMM over all leading axes: NumPy runs a 3-D matmul as one small GEMM per
+        # leading index (measured 1.3x slower with one BLAS thread, ~5x with several).
+        lead = xa.shape[:-1]
+        y = (xa.reshape(-1, self.in_features) @ self._params["weight"].T).reshape(
+            *lead, self.out_features
+        )
         if self.bias:
             y += self._params["bias"]
         return y
@@ -1987,7 +1992,7 @@ class Linear(_FlatParams):
         self.grads["weight"] += dy2.T @ x2  # dL/dW = sum over rows dy^T x
         if self.bias:
             self.grads["bias"] += dy2.sum(axis=0)  # dL/db = sum over rows dy
-        return dy @ self._params["weight"]  # dL/dx = dy W
+        return (dy2 @ self._params["weight"]).reshape(x.shape)  # dL/dx = dy W
 
     def __repr__(self) -> str:
         return f"Linear(in_features={self.in_features}, out_features={self.out_features}, bias={self.bias})"
