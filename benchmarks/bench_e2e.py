@@ -386,6 +386,8 @@ class Worker:
 def bench_task(ctx: Any, task: str, args: argparse.Namespace) -> dict[str, Any]:
     frac = args.frac
     variants = [("rnnfast", None), ("rnnfast", 1), ("torch", None), ("torch", 1)]
+    if args.rnnfast_only:
+        variants = variants[:2]
     workers: dict[tuple[str, int | None], Worker] = {}
     row: dict[str, Any] = {"task": task}
     try:
@@ -437,8 +439,10 @@ def bench_task(ctx: Any, task: str, args: argparse.Namespace) -> dict[str, Any]:
         med = {k: {m: statistics.median(s[m] for s in v) for m in v[0]} for k, v in samples.items()}
         row["threads"] = {f"{k[0]}/{k[1] or 'default'}": w.threads for k, w in workers.items()}
         row["median"] = med
+        nan = {"wall": math.nan, "cpu": math.nan}
         rd, r1, td, t1 = (
-            med[k]["wall"] for k in ("rnnfast/default", "rnnfast/1", "torch/default", "torch/1")
+            med.get(k, nan)["wall"]
+            for k in ("rnnfast/default", "rnnfast/1", "torch/default", "torch/1")
         )
         row["torch_over_rnnfast_default"] = td / rd
         row["torch_over_rnnfast_1"] = t1 / r1
@@ -677,22 +681,28 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         "",
         "| task | cell H | threads (rf/torch) | rnnfast default s | rnnfast 1t s | torch default s | torch 1t s "
-        "| torch/rf default | torch/rf 1t | rf 1t/default | kernels/fit (recurrent, all core) | check |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| torch/rf default | torch/rf 1t | rf 1t/default | rf CPU s default / 1t "
+        "| kernels/fit (recurrent, all core) | check |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["tasks"]:
         if not r.get("check_ok"):
             lines.append(
-                f"| {r['task']} | | | | | | | | | | | FAILED {r.get('check') or r.get('error')} |"
+                f"| {r['task']} | | | | | | | | | | | | FAILED {r.get('check') or r.get('error')} |"
             )
             continue
-        md = r["median"]
+        md = dict(r["median"])
+        md.setdefault("torch/default", {"wall": math.nan})
+        md.setdefault("torch/1", {"wall": math.nan})
+        r["threads"].setdefault("torch/default", "-")
         lines.append(
             f"| {r['task']} | {r['cell']} {r['hidden']} | {r['threads']['rnnfast/default']}/{r['threads']['torch/default']} "
             f"| {md['rnnfast/default']['wall']:.3f} | {md['rnnfast/1']['wall']:.3f} "
             f"| {md['torch/default']['wall']:.3f} | {md['torch/1']['wall']:.3f} "
             f"| **{r['torch_over_rnnfast_default']:.2f}** | {r['torch_over_rnnfast_1']:.2f} "
-            f"| **{r['rnnfast_1_over_default']:.2f}** | {r['kernel_rec_frac']:.2f}, {r['kernel_all_frac']:.2f} "
+            f"| **{r['rnnfast_1_over_default']:.2f}** "
+            f"| {md['rnnfast/default']['cpu']:.3f} / {md['rnnfast/1']['cpu']:.3f} "
+            f"| {r['kernel_rec_frac']:.2f}, {r['kernel_all_frac']:.2f} "
             f"| ok ({max(r['check'].values()):.1e}) |"
         )
     if report.get("stress"):
@@ -747,6 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--no-stress", action="store_true")
+    ap.add_argument(
+        "--rnnfast-only", action="store_true", help="skip the PyTorch loops (before/after runs)"
+    )
     ap.add_argument("--no-cli", action="store_true")
     ap.add_argument("--stress-seconds", type=float, default=None)
     ap.add_argument(

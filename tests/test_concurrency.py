@@ -516,3 +516,31 @@ def test_stream_of_one_module_is_refused_to_a_second_thread() -> None:
     fresh.stream_begin(2, 2, 4)
     fresh.stream_backward(np.ones_like(fresh.stream_forward(x[:2])))
     assert_bitwise(m.grads, fresh.grads, "grads of thread A's chunk")
+
+
+def test_fit_holds_numpy_blas_at_one_thread_and_restores_it() -> None:
+    """Inside fit (and evaluate) NumPy's BLAS pool runs one thread, so its spinning threads never
+    compete with the kernels' team (issue 12); the user's setting is back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from rnnfast._threads import blas_limit_active
+
+    def blas_threads() -> list[int]:
+        return [d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"]
+
+    seen: list[tuple[bool, list[int]]] = []
+
+    class Probe(rf.MSELoss):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            seen.append((blas_limit_active(), blas_threads()))
+            return super().__call__(*args, **kwargs)
+
+    before = blas_threads()
+    model = rf.build_model("gru", 3, 8, 1, mode="many_to_one", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 16, 3)).astype(np.float32)
+    y = rng.standard_normal((16, 1)).astype(np.float32)
+    opt = rf.optim.Adam(model.parameters(), lr=1e-3)
+    rf.fit(model, (x, y), Probe(), opt, epochs=1, batch_size=8, progress=False)
+    assert seen and all(active and all(n == 1 for n in nums) for active, nums in seen), seen
+    assert not blas_limit_active()
+    assert blas_threads() == before
