@@ -275,11 +275,12 @@ def test_train_refuses_a_directory_that_takes_no_files(
     import errno
 
     from rnnfast import cli
+    from rnnfast import io as rio  # the probe lives in rnnfast.io.check_writable
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(cli.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(rio.tempfile, "mkstemp", read_only)
     code, _, err = _main(["train", *TINY, "--save", str(tmp_path / "m.npz")], capsys)
     assert code == 2 and "--save: cannot create files in" in err and "Read-only" in err, err
     if os.name == "posix":

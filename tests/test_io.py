@@ -1016,3 +1016,44 @@ def test_resume_with_other_settings_is_refused(
         _fit_run(path, epochs=2, resume=True, **second)
     for v in values:
         assert v in str(info.value), str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# fit checks its checkpoint paths before training (a bad path must not cost the epochs before it)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_check_writable_accepts_a_new_file_and_returns_it(tmp_path: Path) -> None:
+    target = tmp_path / "new.npz"
+    assert rio.check_writable(target, "checkpoint") == str(target)
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda d: d, "is a directory"),
+        (lambda d: d / "missing" / "ck.npz", "does not exist"),
+    ],
+    ids=["directory", "missing-parent"],
+)
+def test_fit_refuses_a_bad_checkpoint_path_before_training(
+    tmp_path: Path, make: Any, match: str
+) -> None:
+    calls: list[int] = []
+
+    def count_epochs(epoch: int, logs: dict[str, Any]) -> None:
+        calls.append(epoch)
+
+    from rnnfast.training import LambdaCallback
+
+    with pytest.raises(ValueError, match=rf"checkpoint: .*{match}"):
+        _fit_run(make(tmp_path), epochs=2, callbacks=[LambdaCallback(on_epoch_begin=count_epochs)])
+    assert calls == []  # refused before the first epoch began
+
+
+def test_fit_refuses_a_best_path_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "ck.best.npz").mkdir()
+    with pytest.raises(ValueError, match=r"checkpoint \(best model\): .*is a directory"):
+        _fit_run(tmp_path / "ck.npz", epochs=1)
+    assert not (tmp_path / "ck.npz").exists()

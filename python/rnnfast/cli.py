@@ -39,7 +39,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from ._threads import single_thread_blas
+from .io import check_writable
 
 __all__ = ["build_parser", "main"]
 
@@ -204,35 +204,14 @@ def _set_threads(n: int | None) -> None:
 
 
 def _check_output(path: str | None, flag: str) -> str | None:
-    """Check, before any work, that ``path`` can be written; return it as it will be written.
-
-    The path must not be a directory, an existing file must be a regular, writable file, and the
-    parent directory must exist and (for ``--save``, which writes a temp file beside the target, or
-    a new file) accept a new file: probed by creating and removing one, which is also right for
-    root, read-only mounts and ACLs.
-    """
+    """Check, before any work, that ``path`` can be written (:func:`rnnfast.io.check_writable`;
+    ``--save`` writes a temp file beside the target); return it as it will be written."""
     if path is None:
         return None
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise CLIError(f"{flag}: {path!r} is a directory; expected a file path")
-    if p.exists() and not p.is_file():
-        raise CLIError(f"{flag}: {path!r} exists and is not a regular file")
-    parent = p.resolve().parent
-    if not parent.is_dir():
-        raise CLIError(f"{flag}: directory {str(parent)!r} does not exist")
-    if p.exists() and not os.access(p, os.W_OK):
-        raise CLIError(f"{flag}: {path!r} exists and is not writable")
-    if flag == "--save" or not p.exists():  # save creates a temp file beside the target
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".rnnfast-probe-", dir=parent)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise CLIError(
-                f"{flag}: cannot create files in {str(parent)!r} ({exc.strerror or exc})"
-            ) from None
-    return str(p)
+    try:
+        return check_writable(path, flag, temp_beside=flag == "--save")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _plot_formats() -> dict[str, str]:

@@ -79,6 +79,7 @@ __all__ = [
     "load",
     "rng_state",
     "rng_from_state",
+    "check_writable",
     "register_model_class",
     "unregister_model_class",
     "registered_model_classes",
@@ -542,6 +543,41 @@ def _fsync_dir(dirname: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_writable(path: str | os.PathLike[str], name: str, *, temp_beside: bool = True) -> str:
+    """Check, before any long work, that ``path`` can be written; return it (``~`` expanded).
+
+    The path must not be a directory or another non-regular file, an existing file must be
+    writable, and the parent directory must exist and -- for a new file, or when ``temp_beside``
+    (as :func:`save` writes a temp file beside the target) -- accept a new file: probed by creating
+    and removing one, which is also right for root, read-only mounts and ACLs. ``name`` is the
+    argument named in the error.
+
+    Raises:
+        ValueError: the path cannot be written (the message names ``name``, the path and why).
+    """
+    p = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(p):
+        raise ValueError(f"{name}: {p!r} is a directory; expected a file path")
+    if os.path.lexists(p) and not os.path.isfile(p):
+        raise ValueError(f"{name}: {p!r} exists and is not a regular file")
+    parent = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(parent):
+        raise ValueError(f"{name}: directory {parent!r} does not exist")
+    exists = os.path.exists(p)
+    if exists and not os.access(p, os.W_OK):
+        raise ValueError(f"{name}: {p!r} exists and is not writable")
+    if temp_beside or not exists:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".rnnfast-probe-", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ValueError(
+                f"{name}: cannot create files in {parent!r} ({exc.strerror or exc})"
+            ) from None
+    return p
 
 
 def save(

@@ -1068,6 +1068,9 @@ def fit(
     ckpt_path = None if checkpoint is None else os.fspath(checkpoint)
     if resume and ckpt_path is None:
         raise ValueError("resume: needs checkpoint=<path>")
+    if ckpt_path is not None:  # before any training: a bad path must not cost an epoch's work
+        ckpt_path = _io.check_writable(ckpt_path, "checkpoint")
+        _io.check_writable(_best_path(ckpt_path), "checkpoint (best model)")
 
     # ---- state ------------------------------------------------------------------------------------
     dist = _resolve_distributed(distributed)
