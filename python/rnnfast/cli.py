@@ -199,7 +199,7 @@ def _set_threads(n: int | None) -> None:
 
         try:
             set_num_threads(int(n))
-        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a cap below MAX_THREADS
+        except (ValueError, TypeError, OverflowError, RuntimeError) as exc:  # a cap; no threads
             raise CLIError(f"--threads: {exc}") from None
 
 
