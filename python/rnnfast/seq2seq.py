@@ -468,6 +468,21 @@ class Seq2Seq:
         return np.ascontiguousarray(hist[:, :, 0])
 
 
+def _teacher_forced_batch(
+    model: Seq2Seq,
+    src: np.ndarray,
+    src_lengths: np.ndarray | None,
+    tgt: np.ndarray,
+    cols: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """The columns ``cols`` (indices or a slice) of a batch: (src (S, B), decoder input (T, B) =
+    ``bos`` + tgt[:-1], src_lengths (B,) or None, tgt (T, B))."""
+    y = tgt[:, cols]
+    y_in = np.concatenate([np.full((1, y.shape[1]), model.bos), y[:-1]])
+    lens = None if src_lengths is None else src_lengths[cols]
+    return src[:, cols], y_in, lens, y
+
+
 def train_seq2seq(
     model: Seq2Seq,
     src: np.ndarray,
@@ -505,11 +520,9 @@ def train_seq2seq(
         total, count = 0.0, 0
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
-            y = tgt[:, idx]
-            y_in = np.concatenate([np.full((1, len(idx)), model.bos), y[:-1]])
-            lens = None if src_lengths is None else src_lengths[idx]
+            x, y_in, lens, y = _teacher_forced_batch(model, src, src_lengths, tgt, idx)
             model.zero_grad()
-            logits = model(src[:, idx], y_in, lens)
+            logits = model(x, y_in, lens)
             value, dlogits = loss_fn(logits, y)
             model.backward(dlogits)
             grads = model.grads
@@ -545,10 +558,8 @@ def seq2seq_loss(
         total = 0.0
         for i in range(0, src.shape[1], batch_size):
             sl = slice(i, i + batch_size)
-            y = tgt[:, sl]
-            y_in = np.concatenate([np.full((1, y.shape[1]), model.bos), y[:-1]])
-            lens = None if src_lengths is None else src_lengths[sl]
-            total += float(loss_fn.forward(model(src[:, sl], y_in, lens), y))
+            x, y_in, lens, y = _teacher_forced_batch(model, src, src_lengths, tgt, sl)
+            total += float(loss_fn.forward(model(x, y_in, lens), y))
     finally:
         model.train(was)
     return total / max(int((tgt != model.pad).sum()), 1)

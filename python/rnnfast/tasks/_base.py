@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Split", "Task", "check_seed"]
+__all__ = ["Split", "Task", "check_fraction", "check_seed", "random_split", "task_config"]
 
 
 @dataclass
@@ -71,6 +71,62 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return int(value)
+
+
+def check_fraction(name: str, value: Any) -> Any:
+    """Validate a fraction strictly between 0 and 1 and return it unchanged."""
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name}: expected a float in (0, 1), got {value!r}")
+    return value
+
+
+def random_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) index arrays of a seeded random split of ``n`` examples: a permutation from
+    ``default_rng(seed)``, its first ``round(val_fraction * n)`` entries for validation."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(val_fraction * n))
+    return perm[n_val:], perm[:n_val]
+
+
+def task_config(
+    *,
+    cell: str,
+    hidden: int,
+    seq_len: int | None,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    mode: str,
+    loss: str,
+    layers: int = 1,
+    optimizer: str = "adam",
+    clip_norm: float | None = 1.0,
+    bptt: Any = None,
+    init: str | None = None,
+    dtype: str = "float32",
+    seed: int = 0,
+    **options: Any,
+) -> dict[str, Any]:
+    """A task's ``default_config``: the keys every task has, in one order, then the task's own
+    ``options`` (data options and extras) in the order given."""
+    return {
+        "cell": cell,
+        "hidden": hidden,
+        "layers": layers,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "lr": lr,
+        "optimizer": optimizer,
+        "clip_norm": clip_norm,
+        "bptt": bptt,
+        "mode": mode,
+        "loss": loss,
+        "init": init,
+        "dtype": dtype,
+        "seed": seed,
+        **options,
+    }
 
 
 class Task:

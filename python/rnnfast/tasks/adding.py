@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed
+from ._base import Split, Task, check_positive_int, check_seed, task_config
 
 __all__ = ["AddingTask", "make_adding"]
 
@@ -48,25 +48,19 @@ class AddingTask(Task):
     mode = "many_to_one"
     kind = "regression"
     data_options = ("seq_len", "n_train", "n_val")
-    default_config: dict[str, Any] = {
-        "cell": "lstm",
-        "hidden": 64,
-        "layers": 1,
-        "seq_len": 100,
-        "batch_size": 32,
-        "epochs": 4,
-        "lr": 0.01,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_one",
-        "loss": "mse",
-        "init": "orthogonal",
-        "dtype": "float32",
-        "seed": 0,
-        "n_train": 10000,
-        "n_val": 1000,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="lstm",
+        hidden=64,
+        seq_len=100,
+        batch_size=32,
+        epochs=4,
+        lr=0.01,
+        mode="many_to_one",
+        loss="mse",
+        init="orthogonal",
+        n_train=10000,
+        n_val=1000,
+    )
 
     def make_data(
         self,

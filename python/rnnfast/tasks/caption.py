@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_seed
+from ._base import Split, Task, check_fraction, check_seed, random_split, task_config
 
 __all__ = ["CAPTION_VOCAB", "CaptionTask", "caption_images", "load_digit_images"]
 
@@ -109,24 +109,17 @@ class CaptionTask(Task):
     mode = "many_to_many"
     kind = "multiclass"
     data_options = ("val_fraction",)
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 64,
-        "layers": 1,
-        "seq_len": _CAPTION_LEN,
-        "batch_size": 32,
-        "epochs": 15,
-        "lr": 0.005,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_many",
-        "loss": "cross_entropy",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "val_fraction": 0.2,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="gru",
+        hidden=64,
+        seq_len=_CAPTION_LEN,
+        batch_size=32,
+        epochs=15,
+        lr=0.005,
+        mode="many_to_many",
+        loss="cross_entropy",
+        val_fraction=0.2,
+    )
 
     def make_data(
         self, seed: int = 0, *, val_fraction: float = 0.2, **_: Any
@@ -134,13 +127,10 @@ class CaptionTask(Task):
         """(train, val): x (2, N, 77) float32, y (2, N) int64; ``info`` holds ``vocab`` (list of
         words), ``features`` (N, 64) and ``digits`` (N,)."""
         seed = check_seed(seed)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction: expected a float in (0, 1), got {val_fraction!r}")
+        check_fraction("val_fraction", val_fraction)
         feats, digits = load_digit_images()
-        perm = np.random.default_rng(seed).permutation(len(digits))
-        n_val = int(round(val_fraction * len(digits)))
         out = []
-        for idx in (perm[n_val:], perm[:n_val]):
+        for idx in random_split(len(digits), val_fraction, seed):
             words = captions_of(digits[idx])
             out.append(
                 Split(

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed
+from ._base import Split, Task, check_fraction, check_positive_int, check_seed, task_config
+from ._text import lm_splits, token_stream
 
 __all__ = ["CharLMTask", "DEFAULT_TEXT", "Vocab", "load_text", "sample_text"]
 
@@ -79,31 +80,24 @@ class CharLMTask(Task):
     mode = "many_to_many"
     kind = "multiclass"
     data_options = ("seq_len", "n_train", "val_fraction", "text_path")
-    default_config: dict[str, Any] = {
-        "cell": "lstm",
-        "hidden": 128,
-        "layers": 1,
-        "seq_len": 64,
-        "batch_size": 32,
-        "epochs": 5,
-        "lr": 0.005,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_many",
-        "loss": "cross_entropy",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "embedding_dim": 32,
-        "n_train": 1000,
-        "val_fraction": 0.1,
-        "text_path": None,
+    default_config: dict[str, Any] = task_config(
+        cell="lstm",
+        hidden=128,
+        seq_len=64,
+        batch_size=32,
+        epochs=5,
+        lr=0.005,
+        mode="many_to_many",
+        loss="cross_entropy",
+        embedding_dim=32,
+        n_train=1000,
+        val_fraction=0.1,
+        text_path=None,
         # the text is small (5.5 KB): longer TBPTT windows overfit within 2 epochs
         # (--bptt 32,64 --seq-len 128: val 1.91 after epoch 1, 2.75 after 5), so stop after one
         # epoch without improvement and keep the best epoch's weights
-        "early_stopping": 1,
-    }
+        early_stopping=1,
+    )
 
     def make_data(
         self,
@@ -119,8 +113,7 @@ class CharLMTask(Task):
         seed = check_seed(seed)
         seq_len = check_positive_int("seq_len", seq_len, 2)
         n_train = check_positive_int("n_train", n_train)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction: expected a float in (0, 1), got {val_fraction!r}")
+        check_fraction("val_fraction", val_fraction)
         text = load_text(text_path)
         vocab = Vocab.from_text(text)
         ids = vocab.encode(text)
@@ -131,23 +124,8 @@ class CharLMTask(Task):
                 f"seq_len: {seq_len} is too long for a text of {len(ids)} characters "
                 f"with val_fraction {val_fraction}"
             )
-        rng = np.random.default_rng(seed)
-        starts = rng.integers(0, len(tr) - seq_len, size=n_train)
-        win = starts[None, :] + np.arange(seq_len + 1)[:, None]  # (T+1, N)
-        train_ids = tr[win]
-        n_val = (len(va) - 1) // seq_len
-        vwin = (np.arange(n_val) * seq_len)[None, :] + np.arange(seq_len + 1)[:, None]
-        val_ids = va[vwin]
         info = {"vocab": vocab.chars}
-        train = Split(
-            np.ascontiguousarray(train_ids[:-1]),
-            np.ascontiguousarray(train_ids[1:]),
-            info={**info, "text": text[:cut]},
-        )
-        val = Split(
-            np.ascontiguousarray(val_ids[:-1]), np.ascontiguousarray(val_ids[1:]), info=info
-        )
-        return train, val
+        return lm_splits(tr, va, seq_len, n_train, seed, {**info, "text": text[:cut]}, info)
 
     def sizes(self, train: Split) -> dict[str, Any]:
         return {
@@ -170,7 +148,7 @@ class CharLMTask(Task):
         fit_ids = (
             vocab.encode(train.info["text"])
             if train is not None and "text" in train.info
-            else np.concatenate([val.x[:1].reshape(-1), val.y.T.reshape(-1)])
+            else token_stream(val)
         )
         uni = np.bincount(fit_ids, minlength=v) + 1.0
         uni /= uni.sum()

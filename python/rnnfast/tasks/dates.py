@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed
+from ._base import Split, Task, check_positive_int, check_seed, task_config
+from ._text import pad_ids
 
 __all__ = [
     "DatesTask",
@@ -194,11 +195,7 @@ def encode_source(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     bad = sorted({c for t in texts for c in t if c not in _SRC_INDEX})
     if bad:
         raise ValueError(f"texts: characters outside the source vocabulary: {''.join(bad)!r}")
-    lengths = np.array([len(t) for t in texts], dtype=np.int64)
-    x = np.zeros((int(lengths.max()), len(texts)), dtype=np.int64)
-    for j, t in enumerate(texts):
-        x[: len(t), j] = [_SRC_INDEX[c] for c in t]
-    return x, lengths
+    return pad_ids([[_SRC_INDEX[c] for c in t] for t in texts])
 
 
 class DatesTask(Task):
@@ -209,28 +206,21 @@ class DatesTask(Task):
     mode = "many_to_many"
     kind = "multiclass"
     data_options = ("n_train", "n_val")
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 64,
-        "layers": 1,
-        "seq_len": None,  # sources are ragged (10-55 characters); not an option here
-        "batch_size": 64,
-        "epochs": 8,
-        "lr": 0.005,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_many",
-        "loss": "cross_entropy",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "embedding_dim": 16,
-        "attention": "general",
-        "beam": 3,
-        "n_train": 8000,
-        "n_val": 1000,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="gru",
+        hidden=64,
+        seq_len=None,  # sources are ragged (10-55 characters); not an option here
+        batch_size=64,
+        epochs=8,
+        lr=0.005,
+        mode="many_to_many",
+        loss="cross_entropy",
+        embedding_dim=16,
+        attention="general",
+        beam=3,
+        n_train=8000,
+        n_val=1000,
+    )
 
     def make_data(
         self, seed: int = 0, *, n_train: int = 8000, n_val: int = 1000, **_: Any

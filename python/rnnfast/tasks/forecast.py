@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed
+from ._base import Split, Task, check_fraction, check_positive_int, check_seed, task_config
 
 __all__ = ["CO2Task", "SunspotsTask", "load_co2_monthly", "load_sunspots"]
 
@@ -59,6 +59,22 @@ def load_co2_monthly() -> np.ndarray:
     return np.asarray(monthly, dtype=np.float64)
 
 
+def _series_config(*, seq_len: int, epochs: int) -> dict[str, Any]:
+    """The forecasting tasks' default_config: the same model and optimiser, their own window
+    length and epochs."""
+    return task_config(
+        cell="gru",
+        hidden=32,
+        seq_len=seq_len,
+        batch_size=16,
+        epochs=epochs,
+        lr=0.005,
+        mode="many_to_one",
+        loss="mse",
+        val_fraction=0.2,
+    )
+
+
 class _SeriesTask(Task):
     """Shared one-step-ahead forecasting over a bundled series; see the module docstring."""
 
@@ -78,8 +94,7 @@ class _SeriesTask(Task):
         do not depend on ``seed`` (a fixed real series; the seed only drives training)."""
         check_seed(seed)
         seq_len = check_positive_int("seq_len", seq_len, 2)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction: expected a float in (0, 1), got {val_fraction!r}")
+        check_fraction("val_fraction", val_fraction)
         s = self.series()
         if seq_len < self.period:
             raise ValueError(
@@ -130,24 +145,7 @@ class SunspotsTask(_SeriesTask):
     name = "sunspots"
     description = "forecasting: yearly sunspots 1700-2008 (statsmodels), vs persistence/seasonal"
     period = 11
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 32,
-        "layers": 1,
-        "seq_len": 22,
-        "batch_size": 16,
-        "epochs": 60,
-        "lr": 0.005,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_one",
-        "loss": "mse",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "val_fraction": 0.2,
-    }
+    default_config: dict[str, Any] = _series_config(seq_len=22, epochs=60)
 
     def series(self) -> np.ndarray:
         return load_sunspots()
@@ -161,24 +159,7 @@ class CO2Task(_SeriesTask):
         "forecasting: monthly Mauna Loa CO2 1958-2001 (statsmodels), vs persistence/seasonal"
     )
     period = 12
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 32,
-        "layers": 1,
-        "seq_len": 24,
-        "batch_size": 16,
-        "epochs": 30,
-        "lr": 0.005,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_one",
-        "loss": "mse",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "val_fraction": 0.2,
-    }
+    default_config: dict[str, Any] = _series_config(seq_len=24, epochs=30)
 
     def series(self) -> np.ndarray:
         return load_co2_monthly()

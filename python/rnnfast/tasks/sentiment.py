@@ -25,7 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed
+from ._base import (
+    Split,
+    Task,
+    check_fraction,
+    check_positive_int,
+    check_seed,
+    random_split,
+    task_config,
+)
+from ._text import pad_ids
 
 __all__ = ["LARGE_VOCAB", "SentimentLargeTask", "SentimentTask", "TOY_VOCAB", "toy_sentences"]
 
@@ -122,24 +131,17 @@ class SentimentTask(Task):
     mode = "many_to_one"
     kind = "binary"
     data_options = ("val_fraction",)
-    default_config: dict[str, Any] = {
-        "cell": "rnn",
-        "hidden": 16,
-        "layers": 1,
-        "seq_len": 6,
-        "batch_size": 16,
-        "epochs": 5,
-        "lr": 0.01,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_one",
-        "loss": "bce",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "val_fraction": 0.3,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="rnn",
+        hidden=16,
+        seq_len=6,
+        batch_size=16,
+        epochs=5,
+        lr=0.01,
+        mode="many_to_one",
+        loss="bce",
+        val_fraction=0.3,
+    )
 
     def make_data(
         self, seed: int = 0, *, val_fraction: float = 0.3, **_: Any
@@ -147,15 +149,11 @@ class SentimentTask(Task):
         """(train, val): x (6, N, 3) one-hot float32 (zeros past ``lengths``), y (N, 1) float32 0/1,
         lengths (N,) int64 in 2..6. ``seq_len`` is fixed at 6 for this task."""
         seed = check_seed(seed)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction: expected a float in (0, 1), got {val_fraction!r}")
+        check_fraction("val_fraction", val_fraction)
         sents, labels = toy_sentences()
         x, lengths = _one_hot_padded(sents, len(TOY_VOCAB))
-        perm = np.random.default_rng(seed).permutation(len(sents))
-        n_val = int(round(val_fraction * len(sents)))
-        parts = (perm[n_val:], perm[:n_val])
         out = []
-        for idx in parts:
+        for idx in random_split(len(sents), val_fraction, seed):
             out.append(
                 Split(
                     np.ascontiguousarray(x[:, idx]),
@@ -225,26 +223,19 @@ class SentimentLargeTask(Task):
     mode = "many_to_one"
     kind = "binary"
     data_options = ("n_train", "n_val")
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 32,
-        "layers": 1,
-        "seq_len": 20,
-        "batch_size": 32,
-        "epochs": 5,
-        "lr": 0.01,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_one",
-        "loss": "bce",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "embedding_dim": 16,
-        "n_train": 4000,
-        "n_val": 1000,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="gru",
+        hidden=32,
+        seq_len=20,
+        batch_size=32,
+        epochs=5,
+        lr=0.01,
+        mode="many_to_one",
+        loss="bce",
+        embedding_dim=16,
+        n_train=4000,
+        n_val=1000,
+    )
 
     def make_data(
         self, seed: int = 0, *, n_train: int = 4000, n_val: int = 1000, **_: Any
@@ -260,10 +251,7 @@ class SentimentLargeTask(Task):
         out = []
         for n in (n_train, n_val):
             sents, labels = _large_sentences(n, rng)
-            lengths = np.array([len(s) for s in sents], dtype=np.int64)
-            x = np.zeros((int(lengths.max()), n), dtype=np.int64)
-            for j, s in enumerate(sents):
-                x[: len(s), j] = [index[w] for w in s]
+            x, lengths = pad_ids([[index[w] for w in s] for s in sents])
             out.append(
                 Split(
                     x,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_seed
+from ._base import Split, Task, check_fraction, check_seed, random_split, task_config
 from .caption import load_digit_images
 
 __all__ = ["SeqDigitsTask"]
@@ -34,37 +34,27 @@ class SeqDigitsTask(Task):
     mode = "many_to_one"
     kind = "multiclass"
     data_options = ("val_fraction",)
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 64,
-        "layers": 1,
-        "seq_len": 8,
-        "batch_size": 32,
-        "epochs": 15,
-        "lr": 0.005,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_one",
-        "loss": "cross_entropy",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "val_fraction": 0.2,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="gru",
+        hidden=64,
+        seq_len=8,
+        batch_size=32,
+        epochs=15,
+        lr=0.005,
+        mode="many_to_one",
+        loss="cross_entropy",
+        val_fraction=0.2,
+    )
 
     def make_data(
         self, seed: int = 0, *, val_fraction: float = 0.2, **_: Any
     ) -> tuple[Split, Split]:
         """(train, val): x (8, N, 8) float32 rows, y (N,) int64 digits; ``info["pixels"]`` (N, 64)."""
         seed = check_seed(seed)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction: expected a float in (0, 1), got {val_fraction!r}")
+        check_fraction("val_fraction", val_fraction)
         feats, digits = load_digit_images()
-        perm = np.random.default_rng(seed).permutation(len(digits))
-        n_val = int(round(val_fraction * len(digits)))
         out = []
-        for idx in (perm[n_val:], perm[:n_val]):
+        for idx in random_split(len(digits), val_fraction, seed):
             rows = feats[idx].reshape(-1, 8, 8).transpose(1, 0, 2)  # (T=8 rows, N, 8 pixels)
             out.append(Split(np.ascontiguousarray(rows), digits[idx], info={"pixels": feats[idx]}))
         return out[0], out[1]

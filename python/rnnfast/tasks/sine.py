@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed
+from ._base import Split, Task, check_positive_int, check_seed, task_config
 
 __all__ = ["SineTask", "make_series"]
 
@@ -40,26 +40,19 @@ class SineTask(Task):
     mode = "many_to_one"
     kind = "regression"
     data_options = ("seq_len", "n_train", "n_val", "noise", "mode")
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 32,
-        "layers": 1,
-        "seq_len": 40,
-        "batch_size": 32,
-        "epochs": 8,
-        "lr": 0.01,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_one",
-        "loss": "mse",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "n_train": 2000,
-        "n_val": 500,
-        "noise": 0.05,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="gru",
+        hidden=32,
+        seq_len=40,
+        batch_size=32,
+        epochs=8,
+        lr=0.01,
+        mode="many_to_one",
+        loss="mse",
+        n_train=2000,
+        n_val=500,
+        noise=0.05,
+    )
 
     def make_data(
         self,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed
+from ._base import Split, Task, check_positive_int, check_seed, task_config
 
 __all__ = ["CLASSES", "SpeechTask", "log_spectrogram", "render_waveforms"]
 
@@ -100,25 +100,18 @@ class SpeechTask(Task):
     mode = "many_to_one"
     kind = "multiclass"
     data_options = ("n_train", "n_val")
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 64,
-        "layers": 1,
-        "seq_len": 24,
-        "batch_size": 32,
-        "epochs": 8,
-        "lr": 0.005,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_one",
-        "loss": "cross_entropy",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "n_train": 3000,
-        "n_val": 1000,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="gru",
+        hidden=64,
+        seq_len=24,
+        batch_size=32,
+        epochs=8,
+        lr=0.005,
+        mode="many_to_one",
+        loss="cross_entropy",
+        n_train=3000,
+        n_val=1000,
+    )
 
     def make_data(
         self, seed: int = 0, *, n_train: int = 3000, n_val: int = 1000, **_: Any

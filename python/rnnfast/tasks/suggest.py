@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed
+from ._base import Split, Task, check_fraction, check_positive_int, check_seed, task_config
+from ._text import lm_splits, token_stream
 
 __all__ = ["SuggestTask", "TOP_K", "UNK", "load_corpus", "suggest_words", "tokenize"]
 
@@ -74,28 +75,21 @@ class SuggestTask(Task):
     mode = "many_to_many"
     kind = "multiclass"
     data_options = ("seq_len", "n_train", "val_fraction", "vocab_size")
-    default_config: dict[str, Any] = {
-        "cell": "gru",
-        "hidden": 256,
-        "layers": 1,
-        "seq_len": 32,
-        "batch_size": 32,
-        "epochs": 5,
-        "lr": 0.002,
-        "optimizer": "adam",
-        "clip_norm": 1.0,
-        "bptt": None,
-        "mode": "many_to_many",
-        "loss": "cross_entropy",
-        "init": None,
-        "dtype": "float32",
-        "seed": 0,
-        "embedding_dim": 128,
-        "n_train": 2000,
-        "val_fraction": 0.1,
-        "vocab_size": 1000,
-        "dropout": 0.0,
-    }
+    default_config: dict[str, Any] = task_config(
+        cell="gru",
+        hidden=256,
+        seq_len=32,
+        batch_size=32,
+        epochs=5,
+        lr=0.002,
+        mode="many_to_many",
+        loss="cross_entropy",
+        embedding_dim=128,
+        n_train=2000,
+        val_fraction=0.1,
+        vocab_size=1000,
+        dropout=0.0,
+    )
 
     def make_data(
         self,
@@ -113,8 +107,7 @@ class SuggestTask(Task):
         seq_len = check_positive_int("seq_len", seq_len, 2)
         n_train = check_positive_int("n_train", n_train)
         vocab_size = check_positive_int("vocab_size", vocab_size, 2)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction: expected a float in (0, 1), got {val_fraction!r}")
+        check_fraction("val_fraction", val_fraction)
         words = load_corpus()
         cut = int(len(words) * (1.0 - val_fraction))
         counts = Counter(words[:cut])
@@ -126,23 +119,9 @@ class SuggestTask(Task):
         tr, va = ids[:cut], ids[cut:]
         if len(tr) < seq_len + 2 or len(va) < seq_len + 1:
             raise ValueError(f"seq_len: {seq_len} is too long for a corpus of {len(ids)} words")
-        rng = np.random.default_rng(seed)
-        starts = rng.integers(0, len(tr) - seq_len, size=n_train)
-        win = starts[None, :] + np.arange(seq_len + 1)[:, None]  # (T+1, N)
-        n_val = (len(va) - 1) // seq_len
-        vwin = (np.arange(n_val) * seq_len)[None, :] + np.arange(seq_len + 1)[:, None]
-        train_ids, val_ids = tr[win], va[vwin]
-        train = Split(
-            np.ascontiguousarray(train_ids[:-1]),
-            np.ascontiguousarray(train_ids[1:]),
-            info={"vocab": vocab, "ids": tr},
+        return lm_splits(
+            tr, va, seq_len, n_train, seed, {"vocab": vocab, "ids": tr}, {"vocab": vocab}
         )
-        val = Split(
-            np.ascontiguousarray(val_ids[:-1]),
-            np.ascontiguousarray(val_ids[1:]),
-            info={"vocab": vocab},
-        )
-        return train, val
 
     def sizes(self, train: Split) -> dict[str, Any]:
         v = len(train.info["vocab"])
@@ -184,11 +163,7 @@ class SuggestTask(Task):
         given, else on ``val`` itself: an optimistic bound), counted as the model's score is."""
         k = self._k()
         v = len(val.info["vocab"])
-        fit = (
-            train.info["ids"]
-            if train is not None and "ids" in train.info
-            else np.concatenate([val.x[:1].reshape(-1), val.y.T.reshape(-1)])
-        )
+        fit = train.info["ids"] if train is not None and "ids" in train.info else token_stream(val)
         uni = np.bincount(fit, minlength=v).astype(np.float64)
         big = np.zeros((v, v))
         np.add.at(big, (fit[:-1], fit[1:]), 1.0)
