@@ -215,6 +215,30 @@ def test_none_upstream_gradients_are_zeros(cell: str, nonlinearity: str) -> None
         assert_close(got[k], want[k], 1e-10, f"{cell} d{k} (dy=None)")
 
 
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+def test_need_dx_false_skips_dx_only(
+    cell: str, nonlinearity: str, dtype: Any, ragged: bool
+) -> None:
+    # need_dx=False drops the dx product and nothing else: every other gradient is bitwise the
+    # need_dx=True result, which test_parity checks against the reference.
+    inp = make_inputs(cell, 6, 3, 4, 5, dtype=dtype, seed=21)
+    lengths = _lengths(6, 3, 21) if ragged else None
+    _, _, _, cache = forward(functional, cell, nonlinearity, inp, lengths)
+    fn = getattr(functional, f"{cell}_backward")
+    extra = (inp["dc_n"],) if cell == "lstm" else ()
+    full = fn(cache, inp["dy"], inp["dh_n"], *extra)
+    part = fn(cache, inp["dy"], inp["dh_n"], *extra, need_dx=False)
+    assert full["x"] is not None and part["x"] is None
+    for k in grad_keys(cell) + ("dh_all",):
+        if k == "x":
+            continue
+        np.testing.assert_array_equal(part[k], full[k], err_msg=f"{cell} d{k} with need_dx=False")
+    with pytest.raises(TypeError, match="need_dx: expected a bool, got int"):
+        fn(cache, inp["dy"], inp["dh_n"], *extra, need_dx=1)
+
+
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 def test_backward_twice_from_one_cache(cell: str, nonlinearity: str) -> None:
     # A cache must not be consumed or modified by backward. Not asserted bitwise: multithreaded

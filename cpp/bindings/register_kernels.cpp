@@ -246,7 +246,7 @@ py::tuple seq_forward(CellKind cell, const std::string& nonlinearity, const py::
 template <class S>
 py::dict seq_backward(CellKind cell, SeqCache<S>& cache, const py::handle& x, const py::handle& w_ih,
                       const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh, const py::handle& dy,
-                      const py::handle& dh_n, const py::handle& dc_n) {
+                      const py::handle& dh_n, const py::handle& dc_n, bool need_dx) {
   if (cache.cell != cell) throw py::value_error("cache: from a different cell's forward");
   const Dims d = cache.d;
   const Index G = rnnfast::gates_of(cell), GH = G * d.H;
@@ -257,7 +257,7 @@ py::dict seq_backward(CellKind cell, SeqCache<S>& cache, const py::handle& x, co
   const S* dhnp = checked_opt<S>("dh_n", dh_n, {d.B, d.H});
   const S* dcnp = cell == CellKind::lstm ? checked_opt<S>("dc_n", dc_n, {d.B, d.H}) : nullptr;
 
-  auto dx = empty<S>({d.T, d.B, d.I});
+  auto dx = empty<S>({need_dx ? d.T : 0, d.B, d.I});  // not wanted: the dx GEMM is skipped
   auto dh0 = empty<S>({d.B, d.H});
   auto dc0 = empty<S>({d.B, d.H});
   auto dw_ih = empty<S>({GH, d.I});
@@ -266,7 +266,7 @@ py::dict seq_backward(CellKind cell, SeqCache<S>& cache, const py::handle& x, co
   auto db_hh = empty<S>({GH});
   auto dh_all = empty<S>({d.T, d.B, d.H});
   const bool bias = cache.has_bias;
-  rnnfast::Grads<S> g{dx.mutable_data(),    dh0.mutable_data(), cell == CellKind::lstm ? dc0.mutable_data() : nullptr,
+  rnnfast::Grads<S> g{need_dx ? dx.mutable_data() : nullptr, dh0.mutable_data(), cell == CellKind::lstm ? dc0.mutable_data() : nullptr,
                       dw_ih.mutable_data(), dw_hh.mutable_data(), bias ? db_ih.mutable_data() : nullptr,
                       bias ? db_hh.mutable_data() : nullptr, dh_all.mutable_data()};
   const std::int64_t* len = cache.has_lengths ? cache.lengths.data() : nullptr;
@@ -289,7 +289,7 @@ py::dict seq_backward(CellKind cell, SeqCache<S>& cache, const py::handle& x, co
     }
   }
   py::dict out;
-  out["x"] = dx;
+  out["x"] = need_dx ? py::object(dx) : py::none();
   out["h0"] = dh0;
   if (cell == CellKind::lstm) out["c0"] = dc0;
   out["w_ih"] = dw_ih;
@@ -542,20 +542,24 @@ void register_kernels(py::module_& m) {
       py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
       py::arg("lengths"), py::arg("training"));
 
-  // backward(cell, cache, x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n) -> dict
+  // backward(cell, cache, x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n, need_dx=True) -> dict
   auto backward = [](const std::string& cell_name, const py::object& cache, const py::object& x,
                      const py::object& w_ih, const py::object& w_hh, const py::object& b_ih, const py::object& b_hh,
-                     const py::object& dy, const py::object& dh_n, const py::object& dc_n) {
+                     const py::object& dy, const py::object& dh_n, const py::object& dc_n, bool need_dx) {
     const CellKind cell = cell_of(cell_name);
     if (py::isinstance<SeqCache<float>>(cache))
-      return seq_backward<float>(cell, cache.cast<SeqCache<float>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n);
+      return seq_backward<float>(cell, cache.cast<SeqCache<float>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n,
+                                 need_dx);
     if (py::isinstance<SeqCache<double>>(cache))
-      return seq_backward<double>(cell, cache.cast<SeqCache<double>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n);
+      return seq_backward<double>(cell, cache.cast<SeqCache<double>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n,
+                                  need_dx);
     throw py::type_error("cache: expected a SeqCacheFloat32 or SeqCacheFloat64 from a forward call");
   };
   m.def("sequence_backward", backward, py::arg("cell"), py::arg("cache"), py::arg("x"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
-        "Full BPTT through a forward call's cache; x and the weights must be the forward's.");
+        py::arg("need_dx") = true,
+        "Full BPTT through a forward call's cache; x and the weights must be the forward's. need_dx=False "
+        "skips the dx product (returns x: None).");
 
   m.def(
       "tbptt_grads",

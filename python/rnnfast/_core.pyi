@@ -103,10 +103,12 @@ def sequence_backward(
     dy: _F | None,
     dh_n: _F | None,
     dc_n: _F | None,
+    need_dx: bool = True,
 ) -> dict[str, _F | None]:
     """Full BPTT through a forward's cache (x and weights must be the forward's).
 
-    Returns x, h0, (c0), w_ih, w_hh, b_ih, b_hh (None without bias), dh_all (T, B, H)."""
+    Returns x (None when need_dx is False: its product is skipped), h0, (c0), w_ih, w_hh, b_ih,
+    b_hh (None without bias), dh_all (T, B, H)."""
 
 def tbptt_grads(
     cell: str,

@@ -287,8 +287,12 @@ def _check_cache(cache: Any, cell: str) -> SequenceCache:
     return cache
 
 
-def _backward(cell: str, cache: Any, dy: Any, dh_n: Any, dc_n: Any) -> dict[str, Array | None]:
+def _backward(
+    cell: str, cache: Any, dy: Any, dh_n: Any, dc_n: Any, need_dx: Any = True
+) -> dict[str, Array | None]:
     c = _check_cache(cache, cell)
+    if not isinstance(need_dx, (bool, np.bool_)):
+        raise TypeError(f"need_dx: expected a bool, got {type(need_dx).__name__}")
     t, b, _, h = c.shape
     dt = c.dtype
 
@@ -302,7 +306,9 @@ def _backward(cell: str, cache: Any, dy: Any, dh_n: Any, dc_n: Any) -> dict[str,
     dy_ = grad("dy", dy, (t, b, h))
     dh_ = grad("dh_n", dh_n, (b, h))
     dc_ = grad("dc_n", dc_n, (b, h)) if cell == "lstm" else None
-    return core.sequence_backward(cell, c._core, c.x, c.w_ih, c.w_hh, c.b_ih, c.b_hh, dy_, dh_, dc_)
+    return core.sequence_backward(
+        cell, c._core, c.x, c.w_ih, c.w_hh, c.b_ih, c.b_hh, dy_, dh_, dc_, bool(need_dx)
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,20 +351,24 @@ def rnn_forward(
     return y, h_n, (SequenceCache("rnn", nl, cc, a) if training else None)
 
 
-def rnn_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | None]:
+def rnn_backward(
+    cache: Any, dy: Any, dh_n: Any = None, *, need_dx: bool = True
+) -> dict[str, Array | None]:
     """Full BPTT through :func:`rnn_forward`.
 
     Args:
         cache: the SequenceCache of rnn_forward (training=True).
         dy: (T, B, H) dL/dy, or None (zeros). dh_n: (B, H) dL/dh_n, or None (zeros).
             Same dtype as x.
+        need_dx: False skips the product for dL/dx (e.g. a first layer whose input needs no
+            gradient); "x" is then None. The same for lstm_backward and gru_backward.
 
     Returns:
         dict with "x" (T, B, I), "h0" (B, H), "w_ih" (H, I), "w_hh" (H, H), "b_ih", "b_hh" (H,) or
         None without bias, and "dh_all" (T, B, H) = total dL/dh_t of every step (zero rows at
         padded steps).
     """
-    return _backward("rnn", cache, dy, dh_n, None)
+    return _backward("rnn", cache, dy, dh_n, None, need_dx)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -401,7 +411,7 @@ def lstm_forward(
 
 
 def lstm_backward(
-    cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None
+    cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None, *, need_dx: bool = True
 ) -> dict[str, Array | None]:
     """Full BPTT through :func:`lstm_forward`.
 
@@ -412,7 +422,7 @@ def lstm_backward(
         dict with "x" (T, B, I), "h0", "c0" (B, H), "w_ih" (4H, I), "w_hh" (4H, H), "b_ih", "b_hh"
         (4H,) or None, "dh_all" (T, B, H).
     """
-    return _backward("lstm", cache, dy, dh_n, dc_n)
+    return _backward("lstm", cache, dy, dh_n, dc_n, need_dx)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -451,7 +461,9 @@ def gru_forward(
     return y, h_n, (SequenceCache("gru", "tanh", cc, a) if training else None)
 
 
-def gru_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | None]:
+def gru_backward(
+    cache: Any, dy: Any, dh_n: Any = None, *, need_dx: bool = True
+) -> dict[str, Array | None]:
     """Full BPTT through :func:`gru_forward`.
 
     Args:
@@ -461,7 +473,7 @@ def gru_backward(cache: Any, dy: Any, dh_n: Any = None) -> dict[str, Array | Non
         dict with "x" (T, B, I), "h0" (B, H), "w_ih" (3H, I), "w_hh" (3H, H), "b_ih", "b_hh" (3H,)
         or None, "dh_all" (T, B, H).
     """
-    return _backward("gru", cache, dy, dh_n, None)
+    return _backward("gru", cache, dy, dh_n, None, need_dx)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -180,17 +180,20 @@ def _grads(
     dc_n: np.ndarray | None,
     reverse: bool,
     idx: np.ndarray | None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """(dx in input time order, the functional backward's dict); None gradients are zeros."""
+    need_dx: bool = True,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """(dx in input time order, the functional backward's dict); None gradients are zeros.
+    ``need_dx=False`` skips the dx product (an input that needs no gradient): dx is None."""
     if reverse and dy is not None:
         dy = _flip(dy, idx)
     if cell == "lstm":
-        g = _F.lstm_backward(cache, dy, dh_n, dc_n)
+        g = _F.lstm_backward(cache, dy, dh_n, dc_n, need_dx=need_dx)
     elif cell == "gru":
-        g = _F.gru_backward(cache, dy, dh_n)
+        g = _F.gru_backward(cache, dy, dh_n, need_dx=need_dx)
     else:
-        g = _F.rnn_backward(cache, dy, dh_n)
-    return (_flip(g["x"], idx) if reverse else g["x"]), g
+        g = _F.rnn_backward(cache, dy, dh_n, need_dx=need_dx)
+    dx = g["x"]
+    return (_flip(dx, idx) if reverse and dx is not None else dx), g
 
 
 def _backward_impl(
@@ -480,8 +483,10 @@ class _EagerRNN(torch.autograd.Function):
     def backward(ctx: Any, dy: Tensor | None, *dstates: Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
         ctx.saved_tensors  # noqa: B018  (raises if an input was modified in place)
         dh_n, dc_n = (*dstates, None)[:2]
-        dx, g = _grads(ctx.cell, ctx.cache, _np(dy), _np(dh_n), _np(dc_n), ctx.reverse, ctx.idx)
         need = ctx.needs_input_grad
+        dx, g = _grads(
+            ctx.cell, ctx.cache, _np(dy), _np(dh_n), _np(dc_n), ctx.reverse, ctx.idx, bool(need[2])
+        )
         wrap = [
             (dx, need[2]),
             (g["h0"], need[3]),
