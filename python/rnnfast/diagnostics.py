@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._cells import CELLS, get_cell
 from ._threads import with_single_thread_blas
 
 __all__ = [
@@ -468,11 +469,9 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 _FD_TOL = 1e-6
 
-_GC_CELLS: tuple[tuple[str, str], ...] = (
-    ("rnn", "tanh"),
-    ("rnn", "relu"),
-    ("lstm", "tanh"),
-    ("gru", "tanh"),
+#: (cell, nonlinearity) pairs gradcheck covers: every registered cell with each nonlinearity.
+_GC_CELLS: tuple[tuple[str, str], ...] = tuple(
+    (c.name, nl) for c in CELLS for nl in c.nonlinearities
 )
 
 
@@ -527,12 +526,13 @@ def gradcheck(
     all_ok = True
     lengths = np.array([t_steps, max(t_steps - 2, 1), 1][:batch] + [t_steps] * max(0, batch - 3))
     for cell, nl in _GC_CELLS:
-        g = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+        spec = get_cell(cell)
+        g = spec.gates
         rng = np.random.default_rng(seed)
         base = {
             "x": rng.standard_normal((t_steps, batch, n_in)),
             "h0": rng.uniform(-0.5, 0.5, (batch, hidden)),
-            "c0": rng.uniform(-0.5, 0.5, (batch, hidden)) if cell == "lstm" else None,
+            "c0": rng.uniform(-0.5, 0.5, (batch, hidden)) if spec.has_cell_state else None,
             "w_ih": rng.uniform(-0.5, 0.5, (g * hidden, n_in)),
             "w_hh": rng.uniform(-0.5, 0.5, (g * hidden, hidden)),
             "b_ih": rng.uniform(-0.5, 0.5, g * hidden),
@@ -541,7 +541,7 @@ def gradcheck(
         seeds = {
             "dy": rng.standard_normal((t_steps, batch, hidden)),
             "dh_n": rng.standard_normal((batch, hidden)),
-            "dc_n": rng.standard_normal((batch, hidden)) if cell == "lstm" else None,
+            "dc_n": rng.standard_normal((batch, hidden)) if spec.has_cell_state else None,
         }
         keys = [k for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh") if base[k] is not None]
 

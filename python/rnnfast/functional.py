@@ -32,6 +32,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from ._cells import CELLS, get_cell
 from ._loader import core
 
 __all__ = [
@@ -49,7 +50,7 @@ __all__ = [
 Array = np.ndarray
 State = Union[Array, tuple[Array, Array]]
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the registry
 _NONLINEARITIES = ("tanh", "relu")
 _PARAM_KEYS = ("w_ih", "w_hh", "b_ih", "b_hh")
 
@@ -199,7 +200,7 @@ class _Args:
         if training:  # act, h, c, aux of the cache (cache_sizes in sequence.hpp)
             n += (
                 t * b * g * h
-                + (t + 1) * b * h * (2 if cell == "lstm" else 1)
+                + (t + 1) * b * h * get_cell(cell).n_states
                 + (0 if cell == "rnn" else t * b * h)
             )
         else:  # the input-projection workspace
@@ -305,7 +306,7 @@ def _backward(
 
     dy_ = grad("dy", dy, (t, b, h))
     dh_ = grad("dh_n", dh_n, (b, h))
-    dc_ = grad("dc_n", dc_n, (b, h)) if cell == "lstm" else None
+    dc_ = grad("dc_n", dc_n, (b, h)) if get_cell(cell).has_cell_state else None
     return core.sequence_backward(
         cell, c._core, c.x, c.w_ih, c.w_hh, c.b_ih, c.b_hh, dy_, dh_, dc_, bool(need_dx)
     )
@@ -483,7 +484,7 @@ def gru_backward(
 
 def _check_cell(cell: Any) -> str:
     if cell not in _GATES:
-        raise ValueError(f"cell: expected one of 'rnn', 'lstm', 'gru', got {cell!r}")
+        get_cell(cell)  # raises the ValueError that lists the registered cells
     return str(cell)
 
 
@@ -561,7 +562,7 @@ def tbptt_grads(
     a = _Args(cell, x, w_ih, w_hh, b_ih, b_hh)
     h0, c0 = _split_state(cell, state0)
     h0_ = a.state("h0", h0)
-    c0_ = a.state("c0", c0) if cell == "lstm" else None
+    c0_ = a.state("c0", c0) if get_cell(cell).has_cell_state else None
     dy_ = np.zeros((a.T, a.B, a.H), a.dtype) if dy is None else a.arr("dy", dy, (a.T, a.B, a.H))
     # Windows and chunks never exceed T steps, so k1, k2 > T give the same updates as T: clamping
     # keeps the stream's buffers (2*k2 steps) bounded by the data instead of by k2.
@@ -635,7 +636,7 @@ class TBPTTStream:
             if len(shape) != 2:
                 raise ValueError(f"state0: expected shape (B, {self.hidden_size}), got {shape}")
             self._create(int(shape[0]))
-            self.state = (h0, c0) if self.cell == "lstm" else h0
+            self.state = (h0, c0) if get_cell(self.cell).has_cell_state else h0
 
     # ---- helpers ----
 

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ._cells import CELL_NAMES, CELLS
+
 __all__ = [
     "TORCH_REQUIREMENT",
     "from_keras_weights",
@@ -49,8 +51,9 @@ __all__ = [
 #: The pip requirement named in the ImportError when torch is missing.
 TORCH_REQUIREMENT = "torch==2.13.0"
 
-_KINDS = {"simplernn": "rnn", "rnn": "rnn", "lstm": "lstm", "gru": "gru"}
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+# kind (a Keras class name or an rnnfast cell name, lower case) -> cell name, and gates per cell
+_KINDS = {**{c.keras_name.lower(): c.name for c in CELLS}, **{c.name: c.name for c in CELLS}}
+_GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the registry
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,10 +132,10 @@ def _suffix(layer: int, reverse: bool) -> str:
 def _keras_to_torch_gates(kind: str, hidden: int) -> np.ndarray:
     """Column permutation p: torch layout = keras[..., p] (identity but for GRU z,r,h -> r,z,n)."""
     idx = np.arange(_GATES[kind] * hidden)
-    if kind != "gru":
+    perm = CELL_NAMES[kind].keras_perm
+    if perm == sorted(perm):
         return idx
-    z, r, h = idx[:hidden], idx[hidden : 2 * hidden], idx[2 * hidden :]
-    return np.concatenate([r, z, h])
+    return np.concatenate([idx[b * hidden : (b + 1) * hidden] for b in perm])
 
 
 # --------------------------------------------------------------------------------------------------

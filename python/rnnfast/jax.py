@@ -64,6 +64,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without jax
     raise ImportError("rnnfast.jax needs JAX: pip install 'rnnfast[jax]'") from exc
 
 from . import functional as F
+from ._cells import CELLS, get_cell
 
 __all__ = [
     "CACHE_LIMIT_BYTES",
@@ -82,7 +83,7 @@ __all__ = [
 #: Largest total size in bytes of forward activations kept for a backward that has not run yet.
 CACHE_LIMIT_BYTES = 1 << 30
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the registry
 
 # --------------------------------------------------------------------------------------------------
 # host store: forward activations by token, for the backward callback
@@ -142,7 +143,7 @@ _BASE_NDIM = {"x": 3, "h0": 2, "c0": 2, "w_ih": 2, "w_hh": 2, "b_ih": 1, "b_hh":
 
 
 def _names(cell: str, bias: bool, ragged: bool) -> list[str]:
-    names = ["x", "h0"] + (["c0"] if cell == "lstm" else []) + ["w_ih", "w_hh"]
+    names = ["x", *get_cell(cell).state_names, "w_ih", "w_hh"]
     return names + (["b_ih", "b_hh"] if bias else []) + (["lengths"] if ragged else [])
 
 
@@ -246,8 +247,9 @@ def _folded_forward(
 def _backward_callback(cell: str, nl: str, names: list[str]) -> Any:
     """The host function of the backward: (token, inputs..., dy, dh_n(, dc_n)) -> gradients of
     x, h0(, c0), w_ih, w_hh(, b_ih, b_hh)."""
-    all_names = ["token", *names, "dy", "dh_n"] + (["dc_n"] if cell == "lstm" else [])
-    bases = [0] + [_BASE_NDIM[n] for n in names] + [3, 2] + ([2] if cell == "lstm" else [])
+    has_c = get_cell(cell).has_cell_state
+    all_names = ["token", *names, "dy", "dh_n"] + (["dc_n"] if has_c else [])
+    bases = [0] + [_BASE_NDIM[n] for n in names] + [3, 2] + ([2] if has_c else [])
     grad_names = [n for n in names if n != "lengths"]
 
     def grads(a: dict[str, np.ndarray], cache: F.SequenceCache | None) -> list[np.ndarray]:

@@ -42,14 +42,17 @@ from typing import Any
 
 import numpy as np
 
+from ._cells import CELLS, get_cell
+
 __all__ = ["export", "to_model_proto", "DEFAULT_OPSET"]
 
 #: ONNX default-domain opset the graphs are written for (ONNX 1.12+, onnxruntime 1.12+).
 DEFAULT_OPSET = 17
 
 # rnnfast block index of each ONNX gate block
-_ONNX_GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
-_OP_TYPE = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+# rnnfast gate block of each ONNX gate block, and the ONNX operator, per cell (from the registry)
+_ONNX_GATE_ORDER = {c.name: c.onnx_perm for c in CELLS}
+_OP_TYPE = {c.name: c.onnx_op for c in CELLS}
 
 
 def _require_onnx() -> Any:
@@ -178,9 +181,10 @@ def _rnn_stack(
             attrs["linear_before_reset"] = 1
         while ins and ins[-1] == "":
             ins.pop()
-        outs = g.node(_OP_TYPE[cell], ins, 3 if cell == "lstm" else 2, **attrs)
+        has_c = get_cell(cell).has_cell_state
+        outs = g.node(_OP_TYPE[cell], ins, 3 if has_c else 2, **attrs)
         y, y_h = outs[0], outs[1]
-        y_c = outs[2] if cell == "lstm" else None
+        y_c = outs[2] if has_c else None
         if zero_len is not None:
             if init_h:
                 y_h = g.one("Where", [zero_len, init_h, y_h])

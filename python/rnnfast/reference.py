@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ._cells import CELLS, get_cell
+
 __all__ = [
     "ReferenceCache",
     "gru_backward",
@@ -42,7 +44,7 @@ __all__ = [
     "tbptt_grads",
 ]
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the registry
 _NONLINEARITIES = ("tanh", "relu")
 
 Array = np.ndarray
@@ -558,7 +560,7 @@ def tbptt_grads(
     for updates whose window starts at step 0.
     """
     if cell not in _GATES:
-        raise ValueError(f"cell: expected one of 'rnn', 'lstm', 'gru', got {cell!r}")
+        get_cell(cell)  # raises the ValueError that lists the registered cells
     if not isinstance(params, Mapping):
         raise TypeError(
             f"params: expected a dict with keys w_ih, w_hh, b_ih, b_hh, got {type(params).__name__}"

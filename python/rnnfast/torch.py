@@ -53,12 +53,13 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from . import functional as _F
+from ._cells import CELLS
 
 __all__ = ["EAGER_FAST_PATH", "GRU", "LSTM", "RNN", "convert", "revert"]
 
 Tensor = torch.Tensor
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the registry
 
 # --------------------------------------------------------------------------------------------------
 # the activation cache behind a handle tensor

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .._cells import CELLS as _CELL_SPECS
 from ._base import Split, Task
 from .adding import AddingTask
 from .caption import CaptionTask
@@ -42,7 +43,10 @@ __all__ = [
 ]
 
 #: Cell names the tasks accept: tanh RNN, ReLU RNN with identity init (IRNN), LSTM, GRU.
-CELLS: tuple[str, ...] = ("rnn", "rnn-relu", "lstm", "gru")
+#: From the registry: each cell's name, then "<name>-<nl>" for each further nonlinearity it accepts.
+CELLS: tuple[str, ...] = tuple(
+    n for c in _CELL_SPECS for n in (c.name, *(f"{c.name}-{nl}" for nl in c.nonlinearities[1:]))
+)
 
 _TASKS: dict[str, type[Task]] = {
     t.name: t

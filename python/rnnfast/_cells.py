@@ -1,0 +1,155 @@
+"""The cell registry: one :class:`CellSpec` per recurrent cell, the one place that knows a cell's table.
+
+A spec holds what is a lookup about a cell (gate count, whether it carries a cell state, its
+parameter names and shapes, its init rule, its names and gate orders in PyTorch, Keras and ONNX,
+the nonlinearities it accepts). The per-cell math lives in the C++ kernels and in
+:mod:`rnnfast.reference`; everything that only needs to know *which* cell iterates over
+:data:`CELLS` or calls :func:`get_cell`.
+
+Shapes use I = input size of the layer, H = hidden size, G = gates (1, 4, 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["CELLS", "CELL_NAMES", "CellSpec", "get_cell"]
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything about one cell that is a table lookup, not math.
+
+    Attributes:
+        name: the functional name ("rnn", "lstm", "gru"); ``<name>_forward`` / ``<name>_backward``.
+        gates: G, the number of gate blocks stacked in the weight rows (1, 4, 3).
+        has_cell_state: True when the state is (h, c) (LSTM), False when it is h alone.
+        gate_order: rnnfast's (= PyTorch's) gate blocks in row order, e.g. "i,f,g,o".
+        nonlinearities: the ``nonlinearity`` values accepted (the first is the default).
+        torch_name: the ``torch.nn`` module class name.
+        keras_name: the Keras layer class name.
+        keras_gate_order: Keras's gate blocks in column order (same letters as PyTorch's).
+        onnx_op: the ONNX operator type.
+        onnx_gate_order: ONNX's gate blocks in row order.
+        init: the default initialisation rule (PyTorch's), for documentation; see
+            :meth:`init_bound`.
+    """
+
+    name: str
+    gates: int
+    has_cell_state: bool
+    gate_order: str
+    nonlinearities: tuple[str, ...]
+    torch_name: str
+    keras_name: str
+    keras_gate_order: str
+    onnx_op: str
+    onnx_gate_order: str
+    init: str = "U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias"
+
+    @property
+    def n_states(self) -> int:
+        """Number of state arrays: 2 for (h, c), else 1."""
+        return 2 if self.has_cell_state else 1
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """Initial-state argument names of the functional API: ("h0", "c0") or ("h0",)."""
+        return ("h0", "c0") if self.has_cell_state else ("h0",)
+
+    def gate_size(self, hidden: int) -> int:
+        """G*H, the number of rows of w_ih / w_hh."""
+        return self.gates * hidden
+
+    def param_shapes(self, input_size: int, hidden: int, bias: bool = True) -> dict[str, tuple]:
+        """Functional parameter names and shapes of one layer and direction (I = input_size)."""
+        gh = self.gates * hidden
+        shapes: dict[str, tuple] = {"w_ih": (gh, input_size), "w_hh": (gh, hidden)}
+        if bias:
+            shapes.update({"b_ih": (gh,), "b_hh": (gh,)})
+        return shapes
+
+    def torch_param_shapes(
+        self, input_size: int, hidden: int, layer: int = 0, reverse: bool = False, bias: bool = True
+    ) -> dict[str, tuple]:
+        """PyTorch state_dict names and shapes of one layer and direction (``weight_ih_l0`` ...)."""
+        sfx = f"_l{layer}" + ("_reverse" if reverse else "")
+        torch_of = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+        return {
+            f"{torch_of[k]}{sfx}": s for k, s in self.param_shapes(input_size, hidden, bias).items()
+        }
+
+    def init_bound(self, hidden: int) -> float:
+        """k of the default init U(-k, k): 1/sqrt(H)."""
+        return 1.0 / math.sqrt(hidden)
+
+    def _perm(self, order: str) -> list[int]:
+        mine = self.gate_order.split(",")
+        return [mine.index(g) for g in order.split(",")]
+
+    @property
+    def onnx_perm(self) -> list[int]:
+        """Block indices: ONNX's gate block j is rnnfast's block ``onnx_perm[j]``."""
+        return self._perm(self.onnx_gate_order)
+
+    @property
+    def keras_perm(self) -> list[int]:
+        """Block indices: rnnfast's gate block j is Keras's block ``keras_perm[j]``."""
+        theirs = self.keras_gate_order.split(",")
+        return [theirs.index(g) for g in self.gate_order.split(",")]
+
+
+#: The registered cells, in the order tests and reports list them.
+CELLS: tuple[CellSpec, ...] = (
+    CellSpec(
+        name="rnn",
+        gates=1,
+        has_cell_state=False,
+        gate_order="h",
+        nonlinearities=("tanh", "relu"),
+        torch_name="RNN",
+        keras_name="SimpleRNN",
+        keras_gate_order="h",
+        onnx_op="RNN",
+        onnx_gate_order="h",
+    ),
+    CellSpec(
+        name="lstm",
+        gates=4,
+        has_cell_state=True,
+        gate_order="i,f,g,o",
+        nonlinearities=("tanh",),
+        torch_name="LSTM",
+        keras_name="LSTM",
+        keras_gate_order="i,f,g,o",  # Keras calls g "c"
+        onnx_op="LSTM",
+        onnx_gate_order="i,o,f,g",  # ONNX: i, o, f, c
+    ),
+    CellSpec(
+        name="gru",
+        gates=3,
+        has_cell_state=False,
+        gate_order="r,z,n",
+        nonlinearities=("tanh",),
+        torch_name="GRU",
+        keras_name="GRU",
+        keras_gate_order="z,r,n",  # Keras: z, r, h
+        onnx_op="GRU",
+        onnx_gate_order="z,r,n",  # ONNX: z, r, h
+    ),
+)
+
+#: name -> spec (read-only).
+CELL_NAMES: Mapping[str, CellSpec] = MappingProxyType({c.name: c for c in CELLS})
+
+
+def get_cell(name: str) -> CellSpec:
+    """The spec of cell ``name``; ValueError listing the registered names otherwise."""
+    try:
+        return CELL_NAMES[name]
+    except (KeyError, TypeError):
+        names = ", ".join(repr(c.name) for c in CELLS)
+        raise ValueError(f"cell: expected one of {names}, got {name!r}") from None
