@@ -166,6 +166,9 @@ class _RnnfastRunner:
 
         from rnnfast import training as T
 
+        if not hasattr(T, "_forward_batch"):  # training became a package (its helpers in .data)
+            from rnnfast.training import data as T
+
         ds = T.Dataset(*self.train.as_tuple(), mode=self.model.mode)
         xb, yb, lb = ds.batch(np.arange(int(self.cfg["batch_size"])))
         pred, y, mask = T._forward_batch(self.model, xb, yb, lb)
