@@ -1043,3 +1043,24 @@ def test_model_pickles_into_a_spawned_worker() -> None:
     with mp.get_context("spawn").Pool(1) as pool:
         got = pool.apply(_spawn_worker_forward, (model, x))
     np.testing.assert_array_equal(got, model(x))
+
+
+def test_modules_is_the_nn_package_under_its_old_name() -> None:
+    """rnnfast.modules re-exports rnnfast.nn (the same objects), the public classes keep the class
+    string checkpoints record ("rnnfast.modules:LSTM"), and every layer is an nn.Module."""
+    import pickle
+
+    import rnnfast.nn as nn
+
+    for name in M.__all__:
+        assert getattr(M, name) is getattr(nn, name), name
+    for cls in (M.RNN, M.LSTM, M.GRU, M.Linear, M.Embedding, M.SequenceModel):
+        assert f"{cls.__module__}:{cls.__qualname__}" == f"rnnfast.modules:{cls.__name__}"
+        assert issubclass(cls, nn.Module)
+    m = M.LSTM(3, 4, num_layers=2, seed=0)
+    m.stream_begin(2, 2, 3)
+    m.stream_forward(np.ones((2, 2, 3)))
+    assert isinstance(m._stream, nn.TBPTTSession) and m._stream.module is m
+    copy = pickle.loads(pickle.dumps(m))
+    assert isinstance(copy._stream, nn.TBPTTSession) and copy._stream.module is copy
+    np.testing.assert_array_equal(copy.stream_state[0], m.stream_state[0])

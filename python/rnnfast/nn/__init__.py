@@ -1,0 +1,43 @@
+"""rnnfast.nn: the layers (PyTorch's ``torch.nn`` conventions), one concept per file.
+
+* :mod:`~rnnfast.nn.module`: the :class:`Module` base (parameters, state_dict, train/eval,
+  zero_grad, config, the flat parameter buffer, the thread guard, pickling).
+* :mod:`~rnnfast.nn.rnn`: the recurrent stacks :class:`RNN`, :class:`LSTM`, :class:`GRU`
+  (:class:`RNNBase`); :mod:`~rnnfast.nn.streaming`: their truncated-BPTT sessions.
+* :mod:`~rnnfast.nn.layers`: :class:`Linear`, :class:`Embedding`.
+* :mod:`~rnnfast.nn.sequence_model`: :class:`SequenceModel`.
+* :mod:`~rnnfast.nn.config`: :func:`build_model`, :func:`model_from_config`.
+* :mod:`~rnnfast.nn.backend`: :func:`set_backend` / :func:`get_backend` (tests: the NumPy oracle).
+
+:mod:`rnnfast.modules` re-exports all of it (the names every earlier rnnfast used).
+"""
+
+from __future__ import annotations
+
+from ._util import INIT_PRESETS, MODES, IncompatibleKeys
+from .backend import get_backend, set_backend
+from .config import build_model, model_from_config
+from .layers import Embedding, Linear
+from .module import Module
+from .rnn import GRU, LSTM, RNN, RNNBase
+from .sequence_model import SequenceModel
+from .streaming import TBPTTSession
+
+__all__ = [
+    "Module",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNBase",
+    "Linear",
+    "Embedding",
+    "SequenceModel",
+    "TBPTTSession",
+    "IncompatibleKeys",
+    "build_model",
+    "model_from_config",
+    "set_backend",
+    "get_backend",
+    "INIT_PRESETS",
+    "MODES",
+]

@@ -1,0 +1,695 @@
+"""Recurrent stacks: :class:`RNN`, :class:`LSTM` and :class:`GRU` over :class:`RNNBase`.
+
+PyTorch's conventions throughout (``torch.nn.RNN`` / ``LSTM`` / ``GRU``): argument names, parameter
+names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), shapes, gate orders (LSTM i, f, g, o; GRU r,
+z, n) and initial-state layout (``(num_layers * num_directions, B, H)``). Every time step runs in
+the compiled core (:mod:`rnnfast.functional`): the Python code loops over layers and directions only.
+Bidirectional ragged batches reverse each sequence within its own valid length with one vectorised
+gather. Truncated-BPTT streaming lives in :mod:`rnnfast.nn.streaming`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from . import backend as _backend_mod
+from ._cellops import _cell_backward, _cell_forward, _gather_time, _init_layer, _reverse_index
+from ._util import (
+    _GATES,
+    INIT_PRESETS,
+    Array,
+    State,
+    _as_float,
+    _as_lengths,
+    _check_allocatable,
+    _check_dtype,
+    _check_int,
+)
+from .backend import get_backend
+from .module import (
+    _NO_CACHE_MSG,
+    _PUBLIC_MODULE,
+    _FlatParams,
+    _getstate,
+    _Guard,
+    _private,
+    _rebuild_streaming,
+    _setstate,
+)
+from .streaming import TBPTTSession, _StreamingMethods
+
+__all__ = ["RNNBase", "RNN", "LSTM", "GRU"]
+
+
+def _step_ready(a: Any, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
+    """True when ``a`` can go to the compiled step as it is (no conversion or copy)."""
+    return type(a) is np.ndarray and a.dtype == dtype and a.shape == shape and a.flags.c_contiguous
+
+
+class RNNBase(_StreamingMethods, _FlatParams):
+    """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU` (see their docstrings)."""
+
+    __module__ = _PUBLIC_MODULE
+    _cell = "rnn"
+    _pending = ("_cache",)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        init: str = "torch",
+    ) -> None:
+        self.input_size = _check_int("input_size", input_size, 1)
+        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
+        self.num_layers = _check_int("num_layers", num_layers, 1)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        if self._cell != "rnn" and nonlinearity != "tanh":
+            raise ValueError(
+                f"nonlinearity: only RNN takes a nonlinearity, got {nonlinearity!r} for "
+                f"{type(self).__name__}"
+            )
+        self.nonlinearity = nonlinearity
+        for name, flag in (
+            ("bias", bias),
+            ("batch_first", batch_first),
+            ("bidirectional", bidirectional),
+        ):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__}")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(
+            dropout, (int, float, np.floating, np.integer)
+        ):
+            raise TypeError(f"dropout: expected a float in [0, 1), got {type(dropout).__name__}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.dtype = _check_dtype(dtype)
+        if init not in INIT_PRESETS:
+            raise ValueError(f"init: expected one of {INIT_PRESETS}, got {init!r}")
+        self.init = init
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+        self.seed = seed
+        self.num_directions = 2 if self.bidirectional else 1
+        self.training = True
+
+        seq = np.random.SeedSequence(seed)
+        init_seq, drop_seq = seq.spawn(2)
+        init_rng = np.random.default_rng(init_seq)
+        #: RNG of the inter-layer dropout masks (seeded from ``seed``; saved in training checkpoints).
+        self.rng = np.random.default_rng(drop_seq)
+        gh = _GATES[self._cell] * self.hidden_size
+        n_out = self.num_directions * self.hidden_size  # input size of layers >= 1
+        n_in_total = self.input_size + (self.num_layers - 1) * n_out
+        # per direction: w_ih of every layer, plus w_hh and both biases of every layer
+        n_params = (
+            self.num_directions
+            * gh
+            * (n_in_total + self.num_layers * (self.hidden_size + 2 * self.bias))
+        )
+        _check_allocatable(
+            "input_size, hidden_size, num_layers",
+            f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+            f"num_layers={self.num_layers}, bidirectional={self.bidirectional})",
+            n_params,
+            self.dtype,
+        )
+        self._params: dict[str, Array] = OrderedDict()
+        for layer in range(self.num_layers):
+            n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            for d in range(self.num_directions):
+                w = _init_layer(
+                    init_rng, self._cell, init, n_in, self.hidden_size, self.bias, self.dtype
+                )
+                sfx = self._suffix(layer, d)
+                self._params[f"weight_ih{sfx}"] = w["w_ih"]  # type: ignore[assignment]
+                self._params[f"weight_hh{sfx}"] = w["w_hh"]  # type: ignore[assignment]
+                if self.bias:
+                    self._params[f"bias_ih{sfx}"] = w["b_ih"]  # type: ignore[assignment]
+                    self._params[f"bias_hh{sfx}"] = w["b_hh"]  # type: ignore[assignment]
+        self.grads: dict[str, Array] = OrderedDict()
+        self._flatten()
+        #: per layer and direction (index layer * num_directions + d): dL/dh_t (T, B, H) of every step
+        #: from the most recent backward (time-aligned with the input also for reverse directions).
+        self.last_state_grads: list[Array] = []
+        #: gradient w.r.t. the initial state hx of the most recent backward (h0, or (h0, c0) for LSTM).
+        self.grad_hx: State | None = None
+        self._grad_hx_list: list[State | None] = []
+        self._cache: dict[str, Any] | None = None
+        self._stream: TBPTTSession | None = None
+        # step()'s preallocated input buffers, one set per thread: a module in eval mode may be
+        # shared by threads, and a shared buffer would let one thread overwrite another's input.
+        self._step_local = threading.local()
+        self._guard = _Guard()  # one training thread at a time (see _Guard)
+
+    # --- names -------------------------------------------------------------------------------------
+    @staticmethod
+    def _suffix(layer: int, d: int) -> str:
+        return f"_l{layer}" + ("_reverse" if d == 1 else "")
+
+    def _weights(self, layer: int, d: int) -> list[Array | None]:
+        sfx = self._suffix(layer, d)
+        p = self._params
+        return [
+            p[f"weight_ih{sfx}"],
+            p[f"weight_hh{sfx}"],
+            p.get(f"bias_ih{sfx}"),
+            p.get(f"bias_hh{sfx}"),
+        ]
+
+    # --- PyTorch-like housekeeping (parameters, train/eval, state_dict: Module) -----------------
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (``type`` names the class); see :func:`model_from_config`."""
+        cfg: dict[str, Any] = {
+            "type": type(self).__name__,
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+        }
+        if self._cell == "rnn":
+            cfg["nonlinearity"] = self.nonlinearity
+        cfg.update(
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            dtype=self.dtype.name,
+            seed=self.seed,
+            init=self.init,
+        )
+        return cfg
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``out``: hidden_size * num_directions."""
+        return self.hidden_size * self.num_directions
+
+    def __repr__(self) -> str:
+        c = self.config()
+        args = ", ".join(f"{k}={v!r}" for k, v in c.items() if k not in ("type",))
+        return f"{type(self).__name__}({args})"
+
+    # --- copying and pickling ------------------------------------------------------------------------
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        """``copy.deepcopy`` / ``pickle``: configuration, parameters, gradients, dropout RNG, mode
+        (see :meth:`__getstate__`) and a TBPTT stream: a replayable one is exported and rebuilt on
+        the copy (:meth:`stream_export` / :meth:`stream_import`, exact); a stream begun with
+        ``replayable=False`` cannot be copied (TypeError)."""
+        st = self._stream
+        rv = super().__reduce_ex__(protocol)
+        if st is None:
+            return rv
+        if not st.replayable:
+            raise TypeError(
+                f"cannot copy or pickle a {type(self).__name__} in the middle of a TBPTT stream "
+                "begun with replayable=False (its history lives in the compiled core only); call "
+                "stream_end() first, or begin the stream with replayable=True"
+            )
+        return (
+            _rebuild_streaming,
+            (rv[0], rv[1], rv[2] if len(rv) > 2 else None, self.stream_export()),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The attributes to copy: not the activations of a forward pass awaiting backward (the
+        copy's backward needs a forward of its own), the stream (see :meth:`__reduce_ex__`), the
+        thread guard or the per-thread ``step`` buffers."""
+        d = _getstate(self, RNNBase, ("_cache", "_stream"))
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        _setstate(self, RNNBase, d)
+        self._step_local = threading.local()
+
+    # --- state helpers ------------------------------------------------------------------------------
+    def _split_hx(self, hx: Any, batch: int) -> list[State | None]:
+        """Per layer/direction initial states from hx ((L*D, B, H), or a (h0, c0) pair for LSTM)."""
+        n = self.num_layers * self.num_directions
+        shape = (n, batch, self.hidden_size)
+        if hx is None:
+            return [None] * n
+        if self._cell == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(
+                    f"hx: expected a tuple (h0, c0) of arrays {shape} for LSTM, got "
+                    f"{type(hx).__name__}"
+                )
+            h0 = _as_float("hx[0]", hx[0], self.dtype)
+            c0 = _as_float("hx[1]", hx[1], self.dtype)
+            for name, a in (("hx[0]", h0), ("hx[1]", c0)):
+                if a.shape != shape:
+                    raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+            return [(h0[i], c0[i]) for i in range(n)]
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(
+                f"hx: expected an array {shape} for {type(self).__name__}, got {type(hx).__name__}"
+            )
+        h0 = _as_float("hx", hx, self.dtype)
+        if h0.shape != shape:
+            raise ValueError(f"hx: expected shape {shape}, got {h0.shape}")
+        return [h0[i] for i in range(n)]
+
+    def _join_states(self, states: list[State]) -> State:
+        if self._cell == "lstm":
+            return (np.stack([s[0] for s in states]), np.stack([s[1] for s in states]))  # type: ignore[index]
+        return np.stack(states)  # type: ignore[arg-type]
+
+    def _zero_state(self, batch: int) -> State:
+        z = np.zeros((batch, self.hidden_size), dtype=self.dtype)
+        return (z, z.copy()) if self._cell == "lstm" else z
+
+    # --- forward / backward -------------------------------------------------------------------------
+    def __call__(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Array, State]:
+        return self.forward(x, hx, lengths)
+
+    def forward(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Array, State]:
+        """Run the stack over a batch of sequences.
+
+        Args:
+            x: (T, B, input_size), or (B, T, input_size) with ``batch_first``; float32/float64.
+            hx: initial state, (num_layers * num_directions, B, H) (LSTM: a tuple (h0, c0)); None = 0.
+            lengths: optional int array (B,) of valid lengths (ragged batch, padding at the end);
+                outputs at padded steps are 0 and h_n is the state after the last valid step.
+
+        Returns:
+            out (T, B, num_directions * H) (batch_first: (B, T, D*H)) and h_n
+            (num_layers * num_directions, B, H) (LSTM: (h_n, c_n)), in the module dtype.
+        """
+        return self._forward(x, hx, lengths, private=False)
+
+    def _forward(self, x: Any, hx: Any, lengths: Any, private: bool) -> tuple[Array, State]:
+        """forward; ``private``: the caller guarantees that nobody else holds ``x`` (no copy)."""
+        xt = self._time_major_input(x)
+        lens = _as_lengths(lengths, xt.shape[1], xt.shape[0])
+        states = self._split_hx(hx, xt.shape[1])
+        if not self.training:  # inference stores nothing: shareable between threads
+            y, finals, _ = self._run(xt, states, lens, False, None)
+        else:
+            if not private:  # backward reads x (dW_ih): keep it safe from in-place changes
+                xt = _private(xt, x)
+            g = self._guard
+            g.enter(self, "forward")
+            try:
+                g.check_forward(self, "forward", self._cache is not None)
+                y, finals, cache = self._run(xt, states, lens, True, None)
+                self._cache = cache
+                g.owner = threading.current_thread()
+            finally:
+                g.exit()
+        out = np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
+        return out, self._join_states(finals)
+
+    def _time_major_input(self, x: Any) -> Array:
+        xa = _as_float("x", x, self.dtype)
+        if xa.ndim != 3:
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x: expected a 3-D array {layout}, got shape {xa.shape}")
+        if self.batch_first:
+            xa = np.ascontiguousarray(xa.transpose(1, 0, 2))
+        if xa.shape[2] != self.input_size:
+            raise ValueError(
+                f"x: expected input size {self.input_size} in the last axis, got shape "
+                f"{np.asarray(x).shape}"
+            )
+        if xa.shape[0] < 1 or xa.shape[1] < 1:
+            raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {np.asarray(x).shape}")
+        return xa
+
+    def _run(
+        self,
+        x: Array,
+        states: list[State | None],
+        lengths: Array | None,
+        training: bool,
+        masks: list[Array | None] | None,
+    ) -> tuple[Array, list[State], dict[str, Any] | None]:
+        """Forward through every layer/direction (time-major). ``masks`` overrides the dropout masks.
+
+        Returns (y (T, B, D*H), final states per layer/direction, cache or None).
+        """
+        F = get_backend()
+        t_steps, batch, _ = x.shape
+        D, H = self.num_directions, self.hidden_size
+        rev_idx = _reverse_index(t_steps, batch, lengths) if self.bidirectional else None
+        finals: list[State] = []
+        layer_caches: list[list[Any]] = []
+        used_masks: list[Array | None] = [None]
+        inp = x
+        for layer in range(self.num_layers):
+            if layer > 0:
+                mask = None
+                if training and self.dropout > 0.0:
+                    if masks is not None and masks[layer] is not None:
+                        mask = masks[layer]
+                    else:  # inverted dropout: keep with prob 1-p, scale by 1/(1-p)
+                        keep = self.rng.random(inp.shape) >= self.dropout
+                        mask = (keep / (1.0 - self.dropout)).astype(self.dtype)
+                    inp = inp * mask
+                used_masks.append(mask)
+            ys = []
+            dcaches = []
+            for d in range(D):
+                xin = inp if d == 0 else _gather_time(inp, rev_idx)  # type: ignore[arg-type]
+                y, fin, cache = _cell_forward(
+                    F,
+                    self._cell,
+                    self.nonlinearity,
+                    xin,
+                    states[layer * D + d],
+                    self._weights(layer, d),
+                    lengths,
+                    training,
+                )
+                y = np.asarray(y, dtype=self.dtype)
+                fin = (
+                    tuple(np.asarray(s, dtype=self.dtype) for s in fin)
+                    if isinstance(fin, tuple)
+                    else np.asarray(fin, dtype=self.dtype)
+                )
+                if d == 1:
+                    y = _gather_time(y, rev_idx)  # type: ignore[arg-type]
+                ys.append(y)
+                finals.append(fin)  # type: ignore[arg-type]
+                dcaches.append(cache)
+            layer_caches.append(dcaches)
+            inp = ys[0] if D == 1 else np.concatenate(ys, axis=2)
+        if not training:
+            return inp, finals, None
+        cache_all = {
+            "caches": layer_caches,
+            "masks": used_masks,
+            "rev_idx": rev_idx,
+            "shape": (t_steps, batch),
+            "x_dtype": x.dtype,
+        }
+        assert inp.shape == (t_steps, batch, D * H)
+        return inp, finals, cache_all
+
+    def backward(self, grad_output: Any, grad_state: Any = None) -> Array:
+        """Backpropagate through the last forward pass; accumulate parameter gradients into :attr:`grads`.
+
+        Args:
+            grad_output: dL/dout, the shape of ``out`` (None = zeros).
+            grad_state: dL/dh_n (num_layers * num_directions, B, H) (LSTM: (dh_n, dc_n), either may be
+                None); None = zeros.
+
+        Returns:
+            dL/dx in the layout of x. Also sets :attr:`grad_hx` (dL/dhx) and :attr:`last_state_grads`.
+            The stored activations are released: a second backward raises ValueError.
+        """
+        g = self._guard
+        g.enter(self, "backward")
+        try:
+            g.check_backward(self, "backward", self._cache is not None)
+            return self._backward(grad_output, grad_state)
+        finally:
+            g.exit()
+
+    def _backward(self, grad_output: Any, grad_state: Any) -> Array:
+        cache = self._cache
+        if cache is None:
+            raise ValueError(_NO_CACHE_MSG)
+        self._cache = None
+        self._guard.owner = None
+        t_steps, batch = cache["shape"]
+        D, H = self.num_directions, self.hidden_size
+        dout: Array | None = None  # None: zeros (the kernels skip it), one direction only
+        if grad_output is None:
+            if D == 2:
+                dout = np.zeros((t_steps, batch, D * H), dtype=self.dtype)
+        else:
+            dout = _as_float("grad_output", grad_output, self.dtype)
+            exp = (batch, t_steps, D * H) if self.batch_first else (t_steps, batch, D * H)
+            if dout.shape != exp:
+                raise ValueError(f"grad_output: expected shape {exp}, got {dout.shape}")
+            if self.batch_first:
+                dout = np.ascontiguousarray(dout.transpose(1, 0, 2))
+        dstates = self._split_grad_state(grad_state, batch)
+        dx = self._backward_time_major(cache, dout, dstates)
+        return np.ascontiguousarray(dx.transpose(1, 0, 2)) if self.batch_first else dx
+
+    def _split_grad_state(self, grad_state: Any, batch: int) -> list[State | None]:
+        if grad_state is None:
+            return [None] * (self.num_layers * self.num_directions)
+        if self._cell == "lstm":
+            if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
+                raise TypeError(
+                    "grad_state: expected a tuple (dh_n, dc_n) for LSTM, got "
+                    f"{type(grad_state).__name__}"
+                )
+            n = self.num_layers * self.num_directions
+            shape = (n, batch, self.hidden_size)
+            parts = []
+            for j, g in enumerate(grad_state):
+                if g is None:
+                    parts.append(np.zeros(shape, dtype=self.dtype))
+                else:
+                    a = _as_float(f"grad_state[{j}]", g, self.dtype)
+                    if a.shape != shape:
+                        raise ValueError(f"grad_state[{j}]: expected shape {shape}, got {a.shape}")
+                    parts.append(a)
+            return [(parts[0][i], parts[1][i]) for i in range(n)]
+        try:
+            return self._split_hx(grad_state, batch)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(str(exc).replace("hx", "grad_state")) from None
+
+    def _backward_time_major(
+        self, cache: dict[str, Any], dout: Array | None, dstates: list[State | None]
+    ) -> Array:
+        F = get_backend()
+        D, H = self.num_directions, self.hidden_size
+        rev_idx = cache["rev_idx"]
+        dh_alls: list[Array | None] = [None] * (self.num_layers * D)
+        dhx: list[State | None] = [None] * (self.num_layers * D)
+        dy = dout
+        for layer in reversed(range(self.num_layers)):
+            dx_layer: Array | None = None
+            for d in range(D):
+                dyd = dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H : (d + 1) * H])
+                if d == 1:
+                    dyd = _gather_time(dyd, rev_idx)
+                g = _cell_backward(
+                    F, self._cell, cache["caches"][layer][d], dyd, dstates[layer * D + d]
+                )
+                sfx = self._suffix(layer, d)
+                self.grads[f"weight_ih{sfx}"] += g["w_ih"]
+                self.grads[f"weight_hh{sfx}"] += g["w_hh"]
+                if self.bias:
+                    self.grads[f"bias_ih{sfx}"] += g["b_ih"]
+                    self.grads[f"bias_hh{sfx}"] += g["b_hh"]
+                dxd = np.asarray(g["x"], dtype=self.dtype)
+                dha = np.asarray(g["dh_all"], dtype=self.dtype)
+                if d == 1:
+                    dxd = _gather_time(dxd, rev_idx)
+                    dha = _gather_time(dha, rev_idx)
+                dh_alls[layer * D + d] = dha
+                if self._cell == "lstm":
+                    dhx[layer * D + d] = (
+                        np.asarray(g["h0"], dtype=self.dtype),
+                        np.asarray(g["c0"], dtype=self.dtype),
+                    )
+                else:
+                    dhx[layer * D + d] = np.asarray(g["h0"], dtype=self.dtype)
+                dx_layer = dxd if dx_layer is None else dx_layer + dxd
+            assert dx_layer is not None
+            mask = cache["masks"][layer]
+            if mask is not None:
+                dx_layer = dx_layer * mask  # d(inp * mask)/d inp = mask
+            dy = dx_layer
+        self.last_state_grads = dh_alls  # type: ignore[assignment]
+        self._grad_hx_list = dhx
+        self.grad_hx = self._join_states(dhx)  # type: ignore[arg-type]
+        return dy
+
+    # --- streaming inference ------------------------------------------------------------------------
+    def step(self, x_t: Any, state: Any = None) -> tuple[Array, State]:
+        """One time step for streaming inference (no dropout, nothing stored for backward).
+
+        Args: x_t (B, input_size); state as ``hx`` of forward (None = zeros). Returns (out_t (B, H),
+        new state (num_layers, B, H) (LSTM: (h, c))), new arrays. Equal to ``forward`` run one step
+        at a time in eval mode (to rounding: the products sum in another order). Unidirectional
+        stacks only.
+
+        One call into the compiled core (``_core.step_plan``: the weights are checked once, then
+        each step checks x_t and the state only); a C-contiguous x_t and state of the module dtype
+        are used as they are, anything else is converted first. Thread-safe (nothing shared is
+        written).
+        """
+        plan = self._step_plan()
+        dt, L, H = self.dtype, self.num_layers, self.hidden_size
+        x = x_t
+        if not (
+            type(x) is np.ndarray
+            and x.dtype == dt
+            and x.ndim == 2
+            and x.shape[1] == self.input_size
+            and x.flags.c_contiguous
+        ):
+            x = _as_float("x_t", x_t, dt)
+            if x.ndim != 2 or x.shape[1] != self.input_size:
+                raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {x.shape}")
+        shape = (L, x.shape[0], H)
+        if self._cell == "lstm":
+            h0 = c0 = None
+            if state is not None:
+                if not (
+                    type(state) is tuple
+                    and len(state) == 2
+                    and _step_ready(state[0], dt, shape)
+                    and _step_ready(state[1], dt, shape)
+                ):
+                    state = self._join_states(self._split_hx(state, x.shape[0]))  # type: ignore[arg-type]
+                h0, c0 = state
+            if plan is None:
+                return self._step_run(x, None if state is None else (h0, c0))
+            y, h_n, c_n = plan.forward(x, h0, c0)
+            return y, (h_n, c_n)
+        if state is not None and not _step_ready(state, dt, shape):
+            state = self._join_states(self._split_hx(state, x.shape[0]))  # type: ignore[arg-type]
+        if plan is None:
+            return self._step_run(x, state)
+        y, h_n, _ = plan.forward(x, state, None)
+        return y, h_n
+
+    def _step_plan(self) -> Any:
+        """This thread's compiled step plan over the current weights (None with a test backend)."""
+        if self.bidirectional:
+            raise ValueError("step: a bidirectional module needs the whole sequence; use forward")
+        loc = self._step_local
+        plan = getattr(loc, "plan", None)
+        if plan is not None and loc.plan_key is self._flat_params:
+            return plan
+        if (
+            _backend_mod._backend is not None
+        ):  # rnnfast.reference or another test backend: the sequence path
+            return None
+        from .._loader import core
+
+        layers = [tuple(self._weights(layer, 0)) for layer in range(self.num_layers)]
+        plan = core.step_plan(
+            self._cell,
+            self.nonlinearity,
+            self.dtype.name,
+            self.input_size,
+            self.hidden_size,
+            layers,
+        )
+        # the weights are views of the flat buffer: valid until the buffer is replaced
+        loc.plan, loc.plan_key = plan, self._flat_params
+        return plan
+
+    def _step_run(self, x: Array, state: State | None) -> tuple[Array, State]:
+        """step through the sequence path (a T = 1 forward), for a test backend."""
+        states = self._split_hx(state, x.shape[0])
+        y, finals, _ = self._run(x[None], states, None, False, None)
+        return y[0], self._join_states(finals)
+
+
+class RNN(RNNBase):
+    """Elman RNN stack, ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, act = tanh or relu.
+
+    ``RNN(input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, init="torch")``.
+
+    Parameters (PyTorch names): weight_ih_l{k} (H, I or D*H), weight_hh_l{k} (H, H), bias_ih_l{k},
+    bias_hh_l{k} (H,), and ``..._reverse`` for the backward direction. ``dropout`` (inverted, between
+    layers, training only, drawn from :attr:`rng`). ``init``: "torch" (U(-1/sqrt(H), 1/sqrt(H))),
+    "orthogonal" (orthogonal recurrent blocks, Xavier-uniform input weights, zero bias; LSTM forget
+    bias 1), "identity" (IRNN: identity recurrence, N(0, 1e-3) input weights, zero bias -- use with
+    nonlinearity="relu"). ``seed`` fixes the initial weights and the dropout RNG.
+    """
+
+    __module__ = _PUBLIC_MODULE
+    _cell = "rnn"
+
+
+class LSTM(RNNBase):
+    """LSTM stack (gates i, f, g, o): ``c_t = f*c_{t-1} + i*g``, ``h_t = o*tanh(c_t)``.
+
+    Same arguments as :class:`RNN` without ``nonlinearity``. ``forward`` returns ``out, (h_n, c_n)``
+    and takes ``hx=(h0, c0)``. Weight shapes (4H, I) and (4H, H).
+    """
+
+    __module__ = _PUBLIC_MODULE
+    _cell = "lstm"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        init: str = "torch",
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            "tanh",
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
+            init,
+        )
+
+
+class GRU(RNNBase):
+    """GRU stack (gates r, z, n): ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``, ``h_t = (1-z)*n + z*h``.
+
+    Same arguments as :class:`RNN` without ``nonlinearity``. Weight shapes (3H, I) and (3H, H).
+    """
+
+    __module__ = _PUBLIC_MODULE
+    _cell = "gru"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        init: str = "torch",
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            "tanh",
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
+            init,
+        )
