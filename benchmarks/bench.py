@@ -381,33 +381,32 @@ def make_inputs(cell: str, t: int, b: int, i: int, h: int, seed: int) -> dict[st
     }
 
 
+def _testing() -> Any:
+    """rnnfast.testing, imported on first use: importing bench.py must not import rnnfast (the
+    first-call children time that import)."""
+    return importlib.import_module("rnnfast.testing")
+
+
 def _functional_forward(
     mod: Any, cell: str, inp: Mapping[str, Any], training: bool
 ) -> tuple[Any, ...]:
-    w = (inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"])
-    if cell == "rnn":
-        y, h_n, cache = mod.rnn_forward(
-            inp["x"], inp["h0"], *w, nonlinearity="tanh", training=training
-        )
-        return y, h_n, None, cache
-    if cell == "lstm":
-        return tuple(mod.lstm_forward(inp["x"], inp["h0"], inp["c0"], *w, training=training))
-    y, h_n, cache = mod.gru_forward(inp["x"], inp["h0"], *w, training=training)
-    return y, h_n, None, cache
+    return _testing().call_forward(mod, cell, inp, training=training)
 
 
 def _functional_backward(mod: Any, cell: str, cache: Any, dy: Any) -> dict[str, Any]:
-    return dict(getattr(mod, f"{cell}_backward")(cache, dy))
+    return _testing().call_backward(mod, cell, cache, dy)
 
 
 def functional_call(mod: Any, cell: str, inp: Mapping[str, Any], mode: str) -> Callable[[], Any]:
     """A zero-argument callable running one benchmark call of a functional-API module."""
+    t = _testing()  # resolved once, outside the timed call
+    fwd, bwd = t.call_forward, t.call_backward
     if mode == "inference":
-        return lambda: _functional_forward(mod, cell, inp, False)
+        return lambda: fwd(mod, cell, inp, training=False)
 
     def step() -> Any:
-        _, _, _, cache = _functional_forward(mod, cell, inp, True)
-        return _functional_backward(mod, cell, cache, inp["dy"])
+        _, _, _, cache = fwd(mod, cell, inp, training=True)
+        return bwd(mod, cell, cache, inp["dy"])
 
     return step
 
@@ -512,21 +511,9 @@ class TorchImpl:
 
 
 def rel_max_error(actual: Any, expected: Any) -> tuple[float, tuple[int, ...]]:
-    """max |a - e| / max |e| and the index of the largest absolute difference (float64)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    if a.shape != e.shape:
-        return float("inf"), ()
-    if a.size == 0:
-        return 0.0, ()
-    diff = np.abs(a - e)
-    if not np.all(np.isfinite(diff)):
-        return float("inf"), tuple(
-            int(v) for v in np.unravel_index(int(np.argmax(~np.isfinite(diff))), diff.shape)
-        )
-    idx = np.unravel_index(int(np.argmax(diff)), diff.shape)
-    scale = max(float(np.max(np.abs(e))), 1e-30)
-    return float(diff[idx]) / scale, tuple(int(v) for v in idx)
+    """max |a - e| / max |e| and the index of the largest absolute difference (float64); see
+    :func:`rnnfast.testing.rel_max_error`."""
+    return _testing().rel_max_error(actual, expected)
 
 
 def compare(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> tuple[float, str]:

@@ -2,11 +2,14 @@
 
 Import from a test file as ``from helpers import assert_close`` (pytest puts tests/ on sys.path).
 
-Error measure used throughout (``rel_max_error``):
+Error measure used throughout (``rel_max_error``, from :mod:`rnnfast.testing`):
 max_i |actual_i - expected_i| / max_i |expected_i|, i.e. the max absolute error relative to the
 largest magnitude in the expected (reference) array. It is stable where single entries of a
 gradient are near zero, and it is the measure the tolerances in issue 2 (1e-6 FD, 1e-10 float64,
 1e-4 float32) refer to in these tests.
+
+The cells come from the registry (:data:`rnnfast._cells.CELLS`): a newly registered cell is
+parametrised into every test that uses ``CELLS`` / ``CELL_NAMES`` here.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from rnnfast._cells import CELLS as _SPECS
+from rnnfast._cells import get_cell
+from rnnfast.testing import assert_close, call_backward, call_forward, rel_max_error
+
 __all__ = [
     "CELLS",
+    "CELL_NAMES",
     "GATES",
     "assert_close",
     "assert_grads_close",
@@ -32,62 +40,11 @@ __all__ = [
     "rel_max_error",
 ]
 
-#: Cell names as the functional API uses them (rnn split by nonlinearity).
-CELLS: tuple[tuple[str, str], ...] = (
-    ("rnn", "tanh"),
-    ("rnn", "relu"),
-    ("lstm", "tanh"),
-    ("gru", "tanh"),
-)
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-# Denominator floor: an all-zero expected array is compared in absolute terms against this scale.
-_TINY = 1e-30
-
-
-def rel_max_error(actual: Any, expected: Any) -> tuple[float, tuple[int, ...]]:
-    """(max |a - e| / max |e|, index of the max abs difference); both arrays compared in float64."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    if a.shape != e.shape:
-        raise AssertionError(f"shape mismatch: actual {a.shape}, expected {e.shape}")
-    if a.size == 0:
-        return 0.0, ()
-    diff = np.abs(a - e)
-    if not np.all(np.isfinite(diff)):
-        bad = np.unravel_index(int(np.argmax(~np.isfinite(diff))), diff.shape)
-        return float("inf"), tuple(int(i) for i in bad)
-    idx = np.unravel_index(int(np.argmax(diff)), diff.shape)
-    scale = max(float(np.max(np.abs(e))), _TINY)
-    return float(diff[idx]) / scale, tuple(int(i) for i in idx)
-
-
-def assert_close(actual: Any, expected: Any, rtol: float, name: str = "array") -> float:
-    """Assert rel_max_error(actual, expected) <= rtol; return the error.
-
-    The failure message names the array, the error, the tolerance, the index of the largest absolute
-    difference and both values there, and the scale (max |expected|).
-    """
-    if actual is None or expected is None:
-        if actual is None and expected is None:
-            return 0.0
-        raise AssertionError(
-            f"{name}: one side is None (actual {type(actual).__name__}, "
-            f"expected {type(expected).__name__})"
-        )
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    if a.shape != e.shape:
-        raise AssertionError(f"{name}: shape mismatch, actual {a.shape}, expected {e.shape}")
-    err, idx = rel_max_error(a, e)
-    if not err <= rtol:
-        scale = float(np.max(np.abs(e))) if e.size else 0.0
-        raise AssertionError(
-            f"{name}: max relative error {err:.3e} > tol {rtol:.1e} at index {idx} "
-            f"(actual {float(a[idx])!r}, expected {float(e[idx])!r}; "
-            f"scale max|expected| = {scale:.3e}, shape {a.shape})"
-        )
-    return err
+#: (cell, nonlinearity) for every registered cell and each nonlinearity it accepts (rnn twice).
+CELLS: tuple[tuple[str, str], ...] = tuple((c.name, nl) for c in _SPECS for nl in c.nonlinearities)
+#: The registered cell names ("rnn", "lstm", "gru").
+CELL_NAMES: list[str] = [c.name for c in _SPECS]
+GATES = {c.name: c.gates for c in _SPECS}
 
 
 def assert_grads_close(
@@ -158,14 +115,18 @@ def make_inputs(
     return {
         "x": rng.standard_normal((t_steps, batch, n_in)).astype(dtype),
         "h0": u(batch, hidden),
-        "c0": u(batch, hidden) if cell == "lstm" else None,
+        "c0": u(batch, hidden) if get_cell(cell).has_cell_state else None,
         "w_ih": u(g * hidden, n_in),
         "w_hh": u(g * hidden, hidden),
         "b_ih": u(g * hidden) if bias else None,
         "b_hh": u(g * hidden) if bias else None,
         "dy": rng.standard_normal((t_steps, batch, hidden)).astype(dtype),
         "dh_n": rng.standard_normal((batch, hidden)).astype(dtype),
-        "dc_n": rng.standard_normal((batch, hidden)).astype(dtype) if cell == "lstm" else None,
+        "dc_n": (
+            rng.standard_normal((batch, hidden)).astype(dtype)
+            if get_cell(cell).has_cell_state
+            else None
+        ),
     }
 
 
@@ -177,39 +138,20 @@ def forward(
     lengths: Any = None,
     training: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
-    """Call ``mod.<cell>_forward`` with the arrays of ``inp`` (keyword arguments of the contract).
+    """Call ``mod.<cell>_forward`` with the arrays of ``inp`` (:func:`rnnfast.testing.call_forward`).
 
     Returns (y, h_n, c_n or None, cache) for every cell.
     """
-    common = {"w_ih": inp["w_ih"], "w_hh": inp["w_hh"], "b_ih": inp["b_ih"], "b_hh": inp["b_hh"]}
-    if cell == "rnn":
-        y, h_n, cache = mod.rnn_forward(
-            inp["x"],
-            inp["h0"],
-            **common,
-            nonlinearity=nonlinearity,
-            lengths=lengths,
-            training=training,
-        )
-        return y, h_n, None, cache
-    if cell == "lstm":
-        y, h_n, c_n, cache = mod.lstm_forward(
-            inp["x"], inp["h0"], inp["c0"], **common, lengths=lengths, training=training
-        )
-        return y, h_n, c_n, cache
-    y, h_n, cache = mod.gru_forward(
-        inp["x"], inp["h0"], **common, lengths=lengths, training=training
+    return call_forward(
+        mod, cell, inp, nonlinearity=nonlinearity, lengths=lengths, training=training
     )
-    return y, h_n, None, cache
 
 
 def backward(
     mod: Any, cell: str, cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None
 ) -> dict[str, Any]:
-    """Call ``mod.<cell>_backward``; dc_n is used for lstm only."""
-    if cell == "lstm":
-        return dict(mod.lstm_backward(cache, dy, dh_n, dc_n))
-    return dict(getattr(mod, f"{cell}_backward")(cache, dy, dh_n))
+    """Call ``mod.<cell>_backward``; dc_n is used for a cell with a cell state only."""
+    return call_backward(mod, cell, cache, dy, dh_n, dc_n)
 
 
 def loss(
@@ -217,7 +159,7 @@ def loss(
 ) -> float:
     """L = <y, dy> + <h_n, dh_n> (+ <c_n, dc_n>): the scalar whose gradient backward computes."""
     total = float(np.sum(y * inp["dy"]) + np.sum(h_n * inp["dh_n"]))
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         assert c_n is not None
         total += float(np.sum(c_n * inp["dc_n"]))
     return total
@@ -225,9 +167,7 @@ def loss(
 
 def grad_keys(cell: str) -> tuple[str, ...]:
     """Gradient dict keys of ``<cell>_backward`` (without dh_all)."""
-    if cell == "lstm":
-        return ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
-    return ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")
+    return ("x", *get_cell(cell).state_names, "w_ih", "w_hh", "b_ih", "b_hh")
 
 
 def bad_forward_cases(cell: str) -> list[tuple[str, str, Any, type, str]]:
@@ -250,7 +190,7 @@ def bad_forward_cases(cell: str) -> list[tuple[str, str, Any, type, str]]:
         ("lengths-float", "lengths", np.array([1.0, 2.0]), TypeError, "lengths"),
         ("x-complex", "x", np.zeros((3, 2, 3), dtype=np.complex128), TypeError, "x"),
     ]
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         cases.append(("c0-shape", "c0", np.zeros((3, 4)), ValueError, "c0"))
     return cases
 
@@ -258,8 +198,9 @@ def bad_forward_cases(cell: str) -> list[tuple[str, str, Any, type, str]]:
 def call_forward_kw(mod: Any, cell: str, kw: Mapping[str, Any], nonlinearity: str = "tanh") -> Any:
     """Call ``mod.<cell>_forward`` with contract keyword arguments from ``kw``."""
     args = {k: kw[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")}
-    if cell == "lstm":
+    spec = get_cell(cell)
+    if spec.has_cell_state:
         args["c0"] = kw["c0"]
-    if cell == "rnn":
+    if len(spec.nonlinearities) > 1:
         args["nonlinearity"] = nonlinearity
     return getattr(mod, f"{cell}_forward")(**args, lengths=kw.get("lengths"))

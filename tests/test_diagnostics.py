@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rnnfast.functional as F
-from helpers import assert_close
+from helpers import CELL_NAMES, assert_close
 from rnnfast.diagnostics import (
     GradientFlow,
     exploding_case,
@@ -41,7 +41,7 @@ def test_state_grad_norms_matches_a_loop_over_steps_and_rows() -> None:
         state_grad_norms(d, np.array([1, 2]))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_gradient_flow_equals_dh_all_of_the_functional_backward(cell: str) -> None:
     """Two-layer many-to-one model: rebuild dL/dh_t per layer by hand from the functional API."""
     t_steps, batch, n_in, hidden = 7, 5, 3, 4

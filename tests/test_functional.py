@@ -26,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import (
+    CELL_NAMES,
     CELLS,
     assert_close,
     backward,
@@ -280,7 +281,7 @@ def test_non_contiguous_inputs(cell: str, nonlinearity: str, layout: str) -> Non
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_bad_forward_arguments(cell: str, dtype: Any) -> None:
     base = make_inputs(cell, 3, 2, 3, 4, dtype=dtype)
     for case_id, arg, value, exc, match in bad_forward_cases(cell):
@@ -294,7 +295,7 @@ def test_bad_forward_arguments(cell: str, dtype: Any) -> None:
             call_forward_kw(functional, cell, dict(base, **{arg: value}))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_mixed_or_bad_dtypes(cell: str) -> None:
     base = make_inputs(cell, 3, 2, 3, 4, dtype=np.float32)
     with pytest.raises((TypeError, ValueError), match="w_ih"):  # no silent up- or down-cast

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from helpers import (
+    CELL_NAMES,
     CELLS,
     assert_close,
     backward,
@@ -438,7 +439,7 @@ def test_training_false_and_float32_input(cell: str, nonlinearity: str) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_bad_forward_arguments(cell: str) -> None:
     base = make_inputs(cell, 3, 2, 3, 4)
     for case_id, arg, value, exc, match in bad_forward_cases(cell):

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._cells import CELLS, get_cell
 from ._threads import with_single_thread_blas
+from .testing import call_backward, call_forward, rel_max_error
 
 __all__ = [
     "TOLERANCES",
@@ -476,32 +477,19 @@ _GC_CELLS: tuple[tuple[str, str], ...] = tuple(
 
 
 def _rel_err(a: Any, b: Any) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-30)
-    return float(np.max(np.abs(a - b))) / scale if a.size else 0.0
+    return rel_max_error(a, b)[0]
 
 
 def _gc_call(
     mod: Any, cell: str, nl: str, arrs: Mapping[str, Any], lengths: Any
 ) -> tuple[list[Any], Any]:
-    w = (arrs["w_ih"], arrs["w_hh"], arrs["b_ih"], arrs["b_hh"])
-    if cell == "rnn":
-        y, h, cache = mod.rnn_forward(arrs["x"], arrs["h0"], *w, nonlinearity=nl, lengths=lengths)
-        return [y, h], cache
-    if cell == "lstm":
-        y, h, c, cache = mod.lstm_forward(arrs["x"], arrs["h0"], arrs["c0"], *w, lengths=lengths)
-        return [y, h, c], cache
-    y, h, cache = mod.gru_forward(arrs["x"], arrs["h0"], *w, lengths=lengths)
-    return [y, h], cache
+    """[y, h_n(, c_n)] and the cache of one forward call."""
+    y, h, c, cache = call_forward(mod, cell, arrs, nonlinearity=nl, lengths=lengths)
+    return [y, h] + ([] if c is None else [c]), cache
 
 
 def _gc_backward(mod: Any, cell: str, cache: Any, seeds: Mapping[str, Any]) -> dict[str, Any]:
-    if cell == "lstm":
-        return dict(mod.lstm_backward(cache, seeds["dy"], seeds["dh_n"], seeds["dc_n"]))
-    return dict(getattr(mod, f"{cell}_backward")(cache, seeds["dy"], seeds["dh_n"]))
+    return call_backward(mod, cell, cache, seeds["dy"], seeds["dh_n"], seeds["dc_n"])
 
 
 @with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
@@ -554,7 +542,7 @@ def gradcheck(
         ) -> float:
             outs, _ = _gc_call(R, cell, nl, arrs, lengths)
             total = float(np.sum(outs[0] * seeds["dy"]) + np.sum(outs[1] * seeds["dh_n"]))
-            if cell == "lstm":
+            if len(outs) == 3:  # a cell with a cell state: + <c_n, dc_n>
                 total += float(np.sum(outs[2] * seeds["dc_n"]))
             return total
 
@@ -587,13 +575,13 @@ def gradcheck(
             grad_err = max(_rel_err(grads[k], ref_grad[k]) for k in keys + ["dh_all"])
             fd_err = max(_rel_err(grads[k], fd[k]) for k in keys)
             params = {k: arrs[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
-            state0: Any = (arrs["h0"], arrs["c0"]) if cell == "lstm" else arrs["h0"]
+            state0: Any = (arrs["h0"], arrs["c0"]) if spec.has_cell_state else arrs["h0"]
             kw = {"nonlinearity": nl}
             tb = F.tbptt_grads(cell, arrs["x"], state0, params, sd["dy"], 2, 3, **kw)
             tb_ref = R.tbptt_grads(
                 cell,
                 base["x"],
-                (base["h0"], base["c0"]) if cell == "lstm" else base["h0"],
+                (base["h0"], base["c0"]) if spec.has_cell_state else base["h0"],
                 {k: base[k] for k in params},
                 seeds["dy"],
                 2,
