@@ -525,7 +525,9 @@ def test_fit_holds_numpy_blas_at_one_thread_and_restores_it() -> None:
     from rnnfast._threads import blas_limit_active
 
     def blas_threads() -> list[int]:
-        return [d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"]
+        return [
+            d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"
+        ]
 
     seen: list[tuple[bool, list[int]]] = []
 
