@@ -55,8 +55,8 @@ void register_info(py::module_& m) {
         int overflow = 0;
         v = PyLong_AsLongLongAndOverflow(n.ptr(), &overflow);
         if (overflow != 0 || v < 1 || v > rnnfast::max_threads())
-          throw py::value_error("n: expected an integer in " + range + " (4x this process's CPUs, at least 16), got " +
-                                std::string(py::str(n)));
+          throw py::value_error("n: expected an integer in " + range +
+                                " (4x this process's CPUs, at least 16), got " + std::string(py::str(n)));
         // set_num_threads starts the threads once to check they can be created (no kernel runs)
         rnnfast::set_num_threads(static_cast<int>(v));
       },

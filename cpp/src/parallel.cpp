@@ -37,7 +37,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+double now_s() {
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
 
 inline void cpu_relax() {
 #if defined(__SSE2__) || defined(_M_X64)
@@ -114,17 +116,29 @@ std::size_t omp_stack_bytes() {
     while (*end == ' ') ++end;
     unsigned long long unit = 1024;
     switch (*end) {
-      case 'b': case 'B': unit = 1; break;
-      case 'm': case 'M': unit = 1024ull * 1024; break;
-      case 'g': case 'G': unit = 1024ull * 1024 * 1024; break;
-      default: break;
+      case 'b':
+      case 'B':
+        unit = 1;
+        break;
+      case 'm':
+      case 'M':
+        unit = 1024ull * 1024;
+        break;
+      case 'g':
+      case 'G':
+        unit = 1024ull * 1024 * 1024;
+        break;
+      default:
+        break;
     }
     return static_cast<std::size_t>(v * unit);
   }
   return 0;
 }
 
-void* preflight_thread(void*) { return nullptr; }
+void* preflight_thread(void*) {
+  return nullptr;
+}
 
 // Creates `extra` threads at once (joinable: each keeps its stack until joined), then joins them.
 // Returns 0 or the pthread_create error.
@@ -149,7 +163,9 @@ int try_start_threads(int extra) {
   return err;
 }
 #else
-int try_start_threads(int) { return 0; }
+int try_start_threads(int) {
+  return 0;
+}
 #endif
 
 // Largest team this calling thread has been checked for.
@@ -175,7 +191,8 @@ constexpr double kProbeInterval = 0.1;  // seconds between probes
 constexpr double kProbeGiveUp = 2e-3;   // a probe that has not finished by then: the team cannot run together
 constexpr int kProbeRounds = 16;
 constexpr double kBarriersPerShare = 16.0;  // a thread's share of a step must be worth this many barriers
-constexpr double kStepFlopsPerSecond = 3e10;  // one thread in the time loop (B=1..64, float; double is slower)
+constexpr double kStepFlopsPerSecond =
+    3e10;  // one thread in the time loop (B=1..64, float; double is slower)
 constexpr double kGemmFlopsPerSecond = 6e10;  // one thread in a large product
 constexpr double kMinStepFlops = 2.5e5;
 constexpr double kMinProductFlops = 4e6;
@@ -257,8 +274,8 @@ struct OwnThread {
 struct LoadState {
   std::mutex m;
   std::vector<OwnThread> own;
-  double when = -1.0;     // wall seconds of the previous sample
-  double busy = 0.0;      // busy CPU seconds of our CPUs then
+  double when = -1.0;        // wall seconds of the previous sample
+  double busy = 0.0;         // busy CPU seconds of our CPUs then
   std::atomic<int> free{0};  // 0 = not measured yet
 };
 
@@ -385,9 +402,13 @@ int threads_for(double seconds, Index parts) {
 
 }  // namespace
 
-int get_num_threads() { return thread_count().load(std::memory_order_relaxed); }
+int get_num_threads() {
+  return thread_count().load(std::memory_order_relaxed);
+}
 
-int max_threads() { return std::max(16, 4 * cpu_count()); }
+int max_threads() {
+  return std::max(16, 4 * cpu_count());
+}
 
 void set_num_threads(int n) {
   n = std::clamp(n, 1, max_threads());

@@ -2,14 +2,14 @@
 // floating-point environment of a kernel call.
 #pragma once
 
-#include "rnnfast/common.hpp"  // first: its Eigen configuration macros precede <Eigen/Core>
-#include "rnnfast/memory.hpp"
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
 #include <cstddef>
 #include <vector>
+
+#include "rnnfast/common.hpp"  // first: its Eigen configuration macros precede <Eigen/Core>
+#include "rnnfast/memory.hpp"
 
 #if defined(__SSE__) || defined(_M_X64)
 #include <xmmintrin.h>
@@ -104,11 +104,13 @@ void parallel_product(Out out, const Lhs& lhs, const Rhs& rhs, const typename Ou
   constexpr Index kRowAlign = 48;
   const Index M = out.rows();
   const Index blocks = (M + kRowAlign - 1) / kRowAlign;
-  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(out.cols()) * static_cast<double>(lhs.cols());
+  const double flops =
+      2.0 * static_cast<double>(M) * static_cast<double>(out.cols()) * static_cast<double>(lhs.cols());
   const int nt = product_threads(flops, blocks);
   auto part = [&](Index r0, Index n) {
     if (init) {
-      out.middleRows(r0, n).rowwise() = Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(init, out.cols());
+      out.middleRows(r0, n).rowwise() =
+          Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(init, out.cols());
       out.middleRows(r0, n).noalias() += lhs.middleRows(r0, n) * rhs;
     } else {
       out.middleRows(r0, n).noalias() = lhs.middleRows(r0, n) * rhs;
