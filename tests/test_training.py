@@ -726,3 +726,28 @@ def test_fit_tbptt_changing_weights_uses_stored_activations(cell: str, k1: int, 
             g2 = R.__dict__[f"{cell}_backward"](rerun, dyw)
             differs.append(float(np.max(np.abs(g2["w_hh"] - g["w_hh"]))))
     assert differs and max(differs) > 1e-6, f"history effect too small to test: {differs}"
+
+
+def test_training_imports_no_tasks_and_trainer_is_what_callbacks_see() -> None:
+    """rnnfast.training sits below rnnfast.tasks (no import cycle: Split lives in training.data);
+    fit runs a Trainer, which callbacks see as ``self.trainer``."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fresh = "import sys, rnnfast.training; print('rnnfast.tasks' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", fresh], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
+    pkg = Path(TR.__file__).parent  # nor lazily, inside a function
+    lazy = [
+        p.name for p in pkg.glob("*.py") if re.search(r"^\s*from \S*tasks", p.read_text(), re.M)
+    ]
+    assert not lazy, f"rnnfast.training imports rnnfast.tasks in {lazy}"
+    x, y = adding_problem(16, 6, 0)
+    model = M.build_model("gru", 2, 4, 1, mode="many_to_one", seed=0)
+    seen: list[Any] = []
+    cb = TR.LambdaCallback(on_train_begin=lambda logs: seen.append(cb.trainer))
+    TR.fit(model, (x, y), losses.MSELoss(), optim.SGD(model.parameters(), lr=0.1), epochs=1,
+           batch_size=8, callbacks=[cb], progress=False)  # fmt: skip
+    assert isinstance(seen[0], TR.Trainer) and seen[0].model is model and seen[0].state.epoch == 1

@@ -18,39 +18,13 @@ is
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..training.data import Split  # the data container of fit, re-exported here
+
 __all__ = ["Split", "Task", "check_fraction", "check_seed", "random_split", "task_config"]
-
-
-@dataclass
-class Split:
-    """One split of a task's data: ``x``, ``y`` and optional ragged ``lengths`` (see module
-    docstring).
-
-    :func:`rnnfast.fit` and :func:`rnnfast.evaluate` take a Split directly (or the tuple ``(x, y)``
-    / ``(x, y, lengths)`` of :meth:`as_tuple`). ``info`` carries task-specific extras (e.g. the
-    vocabulary).
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    lengths: np.ndarray | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n(self) -> int:
-        """Number of sequences (the batch axis, axis 1 of ``x``)."""
-        return int(self.x.shape[1])
-
-    def as_tuple(self) -> tuple[np.ndarray, ...]:
-        """``(x, y)`` or ``(x, y, lengths)`` for :func:`rnnfast.fit` / :func:`rnnfast.evaluate`."""
-        if self.lengths is None:
-            return (self.x, self.y)
-        return (self.x, self.y, self.lengths)
 
 
 def check_seed(seed: Any) -> int:
