@@ -55,7 +55,9 @@ constexpr Index kSteps = 100;
 
 enum class Mode { inference, training };
 
-const char* cell_name(CellKind c) { return c == CellKind::rnn ? "rnn" : (c == CellKind::lstm ? "lstm" : "gru"); }
+const char* cell_name(CellKind c) {
+  return c == CellKind::rnn ? "rnn" : (c == CellKind::lstm ? "lstm" : "gru");
+}
 
 // ------------------------------------------------------------------------------------------------
 // Inputs and buffers of one kernel call, float32, with PyTorch's default init U(-1/sqrt(H), 1/sqrt(H)).
@@ -63,9 +65,9 @@ struct Problem {
   CellKind cell;
   rnnfast::Dims d;
   Index G;
-  std::vector<float> x, h0, c0, w_ih, w_hh, b_ih, b_hh, dy;  // inputs
-  std::vector<float> y, h_n, c_n;                              // forward outputs
-  std::vector<float> act, h, c, aux;                           // cache
+  std::vector<float> x, h0, c0, w_ih, w_hh, b_ih, b_hh, dy;             // inputs
+  std::vector<float> y, h_n, c_n;                                       // forward outputs
+  std::vector<float> act, h, c, aux;                                    // cache
   std::vector<float> dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dh_all;  // gradients
 
   Problem(CellKind cell_, Index T, Index B, Index I, Index H, unsigned seed) : cell(cell_) {
@@ -152,7 +154,8 @@ struct Problem {
                                                nullptr, d);
         break;
       case CellKind::gru:
-        rnnfast::gru_sequence_backward<float>(g, cache(), x.data(), w, dy.data(), nullptr, nullptr, nullptr, d);
+        rnnfast::gru_sequence_backward<float>(g, cache(), x.data(), w, dy.data(), nullptr, nullptr, nullptr,
+                                              d);
         break;
     }
   }
@@ -184,7 +187,9 @@ struct RefParams {
   VecD b_ih, b_hh;  // (GH)
 };
 
-double sigm(double a) { return a >= 0 ? 1.0 / (1.0 + std::exp(-a)) : std::exp(a) / (1.0 + std::exp(a)); }
+double sigm(double a) {
+  return a >= 0 ? 1.0 / (1.0 + std::exp(-a)) : std::exp(a) / (1.0 + std::exp(a));
+}
 
 // y (T*B, H), h_n, c_n of the cell; PyTorch's formulas.
 void ref_forward(CellKind cell, const RefParams& p, Index T, Index B, Index H, MatD& y, MatD& h, MatD& c) {
@@ -313,7 +318,8 @@ std::string check(Problem& p, Mode mode) {
   const double fd = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps);
   auto dot = [](const std::vector<float>& g, const MatD& m) {
     double s = 0.0;
-    for (Index i = 0; i < m.size(); ++i) s += static_cast<double>(g[static_cast<std::size_t>(i)]) * m.data()[i];
+    for (Index i = 0; i < m.size(); ++i)
+      s += static_cast<double>(g[static_cast<std::size_t>(i)]) * m.data()[i];
     return s;
   };
   double an = dot(p.dx, v.x) + dot(p.dh0, v.h0) + dot(p.dw_ih, v.w_ih) + dot(p.dw_hh, v.w_hh) +
@@ -349,10 +355,11 @@ void BM_Sequence(benchmark::State& state) {
   state.counters["FLOPS"] = benchmark::Counter(p.flops(M), benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::OneK::kIs1000);
   if (B == 1) {
-    state.counters["Wbytes/s"] = benchmark::Counter(p.weight_bytes(M), benchmark::Counter::kIsIterationInvariantRate,
-                                                    benchmark::Counter::OneK::kIs1024);
+    state.counters["Wbytes/s"] = benchmark::Counter(
+        p.weight_bytes(M), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::OneK::kIs1024);
   }
-  state.SetLabel(std::string(cell_name(C)) + (M == Mode::training ? " training" : " inference") + " T=100 I=H");
+  state.SetLabel(std::string(cell_name(C)) + (M == Mode::training ? " training" : " inference") +
+                 " T=100 I=H");
 }
 
 void grid(benchmark::internal::Benchmark* b) {
@@ -457,7 +464,8 @@ void BM_ReadBandwidth(benchmark::State& state) {
     }
   }
   benchmark::DoNotOptimize(sink);
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * threads * static_cast<int64_t>(passes * n * 4));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * threads *
+                          static_cast<int64_t>(passes * n * 4));
 }
 BENCHMARK(BM_ReadBandwidth)
     ->ArgNames({"KiB", "threads"})

@@ -56,7 +56,8 @@ const char* dtype_name() {
 template <class S>
 bool dtype_is(const py::dtype& dt) {
   const char kind = std::is_floating_point<S>::value ? 'f' : (std::is_signed<S>::value ? 'i' : 'u');
-  return dt.kind() == kind && dt.itemsize() == static_cast<py::ssize_t>(sizeof(S)) && dt.attr("isnative").cast<bool>();
+  return dt.kind() == kind && dt.itemsize() == static_cast<py::ssize_t>(sizeof(S)) &&
+         dt.attr("isnative").cast<bool>();
 }
 
 // Checks that obj is a C-contiguous array of dtype S and the given shape; returns its data.
@@ -88,8 +89,8 @@ const std::int64_t* checked_lengths(const py::handle& obj, Index T, Index B) {
   const std::int64_t* p = checked<std::int64_t>("lengths", obj, {B});
   for (Index b = 0; b < B; ++b)
     if (p[b] < 0 || p[b] > T)
-      throw py::value_error("lengths: expected 0 <= lengths[b] <= T = " + std::to_string(T) + ", got lengths[" +
-                            std::to_string(b) + "] = " + std::to_string(p[b]));
+      throw py::value_error("lengths: expected 0 <= lengths[b] <= T = " + std::to_string(T) +
+                            ", got lengths[" + std::to_string(b) + "] = " + std::to_string(p[b]));
   return p;
 }
 
@@ -98,8 +99,10 @@ Dims dims_of(const py::handle& x, const py::handle& w_hh) {
   if (!py::isinstance<py::array>(w_hh)) throw py::type_error("w_hh: expected a numpy array");
   auto xa = py::reinterpret_borrow<py::array>(x);
   auto wa = py::reinterpret_borrow<py::array>(w_hh);
-  if (xa.ndim() != 3) throw py::value_error("x: expected a 3-D array (T, B, I), got shape " + shape_str(shape_of(xa)));
-  if (wa.ndim() != 2) throw py::value_error("w_hh: expected a 2-D array (G*H, H), got shape " + shape_str(shape_of(wa)));
+  if (xa.ndim() != 3)
+    throw py::value_error("x: expected a 3-D array (T, B, I), got shape " + shape_str(shape_of(xa)));
+  if (wa.ndim() != 2)
+    throw py::value_error("w_hh: expected a 2-D array (G*H, H), got shape " + shape_str(shape_of(wa)));
   return Dims{xa.shape(0), xa.shape(1), xa.shape(2), wa.shape(1)};
 }
 
@@ -158,7 +161,8 @@ struct SeqCache {
   rnnfast::memory::Buffer<S> act, h, c, aux;
   std::vector<std::int64_t> lengths;
 
-  SeqCache(CellKind cell_, Nonlinearity nl_, const Dims& d_, bool bias) : cell(cell_), nl(nl_), d(d_), has_bias(bias) {
+  SeqCache(CellKind cell_, Nonlinearity nl_, const Dims& d_, bool bias)
+      : cell(cell_), nl(nl_), d(d_), has_bias(bias) {
     const rnnfast::CacheSizes s = rnnfast::cache_sizes(cell, d);
     act = rnnfast::memory::Buffer<S>(static_cast<std::size_t>(s.act));
     h = rnnfast::memory::Buffer<S>(static_cast<std::size_t>(s.h));
@@ -169,7 +173,9 @@ struct SeqCache {
   rnnfast::Activations<S> view() {
     return {act.data(), h.data(), c.size() ? c.data() : nullptr, aux.size() ? aux.data() : nullptr};
   }
-  std::size_t nbytes() const { return sizeof(S) * static_cast<std::size_t>(act.size() + h.size() + c.size() + aux.size()); }
+  std::size_t nbytes() const {
+    return sizeof(S) * static_cast<std::size_t>(act.size() + h.size() + c.size() + aux.size());
+  }
 };
 
 template <class S>
@@ -190,9 +196,10 @@ rnnfast::Weights<S> checked_weights(const Dims& d, Index G, const py::handle& w_
 // forward / backward of a whole sequence
 
 template <class S>
-py::tuple seq_forward(CellKind cell, const std::string& nonlinearity, const py::handle& x, const py::handle& h0,
-                      const py::handle& c0, const py::handle& w_ih, const py::handle& w_hh, const py::handle& b_ih,
-                      const py::handle& b_hh, const py::handle& lengths, bool training) {
+py::tuple seq_forward(CellKind cell, const std::string& nonlinearity, const py::handle& x,
+                      const py::handle& h0, const py::handle& c0, const py::handle& w_ih,
+                      const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh,
+                      const py::handle& lengths, bool training) {
   const Nonlinearity nl = nonlinearity_of(nonlinearity);
   const Dims d = dims_of(x, w_hh);
   const Index G = rnnfast::gates_of(cell);
@@ -245,14 +252,15 @@ py::tuple seq_forward(CellKind cell, const std::string& nonlinearity, const py::
 
 template <class S>
 py::dict seq_backward(CellKind cell, SeqCache<S>& cache, const py::handle& x, const py::handle& w_ih,
-                      const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh, const py::handle& dy,
-                      const py::handle& dh_n, const py::handle& dc_n, bool need_dx) {
+                      const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh,
+                      const py::handle& dy, const py::handle& dh_n, const py::handle& dc_n, bool need_dx) {
   if (cache.cell != cell) throw py::value_error("cache: from a different cell's forward");
   const Dims d = cache.d;
   const Index G = rnnfast::gates_of(cell), GH = G * d.H;
   const S* xp = checked<S>("x", x, {d.T, d.B, d.I});
   const rnnfast::Weights<S> w = checked_weights<S>(d, G, w_ih, w_hh, b_ih, b_hh);
-  if ((w.b_ih != nullptr) != cache.has_bias) throw py::value_error("b_ih, b_hh: do not match the forward call");
+  if ((w.b_ih != nullptr) != cache.has_bias)
+    throw py::value_error("b_ih, b_hh: do not match the forward call");
   const S* dyp = checked_opt<S>("dy", dy, {d.T, d.B, d.H});
   const S* dhnp = checked_opt<S>("dh_n", dh_n, {d.B, d.H});
   const S* dcnp = cell == CellKind::lstm ? checked_opt<S>("dc_n", dc_n, {d.B, d.H}) : nullptr;
@@ -266,9 +274,14 @@ py::dict seq_backward(CellKind cell, SeqCache<S>& cache, const py::handle& x, co
   auto db_hh = empty<S>({GH});
   auto dh_all = empty<S>({d.T, d.B, d.H});
   const bool bias = cache.has_bias;
-  rnnfast::Grads<S> g{need_dx ? dx.mutable_data() : nullptr, dh0.mutable_data(), cell == CellKind::lstm ? dc0.mutable_data() : nullptr,
-                      dw_ih.mutable_data(), dw_hh.mutable_data(), bias ? db_ih.mutable_data() : nullptr,
-                      bias ? db_hh.mutable_data() : nullptr, dh_all.mutable_data()};
+  rnnfast::Grads<S> g{need_dx ? dx.mutable_data() : nullptr,
+                      dh0.mutable_data(),
+                      cell == CellKind::lstm ? dc0.mutable_data() : nullptr,
+                      dw_ih.mutable_data(),
+                      dw_hh.mutable_data(),
+                      bias ? db_ih.mutable_data() : nullptr,
+                      bias ? db_hh.mutable_data() : nullptr,
+                      dh_all.mutable_data()};
   const std::int64_t* len = cache.has_lengths ? cache.lengths.data() : nullptr;
   {
     // Safe without the GIL: the cache and the input arrays are held by the caller's frame and only
@@ -310,7 +323,8 @@ py::list tbptt(const std::string& cell_name, const py::handle& x, const py::hand
   const CellKind cell = cell_of(cell_name);
   const Nonlinearity nl = nonlinearity_of(nonlinearity);
   if (k1 < 1) throw py::value_error("k1: expected an int >= 1, got " + std::to_string(k1));
-  if (k2 < k1) throw py::value_error("k2: expected k2 >= k1 = " + std::to_string(k1) + ", got " + std::to_string(k2));
+  if (k2 < k1)
+    throw py::value_error("k2: expected k2 >= k1 = " + std::to_string(k1) + ", got " + std::to_string(k2));
   const Dims d = dims_of(x, w_hh);
   if (d.T < 1 || d.B < 1 || d.I < 1 || d.H < 1) throw py::value_error("x, w_hh: T, B, I, H must be >= 1");
   const Index G = rnnfast::gates_of(cell), GH = G * d.H;
@@ -333,7 +347,8 @@ py::list tbptt(const std::string& cell_name, const py::handle& x, const py::hand
     // Safe without the GIL: inputs are held by the caller's frame and only read; outputs are new.
     py::gil_scoped_release nogil;
     rnnfast::tbptt_grads<S>(p[0], p[1], bias ? p[2] : nullptr, bias ? p[3] : nullptr, p[4],
-                            cell == CellKind::lstm ? p[5] : nullptr, cell, nl, xp, h0p, c0p, w, dyp, k1, k2, d);
+                            cell == CellKind::lstm ? p[5] : nullptr, cell, nl, xp, h0p, c0p, w, dyp, k1, k2,
+                            d);
   }
   py::list out;
   for (Index n = 0; n < N; ++n) {
@@ -365,30 +380,37 @@ template <class S>
 void register_stream(py::module_& m, const char* name) {
   using St = Stream<S>;
   py::class_<St>(m, name, "Truncated-BPTT stream (see rnnfast.functional.TBPTTStream, which wraps it).")
-      .def(py::init([](const std::string& cell, const std::string& nonlinearity, Index B, Index I, Index H, Index k1,
-                       Index k2, bool has_bias) {
-             if (B < 1 || I < 1 || H < 1) throw py::value_error("batch, input_size, hidden_size: expected >= 1");
+      .def(py::init([](const std::string& cell, const std::string& nonlinearity, Index B, Index I, Index H,
+                       Index k1, Index k2, bool has_bias) {
+             if (B < 1 || I < 1 || H < 1)
+               throw py::value_error("batch, input_size, hidden_size: expected >= 1");
              if (k1 < 1) throw py::value_error("k1: expected an int >= 1, got " + std::to_string(k1));
              if (k2 < k1)
-               throw py::value_error("k2: expected k2 >= k1 = " + std::to_string(k1) + ", got " + std::to_string(k2));
+               throw py::value_error("k2: expected k2 >= k1 = " + std::to_string(k1) + ", got " +
+                                     std::to_string(k2));
              try {
-               return std::make_unique<St>(cell_of(cell), nonlinearity_of(nonlinearity), B, I, H, k1, k2, has_bias);
+               return std::make_unique<St>(cell_of(cell), nonlinearity_of(nonlinearity), B, I, H, k1, k2,
+                                           has_bias);
              } catch (const std::bad_alloc&) {
-               PyErr_SetString(PyExc_MemoryError,
-                               ("k2, batch, input_size, hidden_size: the stream's buffers for k2 = " +
-                                std::to_string(k2) + " and batch = " + std::to_string(B) + " cannot be allocated")
-                                   .c_str());
+               PyErr_SetString(
+                   PyExc_MemoryError,
+                   ("k2, batch, input_size, hidden_size: the stream's buffers for k2 = " +
+                    std::to_string(k2) + " and batch = " + std::to_string(B) + " cannot be allocated")
+                       .c_str());
                throw py::error_already_set();
              }
            }),
-           py::arg("cell"), py::arg("nonlinearity"), py::arg("batch"), py::arg("input_size"), py::arg("hidden_size"),
-           py::arg("k1"), py::arg("k2"), py::arg("has_bias"))
+           py::arg("cell"), py::arg("nonlinearity"), py::arg("batch"), py::arg("input_size"),
+           py::arg("hidden_size"), py::arg("k1"), py::arg("k2"), py::arg("has_bias"))
       .def_property_readonly("position", [](St& st) { return st.s.position(); })
-      .def_property_readonly("window", [](St& st) { return py::make_tuple(st.s.window_start(), st.s.window_stop()); })
+      .def_property_readonly("window",
+                             [](St& st) { return py::make_tuple(st.s.window_start(), st.s.window_stop()); })
       .def("set_params",
-           [](St& st, const py::handle& w_ih, const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh) {
+           [](St& st, const py::handle& w_ih, const py::handle& w_hh, const py::handle& b_ih,
+              const py::handle& b_hh) {
              const Dims d{0, st.s.batch(), st.s.input_size(), st.s.hidden_size()};
-             const rnnfast::Weights<S> w = checked_weights<S>(d, rnnfast::gates_of(st.s.cell()), w_ih, w_hh, b_ih, b_hh);
+             const rnnfast::Weights<S> w =
+                 checked_weights<S>(d, rnnfast::gates_of(st.s.cell()), w_ih, w_hh, b_ih, b_hh);
              if ((w.b_ih != nullptr) != st.s.has_bias())
                throw py::value_error(std::string("b_ih, b_hh: the stream was made ") +
                                      (st.s.has_bias() ? "with" : "without") + " biases");
@@ -429,8 +451,8 @@ void register_stream(py::module_& m, const char* name) {
              const Index L = py::reinterpret_borrow<py::array>(x).shape(0);
              const Index B = st.s.batch(), I = st.s.input_size(), H = st.s.hidden_size();
              if (L < 1 || L > st.s.k1())
-               throw py::value_error("x: expected 1 <= L <= k1 = " + std::to_string(st.s.k1()) + " steps, got " +
-                                     std::to_string(L));
+               throw py::value_error("x: expected 1 <= L <= k1 = " + std::to_string(st.s.k1()) +
+                                     " steps, got " + std::to_string(L));
              const S* xp = checked<S>("x", x, {L, B, I});
              auto y = empty<S>({L, B, H});
              S* yp = y.mutable_data();
@@ -509,11 +531,12 @@ void register_kernels(py::module_& m) {
   m.def(
       "rnn_forward",
       [](const py::object& x, const py::object& h0, const py::object& w_ih, const py::object& w_hh,
-         const py::object& b_ih, const py::object& b_hh, const py::object& lengths, const std::string& nonlinearity,
-         bool training) {
+         const py::object& b_ih, const py::object& b_hh, const py::object& lengths,
+         const std::string& nonlinearity, bool training) {
         return dispatch(x, [&](auto s) {
           using S = decltype(s);
-          return seq_forward<S>(CellKind::rnn, nonlinearity, x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, lengths, training);
+          return seq_forward<S>(CellKind::rnn, nonlinearity, x, h0, py::none(), w_ih, w_hh, b_ih, b_hh,
+                                lengths, training);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
@@ -536,7 +559,8 @@ void register_kernels(py::module_& m) {
          const py::object& b_ih, const py::object& b_hh, const py::object& lengths, bool training) {
         return dispatch(x, [&](auto s) {
           using S = decltype(s);
-          return seq_forward<S>(CellKind::gru, "tanh", x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, lengths, training);
+          return seq_forward<S>(CellKind::gru, "tanh", x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, lengths,
+                                training);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
@@ -544,15 +568,16 @@ void register_kernels(py::module_& m) {
 
   // backward(cell, cache, x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n, need_dx=True) -> dict
   auto backward = [](const std::string& cell_name, const py::object& cache, const py::object& x,
-                     const py::object& w_ih, const py::object& w_hh, const py::object& b_ih, const py::object& b_hh,
-                     const py::object& dy, const py::object& dh_n, const py::object& dc_n, bool need_dx) {
+                     const py::object& w_ih, const py::object& w_hh, const py::object& b_ih,
+                     const py::object& b_hh, const py::object& dy, const py::object& dh_n,
+                     const py::object& dc_n, bool need_dx) {
     const CellKind cell = cell_of(cell_name);
     if (py::isinstance<SeqCache<float>>(cache))
-      return seq_backward<float>(cell, cache.cast<SeqCache<float>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n,
-                                 need_dx);
+      return seq_backward<float>(cell, cache.cast<SeqCache<float>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n,
+                                 dc_n, need_dx);
     if (py::isinstance<SeqCache<double>>(cache))
-      return seq_backward<double>(cell, cache.cast<SeqCache<double>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n,
-                                  need_dx);
+      return seq_backward<double>(cell, cache.cast<SeqCache<double>&>(), x, w_ih, w_hh, b_ih, b_hh, dy, dh_n,
+                                  dc_n, need_dx);
     throw py::type_error("cache: expected a SeqCacheFloat32 or SeqCacheFloat64 from a forward call");
   };
   m.def("sequence_backward", backward, py::arg("cell"), py::arg("cache"), py::arg("x"), py::arg("w_ih"),
@@ -571,6 +596,6 @@ void register_kernels(py::module_& m) {
           return tbptt<S>(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, dy, k1, k2, nonlinearity);
         });
       },
-      py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
-      py::arg("b_hh"), py::arg("dy"), py::arg("k1"), py::arg("k2"), py::arg("nonlinearity"));
+      py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
+      py::arg("b_ih"), py::arg("b_hh"), py::arg("dy"), py::arg("k1"), py::arg("k2"), py::arg("nonlinearity"));
 }

@@ -30,23 +30,26 @@ S* checked(const char* name, const py::handle& obj, std::initializer_list<Index>
                          std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
   auto a = py::reinterpret_borrow<py::array>(obj);
   if (!py::isinstance<py::array_t<S>>(obj))
-    throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<S>() + " (native byte order), got " +
-                         std::string(py::str(a.dtype())));
+    throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<S>() +
+                         " (native byte order), got " + std::string(py::str(a.dtype())));
   bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
   std::string want = "(";
   py::ssize_t k = 0;
   for (Index e : shape) {
     if (ok && a.shape(k) != e) ok = false;
-    want += std::to_string(e) + (shape.size() == 1 ? "," : (k + 1 < static_cast<py::ssize_t>(shape.size()) ? ", " : ""));
+    want += std::to_string(e) +
+            (shape.size() == 1 ? "," : (k + 1 < static_cast<py::ssize_t>(shape.size()) ? ", " : ""));
     ++k;
   }
   want += ")";
   if (!ok) {
     std::string got = "(";
-    for (py::ssize_t j = 0; j < a.ndim(); ++j) got += std::to_string(a.shape(j)) + (j + 1 < a.ndim() ? ", " : "");
+    for (py::ssize_t j = 0; j < a.ndim(); ++j)
+      got += std::to_string(a.shape(j)) + (j + 1 < a.ndim() ? ", " : "");
     throw py::value_error(std::string(name) + ": expected shape " + want + ", got " + got + ")");
   }
-  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
   return static_cast<S*>(const_cast<void*>(a.data()));
 }
 
@@ -55,8 +58,8 @@ struct StepPlan {
   CellKind cell;
   Nonlinearity nl;
   Index L, I, H;
-  std::vector<py::object> keep;              // the weight arrays, kept alive with the plan
-  std::vector<std::array<const S*, 4>> w;    // per layer: w_ih, w_hh, b_ih, b_hh (biases may be nullptr)
+  std::vector<py::object> keep;            // the weight arrays, kept alive with the plan
+  std::vector<std::array<const S*, 4>> w;  // per layer: w_ih, w_hh, b_ih, b_hh (biases may be nullptr)
 
   // x (B, I), h0 / c0 (L, B, H) or None -> (y (B, H), h_n (L, B, H), c_n (L, B, H) or None)
   py::tuple forward(const py::handle& x, const py::handle& h0, const py::handle& c0) const {
@@ -89,14 +92,16 @@ struct StepPlan {
         const S* hprev = hp ? hp + l * BH : nullptr;
         switch (cell) {
           case CellKind::rnn:
-            rnnfast::rnn_step_forward<S>(hnp + l * BH, work.data(), in, hprev, wl[0], wl[1], wl[2], wl[3], nl, B, n_in, H);
+            rnnfast::rnn_step_forward<S>(hnp + l * BH, work.data(), in, hprev, wl[0], wl[1], wl[2], wl[3], nl,
+                                         B, n_in, H);
             break;
           case CellKind::lstm:
-            rnnfast::lstm_step_forward<S>(hnp + l * BH, cnp + l * BH, work.data(), in, hprev, cp ? cp + l * BH : nullptr,
-                                          wl[0], wl[1], wl[2], wl[3], B, n_in, H);
+            rnnfast::lstm_step_forward<S>(hnp + l * BH, cnp + l * BH, work.data(), in, hprev,
+                                          cp ? cp + l * BH : nullptr, wl[0], wl[1], wl[2], wl[3], B, n_in, H);
             break;
           case CellKind::gru:
-            rnnfast::gru_step_forward<S>(hnp + l * BH, work.data(), in, hprev, wl[0], wl[1], wl[2], wl[3], B, n_in, H);
+            rnnfast::gru_step_forward<S>(hnp + l * BH, work.data(), in, hprev, wl[0], wl[1], wl[2], wl[3], B,
+                                         n_in, H);
             break;
         }
       }
@@ -165,11 +170,13 @@ void register_step(py::module_& m) {
         if (nonlinearity != "tanh" && nonlinearity != "relu")
           throw py::value_error("nonlinearity: expected 'tanh' or 'relu', got '" + nonlinearity + "'");
         const Nonlinearity nl = nonlinearity == "tanh" ? Nonlinearity::tanh : Nonlinearity::relu;
-        if (input_size < 1 || hidden_size < 1) throw py::value_error("input_size, hidden_size: expected >= 1");
+        if (input_size < 1 || hidden_size < 1)
+          throw py::value_error("input_size, hidden_size: expected >= 1");
         if (dtype == "float32") return make_plan<float>(c, nl, input_size, hidden_size, layers);
         if (dtype == "float64") return make_plan<double>(c, nl, input_size, hidden_size, layers);
         throw py::type_error("dtype: expected 'float32' or 'float64', got '" + dtype + "'");
       },
-      py::arg("cell"), py::arg("nonlinearity"), py::arg("dtype"), py::arg("input_size"), py::arg("hidden_size"),
-      py::arg("layers"), "A StepPlan over a unidirectional stack: layers = [(w_ih, w_hh, b_ih, b_hh), ...].");
+      py::arg("cell"), py::arg("nonlinearity"), py::arg("dtype"), py::arg("input_size"),
+      py::arg("hidden_size"), py::arg("layers"),
+      "A StepPlan over a unidirectional stack: layers = [(w_ih, w_hh, b_ih, b_hh), ...].");
 }

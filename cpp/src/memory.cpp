@@ -35,10 +35,16 @@ struct Header {
 };
 static_assert(sizeof(Header) <= kAlign, "header must fit in one alignment unit");
 
-Header* header_of(void* p) { return reinterpret_cast<Header*>(static_cast<char*>(p) - kAlign); }
-void* user_of(Header* h) { return reinterpret_cast<char*>(h) + kAlign; }
+Header* header_of(void* p) {
+  return reinterpret_cast<Header*>(static_cast<char*>(p) - kAlign);
+}
+void* user_of(Header* h) {
+  return reinterpret_cast<char*>(h) + kAlign;
+}
 
-std::size_t round_up(std::size_t n, std::size_t m) { return (n + m - 1) / m * m; }
+std::size_t round_up(std::size_t n, std::size_t m) {
+  return (n + m - 1) / m * m;
+}
 
 std::size_t limit_from_env() {
   if (const char* env = std::getenv("RNNFAST_CACHE_MB")) {
@@ -83,7 +89,9 @@ void* heap_block(std::size_t bytes) {
 }
 
 #if defined(RNNFAST_HAVE_MMAP)
-void unmap(Header* h) noexcept { munmap(h->base, h->map_len); }
+void unmap(Header* h) noexcept {
+  munmap(h->base, h->map_len);
+}
 
 void* mapped_block(std::size_t bytes) {
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
@@ -135,7 +143,8 @@ void* acquire(std::size_t bytes) {
       auto best = c.blocks.end();
       for (auto it = c.blocks.begin(); it != c.blocks.end(); ++it) {
         const std::size_t cap = (*it)->capacity;
-        if (cap >= bytes && cap / 2 <= bytes && (best == c.blocks.end() || cap < (*best)->capacity)) best = it;
+        if (cap >= bytes && cap / 2 <= bytes && (best == c.blocks.end() || cap < (*best)->capacity))
+          best = it;
       }
       if (best != c.blocks.end()) {
         Header* h = *best;
@@ -184,7 +193,9 @@ std::size_t cached_bytes() noexcept {
   return c.total;
 }
 
-std::size_t cache_limit() noexcept { return cache().limit; }
+std::size_t cache_limit() noexcept {
+  return cache().limit;
+}
 
 void trim() noexcept {
 #if defined(RNNFAST_HAVE_MMAP)

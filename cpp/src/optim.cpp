@@ -51,10 +51,10 @@ void sgd_update(S* p, S* buf, const S* g, Index N, double lr, double momentum, d
   const S a = S(lr), mu = S(momentum), omd = S(one_minus_dampening), wd = S(weight_decay);
   // one loop per option combination: the bits are maximize, weight decay, momentum, first, nesterov
   using Loop = void (*)(S*, S*, const S*, Index, S, S, S, S);
-#define RNNFAST_SGD_ROW(M, W) \
-  sgd_loop<S, M, W, false, false, false>, sgd_loop<S, M, W, false, false, false>, \
+#define RNNFAST_SGD_ROW(M, W)                                                         \
+  sgd_loop<S, M, W, false, false, false>, sgd_loop<S, M, W, false, false, false>,     \
       sgd_loop<S, M, W, false, false, false>, sgd_loop<S, M, W, false, false, false>, \
-      sgd_loop<S, M, W, true, false, false>, sgd_loop<S, M, W, true, false, true>, \
+      sgd_loop<S, M, W, true, false, false>, sgd_loop<S, M, W, true, false, true>,    \
       sgd_loop<S, M, W, true, true, false>, sgd_loop<S, M, W, true, true, true>
   static const Loop loops[32] = {RNNFAST_SGD_ROW(false, false), RNNFAST_SGD_ROW(false, true),
                                  RNNFAST_SGD_ROW(true, false), RNNFAST_SGD_ROW(true, true)};
@@ -72,11 +72,11 @@ void adam_loop(S* p, S* m, S* v, S* vmax, const S* g, Index N, S s_omb1, S s_b2,
   for (Index i = 0; i < N; ++i) {
     S gi = kMaximize ? -g[i] : g[i];
     S pi = p[i];
-    if (kWd == WeightDecay::l2) gi = gi + s_wd * pi;         // grad = grad + wd * p
-    if (kWd == WeightDecay::decoupled) pi = pi * s_wd;       // p *= 1 - lr * wd (s_wd holds the factor)
-    const S mi = m[i] + s_omb1 * (gi - m[i]);                // m += (1 - beta1) * (grad - m)
-    S vi = v[i] * s_b2;                                      // v *= beta2
-    vi = vi + s_omb2 * (gi * gi);                            // v += (1 - beta2) * grad^2
+    if (kWd == WeightDecay::l2) gi = gi + s_wd * pi;    // grad = grad + wd * p
+    if (kWd == WeightDecay::decoupled) pi = pi * s_wd;  // p *= 1 - lr * wd (s_wd holds the factor)
+    const S mi = m[i] + s_omb1 * (gi - m[i]);           // m += (1 - beta1) * (grad - m)
+    S vi = v[i] * s_b2;                                 // v *= beta2
+    vi = vi + s_omb2 * (gi * gi);                       // v += (1 - beta2) * grad^2
     m[i] = mi;
     v[i] = vi;
     if (kAmsgrad) {
@@ -97,8 +97,8 @@ void adam_dispatch(S* p, S* m, S* v, S* vmax, const S* g, Index N, S a, S b, S c
 }
 
 template <class S, bool kMaximize>
-void adam_dispatch(S* p, S* m, S* v, S* vmax, const S* g, Index N, WeightDecay wd, S a, S b, S c, S d, S e, S f,
-                   S w) {
+void adam_dispatch(S* p, S* m, S* v, S* vmax, const S* g, Index N, WeightDecay wd, S a, S b, S c, S d, S e,
+                   S f, S w) {
   switch (wd) {
     case WeightDecay::none:
       return adam_dispatch<S, kMaximize, WeightDecay::none>(p, m, v, vmax, g, N, a, b, c, d, e, f, w);
@@ -122,7 +122,8 @@ void adam_update(S* p, S* m, S* v, S* vmax, const S* g, Index N, double one_minu
 }
 
 template <class S, bool kMaximize, bool kWd, bool kCentered, bool kMomentum>
-void rmsprop_loop(S* p, S* v, S* ga, S* buf, const S* g, Index N, S s_a, S s_oma, S s_eps, S s_wd, S s_mu, S s_lr) {
+void rmsprop_loop(S* p, S* v, S* ga, S* buf, const S* g, Index N, S s_a, S s_oma, S s_eps, S s_wd, S s_mu,
+                  S s_lr) {
   for (Index i = 0; i < N; ++i) {
     S gi = kMaximize ? -g[i] : g[i];
     if (kWd) gi = gi + s_wd * p[i];  // grad = grad + wd * p
@@ -150,9 +151,10 @@ void rmsprop_loop(S* p, S* v, S* ga, S* buf, const S* g, Index N, S s_a, S s_oma
 }
 
 template <class S>
-void rmsprop_update(S* p, S* v, S* ga, S* buf, const S* g, Index N, double alpha, double one_minus_alpha, double eps,
-                    double weight_decay, double momentum, double neg_lr, bool maximize) {
-  const S a = S(alpha), oma = S(one_minus_alpha), e = S(eps), wd = S(weight_decay), mu = S(momentum), lr = S(neg_lr);
+void rmsprop_update(S* p, S* v, S* ga, S* buf, const S* g, Index N, double alpha, double one_minus_alpha,
+                    double eps, double weight_decay, double momentum, double neg_lr, bool maximize) {
+  const S a = S(alpha), oma = S(one_minus_alpha), e = S(eps), wd = S(weight_decay), mu = S(momentum),
+          lr = S(neg_lr);
   // 16 loops, one per option combination: the bits are maximize, weight decay, centered, momentum
   using Loop = void (*)(S*, S*, S*, S*, const S*, Index, S, S, S, S, S, S);
   static const Loop loops[16] = {
@@ -220,14 +222,14 @@ void grad_clip(S* g, Index N, double value) {
   }
 }
 
-#define RNNFAST_INSTANTIATE_OPTIM(S)                                                                         \
-  template void sgd_update<S>(S*, S*, const S*, Index, double, double, double, double, bool, bool, bool);      \
-  template void adam_update<S>(S*, S*, S*, S*, const S*, Index, double, double, double, double, double, double, \
-                               WeightDecay, double, bool);                                                    \
-  template void rmsprop_update<S>(S*, S*, S*, S*, const S*, Index, double, double, double, double, double,     \
-                                  double, bool);                                                              \
-  template GradStats grad_stats<S>(const S*, Index);                                                           \
-  template void grad_scale<S>(S*, Index, double);                                                              \
+#define RNNFAST_INSTANTIATE_OPTIM(S)                                                                       \
+  template void sgd_update<S>(S*, S*, const S*, Index, double, double, double, double, bool, bool, bool);  \
+  template void adam_update<S>(S*, S*, S*, S*, const S*, Index, double, double, double, double, double,    \
+                               double, WeightDecay, double, bool);                                         \
+  template void rmsprop_update<S>(S*, S*, S*, S*, const S*, Index, double, double, double, double, double, \
+                                  double, bool);                                                           \
+  template GradStats grad_stats<S>(const S*, Index);                                                       \
+  template void grad_scale<S>(S*, Index, double);                                                          \
   template void grad_clip<S>(S*, Index, double);
 RNNFAST_INSTANTIATE_OPTIM(float)
 RNNFAST_INSTANTIATE_OPTIM(double)

@@ -38,7 +38,8 @@ void rnn_step_forward(S* h, S* work, const S* x, const S* h_prev, const S* w_ih,
   S* act = work;
   S* gh = work + B * H;
   step_products(act, gh, x, h_prev, w_ih, w_hh, b_ih, b_hh, b_ih ? H : 0, B, I, H, H);
-  for (Index b = 0; b < B; ++b) rnn_cell_forward(act + b * H, h + b * H, gh + b * H, H, nl);  // h_t = act(a_t)
+  for (Index b = 0; b < B; ++b)
+    rnn_cell_forward(act + b * H, h + b * H, gh + b * H, H, nl);  // h_t = act(a_t)
 }
 
 template <class S>
@@ -52,7 +53,8 @@ void lstm_step_forward(S* h, S* c, S* work, const S* x, const S* h_prev, const S
   if (!c_prev) std::fill(zeros, zeros + B * H, S(0));
   for (Index b = 0; b < B; ++b)
     lstm_cell_forward(act + b * GH, c + b * H, h + b * H, static_cast<S*>(nullptr), gh + b * GH,
-                      c_prev ? c_prev + b * H : zeros + b * H, H);  // c_t = f c_{t-1} + i g, h_t = o tanh(c_t)
+                      c_prev ? c_prev + b * H : zeros + b * H,
+                      H);  // c_t = f c_{t-1} + i g, h_t = o tanh(c_t)
 }
 
 template <class S>
@@ -66,17 +68,18 @@ void gru_step_forward(S* h, S* work, const S* x, const S* h_prev, const S* w_ih,
   step_products(act, gh, x, h_prev, w_ih, w_hh, b_ih, b_hh, b_ih ? 2 * H : 0, B, I, H, GH);
   if (!h_prev) std::fill(zeros, zeros + B * H, S(0));
   for (Index b = 0; b < B; ++b)
-    gru_cell_forward(act + b * GH, static_cast<S*>(nullptr), h + b * H, gh + b * GH, b_hh ? b_hh + 2 * H : nullptr,
-                     h_prev ? h_prev + b * H : zeros + b * H, H);  // h_t = (1 - z) n + z h_{t-1}
+    gru_cell_forward(act + b * GH, static_cast<S*>(nullptr), h + b * H, gh + b * GH,
+                     b_hh ? b_hh + 2 * H : nullptr, h_prev ? h_prev + b * H : zeros + b * H,
+                     H);  // h_t = (1 - z) n + z h_{t-1}
 }
 
-#define RNNFAST_INSTANTIATE_STEP(S)                                                                              \
-  template void rnn_step_forward<S>(S*, S*, const S*, const S*, const S*, const S*, const S*, const S*,           \
-                                    Nonlinearity, Index, Index, Index);                                            \
-  template void lstm_step_forward<S>(S*, S*, S*, const S*, const S*, const S*, const S*, const S*, const S*,      \
-                                     const S*, Index, Index, Index);                                               \
-  template void gru_step_forward<S>(S*, S*, const S*, const S*, const S*, const S*, const S*, const S*, Index, \
-                                    Index, Index);
+#define RNNFAST_INSTANTIATE_STEP(S)                                                                          \
+  template void rnn_step_forward<S>(S*, S*, const S*, const S*, const S*, const S*, const S*, const S*,      \
+                                    Nonlinearity, Index, Index, Index);                                      \
+  template void lstm_step_forward<S>(S*, S*, S*, const S*, const S*, const S*, const S*, const S*, const S*, \
+                                     const S*, Index, Index, Index);                                         \
+  template void gru_step_forward<S>(S*, S*, const S*, const S*, const S*, const S*, const S*, const S*,      \
+                                    Index, Index, Index);
 RNNFAST_INSTANTIATE_STEP(float)
 RNNFAST_INSTANTIATE_STEP(double)
 

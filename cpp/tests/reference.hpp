@@ -60,7 +60,9 @@ inline Params random_params(CellKind cell, Index I, Index H, bool bias, std::mt1
   return p;
 }
 
-inline double sig(double a) { return 1.0 / (1.0 + std::exp(-a)); }
+inline double sig(double a) {
+  return 1.0 / (1.0 + std::exp(-a));
+}
 
 // Result of a reference forward: y (T, B, H), h_n, c_n (B, H).
 struct RefOut {
@@ -178,6 +180,8 @@ template <class S>
   return ::testing::AssertionSuccess();
 }
 
-inline const char* cell_name(CellKind c) { return c == CellKind::rnn ? "rnn" : (c == CellKind::lstm ? "lstm" : "gru"); }
+inline const char* cell_name(CellKind c) {
+  return c == CellKind::rnn ? "rnn" : (c == CellKind::lstm ? "lstm" : "gru");
+}
 
 }  // namespace rnnfast_test

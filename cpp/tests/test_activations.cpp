@@ -35,7 +35,8 @@ std::vector<float> sweep(std::uint32_t stride, float limit) {
     std::memcpy(&x, &b, sizeof x);
     if (std::isfinite(x) && std::fabs(x) <= limit) xs.push_back(x);
   }
-  for (float x : {0.0f, -0.0f, 1e-30f, -1e-30f, 7.9f, -7.9f, 8.0f, -8.0f, 20.0f, -20.0f, 88.0f, -88.0f}) xs.push_back(x);
+  for (float x : {0.0f, -0.0f, 1e-30f, -1e-30f, 7.9f, -7.9f, 8.0f, -8.0f, 20.0f, -20.0f, 88.0f, -88.0f})
+    xs.push_back(x);
   return xs;
 }
 
@@ -93,7 +94,8 @@ TEST(Activations, VectorSigmoidWithin4UlpAnd1e7Abs) {
 TEST(Activations, VectorNaNPropagatesAndLimitsHold) {
   if (!rnnfast::vec::enabled<float>()) GTEST_SKIP() << "no float packets in this variant";
   const float inf = std::numeric_limits<float>::infinity();
-  std::vector<float> xs = {std::numeric_limits<float>::quiet_NaN(), inf, -inf, 0.0f, -0.0f, 1e-40f, -100.0f, 100.0f};
+  std::vector<float> xs = {
+      std::numeric_limits<float>::quiet_NaN(), inf, -inf, 0.0f, -0.0f, 1e-40f, -100.0f, 100.0f};
   while (xs.size() % static_cast<std::size_t>(rnnfast::vec::width<float>()) != 0) xs.push_back(0.5f);
   const auto t = apply_packets(xs, [](auto a) { return rnnfast::vec::tanh_act(a); });
   const auto s = apply_packets(xs, [](auto a) { return rnnfast::vec::sigmoid(a); });

@@ -16,7 +16,9 @@ namespace {
 
 namespace mem = rnnfast::memory;
 
-bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % mem::kAlign == 0; }
+bool aligned(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % mem::kAlign == 0;
+}
 
 class Memory : public ::testing::Test {
  protected:

@@ -38,17 +38,28 @@ struct KernelRun {
   std::vector<S> dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dh_all;
 
   KernelRun(const Params& p_, Index T_, Index B_, const Vec& x_, const Vec& h0_, const Vec& c0_,
-      const std::vector<std::int64_t>& len)
-      : p(p_), T(T_), B(B_), x(cast<S>(x_)), h0(cast<S>(h0_)), c0(cast<S>(c0_)), w_ih(cast<S>(p_.w_ih)),
-        w_hh(cast<S>(p_.w_hh)), b_ih(cast<S>(p_.b_ih)), b_hh(cast<S>(p_.b_hh)), lengths(len) {}
+            const std::vector<std::int64_t>& len)
+      : p(p_),
+        T(T_),
+        B(B_),
+        x(cast<S>(x_)),
+        h0(cast<S>(h0_)),
+        c0(cast<S>(c0_)),
+        w_ih(cast<S>(p_.w_ih)),
+        w_hh(cast<S>(p_.w_hh)),
+        b_ih(cast<S>(p_.b_ih)),
+        b_hh(cast<S>(p_.b_hh)),
+        lengths(len) {}
 
   Dims dims() const { return Dims{T, B, p.I, p.H}; }
   Weights<S> weights() const {
-    return Weights<S>{w_ih.data(), w_hh.data(), p.bias ? b_ih.data() : nullptr, p.bias ? b_hh.data() : nullptr};
+    return Weights<S>{w_ih.data(), w_hh.data(), p.bias ? b_ih.data() : nullptr,
+                      p.bias ? b_hh.data() : nullptr};
   }
   const std::int64_t* len() const { return lengths.empty() ? nullptr : lengths.data(); }
   Activations<S> view() {
-    return Activations<S>{act.data(), h.data(), c.empty() ? nullptr : c.data(), aux.empty() ? nullptr : aux.data()};
+    return Activations<S>{act.data(), h.data(), c.empty() ? nullptr : c.data(),
+                          aux.empty() ? nullptr : aux.data()};
   }
 
   void forward(bool training) {
@@ -75,7 +86,8 @@ struct KernelRun {
         rnnfast::rnn_sequence_forward<S>(y.data(), h_n.data(), ap, x.data(), h0p, weights(), len(), p.nl, d);
         break;
       case CellKind::lstm:
-        rnnfast::lstm_sequence_forward<S>(y.data(), h_n.data(), c_n.data(), ap, x.data(), h0p, c0p, weights(), len(), d);
+        rnnfast::lstm_sequence_forward<S>(y.data(), h_n.data(), c_n.data(), ap, x.data(), h0p, c0p, weights(),
+                                          len(), d);
         break;
       case CellKind::gru:
         rnnfast::gru_sequence_forward<S>(y.data(), h_n.data(), ap, x.data(), h0p, weights(), len(), d);
@@ -98,10 +110,16 @@ struct KernelRun {
     db_hh.assign(sz(GH), S(-7));
     dh_all.assign(sz(T * B * p.H), S(-7));
     const bool lstm = p.cell == CellKind::lstm;
-    for (auto* v : {&dx, &dh0, &dc0, &dw_ih, &dw_hh, &db_ih, &db_hh, &dh_all}) v->insert(v->begin(), offset, S(-7));
-    Grads<S> g{dx.data() + offset,    dh0.data() + offset,   lstm ? dc0.data() + offset : nullptr,
-               dw_ih.data() + offset, dw_hh.data() + offset, p.bias ? db_ih.data() + offset : nullptr,
-               p.bias ? db_hh.data() + offset : nullptr, dh_all.data() + offset};
+    for (auto* v : {&dx, &dh0, &dc0, &dw_ih, &dw_hh, &db_ih, &db_hh, &dh_all})
+      v->insert(v->begin(), offset, S(-7));
+    Grads<S> g{dx.data() + offset,
+               dh0.data() + offset,
+               lstm ? dc0.data() + offset : nullptr,
+               dw_ih.data() + offset,
+               dw_hh.data() + offset,
+               p.bias ? db_ih.data() + offset : nullptr,
+               p.bias ? db_hh.data() + offset : nullptr,
+               dh_all.data() + offset};
     const S* dyp = dy.empty() ? nullptr : dy.data();
     const S* dhp = dhn.empty() ? nullptr : dhn.data();
     const S* dcp = dcn.empty() ? nullptr : dcn.data();
@@ -116,7 +134,8 @@ struct KernelRun {
         rnnfast::gru_sequence_backward<S>(g, view(), x.data(), weights(), dyp, dhp, len(), nullptr, d);
         break;
     }
-    for (auto* v : {&dx, &dh0, &dc0, &dw_ih, &dw_hh, &db_ih, &db_hh, &dh_all}) v->erase(v->begin(), v->begin() + static_cast<std::ptrdiff_t>(offset));
+    for (auto* v : {&dx, &dh0, &dc0, &dw_ih, &dw_hh, &db_ih, &db_hh, &dh_all})
+      v->erase(v->begin(), v->begin() + static_cast<std::ptrdiff_t>(offset));
   }
 };
 
@@ -157,12 +176,16 @@ TEST_P(SequenceTest, ForwardMatchesReference) {
   rd.forward(true);
   EXPECT_TRUE(close("y (f64)", rd.y, want.y, 1e-12, 1e-12));
   EXPECT_TRUE(close("h_n (f64)", rd.h_n, want.h_n, 1e-12, 1e-12));
-  if (p.cell == CellKind::lstm) { EXPECT_TRUE(close("c_n (f64)", rd.c_n, want.c_n, 1e-12, 1e-12)); }
+  if (p.cell == CellKind::lstm) {
+    EXPECT_TRUE(close("c_n (f64)", rd.c_n, want.c_n, 1e-12, 1e-12));
+  }
   KernelRun<float> rf(p, T, B, x, h0, c0, lengths);
   rf.forward(true);
   EXPECT_TRUE(close("y (f32)", rf.y, want.y, 2e-6, 2e-5));
   EXPECT_TRUE(close("h_n (f32)", rf.h_n, want.h_n, 2e-6, 2e-5));
-  if (p.cell == CellKind::lstm) { EXPECT_TRUE(close("c_n (f32)", rf.c_n, want.c_n, 2e-6, 2e-5)); }
+  if (p.cell == CellKind::lstm) {
+    EXPECT_TRUE(close("c_n (f32)", rf.c_n, want.c_n, 2e-6, 2e-5));
+  }
 }
 
 TEST_P(SequenceTest, InferenceEqualsTrainingForwardBitwise) {
@@ -171,7 +194,9 @@ TEST_P(SequenceTest, InferenceEqualsTrainingForwardBitwise) {
   inf.forward(false);
   EXPECT_TRUE(bitwise_equal("y", tr.y, inf.y));
   EXPECT_TRUE(bitwise_equal("h_n", tr.h_n, inf.h_n));
-  if (p.cell == CellKind::lstm) { EXPECT_TRUE(bitwise_equal("c_n", tr.c_n, inf.c_n)); }
+  if (p.cell == CellKind::lstm) {
+    EXPECT_TRUE(bitwise_equal("c_n", tr.c_n, inf.c_n));
+  }
 }
 
 TEST_P(SequenceTest, RaggedSemantics) {
@@ -181,12 +206,15 @@ TEST_P(SequenceTest, RaggedSemantics) {
   for (Index b = 0; b < B; ++b) {
     for (Index t = lengths[static_cast<std::size_t>(b)]; t < T; ++t)
       for (Index j = 0; j < H; ++j)
-        EXPECT_EQ(r.y[static_cast<std::size_t>((t * B + b) * H + j)], 0.0) << "y[" << t << ", " << b << ", " << j << "]";
+        EXPECT_EQ(r.y[static_cast<std::size_t>((t * B + b) * H + j)], 0.0)
+            << "y[" << t << ", " << b << ", " << j << "]";
   }
   // The empty sequence (b = 1) keeps its initial state exactly.
   for (Index j = 0; j < H; ++j) {
     EXPECT_EQ(r.h_n[static_cast<std::size_t>(H + j)], h0[static_cast<std::size_t>(H + j)]);
-    if (p.cell == CellKind::lstm) { EXPECT_EQ(r.c_n[static_cast<std::size_t>(H + j)], c0[static_cast<std::size_t>(H + j)]); }
+    if (p.cell == CellKind::lstm) {
+      EXPECT_EQ(r.c_n[static_cast<std::size_t>(H + j)], c0[static_cast<std::size_t>(H + j)]);
+    }
   }
   // Backward: dh_all is zero at padded steps, and dh_n of the empty sequence reaches dh0 unchanged.
   const Vec dy = random_vec(T * B * H, rng), dhn = random_vec(B * H, rng);
@@ -195,10 +223,13 @@ TEST_P(SequenceTest, RaggedSemantics) {
   for (Index b = 0; b < B; ++b)
     for (Index t = lengths[static_cast<std::size_t>(b)]; t < T; ++t)
       for (Index j = 0; j < H; ++j)
-        EXPECT_EQ(r.dh_all[static_cast<std::size_t>((t * B + b) * H + j)], 0.0) << "dh_all[" << t << ", " << b << "]";
+        EXPECT_EQ(r.dh_all[static_cast<std::size_t>((t * B + b) * H + j)], 0.0)
+            << "dh_all[" << t << ", " << b << "]";
   for (Index j = 0; j < H; ++j) {
     EXPECT_EQ(r.dh0[static_cast<std::size_t>(H + j)], dhn[static_cast<std::size_t>(H + j)]);
-    if (p.cell == CellKind::lstm) { EXPECT_EQ(r.dc0[static_cast<std::size_t>(H + j)], dcn[static_cast<std::size_t>(H + j)]); }
+    if (p.cell == CellKind::lstm) {
+      EXPECT_EQ(r.dc0[static_cast<std::size_t>(H + j)], dcn[static_cast<std::size_t>(H + j)]);
+    }
   }
 }
 
@@ -234,7 +265,9 @@ TEST_P(SequenceTest, BackwardMatchesFiniteDifferences) {
   // relu has kinks: central differences are exact away from them, and random data keeps off them.
   EXPECT_TRUE(close("dx", r.dx, numgrad(x), atol, rtol));
   EXPECT_TRUE(close("dh0", r.dh0, numgrad(h0), atol, rtol));
-  if (lstm) { EXPECT_TRUE(close("dc0", r.dc0, numgrad(c0), atol, rtol)); }
+  if (lstm) {
+    EXPECT_TRUE(close("dc0", r.dc0, numgrad(c0), atol, rtol));
+  }
   EXPECT_TRUE(close("dw_ih", r.dw_ih, numgrad(p.w_ih), atol, rtol));
   EXPECT_TRUE(close("dw_hh", r.dw_hh, numgrad(p.w_hh), atol, rtol));
   if (p.bias) {
@@ -291,14 +324,17 @@ TEST_P(SequenceTest, SameResultWithOneOrTwoThreads) {
   EXPECT_TRUE(bitwise_equal("dx", a.dx, b.dx));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cells, SequenceTest,
-    ::testing::Values(Case{CellKind::rnn, Nonlinearity::tanh, true, false}, Case{CellKind::rnn, Nonlinearity::relu, true, true},
-                      Case{CellKind::rnn, Nonlinearity::tanh, false, true}, Case{CellKind::lstm, Nonlinearity::tanh, true, false},
-                      Case{CellKind::lstm, Nonlinearity::tanh, true, true}, Case{CellKind::lstm, Nonlinearity::tanh, false, true},
-                      Case{CellKind::gru, Nonlinearity::tanh, true, false}, Case{CellKind::gru, Nonlinearity::tanh, true, true},
-                      Case{CellKind::gru, Nonlinearity::tanh, false, true}),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(Cells, SequenceTest,
+                         ::testing::Values(Case{CellKind::rnn, Nonlinearity::tanh, true, false},
+                                           Case{CellKind::rnn, Nonlinearity::relu, true, true},
+                                           Case{CellKind::rnn, Nonlinearity::tanh, false, true},
+                                           Case{CellKind::lstm, Nonlinearity::tanh, true, false},
+                                           Case{CellKind::lstm, Nonlinearity::tanh, true, true},
+                                           Case{CellKind::lstm, Nonlinearity::tanh, false, true},
+                                           Case{CellKind::gru, Nonlinearity::tanh, true, false},
+                                           Case{CellKind::gru, Nonlinearity::tanh, true, true},
+                                           Case{CellKind::gru, Nonlinearity::tanh, false, true}),
+                         case_name);
 
 // ------------------------------------------------------------------------------------------------
 // edge cases
@@ -314,14 +350,22 @@ TEST_P(EdgeTest, ZeroStepsGivesInitialState) {
     r.x.resize(1);  // a valid pointer that must not be read
     r.forward(training);
     EXPECT_TRUE(bitwise_equal("h_n", r.h_n, std::vector<double>(h0)));
-    if (GetParam() == CellKind::lstm) { EXPECT_TRUE(bitwise_equal("c_n", r.c_n, std::vector<double>(c0))); }
+    if (GetParam() == CellKind::lstm) {
+      EXPECT_TRUE(bitwise_equal("c_n", r.c_n, std::vector<double>(c0)));
+    }
     if (training) {
       const Vec dhn = random_vec(2 * 3, rng);
       r.backward({}, dhn, {});
       EXPECT_TRUE(bitwise_equal("dh0 = dh_n", r.dh0, std::vector<double>(dhn)));
-      for (double v : r.dw_hh) { EXPECT_EQ(v, 0.0); }
-      for (double v : r.dw_ih) { EXPECT_EQ(v, 0.0); }
-      for (double v : r.db_ih) { EXPECT_EQ(v, 0.0); }
+      for (double v : r.dw_hh) {
+        EXPECT_EQ(v, 0.0);
+      }
+      for (double v : r.dw_ih) {
+        EXPECT_EQ(v, 0.0);
+      }
+      for (double v : r.db_ih) {
+        EXPECT_EQ(v, 0.0);
+      }
     }
   }
 }
@@ -332,8 +376,12 @@ TEST_P(EdgeTest, ZeroBatch) {
   KernelRun<float> r(p, 4, 0, Vec{}, Vec{}, Vec{}, {});
   r.forward(true);
   r.backward({}, {}, {});
-  for (float v : r.dw_hh) { EXPECT_EQ(v, 0.0f); }
-  for (float v : r.dw_ih) { EXPECT_EQ(v, 0.0f); }
+  for (float v : r.dw_hh) {
+    EXPECT_EQ(v, 0.0f);
+  }
+  for (float v : r.dw_ih) {
+    EXPECT_EQ(v, 0.0f);
+  }
 }
 
 TEST_P(EdgeTest, NaNInOneSequenceStaysInThatSequence) {
@@ -351,7 +399,8 @@ TEST_P(EdgeTest, NaNInOneSequenceStaysInThatSequence) {
         if (b == 1 && t >= 1)
           EXPECT_TRUE(std::isnan(v)) << "y[" << t << ", 1, " << j << "] = " << v << " should be NaN";
         else
-          EXPECT_TRUE(std::isfinite(v)) << "y[" << t << ", " << b << ", " << j << "] = " << v << " should be finite";
+          EXPECT_TRUE(std::isfinite(v))
+              << "y[" << t << ", " << b << ", " << j << "] = " << v << " should be finite";
       }
   // +Inf saturates tanh/sigmoid: finite outputs for the gated cells and the tanh rnn.
   x[static_cast<std::size_t>((1 * B + 1) * I)] = std::numeric_limits<double>::infinity();
@@ -359,7 +408,9 @@ TEST_P(EdgeTest, NaNInOneSequenceStaysInThatSequence) {
   for (auto& w : q.w_ih) w = std::abs(w) + 0.1;  // every pre-activation sees +Inf, none Inf - Inf
   KernelRun<double> r2(q, T, B, x, {}, {}, {});
   r2.forward(false);
-  for (double v : r2.y) { EXPECT_FALSE(std::isinf(v)) << "tanh/sigmoid outputs are bounded"; }
+  for (double v : r2.y) {
+    EXPECT_FALSE(std::isinf(v)) << "tanh/sigmoid outputs are bounded";
+  }
 }
 
 // The initial state of a sequence of length 0 is carried over its padded steps to h_n and reaches no
@@ -372,7 +423,8 @@ void check_nonfinite_state_of_empty_sequence_is_isolated(CellKind cell, S bad) {
   const Vec x = random_vec(T * B * I, rng), dy = random_vec(T * B * H, rng);
   Vec h0 = random_vec(B * H, rng), c0 = random_vec(B * H, rng);
   const std::vector<std::int64_t> len{5, 0, 3};
-  for (Index j = 0; j < H; ++j) h0[static_cast<std::size_t>(1 * H + j)] = c0[static_cast<std::size_t>(1 * H + j)] = 0.0;
+  for (Index j = 0; j < H; ++j)
+    h0[static_cast<std::size_t>(1 * H + j)] = c0[static_cast<std::size_t>(1 * H + j)] = 0.0;
   const Vec no_c0 = cell == CellKind::lstm ? c0 : Vec{};
   KernelRun<S> clean(p, T, B, x, h0, no_c0, len);
   clean.forward(true);
@@ -387,13 +439,14 @@ void check_nonfinite_state_of_empty_sequence_is_isolated(CellKind cell, S bad) {
   dirty.c0 = dirty_c0;
   dirty.forward(true);
   dirty.backward(dy, {}, {});
-  for (const auto& [name, a, b] : {std::tuple{"y", &dirty.y, &clean.y}, std::tuple{"dx", &dirty.dx, &clean.dx},
-                                   std::tuple{"dw_ih", &dirty.dw_ih, &clean.dw_ih},
-                                   std::tuple{"dw_hh", &dirty.dw_hh, &clean.dw_hh},
-                                   std::tuple{"db_ih", &dirty.db_ih, &clean.db_ih},
-                                   std::tuple{"db_hh", &dirty.db_hh, &clean.db_hh},
-                                   std::tuple{"dh0", &dirty.dh0, &clean.dh0}}) {
-    for (S v : *a) { ASSERT_TRUE(std::isfinite(v)) << name << " non-finite after h0[1] = " << bad; }
+  for (const auto& [name, a, b] :
+       {std::tuple{"y", &dirty.y, &clean.y}, std::tuple{"dx", &dirty.dx, &clean.dx},
+        std::tuple{"dw_ih", &dirty.dw_ih, &clean.dw_ih}, std::tuple{"dw_hh", &dirty.dw_hh, &clean.dw_hh},
+        std::tuple{"db_ih", &dirty.db_ih, &clean.db_ih}, std::tuple{"db_hh", &dirty.db_hh, &clean.db_hh},
+        std::tuple{"dh0", &dirty.dh0, &clean.dh0}}) {
+    for (S v : *a) {
+      ASSERT_TRUE(std::isfinite(v)) << name << " non-finite after h0[1] = " << bad;
+    }
     EXPECT_TRUE(bitwise_equal(name, *a, *b)) << "h0[1] = " << bad;
   }
   for (Index j = 0; j < H; ++j) {  // the empty sequence's own final state carries its h0
@@ -423,14 +476,16 @@ TEST(EdgeTestRnn, InitialStateMayAliasCacheSlot) {
   std::copy(h0.begin(), h0.end(), r.h.begin());
   std::copy(c0.begin(), c0.end(), r.c.begin());
   auto a = r.view();
-  rnnfast::lstm_sequence_forward<double>(r.y.data(), r.h_n.data(), r.c_n.data(), &a, r.x.data(), r.h.data(), r.c.data(),
-                                         r.weights(), nullptr, r.dims());
+  rnnfast::lstm_sequence_forward<double>(r.y.data(), r.h_n.data(), r.c_n.data(), &a, r.x.data(), r.h.data(),
+                                         r.c.data(), r.weights(), nullptr, r.dims());
   EXPECT_TRUE(bitwise_equal("y", r.y, want.y));
   EXPECT_TRUE(bitwise_equal("h_n", r.h_n, want.h_n));
 }
 
 INSTANTIATE_TEST_SUITE_P(Cells, EdgeTest, ::testing::Values(CellKind::rnn, CellKind::lstm, CellKind::gru),
-                         [](const ::testing::TestParamInfo<CellKind>& i) { return std::string(cell_name(i.param)); });
+                         [](const ::testing::TestParamInfo<CellKind>& i) {
+                           return std::string(cell_name(i.param));
+                         });
 
 TEST(Threads, SetNumThreadsClampsToOne) {
   const int saved = rnnfast::get_num_threads();

@@ -41,14 +41,17 @@ Seq forward(const Params& p, Index T, Index B, const double* x, const double* h0
   s.h.resize(static_cast<std::size_t>(sz.h));
   s.c.resize(static_cast<std::size_t>(sz.c));
   s.aux.resize(static_cast<std::size_t>(sz.aux));
-  Activations<double> a{s.act.data(), s.h.data(), s.c.empty() ? nullptr : s.c.data(), s.aux.empty() ? nullptr : s.aux.data()};
-  const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.bias ? p.b_ih.data() : nullptr, p.bias ? p.b_hh.data() : nullptr};
+  Activations<double> a{s.act.data(), s.h.data(), s.c.empty() ? nullptr : s.c.data(),
+                        s.aux.empty() ? nullptr : s.aux.data()};
+  const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.bias ? p.b_ih.data() : nullptr,
+                          p.bias ? p.b_hh.data() : nullptr};
   switch (p.cell) {
     case CellKind::rnn:
       rnnfast::rnn_sequence_forward<double>(s.y.data(), s.h_n.data(), &a, x, h0, w, nullptr, p.nl, d);
       break;
     case CellKind::lstm:
-      rnnfast::lstm_sequence_forward<double>(s.y.data(), s.h_n.data(), s.c_n.data(), &a, x, h0, c0, w, nullptr, d);
+      rnnfast::lstm_sequence_forward<double>(s.y.data(), s.h_n.data(), s.c_n.data(), &a, x, h0, c0, w,
+                                             nullptr, d);
       break;
     case CellKind::gru:
       rnnfast::gru_sequence_forward<double>(s.y.data(), s.h_n.data(), &a, x, h0, w, nullptr, d);
@@ -72,10 +75,18 @@ WGrads backward(const Params& p, Index T, Index B, const double* x, Seq& s, cons
   g.dh0.resize(static_cast<std::size_t>(B * p.H));
   V dc0(static_cast<std::size_t>(B * p.H)), dh_all(static_cast<std::size_t>(T * B * p.H));
   const bool lstm = p.cell == CellKind::lstm;
-  Grads<double> gg{nullptr, g.dh0.data(), lstm ? dc0.data() : nullptr, g.dw_ih.data(), g.dw_hh.data(),
-                   p.bias ? g.db_ih.data() : nullptr, p.bias ? g.db_hh.data() : nullptr, dh_all.data()};
-  Activations<double> a{s.act.data(), s.h.data(), s.c.empty() ? nullptr : s.c.data(), s.aux.empty() ? nullptr : s.aux.data()};
-  const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.bias ? p.b_ih.data() : nullptr, p.bias ? p.b_hh.data() : nullptr};
+  Grads<double> gg{nullptr,
+                   g.dh0.data(),
+                   lstm ? dc0.data() : nullptr,
+                   g.dw_ih.data(),
+                   g.dw_hh.data(),
+                   p.bias ? g.db_ih.data() : nullptr,
+                   p.bias ? g.db_hh.data() : nullptr,
+                   dh_all.data()};
+  Activations<double> a{s.act.data(), s.h.data(), s.c.empty() ? nullptr : s.c.data(),
+                        s.aux.empty() ? nullptr : s.aux.data()};
+  const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.bias ? p.b_ih.data() : nullptr,
+                          p.bias ? p.b_hh.data() : nullptr};
   const Dims d{T, B, p.I, p.H};
   switch (p.cell) {
     case CellKind::rnn:
@@ -108,7 +119,8 @@ TEST_P(TbpttTest, EveryUpdateEqualsBackwardOverItsWindow) {
   const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.b_ih.data(), p.b_hh.data()};
   rnnfast::tbptt_grads<double>(dw_ih.data(), dw_hh.data(), db_ih.data(), db_hh.data(), dh0.data(),
                                cell == CellKind::lstm ? dc0.data() : nullptr, cell, p.nl, x.data(), h0.data(),
-                               cell == CellKind::lstm ? c0.data() : nullptr, w, dy.data(), k1, k2, Dims{T, B, I, H});
+                               cell == CellKind::lstm ? c0.data() : nullptr, w, dy.data(), k1, k2,
+                               Dims{T, B, I, H});
   // States entering every step, from one full forward.
   const Seq full = forward(p, T, B, x.data(), h0.data(), c0.empty() ? nullptr : c0.data());
   for (Index n = 0; n < N; ++n) {
@@ -118,8 +130,11 @@ TEST_P(TbpttTest, EveryUpdateEqualsBackwardOverItsWindow) {
     Seq win = forward(p, W, B, x.data() + s * B * I, full.h.data() + s * BH,
                       cell == CellKind::lstm ? full.c.data() + s * BH : nullptr);
     const WGrads want = backward(p, W, B, x.data() + s * B * I, win, dyw);
-    auto slice = [](const V& v, Index n, Index len) { return V(v.begin() + n * len, v.begin() + (n + 1) * len); };
-    const std::string tag = "update " + std::to_string(n) + " window [" + std::to_string(s) + ", " + std::to_string(e) + "] ";
+    auto slice = [](const V& v, Index n, Index len) {
+      return V(v.begin() + n * len, v.begin() + (n + 1) * len);
+    };
+    const std::string tag =
+        "update " + std::to_string(n) + " window [" + std::to_string(s) + ", " + std::to_string(e) + "] ";
     EXPECT_TRUE(close((tag + "dw_ih").c_str(), slice(dw_ih, n, GH * I), want.dw_ih, 1e-12, 1e-10));
     EXPECT_TRUE(close((tag + "dw_hh").c_str(), slice(dw_hh, n, GH * H), want.dw_hh, 1e-12, 1e-10));
     EXPECT_TRUE(close((tag + "db_ih").c_str(), slice(db_ih, n, GH), want.db_ih, 1e-12, 1e-10));
@@ -135,12 +150,12 @@ std::string tb_name(const ::testing::TestParamInfo<Case>& i) {
          std::to_string(T);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Windows, TbpttTest,
-    ::testing::Values(Case{CellKind::rnn, 1, 1, 5}, Case{CellKind::rnn, 2, 3, 11}, Case{CellKind::lstm, 3, 3, 10},
-                      Case{CellKind::lstm, 2, 5, 13}, Case{CellKind::gru, 4, 4, 9}, Case{CellKind::gru, 1, 6, 14},
-                      Case{CellKind::gru, 5, 20, 7}),
-    tb_name);
+INSTANTIATE_TEST_SUITE_P(Windows, TbpttTest,
+                         ::testing::Values(Case{CellKind::rnn, 1, 1, 5}, Case{CellKind::rnn, 2, 3, 11},
+                                           Case{CellKind::lstm, 3, 3, 10}, Case{CellKind::lstm, 2, 5, 13},
+                                           Case{CellKind::gru, 4, 4, 9}, Case{CellKind::gru, 1, 6, 14},
+                                           Case{CellKind::gru, 5, 20, 7}),
+                         tb_name);
 
 TEST(TbpttStream, RejectsBadArguments) {
   using S = TBPTTStream<float>;

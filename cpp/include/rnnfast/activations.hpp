@@ -7,9 +7,9 @@
 //   tanh:    Eigen's rational approximation (clamped at +-7.9, where tanh rounds to +-1 in float);
 //   sigmoid: 1 / (1 + exp(-a)) with Eigen's vectorised exp and a true division.
 // Error bound, measured against double-precision libm over every 97th float in [-100, 100] and
-// asserted by the C++ unit test: tanh <= 5 ulp with FMA, <= 7 ulp without (baseline); sigmoid <= 4 ulp where the result is a normal float
-// (a >= -87), absolute error <= 1e-7 everywhere (it flushes to 0 where the exact result is
-// subnormal). NaN in gives NaN out. float64 always uses the exact scalar functions below.
+// asserted by the C++ unit test: tanh <= 5 ulp with FMA, <= 7 ulp without (baseline); sigmoid <= 4 ulp where
+// the result is a normal float (a >= -87), absolute error <= 1e-7 everywhere (it flushes to 0 where the exact
+// result is subnormal). NaN in gives NaN out. float64 always uses the exact scalar functions below.
 #pragma once
 
 // Eigen's packet types are vector types with attributes; using them as template arguments is intended.
@@ -85,7 +85,8 @@ inline T sigmoid(const T& a) {
     return rnnfast::sigmoid(a);
   } else {
     const T one = Eigen::internal::pset1<T>(1.0f);
-    return Eigen::internal::pdiv(one, Eigen::internal::padd(one, Eigen::internal::pexp(Eigen::internal::pnegate(a))));
+    return Eigen::internal::pdiv(
+        one, Eigen::internal::padd(one, Eigen::internal::pexp(Eigen::internal::pnegate(a))));
   }
 }
 

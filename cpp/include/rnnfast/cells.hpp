@@ -91,7 +91,7 @@ inline void rnn_cell_forward(S* act,       // (H) in: W_ih x_t + b_ih + b_hh; ou
   if (j1 < 0) j1 = H;
   if (nl == Nonlinearity::tanh) {
     for_units<S>(j0, j1, [&](auto tag, Index j) {
-    using T = typename decltype(tag)::type;
+      using T = typename decltype(tag)::type;
       const T y = vec::tanh_act(padd(load<T>(act + j), load<T>(gh + j)));
       store(act + j, y);
       store(h + j, y);
@@ -110,7 +110,7 @@ inline void rnn_cell_backward(S* da,         // (H) out: dL/da_t
   if (j1 < 0) j1 = H;
   if (nl == Nonlinearity::tanh) {
     for_units<S>(j0, j1, [&](auto tag, Index j) {
-    using T = typename decltype(tag)::type;
+      using T = typename decltype(tag)::type;
       const T y = load<T>(act + j);
       store(da + j, pmul(load<T>(dh + j), psub(splat<T>(S(1)), pmul(y, y))));  // dL/da = dL/dh * (1 - h^2)
     });
@@ -167,11 +167,13 @@ inline void lstm_cell_backward(S* da,            // (4H) out: dL/da for gates i,
     const T o = load<T>(act + 3 * H + j), t = load<T>(tc + j), d = load<T>(dh + j);
     // dL/dc_t = dL/dc_t (via t+1) + dL/dh_t * o * (1 - tanh^2 c_t)
     const T dct = pmadd(pmul(d, o), psub(one, pmul(t, t)), load<T>(dc + j));
-    store(da + j, pmul(pmul(dct, g), pmul(i, psub(one, i))));                        // dL/da_i = dL/dc_t * g * i (1 - i)
-    store(da + H + j, pmul(pmul(dct, load<T>(c_prev + j)), pmul(f, psub(one, f))));  // dL/da_f = dL/dc_t * c_{t-1} * f (1 - f)
-    store(da + 2 * H + j, pmul(pmul(dct, i), psub(one, pmul(g, g))));               // dL/da_g = dL/dc_t * i * (1 - g^2)
-    store(da + 3 * H + j, pmul(pmul(d, t), pmul(o, psub(one, o))));                 // dL/da_o = dL/dh_t * tanh(c_t) * o (1 - o)
-    store(dc + j, pmul(dct, f));                                                     // dL/dc_{t-1} = dL/dc_t * f_t
+    store(da + j, pmul(pmul(dct, g), pmul(i, psub(one, i))));  // dL/da_i = dL/dc_t * g * i (1 - i)
+    store(da + H + j, pmul(pmul(dct, load<T>(c_prev + j)),
+                           pmul(f, psub(one, f))));  // dL/da_f = dL/dc_t * c_{t-1} * f (1 - f)
+    store(da + 2 * H + j, pmul(pmul(dct, i), psub(one, pmul(g, g))));  // dL/da_g = dL/dc_t * i * (1 - g^2)
+    store(da + 3 * H + j,
+          pmul(pmul(d, t), pmul(o, psub(one, o))));  // dL/da_o = dL/dh_t * tanh(c_t) * o (1 - o)
+    store(dc + j, pmul(dct, f));                     // dL/dc_{t-1} = dL/dc_t * f_t
   });
 }
 
@@ -194,7 +196,8 @@ inline void gru_cell_forward(S* act,           // (3H) in: W_ih x_t + b_ih + [b_
     const T r = vec::sigmoid(padd(load<T>(act + j), load<T>(gh + j)));
     const T z = vec::sigmoid(padd(load<T>(act + H + j), load<T>(gh + H + j)));
     const T gn = b_hn ? padd(load<T>(gh + 2 * H + j), load<T>(b_hn + j)) : load<T>(gh + 2 * H + j);
-    const T n = vec::tanh_act(pmadd(r, gn, load<T>(act + 2 * H + j)));  // n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    const T n = vec::tanh_act(
+        pmadd(r, gn, load<T>(act + 2 * H + j)));  // n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     store(act + j, r);
     store(act + H + j, z);
     store(act + 2 * H + j, n);
@@ -219,11 +222,13 @@ inline void gru_cell_backward(S* dgh,           // (3H) out: dL/d(W_hh h_{t-1} +
     using T = typename decltype(tag)::type;
     const T one = splat<T>(S(1));
     const T r = load<T>(act + j), z = load<T>(act + H + j), n = load<T>(act + 2 * H + j), d = load<T>(dh + j);
-    const T dn = pmul(pmul(d, psub(one, z)), psub(one, pmul(n, n)));  // dL/da_n = dL/dh_t * (1 - z) * (1 - n^2)
-    const T dz = pmul(d, psub(load<T>(h_prev + j), n));                // dL/dz = dL/dh_t * (h_{t-1} - n)
-    store(dgh + j, pmul(pmul(dn, load<T>(ghn + j)), pmul(r, psub(one, r))));  // dL/da_r = dL/da_n * ghn * r (1 - r)
-    store(dgh + H + j, pmul(dz, pmul(z, psub(one, z))));                     // dL/da_z = dL/dz * z (1 - z)
-    store(dgh + 2 * H + j, pmul(dn, r));                                     // dL/d(W_hn h + b_hn) = dL/da_n * r
+    const T dn =
+        pmul(pmul(d, psub(one, z)), psub(one, pmul(n, n)));  // dL/da_n = dL/dh_t * (1 - z) * (1 - n^2)
+    const T dz = pmul(d, psub(load<T>(h_prev + j), n));      // dL/dz = dL/dh_t * (h_{t-1} - n)
+    store(dgh + j,
+          pmul(pmul(dn, load<T>(ghn + j)), pmul(r, psub(one, r))));  // dL/da_r = dL/da_n * ghn * r (1 - r)
+    store(dgh + H + j, pmul(dz, pmul(z, psub(one, z))));             // dL/da_z = dL/dz * z (1 - z)
+    store(dgh + 2 * H + j, pmul(dn, r));                             // dL/d(W_hn h + b_hn) = dL/da_n * r
     store(dan + j, dn);
     store(dh_prev + j, pmul(d, z));  // dL/dh_{t-1} = dL/dh_t * z  (+ dL/dgh W_hh, added by the caller's GEMM)
   });

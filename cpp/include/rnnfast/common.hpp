@@ -37,7 +37,9 @@ using CRowVecMap = Eigen::Map<const RowVec<S>>;
 enum class CellKind { rnn, lstm, gru };
 
 // Gates per hidden unit: G = 1 (rnn), 4 (lstm: i, f, g, o), 3 (gru: r, z, n).
-constexpr Index gates_of(CellKind cell) { return cell == CellKind::rnn ? 1 : (cell == CellKind::lstm ? 4 : 3); }
+constexpr Index gates_of(CellKind cell) {
+  return cell == CellKind::rnn ? 1 : (cell == CellKind::lstm ? 4 : 3);
+}
 
 enum class Nonlinearity { tanh, relu };
 

@@ -12,7 +12,7 @@ namespace rnnfast {
 // dL/dW[ids[n]] += dy[n] for n = 0 .. N-1, in that order (np.add.at's order: bitwise the same sums).
 // Every id must be in [0, V) (checked by the caller).
 template <class S>
-void embedding_backward(S* dW,                  // (V, D) accumulated in place
+void embedding_backward(S* dW,                    // (V, D) accumulated in place
                         const std::int64_t* ids,  // (N)
                         const S* dy,              // (N, D)
                         Index N, Index D);

@@ -17,9 +17,9 @@ namespace rnnfast {
 
 // torch.optim.SGD. buf == nullptr: no momentum. first: the momentum buffer is set to the gradient.
 template <class S>
-void sgd_update(S* p,          // (N) parameters, updated in place
-                S* buf,        // (N) momentum buffer, or nullptr (momentum == 0)
-                const S* g,    // (N) gradient
+void sgd_update(S* p,        // (N) parameters, updated in place
+                S* buf,      // (N) momentum buffer, or nullptr (momentum == 0)
+                const S* g,  // (N) gradient
                 Index N, double lr, double momentum, double one_minus_dampening, double weight_decay,
                 bool nesterov, bool maximize, bool first);
 
@@ -28,23 +28,24 @@ enum class WeightDecay { none, l2, decoupled };
 
 // torch.optim.Adam / AdamW. vmax == nullptr: no AMSGrad.
 template <class S>
-void adam_update(S* p,          // (N) parameters, updated in place
-                 S* m,          // (N) exp_avg
-                 S* v,          // (N) exp_avg_sq
-                 S* vmax,       // (N) max_exp_avg_sq, or nullptr
-                 const S* g,    // (N) gradient
+void adam_update(S* p,        // (N) parameters, updated in place
+                 S* m,        // (N) exp_avg
+                 S* v,        // (N) exp_avg_sq
+                 S* vmax,     // (N) max_exp_avg_sq, or nullptr
+                 const S* g,  // (N) gradient
                  Index N, double one_minus_beta1, double beta2, double one_minus_beta2, double neg_step_size,
-                 double bias_correction2_sqrt, double eps, WeightDecay wd_mode, double wd_value, bool maximize);
+                 double bias_correction2_sqrt, double eps, WeightDecay wd_mode, double wd_value,
+                 bool maximize);
 
 // torch.optim.RMSprop. ga == nullptr: not centered; buf == nullptr: no momentum.
 template <class S>
-void rmsprop_update(S* p,          // (N) parameters, updated in place
-                    S* v,          // (N) square_avg
-                    S* ga,         // (N) grad_avg, or nullptr
-                    S* buf,        // (N) momentum_buffer, or nullptr
-                    const S* g,    // (N) gradient
-                    Index N, double alpha, double one_minus_alpha, double eps, double weight_decay, double momentum,
-                    double neg_lr, bool maximize);
+void rmsprop_update(S* p,        // (N) parameters, updated in place
+                    S* v,        // (N) square_avg
+                    S* ga,       // (N) grad_avg, or nullptr
+                    S* buf,      // (N) momentum_buffer, or nullptr
+                    const S* g,  // (N) gradient
+                    Index N, double alpha, double one_minus_alpha, double eps, double weight_decay,
+                    double momentum, double neg_lr, bool maximize);
 
 // One pass over a gradient: the sum of squares accumulated in double (a fixed order, the same on
 // every call and thread count) and the largest |g| (NaN if any entry is NaN).

@@ -41,18 +41,22 @@ using vec::width;
 // Scratch buffer: reused from call to call, see parallel.hpp).
 template <class S>
 struct PackedMatrix {
-  Index K = 0;      // rows (the reduction length)
-  Index nvec = 0;   // number of V-column vectors
-  Index group = 1;  // vectors per unit block: G (forward: one per gate), 1 (backward)
-  Index H = 0;      // hidden size: vector v covers the columns [col(v), col(v) + valid(v))
+  Index K = 0;        // rows (the reduction length)
+  Index nvec = 0;     // number of V-column vectors
+  Index group = 1;    // vectors per unit block: G (forward: one per gate), 1 (backward)
+  Index H = 0;        // hidden size: vector v covers the columns [col(v), col(v) + valid(v))
   S* data = nullptr;  // (nvec, K, V)
 
   const S* vec(Index v) const { return data + v * K * width<S>(); }
   Index blocks() const { return nvec / group; }
   // First output column of vector v: gate (v % group), units from (v / group) * V.
   Index col(Index v) const { return (v % group) * H + (v / group) * width<S>(); }
-  int valid(Index v) const { return static_cast<int>(std::min<Index>(width<S>(), H - (v / group) * width<S>())); }
-  static Index size(Index K, Index H, Index group) { return K * ((H + width<S>() - 1) / width<S>()) * group * width<S>(); }
+  int valid(Index v) const {
+    return static_cast<int>(std::min<Index>(width<S>(), H - (v / group) * width<S>()));
+  }
+  static Index size(Index K, Index H, Index group) {
+    return K * ((H + width<S>() - 1) / width<S>()) * group * width<S>();
+  }
 
   // Describes `storage` as K rows of `group` vectors per block of V of the H units.
   void reset(S* storage, Index K_, Index group_, Index H_) {
@@ -136,8 +140,7 @@ inline void micro_kernel(S* out, Index ldo, const S* a, Index lda, const PackedM
   for (int v = 0; v < NV; ++v) w[v] = p.vec(v0 + v);
   if (accumulate) {
     for (int r = 0; r < MR; ++r)
-      for (int v = 0; v < NV; ++v)
-        acc[r][v] = load_partial(out + r * ldo + p.col(v0 + v), p.valid(v0 + v));
+      for (int v = 0; v < NV; ++v) acc[r][v] = load_partial(out + r * ldo + p.col(v0 + v), p.valid(v0 + v));
   } else {
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) acc[r][v] = Eigen::internal::pset1<P>(S(0));
@@ -151,22 +154,37 @@ inline void micro_kernel(S* out, Index ldo, const S* a, Index lda, const PackedM
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v)
-      store_partial(out + r * ldo + p.col(v0 + v), acc[r][v], p.valid(v0 + v));
+    for (int v = 0; v < NV; ++v) store_partial(out + r * ldo + p.col(v0 + v), acc[r][v], p.valid(v0 + v));
 }
 
 template <class S, int MR>
 inline void dispatch_nv(int nv, S* out, Index ldo, const S* a, Index lda, const PackedMatrix<S>& p, Index v0,
                         Index k0, Index k1, bool accumulate) {
   switch (nv) {
-    case 1: micro_kernel<S, MR, 1>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
-    case 2: micro_kernel<S, MR, 2>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
-    case 3: micro_kernel<S, MR, 3>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
-    case 4: micro_kernel<S, MR, 4>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
-    case 5: micro_kernel<S, MR, 5>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
-    case 6: micro_kernel<S, MR, 6>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
-    case 7: micro_kernel<S, MR, 7>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
-    default: micro_kernel<S, MR, 8>(out, ldo, a, lda, p, v0, k0, k1, accumulate); break;
+    case 1:
+      micro_kernel<S, MR, 1>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 2:
+      micro_kernel<S, MR, 2>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 3:
+      micro_kernel<S, MR, 3>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 4:
+      micro_kernel<S, MR, 4>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 5:
+      micro_kernel<S, MR, 5>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 6:
+      micro_kernel<S, MR, 6>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 7:
+      micro_kernel<S, MR, 7>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    default:
+      micro_kernel<S, MR, 8>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
   }
 }
 
@@ -195,10 +213,17 @@ void product(S* out, Index ldo, const S* a, Index lda, Index M, const PackedMatr
       for (; r + 4 <= M; r += 4)
         detail::dispatch_nv<S, 4>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
       switch (M - r) {
-        case 3: detail::dispatch_nv<S, 3>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc); break;
-        case 2: detail::dispatch_nv<S, 2>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc); break;
-        case 1: detail::dispatch_nv<S, 1>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc); break;
-        default: break;
+        case 3:
+          detail::dispatch_nv<S, 3>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
+          break;
+        case 2:
+          detail::dispatch_nv<S, 2>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
+          break;
+        case 1:
+          detail::dispatch_nv<S, 1>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
+          break;
+        default:
+          break;
       }
     }
   }

@@ -161,15 +161,15 @@ inline OwnUnits own_units(Index nblocks, Index H) {
 }
 
 template <CellKind C, class S>
-void sequence_forward(S* y,                        // (T, B, H)
-                      S* h_n,                      // (B, H)
-                      S* c_n,                      // (B, H) lstm
-                      const Activations<S>* cache, // nullptr = inference
-                      const S* x,                  // (T, B, I)
-                      const S* h0,                 // (B, H) or nullptr
-                      const S* c0,                 // (B, H) lstm, or nullptr
-                      const Weights<S>& w,         // w_ih (G*H, I), w_hh (G*H, H), biases (G*H)
-                      const std::int64_t* lengths, // (B) or nullptr
+void sequence_forward(S* y,                         // (T, B, H)
+                      S* h_n,                       // (B, H)
+                      S* c_n,                       // (B, H) lstm
+                      const Activations<S>* cache,  // nullptr = inference
+                      const S* x,                   // (T, B, I)
+                      const S* h0,                  // (B, H) or nullptr
+                      const S* c0,                  // (B, H) lstm, or nullptr
+                      const Weights<S>& w,          // w_ih (G*H, I), w_hh (G*H, H), biases (G*H)
+                      const std::int64_t* lengths,  // (B) or nullptr
                       Nonlinearity nl, const Dims& d) {
   constexpr Index G = gates_of(C);
   constexpr bool lstm = C == CellKind::lstm;
@@ -180,7 +180,7 @@ void sequence_forward(S* y,                        // (T, B, H)
 
   // Workspaces, reused across calls (Scratch). Inference keeps two state slots (ping-pong) instead
   // of T+1, and its gates in a scratch buffer; training writes the gates into the cache directly.
-  Scratch<S> gx_store(0, training ? 0 : T * B * GH);             // (T*B, G*H), inference only
+  Scratch<S> gx_store(0, training ? 0 : T * B * GH);              // (T*B, G*H), inference only
   Scratch<S> state_store(1, training ? 0 : (lstm ? 4 : 2) * BH);  // ping-pong h (and c), inference
   Scratch<S> gh(2, B * GH);                                       // (B, G*H) W_hh h_{t-1}
   Scratch<S> pw_store(3, packed::PackedMatrix<S>::size(H, H, G));
@@ -188,7 +188,9 @@ void sequence_forward(S* y,                        // (T, B, H)
   auto h_at = [&](Index t) -> S* {  // state entering step t (t = T: the final state)
     return training ? cache->h + t * BH : state_store.data() + (t % 2) * BH;
   };
-  auto c_at = [&](Index t) -> S* { return training ? cache->c + t * BH : state_store.data() + (2 + t % 2) * BH; };
+  auto c_at = [&](Index t) -> S* {
+    return training ? cache->c + t * BH : state_store.data() + (2 + t % 2) * BH;
+  };
 
   copy_or_zero(h_at(0), h0, BH);
   if constexpr (lstm) copy_or_zero(c_at(0), c0, BH);
@@ -320,7 +322,8 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
           continue;
         }
         const S* dyr = dy ? dy + row * H : nullptr;
-        for (Index j = j0; j < j1; ++j) dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
+        for (Index j = j0; j < j1; ++j)
+          dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
         const S* act = cache.act + row * GH;
         if constexpr (C == CellKind::rnn) {
           rnn_cell_backward(dgr, dht, act, H, nl, j0, j1);
@@ -329,8 +332,8 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
           lstm_cell_backward(dgr, g.dc0 + b * H, dht, act, cache.c + row * H, cache.aux + row * H, H, j0, j1);
           std::fill(dhr + j0, dhr + j1, S(0));  // h_{t-1} reaches h_t only through W_hh
         } else {
-          gru_cell_backward(dgr, dan.data() + row * H, dhr, dht, act, cache.aux + row * H, cache.h + row * H, H,
-                            j0, j1);
+          gru_cell_backward(dgr, dan.data() + row * H, dhr, dht, act, cache.aux + row * H, cache.h + row * H,
+                            H, j0, j1);
         }
       }
 #if defined(_OPENMP)
@@ -379,11 +382,13 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
     h_used = hz;
   }
   MatMap<S> dWhh(g.dw_hh, GH, H);
-  parallel_product(dWhh, dgates.transpose(), CMatMap<S>(h_used, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
+  parallel_product(dWhh, dgates.transpose(),
+                   CMatMap<S>(h_used, T * B, H));               // dL/dW_hh = sum_t dgates_t^T h_{t-1}
   if (g.db_hh) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
-  if constexpr (gru) dgates.rightCols(H) = dan;  // now dL/d(W_ih x + b_ih): n block = dL/da_n
+  if constexpr (gru) dgates.rightCols(H) = dan;                 // now dL/d(W_ih x + b_ih): n block = dL/da_n
   MatMap<S> dWih(g.dw_ih, GH, I);
-  parallel_product(dWih, dgates.transpose(), CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
+  parallel_product(dWih, dgates.transpose(),
+                   CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
   if (g.db_ih) {  // dL/db_ih = sum_{t,b} dgates: for rnn and lstm the very sums of db_hh
     if (!gru && g.db_hh) {
       std::copy(g.db_hh, g.db_hh + GH, g.db_ih);
@@ -391,7 +396,9 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
       column_sums(g.db_ih, dgates.data(), T * B, GH);
     }
   }
-  if (g.dx) parallel_product(MatMap<S>(g.dx, T * B, I), dgates, CMatMap<S>(w.w_ih, GH, I));  // dL/dx_t = dgates_t W_ih
+  if (g.dx)
+    parallel_product(MatMap<S>(g.dx, T * B, I), dgates,
+                     CMatMap<S>(w.w_ih, GH, I));  // dL/dx_t = dgates_t W_ih
 }
 
 }  // namespace detail
@@ -414,43 +421,49 @@ void rnn_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const
 template <class S>
 void lstm_sequence_forward(S* y, S* h_n, S* c_n, const Activations<S>* cache, const S* x, const S* h0,
                            const S* c0, const Weights<S>& w, const std::int64_t* lengths, const Dims& d) {
-  detail::sequence_forward<CellKind::lstm, S>(y, h_n, c_n, cache, x, h0, c0, w, lengths, Nonlinearity::tanh, d);
+  detail::sequence_forward<CellKind::lstm, S>(y, h_n, c_n, cache, x, h0, c0, w, lengths, Nonlinearity::tanh,
+                                              d);
 }
 template <class S>
 void lstm_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
                             const S* dy, const S* dh_n, const S* dc_n, const std::int64_t* lengths,
                             const std::uint8_t* cut, const Dims& d) {
-  detail::sequence_backward<CellKind::lstm, S>(g, cache, x, w, dy, dh_n, dc_n, lengths, cut, Nonlinearity::tanh, d);
+  detail::sequence_backward<CellKind::lstm, S>(g, cache, x, w, dy, dh_n, dc_n, lengths, cut,
+                                               Nonlinearity::tanh, d);
 }
 
 template <class S>
 void gru_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
                           const Weights<S>& w, const std::int64_t* lengths, const Dims& d) {
-  detail::sequence_forward<CellKind::gru, S>(y, h_n, nullptr, cache, x, h0, nullptr, w, lengths, Nonlinearity::tanh, d);
+  detail::sequence_forward<CellKind::gru, S>(y, h_n, nullptr, cache, x, h0, nullptr, w, lengths,
+                                             Nonlinearity::tanh, d);
 }
 template <class S>
 void gru_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
                            const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
                            const Dims& d) {
-  detail::sequence_backward<CellKind::gru, S>(g, cache, x, w, dy, dh_n, nullptr, lengths, cut, Nonlinearity::tanh, d);
+  detail::sequence_backward<CellKind::gru, S>(g, cache, x, w, dy, dh_n, nullptr, lengths, cut,
+                                              Nonlinearity::tanh, d);
 }
 
 // Instantiated once, in src/<cell>.cpp.
-#define RNNFAST_EXTERN_SEQUENCE(S)                                                                              \
-  extern template void rnn_sequence_forward<S>(S*, S*, const Activations<S>*, const S*, const S*,             \
-                                               const Weights<S>&, const std::int64_t*, Nonlinearity, const Dims&); \
-  extern template void rnn_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,             \
-                                                const Weights<S>&, const S*, const S*, const std::int64_t*,    \
-                                                const std::uint8_t*, Nonlinearity, const Dims&);               \
-  extern template void lstm_sequence_forward<S>(S*, S*, S*, const Activations<S>*, const S*, const S*,        \
-                                                const S*, const Weights<S>&, const std::int64_t*, const Dims&); \
-  extern template void lstm_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,            \
-                                                 const Weights<S>&, const S*, const S*, const S*,             \
-                                                 const std::int64_t*, const std::uint8_t*, const Dims&);       \
-  extern template void gru_sequence_forward<S>(S*, S*, const Activations<S>*, const S*, const S*,             \
-                                               const Weights<S>&, const std::int64_t*, const Dims&);          \
-  extern template void gru_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,             \
-                                                const Weights<S>&, const S*, const S*, const std::int64_t*,    \
+#define RNNFAST_EXTERN_SEQUENCE(S)                                                                          \
+  extern template void rnn_sequence_forward<S>(S*, S*, const Activations<S>*, const S*, const S*,           \
+                                               const Weights<S>&, const std::int64_t*, Nonlinearity,        \
+                                               const Dims&);                                                \
+  extern template void rnn_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,           \
+                                                const Weights<S>&, const S*, const S*, const std::int64_t*, \
+                                                const std::uint8_t*, Nonlinearity, const Dims&);            \
+  extern template void lstm_sequence_forward<S>(S*, S*, S*, const Activations<S>*, const S*, const S*,      \
+                                                const S*, const Weights<S>&, const std::int64_t*,           \
+                                                const Dims&);                                               \
+  extern template void lstm_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,          \
+                                                 const Weights<S>&, const S*, const S*, const S*,           \
+                                                 const std::int64_t*, const std::uint8_t*, const Dims&);    \
+  extern template void gru_sequence_forward<S>(S*, S*, const Activations<S>*, const S*, const S*,           \
+                                               const Weights<S>&, const std::int64_t*, const Dims&);        \
+  extern template void gru_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,           \
+                                                const Weights<S>&, const S*, const S*, const std::int64_t*, \
                                                 const std::uint8_t*, const Dims&);
 #ifndef RNNFAST_INSTANTIATING
 RNNFAST_EXTERN_SEQUENCE(float)

@@ -13,7 +13,9 @@
 namespace rnnfast {
 
 // Workspace the step functions need, in elements of S.
-constexpr Index step_workspace_size(Index B, Index G, Index H) { return 2 * B * G * H + B * H; }
+constexpr Index step_workspace_size(Index B, Index G, Index H) {
+  return 2 * B * G * H + B * H;
+}
 
 // h_prev == nullptr (and c_prev == nullptr) means the zero state.
 template <class S>

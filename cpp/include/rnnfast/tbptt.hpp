@@ -21,8 +21,8 @@
 #pragma once
 
 #include <algorithm>
-#include <new>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "rnnfast/common.hpp"
@@ -219,16 +219,16 @@ class TBPTTStream {
   Nonlinearity nl_;
   Index B_, I_, H_, G_, k1_, k2_;
   bool has_bias_;
-  Index cap_ = 0;  // steps the buffers hold (2*k2 >= k2 + k1)
-  Index n_ = 0;    // steps currently in the buffers; slot n_ of h_/c_ is the current state
-  Index pos_ = 0;  // global steps consumed
-  Mat<S> x_;       // (cap, B, I) inputs of the buffered steps
-  Mat<S> act_;     // (cap, B, G*H) activated gates
-  Mat<S> h_;       // (cap+1, B, H) states; slot k = state entering buffer step k
-  Mat<S> c_;       // (cap+1, B, H) lstm cell states
-  Mat<S> aux_;     // (cap, B, H) lstm tanh(c_t) / gru W_hn h + b_hn
+  Index cap_ = 0;                  // steps the buffers hold (2*k2 >= k2 + k1)
+  Index n_ = 0;                    // steps currently in the buffers; slot n_ of h_/c_ is the current state
+  Index pos_ = 0;                  // global steps consumed
+  Mat<S> x_;                       // (cap, B, I) inputs of the buffered steps
+  Mat<S> act_;                     // (cap, B, G*H) activated gates
+  Mat<S> h_;                       // (cap+1, B, H) states; slot k = state entering buffer step k
+  Mat<S> c_;                       // (cap+1, B, H) lstm cell states
+  Mat<S> aux_;                     // (cap, B, H) lstm tanh(c_t) / gru W_hn h + b_hn
   std::vector<std::uint8_t> cut_;  // (cap+1, B) 1 = state entering that step was reset (constant)
-  Mat<S> dh_all_;  // (k2, B, H) backward scratch
+  Mat<S> dh_all_;                  // (k2, B, H) backward scratch
   Mat<S> w_ih_, w_hh_;
   RowVec<S> b_ih_, b_hh_;
 };
@@ -274,9 +274,9 @@ void tbptt_grads(S* dw_ih, S* dw_hh, S* db_ih, S* db_hh, S* dh0, S* dc0, CellKin
 
 extern template class TBPTTStream<float>;
 extern template class TBPTTStream<double>;
-extern template void tbptt_grads<float>(float*, float*, float*, float*, float*, float*, CellKind, Nonlinearity,
-                                        const float*, const float*, const float*, const Weights<float>&,
-                                        const float*, Index, Index, const Dims&);
+extern template void tbptt_grads<float>(float*, float*, float*, float*, float*, float*, CellKind,
+                                        Nonlinearity, const float*, const float*, const float*,
+                                        const Weights<float>&, const float*, Index, Index, const Dims&);
 extern template void tbptt_grads<double>(double*, double*, double*, double*, double*, double*, CellKind,
                                          Nonlinearity, const double*, const double*, const double*,
                                          const Weights<double>&, const double*, Index, Index, const Dims&);
