@@ -317,8 +317,7 @@ def train_steps(
     A plain loop over batches; every time step runs in the compiled core.
     """
     from .losses import MSELoss
-    from .optim import clip_grad_norm_
-    from .tasks import make_optimizer
+    from .optim import clip_grad_norm_, make_optimizer
     from .tasks.adding import make_adding
 
     rng = np.random.default_rng(seed)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .._cells import CELLS as _CELL_SPECS
+from ..optim import make_optimizer  # lives in rnnfast.optim; kept here for compatibility
 from ._base import Split, Task
 from .adding import AddingTask
 from .caption import CaptionTask
@@ -80,16 +81,6 @@ def get_task(name: str) -> Task:
         return _TASKS[name]()
     except KeyError:
         raise ValueError(f"name: unknown task {name!r} (choose from {', '.join(_TASKS)})") from None
-
-
-def make_optimizer(name: str, params: Any, lr: float) -> Any:
-    """An optimizer from :mod:`rnnfast.optim` by name: ``adam``, ``adamw``, ``sgd``, ``rmsprop``."""
-    from .. import optim
-
-    table = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
-    if name not in table:
-        raise ValueError(f"optimizer: expected one of {', '.join(table)}, got {name!r}")
-    return getattr(optim, table[name])(params, lr=lr)
 
 
 @dataclass
