@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cells import CELLS, get_cell
+from .._cells import CELLS, get_cell
 
 __all__ = [
     "ReferenceCache",
