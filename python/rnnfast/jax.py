@@ -45,11 +45,8 @@ Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not defined (a cus
 
 from __future__ import annotations
 
-import inspect
 import itertools
-import os
 import threading
-import types
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache, partial
@@ -65,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without jax
 
 from . import functional as F
 from ._cells import CELLS, get_cell
+from ._jax_primitive import _make_host_primitive
 
 __all__ = [
     "CACHE_LIMIT_BYTES",
@@ -308,70 +306,6 @@ def _backward_cb(cell: str, nl: str, names: tuple[str, ...]) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def _make_host_primitive() -> Any:
-    """A primitive whose lowering hands XLA's host buffers to the callback as NumPy arrays.
-
-    ``jax.pure_callback`` (jax 0.10) first wraps every argument into a jax Array with
-    ``device_put`` and checks the results, ~0.3 ms of CPU per call measured here; this primitive
-    calls the same XLA host-callback custom call without that wrapping (~0.06 ms). It uses
-    ``jax._src.callback.emit_python_callback``, a private function: when it is missing or its
-    signature changed, None is returned and ``jax.pure_callback`` is used instead (same results;
-    ``RNNFAST_JAX_CALLBACK=pure`` forces that).
-    """
-    if os.environ.get("RNNFAST_JAX_CALLBACK", "") == "pure":
-        return None
-    try:
-        from jax._src.callback import emit_python_callback
-        from jax.extend.core import Primitive
-        from jax.interpreters import batching, mlir
-
-        params = inspect.signature(emit_python_callback).parameters
-        if not {"has_side_effect", "returns_token"} <= set(params):
-            return None
-    except (ImportError, AttributeError, TypeError, ValueError):
-        return None
-
-    prim = Primitive("rnnfast_host_call")
-    prim.multiple_results = True
-
-    def out_avals(avals: Sequence[Any], bases: tuple[int, ...], results: Any) -> list[Any]:
-        lead = np.broadcast_shapes(*(a.shape[: len(a.shape) - b] for a, b in zip(avals, bases)))
-        return [jax.core.ShapedArray(lead + shape, np.dtype(dt)) for shape, dt in results]
-
-    def impl(*args: Any, callback: Any, bases: Any, results: Any) -> list[Any]:
-        outs = callback(*(np.asarray(a) for a in args))
-        return [jnp.asarray(o) for o in outs]
-
-    def abstract_eval(*avals: Any, callback: Any, bases: Any, results: Any) -> list[Any]:
-        return out_avals(avals, bases, results)
-
-    def lowering(ctx: Any, *args: Any, callback: Any, bases: Any, results: Any) -> Any:
-        def cb(*arrs: Any) -> tuple[Any, ...]:
-            return tuple(callback(*arrs))
-
-        out, _, _ = emit_python_callback(
-            ctx, cb, None, list(args), ctx.avals_in, ctx.avals_out,
-            has_side_effect=False, returns_token=False,
-        )  # fmt: skip
-        return out
-
-    def batch_rule(args: Any, dims: Any, *, callback: Any, bases: Any, results: Any) -> Any:
-        # the callbacks take any number of leading vmapped axes (size 1 = not vmapped), as with
-        # pure_callback's vmap_method="expand_dims"
-        moved = [
-            jnp.expand_dims(a, 0) if d is None else jnp.moveaxis(a, d, 0)
-            for a, d in zip(args, dims)
-        ]
-        outs = prim.bind(*moved, callback=callback, bases=bases, results=results)
-        return outs, [0] * len(outs)
-
-    prim.def_impl(impl)
-    prim.def_abstract_eval(abstract_eval)
-    mlir.register_lowering(prim, lowering, platform="cpu", cacheable=False)
-    batching.primitive_batchers[prim] = batch_rule
-    return prim
-
-
 _HOST_PRIMITIVE = _make_host_primitive()
 #: How the kernels are called: "primitive" (XLA's host callback, direct) or "pure_callback".
 CALLBACK_KIND = "primitive" if _HOST_PRIMITIVE is not None else "pure_callback"
@@ -609,223 +543,20 @@ def lstm(
     return _out(y, batch_first), (h_n, c_n)
 
 
-# --------------------------------------------------------------------------------------------------
-# Flax linen and nnx modules (built on first access: flax is optional even with jax installed)
-# --------------------------------------------------------------------------------------------------
-
-
-def _reverse_index(t_steps: int, lengths: Any, batch: int) -> Any:
-    """(T, B) time index that reverses each sequence within its valid length (an involution)."""
-    t = jnp.arange(t_steps)[:, None]
-    if lengths is None:
-        return jnp.broadcast_to(t_steps - 1 - t, (t_steps, batch))
-    n = jnp.asarray(lengths)[None, :]
-    return jnp.where(t < n, n - 1 - t, t)
-
-
-def _run_stack(
-    cell: str,
-    nonlinearity: str,
-    get: Any,
-    x: Any,
-    hx: Any,
-    lengths: Any,
-    hidden_size: int,
-    num_layers: int,
-    bidirectional: bool,
-    bias: bool,
-    batch_first: bool,
-) -> tuple[Any, Any]:
-    """A stack of layers and directions on rnnfast.jax's functions, ``get(name, shape)`` giving the
-    parameter of that PyTorch name (shared by the linen and nnx modules)."""
-    H, L, D, G = hidden_size, num_layers, 2 if bidirectional else 1, _GATES[cell]
-    if x.ndim != 3:
-        raise ValueError(f"x: expected a 3-D array, got shape {x.shape}")
-    if batch_first:
-        x = jnp.swapaxes(x, 0, 1)
-    T, B, _ = x.shape
-    if cell == "lstm":
-        h0, c0 = (None, None) if hx is None else hx
-    else:
-        h0, c0 = hx, None
-    for name, st in (("hx[0]" if cell == "lstm" else "hx", h0), ("hx[1]", c0)):
-        if st is not None and st.shape != (L * D, B, H):
-            raise ValueError(f"{name}: expected shape {(L * D, B, H)}, got {st.shape}")
-    rev = _reverse_index(T, lengths, B) if D == 2 else None
-    inp = x
-    hs, cs = [], []
-    for layer in range(L):
-        ys = []
-        for d in range(D):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
-            w_ih = get(f"weight_ih{sfx}", (G * H, inp.shape[2]))
-            w_hh = get(f"weight_hh{sfx}", (G * H, H))
-            b_ih = get(f"bias_ih{sfx}", (G * H,)) if bias else None
-            b_hh = get(f"bias_hh{sfx}", (G * H,)) if bias else None
-            xin = inp if d == 0 else jnp.take_along_axis(inp, rev[:, :, None], axis=0)
-            k = layer * D + d
-            hk = None if h0 is None else h0[k]
-            if cell == "lstm":
-                ck = None if c0 is None else c0[k]
-                y, (h, c) = lstm(xin, (hk, ck), w_ih, w_hh, b_ih, b_hh, lengths=lengths)
-                cs.append(c)
-            elif cell == "gru":
-                y, h = gru(xin, hk, w_ih, w_hh, b_ih, b_hh, lengths=lengths)
-            else:
-                y, h = rnn(
-                    xin, hk, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity, lengths=lengths
-                )
-            if d == 1:
-                y = jnp.take_along_axis(y, rev[:, :, None], axis=0)
-            ys.append(y)
-            hs.append(h)
-        inp = ys[0] if D == 1 else jnp.concatenate(ys, axis=2)
-    out = jnp.swapaxes(inp, 0, 1) if batch_first else inp
-    h_n = jnp.stack(hs)
-    return out, ((h_n, jnp.stack(cs)) if cell == "lstm" else h_n)
-
-
-def _uniform_init(hidden_size: int, dtype: Any) -> Any:
-    bound = 1.0 / np.sqrt(hidden_size)  # PyTorch's init: U(-1/sqrt(H), 1/sqrt(H))
-
-    def init(key: Any, shape: tuple[int, ...], dtype: Any = dtype) -> Any:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-_DOC = """Flax {kind} {Cell} stack on rnnfast's kernels, with PyTorch's ``nn.{Cell}`` conventions{extra}.
-
-    {args}Parameters are named as PyTorch's state_dict (``weight_ih_l0``, ``bias_hh_l1_reverse``,
-    ...) with its shapes and init U(-1/sqrt(H), 1/sqrt(H)). ``__call__(x, hx=None, lengths=None)``:
-    x (T, B, I) ((B, T, I) with batch_first), hx (num_layers * num_directions, B, H) (LSTM: a tuple
-    (h0, c0)) or None, lengths (B,) or None -> (out (T, B, D*H), h_n (L*D, B, H)) (LSTM:
-    ``(out, (h_n, c_n))``). No inter-layer dropout.
-    """
-
-
-def _build_linen() -> dict[str, Any]:
-    try:
-        import flax.linen as nn
-    except ImportError as exc:
-        raise ImportError(
-            "rnnfast.jax.GRU/LSTM/RNN are Flax modules: pip install 'rnnfast[jax]' (flax)"
-        ) from exc
-
-    class _Stack(nn.Module):
-        hidden_size: int
-        num_layers: int = 1
-        bias: bool = True
-        batch_first: bool = False
-        bidirectional: bool = False
-        nonlinearity: str = "tanh"
-        param_dtype: Any = jnp.float32
-        _cell = "rnn"
-
-        @nn.compact
-        def __call__(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Any, Any]:
-            init = _uniform_init(self.hidden_size, self.param_dtype)
-            return _run_stack(
-                self._cell, self.nonlinearity,
-                lambda name, shape: self.param(name, init, shape),
-                jnp.asarray(x, self.param_dtype), hx, lengths, self.hidden_size,
-                self.num_layers, self.bidirectional, self.bias, self.batch_first,
-            )  # fmt: skip
-
-    args = (
-        "Attributes: hidden_size, num_layers=1, bias=True, batch_first=False, bidirectional=False,"
-        "\n    {nl}param_dtype=float32 (the input size comes from x at init). "
-    )
-    out = {}
-    for cell, name in (("rnn", "RNN"), ("lstm", "LSTM"), ("gru", "GRU")):
-        nl = 'nonlinearity="tanh" | "relu", ' if cell == "rnn" else ""
-        doc = _DOC.format(kind="linen", Cell=name, extra="", args=args.format(nl=nl))
-        cls = type(name, (_Stack,), {"_cell": cell, "__doc__": doc, "__module__": __name__})
-        out[name] = cls
-    return out
-
-
-def _build_nnx() -> dict[str, Any]:
-    try:
-        from flax import nnx
-    except ImportError as exc:
-        raise ImportError(
-            "rnnfast.jax.nnx.GRU/LSTM/RNN are Flax nnx modules: pip install 'rnnfast[jax]' (flax)"
-        ) from exc
-
-    class _Stack(nnx.Module):
-        _cell = "rnn"
-
-        def __init__(
-            self,
-            input_size: int,
-            hidden_size: int,
-            num_layers: int = 1,
-            *,
-            bias: bool = True,
-            batch_first: bool = False,
-            bidirectional: bool = False,
-            nonlinearity: str = "tanh",
-            param_dtype: Any = jnp.float32,
-            rngs: Any,
-        ) -> None:
-            if nonlinearity not in ("tanh", "relu") or (
-                self._cell != "rnn" and nonlinearity != "tanh"
-            ):
-                raise ValueError(
-                    f"nonlinearity: expected 'tanh' (or 'relu' for RNN), got {nonlinearity!r}"
-                )
-            self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-            self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
-            self.nonlinearity, self.param_dtype = nonlinearity, param_dtype
-            init = _uniform_init(hidden_size, param_dtype)
-            G, D = _GATES[self._cell], 2 if bidirectional else 1
-            for layer in range(num_layers):
-                n_in = input_size if layer == 0 else D * hidden_size
-                for d in range(D):
-                    sfx = f"_l{layer}" + ("_reverse" if d else "")
-                    shapes = {
-                        "weight_ih": (G * hidden_size, n_in),
-                        "weight_hh": (G * hidden_size, hidden_size),
-                    }
-                    if bias:
-                        shapes.update(bias_ih=(G * hidden_size,), bias_hh=(G * hidden_size,))
-                    for k, shape in shapes.items():
-                        setattr(self, k + sfx, nnx.Param(init(rngs.params(), shape)))
-
-        def __call__(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Any, Any]:
-            return _run_stack(
-                self._cell, self.nonlinearity, lambda name, shape: getattr(self, name)[...],
-                jnp.asarray(x, self.param_dtype), hx, lengths, self.hidden_size,
-                self.num_layers, self.bidirectional, self.bias, self.batch_first,
-            )  # fmt: skip
-
-    args = (
-        "``{name}(input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,"
-        "\n    bidirectional=False, {nl}param_dtype=float32, rngs)``. "
-    )
-    out = {}
-    for cell, name in (("rnn", "RNN"), ("lstm", "LSTM"), ("gru", "GRU")):
-        nl = 'nonlinearity="tanh" | "relu", ' if cell == "rnn" else ""
-        doc = _DOC.format(
-            kind="nnx", Cell=name, extra="", args=args.format(name=f"nnx.{name}", nl=nl)
-        )
-        cls = type(name, (_Stack,), {"_cell": cell, "__doc__": doc, "__module__": __name__})
-        cls.__qualname__ = f"nnx.{name}"
-        out[name] = cls
-    return {"nnx": types.SimpleNamespace(**out)}
-
-
 _flax: dict[str, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
     if name in ("RNN", "LSTM", "GRU"):
         if name not in _flax:
+            from ._jax_flax import _build_linen
+
             _flax.update(_build_linen())
         return _flax[name]
     if name == "nnx":  # rnnfast.jax.nnx.GRU / LSTM / RNN
         if name not in _flax:
+            from ._jax_flax import _build_nnx
+
             _flax.update(_build_nnx())
         return _flax[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
