@@ -1,0 +1,12 @@
+"""Helpers of ``benchmarks/bench.py`` (the kernel speed grid) and ``benchmarks/bench_e2e.py``.
+
+Modules: ``common`` (grid constants, FLOP and byte formulas, inputs), ``machine`` (CPU description,
+thread control, measured sgemm and bandwidth limits), ``timing`` (alternated medians), ``impls``
+(rnnfast / PyTorch / reference runners, correctness checks, one grid row), ``children`` (the
+first-call and memory subprocesses), ``report`` (console, markdown, JSON, plots, targets).
+Nothing here imports rnnfast at import time: the first-call children time that import.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
