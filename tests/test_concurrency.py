@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import rnnfast as rf
+from helpers import GATES
 from rnnfast import functional as F
 
 __all__: list[str] = []
@@ -154,7 +155,7 @@ def test_shared_sequence_model_generate_in_threads() -> None:
 
 
 def _weights(cell: str, I: int = 8, H: int = 24) -> dict[str, np.ndarray]:  # noqa: E741
-    g = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    g = GATES[cell]
     r = np.random.default_rng(5)
     w = {
         "w_ih": r.standard_normal((g * H, I)).astype(np.float32) * 0.3,
@@ -314,7 +315,7 @@ def test_kernels_bitwise_identical_across_thread_counts(dtype: Any) -> None:
 def test_backward_does_not_depend_on_output_buffer_alignment(cell: str, dtype: Any) -> None:
     """The same backward on the same cache, repeated while the allocator's state shifts (so the
     output arrays land at different alignments), must give bitwise identical gradients."""
-    g = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    g = GATES[cell]
     r = np.random.default_rng(0)
     T, B, I, H = 10, 8, 3, 12  # noqa: E741
     x = r.standard_normal((T, B, I)).astype(dtype)

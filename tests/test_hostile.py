@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import rnnfast as rf
+from helpers import CELL_NAMES, GATES
 from rnnfast import functional as F
 from rnnfast import reference as R
 
@@ -33,8 +34,7 @@ __all__: list[str] = []
 
 ACCEPTED = (ValueError, TypeError, MemoryError)
 T, B, I, H = 4, 3, 5, 6  # noqa: E741 - the dimension names of the API
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-CELLS = ("rnn", "lstm", "gru")
+CELLS = tuple(CELL_NAMES)  # the registered cells
 
 
 def expect_error(fn: Callable[[], Any], *names: str, types: tuple[type, ...] = ACCEPTED) -> str:

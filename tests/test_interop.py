@@ -20,11 +20,12 @@ import pytest
 
 from helpers import assert_close
 from rnnfast import interop
+from rnnfast._cells import CELLS
 
 __all__: list[str] = []
 
-KINDS = ("SimpleRNN", "LSTM", "GRU")
-GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
+KINDS = tuple(c.keras_name for c in CELLS)  # ("SimpleRNN", "LSTM", "GRU")
+GATES = {c.keras_name: c.gates for c in CELLS}
 RTOL = {np.float64: 1e-12, np.float32: 2e-6}
 
 

@@ -23,13 +23,12 @@ jax = pytest.importorskip("jax", reason="rnnfast.jax tests need jax")
 import jax.numpy as jnp  # noqa: E402
 
 import rnnfast.jax as rj  # noqa: E402
-from helpers import assert_close  # noqa: E402
+from helpers import GATES, assert_close  # noqa: E402
 
 __all__: list[str] = []
 
 RTOL = {"float32": 2e-5, "float64": 1e-10}
 CELLS = (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"))
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 T, B, I, H = 5, 3, 4, 6
 LENGTHS = np.array([5, 2, 0])
 

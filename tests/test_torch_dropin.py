@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers import assert_close
+from helpers import GATES, assert_close
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -487,7 +487,7 @@ def _op_args(
 ) -> tuple[Any, Any, tuple[Any, ...]]:
     """(forward op, backward op, forward args) with float64 tensors that require grad."""
     kind, extra = _split(cell)
-    G = {"gru": 3, "lstm": 4, "rnn": 1}[kind]
+    G = GATES[kind]
     g = torch.Generator().manual_seed(0)
 
     def r(*shape: int) -> Any:

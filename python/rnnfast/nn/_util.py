@@ -7,6 +7,8 @@ from typing import Any, NamedTuple, Union
 
 import numpy as np
 
+from .._cells import CELLS
+
 __all__ = ["Array", "State", "INIT_PRESETS", "MODES", "IncompatibleKeys"]
 
 Array = np.ndarray
@@ -17,7 +19,7 @@ INIT_PRESETS = ("torch", "orthogonal", "identity")
 #: SequenceModel modes.
 MODES = ("many_to_many", "many_to_one", "one_to_many", "one_to_one")
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the registry
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 

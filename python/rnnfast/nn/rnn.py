@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from .._cells import CellSpec, get_cell
 from . import backend as _backend_mod
 from ._cellops import _cell_backward, _cell_forward, _gather_time, _init_layer, _reverse_index
 from ._util import (
-    _GATES,
     INIT_PRESETS,
     Array,
     State,
@@ -55,7 +55,13 @@ class RNNBase(_StreamingMethods, _FlatParams):
 
     __module__ = _PUBLIC_MODULE
     _cell = "rnn"
+    #: the registry entry of ``_cell`` (set again for every subclass from its own ``_cell``)
+    _spec: CellSpec = get_cell("rnn")
     _pending = ("_cache",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._spec = get_cell(cls._cell)
 
     def __init__(
         self,
@@ -76,7 +82,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         self.num_layers = _check_int("num_layers", num_layers, 1)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-        if self._cell != "rnn" and nonlinearity != "tanh":
+        if nonlinearity not in self._spec.nonlinearities:
             raise ValueError(
                 f"nonlinearity: only RNN takes a nonlinearity, got {nonlinearity!r} for "
                 f"{type(self).__name__}"
@@ -114,7 +120,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         init_rng = np.random.default_rng(init_seq)
         #: RNG of the inter-layer dropout masks (seeded from ``seed``; saved in training checkpoints).
         self.rng = np.random.default_rng(drop_seq)
-        gh = _GATES[self._cell] * self.hidden_size
+        gh = self._spec.gate_size(self.hidden_size)
         n_out = self.num_directions * self.hidden_size  # input size of layers >= 1
         n_in_total = self.input_size + (self.num_layers - 1) * n_out
         # per direction: w_ih of every layer, plus w_hh and both biases of every layer
@@ -182,7 +188,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
             "hidden_size": self.hidden_size,
             "num_layers": self.num_layers,
         }
-        if self._cell == "rnn":
+        if len(self._spec.nonlinearities) > 1:  # the cell takes a choice (RNN: tanh or relu)
             cfg["nonlinearity"] = self.nonlinearity
         cfg.update(
             bias=self.bias,
@@ -244,7 +250,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         shape = (n, batch, self.hidden_size)
         if hx is None:
             return [None] * n
-        if self._cell == "lstm":
+        if self._spec.has_cell_state:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(
                     f"hx: expected a tuple (h0, c0) of arrays {shape} for LSTM, got "
@@ -266,13 +272,13 @@ class RNNBase(_StreamingMethods, _FlatParams):
         return [h0[i] for i in range(n)]
 
     def _join_states(self, states: list[State]) -> State:
-        if self._cell == "lstm":
+        if self._spec.has_cell_state:
             return (np.stack([s[0] for s in states]), np.stack([s[1] for s in states]))  # type: ignore[index]
         return np.stack(states)  # type: ignore[arg-type]
 
     def _zero_state(self, batch: int) -> State:
         z = np.zeros((batch, self.hidden_size), dtype=self.dtype)
-        return (z, z.copy()) if self._cell == "lstm" else z
+        return (z, z.copy()) if self._spec.has_cell_state else z
 
     # --- forward / backward -------------------------------------------------------------------------
     def __call__(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Array, State]:
@@ -447,7 +453,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
     def _split_grad_state(self, grad_state: Any, batch: int) -> list[State | None]:
         if grad_state is None:
             return [None] * (self.num_layers * self.num_directions)
-        if self._cell == "lstm":
+        if self._spec.has_cell_state:
             if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
                 raise TypeError(
                     "grad_state: expected a tuple (dh_n, dc_n) for LSTM, got "
@@ -500,7 +506,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
                     dxd = _gather_time(dxd, rev_idx)
                     dha = _gather_time(dha, rev_idx)
                 dh_alls[layer * D + d] = dha
-                if self._cell == "lstm":
+                if self._spec.has_cell_state:
                     dhx[layer * D + d] = (
                         np.asarray(g["h0"], dtype=self.dtype),
                         np.asarray(g["c0"], dtype=self.dtype),
@@ -546,7 +552,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
             if x.ndim != 2 or x.shape[1] != self.input_size:
                 raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {x.shape}")
         shape = (L, x.shape[0], H)
-        if self._cell == "lstm":
+        if self._spec.has_cell_state:
             h0 = c0 = None
             if state is not None:
                 if not (

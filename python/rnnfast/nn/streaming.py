@@ -402,7 +402,9 @@ def import_session(module: Any, d: Mapping[str, Any]) -> None:
     batch, k1, k2 = int(d["batch"]), int(d["k1"]), int(d["k2"])
 
     def unpack(v: Any) -> Any:  # LSTM (h, c) may come back stacked as one (2, ..., B, H) array
-        return (v[0], v[1]) if module._cell == "lstm" and not isinstance(v, (tuple, list)) else v
+        return (
+            (v[0], v[1]) if module._spec.has_cell_state and not isinstance(v, (tuple, list)) else v
+        )
 
     lengths = d.get("lengths")
     n_chunks = int(d.get("n_chunks", 0))
@@ -414,7 +416,7 @@ def import_session(module: Any, d: Mapping[str, Any]) -> None:
         first = [unpack(d[f"c0_state{layer}"]) for layer in range(module.num_layers)]
         hx0 = (
             (np.stack([s[0] for s in first]), np.stack([s[1] for s in first]))
-            if module._cell == "lstm"
+            if module._spec.has_cell_state
             else np.stack(first)
         )
         module.stream_begin(batch, k1, k2, hx=hx0, lengths=lengths)

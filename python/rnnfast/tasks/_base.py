@@ -22,9 +22,30 @@ from typing import Any
 
 import numpy as np
 
+from .._cells import CELL_NAMES
 from ..training.data import Split  # the data container of fit, re-exported here
 
-__all__ = ["Split", "Task", "check_fraction", "check_seed", "random_split", "task_config"]
+__all__ = [
+    "Split",
+    "Task",
+    "check_cell",
+    "check_fraction",
+    "check_seed",
+    "random_split",
+    "task_config",
+]
+
+
+def check_cell(cell: Any, task: str) -> Any:
+    """Validate that ``cell`` is a registered cell name (``rnn``, ``lstm``, ``gru``) and return it.
+
+    ``task`` names the task in the error (``"cell: the <task> task takes rnn, lstm or gru, ..."``).
+    """
+    names = tuple(CELL_NAMES)
+    if cell not in names:
+        choices = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise ValueError(f"cell: the {task} task takes {choices}, got {cell!r}")
+    return cell
 
 
 def check_seed(seed: Any) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_positive_int, check_seed, task_config
+from ._base import Split, Task, check_cell, check_positive_int, check_seed, task_config
 from ._text import pad_ids
 
 __all__ = [
@@ -258,8 +258,7 @@ class DatesTask(Task):
         """A :class:`rnnfast.seq2seq.Seq2Seq` (cell, hidden, layers, embedding_dim, attention)."""
         from ..seq2seq import Seq2Seq
 
-        if cfg["cell"] not in ("rnn", "lstm", "gru"):
-            raise ValueError(f"cell: the dates task takes rnn, lstm or gru, got {cfg['cell']!r}")
+        check_cell(cfg["cell"], "dates")
         if cfg.get("bptt"):
             raise ValueError("bptt: the dates task trains whole sequences (teacher forcing)")
         if str(cfg["optimizer"]) != "adam":

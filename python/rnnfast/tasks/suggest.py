@@ -31,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Split, Task, check_fraction, check_positive_int, check_seed, task_config
+from ._base import (
+    Split,
+    Task,
+    check_cell,
+    check_fraction,
+    check_positive_int,
+    check_seed,
+    task_config,
+)
 from ._text import lm_splits, token_stream
 
 __all__ = ["SuggestTask", "TOP_K", "UNK", "load_corpus", "suggest_words", "tokenize"]
@@ -136,8 +144,7 @@ class SuggestTask(Task):
         stacked layers (only with ``layers`` >= 2)."""
         from ..modules import build_model
 
-        if cfg["cell"] not in ("rnn", "lstm", "gru"):
-            raise ValueError(f"cell: the suggest task takes rnn, lstm or gru, got {cfg['cell']!r}")
+        check_cell(cfg["cell"], "suggest")
         v = len(train.info["vocab"])
         dim = int(cfg.get("embedding_dim") or self.default_config["embedding_dim"])
         return build_model(
