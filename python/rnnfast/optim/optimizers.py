@@ -157,6 +157,50 @@ class Optimizer:
         for k, v in checked.items():
             setattr(self, k, v)
 
+    # -- per-parameter state with a step count (Adam, RMSprop) ------------------------------------
+    #: state arrays every parameter has from its first step (besides ``step``)
+    _base_buffers: tuple[str, ...] = ()
+
+    def _optional_buffers(self) -> tuple[str, ...]:
+        """State arrays the current hyperparameters need besides ``_base_buffers`` (e.g. AMSGrad's
+        ``max_exp_avg_sq``); added to an existing state when a hyperparameter turns them on."""
+        return ()
+
+    def _complete_state(self, name: str, st: dict[str, Any]) -> None:
+        for key in self._optional_buffers():
+            if key not in st:
+                st[key] = self._state_array(name, key)
+
+    def _new_state(self, name: str) -> dict[str, Any]:
+        st: dict[str, Any] = {"step": 0}
+        for key in self._base_buffers:
+            st[key] = self._state_array(name, key)
+        self._complete_state(name, st)
+        return st
+
+    def _advance(self, name: str) -> dict[str, Any]:
+        """Parameter ``name``'s state (made or completed as needed) with its step counted."""
+        st = self.state.get(name)
+        if st is None:
+            st = self.state[name] = self._new_state(name)
+        else:
+            self._complete_state(name, st)
+        st["step"] += 1
+        return st
+
+    def _advance_flat(self) -> int:
+        """:meth:`_advance` for every parameter at once (their states alike); the new step."""
+        if not self.state:
+            for name in self.params:
+                self.state[name] = self._new_state(name)
+        elif any(k not in next(iter(self.state.values())) for k in self._optional_buffers()):
+            for name, st in self.state.items():
+                self._complete_state(name, st)
+        step = 0
+        for st in self.state.values():
+            step = st["step"] = st["step"] + 1
+        return step
+
     # -- subclass hooks -------------------------------------------------------------------------
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
         """Update parameter ``name`` (array ``p``) with gradient ``g`` (one kernel call)."""
@@ -439,15 +483,10 @@ class Adam(Optimizer):
     #: weight decay added to the gradient (Adam) or multiplying the parameter (AdamW)
     _decoupled_weight_decay = False
 
-    def _new_state(self, name: str) -> dict[str, Any]:
-        st: dict[str, Any] = {
-            "step": 0,
-            "exp_avg": self._state_array(name, "exp_avg"),
-            "exp_avg_sq": self._state_array(name, "exp_avg_sq"),
-        }
-        if self.amsgrad:
-            st["max_exp_avg_sq"] = self._state_array(name, "max_exp_avg_sq")
-        return st
+    _base_buffers = ("exp_avg", "exp_avg_sq")
+
+    def _optional_buffers(self) -> tuple[str, ...]:
+        return ("max_exp_avg_sq",) if self.amsgrad else ()
 
     def _adam(
         self,
@@ -488,25 +527,12 @@ class Adam(Optimizer):
         )
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
-        st = self.state.get(name)
-        if st is None:
-            st = self.state[name] = self._new_state(name)
-        elif self.amsgrad and "max_exp_avg_sq" not in st:
-            st["max_exp_avg_sq"] = self._state_array(name, "max_exp_avg_sq")
-        st["step"] += 1
+        st = self._advance(name)
         self._adam(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"), st["step"])
 
     def _update_flat(self, g: np.ndarray) -> None:
         assert self._flat is not None
-        if not self.state:
-            for name in self.params:
-                self.state[name] = self._new_state(name)
-        elif self.amsgrad and "max_exp_avg_sq" not in next(iter(self.state.values())):
-            for name, st in self.state.items():
-                st["max_exp_avg_sq"] = self._state_array(name, "max_exp_avg_sq")
-        step = 0
-        for st in self.state.values():
-            step = st["step"] = st["step"] + 1
+        step = self._advance_flat()
         fs = self._flat_state
         vmax = fs["max_exp_avg_sq"] if self.amsgrad else None
         self._adam(self._flat, g, fs["exp_avg"], fs["exp_avg_sq"], vmax, step)
@@ -589,11 +615,12 @@ class RMSprop(Optimizer):
             maximize=maximize,
         )
 
-    def _complete_state(self, name: str, st: dict[str, Any]) -> None:
-        if self.centered and "grad_avg" not in st:
-            st["grad_avg"] = self._state_array(name, "grad_avg")
-        if self.momentum > 0 and "momentum_buffer" not in st:
-            st["momentum_buffer"] = self._state_array(name, "momentum_buffer")
+    _base_buffers = ("square_avg",)
+
+    def _optional_buffers(self) -> tuple[str, ...]:
+        return (("grad_avg",) if self.centered else ()) + (
+            ("momentum_buffer",) if self.momentum > 0 else ()
+        )
 
     def _rmsprop(
         self,
@@ -619,26 +646,12 @@ class RMSprop(Optimizer):
         )
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
-        st = self.state.get(name)
-        if st is None:
-            st = self.state[name] = {"step": 0, "square_avg": self._state_array(name, "square_avg")}
-        self._complete_state(name, st)
-        st["step"] += 1
+        st = self._advance(name)
         self._rmsprop(p, g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"))
 
     def _update_flat(self, g: np.ndarray) -> None:
         assert self._flat is not None
-        if not self.state:
-            for name in self.params:
-                self.state[name] = {"step": 0, "square_avg": self._state_array(name, "square_avg")}
-        first = next(iter(self.state.values()))
-        if (self.centered and "grad_avg" not in first) or (
-            self.momentum > 0 and "momentum_buffer" not in first
-        ):
-            for name, st in self.state.items():
-                self._complete_state(name, st)
-        for st in self.state.values():
-            st["step"] += 1
+        self._advance_flat()
         fs = self._flat_state
         self._rmsprop(
             self._flat, g, fs["square_avg"], fs.get("grad_avg"), fs.get("momentum_buffer")
