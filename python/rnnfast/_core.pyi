@@ -242,3 +242,44 @@ def step_plan(
 ) -> StepPlanFloat32 | StepPlanFloat64:
     """Per layer (w_ih (G*H, I or H), w_hh (G*H, H), b_ih, b_hh (G*H,) | None), C-contiguous,
     dtype 'float32' or 'float64'."""
+
+# ---- minGRU / minLSTM log-space scan kernels (register_scan.cpp; wrapped by rnnfast.minimal) ----
+class _ScanCacheBase:
+    """Activations a minGRU/minLSTM training forward keeps for its backward (opaque)."""
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def cell(self) -> str: ...
+
+class ScanCacheFloat32(_ScanCacheBase): ...
+class ScanCacheFloat64(_ScanCacheBase): ...
+
+def mingru_forward(
+    x: _F, h0: _F | None, w_ih: _F, b_ih: _F | None, training: bool, chunk: int = 0
+) -> tuple[_F, _F, ScanCacheFloat32 | ScanCacheFloat64 | None]:
+    """x (T, B, I); h0 (B, H) >= 0 or None; w_ih (2H, I) = [W_z; W_h]; b_ih (2H,) or None;
+    chunk 0 = automatic. Returns y (T, B, H), h_n (B, H), cache (None unless training)."""
+
+def minlstm_forward(
+    x: _F, h0: _F | None, w_ih: _F, b_ih: _F | None, training: bool, chunk: int = 0
+) -> tuple[_F, _F, ScanCacheFloat32 | ScanCacheFloat64 | None]:
+    """As mingru_forward with w_ih (3H, I) = [W_f; W_i; W_h], b_ih (3H,) or None."""
+
+def minimal_backward(
+    cell: str,
+    cache: ScanCacheFloat32 | ScanCacheFloat64,
+    x: _F,
+    w_ih: _F,
+    b_ih: _F | None,
+    dy: _F | None,
+    dh_n: _F | None,
+    need_dx: bool = True,
+    chunk: int = 0,
+) -> dict[str, _F | None]:
+    """cell 'mingru' or 'minlstm'; x and the weights must be the forward's. Returns "x" (or None
+    when need_dx is False), "h0", "w_ih", "b_ih" (None without bias), "dh_all" (T, B, H)."""
+
+def scan_chunk_length(T: int, B: int, H: int) -> int:
+    """The chunk length the scan kernels use for chunk=0."""

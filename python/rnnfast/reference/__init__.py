@@ -632,3 +632,20 @@ def tbptt_grads(
             }
         )
     return updates
+
+# minGRU / minLSTM (issue 14): the sequential float64 oracle in reference/minimal.py
+from .minimal import (  # noqa: E402
+    MinimalReferenceCache,
+    mingru_backward,
+    mingru_forward,
+    minlstm_backward,
+    minlstm_forward,
+)
+
+__all__ += [
+    "MinimalReferenceCache",
+    "mingru_backward",
+    "mingru_forward",
+    "minlstm_backward",
+    "minlstm_forward",
+]
