@@ -27,6 +27,8 @@ constexpr Index kMinChunk = 64;   // shortest automatic chunk (the fix-up pass c
 
 // ------------------------------------------------------------------------------------------------
 // Element math on V: a packet of floats (Eigen's packet functions), or a scalar (double: libm).
+// The float packets take log(1 + e) for log1p(e), e in [0, 1]: its absolute error (~1 ulp of 1)
+// is below the rounding of the log-state it is added to, and it saves log1p's division.
 
 namespace em {
 namespace ei = Eigen::internal;
@@ -76,30 +78,37 @@ inline V exp(const V& a) {
   else
     return ei::pexp(a);
 }
-// max(a, b) + log1p(exp(-|a - b|)) = log(e^a + e^b); a may be -inf (a zero state), b is finite
+// max(a, 0) (NaN propagates through the terms it is added to)
+template <class V>
+inline V pos(const V& a) {
+  if constexpr (is_scalar<V>)
+    return a > V(0) ? a : V(0);
+  else
+    return ei::pmax(a, ei::pset1<V>(0));
+}
+// log(1 + e^-|d|)
+template <class V>
+inline V log1p_exp_neg_abs(const V& d) {
+  if constexpr (is_scalar<V>) {
+    return std::log1p(std::exp(-std::abs(d)));
+  } else {
+    return ei::plog(ei::padd(ei::pset1<V>(1), ei::pexp(ei::pnegate(ei::pabs(d)))));
+  }
+}
+// log(e^a + e^b) = max(a, b) + log(1 + e^-|a - b|); a may be -inf (a zero state), b is finite
 template <class V>
 inline V logaddexp(const V& a, const V& b) {
   if constexpr (is_scalar<V>) {
     const V m = a > b ? a : b;
-    return m + std::log1p(std::exp(-std::abs(a - b)));
+    return m + log1p_exp_neg_abs(a - b);
   } else {
-    const V m = ei::pmax(a, b);
-    return ei::padd(m, ei::generic_plog1p(ei::pexp(ei::pnegate(ei::pabs(ei::psub(a, b))))));
+    return ei::padd(ei::pmax(a, b), log1p_exp_neg_abs(ei::psub(a, b)));
   }
 }
-// softplus(a) = log(1 + e^a) = max(a, 0) + log1p(e^-|a|); -softplus(-a) = log sigmoid(a)
+// softplus(a) = log(1 + e^a) = max(a, 0) + log(1 + e^-|a|); -softplus(-a) = log sigmoid(a)
 template <class V>
 inline V softplus(const V& a) {
-  if constexpr (is_scalar<V>) {
-    return (a > V(0) ? a : V(0)) + std::log1p(std::exp(-std::abs(a)));
-  } else {
-    const V zero = ei::pset1<V>(0);
-    return ei::padd(ei::pmax(a, zero), ei::generic_plog1p(ei::pexp(ei::pnegate(ei::pabs(a)))));
-  }
-}
-template <class V>
-inline V sigmoid(const V& a) {
-  return vec::sigmoid(a);  // scalars: the exact rnnfast::sigmoid; float packets: Eigen's exp
+  return add(pos(a), log1p_exp_neg_abs(a));
 }
 // u >= 0 ? a : b (NaN u takes b)
 template <class V>
@@ -109,23 +118,45 @@ inline V select_nonneg(const V& u, const V& a, const V& b) {
   else
     return ei::pselect(ei::pcmp_le(ei::pset1<V>(0), u), a, b);
 }
-// log g(u) = log(u + 1/2) (u >= 0), log sigmoid(u) = -softplus(-u) (u < 0)
+// The logistic function of k both ways from one exp: sigmoid(k), sigmoid(-k) = 1 - sigmoid(k),
+// and softplus(-k) = -log sigmoid(k).
+template <class V>
+struct Logistic {
+  V sig, sig_neg, softplus_neg;
+};
+template <class V>
+inline Logistic<V> logistic(const V& k) {
+  if constexpr (is_scalar<V>) {
+    const V e = std::exp(-std::abs(k));  // in (0, 1]: no overflow
+    const V r = V(1) / (V(1) + e);
+    return {k >= V(0) ? r : e * r, k >= V(0) ? e * r : r, pos(-k) + std::log1p(e)};
+  } else {
+    const V one = ei::pset1<V>(1);
+    const V e = ei::pexp(ei::pnegate(ei::pabs(k)));
+    const V r = ei::pdiv(one, ei::padd(one, e));
+    const V er = ei::pmul(e, r);
+    return {select_nonneg(k, r, er), select_nonneg(k, er, r),
+            ei::padd(pos(ei::pnegate(k)), ei::plog(ei::padd(one, e)))};
+  }
+}
+// log g(u) = log(u + 1/2) (u >= 0), log sigmoid(u) = u - log(1 + e^u) (u < 0): one exp, one log
 template <class V>
 inline V log_g(const V& u) {
   if constexpr (is_scalar<V>) {
-    return u >= V(0) ? std::log(u + V(0.5)) : -softplus(-u);
+    return u >= V(0) ? std::log(u + V(0.5)) : u - std::log1p(std::exp(u));
   } else {
-    const V half = ei::pset1<V>(0.5f);
-    return select_nonneg(u, ei::plog(ei::padd(u, half)), ei::pnegate(softplus(ei::pnegate(u))));
+    const V zero = ei::pset1<V>(0), one = ei::pset1<V>(1);
+    const V e = ei::pexp(ei::pmin(u, zero));
+    const V l = ei::plog(select_nonneg(u, ei::padd(u, ei::pset1<V>(0.5f)), ei::padd(one, e)));
+    return select_nonneg(u, l, ei::psub(u, l));
   }
 }
 // g(u) and g'(u): u + 1/2 and 1 (u >= 0); s = sigmoid(u) and s (1 - s) (u < 0)
 template <class V>
 inline void g_and_dg(const V& u, V& g, V& dg) {
-  const V s = sigmoid(u);
-  const V one = set<V>(1);
-  g = select_nonneg(u, add(u, set<V>(0.5)), s);
-  dg = select_nonneg(u, one, mul(s, sub(one, s)));
+  const Logistic<V> s = logistic(u);
+  g = select_nonneg(u, add(u, set<V>(0.5)), s.sig);
+  dg = select_nonneg(u, set<V>(1), mul(s.sig, s.sig_neg));
 }
 
 }  // namespace em
@@ -180,14 +211,12 @@ template <MinCell C, class V>
 inline void log_coeffs(const V& p0, const V& p1, const V& p2, V& la, V& lb) {
   using namespace em;
   if constexpr (C == MinCell::gru) {
-    la = neg(softplus(p0));                  // log(1 - z) = log sigmoid(-k)
-    lb = sub(log_g(p1), softplus(neg(p0)));  // log z + log g(u)
+    la = neg(softplus(p0));            // log(1 - z) = log sigmoid(-k) = -softplus(k)
+    lb = add(log_g(p1), add(p0, la));  // log z + log g(u), log z = -softplus(-k) = k - softplus(k)
   } else {
-    const V lf = neg(softplus(neg(p0)));  // log f
-    const V li = neg(softplus(neg(p1)));  // log i
-    const V s = sub(lf, li);              // f / (f + i) = sigmoid(log f - log i)
-    la = neg(softplus(neg(s)));           // log f' = log sigmoid(s)
-    lb = sub(log_g(p2), softplus(s));     // log i' + log g(u), log i' = log sigmoid(-s)
+    const V s = sub(softplus(neg(p1)), softplus(neg(p0)));  // log f - log i: f' = f / (f + i) = sigmoid(s)
+    la = neg(softplus(neg(s)));                             // log f' = log sigmoid(s)
+    lb = add(log_g(p2), sub(la, s));  // log i' + log g(u), log i' = log sigmoid(-s) = log f' - s
   }
 }
 
@@ -196,9 +225,9 @@ template <MinCell C, class V>
 inline V coeff_a(const V& p0, const V& p1) {
   using namespace em;
   if constexpr (C == MinCell::gru) {
-    return sigmoid(neg(p0));  // 1 - z
+    return logistic(p0).sig_neg;  // 1 - z
   } else {
-    return sigmoid(sub(softplus(neg(p1)), softplus(neg(p0))));  // sigmoid(log f - log i)
+    return logistic(sub(softplus(neg(p1)), softplus(neg(p0)))).sig;  // sigmoid(log f - log i)
   }
 }
 
@@ -207,7 +236,8 @@ template <MinCell C, class V>
 inline V gate_grads(const V& p0, const V& p1, const V& p2, const V& d, const V& hp, V& d0, V& d1, V& d2) {
   using namespace em;
   if constexpr (C == MinCell::gru) {
-    const V z = sigmoid(p0), a = sigmoid(neg(p0));  // a = 1 - z
+    const Logistic<V> zk = logistic(p0);
+    const V z = zk.sig, a = zk.sig_neg;  // a = 1 - z
     V g, dg;
     g_and_dg(p1, g, dg);
     // h_t = a h_{t-1} + z g(u), da/dk = -z a, dz/dk = z a:
@@ -216,14 +246,15 @@ inline V gate_grads(const V& p0, const V& p1, const V& p2, const V& d, const V& 
     d2 = set<V>(0);
     return a;
   } else {
-    const V s = sub(softplus(neg(p1)), softplus(neg(p0)));  // log f - log i
-    const V fp = sigmoid(s), ip = sigmoid(neg(s));          // f' = f/(f+i), i' = 1 - f'
+    const Logistic<V> f = logistic(p0), i = logistic(p1);
+    const Logistic<V> fi = logistic(sub(i.softplus_neg, f.softplus_neg));  // of s = log f - log i
+    const V fp = fi.sig, ip = fi.sig_neg;                                  // f' = f/(f+i), i' = 1 - f'
     V g, dg;
     g_and_dg(p2, g, dg);
     // h_t = f' h_{t-1} + i' g(u), df'/ds = f' i' = -di'/ds:
     const V ds = mul(mul(d, mul(fp, ip)), sub(hp, g));  // dL/ds = dL/dh_t f' i' (h_{t-1} - g(u))
-    d0 = mul(ds, sigmoid(neg(p0)));                     // dL/dk_f = dL/ds (1 - f)  (ds/dk_f = 1 - f)
-    d1 = neg(mul(ds, sigmoid(neg(p1))));                // dL/dk_i = -dL/ds (1 - i)
+    d0 = mul(ds, f.sig_neg);                            // dL/dk_f = dL/ds (1 - f)  (ds/dk_f = 1 - f)
+    d1 = neg(mul(ds, i.sig_neg));                       // dL/dk_i = -dL/ds (1 - i)
     d2 = mul(d, mul(ip, dg));                           // dL/du = dL/dh_t i' g'(u)
     return fp;
   }
