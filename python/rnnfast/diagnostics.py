@@ -514,54 +514,14 @@ def gradcheck(
     lengths = np.array([t_steps, max(t_steps - 2, 1), 1][:batch] + [t_steps] * max(0, batch - 3))
     for cell, nl in _GC_CELLS:
         spec = get_cell(cell)
-        g = spec.gates
         rng = np.random.default_rng(seed)
-        base = {
-            "x": rng.standard_normal((t_steps, batch, n_in)),
-            "h0": rng.uniform(-0.5, 0.5, (batch, hidden)),
-            "c0": rng.uniform(-0.5, 0.5, (batch, hidden)) if spec.has_cell_state else None,
-            "w_ih": rng.uniform(-0.5, 0.5, (g * hidden, n_in)),
-            "w_hh": rng.uniform(-0.5, 0.5, (g * hidden, hidden)),
-            "b_ih": rng.uniform(-0.5, 0.5, g * hidden),
-            "b_hh": rng.uniform(-0.5, 0.5, g * hidden),
-        }
-        seeds = {
-            "dy": rng.standard_normal((t_steps, batch, hidden)),
-            "dh_n": rng.standard_normal((batch, hidden)),
-            "dc_n": rng.standard_normal((batch, hidden)) if spec.has_cell_state else None,
-        }
+        base, seeds = _gc_inputs(spec, rng, t_steps, batch, n_in, hidden)
         keys = [k for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh") if base[k] is not None]
 
         # reference (float64) and its finite differences
         ref_out, ref_cache = _gc_call(R, cell, nl, base, lengths)
         ref_grad = _gc_backward(R, cell, ref_cache, seeds)
-
-        def objective(
-            arrs: Mapping[str, Any], cell: str = cell, nl: str = nl, seeds: dict[str, Any] = seeds
-        ) -> float:
-            outs, _ = _gc_call(R, cell, nl, arrs, lengths)
-            total = float(np.sum(outs[0] * seeds["dy"]) + np.sum(outs[1] * seeds["dh_n"]))
-            if len(outs) == 3:  # a cell with a cell state: + <c_n, dc_n>
-                total += float(np.sum(outs[2] * seeds["dc_n"]))
-            return total
-
-        fd: dict[str, np.ndarray] = {}
-        eps = 1e-6
-        for k in keys:
-            arr = base[k].copy()
-            grad = np.zeros_like(arr)
-            flat, gflat = arr.reshape(-1), grad.reshape(-1)
-            pert = dict(base)
-            pert[k] = arr
-            for i in range(flat.size):
-                old = flat[i]
-                flat[i] = old + eps
-                f_plus = objective(pert)
-                flat[i] = old - eps
-                f_minus = objective(pert)
-                flat[i] = old
-                gflat[i] = (f_plus - f_minus) / (2 * eps)  # central difference, O(eps^2) error
-            fd[k] = grad
+        fd = _gc_finite_differences(R, cell, nl, base, seeds, keys, lengths)
         ref_fd = max(_rel_err(ref_grad[k], fd[k]) for k in keys)
 
         for dtype in ("float32", "float64"):
@@ -573,27 +533,7 @@ def gradcheck(
             fwd_err = max(_rel_err(o, r) for o, r in zip(outs, ref_out))
             grad_err = max(_rel_err(grads[k], ref_grad[k]) for k in keys + ["dh_all"])
             fd_err = max(_rel_err(grads[k], fd[k]) for k in keys)
-            params = {k: arrs[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
-            state0: Any = (arrs["h0"], arrs["c0"]) if spec.has_cell_state else arrs["h0"]
-            kw = {"nonlinearity": nl}
-            tb = F.tbptt_grads(cell, arrs["x"], state0, params, sd["dy"], 2, 3, **kw)
-            tb_ref = R.tbptt_grads(
-                cell,
-                base["x"],
-                (base["h0"], base["c0"]) if spec.has_cell_state else base["h0"],
-                {k: base[k] for k in params},
-                seeds["dy"],
-                2,
-                3,
-                **kw,
-            )
-            tb_err = 0.0
-            if len(tb) != len(tb_ref):
-                tb_err = float("inf")
-            else:
-                for a, b in zip(tb, tb_ref):
-                    for k in params:
-                        tb_err = max(tb_err, _rel_err(a[k], b[k]))
+            tb_err = _gc_tbptt_err(F, R, spec, nl, arrs, sd["dy"], base, seeds["dy"])
             tol = TOLERANCES[dtype]
             ok = (
                 fwd_err <= tol["cpp_ref"]
@@ -616,3 +556,102 @@ def gradcheck(
                 }
             )
     return rows, bool(all_ok)
+
+
+def _gc_inputs(
+    spec: Any, rng: np.random.Generator, t_steps: int, batch: int, n_in: int, hidden: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """float64 inputs (x (T, B, I), h0 [, c0] (B, H), weights (G*H, I | H), biases (G*H,)) and the
+    loss seeds (dy (T, B, H), dh_n [, dc_n] (B, H)) of one cell, drawn from ``rng`` in this order."""
+    g = spec.gates
+    base = {
+        "x": rng.standard_normal((t_steps, batch, n_in)),
+        "h0": rng.uniform(-0.5, 0.5, (batch, hidden)),
+        "c0": rng.uniform(-0.5, 0.5, (batch, hidden)) if spec.has_cell_state else None,
+        "w_ih": rng.uniform(-0.5, 0.5, (g * hidden, n_in)),
+        "w_hh": rng.uniform(-0.5, 0.5, (g * hidden, hidden)),
+        "b_ih": rng.uniform(-0.5, 0.5, g * hidden),
+        "b_hh": rng.uniform(-0.5, 0.5, g * hidden),
+    }
+    seeds = {
+        "dy": rng.standard_normal((t_steps, batch, hidden)),
+        "dh_n": rng.standard_normal((batch, hidden)),
+        "dc_n": rng.standard_normal((batch, hidden)) if spec.has_cell_state else None,
+    }
+    return base, seeds
+
+
+def _gc_finite_differences(
+    ref: Any,
+    cell: str,
+    nl: str,
+    base: Mapping[str, Any],
+    seeds: Mapping[str, Any],
+    keys: list[str],
+    lengths: Any,
+) -> dict[str, np.ndarray]:
+    """Central differences (eps = 1e-6) of the reference's L = <y, dy> + <h_n, dh_n> (+ <c_n,
+    dc_n>) with respect to every array of ``keys``, in float64."""
+
+    def objective(arrs: Mapping[str, Any]) -> float:
+        outs, _ = _gc_call(ref, cell, nl, arrs, lengths)
+        total = float(np.sum(outs[0] * seeds["dy"]) + np.sum(outs[1] * seeds["dh_n"]))
+        if len(outs) == 3:  # a cell with a cell state: + <c_n, dc_n>
+            total += float(np.sum(outs[2] * seeds["dc_n"]))
+        return total
+
+    fd: dict[str, np.ndarray] = {}
+    eps = 1e-6
+    for k in keys:
+        arr = base[k].copy()
+        grad = np.zeros_like(arr)
+        flat, gflat = arr.reshape(-1), grad.reshape(-1)
+        pert = dict(base)
+        pert[k] = arr
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            f_plus = objective(pert)
+            flat[i] = old - eps
+            f_minus = objective(pert)
+            flat[i] = old
+            gflat[i] = (f_plus - f_minus) / (2 * eps)  # central difference, O(eps^2) error
+        fd[k] = grad
+    return fd
+
+
+def _gc_tbptt_err(
+    fn: Any,
+    ref: Any,
+    spec: Any,
+    nl: str,
+    arrs: Mapping[str, Any],
+    dy: Any,
+    base: Mapping[str, Any],
+    base_dy: Any,
+) -> float:
+    """Max relative error of the kernels' ``tbptt_grads`` (k1=2, k2=3) on ``arrs`` / ``dy`` against
+    the reference's on the float64 ``base`` / ``base_dy`` (inf when the update counts differ)."""
+    cell = spec.name
+    names = ("w_ih", "w_hh", "b_ih", "b_hh")
+    params = {k: arrs[k] for k in names}
+    state0: Any = (arrs["h0"], arrs["c0"]) if spec.has_cell_state else arrs["h0"]
+    kw = {"nonlinearity": nl}
+    tb = fn.tbptt_grads(cell, arrs["x"], state0, params, dy, 2, 3, **kw)
+    tb_ref = ref.tbptt_grads(
+        cell,
+        base["x"],
+        (base["h0"], base["c0"]) if spec.has_cell_state else base["h0"],
+        {k: base[k] for k in names},
+        base_dy,
+        2,
+        3,
+        **kw,
+    )
+    if len(tb) != len(tb_ref):
+        return float("inf")
+    tb_err = 0.0
+    for a, b in zip(tb, tb_ref):
+        for k in names:
+            tb_err = max(tb_err, _rel_err(a[k], b[k]))
+    return tb_err

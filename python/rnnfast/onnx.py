@@ -210,20 +210,7 @@ def to_model_proto(
 ) -> Any:
     """The ``onnx.ModelProto`` that :func:`export` writes (same arguments, without ``path``)."""
     onnx = _require_onnx()
-    from .modules import Linear, RNNBase, SequenceModel
-
-    if isinstance(model, SequenceModel):
-        rnn, head, emb, mode = model.rnn, model.head, model.embedding, model.mode
-    elif isinstance(model, RNNBase):
-        rnn, head, emb, mode = model, None, None, "many_to_many"
-    else:
-        raise TypeError(
-            f"model: expected an rnnfast SequenceModel, RNN, LSTM or GRU, got "
-            f"{type(model).__name__} (encoder-decoder models such as Seq2Seq decode step by step "
-            "and are not exported)"
-        )
-    if head is not None and not isinstance(head, Linear):  # pragma: no cover - SequenceModel checks
-        raise TypeError(f"model.head: expected an rnnfast Linear, got {type(head).__name__}")
+    rnn, head, emb, mode = _unpack_model(model)
     for name, flag in (("lengths", lengths), ("initial_state", initial_state)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name}: expected a bool, got {type(flag).__name__}")
@@ -231,15 +218,7 @@ def to_model_proto(
         raise ValueError(f"opset: expected an int >= 14, got {opset!r}")
     if mode == "one_to_one":
         lengths = False  # one step: nothing to be ragged
-    if dtype is None:
-        dtype = rnn.dtype
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype: expected float32, float64 or None, got {dtype!r}") from exc
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype: expected float32, float64 or None, got {dtype}")
-    g = _Graph(onnx, dtype)
+    g = _Graph(onnx, _export_dtype(rnn, dtype))
     helper, TP = onnx.helper, onnx.TensorProto
     H, D, L = rnn.hidden_size, rnn.num_directions, rnn.num_layers
     bf = rnn.batch_first
@@ -260,7 +239,7 @@ def to_model_proto(
     if initial_state:
         inputs.append(helper.make_tensor_value_info("h0", g.elem, [L * D, "B", H]))
         h0 = "h0"
-        if rnn._cell == "lstm":
+        if rnn._spec.has_cell_state:
             inputs.append(helper.make_tensor_value_info("c0", g.elem, [L * D, "B", H]))
             c0 = "c0"
 
@@ -275,33 +254,7 @@ def to_model_proto(
 
     y, hs, cs = _rnn_stack(g, rnn, x, len_name, h0, c0, "rnn." if head is not None else "")
 
-    # ---- head
-    if head is None:
-        out = g.one("Transpose", [y], perm=[1, 0, 2]) if bf else y
-        out_shape: list[Any] = ["B", "T", D * H] if bf else ["T", "B", D * H]
-    else:
-        hp = head.parameters()
-        b = g.weight("head.bias", hp["bias"]) if head.bias else None
-        n_out = head.out_features
-        if mode in ("many_to_one", "one_to_one"):
-            if mode == "many_to_one":  # top layer's final states (D, B, H) -> (B, D*H)
-                ht = g.one("Transpose", [hs[-1]], perm=[1, 0, 2])
-                feat = g.one("Reshape", [ht, g.const("shape", [0, -1], np.int64)])
-            else:  # the single step's output (1, B, D*H) -> (B, D*H)
-                feat = g.one("Squeeze", [y, g.const("axes", [0], np.int64)])
-            w = g.weight("head.weight", hp["weight"])
-            gemm_in = [feat, w] + ([b] if b is not None else [])
-            out = g.one("Gemm", gemm_in, transB=1)
-            out_shape = ["B", n_out]
-        else:
-            wt = g.weight("head.weight_t", np.ascontiguousarray(hp["weight"].T))  # (D*H, O)
-            out = g.one("MatMul", [y, wt])
-            if b is not None:
-                out = g.one("Add", [out, b])
-            if bf:
-                out = g.one("Transpose", [out], perm=[1, 0, 2])
-            out_shape = ["B", "T", n_out] if bf else ["T", "B", n_out]
-
+    out, out_shape = _head_output(g, head, y, hs, mode, bf, D * H)
     g.rename(out, "output")
     outputs = [helper.make_tensor_value_info("output", g.elem, out_shape)]
     g.rename(g.one("Concat", hs, axis=0) if L > 1 else hs[0], "h_n")
@@ -325,6 +278,70 @@ def to_model_proto(
     proto.ir_version = min(proto.ir_version, 8)  # readable by onnxruntime >= 1.12
     onnx.checker.check_model(proto)
     return proto
+
+
+def _unpack_model(model: Any) -> tuple[Any, Any, Any, str]:
+    """(recurrent stack, head or None, embedding or None, mode) of an exportable model."""
+    from .modules import Linear, RNNBase, SequenceModel
+
+    if isinstance(model, SequenceModel):
+        rnn, head, emb, mode = model.rnn, model.head, model.embedding, model.mode
+    elif isinstance(model, RNNBase):
+        rnn, head, emb, mode = model, None, None, "many_to_many"
+    else:
+        raise TypeError(
+            f"model: expected an rnnfast SequenceModel, RNN, LSTM or GRU, got "
+            f"{type(model).__name__} (encoder-decoder models such as Seq2Seq decode step by step "
+            "and are not exported)"
+        )
+    if head is not None and not isinstance(head, Linear):  # pragma: no cover - SequenceModel checks
+        raise TypeError(f"model.head: expected an rnnfast Linear, got {type(head).__name__}")
+    return rnn, head, emb, mode
+
+
+def _export_dtype(rnn: Any, dtype: Any) -> np.dtype:
+    """The graph's float dtype: ``dtype`` (float32 or float64), or the model's when None."""
+    if dtype is None:
+        dtype = rnn.dtype
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype: expected float32, float64 or None, got {dtype!r}") from exc
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype: expected float32, float64 or None, got {dtype}")
+    return dtype
+
+
+def _head_output(
+    g: _Graph, head: Any, y: str, hs: list[str], mode: str, bf: bool, features: int
+) -> tuple[str, list[Any]]:
+    """The output node and its shape: the stack's output y (T, B, D*H) (``features`` = D*H), or
+    the head applied to it (many-to-many, one-to-many) or to the final states hs (many-to-one)."""
+    if head is None:
+        out = g.one("Transpose", [y], perm=[1, 0, 2]) if bf else y
+        return out, (["B", "T", features] if bf else ["T", "B", features])
+    hp = head.parameters()
+    b = g.weight("head.bias", hp["bias"]) if head.bias else None
+    n_out = head.out_features
+    if mode in ("many_to_one", "one_to_one"):
+        if mode == "many_to_one":  # top layer's final states (D, B, H) -> (B, D*H)
+            ht = g.one("Transpose", [hs[-1]], perm=[1, 0, 2])
+            feat = g.one("Reshape", [ht, g.const("shape", [0, -1], np.int64)])
+        else:  # the single step's output (1, B, D*H) -> (B, D*H)
+            feat = g.one("Squeeze", [y, g.const("axes", [0], np.int64)])
+        w = g.weight("head.weight", hp["weight"])
+        gemm_in = [feat, w] + ([b] if b is not None else [])
+        out = g.one("Gemm", gemm_in, transB=1)
+        out_shape = ["B", n_out]
+    else:
+        wt = g.weight("head.weight_t", np.ascontiguousarray(hp["weight"].T))  # (D*H, O)
+        out = g.one("MatMul", [y, wt])
+        if b is not None:
+            out = g.one("Add", [out, b])
+        if bf:
+            out = g.one("Transpose", [out], perm=[1, 0, 2])
+        out_shape = ["B", "T", n_out] if bf else ["T", "B", n_out]
+    return out, out_shape
 
 
 def export(
