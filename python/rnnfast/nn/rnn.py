@@ -626,6 +626,36 @@ class RNN(RNNBase):
     _cell = "rnn"
 
 
+def _tanh_only_init(
+    self: RNNBase,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bias: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    bidirectional: bool = False,
+    dtype: Any = np.float32,
+    seed: int | None = None,
+    init: str = "torch",
+) -> None:
+    """The constructor of LSTM and GRU: RNNBase's arguments without ``nonlinearity`` (tanh)."""
+    RNNBase.__init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers,
+        "tanh",
+        bias,
+        batch_first,
+        dropout,
+        bidirectional,
+        dtype,
+        seed,
+        init,
+    )
+
+
 class LSTM(RNNBase):
     """LSTM stack (gates i, f, g, o): ``c_t = f*c_{t-1} + i*g``, ``h_t = o*tanh(c_t)``.
 
@@ -635,33 +665,7 @@ class LSTM(RNNBase):
 
     __module__ = _PUBLIC_MODULE
     _cell = "lstm"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        dtype: Any = np.float32,
-        seed: int | None = None,
-        init: str = "torch",
-    ) -> None:
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            "tanh",
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            dtype,
-            seed,
-            init,
-        )
+    __init__ = _tanh_only_init
 
 
 class GRU(RNNBase):
@@ -672,30 +676,4 @@ class GRU(RNNBase):
 
     __module__ = _PUBLIC_MODULE
     _cell = "gru"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        dtype: Any = np.float32,
-        seed: int | None = None,
-        init: str = "torch",
-    ) -> None:
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            "tanh",
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            dtype,
-            seed,
-            init,
-        )
+    __init__ = _tanh_only_init
