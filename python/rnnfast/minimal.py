@@ -9,7 +9,9 @@ The form is the paper's log-space ("stable") one, the only form provided (a deli
 log-space accumulation cannot overflow or underflow over long sequences, and it needs every state
 positive, which g below guarantees):
 
-* g(u) = u + 1/2 for u >= 0, sigmoid(u) for u < 0;
+* g(u) = u + 1/2 for u >= 0, sigmoid(u) for u < 0 (continuous, but g' jumps from 1/4 to 1 at
+  u = 0: the gradient takes g'(0) = 1, and a float32 pre-activation that rounding moves across 0
+  gets the other side's derivative);
 * minGRU, ``w_ih`` (2H, I) = [W_z; W_h], ``b_ih`` (2H,): z = sigmoid(W_z x + b_z),
   h~ = g(W_h x + b_h), h_t = (1 - z_t) * h_{t-1} + z_t * h~_t;
 * minLSTM, ``w_ih`` (3H, I) = [W_f; W_i; W_h], ``b_ih`` (3H,): f = sigmoid(.), i = sigmoid(.),

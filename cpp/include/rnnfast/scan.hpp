@@ -7,6 +7,7 @@
 // The cells, in the paper's log-space form (the only form here), with pre-activations from one
 // input projection P = x W_ih^T + b_ih of all T*B rows (row t*B + b):
 //   g(u)     = u + 1/2 (u >= 0), sigmoid(u) (u < 0)      (positive, so h_t > 0 and log h_t exists)
+//              g is continuous, not differentiable at 0: the backward takes g'(0) = 1
 //   mingru:  P = [k | u];       z = sigmoid(k);  a_t = 1 - z;  b_t = z g(u)
 //   minlstm: P = [k_f | k_i | u]; f = sigmoid(k_f), i = sigmoid(k_i);
 //            a_t = f / (f + i);  b_t = i / (f + i) * g(u)

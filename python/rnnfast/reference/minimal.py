@@ -10,7 +10,8 @@ The cells are the paper's log-space ("stable") versions, evaluated here in linea
 function; the kernels accumulate it in log space). Pre-activations P = x W_ih^T + b_ih, gate blocks
 in the rows of ``w_ih``:
 
-* g(u) = u + 1/2 for u >= 0, sigmoid(u) for u < 0 (positive, so every state is positive);
+* g(u) = u + 1/2 for u >= 0, sigmoid(u) for u < 0 (positive, so every state is positive;
+  continuous, not differentiable at 0: g'(0) = 1 is used, as in the kernels);
 * minGRU, w_ih (2H, I) = [W_z; W_h]: z = sigmoid(k), h~ = g(u),
   h_t = (1 - z_t) * h_{t-1} + z_t * h~_t;
 * minLSTM, w_ih (3H, I) = [W_f; W_i; W_h]: f = sigmoid(k_f), i = sigmoid(k_i), h~ = g(u),
