@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "rnnfast/registry.hpp"
 #include "rnnfast/step.hpp"
 
 namespace py = pybind11;
-using rnnfast::CellKind;
+using rnnfast::CellKernels;
+using rnnfast::CellOptions;
 using rnnfast::Index;
 using rnnfast::Nonlinearity;
 
@@ -55,11 +57,11 @@ S* checked(const char* name, const py::handle& obj, std::initializer_list<Index>
 
 template <class S>
 struct StepPlan {
-  CellKind cell;
-  Nonlinearity nl;
+  const CellKernels<S>* k;
+  CellOptions opt;
   Index L, I, H;
-  std::vector<py::object> keep;            // the weight arrays, kept alive with the plan
-  std::vector<std::array<const S*, 4>> w;  // per layer: w_ih, w_hh, b_ih, b_hh (biases may be nullptr)
+  std::vector<py::object> keep;        // the weight arrays, kept alive with the plan
+  std::vector<rnnfast::Weights<S>> w;  // per layer (biases may be nullptr)
 
   // x (B, I), h0 / c0 (L, B, H) or None -> (y (B, H), h_n (L, B, H), c_n (L, B, H) or None)
   py::tuple forward(const py::handle& x, const py::handle& h0, const py::handle& c0) const {
@@ -68,11 +70,11 @@ struct StepPlan {
     const Index B = py::reinterpret_borrow<py::array>(x).shape(0);
     const S* xp = checked<S>("x", x, {B, I});
     const S* hp = h0.is_none() ? nullptr : checked<S>("h0", h0, {L, B, H});
-    const bool lstm = cell == CellKind::lstm;
-    const S* cp = (!lstm || c0.is_none()) ? nullptr : checked<S>("c0", c0, {L, B, H});
+    const bool has_c = k->info.has_c;
+    const S* cp = (!has_c || c0.is_none()) ? nullptr : checked<S>("c0", c0, {L, B, H});
     py::array_t<S> y({B, H});
     py::array_t<S> h_n({L, B, H});
-    py::array_t<S> c_n(lstm ? std::vector<py::ssize_t>{L, B, H} : std::vector<py::ssize_t>{0});
+    py::array_t<S> c_n(has_c ? std::vector<py::ssize_t>{L, B, H} : std::vector<py::ssize_t>{0});
     S* yp = y.mutable_data();
     S* hnp = h_n.mutable_data();
     S* cnp = c_n.mutable_data();
@@ -80,62 +82,57 @@ struct StepPlan {
       // Safe without the GIL: x, h0, c0 are held by the caller's frame and only read; the weights
       // are held by this plan; the outputs are new; the workspace is per thread.
       py::gil_scoped_release nogil;
-      const Index G = rnnfast::gates_of(cell);
       thread_local std::vector<S> work;
-      const std::size_t need = static_cast<std::size_t>(rnnfast::step_workspace_size(B, G, H));
+      const std::size_t need = static_cast<std::size_t>(rnnfast::step_workspace_size(B, k->info.gates, H));
       if (work.size() < need) work.resize(need);
       const Index BH = B * H;
       for (Index l = 0; l < L; ++l) {
         const S* in = l == 0 ? xp : hnp + (l - 1) * BH;
         const Index n_in = l == 0 ? I : H;
-        const auto& wl = w[static_cast<std::size_t>(l)];
         const S* hprev = hp ? hp + l * BH : nullptr;
-        switch (cell) {
-          case CellKind::rnn:
-            rnnfast::rnn_step_forward<S>(hnp + l * BH, work.data(), in, hprev, wl[0], wl[1], wl[2], wl[3], nl,
-                                         B, n_in, H);
-            break;
-          case CellKind::lstm:
-            rnnfast::lstm_step_forward<S>(hnp + l * BH, cnp + l * BH, work.data(), in, hprev,
-                                          cp ? cp + l * BH : nullptr, wl[0], wl[1], wl[2], wl[3], B, n_in, H);
-            break;
-          case CellKind::gru:
-            rnnfast::gru_step_forward<S>(hnp + l * BH, work.data(), in, hprev, wl[0], wl[1], wl[2], wl[3], B,
-                                         n_in, H);
-            break;
-        }
+        k->step(hnp + l * BH, has_c ? cnp + l * BH : nullptr, work.data(), in, hprev,
+                cp ? cp + l * BH : nullptr, w[static_cast<std::size_t>(l)], opt, B, n_in, H);
       }
       std::copy(hnp + (L - 1) * BH, hnp + L * BH, yp);
     }
-    if (lstm) return py::make_tuple(y, h_n, c_n);
+    if (has_c) return py::make_tuple(y, h_n, c_n);
     return py::make_tuple(y, h_n, py::none());
   }
 };
 
 template <class S>
-py::object make_plan(CellKind cell, Nonlinearity nl, Index I, Index H, const py::list& layers) {
+py::object make_plan(const CellKernels<S>& k, CellOptions opt, Index I, Index H, const py::list& layers) {
   auto plan = std::make_unique<StepPlan<S>>();
-  plan->cell = cell;
-  plan->nl = nl;
+  plan->k = &k;
+  plan->opt = opt;
   plan->I = I;
   plan->H = H;
   plan->L = static_cast<Index>(layers.size());
   if (plan->L < 1) throw py::value_error("layers: expected at least one layer");
-  const Index GH = rnnfast::gates_of(cell) * H;
+  const Index GH = k.info.gates * H;
+  const std::size_t n_arrays = 4 + static_cast<std::size_t>(k.info.n_extra);
   for (Index l = 0; l < plan->L; ++l) {
     py::tuple t = layers[static_cast<std::size_t>(l)].cast<py::tuple>();
-    if (t.size() != 4) throw py::value_error("layers: expected (w_ih, w_hh, b_ih, b_hh) per layer");
+    if (t.size() != n_arrays)
+      throw py::value_error(
+          "layers: expected (w_ih, w_hh, b_ih, b_hh" + std::string(k.info.n_extra ? ", extra..." : "") +
+          ") per layer: " + std::to_string(n_arrays) + " arrays, got " + std::to_string(t.size()));
     const Index n_in = l == 0 ? I : H;
-    std::array<const S*, 4> p{};
-    p[0] = checked<S>("w_ih", t[0], {GH, n_in});
-    p[1] = checked<S>("w_hh", t[1], {GH, H});
+    rnnfast::Weights<S> p{};
+    p.w_ih = checked<S>("w_ih", t[0], {GH, n_in});
+    p.w_hh = checked<S>("w_hh", t[1], {GH, H});
     if (t[2].is_none() != t[3].is_none())
       throw py::value_error("b_ih, b_hh: expected both arrays or both None, got one of each");
     if (!t[2].is_none()) {
-      p[2] = checked<S>("b_ih", t[2], {GH});
-      p[3] = checked<S>("b_hh", t[3], {GH});
+      p.b_ih = checked<S>("b_ih", t[2], {GH});
+      p.b_hh = checked<S>("b_hh", t[3], {GH});
     }
-    for (int k = 0; k < 4; ++k) plan->keep.push_back(t[static_cast<std::size_t>(k)]);
+    for (int e = 0; e < k.info.n_extra; ++e) {
+      const auto& spec = k.info.extra[static_cast<std::size_t>(e)];
+      p.extra[static_cast<std::size_t>(e)] =
+          checked<S>(spec.name, t[4 + static_cast<std::size_t>(e)], {spec.per_unit * H});
+    }
+    for (std::size_t a = 0; a < n_arrays; ++a) plan->keep.push_back(t[a]);
     plan->w.push_back(p);
   }
   return py::cast(std::move(plan));
@@ -158,25 +155,21 @@ void register_step(py::module_& m) {
       "step_plan",
       [](const std::string& cell, const std::string& nonlinearity, const std::string& dtype, Index input_size,
          Index hidden_size, const py::list& layers) {
-        CellKind c;
-        if (cell == "rnn")
-          c = CellKind::rnn;
-        else if (cell == "lstm")
-          c = CellKind::lstm;
-        else if (cell == "gru")
-          c = CellKind::gru;
-        else
-          throw py::value_error("cell: expected one of 'rnn', 'lstm', 'gru', got '" + cell + "'");
         if (nonlinearity != "tanh" && nonlinearity != "relu")
           throw py::value_error("nonlinearity: expected 'tanh' or 'relu', got '" + nonlinearity + "'");
-        const Nonlinearity nl = nonlinearity == "tanh" ? Nonlinearity::tanh : Nonlinearity::relu;
+        const CellOptions opt{nonlinearity == "tanh" ? Nonlinearity::tanh : Nonlinearity::relu};
+        const CellKernels<float>* kf = rnnfast::find_cell<float>(cell);
+        if (!kf)
+          throw py::value_error("cell: expected one of " + rnnfast::registered_names() + ", got '" + cell +
+                                "'");
         if (input_size < 1 || hidden_size < 1)
           throw py::value_error("input_size, hidden_size: expected >= 1");
-        if (dtype == "float32") return make_plan<float>(c, nl, input_size, hidden_size, layers);
-        if (dtype == "float64") return make_plan<double>(c, nl, input_size, hidden_size, layers);
+        if (dtype == "float32") return make_plan<float>(*kf, opt, input_size, hidden_size, layers);
+        if (dtype == "float64")
+          return make_plan<double>(*rnnfast::find_cell<double>(cell), opt, input_size, hidden_size, layers);
         throw py::type_error("dtype: expected 'float32' or 'float64', got '" + dtype + "'");
       },
       py::arg("cell"), py::arg("nonlinearity"), py::arg("dtype"), py::arg("input_size"),
       py::arg("hidden_size"), py::arg("layers"),
-      "A StepPlan over a unidirectional stack: layers = [(w_ih, w_hh, b_ih, b_hh), ...].");
+      "A StepPlan over a unidirectional stack: layers = [(w_ih, w_hh, b_ih, b_hh, *extra), ...].");
 }

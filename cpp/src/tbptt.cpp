@@ -5,11 +5,11 @@ namespace rnnfast {
 
 template class TBPTTStream<float>;
 template class TBPTTStream<double>;
-template void tbptt_grads<float>(float*, float*, float*, float*, float*, float*, CellKind, Nonlinearity,
+template void tbptt_grads<float>(const StreamGrads<float>&, const CellKernels<float>&, const CellOptions&,
                                  const float*, const float*, const float*, const Weights<float>&,
                                  const float*, Index, Index, const Dims&);
-template void tbptt_grads<double>(double*, double*, double*, double*, double*, double*, CellKind,
-                                  Nonlinearity, const double*, const double*, const double*,
-                                  const Weights<double>&, const double*, Index, Index, const Dims&);
+template void tbptt_grads<double>(const StreamGrads<double>&, const CellKernels<double>&, const CellOptions&,
+                                  const double*, const double*, const double*, const Weights<double>&,
+                                  const double*, Index, Index, const Dims&);
 
 }  // namespace rnnfast

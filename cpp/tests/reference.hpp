@@ -14,13 +14,27 @@
 #include <vector>
 
 #include "rnnfast/common.hpp"
+#include "rnnfast/registry.hpp"
 
 namespace rnnfast_test {
 
-using rnnfast::CellKind;
 using rnnfast::Index;
 using rnnfast::Nonlinearity;
 using Vec = std::vector<double>;
+
+// The cells these tests know (their reference math below is written per cell, independently of the
+// kernels' cell traits); the kernels are found by name in the registry, like the bindings do.
+enum class CellKind { rnn, lstm, gru };
+constexpr Index gates_of(CellKind cell) {
+  return cell == CellKind::rnn ? 1 : (cell == CellKind::lstm ? 4 : 3);
+}
+inline const char* cell_name(CellKind c) {
+  return c == CellKind::rnn ? "rnn" : (c == CellKind::lstm ? "lstm" : "gru");
+}
+template <class S>
+const rnnfast::CellKernels<S>& kernels(CellKind c) {
+  return *rnnfast::find_cell<S>(cell_name(c));
+}
 
 inline Vec random_vec(std::size_t n, std::mt19937_64& rng, double scale = 0.5) {
   std::uniform_real_distribution<double> u(-scale, scale);
@@ -41,7 +55,7 @@ struct Params {
   Index I = 0, H = 0;
   bool bias = true;
   Vec w_ih, w_hh, b_ih, b_hh;  // (G*H, I), (G*H, H), (G*H), (G*H)
-  Index G() const { return rnnfast::gates_of(cell); }
+  Index G() const { return gates_of(cell); }
 };
 
 inline Params random_params(CellKind cell, Index I, Index H, bool bias, std::mt19937_64& rng) {
@@ -178,10 +192,6 @@ template <class S>
     }
   }
   return ::testing::AssertionSuccess();
-}
-
-inline const char* cell_name(CellKind c) {
-  return c == CellKind::rnn ? "rnn" : (c == CellKind::lstm ? "lstm" : "gru");
 }
 
 }  // namespace rnnfast_test

@@ -53,8 +53,8 @@ struct KernelRun {
 
   Dims dims() const { return Dims{T, B, p.I, p.H}; }
   Weights<S> weights() const {
-    return Weights<S>{w_ih.data(), w_hh.data(), p.bias ? b_ih.data() : nullptr,
-                      p.bias ? b_hh.data() : nullptr};
+    return Weights<S>{
+        w_ih.data(), w_hh.data(), p.bias ? b_ih.data() : nullptr, p.bias ? b_hh.data() : nullptr, {}};
   }
   const std::int64_t* len() const { return lengths.empty() ? nullptr : lengths.data(); }
   Activations<S> view() {
@@ -64,7 +64,7 @@ struct KernelRun {
 
   void forward(bool training) {
     const Dims d = dims();
-    const auto sz = rnnfast::cache_sizes(p.cell, d);
+    const auto sz = rnnfast::cache_sizes(kernels<S>(p.cell).info, d);
     const auto n = static_cast<std::size_t>(T * B * p.H), bh = static_cast<std::size_t>(B * p.H);
     y.assign(n, S(-7));  // poison: every element must be written
     h_n.assign(bh, S(-7));
@@ -81,18 +81,8 @@ struct KernelRun {
     }
     const S* h0p = h0.empty() ? nullptr : h0.data();
     const S* c0p = c0.empty() ? nullptr : c0.data();
-    switch (p.cell) {
-      case CellKind::rnn:
-        rnnfast::rnn_sequence_forward<S>(y.data(), h_n.data(), ap, x.data(), h0p, weights(), len(), p.nl, d);
-        break;
-      case CellKind::lstm:
-        rnnfast::lstm_sequence_forward<S>(y.data(), h_n.data(), c_n.data(), ap, x.data(), h0p, c0p, weights(),
-                                          len(), d);
-        break;
-      case CellKind::gru:
-        rnnfast::gru_sequence_forward<S>(y.data(), h_n.data(), ap, x.data(), h0p, weights(), len(), d);
-        break;
-    }
+    kernels<S>(p.cell).forward(y.data(), h_n.data(), c_n.data(), ap, x.data(), h0p, c0p, weights(), len(),
+                               rnnfast::CellOptions{p.nl}, d);
   }
 
   // offset > 0 places every output that many elements past the start of its buffer (misaligned).
@@ -119,21 +109,13 @@ struct KernelRun {
                dw_hh.data() + offset,
                p.bias ? db_ih.data() + offset : nullptr,
                p.bias ? db_hh.data() + offset : nullptr,
-               dh_all.data() + offset};
+               dh_all.data() + offset,
+               {}};
     const S* dyp = dy.empty() ? nullptr : dy.data();
     const S* dhp = dhn.empty() ? nullptr : dhn.data();
     const S* dcp = dcn.empty() ? nullptr : dcn.data();
-    switch (p.cell) {
-      case CellKind::rnn:
-        rnnfast::rnn_sequence_backward<S>(g, view(), x.data(), weights(), dyp, dhp, len(), nullptr, p.nl, d);
-        break;
-      case CellKind::lstm:
-        rnnfast::lstm_sequence_backward<S>(g, view(), x.data(), weights(), dyp, dhp, dcp, len(), nullptr, d);
-        break;
-      case CellKind::gru:
-        rnnfast::gru_sequence_backward<S>(g, view(), x.data(), weights(), dyp, dhp, len(), nullptr, d);
-        break;
-    }
+    kernels<S>(p.cell).backward(g, view(), x.data(), weights(), dyp, dhp, dcp, len(), nullptr,
+                                rnnfast::CellOptions{p.nl}, d);
     for (auto* v : {&dx, &dh0, &dc0, &dw_ih, &dw_hh, &db_ih, &db_hh, &dh_all})
       v->erase(v->begin(), v->begin() + static_cast<std::ptrdiff_t>(offset));
   }
@@ -476,8 +458,9 @@ TEST(EdgeTestRnn, InitialStateMayAliasCacheSlot) {
   std::copy(h0.begin(), h0.end(), r.h.begin());
   std::copy(c0.begin(), c0.end(), r.c.begin());
   auto a = r.view();
-  rnnfast::lstm_sequence_forward<double>(r.y.data(), r.h_n.data(), r.c_n.data(), &a, r.x.data(), r.h.data(),
-                                         r.c.data(), r.weights(), nullptr, r.dims());
+  kernels<double>(CellKind::lstm)
+      .forward(r.y.data(), r.h_n.data(), r.c_n.data(), &a, r.x.data(), r.h.data(), r.c.data(), r.weights(),
+               nullptr, rnnfast::CellOptions{}, r.dims());
   EXPECT_TRUE(bitwise_equal("y", r.y, want.y));
   EXPECT_TRUE(bitwise_equal("h_n", r.h_n, want.h_n));
 }

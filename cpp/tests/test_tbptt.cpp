@@ -32,7 +32,7 @@ struct Seq {
 // Whole-sequence forward (training) in double on the kernels.
 Seq forward(const Params& p, Index T, Index B, const double* x, const double* h0, const double* c0) {
   const Dims d{T, B, p.I, p.H};
-  const auto sz = rnnfast::cache_sizes(p.cell, d);
+  const auto sz = rnnfast::cache_sizes(kernels<double>(p.cell).info, d);
   Seq s;
   s.y.resize(static_cast<std::size_t>(T * B * p.H));
   s.h_n.resize(static_cast<std::size_t>(B * p.H));
@@ -43,20 +43,10 @@ Seq forward(const Params& p, Index T, Index B, const double* x, const double* h0
   s.aux.resize(static_cast<std::size_t>(sz.aux));
   Activations<double> a{s.act.data(), s.h.data(), s.c.empty() ? nullptr : s.c.data(),
                         s.aux.empty() ? nullptr : s.aux.data()};
-  const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.bias ? p.b_ih.data() : nullptr,
-                          p.bias ? p.b_hh.data() : nullptr};
-  switch (p.cell) {
-    case CellKind::rnn:
-      rnnfast::rnn_sequence_forward<double>(s.y.data(), s.h_n.data(), &a, x, h0, w, nullptr, p.nl, d);
-      break;
-    case CellKind::lstm:
-      rnnfast::lstm_sequence_forward<double>(s.y.data(), s.h_n.data(), s.c_n.data(), &a, x, h0, c0, w,
-                                             nullptr, d);
-      break;
-    case CellKind::gru:
-      rnnfast::gru_sequence_forward<double>(s.y.data(), s.h_n.data(), &a, x, h0, w, nullptr, d);
-      break;
-  }
+  const Weights<double> w{
+      p.w_ih.data(), p.w_hh.data(), p.bias ? p.b_ih.data() : nullptr, p.bias ? p.b_hh.data() : nullptr, {}};
+  kernels<double>(p.cell).forward(s.y.data(), s.h_n.data(), s.c_n.data(), &a, x, h0, c0, w, nullptr,
+                                  rnnfast::CellOptions{p.nl}, d);
   return s;
 }
 
@@ -82,23 +72,15 @@ WGrads backward(const Params& p, Index T, Index B, const double* x, Seq& s, cons
                    g.dw_hh.data(),
                    p.bias ? g.db_ih.data() : nullptr,
                    p.bias ? g.db_hh.data() : nullptr,
-                   dh_all.data()};
+                   dh_all.data(),
+                   {}};
   Activations<double> a{s.act.data(), s.h.data(), s.c.empty() ? nullptr : s.c.data(),
                         s.aux.empty() ? nullptr : s.aux.data()};
-  const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.bias ? p.b_ih.data() : nullptr,
-                          p.bias ? p.b_hh.data() : nullptr};
+  const Weights<double> w{
+      p.w_ih.data(), p.w_hh.data(), p.bias ? p.b_ih.data() : nullptr, p.bias ? p.b_hh.data() : nullptr, {}};
   const Dims d{T, B, p.I, p.H};
-  switch (p.cell) {
-    case CellKind::rnn:
-      rnnfast::rnn_sequence_backward<double>(gg, a, x, w, dy.data(), nullptr, nullptr, nullptr, p.nl, d);
-      break;
-    case CellKind::lstm:
-      rnnfast::lstm_sequence_backward<double>(gg, a, x, w, dy.data(), nullptr, nullptr, nullptr, nullptr, d);
-      break;
-    case CellKind::gru:
-      rnnfast::gru_sequence_backward<double>(gg, a, x, w, dy.data(), nullptr, nullptr, nullptr, d);
-      break;
-  }
+  kernels<double>(p.cell).backward(gg, a, x, w, dy.data(), nullptr, nullptr, nullptr, nullptr,
+                                   rnnfast::CellOptions{p.nl}, d);
   return g;
 }
 
@@ -116,9 +98,16 @@ TEST_P(TbpttTest, EveryUpdateEqualsBackwardOverItsWindow) {
   const V x = random_vec(T * B * I, rng, 1.0), dy = random_vec(T * B * H, rng), h0 = random_vec(BH, rng);
   const V c0 = cell == CellKind::lstm ? random_vec(BH, rng) : V{};
   V dw_ih(N * GH * I), dw_hh(N * GH * H), db_ih(N * GH), db_hh(N * GH), dh0(N * BH), dc0(N * BH);
-  const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.b_ih.data(), p.b_hh.data()};
-  rnnfast::tbptt_grads<double>(dw_ih.data(), dw_hh.data(), db_ih.data(), db_hh.data(), dh0.data(),
-                               cell == CellKind::lstm ? dc0.data() : nullptr, cell, p.nl, x.data(), h0.data(),
+  const Weights<double> w{p.w_ih.data(), p.w_hh.data(), p.b_ih.data(), p.b_hh.data(), {}};
+  const rnnfast::StreamGrads<double> out{nullptr,
+                                         dh0.data(),
+                                         cell == CellKind::lstm ? dc0.data() : nullptr,
+                                         dw_ih.data(),
+                                         dw_hh.data(),
+                                         db_ih.data(),
+                                         db_hh.data(),
+                                         {}};
+  rnnfast::tbptt_grads<double>(out, kernels<double>(cell), rnnfast::CellOptions{p.nl}, x.data(), h0.data(),
                                cell == CellKind::lstm ? c0.data() : nullptr, w, dy.data(), k1, k2,
                                Dims{T, B, I, H});
   // States entering every step, from one full forward.
@@ -159,12 +148,12 @@ INSTANTIATE_TEST_SUITE_P(Windows, TbpttTest,
 
 TEST(TbpttStream, RejectsBadArguments) {
   using S = TBPTTStream<float>;
-  EXPECT_THROW(S(CellKind::rnn, Nonlinearity::tanh, 0, 1, 1, 1, 1, true), rnnfast::Error);
-  EXPECT_THROW(S(CellKind::rnn, Nonlinearity::tanh, 1, 0, 1, 1, 1, true), rnnfast::Error);
-  EXPECT_THROW(S(CellKind::rnn, Nonlinearity::tanh, 1, 1, 0, 1, 1, true), rnnfast::Error);
-  EXPECT_THROW(S(CellKind::rnn, Nonlinearity::tanh, 1, 1, 1, 0, 1, true), rnnfast::Error);
-  EXPECT_THROW(S(CellKind::rnn, Nonlinearity::tanh, 1, 1, 1, 3, 2, true), rnnfast::Error);
-  S s(CellKind::gru, Nonlinearity::tanh, 2, 3, 4, 2, 3, true);
+  EXPECT_THROW(S(kernels<float>(CellKind::rnn), rnnfast::CellOptions{}, 0, 1, 1, 1, 1, true), rnnfast::Error);
+  EXPECT_THROW(S(kernels<float>(CellKind::rnn), rnnfast::CellOptions{}, 1, 0, 1, 1, 1, true), rnnfast::Error);
+  EXPECT_THROW(S(kernels<float>(CellKind::rnn), rnnfast::CellOptions{}, 1, 1, 0, 1, 1, true), rnnfast::Error);
+  EXPECT_THROW(S(kernels<float>(CellKind::rnn), rnnfast::CellOptions{}, 1, 1, 1, 0, 1, true), rnnfast::Error);
+  EXPECT_THROW(S(kernels<float>(CellKind::rnn), rnnfast::CellOptions{}, 1, 1, 1, 3, 2, true), rnnfast::Error);
+  S s(kernels<float>(CellKind::gru), rnnfast::CellOptions{}, 2, 3, 4, 2, 3, true);
   std::vector<float> dy(3 * 2 * 4), y(3 * 2 * 4), x(3 * 2 * 3);
   rnnfast::StreamGrads<float> g{};
   EXPECT_THROW(s.backward(g, dy.data()), rnnfast::Error);  // before any forward
@@ -178,8 +167,8 @@ TEST(TbpttStream, ChunkedForwardEqualsFullForwardAndResetZeroesRows) {
   const Params p = random_params(CellKind::lstm, I, H, true, rng);
   const V x = random_vec(T * B * I, rng, 1.0);
   const Seq full = forward(p, T, B, x.data(), nullptr, nullptr);
-  TBPTTStream<double> s(CellKind::lstm, Nonlinearity::tanh, B, I, H, k1, k2, true);
-  s.set_params(p.w_ih.data(), p.w_hh.data(), p.b_ih.data(), p.b_hh.data());
+  TBPTTStream<double> s(kernels<double>(CellKind::lstm), rnnfast::CellOptions{}, B, I, H, k1, k2, true);
+  s.set_params(Weights<double>{p.w_ih.data(), p.w_hh.data(), p.b_ih.data(), p.b_hh.data(), {}});
   V y(static_cast<std::size_t>(T * B * H));
   for (Index t = 0; t < T; t += k1) {
     const Index L = std::min(k1, T - t);

@@ -36,6 +36,9 @@ class CellSpec:
         onnx_gate_order: ONNX's gate blocks in row order.
         init: the default initialisation rule (PyTorch's), for documentation; see
             :meth:`init_bound`.
+        extra_params: the cell's own parameters besides w_ih, w_hh, b_ih, b_hh, in the order
+            of its C++ traits (``Cell::extra`` in cpp/include/rnnfast/cells/<cell>.hpp):
+            (name, per_unit) pairs, each a vector of per_unit*H values.
     """
 
     name: str
@@ -49,6 +52,7 @@ class CellSpec:
     onnx_op: str
     onnx_gate_order: str
     init: str = "U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias"
+    extra_params: tuple[tuple[str, int], ...] = ()
 
     @property
     def n_states(self) -> int:
@@ -70,6 +74,7 @@ class CellSpec:
         shapes: dict[str, tuple] = {"w_ih": (gh, input_size), "w_hh": (gh, hidden)}
         if bias:
             shapes.update({"b_ih": (gh,), "b_hh": (gh,)})
+        shapes.update({name: (per_unit * hidden,) for name, per_unit in self.extra_params})
         return shapes
 
     def torch_param_shapes(

@@ -8,6 +8,7 @@ directly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,21 +54,12 @@ class SeqCacheFloat64:
 
 _Cache = SeqCacheFloat32 | SeqCacheFloat64
 
-def rnn_forward(
-    x: _F,
-    h0: _F | None,
-    w_ih: _F,
-    w_hh: _F,
-    b_ih: _F | None,
-    b_hh: _F | None,
-    lengths: npt.NDArray[np.int64] | None,
-    nonlinearity: str,
-    training: bool,
-) -> tuple[_F, _F, _Cache | None]:
-    """x (T, B, I), h0 (B, H) | None, w_ih (H, I), w_hh (H, H), b_* (H,) | None,
-    lengths (B,) int64 | None -> y (T, B, H), h_n (B, H), cache (None when training is False)."""
+def cells() -> list[dict[str, Any]]:
+    """The registered cells (cpp/include/rnnfast/cells/all.hpp): dicts with name, gates,
+    has_cell_state and extra_params ((name, per_unit), ...): a per_unit*H vector each."""
 
-def lstm_forward(
+def sequence_forward(
+    cell: str,
     x: _F,
     h0: _F | None,
     c0: _F | None,
@@ -75,22 +67,15 @@ def lstm_forward(
     w_hh: _F,
     b_ih: _F | None,
     b_hh: _F | None,
+    extra: Sequence[_F] | None,
     lengths: npt.NDArray[np.int64] | None,
+    nonlinearity: str,
     training: bool,
-) -> tuple[_F, _F, _F, _Cache | None]:
-    """Gates i, f, g, o; w_ih (4H, I), w_hh (4H, H) -> y (T, B, H), h_n, c_n (B, H), cache."""
-
-def gru_forward(
-    x: _F,
-    h0: _F | None,
-    w_ih: _F,
-    w_hh: _F,
-    b_ih: _F | None,
-    b_hh: _F | None,
-    lengths: npt.NDArray[np.int64] | None,
-    training: bool,
-) -> tuple[_F, _F, _Cache | None]:
-    """Gates r, z, n; w_ih (3H, I), w_hh (3H, H) -> y (T, B, H), h_n (B, H), cache."""
+) -> tuple[Any, ...]:
+    """Forward of a registered cell: x (T, B, I), h0 / c0 (B, H) | None (c0 only for cells with a
+    cell state), w_ih (G*H, I), w_hh (G*H, H), b_* (G*H,) | None, extra: the cell's own parameters
+    in its order, lengths (B,) int64 | None -> (y (T, B, H), h_n (B, H), c_n (B, H), cache) for
+    cells with a cell state, else (y, h_n, cache); cache is None when training is False."""
 
 def sequence_backward(
     cell: str,
@@ -104,11 +89,12 @@ def sequence_backward(
     dh_n: _F | None,
     dc_n: _F | None,
     need_dx: bool = True,
+    extra: Sequence[_F] | None = None,
 ) -> dict[str, _F | None]:
     """Full BPTT through a forward's cache (x and weights must be the forward's).
 
     Returns x (None when need_dx is False: its product is skipped), h0, (c0), w_ih, w_hh, b_ih,
-    b_hh (None without bias), dh_all (T, B, H)."""
+    b_hh (None without bias), one entry per extra parameter of the cell, dh_all (T, B, H)."""
 
 def tbptt_grads(
     cell: str,
@@ -123,6 +109,7 @@ def tbptt_grads(
     k1: int,
     k2: int,
     nonlinearity: str,
+    extra: Sequence[_F] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-update TBPTT(k1, k2) gradients: dicts with w_ih, w_hh, b_ih, b_hh, state0."""
 
@@ -143,7 +130,14 @@ class _TBPTTStreamBase:
     @property
     def window(self) -> tuple[int, int]:
         """(start, stop), global steps, half-open."""
-    def set_params(self, w_ih: _F, w_hh: _F, b_ih: _F | None, b_hh: _F | None) -> None: ...
+    def set_params(
+        self,
+        w_ih: _F,
+        w_hh: _F,
+        b_ih: _F | None,
+        b_hh: _F | None,
+        extra: Sequence[_F] | None = None,
+    ) -> None: ...
     def get_state(self) -> _F | tuple[_F, _F]: ...
     def set_state(self, h: _F | None, c: _F | None) -> None: ...
     def reset_rows(self, mask: npt.NDArray[np.uint8]) -> None: ...

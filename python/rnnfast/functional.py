@@ -348,7 +348,9 @@ def rnn_forward(
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
     a.check_forward_memory("rnn", training)
-    y, h_n, cc = core.rnn_forward(a.x, h0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, len_, nl, training)
+    y, h_n, cc = core.sequence_forward(
+        "rnn", a.x, h0_, None, a.w_ih, a.w_hh, a.b_ih, a.b_hh, None, len_, nl, training
+    )
     return y, h_n, (SequenceCache("rnn", nl, cc, a) if training else None)
 
 
@@ -405,8 +407,8 @@ def lstm_forward(
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
     a.check_forward_memory("lstm", training)
-    y, h_n, c_n, cc = core.lstm_forward(
-        a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, len_, training
+    y, h_n, c_n, cc = core.sequence_forward(
+        "lstm", a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, None, len_, "tanh", training
     )
     return y, h_n, c_n, (SequenceCache("lstm", "tanh", cc, a) if training else None)
 
@@ -458,7 +460,9 @@ def gru_forward(
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
     a.check_forward_memory("gru", training)
-    y, h_n, cc = core.gru_forward(a.x, h0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, len_, training)
+    y, h_n, cc = core.sequence_forward(
+        "gru", a.x, h0_, None, a.w_ih, a.w_hh, a.b_ih, a.b_hh, None, len_, "tanh", training
+    )
     return y, h_n, (SequenceCache("gru", "tanh", cc, a) if training else None)
 
 

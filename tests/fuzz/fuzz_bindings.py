@@ -185,21 +185,20 @@ def calls(draw: Any) -> dict[str, Any]:
 def call_forward(c: dict[str, Any]) -> Any:
     a, cell, nl = c["args"], c["cell"], c["nonlinearity"]
     if c["raw"]:  # the compiled module directly: its own checks must hold
-        if cell == "rnn":
-            return core.rnn_forward(
-                a["x"],
-                a["h0"],
-                a["w_ih"],
-                a["w_hh"],
-                a["b_ih"],
-                a["b_hh"],
-                c["lengths"],
-                nl,
-                c["training"],
-            )
-        fn = core.lstm_forward if cell == "lstm" else core.gru_forward
-        pre = (a["x"], a["h0"], a["c0"]) if cell == "lstm" else (a["x"], a["h0"])
-        return fn(*pre, a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], c["lengths"], c["training"])
+        return core.sequence_forward(
+            cell,
+            a["x"],
+            a["h0"],
+            a["c0"] if cell == "lstm" else None,
+            a["w_ih"],
+            a["w_hh"],
+            a["b_ih"],
+            a["b_hh"],
+            None,
+            c["lengths"],
+            nl,
+            c["training"],
+        )
     kw = {"lengths": c["lengths"], "training": c["training"]}
     if cell == "rnn":
         return F.rnn_forward(

@@ -33,14 +33,7 @@ using RowVecMap = Eigen::Map<RowVec<S>>;
 template <class S>
 using CRowVecMap = Eigen::Map<const RowVec<S>>;
 
-// The three cells. The vanilla RNN's activation (tanh or relu) is a separate flag.
-enum class CellKind { rnn, lstm, gru };
-
-// Gates per hidden unit: G = 1 (rnn), 4 (lstm: i, f, g, o), 3 (gru: r, z, n).
-constexpr Index gates_of(CellKind cell) {
-  return cell == CellKind::rnn ? 1 : (cell == CellKind::lstm ? 4 : 3);
-}
-
+// The vanilla RNN's activation (a run-time option of its cell, cells/rnn.hpp).
 enum class Nonlinearity { tanh, relu };
 
 // Sizes of one sequence call. T = time steps, B = batch, I = input size, H = hidden size.

@@ -1,22 +1,23 @@
-// rnnfast/sequence.hpp - whole-sequence forward and backward (full BPTT) of every cell.
+// rnnfast/sequence.hpp - whole-sequence forward and backward (full BPTT), generic over the cell.
 //
-// T = time steps, B = batch, I = input size, H = hidden size, G = gates (1 rnn, 4 lstm, 3 gru)
+// T = time steps, B = batch, I = input size, H = hidden size, G = gates (Cell::gates)
 //
 // Forward, per call:
 //   gx (T*B, G*H) = X (T*B, I) * W_ih^T + bias          one GEMM over all steps, biases folded in
 //   per step t:  gh (B, G*H) = h_{t-1} (B, H) * W_hh^T   one gate-merged recurrent GEMM
-//                one fused pointwise pass (cells.hpp) turns gx_t + gh into the activated gates,
-//                in place in gx_t, and writes c_t, h_t, y_t
-// GRU keeps b_hn out of the fold: it sits inside r * (W_hn h + b_hn), so the cell adds it.
-// In training the gx buffer *is* the cache's activation buffer (act), so nothing is copied.
+//                one fused pointwise pass (Cell::forward, cells/<cell>.hpp) turns gx_t + gh into the
+//                activated gates, in place in gx_t, and writes c_t, h_t, y_t
+// Only the leading Cell::folded_hh_gates blocks of b_hh are folded (the GRU's b_hn sits inside
+// r * (W_hn h + b_hn), so its cell adds it). In training the gx buffer *is* the cache's activation
+// buffer (act), so nothing is copied.
 //
 // Backward, per call: only the dh (and dc) recurrence runs per step:
-//   dgates_t = cell backward (pointwise)            stored for every step (T*B, G*H)
+//   dgates_t = Cell::backward (pointwise)           stored for every step (T*B, G*H)
 //   dh_{t-1} = direct path + dgates_t (B, G*H) * W_hh (G*H, H)
 // then, after the loop, single GEMMs / reductions over the whole sequence (K = T*B):
 //   dW_hh = dgates^T * H_prev,  dW_ih = dgates^T * X,  dx = dgates * W_ih,  db = column sums.
-// For the GRU, dL/d(W_hh h + b_hh) and dL/d(W_ih x + b_ih) differ only in the n block
-// (dL/da_n * r vs dL/da_n); the n block is swapped in place between the two sets of GEMMs.
+// For a cell with split gates (the GRU's n block), dL/d(W_hh h + b_hh) and dL/d(W_ih x + b_ih) differ
+// in those blocks; the cell writes the latter to dg_in, swapped in between the two sets of GEMMs.
 //
 // Ragged batches: with lengths (B,), steps t >= lengths[b] carry sequence b's state unchanged and
 // write y = 0 (PyTorch's packed-sequence semantics); backward gives them zero dgates and carries
@@ -25,9 +26,10 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
-#include "rnnfast/cells.hpp"
+#include "rnnfast/cells/cell.hpp"
 #include "rnnfast/common.hpp"
 #include "rnnfast/packed.hpp"
 #include "rnnfast/parallel.hpp"
@@ -38,13 +40,33 @@
 
 namespace rnnfast {
 
-// The weights of one layer (PyTorch layout). Biases are both present or both nullptr.
+// What the generic code needs to know of a cell at run time (its traits, as values).
+struct CellInfo {
+  const char* name;
+  Index gates;
+  bool has_c;
+  Index aux_units;
+  int n_extra;
+  std::array<ExtraParam, kMaxExtra> extra;
+};
+
+template <class Cell>
+constexpr CellInfo info_of() {
+  CellInfo i{Cell::name, Cell::gates, Cell::has_c, Cell::aux_units, static_cast<int>(Cell::extra.size()), {}};
+  static_assert(Cell::extra.size() <= static_cast<std::size_t>(kMaxExtra), "too many extra parameters");
+  for (std::size_t k = 0; k < Cell::extra.size(); ++k) i.extra[k] = Cell::extra[k];
+  return i;
+}
+
+// The parameters of one layer (PyTorch layout) as named arrays: the four every cell has, then the
+// cell's own (Cell::extra order, per_unit*H each). Biases are both present or both nullptr.
 template <class S>
 struct Weights {
-  const S* w_ih;  // (G*H, I)
-  const S* w_hh;  // (G*H, H)
-  const S* b_ih;  // (G*H) or nullptr
-  const S* b_hh;  // (G*H) or nullptr
+  const S* w_ih;                          // (G*H, I)
+  const S* w_hh;                          // (G*H, H)
+  const S* b_ih;                          // (G*H) or nullptr
+  const S* b_hh;                          // (G*H) or nullptr
+  std::array<const S*, kMaxExtra> extra;  // the cell's extra parameters
 };
 
 // What backward needs from forward, as views into caller-owned storage (see cache_sizes()).
@@ -52,73 +74,37 @@ template <class S>
 struct Activations {
   S* act;  // (T, B, G*H) activated gates: rnn h_t; lstm i, f, g, o; gru r, z, n
   S* h;    // (T+1, B, H) h[0] = state entering step 0, h[t+1] = state after step t
-  S* c;    // (T+1, B, H) lstm cell states, else nullptr
-  S* aux;  // (T, B, H) lstm tanh(c_t); gru W_hn h_{t-1} + b_hn; rnn nullptr
+  S* c;    // (T+1, B, H) cell states (has_c), else nullptr
+  S* aux;  // (T, B, aux_units*H) the cell's saved values (lstm tanh(c_t); gru W_hn h + b_hn), or nullptr
 };
 
 // Element counts of the Activations buffers for a run of T steps.
 struct CacheSizes {
   Index act = 0, h = 0, c = 0, aux = 0;
 };
-inline CacheSizes cache_sizes(CellKind cell, const Dims& d) {
+inline CacheSizes cache_sizes(const CellInfo& cell, const Dims& d) {
   CacheSizes s;
-  s.act = d.T * d.B * gates_of(cell) * d.H;
+  s.act = d.T * d.B * cell.gates * d.H;
   s.h = (d.T + 1) * d.B * d.H;
-  s.c = cell == CellKind::lstm ? s.h : 0;
-  s.aux = cell == CellKind::rnn ? 0 : d.T * d.B * d.H;
+  s.c = cell.has_c ? s.h : 0;
+  s.aux = d.T * d.B * cell.aux_units * d.H;
   return s;
 }
 
 // The gradient outputs of a backward call. All are written (=), none accumulated.
 template <class S>
 struct Grads {
-  S* dx;      // (T, B, I), or nullptr when not wanted (saves a GEMM)
-  S* dh0;     // (B, H) dL/dh0
-  S* dc0;     // (B, H) dL/dc0 (lstm), else nullptr
-  S* dw_ih;   // (G*H, I)
-  S* dw_hh;   // (G*H, H)
-  S* db_ih;   // (G*H) or nullptr (no bias)
-  S* db_hh;   // (G*H) or nullptr
-  S* dh_all;  // (T, B, H) total dL/dh_t per step (zero rows at padded steps); required
+  S* dx;                             // (T, B, I), or nullptr when not wanted (saves a GEMM)
+  S* dh0;                            // (B, H) dL/dh0
+  S* dc0;                            // (B, H) dL/dc0 (has_c), else nullptr
+  S* dw_ih;                          // (G*H, I)
+  S* dw_hh;                          // (G*H, H)
+  S* db_ih;                          // (G*H) or nullptr (no bias)
+  S* db_hh;                          // (G*H) or nullptr
+  S* dh_all;                         // (T, B, H) total dL/dh_t per step (zero rows at padded steps); required
+  std::array<S*, kMaxExtra> dextra;  // (per_unit*H) each, the cell's extra parameters
 };
 
-// ------------------------------------------------------------------------------------------------
-// The named kernels (explicitly instantiated for float and double in src/<cell>.cpp).
-//
-// Forward: y (T, B, H), h_n (B, H), c_n (B, H, lstm) are written. cache == nullptr is inference (no
-// activations stored); otherwise cache views buffers of cache_sizes(cell, d) elements. h0 / c0 may be
-// nullptr (zeros) and may alias cache->h / cache->c (step 0's slot). lengths (B) in [0, T] or nullptr.
-//
-// Backward: reads the cache of the matching forward. dy (T, B, H), dh_n, dc_n (B, H) may be nullptr
-// (zeros). cut (T, B) or nullptr: cut[t*B + b] != 0 means the state entering step t of sequence b is a
-// constant (a reset in a stream), so no gradient flows from step t into earlier steps of b.
-
-template <class S>
-void rnn_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
-                          const Weights<S>& w, const std::int64_t* lengths, Nonlinearity nl, const Dims& d);
-template <class S>
-void rnn_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
-                           const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
-                           Nonlinearity nl, const Dims& d);
-
-template <class S>
-void lstm_sequence_forward(S* y, S* h_n, S* c_n, const Activations<S>* cache, const S* x, const S* h0,
-                           const S* c0, const Weights<S>& w, const std::int64_t* lengths, const Dims& d);
-template <class S>
-void lstm_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
-                            const S* dy, const S* dh_n, const S* dc_n, const std::int64_t* lengths,
-                            const std::uint8_t* cut, const Dims& d);
-
-template <class S>
-void gru_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
-                          const Weights<S>& w, const std::int64_t* lengths, const Dims& d);
-template <class S>
-void gru_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
-                           const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
-                           const Dims& d);
-
-// ------------------------------------------------------------------------------------------------
-// The shared time loop, specialised per cell at compile time.
 // out[j] = sum_r m[r, j] for a row-major (rows, cols) matrix, summed row by row in a fixed order.
 // Eigen's colwise().sum() into a NumPy buffer picks its vectorised traversal by the buffer's
 // alignment, so the last bits of the sums would depend on where NumPy put the output; this loop
@@ -160,29 +146,42 @@ inline OwnUnits own_units(Index nblocks, Index H) {
   return u;
 }
 
-template <CellKind C, class S>
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------------
+// The kernels, generic over the cell (instantiated for every registered cell in src/cells_*.cpp).
+//
+// Forward: y (T, B, H), h_n (B, H), c_n (B, H, has_c) are written. cache == nullptr is inference (no
+// activations stored); otherwise cache views buffers of cache_sizes(info_of<Cell>(), d) elements.
+// h0 / c0 may be nullptr (zeros) and may alias cache->h / cache->c (step 0's slot). lengths (B) in
+// [0, T] or nullptr.
+//
+// Backward: reads the cache of the matching forward. dy (T, B, H), dh_n, dc_n (B, H) may be nullptr
+// (zeros). cut (T, B) or nullptr: cut[t*B + b] != 0 means the state entering step t of sequence b is a
+// constant (a reset in a stream), so no gradient flows from step t into earlier steps of b.
+
+template <class Cell, class S>
 void sequence_forward(S* y,                         // (T, B, H)
                       S* h_n,                       // (B, H)
-                      S* c_n,                       // (B, H) lstm
+                      S* c_n,                       // (B, H) has_c, else ignored
                       const Activations<S>* cache,  // nullptr = inference
                       const S* x,                   // (T, B, I)
                       const S* h0,                  // (B, H) or nullptr
-                      const S* c0,                  // (B, H) lstm, or nullptr
-                      const Weights<S>& w,          // w_ih (G*H, I), w_hh (G*H, H), biases (G*H)
+                      const S* c0,                  // (B, H) has_c, or nullptr
+                      const Weights<S>& w,          // w_ih (G*H, I), w_hh (G*H, H), biases (G*H), extra
                       const std::int64_t* lengths,  // (B) or nullptr
-                      Nonlinearity nl, const Dims& d) {
-  constexpr Index G = gates_of(C);
-  constexpr bool lstm = C == CellKind::lstm;
-  constexpr bool gru = C == CellKind::gru;
+                      const CellOptions& opt, const Dims& d) {
+  constexpr Index G = Cell::gates;
+  constexpr bool has_c = Cell::has_c;
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   const bool training = cache != nullptr;
   ScopedFlushDenormals flush;
 
   // Workspaces, reused across calls (Scratch). Inference keeps two state slots (ping-pong) instead
   // of T+1, and its gates in a scratch buffer; training writes the gates into the cache directly.
-  Scratch<S> gx_store(0, training ? 0 : T * B * GH);              // (T*B, G*H), inference only
-  Scratch<S> state_store(1, training ? 0 : (lstm ? 4 : 2) * BH);  // ping-pong h (and c), inference
-  Scratch<S> gh(2, B * GH);                                       // (B, G*H) W_hh h_{t-1}
+  Scratch<S> gx_store(0, training ? 0 : T * B * GH);               // (T*B, G*H), inference only
+  Scratch<S> state_store(1, training ? 0 : (has_c ? 4 : 2) * BH);  // ping-pong h (and c), inference
+  Scratch<S> gh(2, B * GH);                                        // (B, G*H) W_hh h_{t-1}
   Scratch<S> pw_store(3, packed::PackedMatrix<S>::size(H, H, G));
   S* gx_ptr = training ? cache->act : gx_store.data();
   auto h_at = [&](Index t) -> S* {  // state entering step t (t = T: the final state)
@@ -192,8 +191,8 @@ void sequence_forward(S* y,                         // (T, B, H)
     return training ? cache->c + t * BH : state_store.data() + (2 + t % 2) * BH;
   };
 
-  copy_or_zero(h_at(0), h0, BH);
-  if constexpr (lstm) copy_or_zero(c_at(0), c0, BH);
+  detail::copy_or_zero(h_at(0), h0, BH);
+  if constexpr (has_c) detail::copy_or_zero(c_at(0), c0, BH);
 
   // Input projection of all steps: one GEMM over T*B rows, biases folded in.
   MatMap<S> gx(gx_ptr, T * B, GH);
@@ -201,16 +200,11 @@ void sequence_forward(S* y,                         // (T, B, H)
     RowVec<S> bias;
     if (w.b_ih) {
       bias = CRowVecMap<S>(w.b_ih, GH);
-      if constexpr (gru) {
-        bias.head(2 * H) += CRowVecMap<S>(w.b_hh, 2 * H);  // b_hn stays out: it is multiplied by r
-      } else {
-        bias += CRowVecMap<S>(w.b_hh, GH);
-      }
+      bias.head(Cell::folded_hh_gates * H) += CRowVecMap<S>(w.b_hh, Cell::folded_hh_gates * H);
     }
     parallel_product(gx, CMatMap<S>(x, T * B, I), CMatMap<S>(w.w_ih, GH, I).transpose(),
                      w.b_ih ? bias.data() : nullptr);
   }
-  const S* b_hn = (gru && w.b_hh) ? w.b_hh + 2 * H : nullptr;
 
   // W_hh packed once for all steps, by blocks of V hidden units holding all G gates (packed.hpp).
   packed::PackedMatrix<S> pw;
@@ -225,33 +219,37 @@ void sequence_forward(S* y,                         // (T, B, H)
 #endif
   {
     ScopedFlushDenormals flush_thread;
-    const auto [ub0, ub1, j0, j1, nth] = own_units<S>(nblocks, H);
+    const auto [ub0, ub1, j0, j1, nth] = detail::own_units<S>(nblocks, H);
     const Index nj = j1 - j0;
+    CellFwd<S> row{};
+    row.b_hh = w.b_hh;
+    row.extra = w.extra;
     for (Index t = 0; t < T; ++t) {
       const S* hp = h_at(t);
       S* hc = h_at(t + 1);
       // gh (B, G*H) = h_{t-1} (B, H) W_hh^T, this thread's units only
       packed::product(gh.data(), GH, hp, H, B, pw, ub0 * G, ub1 * G, false);
       for (Index b = 0; b < B; ++b) {
-        S* act = gx_ptr + (t * B + b) * GH;
         S* yr = y + (t * B + b) * H;
         const S* hpr = hp + b * H;
         S* hcr = hc + b * H;
         if (lengths && t >= lengths[b]) {  // padded step: carry the state, output zero
           std::copy(hpr + j0, hpr + j1, hcr + j0);
-          if constexpr (lstm) std::copy(c_at(t) + b * H + j0, c_at(t) + b * H + j1, c_at(t + 1) + b * H + j0);
+          if constexpr (has_c)
+            std::copy(c_at(t) + b * H + j0, c_at(t) + b * H + j1, c_at(t + 1) + b * H + j0);
           std::fill(yr + j0, yr + j1, S(0));
           continue;
         }
-        const S* ghr = gh.data() + b * GH;
-        S* aux = training && C != CellKind::rnn ? cache->aux + (t * B + b) * H : nullptr;
-        if constexpr (C == CellKind::rnn) {
-          rnn_cell_forward(act, hcr, ghr, H, nl, j0, j1);
-        } else if constexpr (lstm) {
-          lstm_cell_forward(act, c_at(t + 1) + b * H, hcr, aux, ghr, c_at(t) + b * H, H, j0, j1);
-        } else {
-          gru_cell_forward(act, aux, hcr, ghr, b_hn, hpr, H, j0, j1);
+        row.act = gx_ptr + (t * B + b) * GH;
+        row.gh = gh.data() + b * GH;
+        row.h_prev = hpr;
+        row.h = hcr;
+        if constexpr (has_c) {
+          row.c_prev = c_at(t) + b * H;
+          row.c = c_at(t + 1) + b * H;
         }
+        row.aux = training && Cell::aux_units > 0 ? cache->aux + (t * B + b) * Cell::aux_units * H : nullptr;
+        Cell::forward(row, H, j0, j1, opt);
         if (nj > 0) std::memcpy(yr + j0, hcr + j0, sizeof(S) * static_cast<std::size_t>(nj));
       }
 #if defined(_OPENMP)
@@ -261,38 +259,40 @@ void sequence_forward(S* y,                         // (T, B, H)
 #endif
     }
   }
-  copy_or_zero<S>(h_n, h_at(T), BH);
-  if constexpr (lstm) copy_or_zero<S>(c_n, c_at(T), BH);
+  detail::copy_or_zero<S>(h_n, h_at(T), BH);
+  if constexpr (has_c) detail::copy_or_zero<S>(c_n, c_at(T), BH);
 }
 
-template <CellKind C, class S>
+template <class Cell, class S>
 void sequence_backward(const Grads<S>& g,            // outputs, see Grads
                        const Activations<S>& cache,  // from the forward
                        const S* x,                   // (T, B, I)
-                       const Weights<S>& w,          // w_ih (G*H, I), w_hh (G*H, H)
+                       const Weights<S>& w,          // w_ih (G*H, I), w_hh (G*H, H), extra
                        const S* dy,                  // (T, B, H) or nullptr
                        const S* dh_n,                // (B, H) or nullptr
-                       const S* dc_n,                // (B, H) lstm, or nullptr
+                       const S* dc_n,                // (B, H) has_c, or nullptr
                        const std::int64_t* lengths,  // (B) or nullptr
                        const std::uint8_t* cut,      // (T, B) or nullptr
-                       Nonlinearity nl, const Dims& d) {
-  constexpr Index G = gates_of(C);
-  constexpr bool lstm = C == CellKind::lstm;
-  constexpr bool gru = C == CellKind::gru;
+                       const CellOptions& opt, const Dims& d) {
+  constexpr Index G = Cell::gates;
+  constexpr bool has_c = Cell::has_c;
+  constexpr Index SG = Cell::split_gates;
+  constexpr Index NX = static_cast<Index>(Cell::extra.size());
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   ScopedFlushDenormals flush;
 
-  // dL/d(gate pre-activations) of every step (gru: of W_hh h + b_hh), and for the GRU dL/da_n, the
-  // n block of dL/d(W_ih x + b_ih). Workspaces reused across calls (Scratch).
+  // dL/d(gate pre-activations) of every step (of W_hh h + b_hh), and for split gates dL/d(W_ih x +
+  // b_ih) of those blocks. Workspaces reused across calls (Scratch).
   Scratch<S> dgates_store(4, T * B * GH);
-  Scratch<S> dan_store(5, gru ? T * B * H : 0);
+  Scratch<S> dan_store(5, T * B * SG * H);
   Scratch<S> pw_store(3, packed::PackedMatrix<S>::size(G * H, H, 1));
   MatMap<S> dgates(dgates_store.data(), T * B, GH);
-  MatMap<S> dan(dan_store.data(), gru ? T * B : 0, gru ? H : 0);
+  MatMap<S> dgin(dan_store.data(), SG > 0 ? T * B : 0, SG * H);
 
   // The running dL/dh (and dL/dc) live in the dh0 (dc0) outputs: written in place.
-  copy_or_zero(g.dh0, dh_n, BH);
-  if constexpr (lstm) copy_or_zero(g.dc0, dc_n, BH);
+  detail::copy_or_zero(g.dh0, dh_n, BH);
+  if constexpr (has_c) detail::copy_or_zero(g.dc0, dc_n, BH);
+  for (Index k = 0; k < NX; ++k) std::fill(g.dextra[k], g.dextra[k] + Cell::extra[k].per_unit * H, S(0));
 
   // W_hh packed once, one vector per block of V hidden units (packed.hpp).
   packed::PackedMatrix<S> pw;
@@ -308,7 +308,10 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
 #endif
   {
     ScopedFlushDenormals flush_thread;
-    const auto [ub0, ub1, j0, j1, nth] = own_units<S>(nblocks, H);
+    const auto [ub0, ub1, j0, j1, nth] = detail::own_units<S>(nblocks, H);
+    CellBwd<S> cb{};
+    cb.extra = w.extra;
+    cb.dextra = g.dextra;
     for (Index t = T - 1; t >= 0; --t) {
       for (Index b = 0; b < B; ++b) {
         const Index row = t * B + b;
@@ -318,23 +321,27 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
         if (lengths && t >= lengths[b]) {  // padded step: nothing passes through the cell; dh, dc carried
           for (Index k = 0; k < G; ++k) std::fill(dgr + k * H + j0, dgr + k * H + j1, S(0));
           std::fill(dht + j0, dht + j1, S(0));
-          if constexpr (gru) std::fill(dan.data() + row * H + j0, dan.data() + row * H + j1, S(0));
+          for (Index k = 0; k < SG; ++k) {
+            S* di = dgin.data() + row * SG * H + k * H;
+            std::fill(di + j0, di + j1, S(0));
+          }
           continue;
         }
         const S* dyr = dy ? dy + row * H : nullptr;
         for (Index j = j0; j < j1; ++j)
           dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
-        const S* act = cache.act + row * GH;
-        if constexpr (C == CellKind::rnn) {
-          rnn_cell_backward(dgr, dht, act, H, nl, j0, j1);
-          std::fill(dhr + j0, dhr + j1, S(0));  // h_{t-1} reaches h_t only through W_hh
-        } else if constexpr (lstm) {
-          lstm_cell_backward(dgr, g.dc0 + b * H, dht, act, cache.c + row * H, cache.aux + row * H, H, j0, j1);
-          std::fill(dhr + j0, dhr + j1, S(0));  // h_{t-1} reaches h_t only through W_hh
-        } else {
-          gru_cell_backward(dgr, dan.data() + row * H, dhr, dht, act, cache.aux + row * H, cache.h + row * H,
-                            H, j0, j1);
+        cb.dg = dgr;
+        cb.dg_in = SG > 0 ? dgin.data() + row * SG * H : nullptr;
+        cb.dh_prev = dhr;
+        cb.dh = dht;
+        cb.act = cache.act + row * GH;
+        cb.h_prev = cache.h + row * H;
+        if constexpr (has_c) {
+          cb.dc = g.dc0 + b * H;
+          cb.c_prev = cache.c + row * H;
         }
+        cb.aux = Cell::aux_units > 0 ? cache.aux + row * Cell::aux_units * H : nullptr;
+        Cell::backward(cb, H, j0, j1, opt);
       }
 #if defined(_OPENMP)
       if (nth > 1) {
@@ -348,7 +355,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
         for (Index b = 0; b < B; ++b) {
           if (!cut[t * B + b]) continue;  // the state entering step t of b is a constant
           std::fill(g.dh0 + b * H + j0, g.dh0 + b * H + j1, S(0));
-          if constexpr (lstm) std::fill(g.dc0 + b * H + j0, g.dc0 + b * H + j1, S(0));
+          if constexpr (has_c) std::fill(g.dc0 + b * H + j0, g.dc0 + b * H + j1, S(0));
         }
       }
     }
@@ -385,12 +392,12 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   parallel_product(dWhh, dgates.transpose(),
                    CMatMap<S>(h_used, T * B, H));               // dL/dW_hh = sum_t dgates_t^T h_{t-1}
   if (g.db_hh) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
-  if constexpr (gru) dgates.rightCols(H) = dan;                 // now dL/d(W_ih x + b_ih): n block = dL/da_n
+  if constexpr (SG > 0) dgates.rightCols(SG * H) = dgin;        // now dL/d(W_ih x + b_ih)
   MatMap<S> dWih(g.dw_ih, GH, I);
   parallel_product(dWih, dgates.transpose(),
                    CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
-  if (g.db_ih) {  // dL/db_ih = sum_{t,b} dgates: for rnn and lstm the very sums of db_hh
-    if (!gru && g.db_hh) {
+  if (g.db_ih) {  // dL/db_ih = sum_{t,b} dgates: without split gates the very sums of db_hh
+    if (SG == 0 && g.db_hh) {
       std::copy(g.db_hh, g.db_hh + GH, g.db_ih);
     } else {
       column_sums(g.db_ih, dgates.data(), T * B, GH);
@@ -400,74 +407,5 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
     parallel_product(MatMap<S>(g.dx, T * B, I), dgates,
                      CMatMap<S>(w.w_ih, GH, I));  // dL/dx_t = dgates_t W_ih
 }
-
-}  // namespace detail
-
-// ------------------------------------------------------------------------------------------------
-// Definitions of the named kernels (instantiated in src/).
-
-template <class S>
-void rnn_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
-                          const Weights<S>& w, const std::int64_t* lengths, Nonlinearity nl, const Dims& d) {
-  detail::sequence_forward<CellKind::rnn, S>(y, h_n, nullptr, cache, x, h0, nullptr, w, lengths, nl, d);
-}
-template <class S>
-void rnn_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
-                           const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
-                           Nonlinearity nl, const Dims& d) {
-  detail::sequence_backward<CellKind::rnn, S>(g, cache, x, w, dy, dh_n, nullptr, lengths, cut, nl, d);
-}
-
-template <class S>
-void lstm_sequence_forward(S* y, S* h_n, S* c_n, const Activations<S>* cache, const S* x, const S* h0,
-                           const S* c0, const Weights<S>& w, const std::int64_t* lengths, const Dims& d) {
-  detail::sequence_forward<CellKind::lstm, S>(y, h_n, c_n, cache, x, h0, c0, w, lengths, Nonlinearity::tanh,
-                                              d);
-}
-template <class S>
-void lstm_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
-                            const S* dy, const S* dh_n, const S* dc_n, const std::int64_t* lengths,
-                            const std::uint8_t* cut, const Dims& d) {
-  detail::sequence_backward<CellKind::lstm, S>(g, cache, x, w, dy, dh_n, dc_n, lengths, cut,
-                                               Nonlinearity::tanh, d);
-}
-
-template <class S>
-void gru_sequence_forward(S* y, S* h_n, const Activations<S>* cache, const S* x, const S* h0,
-                          const Weights<S>& w, const std::int64_t* lengths, const Dims& d) {
-  detail::sequence_forward<CellKind::gru, S>(y, h_n, nullptr, cache, x, h0, nullptr, w, lengths,
-                                             Nonlinearity::tanh, d);
-}
-template <class S>
-void gru_sequence_backward(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
-                           const S* dy, const S* dh_n, const std::int64_t* lengths, const std::uint8_t* cut,
-                           const Dims& d) {
-  detail::sequence_backward<CellKind::gru, S>(g, cache, x, w, dy, dh_n, nullptr, lengths, cut,
-                                              Nonlinearity::tanh, d);
-}
-
-// Instantiated once, in src/<cell>.cpp.
-#define RNNFAST_EXTERN_SEQUENCE(S)                                                                          \
-  extern template void rnn_sequence_forward<S>(S*, S*, const Activations<S>*, const S*, const S*,           \
-                                               const Weights<S>&, const std::int64_t*, Nonlinearity,        \
-                                               const Dims&);                                                \
-  extern template void rnn_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,           \
-                                                const Weights<S>&, const S*, const S*, const std::int64_t*, \
-                                                const std::uint8_t*, Nonlinearity, const Dims&);            \
-  extern template void lstm_sequence_forward<S>(S*, S*, S*, const Activations<S>*, const S*, const S*,      \
-                                                const S*, const Weights<S>&, const std::int64_t*,           \
-                                                const Dims&);                                               \
-  extern template void lstm_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,          \
-                                                 const Weights<S>&, const S*, const S*, const S*,           \
-                                                 const std::int64_t*, const std::uint8_t*, const Dims&);    \
-  extern template void gru_sequence_forward<S>(S*, S*, const Activations<S>*, const S*, const S*,           \
-                                               const Weights<S>&, const std::int64_t*, const Dims&);        \
-  extern template void gru_sequence_backward<S>(const Grads<S>&, const Activations<S>&, const S*,           \
-                                                const Weights<S>&, const S*, const S*, const std::int64_t*, \
-                                                const std::uint8_t*, const Dims&);
-#ifndef RNNFAST_INSTANTIATING
-RNNFAST_EXTERN_SEQUENCE(float)
-RNNFAST_EXTERN_SEQUENCE(double)
-#endif
 
 }  // namespace rnnfast

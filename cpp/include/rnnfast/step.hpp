@@ -1,14 +1,19 @@
-// rnnfast/step.hpp - one time step of one layer for streaming inference (RNNBase.step).
+// rnnfast/step.hpp - one time step of one layer for streaming inference (RNNBase.step), generic over
+// the cell.
 //
-// B = batch, I = input size, H = hidden size, G = gates (1 rnn, 4 lstm, 3 gru)
+// B = batch, I = input size, H = hidden size, G = gates (Cell::gates)
 //
 // No time loop, no training cache, no allocation and no threads: two products (W_ih x, W_hh h, GEMV
-// when B = 1) and the cell's pointwise pass of cells.hpp, into caller-owned outputs and a
+// when B = 1) and the cell's pointwise pass (Cell::forward), into caller-owned outputs and a
 // caller-owned workspace. A sequence call with T = 1 (sequence.hpp) sets up the time loop, the
 // packed weights and the thread team for one step, which costs several times the step itself.
 #pragma once
 
+#include <algorithm>
+
+#include "rnnfast/cells/cell.hpp"
 #include "rnnfast/common.hpp"
+#include "rnnfast/sequence.hpp"
 
 namespace rnnfast {
 
@@ -17,40 +22,63 @@ constexpr Index step_workspace_size(Index B, Index G, Index H) {
   return 2 * B * G * H + B * H;
 }
 
+namespace detail {
+
+// act = x W_ih^T + b_ih + bias2 (bias2: the first n_bias2 entries of b_hh, its folded blocks);
+// gh = h_prev W_hh^T (zero without h_prev). Row-major (B, GH) each.
+template <class S>
+void step_products(S* act, S* gh, const S* x, const S* h_prev, const S* w_ih, const S* w_hh, const S* b_ih,
+                   const S* b_hh, Index n_bias2, Index B, Index I, Index H, Index GH) {
+  MatMap<S> A(act, B, GH);
+  A.noalias() = CMatMap<S>(x, B, I) * CMatMap<S>(w_ih, GH, I).transpose();
+  if (b_ih) {
+    for (Index b = 0; b < B; ++b) {
+      S* row = act + b * GH;
+      for (Index j = 0; j < GH; ++j) row[j] += b_ih[j];
+      for (Index j = 0; j < n_bias2; ++j) row[j] += b_hh[j];
+    }
+  }
+  if (h_prev) {
+    MatMap<S>(gh, B, GH).noalias() = CMatMap<S>(h_prev, B, H) * CMatMap<S>(w_hh, GH, H).transpose();
+  } else {
+    std::fill(gh, gh + B * GH, S(0));
+  }
+}
+
+}  // namespace detail
+
 // h_prev == nullptr (and c_prev == nullptr) means the zero state.
-template <class S>
-void rnn_step_forward(S* h,             // (B, H) out: h_t
-                      S* work,          // step_workspace_size(B, 1, H)
-                      const S* x,       // (B, I)
-                      const S* h_prev,  // (B, H) or nullptr
-                      const S* w_ih,    // (H, I)
-                      const S* w_hh,    // (H, H)
-                      const S* b_ih,    // (H) or nullptr
-                      const S* b_hh,    // (H) or nullptr
-                      Nonlinearity nl, Index B, Index I, Index H);
-
-template <class S>
-void lstm_step_forward(S* h,             // (B, H) out: h_t
-                       S* c,             // (B, H) out: c_t
-                       S* work,          // step_workspace_size(B, 4, H)
-                       const S* x,       // (B, I)
-                       const S* h_prev,  // (B, H) or nullptr
-                       const S* c_prev,  // (B, H) or nullptr
-                       const S* w_ih,    // (4H, I)
-                       const S* w_hh,    // (4H, H)
-                       const S* b_ih,    // (4H) or nullptr
-                       const S* b_hh,    // (4H) or nullptr
-                       Index B, Index I, Index H);
-
-template <class S>
-void gru_step_forward(S* h,             // (B, H) out: h_t
-                      S* work,          // step_workspace_size(B, 3, H)
-                      const S* x,       // (B, I)
-                      const S* h_prev,  // (B, H) or nullptr
-                      const S* w_ih,    // (3H, I)
-                      const S* w_hh,    // (3H, H)
-                      const S* b_ih,    // (3H) or nullptr
-                      const S* b_hh,    // (3H) or nullptr
-                      Index B, Index I, Index H);
+template <class Cell, class S>
+void step_forward(S* h,                 // (B, H) out: h_t
+                  S* c,                 // (B, H) out: c_t (has_c), else ignored
+                  S* work,              // step_workspace_size(B, G, H)
+                  const S* x,           // (B, I)
+                  const S* h_prev,      // (B, H) or nullptr
+                  const S* c_prev,      // (B, H) or nullptr (has_c)
+                  const Weights<S>& w,  // w_ih (G*H, I), w_hh (G*H, H), biases (G*H) or nullptr, extra
+                  const CellOptions& opt, Index B, Index I, Index H) {
+  constexpr Index G = Cell::gates;
+  const Index GH = G * H;
+  S* act = work;
+  S* gh = work + B * GH;
+  S* zeros = work + 2 * B * GH;
+  detail::step_products(act, gh, x, h_prev, w.w_ih, w.w_hh, w.b_ih, w.b_hh,
+                        w.b_ih ? Cell::folded_hh_gates * H : 0, B, I, H, GH);
+  if (!h_prev || (Cell::has_c && !c_prev)) std::fill(zeros, zeros + B * H, S(0));
+  CellFwd<S> row{};
+  row.b_hh = w.b_hh;
+  row.extra = w.extra;
+  for (Index b = 0; b < B; ++b) {
+    row.act = act + b * GH;
+    row.gh = gh + b * GH;
+    row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
+    row.h = h + b * H;
+    if constexpr (Cell::has_c) {
+      row.c_prev = c_prev ? c_prev + b * H : zeros + b * H;
+      row.c = c + b * H;
+    }
+    Cell::forward(row, H, 0, H, opt);
+  }
+}
 
 }  // namespace rnnfast

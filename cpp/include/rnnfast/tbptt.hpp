@@ -1,9 +1,9 @@
 // rnnfast/tbptt.hpp - truncated BPTT(k1, k2) over a stream, with memory independent of its length.
 //
-// T = time steps, B = batch, I = input size, H = hidden size, G = gates (1 rnn, 4 lstm, 3 gru),
+// T = time steps, B = batch, I = input size, H = hidden size, G = gates (of the stream's cell),
 // L = steps of one chunk (1 <= L <= k1), W = steps of the backward window (<= k2)
 //
-// Semantics (TEAM.md): after the stream has consumed steps [0, e], the backward window is [s, e] with
+// Semantics (docs/TBPTT.md): after the stream has consumed steps [0, e], the backward window is [s, e] with
 // s = max(0, e - k2 + 1); its gradient is the exact gradient through those steps with the state
 // entering s held constant. TBPTT(k1, k2) calls forward() with k1 steps, then backward() with dy over
 // the window (zero on the history steps before the chunk, for a single layer).
@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "rnnfast/common.hpp"
+#include "rnnfast/registry.hpp"
 #include "rnnfast/sequence.hpp"
 
 namespace rnnfast {
@@ -33,20 +34,30 @@ namespace rnnfast {
 // Gradient outputs of one stream backward (all written, none accumulated).
 template <class S>
 struct StreamGrads {
-  S* dx;     // (W, B, I) dL/dx over the window, or nullptr
-  S* dh0;    // (B, H) dL/d(state entering the window); meaningful as state0 only when start == 0
-  S* dc0;    // (B, H) lstm, else nullptr
-  S* dw_ih;  // (G*H, I)
-  S* dw_hh;  // (G*H, H)
-  S* db_ih;  // (G*H) or nullptr (no bias)
-  S* db_hh;  // (G*H) or nullptr
+  S* dx;                             // (W, B, I) dL/dx over the window, or nullptr
+  S* dh0;                            // (B, H) dL/d(state entering the window); state0 only when start == 0
+  S* dc0;                            // (B, H) has_c, else nullptr
+  S* dw_ih;                          // (G*H, I)
+  S* dw_hh;                          // (G*H, H)
+  S* db_ih;                          // (G*H) or nullptr (no bias)
+  S* db_hh;                          // (G*H) or nullptr
+  std::array<S*, kMaxExtra> dextra;  // the cell's extra parameters
 };
 
 template <class S>
 class TBPTTStream {
  public:
-  TBPTTStream(CellKind cell, Nonlinearity nl, Index B, Index I, Index H, Index k1, Index k2, bool has_bias)
-      : cell_(cell), nl_(nl), B_(B), I_(I), H_(H), G_(gates_of(cell)), k1_(k1), k2_(k2), has_bias_(has_bias) {
+  TBPTTStream(const CellKernels<S>& cell, CellOptions opt, Index B, Index I, Index H, Index k1, Index k2,
+              bool has_bias)
+      : k_(&cell),
+        opt_(opt),
+        B_(B),
+        I_(I),
+        H_(H),
+        G_(cell.info.gates),
+        k1_(k1),
+        k2_(k2),
+        has_bias_(has_bias) {
     if (B < 1 || I < 1 || H < 1) throw Error("TBPTTStream: B, I, H must be >= 1");
     if (k1 < 1 || k2 < k1) throw Error("TBPTTStream: need k2 >= k1 >= 1");
     // The buffers hold (2*k2 + 1) * B rows of up to max(I, G*H) scalars: refuse sizes whose element
@@ -65,8 +76,8 @@ class TBPTTStream {
     x_.resize(cap_ * B, I);
     act_.resize(cap_ * B, GH);
     h_.setZero((cap_ + 1) * B, H);
-    if (cell == CellKind::lstm) c_.setZero((cap_ + 1) * B, H);
-    if (cell != CellKind::rnn) aux_.resize(cap_ * B, H);
+    if (has_c()) c_.setZero((cap_ + 1) * B, H);
+    if (aux_units() > 0) aux_.resize(cap_ * B, aux_units() * H);
     cut_.assign(static_cast<std::size_t>((cap_ + 1) * B), 0);
     dh_all_.resize(k2 * B, H);
     w_ih_.setZero(GH, I);
@@ -75,9 +86,12 @@ class TBPTTStream {
       b_ih_.setZero(GH);
       b_hh_.setZero(GH);
     }
+    for (int k = 0; k < cell.info.n_extra; ++k) extra_[k].setZero(cell.info.extra[k].per_unit * H);
   }
 
-  CellKind cell() const { return cell_; }
+  const CellKernels<S>& cell() const { return *k_; }
+  bool has_c() const { return k_->info.has_c; }
+  Index aux_units() const { return k_->info.aux_units; }
   Index batch() const { return B_; }
   Index input_size() const { return I_; }
   Index hidden_size() const { return H_; }
@@ -90,19 +104,20 @@ class TBPTTStream {
   Index window_stop() const { return pos_; }
 
   // Copies the weights (shapes as in Weights; biases ignored when the stream has none).
-  void set_params(const S* w_ih, const S* w_hh, const S* b_ih, const S* b_hh) {
+  void set_params(const Weights<S>& w) {
     const Index GH = G_ * H_;
-    w_ih_ = CMatMap<S>(w_ih, GH, I_);
-    w_hh_ = CMatMap<S>(w_hh, GH, H_);
+    w_ih_ = CMatMap<S>(w.w_ih, GH, I_);
+    w_hh_ = CMatMap<S>(w.w_hh, GH, H_);
     if (has_bias_) {
-      b_ih_ = CRowVecMap<S>(b_ih, GH);
-      b_hh_ = CRowVecMap<S>(b_hh, GH);
+      b_ih_ = CRowVecMap<S>(w.b_ih, GH);
+      b_hh_ = CRowVecMap<S>(w.b_hh, GH);
     }
+    for (int k = 0; k < k_->info.n_extra; ++k) extra_[k] = CRowVecMap<S>(w.extra[k], extra_[k].size());
   }
 
   // The current state (B, H): h, and c for the lstm (nullptr otherwise).
   const S* state_h() const { return h_.data() + n_ * B_ * H_; }
-  const S* state_c() const { return cell_ == CellKind::lstm ? c_.data() + n_ * B_ * H_ : nullptr; }
+  const S* state_c() const { return has_c() ? c_.data() + n_ * B_ * H_ : nullptr; }
 
   // Replaces the current state (c may be nullptr = zeros, lstm only). Before the first step this is
   // the initial state, whose gradient backward() reports; later it is a constant for the next window
@@ -110,7 +125,7 @@ class TBPTTStream {
   void set_state(const S* h, const S* c) {
     const Index BH = B_ * H_;
     detail::copy_or_zero(h_.data() + n_ * BH, h, BH);
-    if (cell_ == CellKind::lstm) detail::copy_or_zero(c_.data() + n_ * BH, c, BH);
+    if (has_c()) detail::copy_or_zero(c_.data() + n_ * BH, c, BH);
     if (pos_ > 0) std::fill(cut_.begin() + n_ * B_, cut_.begin() + (n_ + 1) * B_, std::uint8_t(1));
   }
 
@@ -121,7 +136,7 @@ class TBPTTStream {
       if (!mask[b]) continue;
       S* h = h_.data() + n_ * BH + b * H_;
       std::fill(h, h + H_, S(0));
-      if (cell_ == CellKind::lstm) {
+      if (has_c()) {
         S* c = c_.data() + n_ * BH + b * H_;
         std::fill(c, c + H_, S(0));
       }
@@ -141,17 +156,8 @@ class TBPTTStream {
     const Dims d{L, B_, I_, H_};
     const Weights<S> w = weights();
     S* h_end = h_.data() + (n_ + L) * BH;  // the kernel's h_n is the buffer slot itself: no copy
-    switch (cell_) {
-      case CellKind::rnn:
-        rnn_sequence_forward<S>(y, h_end, &a, xc, a.h, w, nullptr, nl_, d);
-        break;
-      case CellKind::lstm:
-        lstm_sequence_forward<S>(y, h_end, c_.data() + (n_ + L) * BH, &a, xc, a.h, a.c, w, nullptr, d);
-        break;
-      case CellKind::gru:
-        gru_sequence_forward<S>(y, h_end, &a, xc, a.h, w, nullptr, d);
-        break;
-    }
+    S* c_end = has_c() ? c_.data() + (n_ + L) * BH : nullptr;
+    k_->forward(y, h_end, c_end, &a, xc, a.h, a.c, w, nullptr, opt_, d);
     n_ += L;
     pos_ += L;
   }
@@ -165,20 +171,10 @@ class TBPTTStream {
     const Activations<S> a = view(bs);
     const Dims d{W, B_, I_, H_};
     const Weights<S> w = weights();
-    const Grads<S> gg{g.dx, g.dh0, g.dc0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh, dh_all_.data()};
+    const Grads<S> gg{g.dx, g.dh0, g.dc0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh, dh_all_.data(), g.dextra};
     const std::uint8_t* cut = cut_.data() + bs * B_;
     const S* xw = x_.data() + bs * B_ * I_;
-    switch (cell_) {
-      case CellKind::rnn:
-        rnn_sequence_backward<S>(gg, a, xw, w, dy, nullptr, nullptr, cut, nl_, d);
-        break;
-      case CellKind::lstm:
-        lstm_sequence_backward<S>(gg, a, xw, w, dy, nullptr, nullptr, nullptr, cut, d);
-        break;
-      case CellKind::gru:
-        gru_sequence_backward<S>(gg, a, xw, w, dy, nullptr, nullptr, cut, d);
-        break;
-    }
+    k_->backward(gg, a, xw, w, dy, nullptr, nullptr, nullptr, cut, opt_, d);
   }
 
  private:
@@ -187,14 +183,19 @@ class TBPTTStream {
     Activations<S> a;
     a.act = act_.data() + step * B_ * G_ * H_;
     a.h = h_.data() + step * BH;
-    a.c = cell_ == CellKind::lstm ? c_.data() + step * BH : nullptr;
-    a.aux = cell_ == CellKind::rnn ? nullptr : aux_.data() + step * BH;
+    a.c = has_c() ? c_.data() + step * BH : nullptr;
+    a.aux = aux_units() > 0 ? aux_.data() + step * aux_units() * BH : nullptr;
     return a;
   }
 
   Weights<S> weights() const {
-    return Weights<S>{w_ih_.data(), w_hh_.data(), has_bias_ ? b_ih_.data() : nullptr,
-                      has_bias_ ? b_hh_.data() : nullptr};
+    Weights<S> w{w_ih_.data(),
+                 w_hh_.data(),
+                 has_bias_ ? b_ih_.data() : nullptr,
+                 has_bias_ ? b_hh_.data() : nullptr,
+                 {}};
+    for (int k = 0; k < k_->info.n_extra; ++k) w.extra[k] = extra_[k].data();
+    return w;
   }
 
   // Moves the last min(n, k2) steps (and the state entering the first of them) to the buffer front.
@@ -209,14 +210,14 @@ class TBPTTStream {
     move(x_.data(), 0, off * B_ * I_, keep * B_ * I_);
     move(act_.data(), 0, off * B_ * G_ * H_, keep * B_ * G_ * H_);
     move(h_.data(), 0, off * BH, (keep + 1) * BH);
-    if (cell_ == CellKind::lstm) move(c_.data(), 0, off * BH, (keep + 1) * BH);
-    if (cell_ != CellKind::rnn) move(aux_.data(), 0, off * BH, keep * BH);
+    if (has_c()) move(c_.data(), 0, off * BH, (keep + 1) * BH);
+    if (aux_units() > 0) move(aux_.data(), 0, off * aux_units() * BH, keep * aux_units() * BH);
     std::memmove(cut_.data(), cut_.data() + off * B_, static_cast<std::size_t>((keep + 1) * B_));
     n_ = keep;
   }
 
-  CellKind cell_;
-  Nonlinearity nl_;
+  const CellKernels<S>* k_;  // the cell (registry.hpp)
+  CellOptions opt_;
   Index B_, I_, H_, G_, k1_, k2_;
   bool has_bias_;
   Index cap_ = 0;                  // steps the buffers hold (2*k2 >= k2 + k1)
@@ -225,27 +226,29 @@ class TBPTTStream {
   Mat<S> x_;                       // (cap, B, I) inputs of the buffered steps
   Mat<S> act_;                     // (cap, B, G*H) activated gates
   Mat<S> h_;                       // (cap+1, B, H) states; slot k = state entering buffer step k
-  Mat<S> c_;                       // (cap+1, B, H) lstm cell states
-  Mat<S> aux_;                     // (cap, B, H) lstm tanh(c_t) / gru W_hn h + b_hn
+  Mat<S> c_;                       // (cap+1, B, H) cell states (has_c)
+  Mat<S> aux_;                     // (cap, B, aux_units*H) the cell's saved values
   std::vector<std::uint8_t> cut_;  // (cap+1, B) 1 = state entering that step was reset (constant)
   Mat<S> dh_all_;                  // (k2, B, H) backward scratch
   Mat<S> w_ih_, w_hh_;
   RowVec<S> b_ih_, b_hh_;
+  std::array<RowVec<S>, kMaxExtra> extra_;
 };
 
 // Per-update gradients of TBPTT(k1, k2) over a whole stream x (T, B, I) with fixed weights: the loop
 // over chunks runs here, on the same TBPTTStream the trainer uses. N = ceil(T / k1) updates.
-// Outputs: dw_ih (N, G*H, I), dw_hh (N, G*H, H), db_ih / db_hh (N, G*H) or nullptr, dh0 / dc0 (N, B, H)
-// (dc0 lstm only; zero for updates whose window starts after step 0).
+// Outputs (`out`, the bases of N stacked StreamGrads; dx unused): dw_ih (N, G*H, I), dw_hh (N, G*H, H),
+// db_ih / db_hh (N, G*H) or nullptr, dh0 / dc0 (N, B, H) (dc0 has_c only; zero for updates whose
+// window starts after step 0), dextra[k] (N, per_unit*H).
 // Inputs: x (T, B, I), h0 / c0 (B, H) or nullptr, dy (T, B, H).
 template <class S>
-void tbptt_grads(S* dw_ih, S* dw_hh, S* db_ih, S* db_hh, S* dh0, S* dc0, CellKind cell, Nonlinearity nl,
-                 const S* x, const S* h0, const S* c0, const Weights<S>& w, const S* dy, Index k1, Index k2,
+void tbptt_grads(const StreamGrads<S>& out, const CellKernels<S>& cell, const CellOptions& opt, const S* x,
+                 const S* h0, const S* c0, const Weights<S>& w, const S* dy, Index k1, Index k2,
                  const Dims& d) {
-  const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = gates_of(cell) * H, BH = B * H;
-  const bool bias = w.b_ih != nullptr;
-  TBPTTStream<S> stream(cell, nl, B, I, H, k1, k2, bias);
-  stream.set_params(w.w_ih, w.w_hh, w.b_ih, w.b_hh);
+  const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = cell.info.gates * H, BH = B * H;
+  const bool bias = w.b_ih != nullptr, has_c = cell.info.has_c;
+  TBPTTStream<S> stream(cell, opt, B, I, H, k1, k2, bias);
+  stream.set_params(w);
   stream.set_state(h0, c0);
   Mat<S> y(k1 * B, H);
   Mat<S> dyw(k2 * B, H);  // dy over the window: zero on the history steps [s, chunk start)
@@ -257,28 +260,31 @@ void tbptt_grads(S* dw_ih, S* dw_hh, S* db_ih, S* db_hh, S* dh0, S* dc0, CellKin
     const Index hist = start - s;  // history steps before the chunk
     std::fill(dyw.data(), dyw.data() + hist * BH, S(0));
     std::memcpy(dyw.data() + hist * BH, dy + start * BH, sizeof(S) * static_cast<std::size_t>(L * BH));
-    const StreamGrads<S> g{nullptr,
-                           dh0 + n * BH,
-                           cell == CellKind::lstm ? dc0 + n * BH : nullptr,
-                           dw_ih + n * GH * I,
-                           dw_hh + n * GH * H,
-                           bias ? db_ih + n * GH : nullptr,
-                           bias ? db_hh + n * GH : nullptr};
+    StreamGrads<S> g{nullptr,
+                     out.dh0 + n * BH,
+                     has_c ? out.dc0 + n * BH : nullptr,
+                     out.dw_ih + n * GH * I,
+                     out.dw_hh + n * GH * H,
+                     bias ? out.db_ih + n * GH : nullptr,
+                     bias ? out.db_hh + n * GH : nullptr,
+                     {}};
+    for (int k = 0; k < cell.info.n_extra; ++k)
+      g.dextra[k] = out.dextra[k] + n * cell.info.extra[k].per_unit * H;
     stream.backward(g, dyw.data());
     if (s > 0) {  // the state entering the window is a constant: no gradient reaches state0
-      std::fill(dh0 + n * BH, dh0 + (n + 1) * BH, S(0));
-      if (cell == CellKind::lstm) std::fill(dc0 + n * BH, dc0 + (n + 1) * BH, S(0));
+      std::fill(out.dh0 + n * BH, out.dh0 + (n + 1) * BH, S(0));
+      if (has_c) std::fill(out.dc0 + n * BH, out.dc0 + (n + 1) * BH, S(0));
     }
   }
 }
 
 extern template class TBPTTStream<float>;
 extern template class TBPTTStream<double>;
-extern template void tbptt_grads<float>(float*, float*, float*, float*, float*, float*, CellKind,
-                                        Nonlinearity, const float*, const float*, const float*,
+extern template void tbptt_grads<float>(const StreamGrads<float>&, const CellKernels<float>&,
+                                        const CellOptions&, const float*, const float*, const float*,
                                         const Weights<float>&, const float*, Index, Index, const Dims&);
-extern template void tbptt_grads<double>(double*, double*, double*, double*, double*, double*, CellKind,
-                                         Nonlinearity, const double*, const double*, const double*,
+extern template void tbptt_grads<double>(const StreamGrads<double>&, const CellKernels<double>&,
+                                         const CellOptions&, const double*, const double*, const double*,
                                          const Weights<double>&, const double*, Index, Index, const Dims&);
 
 }  // namespace rnnfast
