@@ -633,6 +633,52 @@ def tbptt_grads(
         )
     return updates
 
+
+# --------------------------------------------------------------------------------------------------
+# variant cells and regularisers (issue 14): oracles in the modules beside this one
+# --------------------------------------------------------------------------------------------------
+
+from ._common import LN_EPS, VariantCache  # noqa: E402
+from .gru_variants import (  # noqa: E402
+    gru_layernorm_backward,
+    gru_layernorm_forward,
+    gru_reset_before_backward,
+    gru_reset_before_forward,
+)
+from .lstm_variants import (  # noqa: E402
+    lstm_layernorm_backward,
+    lstm_layernorm_forward,
+    lstm_peephole_backward,
+    lstm_peephole_forward,
+    lstm_proj_backward,
+    lstm_proj_forward,
+)
+from .regularisers import (  # noqa: E402
+    gru_regularised_backward,
+    gru_regularised_forward,
+    lstm_regularised_backward,
+    lstm_regularised_forward,
+)
+
+__all__ += [
+    "LN_EPS",
+    "VariantCache",
+    "gru_layernorm_backward",
+    "gru_layernorm_forward",
+    "gru_regularised_backward",
+    "gru_regularised_forward",
+    "gru_reset_before_backward",
+    "gru_reset_before_forward",
+    "lstm_layernorm_backward",
+    "lstm_layernorm_forward",
+    "lstm_peephole_backward",
+    "lstm_peephole_forward",
+    "lstm_proj_backward",
+    "lstm_proj_forward",
+    "lstm_regularised_backward",
+    "lstm_regularised_forward",
+]
+
 # minGRU / minLSTM (issue 14): the sequential float64 oracle in reference/minimal.py
 from .minimal import (  # noqa: E402
     MinimalReferenceCache,
