@@ -61,6 +61,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without jax
     raise ImportError("rnnfast.jax needs JAX: pip install 'rnnfast[jax]'") from exc
 
 from . import functional as F
+from ._argcheck import (
+    check_bias_pair,
+    check_bool,
+    check_lengths_dtype,
+    check_nonlinearity,
+    check_shape,
+    sequence_sizes,
+)
 from ._cells import CELLS, get_cell
 from ._jax_primitive import _make_host_primitive
 
@@ -404,8 +412,7 @@ def _prepare(
     batch_first: bool,
 ) -> tuple[Any, ...]:
     """Checked arguments in the order of _ARGS (time-major x, zero states for None)."""
-    if not isinstance(batch_first, (bool, np.bool_)):
-        raise TypeError(f"batch_first: expected a bool, got {type(batch_first).__name__}")
+    batch_first = check_bool("batch_first", batch_first)
     x = jnp.asarray(x)
     if x.dtype not in (jnp.float32, jnp.float64):
         raise TypeError(f"x: expected dtype float32 or float64, got dtype {x.dtype}")
@@ -414,38 +421,28 @@ def _prepare(
         raise ValueError(f"x: expected a 3-D array {layout}, got shape {x.shape}")
     if batch_first:
         x = jnp.swapaxes(x, 0, 1)
-    t, b, i = x.shape
-    if t < 1 or b < 1 or i < 1:
-        raise ValueError(f"x: expected T, B, I >= 1, got shape {x.shape}")
-    gates = _GATES[cell]
 
     def arr(name: str, v: Any, shape: tuple[int, ...] | None) -> Any:
         v = jnp.asarray(v)
         if v.dtype != x.dtype:
             raise TypeError(f"{name}: expected dtype {x.dtype} (the dtype of x), got {v.dtype}")
-        if shape is not None and v.shape != shape:
-            raise ValueError(f"{name}: expected shape {shape}, got {v.shape}")
+        if shape is not None:
+            check_shape(name, v.shape, shape)
         return v
 
-    w_ih = arr("w_ih", w_ih, None)
-    if w_ih.ndim != 2 or w_ih.shape[0] % gates or w_ih.shape[0] == 0 or w_ih.shape[1] != i:
-        raise ValueError(f"w_ih: expected shape ({gates}*H, {i}) with H >= 1, got {w_ih.shape}")
-    h = w_ih.shape[0] // gates
-    w_hh = arr("w_hh", w_hh, (gates * h, h))
-    if (b_ih is None) != (b_hh is None):
-        raise ValueError("b_ih, b_hh: expected both arrays or both None, got one of each")
+    w_ih, w_hh = arr("w_ih", w_ih, None), arr("w_hh", w_hh, None)
+    _, b, _, h = sequence_sizes(_GATES[cell], x.shape, w_ih.shape, w_hh.shape)
+    check_bias_pair(b_ih, b_hh)
     if b_ih is not None:
-        b_ih = arr("b_ih", b_ih, (gates * h,))
-        b_hh = arr("b_hh", b_hh, (gates * h,))
+        b_ih = arr("b_ih", b_ih, (w_ih.shape[0],))
+        b_hh = arr("b_hh", b_hh, (w_ih.shape[0],))
     h0 = jnp.zeros((b, h), x.dtype) if h0 is None else arr("h0", h0, (b, h))
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         c0 = jnp.zeros((b, h), x.dtype) if c0 is None else arr("c0", c0, (b, h))
     if lengths is not None:
         lengths = jnp.asarray(lengths)
-        if not jnp.issubdtype(lengths.dtype, jnp.integer):
-            raise TypeError(f"lengths: expected an integer array ({b},), got dtype {lengths.dtype}")
-        if lengths.shape != (b,):
-            raise ValueError(f"lengths: expected shape ({b},), got {lengths.shape}")
+        check_lengths_dtype(lengths.dtype, b)
+        check_shape("lengths", lengths.shape, (b,))
     return x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths
 
 
@@ -477,8 +474,7 @@ def rnn(
         y (T, B, H) ((B, T, H) with ``batch_first``) and h_n (B, H), in x's dtype.
         Differentiable in x, h0 and the weights (``jax.grad``, ``jax.vjp``; not ``jax.jvp``).
     """
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    check_nonlinearity(nonlinearity)
     args = _prepare("rnn", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, batch_first)
     y, h_n = _sequence("rnn", nonlinearity, *args)
     return _out(y, batch_first), h_n

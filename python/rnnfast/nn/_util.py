@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Union
 
 import numpy as np
 
+from .._argcheck import check_lengths_dtype, check_shape
 from .._cells import CELLS
 
 __all__ = ["Array", "State", "INIT_PRESETS", "MODES", "IncompatibleKeys"]
@@ -81,12 +82,8 @@ def _as_lengths(lengths: Any, batch: int, t_steps: int) -> Array | None:
     if lengths is None:
         return None
     arr = np.asarray(lengths)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(
-            f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}"
-        )
-    if arr.shape != (batch,):
-        raise ValueError(f"lengths: expected shape ({batch},), got {arr.shape}")
+    check_lengths_dtype(arr.dtype, batch)
+    check_shape("lengths", arr.shape, (batch,))
     if arr.size and (arr.min() < 0 or arr.max() > t_steps):
         raise ValueError(
             f"lengths: expected 0 <= lengths[b] <= T = {t_steps}, got min {arr.min()}, "

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._argcheck import check_bool, check_nonlinearity
 from .._cells import CellSpec, get_cell
 from . import backend as _backend_mod
 from ._cellops import _cell_backward, _cell_forward, _gather_time, _init_layer, _reverse_index
@@ -80,24 +81,16 @@ class RNNBase(_StreamingMethods, _FlatParams):
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
         self.num_layers = _check_int("num_layers", num_layers, 1)
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        check_nonlinearity(nonlinearity)
         if nonlinearity not in self._spec.nonlinearities:
             raise ValueError(
                 f"nonlinearity: only RNN takes a nonlinearity, got {nonlinearity!r} for "
                 f"{type(self).__name__}"
             )
         self.nonlinearity = nonlinearity
-        for name, flag in (
-            ("bias", bias),
-            ("batch_first", batch_first),
-            ("bidirectional", bidirectional),
-        ):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__}")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
+        self.bias = check_bool("bias", bias)
+        self.batch_first = check_bool("batch_first", batch_first)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
         if isinstance(dropout, bool) or not isinstance(
             dropout, (int, float, np.floating, np.integer)
         ):

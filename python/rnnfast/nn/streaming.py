@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._argcheck import check_lengths_dtype, check_shape
 from ._util import Array, State, _as_float, _check_int
 from .backend import get_backend
 from .module import _NO_CACHE_MSG
@@ -377,12 +378,8 @@ def begin_session(
     lens = None
     if lengths is not None:
         arr = np.asarray(lengths)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(
-                f"lengths: expected an integer array of shape ({batch},), got dtype {arr.dtype}"
-            )
-        if arr.shape != (batch,):
-            raise ValueError(f"lengths: expected shape ({batch},), got {arr.shape}")
+        check_lengths_dtype(arr.dtype, batch)
+        check_shape("lengths", arr.shape, (batch,))
         if arr.size and arr.min() < 0:
             raise ValueError(f"lengths: expected lengths >= 0, got min {arr.min()}")
         lens = arr.astype(np.int64)
