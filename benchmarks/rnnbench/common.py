@@ -20,6 +20,8 @@ __all__ = [
     "weight_bytes",
 ]
 
+# Literal tables, not rnnfast._cells: importing any rnnfast module runs rnnfast/__init__ (and loads
+# the core), and the first-call children must time exactly that import.
 CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")
 GATES: dict[str, int] = {"rnn": 1, "lstm": 4, "gru": 3}
 MODES: tuple[str, ...] = ("inference", "training")
