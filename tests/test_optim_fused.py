@@ -79,9 +79,9 @@ class _RefAdam(_RefSGD):
         st = self.state.get(name)
         if st is None:
             st = {"step": 0, "exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p)}
-            if self.amsgrad:
-                st["max_exp_avg_sq"] = np.zeros_like(p)
             self.state[name] = st
+        if self.amsgrad and "max_exp_avg_sq" not in st:  # new, or amsgrad turned on later
+            st["max_exp_avg_sq"] = np.zeros_like(p)
         grad = -g if self.maximize else g
         st["step"] += 1
         step = st["step"]
@@ -249,6 +249,49 @@ def test_fused_update_is_bitwise_the_numpy_formula(
                         _assert_bitwise(opt.state[n][key], a, f"step {k} state {n}.{key}")
                     else:
                         assert opt.state[n][key] == a
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "dict"])
+@pytest.mark.parametrize(
+    ("cls", "ref_cls", "switch"),
+    [
+        (optim.Adam, _RefAdam, {"amsgrad": True}),
+        (optim.RMSprop, _RefRMSprop, {"centered": True}),
+        (optim.RMSprop, _RefRMSprop, {"momentum": 0.5}),
+        (optim.RMSprop, _RefRMSprop, {"centered": True, "momentum": 0.5}),
+    ],
+)
+def test_state_buffers_added_when_a_hyperparameter_turns_them_on(
+    cls: Any, ref_cls: Any, switch: dict[str, Any], flat: bool
+) -> None:
+    """AMSGrad's max_exp_avg_sq, RMSprop's grad_avg / momentum_buffer start at zero on the first
+    step after the hyperparameter is switched on, on the fused and the per-array path alike."""
+    rng = np.random.default_rng(3)
+    init = {n: rng.standard_normal(s) for n, s in SHAPES.items()}
+    ref_params = {k: v.copy() for k, v in init.items()}
+    params = _flat_params(init)[1] if flat else {k: v.copy() for k, v in init.items()}
+    opt, ref = cls(params, lr=1e-2), ref_cls(ref_params, 1e-2)
+    assert (opt._flat is not None) == flat
+    for k in range(6):
+        if k == 3:
+            for name, value in switch.items():
+                setattr(opt, name, value)
+                setattr(ref, name, value)
+        g = _grads(rng, np.float64, k)
+        if flat:  # the flat gradient buffer: one fused update (_update_flat)
+            gbuf, gviews = _flat_params(g)
+            opt.step(gbuf)
+        else:
+            opt.step({n: v.copy() for n, v in g.items()})
+        ref.step(g)
+    for n in SHAPES:
+        _assert_bitwise(params[n], ref_params[n], f"param {n}")
+        assert sorted(opt.state[n]) == sorted(ref.state[n]), n
+        for key, a in ref.state[n].items():
+            if isinstance(a, np.ndarray):
+                _assert_bitwise(opt.state[n][key], a, f"state {n}.{key}")
+            else:
+                assert opt.state[n][key] == a, (n, key)
 
 
 @pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop])
