@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import rnnfast
 from helpers import assert_close, central_difference
@@ -173,6 +175,28 @@ def test_chunked_scan_matches_sequential_form(cell: str) -> None:
         assert_close(h_n, h1, 1e-13, f"{cell} h_n chunk={chunk}")
         for k in KEYS:
             assert_close(g[k], g1[k], 1e-13, f"{cell} d{k} chunk={chunk}")
+
+
+@given(
+    cell=st.sampled_from(CELLS),
+    t=st.integers(1, 90),
+    b=st.integers(1, 3),
+    h=st.integers(1, 70),
+    chunk_frac=st.floats(0.0, 1.0),
+    bias=st.booleans(),
+    h0=st.booleans(),
+)
+def test_scan_matches_reference_over_shapes_and_chunks(
+    cell: str, t: int, b: int, h: int, chunk_frac: float, bias: bool, h0: bool
+) -> None:
+    chunk = max(1, round(chunk_frac * t))
+    a = _inputs(cell, t, b, 2, h, bias=bias, h0=h0, seed=t * 7 + h)
+    y, h_n, g = _kernel(cell, a, chunk)
+    yr, hr, gr = _ref(cell, a)
+    assert_close(y, yr, 1e-12, f"{cell} y T={t} chunk={chunk}")
+    assert_close(h_n, hr, 1e-12, f"{cell} h_n")
+    for k in KEYS:
+        assert_close(g[k], gr[k], 1e-12, f"{cell} d{k} T={t} chunk={chunk}")
 
 
 def test_automatic_chunk_length() -> None:
