@@ -5,7 +5,10 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "rnnfast/common.hpp"  // first: its Eigen configuration macros precede <Eigen/Core>
@@ -82,6 +85,52 @@ inline TeamSlot team_slot() {
 #endif
   return s;
 }
+
+// The per-step barrier of a time loop's team: every thread spins on a shared generation counter,
+// a bounded number of rounds (~10-40 us: a teammate that is running arrives within a step's work),
+// then yields its CPU between checks, so a teammate that was descheduled gets the core instead of
+// a spinning waiter. Cheaper than libgomp's barrier at one per step (measured by
+// rnnfast._core.barrier_probe): one atomic add per arrival and one store to release the team. The
+// arrival counter and the generation sit on separate cache lines (the waiters read only the
+// generation). Construct it outside the parallel region for a team of n (or reset(n) before use by
+// one thread while no thread waits).
+class StepBarrier {
+ public:
+  explicit StepBarrier(int n = 1) : n_(n) {}
+  void reset(int n) {
+    n_ = n;
+    arrived_.store(0, std::memory_order_relaxed);
+  }
+  void wait() {
+    if (n_ <= 1) return;
+    const std::uint32_t gen = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(gen + 1, std::memory_order_release);  // releases the team, and the reset above
+      return;
+    }
+    int spins = 0;
+    while (generation_.load(std::memory_order_acquire) == gen) {
+      if (spins < kSpins) {
+        ++spins;
+        pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  static constexpr int kSpins = 1 << 12;
+  static void pause() {
+#if defined(RNNFAST_HAVE_MXCSR)
+    _mm_pause();
+#endif
+  }
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<std::uint32_t> generation_{0};
+  int n_;
+};
 
 // [begin, end) of part `i` of `n` near-equal parts of [0, count).
 inline void split_range(Index count, int n, int i, Index& begin, Index& end) {

@@ -1,0 +1,686 @@
+"""B = 1 / small-batch inference latency: rnnfast vs onnxruntime vs PyTorch (issue 17).
+
+Grid: cell {rnn (tanh), lstm, gru} x H {64, 128, 256, 512, 1024} x B {1, 4} x threads {1, 2},
+T = 100, I = H, float32, inference (no cache). One process; every variant of a row is checked
+against rnnfast's float64 NumPy reference (``rnnfast.reference``) on the row's own inputs before
+it is timed, then the variants are alternated sample by sample (the order rotates each round) and
+each figure is the median of ``--repeats`` samples (a sample: the mean of as many calls as fill
+``--min-sample`` seconds).
+
+Variants
+  rnnfast       ``rnnfast.functional.<cell>_forward(..., training=False)``, after
+                ``rnnfast.set_num_threads(threads)`` (threads is an upper bound: rnnfast takes as
+                many as the measured barrier cost and the free CPUs pay for).
+  before        (with ``--before-core PATH``) the same call on another build of the compiled core,
+                in a worker process that loads PATH as ``rnnfast._core_<variant>``: a before/after
+                comparison in the same run. The worker waits on a pipe while the others run.
+  ort           onnxruntime, one ONNX RNN/LSTM/GRU node (built with onnx.helper, weights as
+                initializers, GRU with linear_before_reset=1 = PyTorch's GRU), intra_op_num_threads
+                = threads, inter_op 1, sequential execution; onnxruntime's pool spins while idle.
+  ort_nospin    the same session with ``session.intra_op.allow_spinning = 0``.
+  torch         ``torch.nn.<Cell>`` under ``torch.inference_mode()`` after
+                ``torch.set_num_threads(threads)``.
+
+Bandwidth (the yardstick of issue 17): per row, the W_hh stream rate of rnnfast,
+  4 * G*H*H * T bytes / call time          (W_hh read once per step; the call time includes the
+                                             input GEMM and the cells, so this is a lower bound),
+and, measured in the same run by the compiled core's ``read_bandwidth`` (each thread re-reads its
+own buffer), the read bandwidth of a buffer the size of one thread's W_hh slice (G*H*H*4 / threads
+bytes) at the row's thread count: the cache level the weights live in. ``frac`` = stream / that.
+The barrier cost (``barrier_probe``: the OpenMP barrier and rnnfast's StepBarrier in a running
+team of 2) is measured at the start and the end of the run.
+
+Outputs (``--out``, default benchmarks/out/): latency.json and latency.md.
+
+Examples
+  python benchmarks/bench_latency.py --quick
+  python benchmarks/bench_latency.py                     # the full grid (~20 minutes on 2 cores)
+  python benchmarks/bench_latency.py --cells lstm --hidden 256 --threads 1 \\
+      --before-core /tmp/before/_core_avx2.cpython-311-x86_64-linux-gnu.so
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "GATES",
+    "build_onnx_model",
+    "cpu_model",
+    "make_inputs",
+    "main",
+    "time_alternating",
+]
+
+GATES: dict[str, int] = {"rnn": 1, "lstm": 4, "gru": 3}
+DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+VARIANT_ORDER = ("rnnfast", "before", "ort", "ort_nospin", "torch")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cells", nargs="+", default=["lstm", "gru", "rnn"], choices=sorted(GATES))
+    p.add_argument("--hidden", nargs="+", type=int, default=[64, 128, 256, 512, 1024])
+    p.add_argument("--batch", nargs="+", type=int, default=[1, 4])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=7, help="samples per variant (median; >= 3)")
+    p.add_argument("--min-sample", type=float, default=0.05, help="seconds per sample")
+    p.add_argument("--tol", type=float, default=1e-4, help="max relative error vs the reference")
+    p.add_argument("--no-ort", action="store_true", help="do not time onnxruntime")
+    p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    p.add_argument(
+        "--before-core",
+        type=Path,
+        default=None,
+        help="another build of rnnfast's compiled core (.so) to time as 'before' in a worker",
+    )
+    p.add_argument("--quick", action="store_true", help="H 128 256 1024, B 1, 5 repeats")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    p.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        if args.hidden == [64, 128, 256, 512, 1024]:
+            args.hidden = [128, 256, 1024]
+        if args.batch == [1, 4]:
+            args.batch = [1]
+        args.repeats = 5
+        args.min_sample = 0.03
+    if args.repeats < 3:
+        p.error(f"--repeats: expected >= 3, got {args.repeats}")
+    for name in ("hidden", "batch", "threads"):
+        bad = [v for v in getattr(args, name) if v < 1]
+        if bad:
+            p.error(f"--{name}: expected positive integers, got {bad}")
+    if args.steps < 1:
+        p.error(f"--steps: expected >= 1, got {args.steps}")
+    if not args.min_sample > 0:
+        p.error(f"--min-sample: expected > 0 seconds, got {args.min_sample}")
+    if args.before_core is not None and not args.before_core.is_file():
+        p.error(f"--before-core: expected a compiled core module file, got {args.before_core}")
+    return args
+
+
+# ---- machine ----------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or platform.processor())."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cache_sizes() -> dict[str, int]:
+    """Per-core L1d / L2 and shared L3 sizes in bytes from sysfs (missing levels left out)."""
+    out: dict[str, int] = {}
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    for idx in sorted(base.glob("index*")) if base.is_dir() else []:
+        try:
+            level = (idx / "level").read_text().strip()
+            kind = (idx / "type").read_text().strip()
+            size = (idx / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind == "Instruction":
+            continue
+        mult = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(size[-1:], 1)
+        digits = size.rstrip("KMG")
+        if digits.isdigit():
+            out[f"L{level}"] = int(digits) * mult
+    return out
+
+
+def cache_level(nbytes: float, caches: Mapping[str, int]) -> str:
+    """The smallest cache level (L2 or larger) whose size holds nbytes, else DRAM."""
+    for level in ("L2", "L3"):
+        if level in caches and nbytes <= caches[level]:
+            return level
+    return "DRAM"
+
+
+# ---- inputs and the implementations ---------------------------------------------------------------
+
+
+def make_inputs(cell: str, t: int, b: int, h: int, seed: int) -> dict[str, Any]:
+    """float32 inputs of one row, PyTorch's init U(-1/sqrt(H), 1/sqrt(H)); I = H.
+
+    x (T, B, H), h0 (B, H), c0 (B, H) for the LSTM, w_ih / w_hh (G*H, H), b_ih / b_hh (G*H,).
+    """
+    rng = np.random.default_rng(seed)
+    k = 1.0 / np.sqrt(h)
+    g = GATES[cell] * h
+
+    def u(*shape: int) -> np.ndarray:
+        return rng.uniform(-k, k, size=shape).astype(np.float32)
+
+    inp = {
+        "x": rng.standard_normal((t, b, h)).astype(np.float32),
+        "h0": u(b, h),
+        "w_ih": u(g, h),
+        "w_hh": u(g, h),
+        "b_ih": u(g),
+        "b_hh": u(g),
+    }
+    if cell == "lstm":
+        inp["c0"] = u(b, h)
+    return inp
+
+
+def _outputs(cell: str, out: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    names = ("y", "h_n", "c_n") if cell == "lstm" else ("y", "h_n")
+    return {n: np.asarray(a) for n, a in zip(names, out, strict=False)}
+
+
+def rnnfast_call(functional: Any, cell: str, inp: Mapping[str, Any]) -> Callable[[], Any]:
+    """A no-argument call of rnnfast's inference forward on inp; returns (y, h_n[, c_n])."""
+    fwd = getattr(functional, f"{cell}_forward")
+    states = [inp["h0"], inp["c0"]] if cell == "lstm" else [inp["h0"]]
+    args = (inp["x"], *states, inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"])
+
+    def call() -> Any:
+        return fwd(*args, training=False)[:-1]
+
+    return call
+
+
+def reference_outputs(reference: Any, cell: str, inp: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The float64 reference's y, h_n (c_n) on inp."""
+    d64 = {k: np.asarray(v, dtype=np.float64) for k, v in inp.items()}
+    return _outputs(cell, rnnfast_call(reference, cell, d64)())
+
+
+def build_onnx_model(cell: str, inp: Mapping[str, Any]) -> bytes:
+    """One ONNX RNN/LSTM/GRU node equal to rnnfast's cell on inp's weights, serialised.
+
+    Graph inputs X (T, B, I), initial_h (1, B, H) [, initial_c (1, B, H)]; W (1, G*H, I),
+    R (1, G*H, H), B (1, 2*G*H) are initializers with the gate blocks in ONNX's order (LSTM i, o,
+    f, c; GRU z, r, h). Outputs Y (T, 1, B, H), Y_h (1, B, H) [, Y_c (1, B, H)].
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rnnfast._cells import get_cell
+
+    spec = get_cell(cell)
+    h = inp["w_hh"].shape[1]
+    t, b, i = inp["x"].shape
+    perm = spec.onnx_perm
+
+    def reorder(a: np.ndarray) -> np.ndarray:
+        blocks = np.split(np.asarray(a, dtype=np.float32), spec.gates, axis=0)
+        return np.concatenate([blocks[j] for j in perm], axis=0)
+
+    w = reorder(inp["w_ih"])[None]
+    r = reorder(inp["w_hh"])[None]
+    bias = np.concatenate([reorder(inp["b_ih"]), reorder(inp["b_hh"])])[None]
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(w), "W"),
+        numpy_helper.from_array(np.ascontiguousarray(r), "R"),
+        numpy_helper.from_array(np.ascontiguousarray(bias), "B"),
+    ]
+    node_in = ["X", "W", "R", "B", "", "initial_h"]
+    graph_in = [
+        helper.make_tensor_value_info("X", TensorProto.FLOAT, [t, b, i]),
+        helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, b, h]),
+    ]
+    outs = ["Y", "Y_h"]
+    if cell == "lstm":
+        node_in.append("initial_c")
+        graph_in.append(helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, b, h]))
+        outs.append("Y_c")
+    attrs: dict[str, Any] = {"hidden_size": h}
+    if cell == "gru":
+        attrs["linear_before_reset"] = 1
+    if cell == "rnn":
+        attrs["activations"] = ["Tanh"]
+    node = helper.make_node(spec.onnx_op, node_in, outs, **attrs)
+    graph_out = [
+        helper.make_tensor_value_info("Y", TensorProto.FLOAT, [t, 1, b, h]),
+        helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, b, h]),
+    ]
+    if cell == "lstm":
+        graph_out.append(helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, b, h]))
+    graph = helper.make_graph([node], f"{cell}_latency", graph_in, graph_out, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def ort_call(
+    ort: Any, model: bytes, cell: str, inp: Mapping[str, Any], threads: int, spin: bool
+) -> Callable[[], Any]:
+    """A no-argument onnxruntime run of model on inp; returns (y (T, B, H), h_n[, c_n])."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    feeds = {"X": inp["x"], "initial_h": inp["h0"][None]}
+    if cell == "lstm":
+        feeds["initial_c"] = inp["c0"][None]
+
+    def call() -> Any:
+        res = sess.run(None, feeds)
+        return (res[0][:, 0], *(r[0] for r in res[1:]))
+
+    return call
+
+
+def torch_call(torch: Any, cell: str, inp: Mapping[str, Any]) -> Callable[[], Any]:
+    """A no-argument torch.nn.<Cell> forward under inference_mode; returns (y, h_n[, c_n])."""
+    h = inp["w_hh"].shape[1]
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    mod = cls(h, h)
+    with torch.no_grad():
+        for name, key in (
+            ("weight_ih_l0", "w_ih"),
+            ("weight_hh_l0", "w_hh"),
+            ("bias_ih_l0", "b_ih"),
+            ("bias_hh_l0", "b_hh"),
+        ):
+            getattr(mod, name).copy_(torch.from_numpy(inp[key]))
+    mod.eval()
+    x = torch.from_numpy(inp["x"])
+    state: Any = torch.from_numpy(inp["h0"])[None]
+    if cell == "lstm":
+        state = (state, torch.from_numpy(inp["c0"])[None])
+
+    def call() -> Any:
+        with torch.inference_mode():
+            y, s = mod(x, state)
+        if cell == "lstm":
+            return y.numpy(), s[0][0].numpy(), s[1][0].numpy()
+        return y.numpy(), s[0].numpy()
+
+    return call
+
+
+def max_error(actual: Mapping[str, Any], expected: Mapping[str, np.ndarray]) -> tuple[float, str]:
+    """The largest max|a - e| / max|e| over the outputs, and which output it is."""
+    worst, where = 0.0, ""
+    for name, e in expected.items():
+        a = np.asarray(actual[name], dtype=np.float64)
+        if a.shape != e.shape:
+            return float("inf"), f"{name}: shape {a.shape} != {e.shape}"
+        if not np.all(np.isfinite(a)):
+            return float("inf"), f"{name}: non-finite"
+        err = float(np.max(np.abs(a - e)) / max(float(np.max(np.abs(e))), 1e-30))
+        if err > worst:
+            worst, where = err, name
+    return worst, where
+
+
+# ---- timing -----------------------------------------------------------------------------------
+
+
+def _calibrate(fn: Callable[[], Any], min_sample: float) -> int:
+    """Calls per sample so that a sample lasts about min_sample seconds (fn warmed up)."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    dt = max(time.perf_counter() - t0, 1e-7)
+    return max(1, int(min_sample / dt))
+
+
+def _sample(fn: Callable[[], Any], inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def time_alternating(samplers: Mapping[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each sampler, the samplers alternated, the order rotated."""
+    names = list(samplers)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            times[n].append(samplers[n]())
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+# ---- the 'before' worker ----------------------------------------------------------------------
+
+
+def _load_core_from(path: Path) -> str:
+    """Imports the compiled core at path as rnnfast's core (before rnnfast itself); its variant."""
+    stem = path.name.split(".")[0]
+    if not stem.startswith("_core_"):
+        raise ValueError(
+            f"--before-core: expected a file named _core_<variant>.*.so, got {path.name}"
+        )
+    os.environ["RNNFAST_SIMD"] = stem[len("_core_") :]
+    spec = importlib.util.spec_from_file_location(f"rnnfast.{stem}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"--before-core: cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[f"rnnfast.{stem}"] = mod
+    spec.loader.exec_module(mod)
+    return stem[len("_core_") :]
+
+
+def worker_main(path: Path) -> int:
+    """Serve setup / sample requests (JSON lines on stdin) with the core at path."""
+    _load_core_from(path)
+    import rnnfast
+    import rnnfast.functional as functional
+
+    fn: Callable[[], Any] | None = None
+    out = sys.stdout
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["cmd"] == "setup":
+            rnnfast.set_num_threads(int(req["threads"]))
+            inp = make_inputs(req["cell"], req["steps"], req["batch"], req["hidden"], req["seed"])
+            fn = rnnfast_call(functional, req["cell"], inp)
+            got = _outputs(req["cell"], fn())
+            exp = {k: np.asarray(v) for k, v in np.load(req["expected"]).items()}
+            err, where = max_error(got, exp)
+            inner = _calibrate(fn, float(req["min_sample"]))
+            reply: dict[str, Any] = {"err": err, "where": where, "inner": inner}
+        elif req["cmd"] == "sample" and fn is not None:
+            reply = {"seconds": _sample(fn, int(req["inner"]))}
+        else:
+            reply = {"error": f"unknown request {req!r}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    return 0
+
+
+class Worker:
+    """The 'before' core in a child process (this script with --worker PATH)."""
+
+    def __init__(self, path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.inner = 1
+
+    def ask(self, req: Mapping[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the --before-core worker exited")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+def _yardsticks(core: Any, cells: list[str], hidden: list[int], threads: list[int]) -> dict:
+    """read_bandwidth (bytes/s) of a buffer of one thread's W_hh slice, per (cell, H, threads)."""
+    out: dict[str, float] = {}
+    for thr in threads:
+        for cell in cells:
+            for h in hidden:
+                nbytes = 4 * GATES[cell] * h * h // thr
+                key = f"{nbytes}/{thr}"
+                if key not in out:
+                    out[key] = core.read_bandwidth(max(nbytes, 4096), thr, 0.1)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Check and time every row; returns the JSON document."""
+    import rnnfast
+    import rnnfast.functional as functional
+    import rnnfast.reference as reference
+    from rnnfast._loader import core
+
+    ort = None if args.no_ort else __import__("onnxruntime")
+    torch = None if args.no_torch else __import__("torch")
+    caches = cache_sizes()
+    meta = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "caches": caches,
+        "variant": core.variant,
+        "loadavg_start": os.getloadavg(),
+        "onnxruntime": getattr(ort, "__version__", None),
+        "torch": getattr(torch, "__version__", None),
+        "before_core": str(args.before_core) if args.before_core else None,
+    }
+    print(f"CPU: {meta['cpu_model']} ({meta['cpus']} CPUs), caches {caches}, core {core.variant}")
+    barrier_start = [core.barrier_probe(2, 2000) for _ in range(3)]
+    print(f"barrier (running team of 2, s/round): {barrier_start}", flush=True)
+    bw = _yardsticks(core, args.cells, args.hidden, args.threads)
+    worker = Worker(args.before_core) if args.before_core else None
+    rows: list[dict[str, Any]] = []
+    tmp = args.out / "latency_expected.npz"
+    try:
+        for thr in args.threads:
+            rnnfast.set_num_threads(thr)
+            if torch is not None:
+                torch.set_num_threads(thr)
+            for cell in args.cells:
+                for h in args.hidden:
+                    for b in args.batch:
+                        rows.append(
+                            _row(
+                                args,
+                                cell,
+                                h,
+                                b,
+                                thr,
+                                functional,
+                                reference,
+                                ort,
+                                torch,
+                                worker,
+                                tmp,
+                                bw,
+                                caches,
+                            )
+                        )
+                        gc.collect()
+    finally:
+        if worker is not None:
+            worker.close()
+        tmp.unlink(missing_ok=True)
+    meta["loadavg_end"] = os.getloadavg()
+    barrier_end = [core.barrier_probe(2, 2000) for _ in range(3)]
+    print(f"barrier at the end: {barrier_end}")
+    return {
+        "meta": meta,
+        "barrier": {"start": barrier_start, "end": barrier_end},
+        "read_bandwidth": bw,
+        "rows": rows,
+    }
+
+
+def _row(
+    args: argparse.Namespace,
+    cell: str,
+    h: int,
+    b: int,
+    thr: int,
+    functional: Any,
+    reference: Any,
+    ort: Any,
+    torch: Any,
+    worker: Worker | None,
+    tmp: Path,
+    bw: Mapping[str, float],
+    caches: Mapping[str, int],
+) -> dict[str, Any]:
+    seed = 1000 * GATES[cell] + 10 * h + b
+    inp = make_inputs(cell, args.steps, b, h, seed)
+    expected = reference_outputs(reference, cell, inp)
+    calls: dict[str, Callable[[], Any]] = {"rnnfast": rnnfast_call(functional, cell, inp)}
+    if ort is not None:
+        model = build_onnx_model(cell, inp)
+        calls["ort"] = ort_call(ort, model, cell, inp, thr, spin=True)
+        calls["ort_nospin"] = ort_call(ort, model, cell, inp, thr, spin=False)
+    if torch is not None:
+        calls["torch"] = torch_call(torch, cell, inp)
+    row: dict[str, Any] = {"cell": cell, "hidden": h, "batch": b, "threads": thr, "errors": {}}
+    samplers: dict[str, Callable[[], float]] = {}
+    for name, fn in calls.items():
+        err, where = max_error(_outputs(cell, fn()), expected)
+        row["errors"][name] = err
+        if err > args.tol:
+            print(f"  {cell} H={h} B={b} thr={thr} {name}: FAILED (error {err:.2e} in {where})")
+            continue
+        inner = _calibrate(fn, args.min_sample)
+        samplers[name] = lambda fn=fn, inner=inner: _sample(fn, inner)
+    if worker is not None:
+        np.savez(tmp, **expected)
+        rep = worker.ask(
+            {"cmd": "setup", "cell": cell, "hidden": h, "batch": b, "threads": thr,
+             "steps": args.steps, "seed": seed, "expected": str(tmp),
+             "min_sample": args.min_sample}
+        )  # fmt: skip
+        row["errors"]["before"] = rep["err"]
+        if rep["err"] <= args.tol:
+            samplers["before"] = lambda inner=rep["inner"]: worker.ask(
+                {"cmd": "sample", "inner": inner}
+            )["seconds"]
+        else:
+            print(f"  {cell} H={h} B={b} thr={thr} before: FAILED (error {rep['err']:.2e})")
+    order = {n: i for i, n in enumerate(VARIANT_ORDER)}
+    samplers = dict(sorted(samplers.items(), key=lambda kv: order[kv[0]]))
+    row["ms"] = {k: 1e3 * v for k, v in time_alternating(samplers, args.repeats).items()}
+    g = GATES[cell]
+    whh = 4.0 * g * h * h
+    level = cache_level(whh / thr, caches)
+    yard = bw.get(f"{int(whh) // thr}/{thr}")
+    if "rnnfast" in row["ms"]:
+        stream = whh * args.steps / (row["ms"]["rnnfast"] * 1e-3)
+        row["whh_gbs"] = stream / 1e9
+        row["yard_gbs"] = yard / 1e9 if yard else None
+        row["frac"] = stream / yard if yard else None
+    row["level"] = level
+    print(_console(row), flush=True)
+    return row
+
+
+def _ratio(row: Mapping[str, Any], other: str) -> float | None:
+    ms = row.get("ms", {})
+    if "rnnfast" not in ms or other not in ms:
+        return None
+    return ms[other] / ms["rnnfast"]
+
+
+def _console(row: Mapping[str, Any]) -> str:
+    ms = row.get("ms", {})
+    parts = [f"{row['cell']:4s} H={row['hidden']:4d} B={row['batch']} thr={row['threads']}"]
+    for n in VARIANT_ORDER:
+        if n in ms:
+            parts.append(f"{n} {ms[n]:.3f}")
+    for n in ("ort", "torch", "before"):
+        r = _ratio(row, n)
+        if r is not None:
+            parts.append(f"x{n} {r:.2f}")
+    if row.get("frac") is not None:
+        parts.append(
+            f"W_hh {row['whh_gbs']:.1f} GB/s = {100 * row['frac']:.0f}% of {row['level']} "
+            f"({row['yard_gbs']:.1f})"
+        )
+    return "  ".join(parts)
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    """The rows as a markdown table, with the machine line and the barrier costs."""
+    meta = doc["meta"]
+    lines = [
+        f"CPU: {meta['cpu_model']} ({meta['cpus']} CPUs), caches {meta['caches']}, "
+        f"core {meta['variant']}, load {meta['loadavg_start']} -> {meta['loadavg_end']}, "
+        f"{meta['date']}",
+        "",
+        "Barrier, running team of 2, us per round (OpenMP / StepBarrier): "
+        + ", ".join(
+            f"{1e6 * p['omp_barrier_s']:.2f} / {1e6 * p['step_barrier_s']:.2f}"
+            for p in doc["barrier"]["start"] + doc["barrier"]["end"]
+        ),
+        "",
+    ]
+    names = [n for n in VARIANT_ORDER if any(n in r.get("ms", {}) for r in doc["rows"])]
+    head = ["cell", "H", "B", "thr", *[f"{n} ms" for n in names]]
+    head += [f"x{n}" for n in ("ort", "ort_nospin", "torch", "before") if n in names]
+    head += ["W_hh GB/s", "level", "yardstick GB/s", "frac"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in doc["rows"]:
+        ms = r.get("ms", {})
+        cells = [r["cell"], r["hidden"], r["batch"], r["threads"]]
+        cells += [f"{ms[n]:.3f}" if n in ms else "-" for n in names]
+        for n in ("ort", "ort_nospin", "torch", "before"):
+            if n in names:
+                v = _ratio(r, n)
+                cells.append("-" if v is None else f"{v:.2f}")
+        frac = r.get("frac")
+        cells += [
+            f"{r['whh_gbs']:.1f}" if "whh_gbs" in r else "-",
+            r.get("level", "-"),
+            f"{r['yard_gbs']:.1f}" if r.get("yard_gbs") else "-",
+            f"{100 * frac:.0f}%" if frac is not None else "-",
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines.append("")
+    lines.append(
+        "x<name> = that variant's time / rnnfast's (> 1: rnnfast faster). W_hh GB/s = 4*G*H*H*T / "
+        "rnnfast's call time; yardstick = read_bandwidth of one thread's W_hh slice at the row's "
+        "thread count, same run; frac = W_hh GB/s / yardstick."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the grid (or serve as the --before-core worker)."""
+    args = parse_args(argv)
+    if args.worker is not None:
+        return worker_main(args.worker)
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = run(args)
+    (args.out / "latency.json").write_text(json.dumps(doc, indent=1))
+    md = markdown(doc)
+    (args.out / "latency.md").write_text(md)
+    print("\n" + md)
+    print(f"written: {args.out / 'latency.json'}, {args.out / 'latency.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
