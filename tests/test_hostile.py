@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import rnnfast as rf
-from helpers import CELL_NAMES, GATES
+from helpers import GATES
 from rnnfast import functional as F
 from rnnfast import reference as R
 
@@ -34,7 +34,8 @@ __all__: list[str] = []
 
 ACCEPTED = (ValueError, TypeError, MemoryError)
 T, B, I, H = 4, 3, 5, 6  # noqa: E741 - the dimension names of the API
-CELLS = tuple(CELL_NAMES)  # the registered cells
+# the cells whose argument lists make_args / forward below know (not yet every registered cell)
+CELLS = ("rnn", "lstm", "gru")
 
 
 def expect_error(fn: Callable[[], Any], *names: str, types: tuple[type, ...] = ACCEPTED) -> str:
