@@ -516,7 +516,7 @@ def gradcheck(
         spec = get_cell(cell)
         rng = np.random.default_rng(seed)
         base, seeds = _gc_inputs(spec, rng, t_steps, batch, n_in, hidden)
-        keys = [k for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh") if base[k] is not None]
+        keys = [k for k in _GC_ARRAYS if base[k] is not None] + [n for n, _ in spec.extra_params]
 
         # reference (float64) and its finite differences
         ref_out, ref_cache = _gc_call(R, cell, nl, base, lengths)
@@ -558,11 +558,16 @@ def gradcheck(
     return rows, bool(all_ok)
 
 
+#: the arrays every cell's call takes (c0 None without a cell state)
+_GC_ARRAYS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
+
+
 def _gc_inputs(
     spec: Any, rng: np.random.Generator, t_steps: int, batch: int, n_in: int, hidden: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """float64 inputs (x (T, B, I), h0 [, c0] (B, H), weights (G*H, I | H), biases (G*H,)) and the
-    loss seeds (dy (T, B, H), dh_n [, dc_n] (B, H)) of one cell, drawn from ``rng`` in this order."""
+    """float64 inputs (x (T, B, I), h0 [, c0] (B, H), weights (G*H, I | H), biases (G*H,), then the
+    cell's extra parameters (per_unit*H,)) and the loss seeds (dy (T, B, H), dh_n [, dc_n] (B, H))
+    of one cell, drawn from ``rng`` (the extra parameters last, after the seeds)."""
     g = spec.gates
     base = {
         "x": rng.standard_normal((t_steps, batch, n_in)),
@@ -578,6 +583,8 @@ def _gc_inputs(
         "dh_n": rng.standard_normal((batch, hidden)),
         "dc_n": rng.standard_normal((batch, hidden)) if spec.has_cell_state else None,
     }
+    for name, per_unit in spec.extra_params:
+        base[name] = rng.uniform(-0.5, 0.5, per_unit * hidden)
     return base, seeds
 
 
@@ -633,7 +640,7 @@ def _gc_tbptt_err(
     """Max relative error of the kernels' ``tbptt_grads`` (k1=2, k2=3) on ``arrs`` / ``dy`` against
     the reference's on the float64 ``base`` / ``base_dy`` (inf when the update counts differ)."""
     cell = spec.name
-    names = ("w_ih", "w_hh", "b_ih", "b_hh")
+    names = ("w_ih", "w_hh", "b_ih", "b_hh", *(n for n, _ in spec.extra_params))
     params = {k: arrs[k] for k in names}
     state0: Any = (arrs["h0"], arrs["c0"]) if spec.has_cell_state else arrs["h0"]
     kw = {"nonlinearity": nl}
