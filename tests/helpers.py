@@ -27,6 +27,7 @@ __all__ = [
     "CELLS",
     "CELL_NAMES",
     "GATES",
+    "TORCH_CELLS",
     "assert_close",
     "assert_grads_close",
     "central_difference",
@@ -45,6 +46,10 @@ CELLS: tuple[tuple[str, str], ...] = tuple((c.name, nl) for c in _SPECS for nl i
 #: The registered cell names ("rnn", "lstm", "gru").
 CELL_NAMES: list[str] = [c.name for c in _SPECS]
 GATES = {c.name: c.gates for c in _SPECS}
+#: (cell, nonlinearity) of the cells PyTorch has a module for (torch parity tests).
+TORCH_CELLS: tuple[tuple[str, str], ...] = tuple(
+    (c, nl) for c, nl in CELLS if get_cell(c).torch_name is not None
+)
 
 
 def assert_grads_close(
@@ -102,7 +107,8 @@ def make_inputs(
 ) -> dict[str, np.ndarray | None]:
     """Random inputs for one call.
 
-    Keys: x, h0, c0 (lstm only, else None), w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n (lstm only).
+    Keys: x, h0, c0 (lstm only, else None), w_ih, w_hh, b_ih, b_hh, dy, dh_n, dc_n (lstm only),
+    and the cell's extra parameters by name (``CellSpec.extra_params``).
 
     Weights ~ U(-scale, scale) (keeps activations away from saturation); every array has ``dtype``.
     """
@@ -112,7 +118,10 @@ def make_inputs(
     def u(*shape: int) -> np.ndarray:
         return rng.uniform(-scale, scale, size=shape).astype(dtype)
 
+    spec = get_cell(cell)
+    extra = {name: u(per_unit * hidden) for name, per_unit in spec.extra_params}
     return {
+        **extra,
         "x": rng.standard_normal((t_steps, batch, n_in)).astype(dtype),
         "h0": u(batch, hidden),
         "c0": u(batch, hidden) if get_cell(cell).has_cell_state else None,
@@ -167,7 +176,9 @@ def loss(
 
 def grad_keys(cell: str) -> tuple[str, ...]:
     """Gradient dict keys of ``<cell>_backward`` (without dh_all)."""
-    return ("x", *get_cell(cell).state_names, "w_ih", "w_hh", "b_ih", "b_hh")
+    spec = get_cell(cell)
+    extra = tuple(name for name, _ in spec.extra_params)
+    return ("x", *spec.state_names, "w_ih", "w_hh", "b_ih", "b_hh", *extra)
 
 
 def bad_forward_cases(cell: str) -> list[tuple[str, str, Any, type, str]]:
@@ -197,8 +208,9 @@ def bad_forward_cases(cell: str) -> list[tuple[str, str, Any, type, str]]:
 
 def call_forward_kw(mod: Any, cell: str, kw: Mapping[str, Any], nonlinearity: str = "tanh") -> Any:
     """Call ``mod.<cell>_forward`` with contract keyword arguments from ``kw``."""
-    args = {k: kw[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")}
     spec = get_cell(cell)
+    names = ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh", *(n for n, _ in spec.extra_params))
+    args = {k: kw[k] for k in names}
     if spec.has_cell_state:
         args["c0"] = kw["c0"]
     if len(spec.nonlinearities) > 1:

@@ -24,6 +24,7 @@ import pytest
 import rnnfast as rf
 from helpers import GATES
 from rnnfast import functional as F
+from rnnfast._cells import get_cell
 
 __all__: list[str] = []
 
@@ -171,7 +172,7 @@ def _weights(cell: str, I: int = 8, H: int = 24) -> dict[str, np.ndarray]:  # no
 def _functional_job(cell: str, w: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
     x = _data(seed, I=w["w_ih"].shape[1])
     lengths = np.random.default_rng(seed).integers(0, 13, size=16)
-    args = (x, None, None) if cell == "lstm" else (x, None)
+    args = (x, None, None) if get_cell(cell).has_cell_state else (x, None)
     fwd = getattr(F, f"{cell}_forward")
     out = fwd(*args, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], lengths=lengths)
     grads = getattr(F, f"{cell}_backward")(out[-1], np.ones_like(out[0]))
@@ -321,7 +322,7 @@ def test_backward_does_not_depend_on_output_buffer_alignment(cell: str, dtype: A
     x = r.standard_normal((T, B, I)).astype(dtype)
     w = [r.standard_normal(s).astype(dtype) for s in ((g * H, I), (g * H, H), (g * H,), (g * H,))]
     fwd, back = getattr(F, f"{cell}_forward"), getattr(F, f"{cell}_backward")
-    out = fwd(x, None, None, *w) if cell == "lstm" else fwd(x, None, *w)
+    out = fwd(x, None, None, *w) if get_cell(cell).has_cell_state else fwd(x, None, *w)
     dy = r.standard_normal(out[0].shape).astype(dtype)
     first = back(out[-1], dy)
     keep = []

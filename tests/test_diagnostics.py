@@ -11,6 +11,7 @@ import pytest
 
 import rnnfast.functional as F
 from helpers import CELL_NAMES, assert_close
+from rnnfast._cells import get_cell
 from rnnfast.diagnostics import (
     GradientFlow,
     exploding_case,
@@ -59,12 +60,14 @@ def test_gradient_flow_equals_dh_all_of_the_functional_backward(cell: str) -> No
     fwd = getattr(F, f"{cell}_forward")
     bwd = getattr(F, f"{cell}_backward")
 
-    def w(layer: int) -> tuple[np.ndarray, ...]:
-        return tuple(
-            p[f"rnn.{k}_l{layer}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        )
+    # the module's names of w_ih, w_hh, b_ih, b_hh and the cell's extra parameters (w_x -> weight_x)
+    names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    names += ["weight_" + n[2:] for n, _ in get_cell(cell).extra_params]
 
-    state0 = (None, None) if cell == "lstm" else (None,)
+    def w(layer: int) -> tuple[np.ndarray, ...]:
+        return tuple(p[f"rnn.{k}_l{layer}"] for k in names)
+
+    state0 = (None, None) if get_cell(cell).has_cell_state else (None,)
     outs0 = fwd(x, *state0, *w(0), lengths=lengths)
     outs1 = fwd(outs0[0], *state0, *w(1), lengths=lengths)
     h_top = outs1[1]  # (B, H): final state of the top layer = last valid output

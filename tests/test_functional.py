@@ -38,6 +38,7 @@ from helpers import (
 )
 from rnnfast import _loader, functional
 from rnnfast import reference as ref
+from rnnfast._cells import get_cell
 
 __all__: list[str] = []
 
@@ -90,7 +91,9 @@ def check_parity(
 
     y, h_n, c_n, cache = forward(functional, cell, nonlinearity, inp, lengths)
     ry, rh, rc, rcache = forward(ref, cell, nonlinearity, inp, lengths)
-    outs = [("y", y, ry), ("h_n", h_n, rh)] + ([("c_n", c_n, rc)] if cell == "lstm" else [])
+    outs = [("y", y, ry), ("h_n", h_n, rh)] + (
+        [("c_n", c_n, rc)] if get_cell(cell).has_cell_state else []
+    )
     for name, got, want in outs:
         assert isinstance(got, np.ndarray) and got.dtype == dtype, (
             f"{tag} {name}: expected a {dtype} ndarray, got {getattr(got, 'dtype', type(got))}"
@@ -194,7 +197,7 @@ def test_training_false(cell: str, nonlinearity: str, dtype: Any) -> None:
     assert y.dtype == dtype and h_n.dtype == dtype
     assert_close(y, ry, tol, "y (training=False)")
     assert_close(h_n, rh, tol, "h_n (training=False)")
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         assert c_n.dtype == dtype
         assert_close(c_n, rc, tol, "c_n (training=False)")
 
@@ -228,7 +231,7 @@ def test_need_dx_false_skips_dx_only(
     lengths = _lengths(6, 3, 21) if ragged else None
     _, _, _, cache = forward(functional, cell, nonlinearity, inp, lengths)
     fn = getattr(functional, f"{cell}_backward")
-    extra = (inp["dc_n"],) if cell == "lstm" else ()
+    extra = (inp["dc_n"],) if get_cell(cell).has_cell_state else ()
     full = fn(cache, inp["dy"], inp["dh_n"], *extra)
     part = fn(cache, inp["dy"], inp["dh_n"], *extra, need_dx=False)
     assert full["x"] is not None and part["x"] is None
@@ -318,7 +321,7 @@ def test_bad_backward_arguments(cell: str, nonlinearity: str) -> None:
         backward(functional, cell, cache, inp["dy"].astype(np.float32))
     with pytest.raises((TypeError, ValueError), match="dh_n"):
         backward(functional, cell, cache, inp["dy"], inp["dh_n"][:1])
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         with pytest.raises((TypeError, ValueError), match="dc_n"):
             backward(functional, cell, cache, inp["dy"], inp["dh_n"], inp["dc_n"][:, :2])
     with pytest.raises((TypeError, ValueError), match="cache"):
@@ -384,7 +387,7 @@ def test_non_finite_state_of_empty_sequence_reaches_no_other_result(
     lengths = np.array([6, 0, 3, 5])
     clean = dict(inp)
     dirty = dict(inp)
-    for key in ("h0", "c0") if cell == "lstm" else ("h0",):
+    for key in ("h0", "c0") if get_cell(cell).has_cell_state else ("h0",):
         clean[key] = inp[key].copy()
         clean[key][1] = 0.0
         dirty[key] = inp[key].copy()
@@ -395,7 +398,9 @@ def test_non_finite_state_of_empty_sequence_reaches_no_other_result(
         grads = backward(functional, cell, cache, case["dy"], case["dh_n"], case["dc_n"])
         results.append({"y": y, "h_n": h_n, "c_n": c_n, **grads})
     want, got = results
-    for final in ("h_n", "c_n") if cell == "lstm" else ("h_n",):  # the empty sequence's own state
+    for final in (
+        ("h_n", "c_n") if get_cell(cell).has_cell_state else ("h_n",)
+    ):  # the empty sequence's own state
         np.testing.assert_array_equal(
             got[final][1], np.full(7, bad), err_msg=f"{cell} {final}[1] should carry {bad}"
         )
@@ -448,6 +453,7 @@ import json, sys
 import numpy as np
 import rnnfast
 from rnnfast import functional as F
+from rnnfast._cells import get_cell
 
 src, dst, variant = sys.argv[1], sys.argv[2], sys.argv[3]
 info = rnnfast.build_info()
@@ -459,26 +465,27 @@ with np.load(src, allow_pickle=False) as data:
         name, cell, nl = case["name"], case["cell"], case["nonlinearity"]
         g = lambda k: data[f"{name}/{k}"] if f"{name}/{k}" in data else None
         lengths = g("lengths")
-        w = (g("w_ih"), g("w_hh"), g("b_ih"), g("b_hh"))
-        if cell == "lstm":
-            y, h, c, cache = F.lstm_forward(g("x"), g("h0"), g("c0"), *w, lengths=lengths)
-            grads = F.lstm_backward(cache, g("dy"), g("dh_n"), g("dc_n"))
+        spec = get_cell(cell)
+        extra = [n for n, _ in spec.extra_params]
+        w = (g("w_ih"), g("w_hh"), g("b_ih"), g("b_hh"), *(g(n) for n in extra))
+        kw = {"nonlinearity": nl} if len(spec.nonlinearities) > 1 else {}
+        fwd, bwd = getattr(F, f"{cell}_forward"), getattr(F, f"{cell}_backward")
+        if spec.has_cell_state:
+            y, h, c, cache = fwd(g("x"), g("h0"), g("c0"), *w, lengths=lengths, **kw)
+            grads = bwd(cache, g("dy"), g("dh_n"), g("dc_n"))
             out[f"{name}/c_n"] = c
-        elif cell == "rnn":
-            y, h, cache = F.rnn_forward(g("x"), g("h0"), *w, nonlinearity=nl, lengths=lengths)
-            grads = F.rnn_backward(cache, g("dy"), g("dh_n"))
         else:
-            y, h, cache = F.gru_forward(g("x"), g("h0"), *w, lengths=lengths)
-            grads = F.gru_backward(cache, g("dy"), g("dh_n"))
+            y, h, cache = fwd(g("x"), g("h0"), *w, lengths=lengths, **kw)
+            grads = bwd(cache, g("dy"), g("dh_n"))
         out[f"{name}/y"], out[f"{name}/h_n"] = y, h
         for k, v in grads.items():
             if v is not None:
                 out[f"{name}/d{k}"] = v
-        state0 = (g("h0"), g("c0")) if cell == "lstm" else g("h0")
-        params = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), w))
+        state0 = (g("h0"), g("c0")) if get_cell(cell).has_cell_state else g("h0")
+        params = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh", *extra), w))
         updates = F.tbptt_grads(cell, g("x"), state0, params, g("dy"), 2, 3, nonlinearity=nl)
         for n, upd in enumerate(updates):
-            for k in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            for k in ("w_ih", "w_hh", "b_ih", "b_hh", *extra):
                 if upd[k] is not None:
                     out[f"{name}/tbptt{n}/{k}"] = upd[k]
 np.savez(dst, **out)
@@ -533,19 +540,18 @@ def test_simd_variants_agree(tmp_path: Path) -> None:
     # Each variant against the reference (same tolerances as everywhere), ...
     for case in cases:
         name, cell, nonlinearity = case["name"], case["cell"], case["nonlinearity"]
-        inp = {
-            k: arrays.get(f"{name}/{k}")
-            for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "dy", "dh_n", "dc_n")
-        }
+        extra = tuple(n for n, _ in get_cell(cell).extra_params)
+        keys = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "dy", "dh_n", "dc_n", *extra)
+        inp = {k: arrays.get(f"{name}/{k}") for k in keys}
         tol = TOL[inp["x"].dtype]
         lengths = arrays.get(f"{name}/lengths")
         ry, rh, rc, rcache = forward(ref, cell, nonlinearity, inp, lengths)
         rgrads = backward(ref, cell, rcache, inp["dy"], inp["dh_n"], inp["dc_n"])
         want = {"y": ry, "h_n": rh, **{f"d{k}": v for k, v in rgrads.items() if v is not None}}
-        if cell == "lstm":
+        if get_cell(cell).has_cell_state:
             want["c_n"] = rc
-        state0 = (inp["h0"], inp["c0"]) if cell == "lstm" else inp["h0"]
-        params = {k: inp[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+        state0 = (inp["h0"], inp["c0"]) if get_cell(cell).has_cell_state else inp["h0"]
+        params = {k: inp[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh", *extra)}
         for n, upd in enumerate(
             ref.tbptt_grads(
                 cell, inp["x"], state0, params, inp["dy"], 2, 3, nonlinearity=nonlinearity

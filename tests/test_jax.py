@@ -24,6 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import rnnfast.jax as rj  # noqa: E402
 from helpers import GATES, assert_close  # noqa: E402
+from rnnfast._cells import get_cell  # noqa: E402
 
 __all__: list[str] = []
 
@@ -59,7 +60,7 @@ def scan_cell(
 
     def step(carry: Any, inp: Any) -> tuple[Any, Any]:
         xt, t = inp
-        h = carry[0] if cell == "lstm" else carry
+        h = carry[0] if get_cell(cell).has_cell_state else carry
         gi = xt @ w_ih.T + b_i
         gh = h @ w_hh.T + b_h
         if cell == "rnn":
@@ -79,7 +80,7 @@ def scan_cell(
             new = (h_new, c)
         m = (t < lens)[:, None]
         y = jnp.where(m, h_new, 0.0)
-        if cell == "lstm":
+        if get_cell(cell).has_cell_state:
             return (jnp.where(m, new[0], carry[0]), jnp.where(m, new[1], carry[1])), y
         return jnp.where(m, new, carry), y
 
@@ -95,7 +96,7 @@ def _inputs(cell: str, dtype: str, seed: int = 0, bias: bool = True) -> dict[str
         return jnp.asarray(rng.standard_normal(shape) * scale, dtype=dtype)
 
     d = {"x": a(T, B, I), "h0": a(B, H, scale=0.5)}
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         d["c0"] = a(B, H, scale=0.5)
     d["w_ih"] = a(g * H, I, scale=0.4)
     d["w_hh"] = a(g * H, H, scale=0.4)
@@ -108,7 +109,7 @@ def _inputs(cell: str, dtype: str, seed: int = 0, bias: bool = True) -> dict[str
 def _call(fn: str, cell: str, nl: str, p: dict[str, Any], lengths: Any) -> tuple[Any, Any]:
     """(y, final state) of rnnfast.jax (fn="rj") or the oracle (fn="scan")."""
     b_ih, b_hh = p.get("b_ih"), p.get("b_hh")
-    state = (p["h0"], p["c0"]) if cell == "lstm" else p["h0"]
+    state = (p["h0"], p["c0"]) if get_cell(cell).has_cell_state else p["h0"]
     if fn == "scan":
         return scan_cell(cell, nl, p["x"], state, p["w_ih"], p["w_hh"], b_ih, b_hh, lengths)
     args = (p["x"], state, p["w_ih"], p["w_hh"], b_ih, b_hh)
@@ -248,7 +249,7 @@ def test_vmap(cell: str, nl: str) -> None:
     assert got["w_ih"].shape == (V, *p["w_ih"].shape)
     _compare(got, stack(per_instance), rtol, f"{cell} vmap(grad) ")
     assert rj.cache_info()["entries"] == 0
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         return  # the rest exercises nothing cell-specific
 
     # jacrev: the vjp function vmapped over the cotangents only (one stored forward serves all)

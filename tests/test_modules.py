@@ -16,6 +16,7 @@ import pytest
 import rnnfast.modules as M
 import rnnfast.reference as R
 from helpers import assert_close, central_difference
+from rnnfast._cells import get_cell
 
 __all__: list[str] = []
 
@@ -93,7 +94,7 @@ def ref_stack(
     def st(i: int, s: Any) -> Any:
         if s is None:
             return None
-        return (s[0][i], s[1][i]) if cell == "lstm" else s[i]
+        return (s[0][i], s[1][i]) if get_cell(cell).has_cell_state else s[i]
 
     caches, finals, inp, inputs = [], [], x, []
     for layer in range(num_layers):
@@ -102,7 +103,7 @@ def ref_stack(
         for d in range(D):
             xi = inp if d == 0 else rev(inp)
             s0 = st(layer * D + d, hx)
-            if cell == "lstm":
+            if get_cell(cell).has_cell_state:
                 y, h, c, cache = R.lstm_forward(
                     xi, s0[0] if s0 else None, s0[1] if s0 else None, *w(layer, d), lengths=lengths
                 )
@@ -130,7 +131,7 @@ def ref_stack(
                 dyd = rev(dyd)
             gs = st(layer * D + d, g_state)
             cache = caches[layer * D + d]
-            if cell == "lstm":
+            if get_cell(cell).has_cell_state:
                 g = R.lstm_backward(cache, dyd, gs[0] if gs else None, gs[1] if gs else None)
             else:
                 g = getattr(R, f"{cell}_backward")(cache, dyd, gs)
@@ -142,7 +143,7 @@ def ref_stack(
                 grads[f"bias_hh{sfx}"] = g["b_hh"]
             dx += g["x"] if d == 0 else rev(g["x"])
         dy = dx
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         h_n = (np.stack([f[0] for f in finals]), np.stack([f[1] for f in finals]))
     else:
         h_n = np.stack(finals)
@@ -180,13 +181,13 @@ def test_stack_matches_reference_composition(
     lengths = np.array([5, 2, 0]) if ragged else None
     n = layers * (2 if bidir else 1)
     hx: Any = rng.standard_normal((n, B, H)) * 0.5
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         hx = (hx, rng.standard_normal((n, B, H)) * 0.5)
     g_out = rng.standard_normal((T, B, H * (2 if bidir else 1)))
     if ragged:
         g_out[np.arange(T)[:, None] >= lengths[None, :]] = 0.0  # padded outputs are constants (0)
     g_state: Any = rng.standard_normal((n, B, H))
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         g_state = (g_state, rng.standard_normal((n, B, H)))
     e_out, e_hn, e_dx, e_grads = ref_stack(
         cell, nonlin, m.state_dict(), x, hx, lengths, layers, bidir, g_out, g_state
@@ -197,7 +198,10 @@ def test_stack_matches_reference_composition(
         out = out.transpose(1, 0, 2)
     assert_close(out, e_out, TOL64, "out")
     for j, (a, e) in enumerate(
-        zip(h_n if cell == "lstm" else (h_n,), e_hn if cell == "lstm" else (e_hn,))
+        zip(
+            h_n if get_cell(cell).has_cell_state else (h_n,),
+            e_hn if get_cell(cell).has_cell_state else (e_hn,),
+        )
     ):
         assert_close(a, e, TOL64, f"h_n[{j}]")
     dx = m.backward(g_out.transpose(1, 0, 2) if bf else g_out, g_state)
@@ -229,12 +233,12 @@ def test_module_gradients_vs_finite_differences(cell: str) -> None:
     def loss() -> float:
         m.rng = np.random.default_rng(11)  # the same dropout masks at every evaluation
         out, h_n = m(x, None, lengths)
-        h = h_n[0] if cell == "lstm" else h_n
+        h = h_n[0] if get_cell(cell).has_cell_state else h_n
         return float(np.sum(out * g_out) + np.sum(h * g_h))
 
     loss()
     m.zero_grad()
-    dx = m.backward(g_out, (g_h, None) if cell == "lstm" else g_h)
+    dx = m.backward(g_out, (g_h, None) if get_cell(cell).has_cell_state else g_h)
     grads = {k: v.copy() for k, v in m.grads.items()}
     m.eval()  # FD evaluations need no cache; training-mode dropout is kept by passing train again
     m.train()
@@ -435,7 +439,10 @@ def test_step_equals_forward(cell: str) -> None:
     for t in range(6):
         o, state = m.step(x[t], state)
         assert_close(o, out[t], 1e-12, f"step {t} output")
-    for a, e in zip(state if cell == "lstm" else (state,), h_n if cell == "lstm" else (h_n,)):
+    for a, e in zip(
+        state if get_cell(cell).has_cell_state else (state,),
+        h_n if get_cell(cell).has_cell_state else (h_n,),
+    ):
         assert_close(a, e, 1e-12, "final state")
     with pytest.raises(ValueError, match="bidirectional"):
         make(cell, input_size=3, hidden_size=4, bidirectional=True).step(x[0])
@@ -621,7 +628,7 @@ def test_stream_matches_reference_tbptt_grads(cell: str, k1: int, k2: int) -> No
     expected = R.tbptt_grads(
         cell,
         x,
-        (None, None) if cell == "lstm" else None,
+        (None, None) if get_cell(cell).has_cell_state else None,
         {
             "w_ih": p["weight_ih_l0"],
             "w_hh": p["weight_hh_l0"],
@@ -848,7 +855,7 @@ def test_non_finite_state_of_empty_sequence_is_isolated(cell: str, dtype: Any, b
     h_dirty[0, 1] = bad
 
     def state(h: np.ndarray) -> Any:
-        return (h, h.copy()) if cell == "lstm" else h
+        return (h, h.copy()) if get_cell(cell).has_cell_state else h
 
     runs = []
     for h in (h_clean, h_dirty):

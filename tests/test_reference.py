@@ -23,6 +23,7 @@ import pytest
 from helpers import (
     CELL_NAMES,
     CELLS,
+    TORCH_CELLS,
     assert_close,
     backward,
     bad_forward_cases,
@@ -141,7 +142,13 @@ def _sig(a: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-a))
 
 
-@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+# The formulas below are written per classic cell; the other cells' oracles are checked against
+# independent constructions in tests/test_reference_variants_peers.py.
+@pytest.mark.parametrize(
+    "cell,nonlinearity",
+    [c for c in CELLS if c[0] in ("rnn", "lstm", "gru")],
+    ids=[i for c, i in zip(CELLS, CELL_IDS) if c[0] in ("rnn", "lstm", "gru")],
+)
 def test_one_step_matches_contract_formulas(cell: str, nonlinearity: str) -> None:
     inp = _f64(make_inputs(cell, 1, B, IN, H, seed=3, scale=1.0))
     x, h, w_ih, w_hh, b_ih, b_hh = (inp[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"))
@@ -175,7 +182,7 @@ def test_one_step_matches_contract_formulas(cell: str, nonlinearity: str) -> Non
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("cell,nonlinearity", TORCH_CELLS, ids=[_cell_id(c) for c in TORCH_CELLS])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_matches_torch_packed(cell: str, nonlinearity: str, bias: bool) -> None:
     # torch is a test dependency (pyproject [test] extra): a missing torch fails, not skips.

@@ -32,6 +32,8 @@ from helpers import (
     make_inputs,
 )
 from rnnfast import reference as ref
+from rnnfast._cells import CELLS as CELL_SPECS
+from rnnfast._cells import get_cell
 
 __all__: list[str] = []
 
@@ -63,11 +65,20 @@ def _impl(name: str) -> ModuleType:
 
 
 def _state0(cell: str, inp: dict[str, Any]) -> Any:
-    return (inp["h0"], inp["c0"]) if cell == "lstm" else inp["h0"]
+    return (inp["h0"], inp["c0"]) if get_cell(cell).has_cell_state else inp["h0"]
+
+
+_EXTRA = {name for spec in CELL_SPECS for name, _ in spec.extra_params}
+
+
+def _wkeys(cell: str) -> tuple[str, ...]:
+    """The gradient keys of a cell's weights: WEIGHTS, then its extra parameters."""
+    return WEIGHTS + tuple(name for name, _ in get_cell(cell).extra_params)
 
 
 def _params(inp: dict[str, Any]) -> dict[str, Any]:
-    return {k: inp[k] for k in WEIGHTS}
+    """w_ih, w_hh, b_ih, b_hh and the cell's extra parameters (make_inputs draws only its own)."""
+    return {k: inp[k] for k in (*WEIGHTS, *sorted(_EXTRA & set(inp)))}
 
 
 def _call(
@@ -135,11 +146,11 @@ def construction(
         # dh_n, dc_n = 0: the update's loss is only <y, dy> on the window.
         g = backward(ref, cell, cache, win["dy"])
         if s == 0:
-            state0: Any = (g["h0"], g["c0"]) if cell == "lstm" else g["h0"]
+            state0: Any = (g["h0"], g["c0"]) if get_cell(cell).has_cell_state else g["h0"]
         else:  # the entering state is a constant: nothing reaches state0
             zero = np.zeros_like(g["h0"])
-            state0 = (zero, zero) if cell == "lstm" else zero
-        out.append({**{k: g[k] for k in WEIGHTS}, "state0": state0})
+            state0 = (zero, zero) if get_cell(cell).has_cell_state else zero
+        out.append({**{k: g[k] for k in _wkeys(cell)}, "state0": state0})
     return out
 
 
@@ -179,7 +190,7 @@ def test_construction_matches_finite_differences(cell: str, nonlinearity: str) -
             y, _, _, _ = forward(ref, cell, nonlinearity, win, training=False)
             return float(np.sum(y[own:] * win["dy"][own:]))
 
-        for k in WEIGHTS:
+        for k in _wkeys(cell):
             fd = central_difference(window_loss, win[k], 1e-6)
             assert_close(want[n][k], fd, 1e-6, f"{cell}/{nonlinearity} update {n} d{k} vs FD")
 
@@ -204,10 +215,10 @@ def test_full_window_is_full_bptt(impl: str, cell: str, nonlinearity: str, dtype
     # Against the same module's full backward (dh_n = 0: the TBPTT loss is only <y, dy>).
     _, _, _, cache = forward(mod, cell, nonlinearity, inp)
     full = backward(mod, cell, cache, inp["dy"])
-    state0 = (full["h0"], full["c0"]) if cell == "lstm" else full["h0"]
+    state0 = (full["h0"], full["c0"]) if get_cell(cell).has_cell_state else full["h0"]
     _check_updates(
         got,
-        [{**{k: full[k] for k in WEIGHTS}, "state0": state0}],
+        [{**{k: full[k] for k in _wkeys(cell)}, "state0": state0}],
         tol,
         f"{impl} vs own BPTT",
         out_dtype,
@@ -215,10 +226,10 @@ def test_full_window_is_full_bptt(impl: str, cell: str, nonlinearity: str, dtype
     # Against the reference's full backward.
     _, _, _, rcache = forward(ref, cell, nonlinearity, inp)
     rfull = backward(ref, cell, rcache, inp["dy"])
-    rstate0 = (rfull["h0"], rfull["c0"]) if cell == "lstm" else rfull["h0"]
+    rstate0 = (rfull["h0"], rfull["c0"]) if get_cell(cell).has_cell_state else rfull["h0"]
     _check_updates(
         got,
-        [{**{k: rfull[k] for k in WEIGHTS}, "state0": rstate0}],
+        [{**{k: rfull[k] for k in _wkeys(cell)}, "state0": rstate0}],
         tol,
         f"{impl} vs reference BPTT",
     )

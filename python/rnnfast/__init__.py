@@ -111,6 +111,7 @@ from .modules import (  # noqa: E402
     RNN,
     Embedding,
     Linear,
+    PeepholeLSTM,
     SequenceModel,
     build_model,
     model_from_config,
@@ -155,6 +156,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "GRU",
+    "PeepholeLSTM",
     "LSTM",
     "RNN",
     "SGD",

@@ -29,10 +29,10 @@ class CellSpec:
         has_cell_state: True when the state is (h, c) (LSTM), False when it is h alone.
         gate_order: rnnfast's (= PyTorch's) gate blocks in row order, e.g. "i,f,g,o".
         nonlinearities: the ``nonlinearity`` values accepted (the first is the default).
-        torch_name: the ``torch.nn`` module class name.
-        keras_name: the Keras layer class name.
+        torch_name: the ``torch.nn`` module class name (None: PyTorch has no such module).
+        keras_name: the Keras layer class name (None: Keras has no such layer).
         keras_gate_order: Keras's gate blocks in column order (same letters as PyTorch's).
-        onnx_op: the ONNX operator type.
+        onnx_op: the ONNX operator type (None: no ONNX operator computes the cell).
         onnx_gate_order: ONNX's gate blocks in row order.
         init: the default initialisation rule (PyTorch's), for documentation; see
             :meth:`init_bound`.
@@ -46,11 +46,11 @@ class CellSpec:
     has_cell_state: bool
     gate_order: str
     nonlinearities: tuple[str, ...]
-    torch_name: str
-    keras_name: str
-    keras_gate_order: str
-    onnx_op: str
-    onnx_gate_order: str
+    torch_name: str | None
+    keras_name: str | None
+    keras_gate_order: str | None
+    onnx_op: str | None
+    onnx_gate_order: str | None
     init: str = "U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias"
     extra_params: tuple[tuple[str, int], ...] = ()
 
@@ -91,7 +91,9 @@ class CellSpec:
         """k of the default init U(-k, k): 1/sqrt(H)."""
         return 1.0 / math.sqrt(hidden)
 
-    def _perm(self, order: str) -> list[int]:
+    def _perm(self, order: str | None) -> list[int]:
+        if order is None:
+            raise ValueError(f"cell {self.name!r}: no gate order is known for this peer")
         mine = self.gate_order.split(",")
         return [mine.index(g) for g in order.split(",")]
 
@@ -103,6 +105,8 @@ class CellSpec:
     @property
     def keras_perm(self) -> list[int]:
         """Block indices: rnnfast's gate block j is Keras's block ``keras_perm[j]``."""
+        if self.keras_gate_order is None:
+            raise ValueError(f"cell {self.name!r}: Keras has no such layer")
         theirs = self.keras_gate_order.split(",")
         return [theirs.index(g) for g in self.gate_order.split(",")]
 
@@ -144,6 +148,19 @@ CELLS: tuple[CellSpec, ...] = (
         keras_gate_order="z,r,n",  # Keras: z, r, h
         onnx_op="GRU",
         onnx_gate_order="z,r,n",  # ONNX: z, r, h
+    ),
+    CellSpec(
+        name="lstm_peephole",
+        gates=4,
+        has_cell_state=True,
+        gate_order="i,f,g,o",
+        nonlinearities=("tanh",),
+        torch_name=None,  # PyTorch's peephole PR was never merged
+        keras_name=None,
+        keras_gate_order=None,
+        onnx_op="LSTM",  # with its P input: [p_i, p_o, p_f]
+        onnx_gate_order="i,o,f,g",
+        extra_params=(("w_peep", 3),),  # [p_i, p_f, p_o]: i, f see c_{t-1}, o sees c_t
     ),
 )
 

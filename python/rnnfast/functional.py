@@ -245,6 +245,7 @@ class SequenceCache:
         "b_ih",
         "cell",
         "dtype",
+        "extra",
         "nonlinearity",
         "shape",
         "w_hh",
@@ -252,8 +253,11 @@ class SequenceCache:
         "x",
     )
 
-    def __init__(self, cell: str, nonlinearity: str, core_cache: Any, a: _Args) -> None:
+    def __init__(
+        self, cell: str, nonlinearity: str, core_cache: Any, a: _Args, extra: tuple = ()
+    ) -> None:
         self.cell = cell
+        self.extra = extra  # the cell's extra parameters (CellSpec.extra_params order)
         self.nonlinearity = nonlinearity
         self._core = core_cache
         self.x, self.w_ih, self.w_hh, self.b_ih, self.b_hh = a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh
@@ -308,7 +312,18 @@ def _backward(
     dh_ = grad("dh_n", dh_n, (b, h))
     dc_ = grad("dc_n", dc_n, (b, h)) if get_cell(cell).has_cell_state else None
     return core.sequence_backward(
-        cell, c._core, c.x, c.w_ih, c.w_hh, c.b_ih, c.b_hh, dy_, dh_, dc_, bool(need_dx)
+        cell,
+        c._core,
+        c.x,
+        c.w_ih,
+        c.w_hh,
+        c.b_ih,
+        c.b_hh,
+        dy_,
+        dh_,
+        dc_,
+        bool(need_dx),
+        c.extra or None,
     )
 
 
@@ -492,30 +507,41 @@ def _check_cell(cell: Any) -> str:
     return str(cell)
 
 
-def _check_params(params: Any) -> tuple[Any, Any, Any, Any]:
+def _check_params(params: Any, cell: str = "rnn") -> tuple[Any, Any, Any, Any]:
+    """(w_ih, w_hh, b_ih, b_hh) of a params dict; the cell's extra parameters are required keys
+    too (read them with :func:`_extra_params`)."""
+    extra = tuple(name for name, _ in get_cell(cell).extra_params)
+    keys = ", ".join(_PARAM_KEYS + extra)
     if not isinstance(params, Mapping):
-        raise TypeError(
-            f"params: expected a dict with keys w_ih, w_hh, b_ih, b_hh, got {type(params).__name__}"
-        )
-    for key in ("w_ih", "w_hh"):
+        raise TypeError(f"params: expected a dict with keys {keys}, got {type(params).__name__}")
+    for key in ("w_ih", "w_hh", *extra):
         if key not in params:
-            raise ValueError(f"params: missing key {key!r} (expected keys w_ih, w_hh, b_ih, b_hh)")
-    unknown = set(params) - set(_PARAM_KEYS)
+            raise ValueError(f"params: missing key {key!r} (expected keys {keys})")
+    unknown = set(params) - set(_PARAM_KEYS) - set(extra)
     if unknown:
-        raise ValueError(
-            f"params: unexpected keys {sorted(unknown)} (expected w_ih, w_hh, b_ih, b_hh)"
-        )
+        raise ValueError(f"params: unexpected keys {sorted(unknown)} (expected {keys})")
     return params["w_ih"], params["w_hh"], params.get("b_ih"), params.get("b_hh")
 
 
+def _extra_params(cell: str, params: Mapping[str, Any], dtype: Any, hidden: int) -> tuple:
+    """The cell's extra parameters from ``params`` (checked: dtype, shape (per_unit*H,))."""
+    out = []
+    for name, per_unit in get_cell(cell).extra_params:
+        arr = _float_array(name, params[name], dtype)
+        _check_shape(name, arr, (per_unit * hidden,))
+        out.append(arr)
+    return tuple(out)
+
+
 def _split_state(cell: str, state: Any, name: str = "state0") -> tuple[Any, Any]:
-    """(h, c) from state: h for rnn/gru, (h, c) for lstm (entries may be None); None = zeros."""
+    """(h, c) from state: h, or (h, c) for a cell with a cell state (entries may be None); None =
+    zeros."""
     if state is None:
         return None, None
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise TypeError(
-                f"{name}: expected a tuple (h0, c0) for cell 'lstm', got {type(state).__name__}"
+                f"{name}: expected a tuple (h0, c0) for cell {cell!r}, got {type(state).__name__}"
             )
         return state[0], state[1]
     if isinstance(state, (tuple, list)):
@@ -558,7 +584,7 @@ def tbptt_grads(
     """
     cell = _check_cell(cell)
     nl = _check_nonlinearity(nonlinearity)
-    w_ih, w_hh, b_ih, b_hh = _check_params(params)
+    w_ih, w_hh, b_ih, b_hh = _check_params(params, cell)
     k1 = _check_k("k1", k1)
     k2 = _check_k("k2", k2)
     if k2 < k1:
@@ -571,7 +597,10 @@ def tbptt_grads(
     # Windows and chunks never exceed T steps, so k1, k2 > T give the same updates as T: clamping
     # keeps the stream's buffers (2*k2 steps) bounded by the data instead of by k2.
     k1, k2 = min(k1, a.T), min(k2, a.T)
-    return core.tbptt_grads(cell, a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, dy_, k1, k2, nl)
+    extra = _extra_params(cell, params, a.dtype, a.H)
+    return core.tbptt_grads(
+        cell, a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, dy_, k1, k2, nl, extra or None
+    )
 
 
 class TBPTTStream:
@@ -644,8 +673,8 @@ class TBPTTStream:
 
     # ---- helpers ----
 
-    def _check_stream_params(self, params: Any) -> tuple[Array, Array, Array | None, Array | None]:
-        w_ih, w_hh, b_ih, b_hh = _check_params(params)
+    def _check_stream_params(self, params: Any) -> tuple[Any, ...]:
+        w_ih, w_hh, b_ih, b_hh = _check_params(params, self.cell)
         gates = _GATES[self.cell]
         w_ih_ = _float_array("w_ih", w_ih, getattr(self, "dtype", None))
         if (
@@ -674,7 +703,8 @@ class TBPTTStream:
             _check_shape("b_ih", b_ih_, (gates * h,))
             b_hh_ = _float_array("b_hh", b_hh, w_ih_.dtype)
             _check_shape("b_hh", b_hh_, (gates * h,))
-        return w_ih_, w_hh_, b_ih_, b_hh_
+        extra = _extra_params(self.cell, params, w_ih_.dtype, h)
+        return (w_ih_, w_hh_, b_ih_, b_hh_, extra or None)
 
     def _create(self, batch: int) -> None:
         if batch < 1:
@@ -821,3 +851,10 @@ class TBPTTStream:
             f"TBPTTStream(cell={self.cell!r}, k1={self.k1}, k2={self.k2}, "
             f"position={self.position}, dtype={self.dtype})"
         )
+
+
+# The functions of every other registered cell (<cell>_forward / <cell>_backward, generated from its
+# CellSpec with the same conventions as the three above): see rnnfast/_cellfn.py.
+from ._cellfn import install as _install_cell_functions  # noqa: E402
+
+_install_cell_functions(globals(), __all__)

@@ -52,7 +52,11 @@ __all__ = [
 TORCH_REQUIREMENT = "torch==2.13.0"
 
 # kind (a Keras class name or an rnnfast cell name, lower case) -> cell name, and gates per cell
-_KINDS = {**{c.keras_name.lower(): c.name for c in CELLS}, **{c.name: c.name for c in CELLS}}
+_KERAS_CELLS = [c for c in CELLS if c.keras_name is not None]  # cells Keras has a layer for
+_KINDS = {
+    **{c.keras_name.lower(): c.name for c in _KERAS_CELLS},
+    **{c.name: c.name for c in _KERAS_CELLS},
+}
 _GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the registry
 
 

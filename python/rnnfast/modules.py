@@ -71,7 +71,7 @@ from .nn.module import (  # noqa: F401
     _setstate,
     _unpickle_flat,
 )
-from .nn.rnn import GRU, LSTM, RNN, RNNBase, _step_ready  # noqa: F401
+from .nn.rnn import GRU, LSTM, RNN, PeepholeLSTM, RNNBase, _step_ready  # noqa: F401
 from .nn.sequence_model import SequenceModel
 from .nn.streaming import (  # noqa: F401
     TBPTTSession,
@@ -85,6 +85,7 @@ __all__ = [
     "RNN",
     "LSTM",
     "GRU",
+    "PeepholeLSTM",
     "RNNBase",
     "Linear",
     "Embedding",

@@ -86,7 +86,8 @@ def call_forward(
     or anything with the same functions) with the arrays of ``inp``.
 
     ``inp`` holds x (T, B, I), the initial states (h0, and c0 for a cell with a cell state),
-    w_ih (G*H, I), w_hh (G*H, H), b_ih, b_hh (G*H,) or None. ``nonlinearity`` is passed only to
+    w_ih (G*H, I), w_hh (G*H, H), b_ih, b_hh (G*H,) or None, and the cell's extra parameters by
+    name (``CellSpec.extra_params``). ``nonlinearity`` is passed only to
     cells that accept more than one. Returns (y, h_n, c_n or None, cache) for every cell.
     """
     spec = get_cell(cell)
@@ -94,8 +95,9 @@ def call_forward(
     kw: dict[str, Any] = {"lengths": lengths, "training": training}
     if len(spec.nonlinearities) > 1:
         kw["nonlinearity"] = nonlinearity
+    extra = [inp[name] for name, _ in spec.extra_params]
     out = getattr(mod, f"{cell}_forward")(
-        inp["x"], *states, inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"], **kw
+        inp["x"], *states, inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"], *extra, **kw
     )
     if spec.has_cell_state:
         y, h_n, c_n, cache = out

@@ -359,6 +359,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
         if constexpr (has_c) {
           cb.dc = g.dc0 + b * H;
           cb.c_prev = cache.c + row * H;
+          cb.c = cache.c + (row + B) * H;  // slot t+1: the state after step t
         }
         cb.aux = Cell::aux_units > 0 ? cache.aux + row * Cell::aux_units * H : nullptr;
         Cell::backward(cb, H, j0, j1, opt);

@@ -19,7 +19,7 @@ from .backend import get_backend, set_backend
 from .config import build_model, model_from_config
 from .layers import Embedding, Linear
 from .module import Module
-from .rnn import GRU, LSTM, RNN, RNNBase
+from .rnn import GRU, LSTM, RNN, PeepholeLSTM, RNNBase
 from .sequence_model import SequenceModel
 from .streaming import TBPTTSession
 
@@ -28,6 +28,7 @@ __all__ = [
     "RNN",
     "LSTM",
     "GRU",
+    "PeepholeLSTM",
     "RNNBase",
     "Linear",
     "Embedding",

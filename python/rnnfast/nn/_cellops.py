@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._cells import get_cell
 from ._util import _GATES, Array, State
 
 __all__: list[str] = []
@@ -28,26 +29,28 @@ def _cell_forward(
     lengths: Array | None,
     training: bool,
 ) -> tuple[Array, State, Any]:
-    """One layer and direction over the whole sequence: (y, final state, cache)."""
-    if cell == "lstm":
+    """One layer and direction over the whole sequence: (y, final state, cache).
+
+    ``w``: w_ih, w_hh, b_ih, b_hh and the cell's extra parameters (``CellSpec.extra_params``).
+    """
+    spec = get_cell(cell)
+    kw: dict[str, Any] = {"lengths": lengths, "training": training}
+    if len(spec.nonlinearities) > 1:
+        kw["nonlinearity"] = nonlinearity
+    if spec.has_cell_state:
         h0, c0 = state if state is not None else (None, None)
-        y, h_n, c_n, cache = F.lstm_forward(x, h0, c0, *w, lengths=lengths, training=training)
+        y, h_n, c_n, cache = getattr(F, f"{cell}_forward")(x, h0, c0, *w, **kw)
         return y, (h_n, c_n), cache
-    if cell == "rnn":
-        y, h_n, cache = F.rnn_forward(
-            x, state, *w, nonlinearity=nonlinearity, lengths=lengths, training=training
-        )
-    else:
-        y, h_n, cache = F.gru_forward(x, state, *w, lengths=lengths, training=training)
+    y, h_n, cache = getattr(F, f"{cell}_forward")(x, state, *w, **kw)
     return y, h_n, cache
 
 
 def _cell_backward(
     F: Any, cell: str, cache: Any, dy: Array, dstate: State | None
 ) -> dict[str, Any]:
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         dh, dc = dstate if dstate is not None else (None, None)
-        return dict(F.lstm_backward(cache, dy, dh, dc))
+        return dict(getattr(F, f"{cell}_backward")(cache, dy, dh, dc))
     return dict(getattr(F, f"{cell}_backward")(cache, dy, dstate))
 
 
@@ -104,16 +107,22 @@ def _init_layer(
         w_hh = np.concatenate([_orthogonal(rng, hidden) for _ in range(g)], axis=0)
         b_ih = np.zeros(gh) if bias else None
         b_hh = np.zeros(gh) if bias else None
-        if cell == "lstm" and b_ih is not None:
-            b_ih[hidden : 2 * hidden] = (
-                1.0  # forget-gate bias 1 (Jozefowicz et al. 2015); b_hh stays 0
-            )
+        gates = get_cell(cell).gate_order.split(",")
+        if get_cell(cell).has_cell_state and "f" in gates and b_ih is not None:
+            f = gates.index("f")  # forget-gate bias 1 (Jozefowicz et al. 2015); b_hh stays 0
+            b_ih[f * hidden : (f + 1) * hidden] = 1.0
     else:  # identity (IRNN, Le et al. 2015): identity recurrence, small Gaussian input weights, zero bias
         w_ih = rng.normal(0.0, 1e-3, (gh, n_in))
         w_hh = np.concatenate([np.eye(hidden) for _ in range(g)], axis=0)
         b_ih = np.zeros(gh) if bias else None
         b_hh = np.zeros(gh) if bias else None
     out: dict[str, Array | None] = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    for name, per_unit in get_cell(cell).extra_params:  # the cell's own (e.g. peepholes)
+        if init == "torch":  # PyTorch's rule for every weight: U(-1/sqrt(H), 1/sqrt(H))
+            k = 1.0 / math.sqrt(hidden)
+            out[name] = rng.uniform(-k, k, per_unit * hidden)
+        else:  # the other presets start the cell as its base cell (peepholes off)
+            out[name] = np.zeros(per_unit * hidden)
     return {
         k: (None if v is None else np.ascontiguousarray(v, dtype=dtype)) for k, v in out.items()
     }

@@ -24,6 +24,16 @@ _GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the regis
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def _module_name(name: str) -> str:
+    """state_dict stem of a functional parameter name, PyTorch-style: w_peep -> weight_peep,
+    b_x -> bias_x, other names unchanged (gamma_c -> gamma_c); suffixed with _l{k}[_reverse]."""
+    if name.startswith("w_"):
+        return "weight_" + name[2:]
+    if name.startswith("b_"):
+        return "bias_" + name[2:]
+    return name
+
+
 def _check_int(name: str, value: Any, lo: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int >= {lo}, got {type(value).__name__} {value!r}")

@@ -15,7 +15,8 @@ from .sequence_model import SequenceModel
 
 __all__ = ["build_model", "model_from_config"]
 
-_CELL_CLASSES: dict[str, type[RNNBase]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+#: cell name -> module class, for every registered cell that has one (RNN, LSTM, GRU, PeepholeLSTM)
+_CELL_CLASSES: dict[str, type[RNNBase]] = RNNBase._classes
 
 
 def build_model(
@@ -33,7 +34,7 @@ def build_model(
     embedding_dim: int | None = None,
     **rnn_kwargs: Any,
 ) -> SequenceModel:
-    """A :class:`SequenceModel`: ``cell`` ("rnn" | "lstm" | "gru") stack + Linear head (+ Embedding).
+    """A :class:`SequenceModel`: ``cell`` ("rnn" | "lstm" | "gru" | "lstm_peephole") stack + Linear head (+ Embedding).
 
     With ``vocab_size`` the input is token ids and an Embedding(vocab_size, embedding_dim or
     input_size) feeds the stack (``input_size`` is then ignored in favour of ``embedding_dim`` when

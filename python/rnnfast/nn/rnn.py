@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from ._util import (
     _check_allocatable,
     _check_dtype,
     _check_int,
+    _module_name,
 )
 from .backend import get_backend
 from .module import (
@@ -43,7 +45,7 @@ from .module import (
 )
 from .streaming import TBPTTSession, _StreamingMethods
 
-__all__ = ["RNNBase", "RNN", "LSTM", "GRU"]
+__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "PeepholeLSTM"]
 
 
 def _step_ready(a: Any, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
@@ -60,9 +62,13 @@ class RNNBase(_StreamingMethods, _FlatParams):
     _spec: CellSpec = get_cell("rnn")
     _pending = ("_cache",)
 
+    #: cell name -> the module class that runs it (the first class registered per cell)
+    _classes: dict[str, type[RNNBase]] = {}
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._spec = get_cell(cls._cell)
+        RNNBase._classes.setdefault(cls._cell, cls)
 
     def __init__(
         self,
@@ -142,6 +148,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
                 if self.bias:
                     self._params[f"bias_ih{sfx}"] = w["b_ih"]  # type: ignore[assignment]
                     self._params[f"bias_hh{sfx}"] = w["b_hh"]  # type: ignore[assignment]
+                for name, _ in self._spec.extra_params:
+                    self._params[f"{_module_name(name)}{sfx}"] = w[name]  # type: ignore[assignment]
         self.grads: dict[str, Array] = OrderedDict()
         self._flatten()
         #: per layer and direction (index layer * num_directions + d): dL/dh_t (T, B, H) of every step
@@ -170,7 +178,25 @@ class RNNBase(_StreamingMethods, _FlatParams):
             p[f"weight_hh{sfx}"],
             p.get(f"bias_ih{sfx}"),
             p.get(f"bias_hh{sfx}"),
+            *(p[f"{_module_name(name)}{sfx}"] for name, _ in self._spec.extra_params),
         ]
+
+    def _param_dict(self, layer: int, d: int) -> dict[str, Array | None]:
+        """The functional parameters of one layer and direction by name (w_ih, w_hh, b_ih, b_hh,
+        then the cell's extra parameters): views of the flat buffer."""
+        names = ("w_ih", "w_hh", "b_ih", "b_hh", *(n for n, _ in self._spec.extra_params))
+        return dict(zip(names, self._weights(layer, d)))
+
+    def _add_grads(self, layer: int, d: int, g: Mapping[str, Any]) -> None:
+        """grads += the functional gradient dict ``g`` of one layer and direction."""
+        sfx = self._suffix(layer, d)
+        self.grads[f"weight_ih{sfx}"] += g["w_ih"]
+        self.grads[f"weight_hh{sfx}"] += g["w_hh"]
+        if self.bias:
+            self.grads[f"bias_ih{sfx}"] += g["b_ih"]
+            self.grads[f"bias_hh{sfx}"] += g["b_hh"]
+        for name, _ in self._spec.extra_params:
+            self.grads[f"{_module_name(name)}{sfx}"] += g[name]
 
     # --- PyTorch-like housekeeping (parameters, train/eval, state_dict: Module) -----------------
     def config(self) -> dict[str, Any]:
@@ -487,12 +513,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
                 g = _cell_backward(
                     F, self._cell, cache["caches"][layer][d], dyd, dstates[layer * D + d]
                 )
-                sfx = self._suffix(layer, d)
-                self.grads[f"weight_ih{sfx}"] += g["w_ih"]
-                self.grads[f"weight_hh{sfx}"] += g["w_hh"]
-                if self.bias:
-                    self.grads[f"bias_ih{sfx}"] += g["b_ih"]
-                    self.grads[f"bias_hh{sfx}"] += g["b_hh"]
+                self._add_grads(layer, d, g)
                 dxd = np.asarray(g["x"], dtype=self.dtype)
                 dha = np.asarray(g["dh_all"], dtype=self.dtype)
                 if d == 1:
@@ -669,4 +690,21 @@ class GRU(RNNBase):
 
     __module__ = _PUBLIC_MODULE
     _cell = "gru"
+    __init__ = _tanh_only_init
+
+
+class PeepholeLSTM(RNNBase):
+    """Peephole LSTM stack (Gers & Schmidhuber 2000; ONNX's LSTM with its ``P`` input): the input and
+    forget gates see ``c_{t-1}``, the output gate sees ``c_t``, through diagonal weights::
+
+        i = sigmoid(a_i + p_i*c_{t-1}), f = sigmoid(a_f + p_f*c_{t-1}), g = tanh(a_g)
+        c_t = f*c_{t-1} + i*g, o = sigmoid(a_o + p_o*c_t), h_t = o*tanh(c_t)
+
+    Same arguments, shapes and state as :class:`LSTM`, plus ``weight_peep_l{k}`` (3H,) =
+    [p_i, p_f, p_o] per layer and direction (U(-1/sqrt(H), 1/sqrt(H)) with ``init="torch"``, zeros
+    with the other presets, which start it as a plain LSTM). PyTorch has no such module.
+    """
+
+    __module__ = _PUBLIC_MODULE
+    _cell = "lstm_peephole"
     __init__ = _tanh_only_init

@@ -12,7 +12,7 @@ import numpy as np
 from ._util import MODES, Array, State, _check_int
 from .layers import Embedding, Linear
 from .module import _NO_CACHE_MSG, _PUBLIC_MODULE, Module, _getstate, _Guard, _setstate
-from .rnn import LSTM, RNNBase
+from .rnn import RNNBase
 
 __all__ = ["SequenceModel"]
 
@@ -233,7 +233,7 @@ class SequenceModel(Module):
             dh = np.zeros((L * D, f["batch"], H), dtype=self.dtype)
             for d in range(D):
                 dh[(L - 1) * D + d] = dfeat[:, d * H : (d + 1) * H]
-            gs: Any = (dh, None) if isinstance(rnn, LSTM) else dh
+            gs: Any = (dh, None) if rnn._spec.has_cell_state else dh
             dx = rnn.backward(None, gs)
         else:
             dx = rnn.backward(dfeat)

@@ -24,6 +24,11 @@ __all__ = ["TBPTTSession"]
 _NAMES = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 
+def _names(m: Any) -> tuple[str, ...]:
+    """Functional names of one layer's parameters: _NAMES, then the cell's extra parameters."""
+    return _NAMES + tuple(n for n, _ in m._spec.extra_params)
+
+
 class _Chunk:
     """One chunk a stream has run (kept while it overlaps a possible backward window).
 
@@ -123,11 +128,10 @@ class TBPTTSession:
         cls = _tbptt_stream_class()
         self.layers = []
         for layer in range(m.num_layers):
-            w_ih, w_hh, b_ih, b_hh = m._weights(layer, 0)
             self.layers.append(
                 cls(
                     m._cell,
-                    {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh},
+                    m._param_dict(layer, 0),
                     states[layer],
                     self.k1,
                     self.k2,
@@ -143,8 +147,7 @@ class TBPTTSession:
         """One chunk through every layer's C++ stream: x (n, B, I) -> top output (n, B, H)."""
         inp = x
         for layer, s in enumerate(self.layers):
-            w_ih, w_hh, b_ih, b_hh = params[layer]
-            s.set_params({"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+            s.set_params(dict(zip(_names(self.module), params[layer])))
             if masks[layer] is not None:
                 inp = inp * masks[layer]
             inp = s.forward(inp)
@@ -228,12 +231,7 @@ class TBPTTSession:
         for layer in reversed(range(m.num_layers)):
             want = layer > 0 or bool(need_dx)
             g = self.layers[layer].backward(dyw, need_dx=want)
-            sfx = m._suffix(layer, 0)
-            m.grads[f"weight_ih{sfx}"] += g["w_ih"]
-            m.grads[f"weight_hh{sfx}"] += g["w_hh"]
-            if m.bias:
-                m.grads[f"bias_ih{sfx}"] += g["b_ih"]
-                m.grads[f"bias_hh{sfx}"] += g["b_hh"]
+            m._add_grads(layer, 0, g)
             dstate0[layer] = g["state0"]
             dx = g["x"]
             if layer > 0:
@@ -300,7 +298,7 @@ class TBPTTSession:
             for layer in range(self.module.num_layers):
                 if c.masks[layer] is not None:
                     out[f"c{i}_mask{layer}"] = c.masks[layer]
-                for nm, w in zip(_NAMES, c.params[layer]):
+                for nm, w in zip(_names(self.module), c.params[layer]):
                     if w is not None:
                         out[f"c{i}_p{layer}_{nm}"] = w
                 if i == 0:
@@ -334,7 +332,7 @@ class TBPTTSession:
             chunk.params = [
                 [
                     arr(f"c{i}_p{layer}_{nm}") if f"c{i}_p{layer}_{nm}" in d else None
-                    for nm in _NAMES
+                    for nm in _names(m)
                 ]
                 for layer in range(m.num_layers)
             ]

@@ -559,43 +559,42 @@ def tbptt_grads(
     b_hh (None without bias) and state0 = dL/dh0 (or (dL/dh0, dL/dc0) for lstm), nonzero only
     for updates whose window starts at step 0.
     """
-    if cell not in _GATES:
-        get_cell(cell)  # raises the ValueError that lists the registered cells
+    spec = get_cell(cell)  # raises the ValueError that lists the registered cells
+    extra = tuple(name for name, _ in spec.extra_params)
+    keys = ", ".join(("w_ih", "w_hh", "b_ih", "b_hh") + extra)
     if not isinstance(params, Mapping):
-        raise TypeError(
-            f"params: expected a dict with keys w_ih, w_hh, b_ih, b_hh, got {type(params).__name__}"
-        )
-    for key in ("w_ih", "w_hh"):
+        raise TypeError(f"params: expected a dict with keys {keys}, got {type(params).__name__}")
+    for key in ("w_ih", "w_hh", *extra):
         if key not in params:
-            raise ValueError(f"params: missing key {key!r} (expected keys w_ih, w_hh, b_ih, b_hh)")
-    unknown = set(params) - {"w_ih", "w_hh", "b_ih", "b_hh"}
+            raise ValueError(f"params: missing key {key!r} (expected keys {keys})")
+    unknown = set(params) - {"w_ih", "w_hh", "b_ih", "b_hh", *extra}
     if unknown:
-        raise ValueError(
-            f"params: unexpected keys {sorted(unknown)} (expected w_ih, w_hh, b_ih, b_hh)"
-        )
+        raise ValueError(f"params: unexpected keys {sorted(unknown)} (expected {keys})")
     k1 = _check_k("k1", k1)
     k2 = _check_k("k2", k2)
     if k2 < k1:
         raise ValueError(f"k2: expected k2 >= k1 = {k1}, got {k2}")
     w = (params["w_ih"], params["w_hh"], params.get("b_ih"), params.get("b_hh"))
+    w += tuple(params[name] for name in extra)
+    # the cell's oracle (this package's <cell>_forward / <cell>_backward), by name
+    fwd, bwd = globals()[f"{cell}_forward"], globals()[f"{cell}_backward"]
+    kw = {"nonlinearity": nonlinearity} if len(spec.nonlinearities) > 1 else {}
 
-    # Forward over the whole stream once; cache.h[s] (and cache.c[s]) is the state entering step s.
-    if cell == "lstm":
+    if spec.has_cell_state:
         if not isinstance(state0, (tuple, list)) or len(state0) != 2:
             raise TypeError(
-                f"state0: expected a tuple (h0, c0) for cell 'lstm', got {type(state0).__name__}"
+                f"state0: expected a tuple (h0, c0) for cell {cell!r}, got {type(state0).__name__}"
             )
-        y, _, _, full = lstm_forward(x, state0[0], state0[1], *w)
+        states0: tuple[Any, ...] = tuple(state0)
     else:
         if isinstance(state0, (tuple, list)):
             raise TypeError(
                 f"state0: expected an array h0 (B, H) for cell {cell!r}, "
                 f"got {type(state0).__name__}"
             )
-        if cell == "rnn":
-            y, _, full = rnn_forward(x, state0, *w, nonlinearity=nonlinearity)
-        else:
-            y, _, full = gru_forward(x, state0, *w)
+        states0 = (state0,)
+    out = fwd(x, *states0, *w, **kw)
+    y, full = out[0], out[-1]
     assert full is not None
     t_steps = full.x.shape[0]
     dy = _grad_in("dy", dy, y.shape)
@@ -607,30 +606,17 @@ def tbptt_grads(
         xw = full.x[s : e + 1]
         dyw = np.zeros_like(dy[s : e + 1])
         dyw[start - s :] = dy[start : e + 1]  # only the update's own output steps carry dy
-        if cell == "lstm":
-            assert full.c is not None
-            _, _, _, cw = lstm_forward(xw, full.h[s], full.c[s], *w)
-            g = lstm_backward(cw, dyw)
-            dstate: Any = (g["h0"], g["c0"])
-            if s > 0:  # the entering state is a constant: no gradient reaches state0
-                dstate = (np.zeros_like(g["h0"]), np.zeros_like(g["c0"]))
+        # re-run the window from the stored state entering s (a constant when s > 0)
+        entering = (full.h[s], full.c[s]) if spec.has_cell_state else (full.h[s],)
+        g = bwd(fwd(xw, *entering, *w, **kw)[-1], dyw)
+        zero = s > 0  # the entering state is a constant: no gradient reaches state0
+        if spec.has_cell_state:
+            dstate: Any = tuple(np.zeros_like(g[k]) if zero else g[k] for k in ("h0", "c0"))
         else:
-            if cell == "rnn":
-                _, _, cw = rnn_forward(xw, full.h[s], *w, nonlinearity=nonlinearity)
-                g = rnn_backward(cw, dyw)
-            else:
-                _, _, cw = gru_forward(xw, full.h[s], *w)
-                g = gru_backward(cw, dyw)
-            dstate = g["h0"] if s == 0 else np.zeros_like(g["h0"])
-        updates.append(
-            {
-                "w_ih": g["w_ih"],
-                "w_hh": g["w_hh"],
-                "b_ih": g["b_ih"],
-                "b_hh": g["b_hh"],
-                "state0": dstate,
-            }
-        )
+            dstate = np.zeros_like(g["h0"]) if zero else g["h0"]
+        update = {k: g[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh", *extra)}
+        update["state0"] = dstate
+        updates.append(update)
     return updates
 
 

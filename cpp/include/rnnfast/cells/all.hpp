@@ -6,10 +6,11 @@
 #include "rnnfast/cells/cell.hpp"
 #include "rnnfast/cells/gru.hpp"
 #include "rnnfast/cells/lstm.hpp"
+#include "rnnfast/cells/lstm_peephole.hpp"
 #include "rnnfast/cells/rnn.hpp"
 
 namespace rnnfast {
 
-using RegisteredCells = CellList<RnnCell, LstmCell, GruCell>;
+using RegisteredCells = CellList<RnnCell, LstmCell, GruCell, LstmPeepholeCell>;
 
 }  // namespace rnnfast

@@ -87,6 +87,7 @@ struct CellBwd {
   const S* act;                           // (G*H) the activated gates of the forward
   const S* h_prev;                        // (H) h_{t-1}
   const S* c_prev;                        // (H) c_{t-1} (has_c), else nullptr
+  const S* c;                             // (H) c_t (has_c), else nullptr
   const S* aux;                           // (aux_units*H) what the forward saved
   std::array<const S*, kMaxExtra> extra;  // the cell's extra parameters
   std::array<S*, kMaxExtra> dextra;       // their gradients, accumulated (+=) over rows
