@@ -14,6 +14,9 @@
 //                                  limit of the large GEMMs the kernels call.
 //   BM_ReadBandwidth/KiB/threads   every thread sums its own float buffer of KiB kibibytes over and
 //                                  over: L1 / L2 / L3 / DRAM read bandwidth (bytes_per_second).
+//   BM_RecurrentGemv/H/G           the B = 1 step's recurrent product alone (packed W_hh, one thread):
+//                                  bytes_per_second of W_hh, against BM_ReadBandwidth at G*H*H*4 bytes.
+//   BM_Barrier/step/threads        one round of the per-step barrier (0 OpenMP, 1 StepBarrier).
 //
 // Correctness before timing: before the first timed iteration of every kernel benchmark instance,
 // the float32 kernel's outputs on the instance's own inputs are checked against a plain double
@@ -42,14 +45,21 @@
 #include <immintrin.h>
 #endif
 
+#include "rnnfast/cells/all.hpp"
 #include "rnnfast/common.hpp"
+#include "rnnfast/packed.hpp"
 #include "rnnfast/parallel.hpp"
 #include "rnnfast/sequence.hpp"
 
 namespace {
 
-using rnnfast::CellKind;
 using rnnfast::Index;
+
+// The cells benchmarked here (the kernels themselves are generic over cell traits types).
+enum class CellKind { rnn, lstm, gru };
+constexpr Index gates_of(CellKind c) {
+  return c == CellKind::rnn ? 1 : (c == CellKind::lstm ? 4 : 3);
+}
 
 constexpr Index kSteps = 100;
 
@@ -75,7 +85,7 @@ struct Problem {
     d.B = B;
     d.I = I;
     d.H = H;
-    G = rnnfast::gates_of(cell);
+    G = gates_of(cell);
     std::mt19937 rng(seed);
     const float k = 1.0f / std::sqrt(static_cast<float>(H));
     auto fill = [&](std::vector<float>& v, Index n, float lo, float hi) {
@@ -100,7 +110,7 @@ struct Problem {
     y.assign(static_cast<std::size_t>(T * B * H), 0.0f);
     h_n.assign(static_cast<std::size_t>(B * H), 0.0f);
     c_n.assign(static_cast<std::size_t>(B * H), 0.0f);
-    const auto sz = rnnfast::cache_sizes(cell, d);
+    const auto sz = rnnfast::cache_sizes(info(), d);
     act.assign(static_cast<std::size_t>(sz.act), 0.0f);
     h.assign(static_cast<std::size_t>(sz.h), 0.0f);
     c.assign(static_cast<std::size_t>(sz.c), 0.0f);
@@ -115,7 +125,12 @@ struct Problem {
     dh_all.assign(static_cast<std::size_t>(T * B * H), 0.0f);
   }
 
-  rnnfast::Weights<float> weights() const { return {w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data()}; }
+  rnnfast::CellInfo info() const {
+    return cell == CellKind::rnn    ? rnnfast::info_of<rnnfast::RnnCell>()
+           : cell == CellKind::lstm ? rnnfast::info_of<rnnfast::LstmCell>()
+                                    : rnnfast::info_of<rnnfast::GruCell>();
+  }
+  rnnfast::Weights<float> weights() const { return {w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data(), {}}; }
   rnnfast::Activations<float> cache() {
     return {act.data(), h.data(), c.empty() ? nullptr : c.data(), aux.empty() ? nullptr : aux.data()};
   }
@@ -124,38 +139,41 @@ struct Problem {
     const auto w = weights();
     rnnfast::Activations<float> cch = cache();
     const rnnfast::Activations<float>* cp = training ? &cch : nullptr;
+    const rnnfast::CellOptions opt;  // tanh
     switch (cell) {
       case CellKind::rnn:
-        rnnfast::rnn_sequence_forward<float>(y.data(), h_n.data(), cp, x.data(), h0.data(), w, nullptr,
-                                             rnnfast::Nonlinearity::tanh, d);
+        rnnfast::sequence_forward<rnnfast::RnnCell, float>(y.data(), h_n.data(), nullptr, cp, x.data(),
+                                                           h0.data(), nullptr, w, nullptr, opt, d);
         break;
       case CellKind::lstm:
-        rnnfast::lstm_sequence_forward<float>(y.data(), h_n.data(), c_n.data(), cp, x.data(), h0.data(),
-                                              c0.data(), w, nullptr, d);
+        rnnfast::sequence_forward<rnnfast::LstmCell, float>(y.data(), h_n.data(), c_n.data(), cp, x.data(),
+                                                            h0.data(), c0.data(), w, nullptr, opt, d);
         break;
       case CellKind::gru:
-        rnnfast::gru_sequence_forward<float>(y.data(), h_n.data(), cp, x.data(), h0.data(), w, nullptr, d);
+        rnnfast::sequence_forward<rnnfast::GruCell, float>(y.data(), h_n.data(), nullptr, cp, x.data(),
+                                                           h0.data(), nullptr, w, nullptr, opt, d);
         break;
     }
   }
 
   void backward() {
     const auto w = weights();
-    rnnfast::Grads<float> g{dx.data(),    dh0.data(),   cell == CellKind::lstm ? dc0.data() : nullptr,
-                            dw_ih.data(), dw_hh.data(), db_ih.data(),
-                            db_hh.data(), dh_all.data()};
+    rnnfast::Grads<float> g{dx.data(),    dh0.data(),    cell == CellKind::lstm ? dc0.data() : nullptr,
+                            dw_ih.data(), dw_hh.data(),  db_ih.data(),
+                            db_hh.data(), dh_all.data(), {}};
+    const rnnfast::CellOptions opt;
     switch (cell) {
       case CellKind::rnn:
-        rnnfast::rnn_sequence_backward<float>(g, cache(), x.data(), w, dy.data(), nullptr, nullptr, nullptr,
-                                              rnnfast::Nonlinearity::tanh, d);
+        rnnfast::sequence_backward<rnnfast::RnnCell, float>(g, cache(), x.data(), w, dy.data(), nullptr,
+                                                            nullptr, nullptr, nullptr, opt, d);
         break;
       case CellKind::lstm:
-        rnnfast::lstm_sequence_backward<float>(g, cache(), x.data(), w, dy.data(), nullptr, nullptr, nullptr,
-                                               nullptr, d);
+        rnnfast::sequence_backward<rnnfast::LstmCell, float>(g, cache(), x.data(), w, dy.data(), nullptr,
+                                                             nullptr, nullptr, nullptr, opt, d);
         break;
       case CellKind::gru:
-        rnnfast::gru_sequence_backward<float>(g, cache(), x.data(), w, dy.data(), nullptr, nullptr, nullptr,
-                                              d);
+        rnnfast::sequence_backward<rnnfast::GruCell, float>(g, cache(), x.data(), w, dy.data(), nullptr,
+                                                            nullptr, nullptr, nullptr, opt, d);
         break;
     }
   }
@@ -341,7 +359,7 @@ void BM_Sequence(benchmark::State& state) {
   const Index H = state.range(0), B = state.range(1);
   const int threads = static_cast<int>(state.range(2));
   rnnfast::set_num_threads(threads);
-  Problem p(C, kSteps, B, H, H, static_cast<unsigned>(1000 * rnnfast::gates_of(C) + 10 * H + B));
+  Problem p(C, kSteps, B, H, H, static_cast<unsigned>(1000 * gates_of(C) + 10 * H + B));
   const std::string err = check(p, M);
   if (!err.empty()) {
     state.SkipWithError(err.c_str());
@@ -469,9 +487,83 @@ void BM_ReadBandwidth(benchmark::State& state) {
 }
 BENCHMARK(BM_ReadBandwidth)
     ->ArgNames({"KiB", "threads"})
-    ->ArgsProduct({{16, 256, 4096, 131072}, {1, 2}})
+    ->ArgsProduct({{16, 64, 256, 1024, 4096, 16384, 131072}, {1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// The B = 1 recurrent step's product alone: gh (1, G*H) = h (1, H) W_hh^T with W_hh packed once
+// (packed.hpp), one thread, every vector: a GEMV that reads all of W_hh (G*H*H floats) per call.
+// bytes_per_second is that stream; compare it with BM_ReadBandwidth at the same size (KiB =
+// G*H*H*4/1024): the fraction of the cache level's bandwidth the step reaches. Checked first against
+// a double product written here.
+void BM_RecurrentGemv(benchmark::State& state) {
+  const Index H = state.range(0), G = state.range(1), GH = G * H;
+  std::mt19937 rng(static_cast<unsigned>(H * 10 + G));
+  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
+  std::vector<float> w(static_cast<std::size_t>(GH * H)), h(static_cast<std::size_t>(H)),
+      out(static_cast<std::size_t>(GH));
+  for (auto& e : w) e = u(rng);
+  for (auto& e : h) e = u(rng);
+  std::vector<float> store(static_cast<std::size_t>(rnnfast::packed::PackedMatrix<float>::size(H, H, G)));
+  rnnfast::packed::PackedMatrix<float> pw;
+  rnnfast::packed::pack_forward(pw, store.data(), w.data(), G, H);
+  rnnfast::packed::product(out.data(), GH, h.data(), H, 1, pw, 0, pw.nvec, false);
+  double worst = 0.0, scale = 0.0;
+  for (Index n = 0; n < GH; ++n) {
+    double e = 0.0;
+    for (Index k = 0; k < H; ++k) e += static_cast<double>(w[n * H + k]) * h[k];
+    worst = std::max(worst, std::abs(e - out[n]));
+    scale = std::max(scale, std::abs(e));
+  }
+  if (!(worst <= 1e-5 * std::max(scale, 1e-30))) {
+    state.SkipWithError(("product check failed: max error " + std::to_string(worst)).c_str());
+    return;
+  }
+  for (auto _ : state) {
+    rnnfast::packed::product(out.data(), GH, h.data(), H, 1, pw, 0, pw.nvec, false);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * GH * H * 4);
+  state.SetLabel("W_hh KiB=" + std::to_string(GH * H * 4 / 1024));
+}
+BENCHMARK(BM_RecurrentGemv)
+    ->ArgNames({"H", "G"})
+    ->ArgsProduct({{64, 128, 256, 512, 1024}, {1, 3, 4}})
+    ->Unit(benchmark::kMicrosecond);
+
+// One round of the time loop's per-step barrier in a running team: 0 = OpenMP's barrier, 1 = the
+// StepBarrier the forward loop uses (parallel.hpp). 1000 rounds per iteration (the region's start is
+// amortised over them); the time per iteration / 1000 is the cost of one round.
+void BM_Barrier(benchmark::State& state) {
+  const bool step = state.range(0) == 1;
+  const int threads = static_cast<int>(state.range(1));
+  constexpr int kRounds = 1000;
+  rnnfast::StepBarrier barrier(threads);
+  for (auto _ : state) {
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+#if defined(_OPENMP)
+#pragma omp single
+      barrier.reset(omp_get_num_threads());
+#endif
+      for (int r = 0; r < kRounds; ++r) {
+        if (step) {
+          barrier.wait();
+        } else {
+#if defined(_OPENMP)
+#pragma omp barrier
+#endif
+        }
+      }
+    }
+  }
+  state.counters["rounds/s"] = benchmark::Counter(kRounds, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(step ? "StepBarrier" : "omp barrier");
+}
+BENCHMARK(BM_Barrier)->ArgNames({"step", "threads"})->ArgsProduct({{0, 1}, {2}})->UseRealTime();
 
 }  // namespace
 

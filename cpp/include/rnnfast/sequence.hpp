@@ -215,66 +215,52 @@ void sequence_forward(S* y,                         // (T, B, H)
   // The time loop. Each thread owns the unit blocks [ub0, ub1): it computes their gates' recurrent
   // product, then their cells, for every row; one barrier per step publishes h_t to all threads:
   // a StepBarrier (parallel.hpp; a few hundred ns a round where libgomp's barrier takes 0.5-3 us),
-  // sized once to the team OpenMP actually started.
-  // At B = 1 the product is a GEMV bound by the stream of W_hh. It runs in chunks of about one
-  // register tile (8 vectors: whole unit blocks), each followed at once by its units' cells, so the
-  // cells' arithmetic overlaps the loads of the next chunk's weights (out-of-order execution) instead
-  // of being a separate pass after the whole product. Only the order of independent work changes
-  // (each output column and each unit is computed by the same operations): results are bitwise those
-  // of one product then one pass of cells. At B > 1 a chunk is the thread's whole share (wide tiles).
-  const Index chunk = B == 1 ? std::max<Index>(1, 8 / G) : nblocks;
+  // sized once to the team OpenMP actually started. (Running the B = 1 product in tile-sized chunks,
+  // each followed by its units' cells, was measured 10-15% slower on one Zen 3 thread: not done.)
   StepBarrier step_barrier;
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
   {
     ScopedFlushDenormals flush_thread;
-    const detail::OwnUnits own = detail::own_units<S>(nblocks, H);
-    const Index ub0 = own.ub0, ub1 = own.ub1;
-    const int nth = own.nth;
+    const auto [ub0, ub1, j0, j1, nth] = detail::own_units<S>(nblocks, H);
+    const Index nj = j1 - j0;
 #if defined(_OPENMP)
     if (nth > 1) {
 #pragma omp single
       step_barrier.reset(nth);
     }
 #endif
-    constexpr Index V = packed::width<S>();
     CellFwd<S> row{};
     row.b_hh = w.b_hh;
     row.extra = w.extra;
     for (Index t = 0; t < T; ++t) {
       const S* hp = h_at(t);
       S* hc = h_at(t + 1);
-      for (Index u0 = ub0; u0 < ub1; u0 += chunk) {
-        const Index u1 = std::min(ub1, u0 + chunk);
-        const Index k0 = std::min(H, u0 * V), k1 = std::min(H, u1 * V);  // the chunk's units
-        const Index nk = k1 - k0;
-        // gh (B, G*H) = h_{t-1} (B, H) W_hh^T, the chunk's units only
-        packed::product(gh.data(), GH, hp, H, B, pw, u0 * G, u1 * G, false);
-        for (Index b = 0; b < B; ++b) {
-          S* yr = y + (t * B + b) * H;
-          const S* hpr = hp + b * H;
-          S* hcr = hc + b * H;
-          if (lengths && t >= lengths[b]) {  // padded step: carry the state, output zero
-            std::copy(hpr + k0, hpr + k1, hcr + k0);
-            if constexpr (has_c)
-              std::copy(c_at(t) + b * H + k0, c_at(t) + b * H + k1, c_at(t + 1) + b * H + k0);
-            std::fill(yr + k0, yr + k1, S(0));
-            continue;
-          }
-          row.act = gx_ptr + (t * B + b) * GH;
-          row.gh = gh.data() + b * GH;
-          row.h_prev = hpr;
-          row.h = hcr;
-          if constexpr (has_c) {
-            row.c_prev = c_at(t) + b * H;
-            row.c = c_at(t + 1) + b * H;
-          }
-          row.aux =
-              training && Cell::aux_units > 0 ? cache->aux + (t * B + b) * Cell::aux_units * H : nullptr;
-          Cell::forward(row, H, k0, k1, opt);
-          if (nk > 0) std::memcpy(yr + k0, hcr + k0, sizeof(S) * static_cast<std::size_t>(nk));
+      // gh (B, G*H) = h_{t-1} (B, H) W_hh^T, this thread's units only
+      packed::product(gh.data(), GH, hp, H, B, pw, ub0 * G, ub1 * G, false);
+      for (Index b = 0; b < B; ++b) {
+        S* yr = y + (t * B + b) * H;
+        const S* hpr = hp + b * H;
+        S* hcr = hc + b * H;
+        if (lengths && t >= lengths[b]) {  // padded step: carry the state, output zero
+          std::copy(hpr + j0, hpr + j1, hcr + j0);
+          if constexpr (has_c)
+            std::copy(c_at(t) + b * H + j0, c_at(t) + b * H + j1, c_at(t + 1) + b * H + j0);
+          std::fill(yr + j0, yr + j1, S(0));
+          continue;
         }
+        row.act = gx_ptr + (t * B + b) * GH;
+        row.gh = gh.data() + b * GH;
+        row.h_prev = hpr;
+        row.h = hcr;
+        if constexpr (has_c) {
+          row.c_prev = c_at(t) + b * H;
+          row.c = c_at(t + 1) + b * H;
+        }
+        row.aux = training && Cell::aux_units > 0 ? cache->aux + (t * B + b) * Cell::aux_units * H : nullptr;
+        Cell::forward(row, H, j0, j1, opt);
+        if (nj > 0) std::memcpy(yr + j0, hcr + j0, sizeof(S) * static_cast<std::size_t>(nj));
       }
       if (nth > 1) step_barrier.wait();
     }
