@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "checks.hpp"
 #include "rnnfast/memory.hpp"
 #include "rnnfast/scan.hpp"
 
@@ -25,55 +26,7 @@ using rnnfast::MinCell;
 
 namespace {
 
-std::string shape_str(const std::vector<Index>& s) {
-  std::string out = "(";
-  for (std::size_t k = 0; k < s.size(); ++k) {
-    out += std::to_string(s[k]);
-    if (k + 1 < s.size() || s.size() == 1) out += ", ";
-  }
-  if (s.size() == 1) out.erase(out.size() - 1);
-  return out + ")";
-}
-
-std::vector<Index> shape_of(const py::array& a) {
-  std::vector<Index> s;
-  for (py::ssize_t k = 0; k < a.ndim(); ++k) s.push_back(static_cast<Index>(a.shape(k)));
-  return s;
-}
-
-template <class S>
-const char* dtype_name() {
-  return std::is_same<S, float>::value ? "float32" : "float64";
-}
-
-template <class S>
-bool dtype_is(const py::dtype& dt) {
-  return dt.kind() == 'f' && dt.itemsize() == static_cast<py::ssize_t>(sizeof(S)) &&
-         dt.attr("isnative").cast<bool>();
-}
-
-// Checks that obj is a C-contiguous array of dtype S and the given shape; returns its data.
-template <class S>
-S* checked(const char* name, const py::handle& obj, const std::vector<Index>& shape) {
-  if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(name) + ": expected a numpy array, got " +
-                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
-  auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!dtype_is<S>(a.dtype()))
-    throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<S>() + ", got " +
-                         std::string(py::str(a.dtype())));
-  if (shape_of(a) != shape)
-    throw py::value_error(std::string(name) + ": expected shape " + shape_str(shape) + ", got " +
-                          shape_str(shape_of(a)));
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
-  return static_cast<S*>(const_cast<void*>(a.data()));
-}
-
-template <class S>
-S* checked_opt(const char* name, const py::handle& obj, const std::vector<Index>& shape) {
-  return obj.is_none() ? nullptr : checked<S>(name, obj, shape);
-}
+using namespace rnnfast_bind;  // checked, checked_opt, empty (checks.hpp)
 
 MinCell cell_of(const std::string& cell) {
   if (cell == "mingru") return MinCell::gru;
@@ -89,18 +42,6 @@ Index checked_chunk(Index chunk) {
   if (chunk < 0)
     throw py::value_error("chunk: expected an int >= 0 (0: automatic), got " + std::to_string(chunk));
   return chunk;
-}
-
-// An uninitialised result array (large ones in pre-faulted memory.hpp blocks, owned by a capsule).
-template <class S>
-py::array_t<S> empty(const std::vector<Index>& shape) {
-  std::vector<py::ssize_t> s(shape.begin(), shape.end());
-  std::size_t n = 1;
-  for (Index e : shape) n *= static_cast<std::size_t>(e);
-  if (n * sizeof(S) < rnnfast::memory::kMinMapped) return py::array_t<S>(s);
-  void* block = rnnfast::memory::acquire(n * sizeof(S));
-  py::capsule owner(block, [](void* p) { rnnfast::memory::release(p); });
-  return py::array_t<S>(s, static_cast<S*>(block), owner);
 }
 
 // What a training forward keeps for its backward: the pre-activations, the states and h0.
@@ -231,18 +172,6 @@ void register_cache(py::module_& m, const char* name) {
       .def_property_readonly("nbytes", &ScanCache<S>::nbytes)
       .def_property_readonly("dtype", [](const ScanCache<S>&) { return py::dtype::of<S>(); })
       .def_property_readonly("cell", [](const ScanCache<S>& c) { return std::string(cell_name(c.cell)); });
-}
-
-template <class F>
-auto dispatch(const py::handle& x, F&& f) {
-  if (py::isinstance<py::array>(x)) {
-    const py::dtype dt = py::reinterpret_borrow<py::array>(x).dtype();
-    if (dtype_is<float>(dt)) return f(float{});
-    if (dtype_is<double>(dt)) return f(double{});
-    throw py::type_error("x: expected dtype float32 or float64, got " + std::string(py::str(dt)));
-  }
-  throw py::type_error("x: expected a numpy array, got " +
-                       std::string(py::str(py::type::handle_of(x).attr("__name__"))));
 }
 
 }  // namespace

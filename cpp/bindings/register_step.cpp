@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "checks.hpp"
 #include "rnnfast/registry.hpp"
 #include "rnnfast/step.hpp"
 
@@ -19,41 +20,7 @@ using rnnfast::Nonlinearity;
 
 namespace {
 
-template <class S>
-const char* dtype_name() {
-  return sizeof(S) == 4 ? "float32" : "float64";
-}
-
-// obj as a C-contiguous S array of the given shape (its data), or a TypeError/ValueError naming it.
-template <class S>
-S* checked(const char* name, const py::handle& obj, std::initializer_list<Index> shape) {
-  if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(name) + ": expected a numpy array, got " +
-                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
-  auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!py::isinstance<py::array_t<S>>(obj))
-    throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<S>() +
-                         " (native byte order), got " + std::string(py::str(a.dtype())));
-  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-  std::string want = "(";
-  py::ssize_t k = 0;
-  for (Index e : shape) {
-    if (ok && a.shape(k) != e) ok = false;
-    want += std::to_string(e) +
-            (shape.size() == 1 ? "," : (k + 1 < static_cast<py::ssize_t>(shape.size()) ? ", " : ""));
-    ++k;
-  }
-  want += ")";
-  if (!ok) {
-    std::string got = "(";
-    for (py::ssize_t j = 0; j < a.ndim(); ++j)
-      got += std::to_string(a.shape(j)) + (j + 1 < a.ndim() ? ", " : "");
-    throw py::value_error(std::string(name) + ": expected shape " + want + ", got " + got + ")");
-  }
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
-  return static_cast<S*>(const_cast<void*>(a.data()));
-}
+using namespace rnnfast_bind;  // checked (checks.hpp)
 
 template <class S>
 struct StepPlan {
