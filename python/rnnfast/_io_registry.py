@@ -25,7 +25,17 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 #: rnnfast's model classes, by the class string ``save`` records (``type(m).__module__:__qualname__``)
-_BUILTIN_NAMES = ("SequenceModel", "RNN", "LSTM", "GRU", "PeepholeLSTM", "Linear", "Embedding")
+_BUILTIN_NAMES = (
+    "SequenceModel",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "PeepholeLSTM",
+    "MinGRU",
+    "MinLSTM",
+    "Linear",
+    "Embedding",
+)
 _registry: dict[str, type] = {}
 _registry_lock = threading.Lock()
 

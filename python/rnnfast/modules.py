@@ -59,6 +59,7 @@ from .nn._util import (  # noqa: F401
 from .nn.backend import get_backend, set_backend
 from .nn.config import _CELL_CLASSES, _from_cfg, build_model, model_from_config  # noqa: F401
 from .nn.layers import Embedding, Linear
+from .nn.minimal import MinGRU, MinimalRNNBase, MinLSTM  # noqa: F401
 from .nn.module import (  # noqa: F401
     _NO_CACHE_MSG,
     Module,
@@ -86,6 +87,8 @@ __all__ = [
     "LSTM",
     "GRU",
     "PeepholeLSTM",
+    "MinGRU",
+    "MinLSTM",
     "RNNBase",
     "Linear",
     "Embedding",

@@ -3,7 +3,10 @@
 * :mod:`~rnnfast.nn.module`: the :class:`Module` base (parameters, state_dict, train/eval,
   zero_grad, config, the flat parameter buffer, the thread guard, pickling).
 * :mod:`~rnnfast.nn.rnn`: the recurrent stacks :class:`RNN`, :class:`LSTM`, :class:`GRU`
-  (:class:`RNNBase`); :mod:`~rnnfast.nn.streaming`: their truncated-BPTT sessions.
+  (:class:`RNNBase`), :class:`PeepholeLSTM`; :mod:`~rnnfast.nn.streaming`: their truncated-BPTT
+  sessions.
+* :mod:`~rnnfast.nn.minimal`: :class:`MinGRU`, :class:`MinLSTM` (Feng et al. 2024; a parallel scan
+  over time, no recurrent weight).
 * :mod:`~rnnfast.nn.layers`: :class:`Linear`, :class:`Embedding`.
 * :mod:`~rnnfast.nn.sequence_model`: :class:`SequenceModel`.
 * :mod:`~rnnfast.nn.config`: :func:`build_model`, :func:`model_from_config`.
@@ -18,6 +21,7 @@ from ._util import INIT_PRESETS, MODES, IncompatibleKeys
 from .backend import get_backend, set_backend
 from .config import build_model, model_from_config
 from .layers import Embedding, Linear
+from .minimal import MinGRU, MinLSTM
 from .module import Module
 from .rnn import GRU, LSTM, RNN, PeepholeLSTM, RNNBase
 from .sequence_model import SequenceModel
@@ -29,6 +33,8 @@ __all__ = [
     "LSTM",
     "GRU",
     "PeepholeLSTM",
+    "MinGRU",
+    "MinLSTM",
     "RNNBase",
     "Linear",
     "Embedding",

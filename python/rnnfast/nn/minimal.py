@@ -13,6 +13,14 @@ Parameters per layer k, PyTorch's naming of an input-to-hidden weight: ``weight_
 G = 3) and ``bias_ih_l{k}`` (G*H,) when ``bias``. There is no hidden-to-hidden weight: the gates
 see x_t only. Layer k > 0 takes layer k-1's outputs. Every state is positive; an initial state
 ``hx`` (num_layers, B, H) must be >= 0 (None: zeros).
+
+What the recurrent stacks of :mod:`rnnfast.nn.rnn` have and these do not: ragged batches
+(``lengths``), truncated-BPTT streams, a backward direction, dropout between layers, the ``init``
+presets (the gates have no recurrent block to make orthogonal; the weights start as PyTorch's
+U(-1/sqrt(H), 1/sqrt(H))) and a compiled ``step()``. Each raises a ValueError naming the argument
+and the cell (here, in :class:`~rnnfast.nn.SequenceModel` and in :func:`~rnnfast.nn.build_model`)
+instead of running another computation. They run in a SequenceModel, ``fit`` (full BPTT) and the
+built-in tasks that need none of these (``rnnfast train --task adding --cell mingru``).
 """
 
 from __future__ import annotations
@@ -26,9 +34,17 @@ import numpy as np
 
 from .. import minimal as F
 from ._util import Array, _as_float, _check_allocatable, _check_dtype, _check_int
-from .module import _NO_CACHE_MSG, _FlatParams, _getstate, _Guard, _private, _setstate
+from .module import (
+    _NO_CACHE_MSG,
+    _PUBLIC_MODULE,
+    _FlatParams,
+    _getstate,
+    _Guard,
+    _private,
+    _setstate,
+)
 
-__all__ = ["MinGRU", "MinLSTM", "MinimalRNNBase"]
+__all__ = ["MINIMAL_CELLS", "MinGRU", "MinLSTM", "MinimalRNNBase"]
 
 
 class MinimalRNNBase(_FlatParams):
@@ -37,6 +53,12 @@ class MinimalRNNBase(_FlatParams):
     _cell = "mingru"
     _gates = 2
     _pending = ("_cache",)
+    #: what the callers written for :class:`~rnnfast.nn.RNNBase` ask of a stack (SequenceModel,
+    #: fit): one direction, no dropout, never a truncated-BPTT stream
+    bidirectional = False
+    num_directions = 1
+    dropout = 0.0
+    _stream = None
 
     def __init__(
         self,
@@ -85,6 +107,9 @@ class MinimalRNNBase(_FlatParams):
         #: dL/dhx (num_layers, B, H) of the most recent backward
         self.grad_hx: Array | None = None
         self._cache: dict[str, Any] | None = None
+        #: never drawn from (no dropout); here because ``fit`` seeds and checkpoints ``model.rnn.rng``
+        #: of every stack
+        self.rng = np.random.default_rng(seed)
         self._guard = _Guard()
 
     # --- housekeeping ---------------------------------------------------------------------------
@@ -140,8 +165,20 @@ class MinimalRNNBase(_FlatParams):
             raise ValueError("hx: expected finite values >= 0 (the log-space scan takes log hx)")
         return [h0[k] for k in range(self.num_layers)]
 
+    def _unsupported(self, arg: str, what: str) -> ValueError:
+        """The error for a feature of the recurrent stacks that this cell lacks."""
+        return ValueError(
+            f"{arg}: {type(self).__name__} (cell {self._cell!r}) has {what}; "
+            "use rnnfast.GRU / LSTM (cells gru, lstm) for it"
+        )
+
     def __call__(self, x: Any, hx: Any = None) -> tuple[Array, Array]:
         return self.forward(x, hx)
+
+    def step(self, x_t: Any, state: Any = None) -> tuple[Array, Array]:
+        """Not provided: raises ValueError (run :meth:`forward` over the whole sequence; with
+        ``hx`` = the previous ``h_n`` a sequence can be continued chunk by chunk in eval mode)."""
+        raise self._unsupported("step", "no step() (one-step streaming inference)")
 
     def forward(self, x: Any, hx: Any = None) -> tuple[Array, Array]:
         """Run the stack over a batch of sequences.
@@ -154,6 +191,17 @@ class MinimalRNNBase(_FlatParams):
         Returns:
             out (T, B, H) (batch_first: (B, T, H)) and h_n (num_layers, B, H), module dtype.
         """
+        return self._forward(x, hx, None, private=False)
+
+    def _forward(self, x: Any, hx: Any, lengths: Any, private: bool) -> tuple[Array, Array]:
+        """forward, called as :class:`~rnnfast.nn.SequenceModel` calls every stack: ``lengths``
+        must be None (ValueError otherwise); ``private``: nobody else holds ``x`` (no copy)."""
+        if lengths is not None:
+            raise self._unsupported(
+                "lengths",
+                "no ragged batches (its scan runs every sequence over all T steps); "
+                "pass lengths=None with sequences of equal length",
+            )
         xa = _as_float("x", x, self.dtype)
         layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
         if xa.ndim != 3:
@@ -170,7 +218,8 @@ class MinimalRNNBase(_FlatParams):
         if not self.training:  # inference stores nothing: shareable between threads
             y, finals, _ = self._run(xa, states, False)
         else:
-            xa = _private(xa, x)  # backward reads x (dW_ih): keep it safe from in-place changes
+            if not private:  # backward reads x (dW_ih): keep it safe from in-place changes
+                xa = _private(xa, x)
             g = self._guard
             g.enter(self, "forward")
             try:
@@ -265,6 +314,7 @@ class MinGRU(MinimalRNNBase):
     backward(grad_output, grad_state) -> dL/dx, like :class:`rnnfast.nn.GRU`.
     """
 
+    __module__ = _PUBLIC_MODULE
     _cell = "mingru"
     _gates = 2
 
@@ -276,5 +326,10 @@ class MinLSTM(MinimalRNNBase):
     ``weight_ih_l{k}`` (3H, in) = [W_f; W_i; W_h], ``bias_ih_l{k}`` (3H,); the rest as :class:`MinGRU`.
     """
 
+    __module__ = _PUBLIC_MODULE
     _cell = "minlstm"
     _gates = 3
+
+
+#: cell name (``build_model``, ``--cell``) -> module class of the minimal cells
+MINIMAL_CELLS: dict[str, type[MinimalRNNBase]] = {"mingru": MinGRU, "minlstm": MinLSTM}

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._util import MODES, Array, State, _check_int
 from .layers import Embedding, Linear
+from .minimal import MinimalRNNBase
 from .module import _NO_CACHE_MSG, _PUBLIC_MODULE, Module, _getstate, _Guard, _setstate
 from .rnn import RNNBase
 
@@ -31,19 +32,28 @@ class SequenceModel(Module):
     * ``one_to_one``: x (B, I) (ids (B,)) -> pred (B, O): one recurrent step from the zero state.
 
     Parameter names are prefixed: "rnn.weight_ih_l0", "head.weight", "embedding.weight".
+
+    ``rnn`` is a recurrent stack (:class:`RNN`, :class:`LSTM`, :class:`GRU`, :class:`PeepholeLSTM`)
+    or a minimal one (:class:`MinGRU`, :class:`MinLSTM`); with a minimal stack ``forward`` /
+    ``backward`` / ``predict`` / ``fit`` work on dense batches, and what it lacks raises ValueError
+    naming the argument and the cell: ``lengths``, the truncated-BPTT stream (``stream_*``, fit's
+    ``bptt`` / ``stateful``) and ``step`` (so ``generate`` and the many_to_many ``forecast``).
     """
 
     __module__ = _PUBLIC_MODULE
 
     def __init__(
         self,
-        rnn: RNNBase,
+        rnn: RNNBase | MinimalRNNBase,
         head: Linear,
         mode: str = "many_to_many",
         embedding: Embedding | None = None,
     ) -> None:
-        if not isinstance(rnn, RNNBase):
-            raise TypeError(f"rnn: expected an rnnfast RNN, LSTM or GRU, got {type(rnn).__name__}")
+        if not isinstance(rnn, (RNNBase, MinimalRNNBase)):
+            raise TypeError(
+                "rnn: expected an rnnfast RNN, LSTM, GRU, PeepholeLSTM, MinGRU or MinLSTM, got "
+                f"{type(rnn).__name__}"
+            )
         if not isinstance(head, Linear):
             raise TypeError(f"head: expected an rnnfast Linear, got {type(head).__name__}")
         if mode not in MODES:
@@ -233,7 +243,8 @@ class SequenceModel(Module):
             dh = np.zeros((L * D, f["batch"], H), dtype=self.dtype)
             for d in range(D):
                 dh[(L - 1) * D + d] = dfeat[:, d * H : (d + 1) * H]
-            gs: Any = (dh, None) if rnn._spec.has_cell_state else dh
+            cell_state = isinstance(rnn, RNNBase) and rnn._spec.has_cell_state
+            gs: Any = (dh, None) if cell_state else dh
             dx = rnn.backward(None, gs)
         else:
             dx = rnn.backward(dfeat)
@@ -296,6 +307,10 @@ class SequenceModel(Module):
         The loop over generated steps is inherent (each input depends on the previous output); each
         step runs in the compiled core via ``rnn.step``.
         """
+        if isinstance(self.rnn, MinimalRNNBase):
+            raise self.rnn._unsupported(
+                "generate", "no step(), which generation feeds back through"
+            )
         steps = _check_int("steps", steps, 1)
         if feedback == "auto":
             feedback = "token" if self.embedding is not None else "value"
@@ -478,6 +493,16 @@ class SequenceModel(Module):
         return np.ascontiguousarray(np.swapaxes(out, 0, 1)) if bf else out
 
     # --- truncated BPTT streaming -------------------------------------------------------------------
+    def _check_streams(self, what: str) -> None:
+        """ValueError for a minimal stack (MinGRU / MinLSTM), which has no TBPTT stream."""
+        rnn = self.rnn
+        if isinstance(rnn, MinimalRNNBase):
+            raise ValueError(
+                f"bptt/stateful: {what} needs a truncated-BPTT stream, which "
+                f"{type(rnn).__name__} (cell {rnn._cell!r}) lacks; train it with full BPTT "
+                "(fit with bptt=None, stateful=False) or use a gru / lstm cell"
+            )
+
     def stream_begin(
         self,
         batch_size: int,
@@ -501,6 +526,7 @@ class SequenceModel(Module):
                 optimizer.step(model.grads); model.zero_grad()  # the next chunk sees the new weights
             model.stream_end()
         """
+        self._check_streams("stream_begin")
         if self.mode not in ("many_to_many", "one_to_many"):
             raise ValueError(
                 f"stream_begin: truncated BPTT needs a per-step output (many_to_many or "
@@ -511,6 +537,7 @@ class SequenceModel(Module):
 
     def stream_forward(self, x_chunk: Any, next_len: int | None = None) -> Array:
         """Chunk (n, B, I) (ids (n, B)), time-major -> predictions (n, B, O); see RNNBase.stream_forward."""
+        self._check_streams("stream_forward")
         if self.embedding is not None:
             ids = self.embedding._check_ids(x_chunk)
             e = self.embedding._params["weight"][ids]
@@ -528,6 +555,7 @@ class SequenceModel(Module):
 
     def stream_backward(self, grad_chunk: Any) -> None:
         """Backward for the last chunk's predictions (n, B, O); accumulates gradients of the window."""
+        self._check_streams("stream_backward")
         dy = self.head.backward(grad_chunk)
         dxw = self.rnn.stream_backward(dy, need_dx=self.embedding is not None)
         if self.embedding is not None:
@@ -536,15 +564,19 @@ class SequenceModel(Module):
 
     @property
     def stream_state(self) -> State | None:
-        """Carried recurrent state of the current stream."""
+        """Carried recurrent state of the current stream (None without one)."""
+        if isinstance(self.rnn, MinimalRNNBase):
+            return None
         return self.rnn.stream_state
 
     def stream_reset(self, rows: Any = None, drop_history: bool = False) -> None:
         """Zero the carried state of ``rows`` (all when None); see RNNBase.stream_reset."""
+        self._check_streams("stream_reset")
         self.rnn.stream_reset(rows, drop_history)
 
     def stream_export(self) -> dict[str, Any]:
         """Stream state for checkpoints (RNNBase.stream_export plus the window's token ids)."""
+        self._check_streams("stream_export")
         d = self.rnn.stream_export()
         if self._stream_ids is not None:
             d["ids"] = self._stream_ids.copy()
@@ -552,12 +584,16 @@ class SequenceModel(Module):
 
     def stream_import(self, d: Mapping[str, Any]) -> None:
         """Restore a stream saved by :meth:`stream_export`."""
+        self._check_streams("stream_import")
         self.rnn.stream_import(d)
         self._stream_ids = (
             None if d.get("ids") is None else np.asarray(d["ids"], dtype=np.int64).copy()
         )
 
     def stream_end(self) -> None:
-        """Forget the stream."""
+        """Forget the stream (nothing to forget with a minimal stack, which has none)."""
+        if isinstance(self.rnn, MinimalRNNBase):
+            self._stream_ids = None
+            return
         self.rnn.stream_end()
         self._stream_ids = None

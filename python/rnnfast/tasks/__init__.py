@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .._cells import CELLS as _CELL_SPECS
+from ..nn.minimal import MINIMAL_CELLS as _MINIMAL_CELLS
 from ..optim import make_optimizer  # lives in rnnfast.optim; kept here for compatibility
 from ._base import Split, Task
 from .adding import AddingTask
@@ -43,10 +44,13 @@ __all__ = [
     "run_task",
 ]
 
-#: Cell names the tasks accept: tanh RNN, ReLU RNN with identity init (IRNN), LSTM, GRU.
-#: From the registry: each cell's name, then "<name>-<nl>" for each further nonlinearity it accepts.
-CELLS: tuple[str, ...] = tuple(
-    n for c in _CELL_SPECS for n in (c.name, *(f"{c.name}-{nl}" for nl in c.nonlinearities[1:]))
+#: Cell names the tasks accept: tanh RNN, ReLU RNN with identity init (IRNN), LSTM, GRU, ...
+#: From the registry: each cell's name, then "<name>-<nl>" for each further nonlinearity it accepts;
+#: then the minimal cells (minGRU, minLSTM: no CellSpec, no recurrent weight), which the tasks that
+#: need ragged batches, one-step decoding or truncated BPTT refuse (``Task.needs``).
+CELLS: tuple[str, ...] = (
+    *(n for c in _CELL_SPECS for n in (c.name, *(f"{c.name}-{nl}" for nl in c.nonlinearities[1:]))),
+    *_MINIMAL_CELLS,
 )
 
 _TASKS: dict[str, type[Task]] = {

@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from .._cells import CELL_NAMES
+from ..nn.minimal import MINIMAL_CELLS
 from ..training.data import Split  # the data container of fit, re-exported here
 
 __all__ = [
+    "NEEDS",
     "Split",
     "Task",
     "check_cell",
@@ -36,15 +38,38 @@ __all__ = [
 ]
 
 
-def check_cell(cell: Any, task: str) -> Any:
-    """Validate that ``cell`` is a registered cell name (``rnn``, ``lstm``, ``gru``) and return it.
+#: What a task may need of its recurrent stack beyond forward/backward over dense batches (the
+#: entries of :attr:`Task.needs`), and how to say it in an error: the minimal cells (``mingru``,
+#: ``minlstm``: :class:`rnnfast.MinGRU` / :class:`rnnfast.MinLSTM`) have none of them.
+NEEDS: dict[str, str] = {
+    "lengths": "ragged batches (lengths)",
+    "step": "one-step decoding (step())",
+    "bptt": "truncated BPTT (bptt)",
+}
 
-    ``task`` names the task in the error (``"cell: the <task> task takes rnn, lstm or gru, ..."``).
+
+def check_cell(cell: Any, task: str, needs: tuple[str, ...] = ()) -> Any:
+    """Validate that ``cell`` is a cell name a task can build (a registered cell, ``rnn``,
+    ``lstm``, ``gru``, ``lstm_peephole``, ..., or a minimal cell ``mingru``, ``minlstm``) and
+    return it.
+
+    ``task`` names the task in the error (``"cell: the <task> task takes rnn, lstm, ..."``);
+    ``needs`` (keys of :data:`NEEDS`): what the task needs of the stack; a minimal cell, which
+    has none of them, is refused with a ValueError naming the first one.
     """
-    names = tuple(CELL_NAMES)
+    names = (*CELL_NAMES, *MINIMAL_CELLS)
     if cell not in names:
         choices = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
         raise ValueError(f"cell: the {task} task takes {choices}, got {cell!r}")
+    if cell in MINIMAL_CELLS:
+        for need in needs:
+            if need not in NEEDS:
+                raise ValueError(f"needs: expected keys of {tuple(NEEDS)}, got {need!r}")
+            others = ", ".join(CELL_NAMES)
+            raise ValueError(
+                f"cell: the {task} task needs {NEEDS[need]}, which the {cell} cell lacks "
+                f"(use one of {others})"
+            )
     return cell
 
 
@@ -144,6 +169,9 @@ class Task:
     default_config: dict[str, Any] = {}
     #: config keys passed to :meth:`make_data` (besides ``seed``)
     data_options: tuple[str, ...] = ("seq_len",)
+    #: what the task needs of the recurrent stack beyond dense forward/backward (keys of
+    #: :data:`NEEDS`); a minimal cell (mingru, minlstm) is refused when it is not empty
+    needs: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<rnnfast task {self.name!r}: {self.description}>"
@@ -199,7 +227,10 @@ class Task:
         """A :class:`rnnfast.SequenceModel` for ``cfg`` sized from ``train``.
 
         ``cfg["cell"]`` is ``rnn`` (tanh), ``rnn-relu`` (ReLU with identity init, IRNN, unless
-        ``cfg["init"]`` differs from the task's default), ``lstm`` or ``gru``; ``cfg["init"]``
+        ``cfg["init"]`` differs from the task's default), ``lstm``, ``gru``, ``lstm_peephole``,
+        or a minimal cell ``mingru`` / ``minlstm`` (refused with a ValueError when the task
+        :attr:`needs` what they lack or ``cfg["bptt"]`` is set; they start from the "torch" init,
+        and an ``init`` other than it and the task's default is refused); ``cfg["init"]``
         (None = "torch") selects the initialisation preset.
         """
         from ..modules import build_model
@@ -207,6 +238,10 @@ class Task:
         cell = str(cfg["cell"])
         rnn_kwargs: dict[str, Any] = {}
         init = cfg.get("init") or "torch"
+        if cell in MINIMAL_CELLS:
+            check_cell(cell, self.name, self.needs + (("bptt",) if cfg.get("bptt") else ()))
+            if cfg.get("init") == self.default_config.get("init"):
+                init = "torch"  # the task's preset is for recurrent weights, which these lack
         if cell == "rnn-relu":
             cell = "rnn"
             rnn_kwargs["nonlinearity"] = "relu"

@@ -105,6 +105,7 @@ class CaptionTask(Task):
     """Captions of scikit-learn's 8x8 digits ("seven odd"); see the module docstring."""
 
     name = "caption"
+    needs = ("step",)  # greedy decoding, one word at a time (caption_images)
     description = "image captioning: 8x8 digits (scikit-learn) -> 'seven odd' (greedy word acc.)"
     mode = "many_to_many"
     kind = "multiclass"

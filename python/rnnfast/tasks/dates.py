@@ -202,6 +202,7 @@ class DatesTask(Task):
     """Dates in words (English, French, German) -> ISO dates; see the module docstring."""
 
     name = "dates"
+    needs = ("lengths",)  # ragged source texts (its Seq2Seq takes rnn, lstm or gru)
     description = "translation (seq2seq + attention): dates in words, 3 languages -> ISO 8601"
     mode = "many_to_many"
     kind = "multiclass"
@@ -258,7 +259,7 @@ class DatesTask(Task):
         """A :class:`rnnfast.seq2seq.Seq2Seq` (cell, hidden, layers, embedding_dim, attention)."""
         from ..seq2seq import Seq2Seq
 
-        check_cell(cfg["cell"], "dates")
+        check_cell(cfg["cell"], "dates", self.needs)
         if cfg.get("bptt"):
             raise ValueError("bptt: the dates task trains whole sequences (teacher forcing)")
         if str(cfg["optimizer"]) != "adam":

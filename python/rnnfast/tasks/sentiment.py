@@ -127,6 +127,7 @@ class SentimentTask(Task):
     """The {cat, mat, rat} toy; see the module docstring."""
 
     name = "sentiment"
+    needs = ("lengths",)  # ragged sentences
     description = "toy NLP: one-hot {cat, mat, rat} sentences, label = more cats than rats (BCE)"
     mode = "many_to_one"
     kind = "binary"
@@ -217,6 +218,7 @@ class SentimentLargeTask(Task):
     """Generated review-like sentences with negation and "but"; see the module docstring."""
 
     name = "sentiment-large"
+    needs = ("lengths",)  # ragged sentences
     description = (
         "NLP: generated review sentences with negation and 'but' (order matters), token ids"
     )
