@@ -282,3 +282,11 @@ def test_errors(tmp_path: Any) -> None:
         rx.to_model_proto(m, opset=9)
     with pytest.raises(TypeError, match="dtype: expected float32, float64 or None"):
         rx.to_model_proto(m, dtype=np.int32)
+
+
+def test_a_cell_the_exporter_cannot_write_is_refused_by_name() -> None:
+    """The peephole LSTM has a P input in ONNX that this exporter does not write: exporting it as a
+    plain LSTM would be a different model, so export refuses it (ValueError naming the cell)."""
+    model = build_model("lstm_peephole", 3, 4, 2, mode="many_to_one", seed=0)
+    with pytest.raises(ValueError, match="'lstm_peephole' cell cannot be exported to ONNX"):
+        rx.to_model_proto(model)

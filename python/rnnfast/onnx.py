@@ -51,8 +51,11 @@ DEFAULT_OPSET = 17
 
 # rnnfast block index of each ONNX gate block
 # rnnfast gate block of each ONNX gate block, and the ONNX operator, per cell (from the registry)
-_ONNX_GATE_ORDER = {c.name: c.onnx_perm for c in CELLS}
-_OP_TYPE = {c.name: c.onnx_op for c in CELLS}
+# The cells this exporter writes: an ONNX operator computes them from W, R, B alone (a cell with
+# extra parameters, e.g. the peephole LSTM's P, is not written yet).
+_EXPORTABLE = [c for c in CELLS if c.onnx_op is not None and not c.extra_params]
+_ONNX_GATE_ORDER = {c.name: c.onnx_perm for c in _EXPORTABLE}
+_OP_TYPE = {c.name: c.onnx_op for c in _EXPORTABLE}
 
 
 def _require_onnx() -> Any:
@@ -293,6 +296,11 @@ def _unpack_model(model: Any) -> tuple[Any, Any, Any, str]:
             f"model: expected an rnnfast SequenceModel, RNN, LSTM or GRU, got "
             f"{type(model).__name__} (encoder-decoder models such as Seq2Seq decode step by step "
             "and are not exported)"
+        )
+    if rnn._cell not in _OP_TYPE:
+        raise ValueError(
+            f"model: its {rnn._cell!r} cell cannot be exported to ONNX (exported cells: "
+            f"{', '.join(_OP_TYPE)})"
         )
     if head is not None and not isinstance(head, Linear):  # pragma: no cover - SequenceModel checks
         raise TypeError(f"model.head: expected an rnnfast Linear, got {type(head).__name__}")
