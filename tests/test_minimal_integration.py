@@ -377,3 +377,14 @@ def test_tasks_without_needs_build_minimal_models() -> None:
     train, _ = t.make_data(seed=0, seq_len=4, n_train=8, n_val=4)
     model = t.build_model(t.config(cell="minlstm", hidden=4), train)  # task init -> "torch"
     assert type(model.rnn) is rnnfast.MinLSTM
+
+
+def test_check_cell_needs() -> None:
+    from rnnfast.tasks._base import check_cell
+
+    assert check_cell("gru", "sentiment", ("lengths", "step")) == "gru"  # the stacks have all
+    assert check_cell("mingru", "adding") == "mingru"
+    with pytest.raises(ValueError, match=r"^needs: expected keys of .*got 'bogus'"):
+        check_cell("gru", "adding", ("bogus",))
+    with pytest.raises(ValueError, match=r"^cell: the adding task takes .*mingru or minlstm"):
+        check_cell("minrnn", "adding")

@@ -61,15 +61,14 @@ def check_cell(cell: Any, task: str, needs: tuple[str, ...] = ()) -> Any:
     if cell not in names:
         choices = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
         raise ValueError(f"cell: the {task} task takes {choices}, got {cell!r}")
-    if cell in MINIMAL_CELLS:
-        for need in needs:
-            if need not in NEEDS:
-                raise ValueError(f"needs: expected keys of {tuple(NEEDS)}, got {need!r}")
-            others = ", ".join(CELL_NAMES)
-            raise ValueError(
-                f"cell: the {task} task needs {NEEDS[need]}, which the {cell} cell lacks "
-                f"(use one of {others})"
-            )
+    bad = [n for n in needs if n not in NEEDS]
+    if bad:
+        raise ValueError(f"needs: expected keys of {tuple(NEEDS)}, got {bad[0]!r}")
+    if cell in MINIMAL_CELLS and needs:
+        raise ValueError(
+            f"cell: the {task} task needs {NEEDS[needs[0]]}, which the {cell} cell lacks "
+            f"(use one of {', '.join(CELL_NAMES)})"
+        )
     return cell
 
 
