@@ -353,6 +353,27 @@ def test_peephole_matches_onnxruntime_ragged_float32() -> None:
     assert_close(c_n, oc[0], 1e-5, "peephole c_n vs onnxruntime (float32)")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_peephole_kernel_matches_onnxruntime_ragged(dtype: Any) -> None:
+    """The compiled peephole LSTM (rnnfast.functional.lstm_peephole_forward) against onnxruntime's
+    LSTM with its P input: an external peer on the kernel itself, not only on the oracle."""
+    import rnnfast.functional as F
+
+    inp = make_inputs(case("lstm_peephole"), T, B, IN, H, seed=25, scale=1.0)
+    args = [np.ascontiguousarray(inp[k], dtype=dtype) for k in ("x", "h0", "c0", "w_ih", "w_hh")]
+    args += [np.ascontiguousarray(inp[k], dtype=dtype) for k in ("b_ih", "b_hh", "w_peep")]
+    y, h_n, c_n, _ = F.lstm_peephole_forward(*args, lengths=PACKABLE, training=False)
+    model = _onnx_peephole(inp, np.float32, with_lengths=True)
+    sess = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    feeds = dict(_onnx_feeds(inp, np.float32), sequence_lens=PACKABLE.astype(np.int32))
+    oy, oh, oc = sess.run(None, feeds)
+    assert_close(y, oy[:, 0], 1e-5, "peephole kernel y vs onnxruntime")
+    assert_close(h_n, oh[0], 1e-5, "peephole kernel h_n vs onnxruntime")
+    assert_close(c_n, oc[0], 1e-5, "peephole kernel c_n vs onnxruntime")
+
+
 # ------------------------------------------------------------------------------------------------
 # reset-before GRU vs keras.layers.GRU(reset_after=False)
 # ------------------------------------------------------------------------------------------------
