@@ -290,3 +290,9 @@ def test_a_cell_the_exporter_cannot_write_is_refused_by_name() -> None:
     model = build_model("lstm_peephole", 3, 4, 2, mode="many_to_one", seed=0)
     with pytest.raises(ValueError, match="'lstm_peephole' cell cannot be exported to ONNX"):
         rx.to_model_proto(model)
+
+
+def test_a_minimal_cell_is_refused_by_name() -> None:
+    model = build_model("mingru", 3, 4, 2, mode="many_to_one", seed=0)
+    with pytest.raises(ValueError, match="MinGRU cell cannot be exported to ONNX"):
+        rx.to_model_proto(model)

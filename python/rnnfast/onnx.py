@@ -297,9 +297,11 @@ def _unpack_model(model: Any) -> tuple[Any, Any, Any, str]:
             f"{type(model).__name__} (encoder-decoder models such as Seq2Seq decode step by step "
             "and are not exported)"
         )
-    if rnn._cell not in _OP_TYPE:
+    cell = getattr(rnn, "_cell", None) if isinstance(rnn, RNNBase) else None
+    if cell not in _OP_TYPE:
+        what = repr(cell) if cell is not None else type(rnn).__name__
         raise ValueError(
-            f"model: its {rnn._cell!r} cell cannot be exported to ONNX (exported cells: "
+            f"model: its {what} cell cannot be exported to ONNX (exported cells: "
             f"{', '.join(_OP_TYPE)})"
         )
     if head is not None and not isinstance(head, Linear):  # pragma: no cover - SequenceModel checks

@@ -1,0 +1,177 @@
+"""New cells against what users write today: the fused peephole LSTM vs an idiomatic PyTorch loop.
+
+PyTorch has no peephole LSTM (its PR was never merged), so a user writes the cell as a loop over
+time with autograd. This times one training step (forward + backward, all gradients) of:
+
+* rnnfast ``lstm_peephole`` (fused kernels, ``rnnfast.functional``),
+* the same cell as a PyTorch loop (the construction of tests/test_reference_variants_peers.py),
+* rnnfast's plain LSTM of the same size (what the peepholes cost in the fused kernel).
+
+Every variant is checked against the float64 oracle (``rnnfast.reference``) before it is timed.
+Medians of alternated runs; threads as given (default 1, torch.set_num_threads too).
+
+    python benchmarks/bench_cells.py [--hidden 256] [--batch 16] [--steps 100] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _inputs(T: int, B: int, H: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    k = 1.0 / np.sqrt(H)
+
+    def u(*s: int) -> np.ndarray:
+        return rng.uniform(-k, k, s).astype(np.float32)
+
+    return {
+        "x": rng.standard_normal((T, B, H)).astype(np.float32),
+        "h0": np.zeros((B, H), np.float32),
+        "c0": np.zeros((B, H), np.float32),
+        "w_ih": u(4 * H, H),
+        "w_hh": u(4 * H, H),
+        "b_ih": u(4 * H),
+        "b_hh": u(4 * H),
+        "w_peep": u(3 * H),
+        "dy": rng.standard_normal((T, B, H)).astype(np.float32),
+    }
+
+
+def _rnnfast_peephole(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import rnnfast.functional as F
+
+    args = [p[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_peep")]
+
+    def step() -> Any:
+        y, _, _, cache = F.lstm_peephole_forward(*args)
+        g = F.lstm_peephole_backward(cache, p["dy"])
+        return y, g
+
+    return step
+
+
+def _rnnfast_lstm(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import rnnfast.functional as F
+
+    args = [p[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+
+    def step() -> Any:
+        y, _, _, cache = F.lstm_forward(*args)
+        return y, F.lstm_backward(cache, p["dy"])
+
+    return step
+
+
+def _torch_peephole(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import torch
+
+    t = {k: torch.from_numpy(v.copy()) for k, v in p.items()}
+    params = [t[k].requires_grad_() for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_peep")]
+    w_ih, w_hh, b_ih, b_hh, w_peep = params
+    H = p["h0"].shape[1]
+    p_i, p_f, p_o = w_peep[:H], w_peep[H : 2 * H], w_peep[2 * H :]
+
+    def step() -> Any:
+        for q in params:
+            q.grad = None
+        h, c = t["h0"], t["c0"]
+        gx = torch.nn.functional.linear(t["x"], w_ih, b_ih + b_hh)  # all steps at once
+        ys = []
+        for s in range(gx.shape[0]):  # the loop users write: no fused peephole cell exists
+            a = gx[s] + h @ w_hh.T
+            ai, af, ag, ao = a.chunk(4, dim=1)
+            i = torch.sigmoid(ai + p_i * c)
+            f = torch.sigmoid(af + p_f * c)
+            c = f * c + i * torch.tanh(ag)
+            o = torch.sigmoid(ao + p_o * c)
+            h = o * torch.tanh(c)
+            ys.append(h)
+        y = torch.stack(ys)
+        y.backward(t["dy"])
+        return y.detach().numpy(), {
+            k: q.grad.numpy() for k, q in zip(("w_ih", "w_hh", "b_ih", "b_hh", "w_peep"), params)
+        }
+
+    return step
+
+
+def _check(name: str, y: np.ndarray, grads: dict[str, np.ndarray], want: tuple[Any, Any]) -> float:
+    from rnnfast.testing import rel_max_error
+
+    ry, rg = want
+    err = rel_max_error(y, ry)[0]
+    for k in ("w_ih", "w_hh", "w_peep"):
+        err = max(err, rel_max_error(grads[k], rg[k])[0])
+    if err > 1e-4:
+        raise SystemExit(f"{name}: max relative error {err:.2e} vs the float64 oracle (> 1e-4)")
+    return err
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=7)
+    a = ap.parse_args(argv)
+
+    import torch
+
+    import rnnfast
+    import rnnfast.reference as R
+
+    rnnfast.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
+    p = _inputs(a.steps, a.batch, a.hidden)
+    ry, _, _, rc = R.lstm_peephole_forward(
+        *(p[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_peep"))
+    )
+    want = (ry, R.lstm_peephole_backward(rc, p["dy"]))
+    runs = {
+        "rnnfast lstm_peephole (fused)": _rnnfast_peephole(p),
+        "torch peephole loop (autograd)": _torch_peephole(p),
+        "rnnfast lstm (no peepholes)": _rnnfast_lstm(p),
+    }
+    errs = {}
+    for name, fn in list(runs.items())[:2]:
+        y, g = fn()
+        errs[name] = _check(name, y, g, want)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(a.repeats):  # alternated
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    base = med["rnnfast lstm_peephole (fused)"]
+    print(
+        f"CPU: {_cpu()}; threads {a.threads}; T={a.steps} B={a.batch} I=H={a.hidden} float32, "
+        f"training step (forward + backward), median of {a.repeats} alternated runs"
+    )
+    for name, ms in med.items():
+        e = f"  max rel err vs float64 oracle {errs[name]:.1e}" if name in errs else ""
+        print(f"  {name:34s} {ms:9.2f} ms   {ms / base:5.2f}x the fused peephole{e}")
+
+
+if __name__ == "__main__":
+    main()
