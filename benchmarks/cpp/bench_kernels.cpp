@@ -530,6 +530,7 @@ void BM_RecurrentGemv(benchmark::State& state) {
 BENCHMARK(BM_RecurrentGemv)
     ->ArgNames({"H", "G"})
     ->ArgsProduct({{64, 128, 256, 512, 1024}, {1, 3, 4}})
+    ->UseRealTime()  // like BM_ReadBandwidth: the two rates compare
     ->Unit(benchmark::kMicrosecond);
 
 // One round of the time loop's per-step barrier in a running team: 0 = OpenMP's barrier, 1 = the
