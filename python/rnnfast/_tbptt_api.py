@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from ._cells import get_cell
-from ._loader import core
-from .functional import (
+from ._fcheck import (
     _GATES,
     Array,
     State,
@@ -26,6 +25,7 @@ from .functional import (
     _extra_params,
     _float_array,
 )
+from ._loader import core
 
 __all__ = ["TBPTTStream", "tbptt_grads"]
 
