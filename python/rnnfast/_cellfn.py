@@ -12,6 +12,7 @@ that returns every gradient by argument name plus ``dh_all``.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -118,7 +119,7 @@ def _make_backward(spec: CellSpec, F: Any) -> Callable[..., Any]:
 def install(namespace: dict[str, Any], names: list[str]) -> None:
     """Add the generated pair of every registered cell without hand-written ones to ``namespace``
     (the :mod:`rnnfast.functional` module) and to its ``__all__`` list ``names``."""
-    F = inspect.getmodule(namespace.get("_Args")) or __import__("rnnfast.functional").functional
+    F = sys.modules[namespace["__name__"]]  # the (partly initialised) rnnfast.functional
     for spec in CELLS:
         if spec.name in _HAND_WRITTEN:
             continue
