@@ -137,7 +137,10 @@ def test_attention_backward_matches_finite_differences_float64(score: str) -> No
         _assert_close(f"dL/d{name}", att.grads[name], _fd_grad(loss, p), 1e-7)
 
 
-@pytest.mark.parametrize("cell,attention", [("gru", None), ("lstm", "general"), ("rnn", "dot")])
+@pytest.mark.parametrize(
+    "cell,attention",
+    [("gru", None), ("lstm", "general"), ("rnn", "dot"), ("lstm_peephole", "dot")],
+)
 def test_seq2seq_gradients_match_finite_differences_float64(cell: str, attention) -> None:
     from rnnfast.seq2seq import Seq2Seq
 

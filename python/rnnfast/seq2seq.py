@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from .modules import GRU, LSTM, RNN, Embedding, Linear
+from .modules import Embedding, Linear, RNNBase
 
 __all__ = ["Attention", "Seq2Seq", "plot_attention", "train_seq2seq"]
 
-_CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+_CELLS = RNNBase._classes  # cell name -> module class, for every registered cell (registry)
 SCORES = ("dot", "general")
 
 
@@ -181,7 +181,8 @@ class Seq2Seq:
     Args:
         src_vocab, tgt_vocab: vocabulary sizes of source and target tokens.
         embedding_dim: size of both embeddings; hidden_size: H of encoder and decoder.
-        cell: ``"rnn"`` (tanh), ``"lstm"`` or ``"gru"``; num_layers: layers of each stack.
+        cell: ``"rnn"`` (tanh), ``"lstm"``, ``"gru"`` or another registered cell with a module
+            class (``"lstm_peephole"``); num_layers: layers of each stack.
         attention: None, ``"dot"`` or ``"general"``.
         pad, bos, eos: target ids of padding, start and end tokens.
         dtype: float32 or float64; seed: initialisation seed (each part gets its own stream).
