@@ -114,6 +114,7 @@ from .modules import (  # noqa: E402
     MinGRU,
     MinLSTM,
     PeepholeLSTM,
+    ResetBeforeGRU,
     SequenceModel,
     build_model,
     model_from_config,
@@ -159,6 +160,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "GRU",
     "PeepholeLSTM",
+    "ResetBeforeGRU",
     "LSTM",
     "MinGRU",
     "MinLSTM",

@@ -162,6 +162,18 @@ CELLS: tuple[CellSpec, ...] = (
         onnx_gate_order="i,o,f,g",
         extra_params=(("w_peep", 3),),  # [p_i, p_f, p_o]: i, f see c_{t-1}, o sees c_t
     ),
+    CellSpec(
+        name="gru_reset_before",
+        gates=3,
+        has_cell_state=False,
+        gate_order="r,z,n",
+        nonlinearities=("tanh",),
+        torch_name=None,  # torch.nn.GRU applies r after the product
+        keras_name=None,  # Keras GRU(reset_after=False): weights not converted yet
+        keras_gate_order=None,
+        onnx_op=None,  # ONNX GRU with linear_before_reset=0: not exported yet
+        onnx_gate_order=None,
+    ),
 )
 
 #: name -> spec (read-only).

@@ -31,6 +31,7 @@ _BUILTIN_NAMES = (
     "LSTM",
     "GRU",
     "PeepholeLSTM",
+    "ResetBeforeGRU",
     "MinGRU",
     "MinLSTM",
     "Linear",

@@ -72,7 +72,7 @@ from .nn.module import (  # noqa: F401
     _setstate,
     _unpickle_flat,
 )
-from .nn.rnn import GRU, LSTM, RNN, PeepholeLSTM, RNNBase, _step_ready  # noqa: F401
+from .nn.rnn import GRU, LSTM, RNN, PeepholeLSTM, ResetBeforeGRU, RNNBase, _step_ready  # noqa: F401
 from .nn.sequence_model import SequenceModel
 from .nn.streaming import (  # noqa: F401
     TBPTTSession,
@@ -87,6 +87,7 @@ __all__ = [
     "LSTM",
     "GRU",
     "PeepholeLSTM",
+    "ResetBeforeGRU",
     "MinGRU",
     "MinLSTM",
     "RNNBase",

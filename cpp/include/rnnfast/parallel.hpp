@@ -213,7 +213,7 @@ class ScopedFlushDenormals {
 template <class S>
 class Scratch {
  public:
-  static constexpr int kSlots = 7;
+  static constexpr int kSlots = 8;
   static constexpr std::size_t kMaxCached = std::size_t(64) << 20;
 
   Scratch(int slot, Index n) {

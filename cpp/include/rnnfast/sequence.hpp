@@ -173,6 +173,8 @@ void sequence_forward(S* y,                         // (T, B, H)
                       const CellOptions& opt, const Dims& d) {
   constexpr Index G = Cell::gates;
   constexpr bool has_c = Cell::has_c;
+  constexpr bool TP = two_phase_of<Cell>::value;  // the last block's product takes m_t, not h_{t-1}
+  constexpr Index GP = TP ? G - 1 : G;            // gate blocks of the product on h_{t-1}
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   const bool training = cache != nullptr;
   ScopedFlushDenormals flush;
@@ -182,7 +184,9 @@ void sequence_forward(S* y,                         // (T, B, H)
   Scratch<S> gx_store(0, training ? 0 : T * B * GH);               // (T*B, G*H), inference only
   Scratch<S> state_store(1, training ? 0 : (has_c ? 4 : 2) * BH);  // ping-pong h (and c), inference
   Scratch<S> gh(2, B * GH);                                        // (B, G*H) W_hh h_{t-1}
-  Scratch<S> pw_store(3, packed::PackedMatrix<S>::size(H, H, G));
+  const Index pw_size = packed::PackedMatrix<S>::size(H, H, GP);
+  Scratch<S> pw_store(3, pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0));
+  Scratch<S> mid_store(7, TP && !training ? BH : 0);  // m_t (B, H) of two-phase cells, inference
   S* gx_ptr = training ? cache->act : gx_store.data();
   auto h_at = [&](Index t) -> S* {  // state entering step t (t = T: the final state)
     return training ? cache->h + t * BH : state_store.data() + (t % 2) * BH;
@@ -206,9 +210,14 @@ void sequence_forward(S* y,                         // (T, B, H)
                      w.b_ih ? bias.data() : nullptr);
   }
 
-  // W_hh packed once for all steps, by blocks of V hidden units holding all G gates (packed.hpp).
-  packed::PackedMatrix<S> pw;
-  packed::pack_forward(pw, pw_store.data(), w.w_hh, G, H);
+  // W_hh packed once for all steps, by blocks of V hidden units holding all G gates (packed.hpp);
+  // for a two-phase cell the first G-1 blocks, and the last one (multiplying m_t) on its own.
+  packed::PackedMatrix<S> pw, pw_mid;
+  packed::pack_forward(pw, pw_store.data(), w.w_hh, GP, H);
+  if constexpr (TP) packed::pack_forward(pw_mid, pw_store.data() + pw_size, w.w_hh + GP * H * H, Index(1), H);
+  auto mid_at = [&](Index t) -> S* {
+    return training ? cache->aux + t * BH * Cell::aux_units : mid_store.data();
+  };
   const Index nblocks = pw.blocks();
   const int nthreads = loop_threads(B, G, H, nblocks);
 
@@ -238,7 +247,26 @@ void sequence_forward(S* y,                         // (T, B, H)
       const S* hp = h_at(t);
       S* hc = h_at(t + 1);
       // gh (B, G*H) = h_{t-1} (B, H) W_hh^T, this thread's units only
-      packed::product(gh.data(), GH, hp, H, B, pw, ub0 * G, ub1 * G, false);
+      packed::product(gh.data(), GH, hp, H, B, pw, ub0 * GP, ub1 * GP, false);
+      if constexpr (TP) {
+        // phase 1: gates 0..G-2 and m_t of this thread's units; then, once every unit's m_t is
+        // there, gh's last block = m_t (B, H) W_h,last^T
+        S* mt = mid_at(t);
+        for (Index b = 0; b < B; ++b) {
+          S* mr = mt + b * H * Cell::aux_units;
+          if (lengths && t >= lengths[b]) {  // padded: m = 0 keeps the product finite
+            std::fill(mr + j0, mr + j1, S(0));
+            continue;
+          }
+          row.act = gx_ptr + (t * B + b) * GH;
+          row.gh = gh.data() + b * GH;
+          row.h_prev = hp + b * H;
+          row.aux = mr;
+          Cell::forward_gates(row, H, j0, j1, opt);
+        }
+        if (nth > 1) step_barrier.wait();
+        packed::product(gh.data() + GP * H, GH, mt, H * Cell::aux_units, B, pw_mid, ub0, ub1, false);
+      }
       for (Index b = 0; b < B; ++b) {
         S* yr = y + (t * B + b) * H;
         const S* hpr = hp + b * H;
@@ -284,6 +312,8 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   constexpr bool has_c = Cell::has_c;
   constexpr Index SG = Cell::split_gates;
   constexpr Index NX = static_cast<Index>(Cell::extra.size());
+  constexpr bool TP = two_phase_of<Cell>::value;  // the last block's product took m_t (aux)
+  constexpr Index GP = TP ? G - 1 : G;
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   ScopedFlushDenormals flush;
 
@@ -291,7 +321,9 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   // b_ih) of those blocks. Workspaces reused across calls (Scratch).
   Scratch<S> dgates_store(4, T * B * GH);
   Scratch<S> dan_store(5, T * B * SG * H);
-  Scratch<S> pw_store(3, packed::PackedMatrix<S>::size(G * H, H, 1));
+  const Index pw_size = packed::PackedMatrix<S>::size(GP * H, H, 1);
+  Scratch<S> pw_store(3, pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0));
+  Scratch<S> dmid_store(7, TP ? BH : 0);  // dL/dm_t (B, H) of two-phase cells
   MatMap<S> dgates(dgates_store.data(), T * B, GH);
   MatMap<S> dgin(dan_store.data(), SG > 0 ? T * B : 0, SG * H);
 
@@ -300,9 +332,12 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   if constexpr (has_c) detail::copy_or_zero(g.dc0, dc_n, BH);
   for (Index k = 0; k < NX; ++k) std::fill(g.dextra[k], g.dextra[k] + Cell::extra[k].per_unit * H, S(0));
 
-  // W_hh packed once, one vector per block of V hidden units (packed.hpp).
-  packed::PackedMatrix<S> pw;
-  packed::pack_backward(pw, pw_store.data(), w.w_hh, G, H);
+  // W_hh packed once, one vector per block of V hidden units (packed.hpp); for a two-phase cell the
+  // first G-1 blocks (multiplying h_{t-1}) and the last one (multiplying m_t) apart.
+  packed::PackedMatrix<S> pw, pw_mid;
+  packed::pack_backward(pw, pw_store.data(), w.w_hh, GP, H);
+  if constexpr (TP)
+    packed::pack_backward(pw_mid, pw_store.data() + pw_size, w.w_hh + GP * H * H, Index(1), H);
   const Index nblocks = pw.blocks();
   const int nthreads = loop_threads(B, G, H, nblocks);
 
@@ -348,13 +383,39 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
           cb.c = cache.c + (row + B) * H;  // slot t+1: the state after step t
         }
         cb.aux = Cell::aux_units > 0 ? cache.aux + row * Cell::aux_units * H : nullptr;
-        Cell::backward(cb, H, j0, j1, opt);
+        if constexpr (TP) {
+          Cell::backward_gates(cb, H, j0, j1, opt);  // the last block's gradients first
+        } else {
+          Cell::backward(cb, H, j0, j1, opt);
+        }
       }
 #if defined(_OPENMP)
       if (nth > 1) {
 #pragma omp barrier
       }
 #endif
+      if constexpr (TP) {
+        // dL/dm_t = dL/d(last block) W_h,last (B, H), this thread's columns; then the rest of the cell
+        S* dm = dmid_store.data();
+        packed::product(dm, H, dgates.data() + t * B * GH + GP * H, GH, B, pw_mid, ub0, ub1, false);
+        for (Index b = 0; b < B; ++b) {
+          if (lengths && t >= lengths[b]) continue;  // padded: nothing passes through the cell
+          const Index row = t * B + b;
+          cb.dg = dgates.data() + row * GH;
+          cb.dh_prev = g.dh0 + b * H;
+          cb.dh = g.dh_all + row * H;
+          cb.act = cache.act + row * GH;
+          cb.h_prev = cache.h + row * H;
+          cb.aux = cache.aux + row * Cell::aux_units * H;
+          cb.dmid = dm + b * H;
+          Cell::backward(cb, H, j0, j1, opt);
+        }
+#if defined(_OPENMP)
+        if (nth > 1) {
+#pragma omp barrier
+        }
+#endif
+      }
       // dL/dh_{t-1} += dL/dgates_t W_hh   (B, G*H) x (G*H, H), this thread's columns; padded rows
       // have dgates = 0
       packed::product(g.dh0, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, true);
@@ -395,9 +456,19 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
     x_used = xz;
     h_used = hz;
   }
-  MatMap<S> dWhh(g.dw_hh, GH, H);
-  parallel_product(dWhh, dgates.transpose(),
-                   CMatMap<S>(h_used, T * B, H));               // dL/dW_hh = sum_t dgates_t^T h_{t-1}
+  if constexpr (TP) {
+    MatMap<S> dW1(g.dw_hh, GP * H, H);
+    parallel_product(dW1, dgates.leftCols(GP * H).transpose(),
+                     CMatMap<S>(h_used, T * B, H));  // dL/dW_h,0..G-2 = sum_t dgates_t^T h_{t-1}
+    MatMap<S> dW2(g.dw_hh + GP * H * H, H, H);
+    parallel_product(
+        dW2, dgates.rightCols(H).transpose(),
+        CMatMap<S>(cache.aux, T * B, H * Cell::aux_units).leftCols(H));  // dL/dW_h,last = sum dg^T m_t
+  } else {
+    MatMap<S> dWhh(g.dw_hh, GH, H);
+    parallel_product(dWhh, dgates.transpose(),
+                     CMatMap<S>(h_used, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
+  }
   if (g.db_hh) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
   if constexpr (SG > 0) dgates.rightCols(SG * H) = dgin;        // now dL/d(W_ih x + b_ih)
   MatMap<S> dWih(g.dw_ih, GH, I);

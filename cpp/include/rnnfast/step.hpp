@@ -19,7 +19,7 @@ namespace rnnfast {
 
 // Workspace the step functions need, in elements of S.
 constexpr Index step_workspace_size(Index B, Index G, Index H) {
-  return 2 * B * G * H + B * H;
+  return 2 * B * G * H + 2 * B * H;
 }
 
 namespace detail {
@@ -62,12 +62,28 @@ void step_forward(S* h,                 // (B, H) out: h_t
   S* act = work;
   S* gh = work + B * GH;
   S* zeros = work + 2 * B * GH;
+  S* mid = zeros + B * H;  // m_t of a two-phase cell (B, H)
   detail::step_products(act, gh, x, h_prev, w.w_ih, w.w_hh, w.b_ih, w.b_hh,
                         w.b_ih ? Cell::folded_hh_gates * H : 0, B, I, H, GH);
   if (!h_prev || (Cell::has_c && !c_prev)) std::fill(zeros, zeros + B * H, S(0));
   CellFwd<S> row{};
   row.b_hh = w.b_hh;
   row.extra = w.extra;
+  if constexpr (two_phase_of<Cell>::value) {
+    // gates 0..G-2 and m_t first, then gh's last block = m_t W_h,last^T (its h_{t-1} product above
+    // is replaced)
+    constexpr Index GP = G - 1;
+    for (Index b = 0; b < B; ++b) {
+      row.act = act + b * GH;
+      row.gh = gh + b * GH;
+      row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
+      row.aux = mid + b * H;
+      Cell::forward_gates(row, H, 0, H, opt);
+    }
+    Eigen::Map<Mat<S>, 0, Eigen::OuterStride<>> last(gh + GP * H, B, H, Eigen::OuterStride<>(GH));
+    last.noalias() = CMatMap<S>(mid, B, H) * CMatMap<S>(w.w_hh + GP * H * H, H, H).transpose();
+    row.aux = nullptr;
+  }
   for (Index b = 0; b < B; ++b) {
     row.act = act + b * GH;
     row.gh = gh + b * GH;

@@ -23,7 +23,7 @@ from .config import build_model, model_from_config
 from .layers import Embedding, Linear
 from .minimal import MinGRU, MinLSTM
 from .module import Module
-from .rnn import GRU, LSTM, RNN, PeepholeLSTM, RNNBase
+from .rnn import GRU, LSTM, RNN, PeepholeLSTM, ResetBeforeGRU, RNNBase
 from .sequence_model import SequenceModel
 from .streaming import TBPTTSession
 
@@ -33,6 +33,7 @@ __all__ = [
     "LSTM",
     "GRU",
     "PeepholeLSTM",
+    "ResetBeforeGRU",
     "MinGRU",
     "MinLSTM",
     "RNNBase",

@@ -45,7 +45,7 @@ from .module import (
 )
 from .streaming import TBPTTSession, _StreamingMethods
 
-__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "PeepholeLSTM"]
+__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "PeepholeLSTM", "ResetBeforeGRU"]
 
 
 def _step_ready(a: Any, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
@@ -707,4 +707,20 @@ class PeepholeLSTM(RNNBase):
 
     __module__ = _PUBLIC_MODULE
     _cell = "lstm_peephole"
+    __init__ = _tanh_only_init
+
+
+class ResetBeforeGRU(RNNBase):
+    """GRU stack with the reset gate before the recurrent product (Cho et al. 2014; Keras's
+    ``GRU(reset_after=False)``, ONNX's GRU with ``linear_before_reset=0``)::
+
+        r = sigmoid(a_r), z = sigmoid(a_z), n = tanh(W_in x + b_in + W_hn (r*h_{t-1}) + b_hn)
+        h_t = (1 - z)*n + z*h_{t-1}
+
+    Same arguments, parameter names and shapes as :class:`GRU` (gates r, z, n). PyTorch has no such
+    module (``torch.nn.GRU`` applies r after the product).
+    """
+
+    __module__ = _PUBLIC_MODULE
+    _cell = "gru_reset_before"
     __init__ = _tanh_only_init

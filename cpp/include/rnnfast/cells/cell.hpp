@@ -18,6 +18,14 @@
 //                     vectors (e.g. peepholes); their gradients are accumulated by backward
 //   forward(CellFwd, H, j0, j1, CellOptions)    the fused pointwise pass of one row, units [j0, j1)
 //   backward(CellBwd, H, j0, j1, CellOptions)   its derivative, units [j0, j1)
+// and optionally
+//   two_phase = true  the last gate block's recurrent product takes m_t = (gate 0) * h_{t-1}, not
+//                     h_{t-1} (the GRU with the reset gate before the product). The cell then has
+//                     forward_gates (activates gates 0..G-2 and writes m_t to `aux`, which holds it
+//                     for backward too: aux_units >= 1) before `forward`, and backward_gates (the
+//                     gradients of the last block: dg's last block, the direct dh_prev) before
+//                     `backward` (the rest, given dm = dL/dm_t in `dmid`); the time loops run a
+//                     product and a barrier between the two halves (sequence.hpp).
 //
 // A row of gates is G*H wide, gate-major: [gate 0 units 0..H-1 | gate 1 units 0..H-1 | ...] (PyTorch's
 // layout). Each function is one fused pass over the gates of a row: it reads the pre-activations and
@@ -88,6 +96,7 @@ struct CellBwd {
   const S* h_prev;                        // (H) h_{t-1}
   const S* c_prev;                        // (H) c_{t-1} (has_c), else nullptr
   const S* c;                             // (H) c_t (has_c), else nullptr
+  const S* dmid;                          // (H) two-phase cells: dL/dm_t of the mid-step product
   const S* aux;                           // (aux_units*H) what the forward saved
   std::array<const S*, kMaxExtra> extra;  // the cell's extra parameters
   std::array<S*, kMaxExtra> dextra;       // their gradients, accumulated (+=) over rows
@@ -144,6 +153,12 @@ inline void for_units(Index j0, Index j1, F&& f) {
 }
 
 }  // namespace cellmath
+
+// Cell::two_phase, false for a cell that does not declare it.
+template <class C, class = void>
+struct two_phase_of : std::false_type {};
+template <class C>
+struct two_phase_of<C, std::void_t<decltype(C::two_phase)>> : std::bool_constant<C::two_phase> {};
 
 // A compile-time list of cell types (cells/all.hpp holds the registered one).
 template <class... Cells>
