@@ -281,7 +281,7 @@ def test_keras_dtype_argument() -> None:
     ("kwargs", "exc", "match"),
     [
         ({"kind": "Conv1D"}, ValueError, "kind"),
-        ({"kind": "GRU", "reset_after": False}, ValueError, "reset_after"),
+        ({"kind": "GRU", "reset_after": "no"}, TypeError, "reset_after"),
         ({"kind": "LSTM", "kernel": np.zeros((3, 10))}, ValueError, "kernel"),
         ({"kind": "LSTM", "recurrent_kernel": np.zeros((2, 8))}, ValueError, "recurrent_kernel"),
         ({"kind": "LSTM", "bias": np.zeros(7)}, ValueError, "bias"),

@@ -426,3 +426,44 @@ def test_reset_before_gru_matches_keras(bias: bool, monkeypatch: pytest.MonkeyPa
         assert ky.dtype == np.float64, ky.dtype
         assert_close(y, ky, tol, f"reset-before GRU y vs {where}")
         assert_close(h_n, kh, tol, f"reset-before GRU h_n vs {where}")
+
+
+def test_reset_before_gru_module_loads_keras_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Keras GRU(reset_after=False) layer's weights, converted by from_keras_weights(...,
+    reset_after=False), run by the compiled ResetBeforeGRU module: Keras's outputs (float64, tanh
+    from jax.numpy so Keras stays in float64)."""
+    if sys.version_info < (3, 11):
+        pytest.skip("keras (JAX backend) is in the test extra for Python >= 3.11 only, like jax")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    import jax
+
+    import rnnfast as rf
+    from rnnfast.interop import from_keras_weights
+
+    rng = np.random.default_rng(26)
+    x = rng.standard_normal((T, B, IN))
+    with jax.enable_x64(True):
+        import keras
+
+        layer = keras.layers.GRU(
+            H,
+            activation=jax.numpy.tanh,
+            reset_after=False,
+            return_sequences=True,
+            return_state=True,
+            dtype="float64",
+        )
+        layer.build((B, T, IN))
+        # Keras's shapes: kernel (I, 3H), recurrent kernel (H, 3H), one bias (3H,), gates z, r, h
+        kernel = rng.uniform(-0.5, 0.5, (IN, 3 * H))
+        rec = rng.uniform(-0.5, 0.5, (H, 3 * H))
+        bias = rng.uniform(-0.5, 0.5, 3 * H)
+        layer.set_weights([kernel, rec, bias])
+        ky, kh = layer(np.swapaxes(x, 0, 1))
+        ky, kh = np.swapaxes(np.asarray(ky), 0, 1), np.asarray(kh)
+    m = rf.ResetBeforeGRU(IN, H, dtype=np.float64)
+    m.load_state_dict(from_keras_weights("GRU", kernel, rec, bias, reset_after=False))
+    m.eval()
+    y, h_n = m(x)
+    assert_close(y, ky, 1e-12, "ResetBeforeGRU y vs keras GRU(reset_after=False)")
+    assert_close(h_n[0], kh, 1e-12, "ResetBeforeGRU h_n vs keras GRU(reset_after=False)")

@@ -25,8 +25,9 @@ PyTorch's r, z, n; Keras SimpleRNN and LSTM have a single bias (PyTorch's ``b_ih
 converted ``bias_hh`` is zero); a Keras GRU with ``reset_after=True`` (the Keras 2/3 default) has a
 bias of shape (2, 3H): row 0 is the input bias (``b_ih``), row 1 the recurrent bias (``b_hh``), and
 computes exactly PyTorch's GRU. A GRU with ``reset_after=False`` applies the reset gate before the
-recurrent matrix product, a different function that neither PyTorch nor rnnfast computes; it is
-rejected. Keras activations must be the defaults (``tanh`` and ``sigmoid`` recurrent activation;
+recurrent matrix product, a different function (PyTorch has no such module): its weights convert to
+rnnfast's :class:`~rnnfast.modules.ResetBeforeGRU` (``from_keras_weights(..., reset_after=False)``,
+one bias of shape (3H,) that becomes ``bias_ih``, ``bias_hh`` zero). Keras activations must be the defaults (``tanh`` and ``sigmoid`` recurrent activation;
 for SimpleRNN ``tanh`` or ``relu``, chosen with rnnfast's ``nonlinearity``).
 """
 
@@ -165,8 +166,10 @@ def from_keras_weights(
         kernel: (I, G*H) Keras input kernel; G = 1, 4 (gates i, f, c, o), 3 (gates z, r, h).
         recurrent_kernel: (H, G*H).
         bias: SimpleRNN / LSTM (G*H,); GRU with ``reset_after=True`` (2, 3H) (row 0 input bias, row
-            1 recurrent bias); None for a layer built with ``use_bias=False``.
-        reset_after: must be True for GRU (``reset_after=False`` is a different function; rejected).
+            1 recurrent bias); GRU with ``reset_after=False`` (3H,); None for a layer built with
+            ``use_bias=False``.
+        reset_after: GRU only: True (the Keras default) converts to :class:`GRU` (PyTorch's GRU);
+            False (reset gate before the recurrent product) to :class:`ResetBeforeGRU`.
         layer, reverse: name the result for layer ``layer`` (and the reverse direction of a
             bidirectional stack, e.g. the ``backward_layer`` of ``keras.layers.Bidirectional``).
         dtype: float32 or float64 for the result; default: the inputs' dtype.
@@ -178,13 +181,9 @@ def from_keras_weights(
     """
     k = _kind(kind)
     g = _GATES[k]
-    if k == "gru" and not reset_after:
-        raise ValueError(
-            "reset_after: a Keras GRU with reset_after=False computes tanh(W x + (r * h) U + b), "
-            "which neither PyTorch nor rnnfast computes (they use r * (U h + b_hn)); only "
-            "reset_after=True "
-            "(the Keras default) can be converted"
-        )
+    if not isinstance(reset_after, (bool, np.bool_)):
+        raise TypeError(f"reset_after: expected a bool, got {type(reset_after).__name__}")
+    two_biases = k == "gru" and bool(reset_after)  # (2, 3H): input and recurrent bias rows
     kern = _float_array("kernel", kernel, 2)
     rec = _float_array("recurrent_kernel", recurrent_kernel, 2)
     if kern.shape[1] % g != 0 or kern.shape[1] == 0:
@@ -197,9 +196,9 @@ def from_keras_weights(
         )
     b = None
     if bias is not None:
-        expected_ndim = 2 if k == "gru" else 1
+        expected_ndim = 2 if two_biases else 1
         b = _float_array("bias", bias, expected_ndim)
-        expected = (2, 3 * hidden) if k == "gru" else (g * hidden,)
+        expected = (2, 3 * hidden) if two_biases else (g * hidden,)
         if b.shape != expected:
             raise ValueError(f"bias: expected shape {expected}, got {b.shape}")
     dt = _result_dtype(dtype, kern, rec, b)
@@ -211,11 +210,11 @@ def from_keras_weights(
     }
     assert out[f"weight_ih{sfx}"].shape == (g * hidden, n_in)
     if b is not None:
-        if k == "gru":
+        if two_biases:
             out[f"bias_ih{sfx}"] = np.ascontiguousarray(b[0, perm], dtype=dt)
             out[f"bias_hh{sfx}"] = np.ascontiguousarray(b[1, perm], dtype=dt)
         else:
-            out[f"bias_ih{sfx}"] = np.ascontiguousarray(b, dtype=dt)
+            out[f"bias_ih{sfx}"] = np.ascontiguousarray(b[perm], dtype=dt)
             out[f"bias_hh{sfx}"] = np.zeros(g * hidden, dtype=dt)
     return out
 
