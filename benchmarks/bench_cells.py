@@ -1,11 +1,12 @@
-"""New cells against what users write today: the fused peephole LSTM vs an idiomatic PyTorch loop.
+"""New cells against what users write today: fused rnnfast cells vs idiomatic PyTorch loops.
 
-PyTorch has no peephole LSTM (its PR was never merged), so a user writes the cell as a loop over
-time with autograd. This times one training step (forward + backward, all gradients) of:
+PyTorch has no peephole LSTM (its PR was never merged) and no GRU with the reset gate before the
+product (Keras's reset_after=False), so a user writes such a cell as a loop over time with
+autograd. This times one training step (forward + backward, all gradients) of:
 
-* rnnfast ``lstm_peephole`` (fused kernels, ``rnnfast.functional``),
-* the same cell as a PyTorch loop (the construction of tests/test_reference_variants_peers.py),
-* rnnfast's plain LSTM of the same size (what the peepholes cost in the fused kernel).
+* rnnfast ``lstm_peephole`` and ``gru_reset_before`` (fused kernels, ``rnnfast.functional``),
+* the same cells as PyTorch loops (as in tests/test_reference_variants_peers.py),
+* rnnfast's plain LSTM / GRU of the same size (what the variant costs in the fused kernel).
 
 Every variant is checked against the float64 oracle (``rnnfast.reference``) before it is timed.
 Medians of alternated runs; threads as given (default 1, torch.set_num_threads too).
@@ -52,6 +53,10 @@ def _inputs(T: int, B: int, H: int, seed: int = 0) -> dict[str, np.ndarray]:
         "b_ih": u(4 * H),
         "b_hh": u(4 * H),
         "w_peep": u(3 * H),
+        "g_ih": u(3 * H, H),
+        "g_hh": u(3 * H, H),
+        "gb_ih": u(3 * H),
+        "gb_hh": u(3 * H),
         "dy": rng.standard_normal((T, B, H)).astype(np.float32),
     }
 
@@ -114,6 +119,62 @@ def _torch_peephole(p: dict[str, np.ndarray]) -> Callable[[], Any]:
     return step
 
 
+def _rnnfast_reset_before(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import rnnfast.functional as F
+
+    args = [p[k] for k in ("x", "h0", "g_ih", "g_hh", "gb_ih", "gb_hh")]
+
+    def step() -> Any:
+        y, _, cache = F.gru_reset_before_forward(*args)
+        return y, F.gru_reset_before_backward(cache, p["dy"])
+
+    return step
+
+
+def _rnnfast_gru(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import rnnfast.functional as F
+
+    args = [p[k] for k in ("x", "h0", "g_ih", "g_hh", "gb_ih", "gb_hh")]
+
+    def step() -> Any:
+        y, _, cache = F.gru_forward(*args)
+        return y, F.gru_backward(cache, p["dy"])
+
+    return step
+
+
+def _torch_reset_before(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import torch
+
+    t = {k: torch.from_numpy(v.copy()) for k, v in p.items()}
+    names = ("g_ih", "g_hh", "gb_ih", "gb_hh")
+    params = [t[k].requires_grad_() for k in names]
+    w_ih, w_hh, b_ih, b_hh = params
+    H = p["h0"].shape[1]
+
+    def step() -> Any:
+        for q in params:
+            q.grad = None
+        h = t["h0"]
+        gx = torch.nn.functional.linear(t["x"], w_ih, b_ih + b_hh)  # b_hn sits outside r here
+        ys = []
+        for s in range(gx.shape[0]):
+            rz = torch.sigmoid(gx[s, :, : 2 * H] + h @ w_hh[: 2 * H].T)
+            r, z = rz[:, :H], rz[:, H:]
+            n = torch.tanh(gx[s, :, 2 * H :] + (r * h) @ w_hh[2 * H :].T)
+            h = (1 - z) * n + z * h
+            ys.append(h)
+        y = torch.stack(ys)
+        y.backward(t["dy"])
+        grads = {
+            k.replace("g_", "w_").replace("gb_", "b_"): q.grad.numpy()
+            for k, q in zip(names, params)
+        }
+        return y.detach().numpy(), grads
+
+    return step
+
+
 def _check(
     name: str,
     y: np.ndarray,
@@ -153,10 +214,18 @@ def main(argv: list[str] | None = None) -> None:
         *(p[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_peep"))
     )
     want = (ry, R.lstm_peephole_backward(rc, p["dy"]))
+    gargs = [p[k] for k in ("x", "h0", "g_ih", "g_hh", "gb_ih", "gb_hh")]
+    gy, _, gc = R.gru_reset_before_forward(*gargs)
+    want_rb = (gy, R.gru_reset_before_backward(gc, p["dy"]))
+    gy2, _, gc2 = R.gru_forward(*gargs)
+    want_gru = (gy2, R.gru_backward(gc2, p["dy"]))
     runs = {
         "rnnfast lstm_peephole (fused)": _rnnfast_peephole(p),
         "torch peephole loop (autograd)": _torch_peephole(p),
         "rnnfast lstm (no peepholes)": _rnnfast_lstm(p),
+        "rnnfast gru_reset_before (fused)": _rnnfast_reset_before(p),
+        "torch reset-before GRU loop": _torch_reset_before(p),
+        "rnnfast gru (reset after)": _rnnfast_gru(p),
     }
     lstm_args = [p[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
     ly, _, _, lc = R.lstm_forward(*lstm_args)
@@ -166,6 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         y, g = fn()
         if "no peepholes" in name:
             errs[name] = _check(name, y, g, want_lstm, keys=("w_ih", "w_hh"))
+        elif "reset after" in name:
+            errs[name] = _check(name, y, g, want_gru, keys=("w_ih", "w_hh"))
+        elif "reset" in name:
+            errs[name] = _check(name, y, g, want_rb, keys=("w_ih", "w_hh", "b_ih"))
         else:
             errs[name] = _check(name, y, g, want)
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -175,14 +248,16 @@ def main(argv: list[str] | None = None) -> None:
             fn()
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    base = med["rnnfast lstm_peephole (fused)"]
     print(
         f"CPU: {_cpu()}; threads {a.threads}; T={a.steps} B={a.batch} I=H={a.hidden} float32, "
         f"training step (forward + backward), median of {a.repeats} alternated runs"
     )
     for name, ms in med.items():
+        fused = (
+            "rnnfast gru_reset_before (fused)" if "gru" in name else "rnnfast lstm_peephole (fused)"
+        )
         e = f"  max rel err vs float64 oracle {errs[name]:.1e}" if name in errs else ""
-        print(f"  {name:34s} {ms:9.2f} ms   {ms / base:5.2f}x the fused peephole{e}")
+        print(f"  {name:34s} {ms:9.2f} ms   {ms / med[fused]:5.2f}x {fused}{e}")
 
 
 if __name__ == "__main__":
