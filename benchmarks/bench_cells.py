@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     for name, ms in med.items():
         fused = (
-            "rnnfast gru_reset_before (fused)" if "gru" in name else "rnnfast lstm_peephole (fused)"
+            "rnnfast gru_reset_before (fused)"
+            if "gru" in name.lower()
+            else "rnnfast lstm_peephole (fused)"
         )
         e = f"  max rel err vs float64 oracle {errs[name]:.1e}" if name in errs else ""
         print(f"  {name:34s} {ms:9.2f} ms   {ms / med[fused]:5.2f}x {fused}{e}")
