@@ -29,7 +29,13 @@ from rnnfast.tasks import get_task, list_tasks  # noqa: E402
 __all__: list[str] = []
 
 RTOL = 1e-5  # float32, relative to the largest output
-CELLS = (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"))
+CELLS = (
+    ("rnn", "tanh"),
+    ("rnn", "relu"),
+    ("lstm", "tanh"),
+    ("gru", "tanh"),
+    ("gru_reset_before", "tanh"),  # ONNX GRU with linear_before_reset = 0
+)
 
 
 def _session(proto: Any) -> Any:

@@ -36,6 +36,8 @@ class CellSpec:
         onnx_gate_order: ONNX's gate blocks in row order.
         init: the default initialisation rule (PyTorch's), for documentation; see
             :meth:`init_bound`.
+        onnx_attrs: attributes of the ONNX operator that select this cell, as (name, value) pairs
+            (the GRU's ``linear_before_reset``).
         extra_params: the cell's own parameters besides w_ih, w_hh, b_ih, b_hh, in the order
             of its C++ traits (``Cell::extra`` in cpp/include/rnnfast/cells/<cell>.hpp):
             (name, per_unit) pairs, each a vector of per_unit*H values.
@@ -53,6 +55,7 @@ class CellSpec:
     onnx_gate_order: str | None
     init: str = "U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias"
     extra_params: tuple[tuple[str, int], ...] = ()
+    onnx_attrs: tuple[tuple[str, int], ...] = ()
 
     @property
     def n_states(self) -> int:
@@ -148,6 +151,7 @@ CELLS: tuple[CellSpec, ...] = (
         keras_gate_order="z,r,n",  # Keras: z, r, h
         onnx_op="GRU",
         onnx_gate_order="z,r,n",  # ONNX: z, r, h
+        onnx_attrs=(("linear_before_reset", 1),),  # r multiplies (R_h h + Rb_h), as PyTorch
     ),
     CellSpec(
         name="lstm_peephole",
@@ -171,8 +175,9 @@ CELLS: tuple[CellSpec, ...] = (
         torch_name=None,  # torch.nn.GRU applies r after the product
         keras_name=None,  # Keras GRU(reset_after=False): weights not converted yet
         keras_gate_order=None,
-        onnx_op=None,  # ONNX GRU with linear_before_reset=0: not exported yet
-        onnx_gate_order=None,
+        onnx_op="GRU",
+        onnx_gate_order="z,r,n",  # ONNX: z, r, h
+        onnx_attrs=(("linear_before_reset", 0),),  # r multiplies h before R_h (ONNX's default)
     ),
 )
 

@@ -170,7 +170,7 @@ def _rnn_stack(
         init_h = g.one("Slice", [h0, *sl]) if h0 is not None else ""
         ins.append(init_h)
         init_c = ""
-        if cell == "lstm":
+        if get_cell(cell).has_cell_state:
             init_c = g.one("Slice", [c0, *sl]) if c0 is not None else ""
             ins.append(init_c)
         attrs: dict[str, Any] = {
@@ -180,8 +180,7 @@ def _rnn_stack(
         if cell == "rnn":
             act = "Tanh" if rnn.nonlinearity == "tanh" else "Relu"
             attrs["activations"] = [act] * D
-        if cell == "gru":
-            attrs["linear_before_reset"] = 1
+        attrs.update(dict(get_cell(cell).onnx_attrs))  # e.g. the GRU's linear_before_reset
         while ins and ins[-1] == "":
             ins.pop()
         has_c = get_cell(cell).has_cell_state
