@@ -22,6 +22,7 @@ from rnnfast.diagnostics import (
 )
 from rnnfast.losses import MSELoss
 from rnnfast.modules import build_model
+from rnnfast.nn._util import _module_name
 
 __all__: list[str] = []
 
@@ -60,9 +61,9 @@ def test_gradient_flow_equals_dh_all_of_the_functional_backward(cell: str) -> No
     fwd = getattr(F, f"{cell}_forward")
     bwd = getattr(F, f"{cell}_backward")
 
-    # the module's names of w_ih, w_hh, b_ih, b_hh and the cell's extra parameters (w_x -> weight_x)
+    # the module's names of w_ih, w_hh, b_ih, b_hh and the cell's extra parameters
     names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
-    names += ["weight_" + n[2:] for n, _ in get_cell(cell).extra_params]
+    names += [_module_name(n) for n, _ in get_cell(cell).extra_params]
 
     def w(layer: int) -> tuple[np.ndarray, ...]:
         return tuple(p[f"rnn.{k}_l{layer}"] for k in names)

@@ -353,6 +353,22 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
     CellBwd<S> cb{};
     cb.extra = w.extra;
     cb.dextra = g.dextra;
+    // points cb at row (t, b): its gradients, the running dL/dh (dc) and the forward's activations
+    auto bind = [&](Index t, Index b) {
+      const Index row = t * B + b;
+      cb.dg = dgates.data() + row * GH;
+      cb.dg_in = SG > 0 ? dgin.data() + row * SG * H : nullptr;
+      cb.dh_prev = g.dh0 + b * H;
+      cb.dh = g.dh_all + row * H;
+      cb.act = cache.act + row * GH;
+      cb.h_prev = cache.h + row * H;
+      if constexpr (has_c) {
+        cb.dc = g.dc0 + b * H;
+        cb.c_prev = cache.c + row * H;
+        cb.c = cache.c + (row + B) * H;  // slot t+1: the state after step t
+      }
+      cb.aux = Cell::aux_units > 0 ? cache.aux + row * Cell::aux_units * H : nullptr;
+    };
     for (Index t = T - 1; t >= 0; --t) {
       for (Index b = 0; b < B; ++b) {
         const Index row = t * B + b;
@@ -371,18 +387,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
         const S* dyr = dy ? dy + row * H : nullptr;
         for (Index j = j0; j < j1; ++j)
           dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
-        cb.dg = dgr;
-        cb.dg_in = SG > 0 ? dgin.data() + row * SG * H : nullptr;
-        cb.dh_prev = dhr;
-        cb.dh = dht;
-        cb.act = cache.act + row * GH;
-        cb.h_prev = cache.h + row * H;
-        if constexpr (has_c) {
-          cb.dc = g.dc0 + b * H;
-          cb.c_prev = cache.c + row * H;
-          cb.c = cache.c + (row + B) * H;  // slot t+1: the state after step t
-        }
-        cb.aux = Cell::aux_units > 0 ? cache.aux + row * Cell::aux_units * H : nullptr;
+        bind(t, b);
         if constexpr (TP) {
           Cell::backward_gates(cb, H, j0, j1, opt);  // the last block's gradients first
         } else {
@@ -400,13 +405,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
         packed::product(dm, H, dgates.data() + t * B * GH + GP * H, GH, B, pw_mid, ub0, ub1, false);
         for (Index b = 0; b < B; ++b) {
           if (lengths && t >= lengths[b]) continue;  // padded: nothing passes through the cell
-          const Index row = t * B + b;
-          cb.dg = dgates.data() + row * GH;
-          cb.dh_prev = g.dh0 + b * H;
-          cb.dh = g.dh_all + row * H;
-          cb.act = cache.act + row * GH;
-          cb.h_prev = cache.h + row * H;
-          cb.aux = cache.aux + row * Cell::aux_units * H;
+          bind(t, b);
           cb.dmid = dm + b * H;
           Cell::backward(cb, H, j0, j1, opt);
         }

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._cells import CELLS, get_cell
+from .._fcheck import _check_params
 
 __all__ = [
     "ReferenceCache",
@@ -561,15 +562,7 @@ def tbptt_grads(
     """
     spec = get_cell(cell)  # raises the ValueError that lists the registered cells
     extra = tuple(name for name, _ in spec.extra_params)
-    keys = ", ".join(("w_ih", "w_hh", "b_ih", "b_hh") + extra)
-    if not isinstance(params, Mapping):
-        raise TypeError(f"params: expected a dict with keys {keys}, got {type(params).__name__}")
-    for key in ("w_ih", "w_hh", *extra):
-        if key not in params:
-            raise ValueError(f"params: missing key {key!r} (expected keys {keys})")
-    unknown = set(params) - {"w_ih", "w_hh", "b_ih", "b_hh", *extra}
-    if unknown:
-        raise ValueError(f"params: unexpected keys {sorted(unknown)} (expected {keys})")
+    _check_params(params, cell)  # the keys, as the functional API checks them (NumPy only)
     k1 = _check_k("k1", k1)
     k2 = _check_k("k2", k2)
     if k2 < k1:
