@@ -41,6 +41,10 @@ class CellSpec:
         extra_params: the cell's own parameters besides w_ih, w_hh, b_ih, b_hh, in the order
             of its C++ traits (``Cell::extra`` in cpp/include/rnnfast/cells/<cell>.hpp):
             (name, per_unit) pairs, each a vector of per_unit*H values.
+        onnx_extra_inputs: the extra parameters the ONNX operator takes as inputs after the
+            initial states (the LSTM's ``P``), as (name, blocks) pairs: block j of the ONNX input
+            is block ``blocks[j]`` (H values each) of the parameter. A cell is exported only when
+            every extra parameter is listed here.
     """
 
     name: str
@@ -56,6 +60,7 @@ class CellSpec:
     init: str = "U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias"
     extra_params: tuple[tuple[str, int], ...] = ()
     onnx_attrs: tuple[tuple[str, int], ...] = ()
+    onnx_extra_inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def n_states(self) -> int:
@@ -165,6 +170,7 @@ CELLS: tuple[CellSpec, ...] = (
         onnx_op="LSTM",  # with its P input: [p_i, p_o, p_f]
         onnx_gate_order="i,o,f,g",
         extra_params=(("w_peep", 3),),  # [p_i, p_f, p_o]: i, f see c_{t-1}, o sees c_t
+        onnx_extra_inputs=(("w_peep", (0, 2, 1)),),  # ONNX's P = [p_i, p_o, p_f]
     ),
     CellSpec(
         name="gru_reset_before",

@@ -9,6 +9,10 @@ Mapping (rnnfast / PyTorch -> ONNX):
 
 * gate order: LSTM i, f, g, o -> i, o, f, c; GRU r, z, n -> z, r, h (weight and bias blocks are
   reordered); GRU ``linear_before_reset=1`` (PyTorch's n = tanh(W_in x + b_in + r*(W_hn h + b_hn)));
+  the reset-before GRU (:class:`~rnnfast.modules.ResetBeforeGRU`) is ONNX's GRU with
+  ``linear_before_reset=0``;
+* the peephole LSTM (:class:`~rnnfast.modules.PeepholeLSTM`) is ONNX's LSTM with its ``P`` input:
+  ``weight_peep_l{k}`` [p_i, p_f, p_o] -> P (D, 3*H) = [p_i, p_o, p_f];
 * weights per layer: W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H) = [b_ih, b_hh] (D = directions);
 * ONNX's Y is (T, D, B, H): Transpose + Reshape give rnnfast's (T, B, D*H) between layers;
 * ragged batches: ``lengths`` goes to ``sequence_lens`` (steps past a sequence's length give 0, the
@@ -21,7 +25,7 @@ Graph inputs and outputs:
 * ``x``: (T, B, I) float, or (T, B) int64 token ids with an embedding; (B, T, ...) with
   ``batch_first``; (B, I) / (B,) in ``one_to_one`` mode. T and B are symbolic.
 * ``lengths``: (B,) int64 (``lengths=True``, not in ``one_to_one`` mode).
-* ``h0`` (and ``c0`` for LSTM): (num_layers * num_directions, B, H) (``initial_state=True``).
+* ``h0`` (and ``c0`` for the LSTMs): (num_layers * num_directions, B, H) (``initial_state=True``).
 * ``output``: the model's prediction, as ``model(x, lengths, hx)`` returns it in eval mode.
 * ``h_n`` (and ``c_n``): (num_layers * num_directions, B, H), as ``model.last_hidden``.
 
@@ -31,7 +35,8 @@ initial state. With ``initial_state=True`` and ``lengths=True`` the exported gra
 selects the initial state for such rows (a ``Where`` after each recurrent node), so every runtime
 gives rnnfast's answer; without an initial-state input the state starts at 0 and both agree.
 
-A bare :class:`~rnnfast.modules.RNN` / ``LSTM`` / ``GRU`` exports too: its outputs are ``output``
+A bare :class:`~rnnfast.modules.RNN` / ``LSTM`` / ``GRU`` / ``PeepholeLSTM`` / ``ResetBeforeGRU``
+exports too: its outputs are ``output``
 (T, B, D*H) and ``h_n`` (``c_n``), as its ``forward`` returns them.
 """
 
@@ -49,11 +54,16 @@ __all__ = ["export", "to_model_proto", "DEFAULT_OPSET"]
 #: ONNX default-domain opset the graphs are written for (ONNX 1.12+, onnxruntime 1.12+).
 DEFAULT_OPSET = 17
 
-# rnnfast block index of each ONNX gate block
-# rnnfast gate block of each ONNX gate block, and the ONNX operator, per cell (from the registry)
-# The cells this exporter writes: an ONNX operator computes them from W, R, B alone (a cell with
-# extra parameters, e.g. the peephole LSTM's P, is not written yet).
-_EXPORTABLE = [c for c in CELLS if c.onnx_op is not None and not c.extra_params]
+# The cells this exporter writes: an ONNX operator computes them from W, R, B and the operator
+# inputs that hold the cell's extra parameters (CellSpec.onnx_extra_inputs: the LSTM's P); a cell
+# with an extra parameter no ONNX input holds is not exported. Per cell (from the registry): the
+# rnnfast gate block of each ONNX gate block, and the ONNX operator.
+_EXPORTABLE = [
+    c
+    for c in CELLS
+    if c.onnx_op is not None
+    and {n for n, _ in c.extra_params} == {n for n, _ in c.onnx_extra_inputs}
+]
 _ONNX_GATE_ORDER = {c.name: c.onnx_perm for c in _EXPORTABLE}
 _OP_TYPE = {c.name: c.onnx_op for c in _EXPORTABLE}
 
@@ -117,6 +127,20 @@ class _Graph:
         self.nodes.append(self.helper.make_node("Identity", [src], [dst], name=self.name("out")))
 
 
+def _extra_inputs(g: _Graph, rnn: Any, layer: int, prefix: str) -> list[str]:
+    """The initializers of the cell's extra parameters that its ONNX operator takes as inputs after
+    the initial states (the peephole LSTM's P (D, 3*H) = [p_i, p_o, p_f]), for one layer."""
+    H, D = rnn.hidden_size, rnn.num_directions
+    names: list[str] = []
+    for name, blocks in get_cell(rnn._cell).onnx_extra_inputs:
+        per_dir = []
+        for d in range(D):
+            v = rnn._param_dict(layer, d)[name]
+            per_dir.append(np.concatenate([v[k * H : (k + 1) * H] for k in blocks]))
+        names.append(g.weight(f"{prefix}{name}_l{layer}", np.stack(per_dir)))  # w_peep_l0
+    return names
+
+
 def _rnn_stack(
     g: _Graph,
     rnn: Any,
@@ -173,6 +197,7 @@ def _rnn_stack(
         if get_cell(cell).has_cell_state:
             init_c = g.one("Slice", [c0, *sl]) if c0 is not None else ""
             ins.append(init_c)
+        ins += _extra_inputs(g, rnn, layer, prefix)  # the peephole LSTM's P
         attrs: dict[str, Any] = {
             "hidden_size": H,
             "direction": "bidirectional" if D == 2 else "forward",
