@@ -430,8 +430,6 @@ def test_from_torch_linear_and_modes() -> None:
 
 def test_from_torch_rejects_unsupported() -> None:
     torch = _torch()
-    with pytest.raises(ValueError, match="proj_size"):
-        interop.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
     with pytest.raises(TypeError, match="module"):
         interop.from_torch(torch.nn.Conv1d(3, 4, 2))
     with pytest.raises(TypeError, match="float16"):

@@ -333,9 +333,8 @@ def test_convert_and_revert_keep_parameters() -> None:
     fast = rt.convert(gru)
     assert type(fast) is rt.GRU and not fast.training and fast.num_layers == 2
     assert fast.weight_ih_l1 is gru.weight_ih_l1
-    proj = nn.Sequential(nn.LSTM(N_IN, H, proj_size=2))
-    with pytest.raises(NotImplementedError, match=r"0 is an LSTM with proj_size=2"):
-        rt.convert(proj)
+    proj = rt.convert(nn.Sequential(nn.LSTM(N_IN, H, proj_size=2)))  # tests/test_lstm_proj.py
+    assert type(proj[0]) is rt.LSTM and proj[0].proj_size == 2
 
 
 def test_errors() -> None:
@@ -350,8 +349,8 @@ def test_errors() -> None:
         gru(torch.zeros(T, B, N_IN), torch.zeros(1, 3, H))
     with pytest.raises(RuntimeError, match="input_size. Expected 3, got 2"):
         gru(torch.zeros(T, B, 2))
-    with pytest.raises(NotImplementedError, match="proj_size > 0 is not supported"):
-        rt.LSTM(N_IN, H, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
+        rt.LSTM(N_IN, H, proj_size=H)
     with pytest.raises(ValueError, match="only supported for LSTM"):
         rt.GRU(N_IN, H, proj_size=2)
     with pytest.raises(TypeError, match="dtype: expected float32 or float64"):

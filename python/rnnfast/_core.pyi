@@ -285,3 +285,50 @@ def minimal_backward(
 
 def scan_chunk_length(T: int, B: int, H: int) -> int:
     """The chunk length the scan kernels use for chunk=0."""
+
+# ---- LSTM with projection (register_proj.cpp; wrapped by rnnfast._proj) ----
+class _ProjCacheBase:
+    """Activations an lstm_proj training forward keeps for its backward (opaque)."""
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """(T, B, I, H, P)."""
+
+class ProjCacheFloat32(_ProjCacheBase): ...
+class ProjCacheFloat64(_ProjCacheBase): ...
+
+def lstm_proj_forward(
+    x: _F,
+    h0: _F | None,
+    c0: _F | None,
+    w_ih: _F,
+    w_hh: _F,
+    b_ih: _F | None,
+    b_hh: _F | None,
+    w_hr: _F,
+    lengths: np.ndarray | None,
+    training: bool,
+) -> tuple[_F, _F, _F, ProjCacheFloat32 | ProjCacheFloat64 | None]:
+    """x (T, B, I); h0 (B, P), c0 (B, H) or None; w_ih (4H, I); w_hh (4H, P); biases (4H,) or
+    None; w_hr (P, H); lengths int64 (B,) or None. Returns y (T, B, P), h_n (B, P), c_n (B, H),
+    cache (None unless training)."""
+
+def lstm_proj_backward(
+    cache: ProjCacheFloat32 | ProjCacheFloat64,
+    x: _F,
+    w_ih: _F,
+    w_hh: _F,
+    b_ih: _F | None,
+    b_hh: _F | None,
+    w_hr: _F,
+    dy: _F | None,
+    dh_n: _F | None,
+    dc_n: _F | None,
+    need_dx: bool = True,
+) -> dict[str, _F | None]:
+    """x and the weights must be the forward's. Returns "x" (None unless need_dx), "h0" (B, P),
+    "c0" (B, H), "w_ih", "w_hh", "b_ih", "b_hh" (None without bias), "w_hr" (P, H), "dh_all"
+    (T, B, P)."""

@@ -312,8 +312,8 @@ def _numpy_dtype(torch: Any, tdtype: Any) -> Any:
 def from_torch(module: Any) -> Any:
     """The rnnfast module equivalent to a torch module, holding (a copy of) the same weights.
 
-    Supported: ``torch.nn.RNN`` (tanh or relu), ``torch.nn.LSTM`` (without ``proj_size``),
-    ``torch.nn.GRU`` -- any ``num_layers``, ``bidirectional``, ``batch_first``, ``bias``,
+    Supported: ``torch.nn.RNN`` (tanh or relu), ``torch.nn.LSTM`` (``proj_size`` included: the
+    ``weight_hr_l{k}`` projections are carried), ``torch.nn.GRU`` -- any ``num_layers``, ``bidirectional``, ``batch_first``, ``bias``,
     ``dropout`` -- and ``torch.nn.Linear``. The dtype (float32 / float64) is the module's.
     Modules on another device are read through the CPU. Training/eval mode is carried over.
 
@@ -336,10 +336,6 @@ def from_torch(module: Any) -> Any:
             "module: expected torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU or torch.nn.Linear, "
             f"got {type(module).__name__}"
         )
-    if getattr(module, "proj_size", 0):
-        raise ValueError(
-            f"module: LSTM with proj_size={module.proj_size} is not supported by rnnfast"
-        )
     dt = _numpy_dtype(torch, module.weight_ih_l0.dtype)
     common = {
         "num_layers": module.num_layers,
@@ -350,7 +346,8 @@ def from_torch(module: Any) -> Any:
         "dtype": dt,
     }
     if isinstance(module, torch.nn.LSTM):
-        out = rf.LSTM(module.input_size, module.hidden_size, **common)
+        proj = int(getattr(module, "proj_size", 0))
+        out = rf.LSTM(module.input_size, module.hidden_size, proj_size=proj, **common)
     elif isinstance(module, torch.nn.GRU):
         out = rf.GRU(module.input_size, module.hidden_size, **common)
     else:
@@ -410,7 +407,8 @@ def to_torch(model: Any) -> Any:
         }
         n_in, hidden = int(_attr(model, "input_size")), int(_attr(model, "hidden_size"))
         if isinstance(model, rf.LSTM):
-            out = torch.nn.LSTM(n_in, hidden, **common)
+            proj = int(getattr(model, "proj_size", 0))
+            out = torch.nn.LSTM(n_in, hidden, proj_size=proj, **common)
         elif isinstance(model, rf.GRU):
             out = torch.nn.GRU(n_in, hidden, **common)
         else:

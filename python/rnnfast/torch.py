@@ -25,8 +25,9 @@ autograd wrapper cost ~0.3 ms per layer and direction of a training step (set
 ``EAGER_FAST_PATH = False`` to use the ops everywhere). Dropout between layers is ``torch.nn.functional.dropout`` on the
 layer outputs (training mode only), as in ``nn.GRU``.
 
-Scope: float32 and float64 CPU tensors. A CUDA (or any non-CPU) tensor, float16/bfloat16, or LSTM
-``proj_size > 0`` raise a clear error (no silent fallback: use ``revert(model)`` to get torch's own
+Scope: float32 and float64 CPU tensors. ``LSTM(proj_size=P)`` runs the fused projected-LSTM kernels
+(``rnnfast::lstm_proj_forward`` / ``_backward``, :mod:`rnnfast._torch_proj`). A CUDA (or any non-CPU)
+tensor or float16/bfloat16 raise a clear error (no silent fallback: use ``revert(model)`` to get torch's own
 modules back). Double backward (``create_graph=True`` then a second backward through the RNN) is not
 supported. Threads: the kernels use rnnfast's thread pool (``rnnfast.set_num_threads``), not
 ``torch.set_num_threads``.
@@ -49,6 +50,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from . import _torch_proj
 from ._cells import CELLS
 from ._torch_ops import _CACHES as _CACHES  # the live handles (read by tests)
 from ._torch_ops import (
@@ -162,11 +164,6 @@ class _RNNBase(nn.Module):
             )
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
-        if proj_size > 0:
-            raise NotImplementedError(
-                "rnnfast.torch.LSTM: proj_size > 0 is not supported (the rnnfast kernels have no "
-                "projection); use torch.nn.LSTM for projected LSTMs"
-            )
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise TypeError(f"rnnfast.torch: dtype: expected float32 or float64, got {dtype}")
         if device is not None and torch.device(device).type not in ("cpu", "meta"):
@@ -180,10 +177,11 @@ class _RNNBase(nn.Module):
         self._all_weights: list[list[str]] = []
         for layer in range(num_layers):
             for direction in range(num_directions):
-                layer_input_size = input_size if layer == 0 else hidden_size * num_directions
+                real_hidden = proj_size if proj_size > 0 else hidden_size
+                layer_input_size = input_size if layer == 0 else real_hidden * num_directions
                 params = [
                     torch.empty((gate_size, layer_input_size), **factory_kwargs),
-                    torch.empty((gate_size, hidden_size), **factory_kwargs),
+                    torch.empty((gate_size, real_hidden), **factory_kwargs),
                 ]
                 names = ["weight_ih_l{}{}", "weight_hh_l{}{}"]
                 if bias:
@@ -192,6 +190,9 @@ class _RNNBase(nn.Module):
                         torch.empty(gate_size, **factory_kwargs),
                     ]
                     names += ["bias_ih_l{}{}", "bias_hh_l{}{}"]
+                if proj_size > 0:
+                    params.append(torch.empty((proj_size, hidden_size), **factory_kwargs))
+                    names.append("weight_hr_l{}{}")
                 suffix = "_reverse" if direction == 1 else ""
                 names = [n.format(layer, suffix) for n in names]
                 for name, p in zip(names, params):
@@ -232,6 +233,8 @@ class _RNNBase(nn.Module):
             s += ", dropout={dropout}"
         if self.bidirectional is not False:
             s += ", bidirectional={bidirectional}"
+        if self.proj_size != 0:
+            s += ", proj_size={proj_size}"
         return s.format(**self.__dict__)
 
     # ---- forward ----
@@ -239,7 +242,9 @@ class _RNNBase(nn.Module):
     def _weights(self, layer: int, direction: int) -> list[Tensor | None]:
         names = self._all_weights[layer * (2 if self.bidirectional else 1) + direction]
         w = [getattr(self, n) for n in names]
-        return w if self.bias else [*w, None, None]
+        if not self.bias:
+            w = [w[0], w[1], None, None, *w[2:]]
+        return w  # w_ih, w_hh, b_ih, b_hh (, w_hr)
 
     def _run(
         self, x: Tensor, states: list[Tensor | None], lengths: Tensor | None
@@ -268,7 +273,11 @@ class _RNNBase(nn.Module):
                 k = layer * D + d
                 s0 = [s[k] if s is not None else None for s in states]
                 w = self._weights(layer, d)
-                if eager:
+                if self.proj_size > 0:
+                    y, outs = _torch_proj.run_layer(
+                        inp, s0[0], s0[1], w, lengths, d == 1, training, eager
+                    )
+                elif eager:
                     if training:
                         y, *outs = _EagerRNN.apply(
                             self._cell, nl, inp, *s0, *pad, *w, lengths, d == 1
@@ -325,7 +334,8 @@ class _RNNBase(nn.Module):
                 "input.size(-1) must be equal to input_size. "
                 f"Expected {self.input_size}, got {x.size(-1)}"
             )
-        expected = (self.num_layers * D, x.size(1), self.hidden_size)
+        expected = (self.num_layers * D, x.size(1), self.proj_size or self.hidden_size)
+        expected_c = (self.num_layers * D, x.size(1), self.hidden_size)
         states: list[Tensor | None]
         if hx is None:
             states = [None, None] if is_lstm else [None]
@@ -348,9 +358,10 @@ class _RNNBase(nn.Module):
                     raise RuntimeError(
                         f"rnnfast.torch: hx dtype {s.dtype} does not match input dtype {x.dtype}"
                     )
-                if tuple(s.shape) != expected:
+                want_shape = expected_c if j == 1 else expected
+                if tuple(s.shape) != want_shape:
                     kind = "cell" if j == 1 else "hidden"
-                    raise RuntimeError(f"Expected {kind} size {expected}, got {list(s.shape)}")
+                    raise RuntimeError(f"Expected {kind} size {want_shape}, got {list(s.shape)}")
         y, finals = self._run(x, states, lengths)
         if packed:
             # pack in the input's order: sorted by length, time-major (the rows valid at each step)
@@ -396,10 +407,11 @@ class GRU(_RNNBase):
 class LSTM(_RNNBase):
     """torch.nn.LSTM over the rnnfast kernels (same arguments, outputs, parameters and state_dict).
 
-    Args: as :class:`GRU`, plus proj_size=0 (only 0: a projected LSTM raises NotImplementedError).
+    Args: as :class:`GRU`, plus proj_size=0 (0 < P < H: h_t = W_hr (o * tanh(c_t)) is P wide,
+    ``weight_hr_l{k}`` (P, H), as torch.nn.LSTM).
 
-    forward(input, hx=None): hx = (h_0, c_0), each (L*D, B, H), or None. Returns (output,
-    (h_n, c_n)).
+    forward(input, hx=None): hx = (h_0 (L*D, B, P or H), c_0 (L*D, B, H)), or None. Returns
+    (output (T, B, D*P or D*H), (h_n, c_n)).
     """
 
     _cell = "lstm"
@@ -463,6 +475,8 @@ def _swap(mod: nn.Module, cls: type) -> nn.Module:
     )
     if isinstance(mod, (nn.RNN, RNN)):
         kwargs["nonlinearity"] = mod.nonlinearity
+    if getattr(mod, "proj_size", 0) > 0:
+        kwargs["proj_size"] = mod.proj_size
     w0 = getattr(mod, mod._flat_weights_names[0])
     with warnings.catch_warnings():  # the dropout-with-one-layer warning was given once already
         warnings.simplefilter("ignore", UserWarning)
@@ -478,11 +492,6 @@ def _convert(module: nn.Module, table: dict[type, type], what: str) -> nn.Module
         cls = table.get(type(mod))
         if cls is None:
             return mod
-        if getattr(mod, "proj_size", 0) > 0:
-            raise NotImplementedError(
-                f"{what}: {path or 'the module'} is an LSTM with proj_size={mod.proj_size}; "
-                "rnnfast.torch has no projected LSTM"
-            )
         return _swap(mod, cls)
 
     root = swap(module, "")
@@ -500,10 +509,8 @@ def convert(module: nn.Module) -> nn.Module:
     """Replace every torch.nn.GRU/LSTM/RNN in ``module``'s tree with rnnfast.torch's (in place).
 
     The new modules hold the very same Parameter objects (an optimizer made before keeps working)
-    and the same configuration and train/eval mode. Returns ``module`` (or, when ``module`` itself
-    is an nn.GRU/LSTM/RNN, its replacement). An LSTM with proj_size > 0 raises NotImplementedError
-    (nothing is replaced then: the check runs as the tree is walked, so earlier swaps are kept).
-    Only exact nn.GRU/LSTM/RNN instances are replaced, not subclasses of them.
+    and the same configuration and train/eval mode (an LSTM's proj_size included). Returns
+    ``module`` (or, when ``module`` itself is an nn.GRU/LSTM/RNN, its replacement). Only exact nn.GRU/LSTM/RNN instances are replaced, not subclasses of them.
     """
     return _convert(module, _TO_FAST, "rnnfast.torch.convert")
 

@@ -21,6 +21,7 @@ from .._argcheck import check_bool, check_nonlinearity
 from .._cells import CellSpec, get_cell
 from . import backend as _backend_mod
 from ._cellops import _cell_backward, _cell_forward, _gather_time, _init_layer, _reverse_index
+from ._projops import _init_proj_layer, _proj_backward, _proj_forward
 from ._util import (
     INIT_PRESETS,
     Array,
@@ -61,6 +62,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
     #: the registry entry of ``_cell`` (set again for every subclass from its own ``_cell``)
     _spec: CellSpec = get_cell("rnn")
     _pending = ("_cache",)
+    #: LSTM's projection size P (h_t = W_hr (o * tanh(c_t)), h is P wide); 0 = none (other cells)
+    proj_size = 0
 
     #: cell name -> the module class that runs it (the first class registered per cell)
     _classes: dict[str, type[RNNBase]] = {}
@@ -87,6 +90,11 @@ class RNNBase(_StreamingMethods, _FlatParams):
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
         self.num_layers = _check_int("num_layers", num_layers, 1)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(
+                f"proj_size: expected 0 <= proj_size < hidden_size = {self.hidden_size}, "
+                f"got {self.proj_size}"
+            )
         check_nonlinearity(nonlinearity)
         if nonlinearity not in self._spec.nonlinearities:
             raise ValueError(
@@ -120,14 +128,14 @@ class RNNBase(_StreamingMethods, _FlatParams):
         #: RNG of the inter-layer dropout masks (seeded from ``seed``; saved in training checkpoints).
         self.rng = np.random.default_rng(drop_seq)
         gh = self._spec.gate_size(self.hidden_size)
-        n_out = self.num_directions * self.hidden_size  # input size of layers >= 1
+        n_out = self.num_directions * self._h_size  # input size of layers >= 1
         n_in_total = self.input_size + (self.num_layers - 1) * n_out
         # per direction: w_ih of every layer, plus w_hh and both biases of every layer
         n_params = (
             self.num_directions
             * gh
-            * (n_in_total + self.num_layers * (self.hidden_size + 2 * self.bias))
-        )
+            * (n_in_total + self.num_layers * (self._h_size + 2 * self.bias))
+        ) + self.num_directions * self.num_layers * self.proj_size * self.hidden_size
         _check_allocatable(
             "input_size, hidden_size, num_layers",
             f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
@@ -137,11 +145,22 @@ class RNNBase(_StreamingMethods, _FlatParams):
         )
         self._params: dict[str, Array] = OrderedDict()
         for layer in range(self.num_layers):
-            n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            n_in = self.input_size if layer == 0 else self._h_size * self.num_directions
             for d in range(self.num_directions):
-                w = _init_layer(
-                    init_rng, self._cell, init, n_in, self.hidden_size, self.bias, self.dtype
-                )
+                if self.proj_size:
+                    w = _init_proj_layer(
+                        init_rng,
+                        init,
+                        n_in,
+                        self.hidden_size,
+                        self.proj_size,
+                        self.bias,
+                        self.dtype,
+                    )
+                else:
+                    w = _init_layer(
+                        init_rng, self._cell, init, n_in, self.hidden_size, self.bias, self.dtype
+                    )
                 sfx = self._suffix(layer, d)
                 self._params[f"weight_ih{sfx}"] = w["w_ih"]  # type: ignore[assignment]
                 self._params[f"weight_hh{sfx}"] = w["w_hh"]  # type: ignore[assignment]
@@ -150,6 +169,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
                     self._params[f"bias_hh{sfx}"] = w["b_hh"]  # type: ignore[assignment]
                 for name, _ in self._spec.extra_params:
                     self._params[f"{_module_name(name)}{sfx}"] = w[name]  # type: ignore[assignment]
+                if self.proj_size:
+                    self._params[f"weight_hr{sfx}"] = w["w_hr"]  # type: ignore[assignment]
         self.grads: dict[str, Array] = OrderedDict()
         self._flatten()
         #: per layer and direction (index layer * num_directions + d): dL/dh_t (T, B, H) of every step
@@ -179,12 +200,14 @@ class RNNBase(_StreamingMethods, _FlatParams):
             p.get(f"bias_ih{sfx}"),
             p.get(f"bias_hh{sfx}"),
             *(p[f"{_module_name(name)}{sfx}"] for name, _ in self._spec.extra_params),
+            *((p[f"weight_hr{sfx}"],) if self.proj_size else ()),
         ]
 
     def _param_dict(self, layer: int, d: int) -> dict[str, Array | None]:
         """The functional parameters of one layer and direction by name (w_ih, w_hh, b_ih, b_hh,
         then the cell's extra parameters): views of the flat buffer."""
         names = ("w_ih", "w_hh", "b_ih", "b_hh", *(n for n, _ in self._spec.extra_params))
+        names += ("w_hr",) if self.proj_size else ()
         return dict(zip(names, self._weights(layer, d)))
 
     def _add_grads(self, layer: int, d: int, g: Mapping[str, Any]) -> None:
@@ -197,6 +220,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
             self.grads[f"bias_hh{sfx}"] += g["b_hh"]
         for name, _ in self._spec.extra_params:
             self.grads[f"{_module_name(name)}{sfx}"] += g[name]
+        if self.proj_size:
+            self.grads[f"weight_hr{sfx}"] += g["w_hr"]
 
     # --- PyTorch-like housekeeping (parameters, train/eval, state_dict: Module) -----------------
     def config(self) -> dict[str, Any]:
@@ -218,12 +243,19 @@ class RNNBase(_StreamingMethods, _FlatParams):
             seed=self.seed,
             init=self.init,
         )
+        if self.proj_size:
+            cfg["proj_size"] = self.proj_size
         return cfg
 
     @property
     def output_size(self) -> int:
-        """Features of ``out``: hidden_size * num_directions."""
-        return self.hidden_size * self.num_directions
+        """Features of ``out``: hidden_size (proj_size when set) * num_directions."""
+        return self._h_size * self.num_directions
+
+    @property
+    def _h_size(self) -> int:
+        """Width of h and of each direction's output: proj_size when set, else hidden_size."""
+        return self.proj_size or self.hidden_size
 
     def __repr__(self) -> str:
         c = self.config()
@@ -266,7 +298,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
     def _split_hx(self, hx: Any, batch: int) -> list[State | None]:
         """Per layer/direction initial states from hx ((L*D, B, H), or a (h0, c0) pair for LSTM)."""
         n = self.num_layers * self.num_directions
-        shape = (n, batch, self.hidden_size)
+        shape = (n, batch, self._h_size)
         if hx is None:
             return [None] * n
         if self._spec.has_cell_state:
@@ -277,9 +309,10 @@ class RNNBase(_StreamingMethods, _FlatParams):
                 )
             h0 = _as_float("hx[0]", hx[0], self.dtype)
             c0 = _as_float("hx[1]", hx[1], self.dtype)
-            for name, a in (("hx[0]", h0), ("hx[1]", c0)):
-                if a.shape != shape:
-                    raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+            c_shape = (n, batch, self.hidden_size)
+            for name, a, want in (("hx[0]", h0, shape), ("hx[1]", c0, c_shape)):
+                if a.shape != want:
+                    raise ValueError(f"{name}: expected shape {want}, got {a.shape}")
             return [(h0[i], c0[i]) for i in range(n)]
         if isinstance(hx, (tuple, list)):
             raise TypeError(
@@ -296,8 +329,10 @@ class RNNBase(_StreamingMethods, _FlatParams):
         return np.stack(states)  # type: ignore[arg-type]
 
     def _zero_state(self, batch: int) -> State:
-        z = np.zeros((batch, self.hidden_size), dtype=self.dtype)
-        return (z, z.copy()) if self._spec.has_cell_state else z
+        z = np.zeros((batch, self._h_size), dtype=self.dtype)
+        if self._spec.has_cell_state:
+            return (z, np.zeros((batch, self.hidden_size), dtype=self.dtype))
+        return z
 
     # --- forward / backward -------------------------------------------------------------------------
     def __call__(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Array, State]:
@@ -370,7 +405,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         """
         F = get_backend()
         t_steps, batch, _ = x.shape
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self._h_size
         rev_idx = _reverse_index(t_steps, batch, lengths) if self.bidirectional else None
         finals: list[State] = []
         layer_caches: list[list[Any]] = []
@@ -391,7 +426,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
             dcaches = []
             for d in range(D):
                 xin = inp if d == 0 else _gather_time(inp, rev_idx)  # type: ignore[arg-type]
-                y, fin, cache = _cell_forward(
+                y, fin, cache = (_proj_forward if self.proj_size else _cell_forward)(
                     F,
                     self._cell,
                     self.nonlinearity,
@@ -453,7 +488,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         self._cache = None
         self._guard.owner = None
         t_steps, batch = cache["shape"]
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self._h_size
         dout: Array | None = None  # None: zeros (the kernels skip it), one direction only
         if grad_output is None:
             if D == 2:
@@ -479,9 +514,9 @@ class RNNBase(_StreamingMethods, _FlatParams):
                     f"{type(grad_state).__name__}"
                 )
             n = self.num_layers * self.num_directions
-            shape = (n, batch, self.hidden_size)
             parts = []
             for j, g in enumerate(grad_state):
+                shape = (n, batch, self._h_size if j == 0 else self.hidden_size)
                 if g is None:
                     parts.append(np.zeros(shape, dtype=self.dtype))
                 else:
@@ -499,7 +534,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         self, cache: dict[str, Any], dout: Array | None, dstates: list[State | None]
     ) -> Array:
         F = get_backend()
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self._h_size
         rev_idx = cache["rev_idx"]
         dh_alls: list[Array | None] = [None] * (self.num_layers * D)
         dhx: list[State | None] = [None] * (self.num_layers * D)
@@ -510,7 +545,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
                 dyd = dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H : (d + 1) * H])
                 if d == 1:
                     dyd = _gather_time(dyd, rev_idx)
-                g = _cell_backward(
+                g = (_proj_backward if self.proj_size else _cell_backward)(
                     F, self._cell, cache["caches"][layer][d], dyd, dstates[layer * D + d]
                 )
                 self._add_grads(layer, d, g)
@@ -597,8 +632,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
         if plan is not None and loc.plan_key is self._flat_params:
             return plan
         if (
-            _backend_mod._backend is not None
-        ):  # rnnfast.reference or another test backend: the sequence path
+            _backend_mod._backend is not None or self.proj_size
+        ):  # rnnfast.reference or another test backend, or a projection: the sequence path
             return None
         from .._loader import core
 
@@ -673,13 +708,22 @@ def _tanh_only_init(
 class LSTM(RNNBase):
     """LSTM stack (gates i, f, g, o): ``c_t = f*c_{t-1} + i*g``, ``h_t = o*tanh(c_t)``.
 
-    Same arguments as :class:`RNN` without ``nonlinearity``. ``forward`` returns ``out, (h_n, c_n)``
-    and takes ``hx=(h0, c0)``. Weight shapes (4H, I) and (4H, H).
+    Same arguments as :class:`RNN` without ``nonlinearity``, plus keyword ``proj_size``. ``forward``
+    returns ``out, (h_n, c_n)`` and takes ``hx=(h0, c0)``. Weight shapes (4H, I) and (4H, H).
+
+    ``proj_size=P`` (0 < P < H; PyTorch's ``nn.LSTM(proj_size=P)``, Sak et al. 2014): h_t =
+    W_hr (o*tanh(c_t)) is P wide, c stays H wide; parameters gain ``weight_hr_l{k}`` (P, H),
+    weight_hh is (4H, P), layers k > 0 take D*P inputs; out (T, B, D*P), h (L*D, B, P), c
+    (L*D, B, H). Runs the fused kernels of :mod:`rnnfast._proj`; :meth:`step` takes the sequence
+    path (T = 1), and TBPTT streaming is not available (ValueError).
     """
 
     __module__ = _PUBLIC_MODULE
     _cell = "lstm"
-    __init__ = _tanh_only_init
+
+    def __init__(self, *args: Any, proj_size: int = 0, **kwargs: Any) -> None:
+        self.proj_size = _check_int("proj_size", proj_size, 0)
+        _tanh_only_init(self, *args, **kwargs)
 
 
 class GRU(RNNBase):

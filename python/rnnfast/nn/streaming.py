@@ -363,6 +363,11 @@ def begin_session(
             "stream_begin: truncated BPTT streams forward in time; a bidirectional "
             "module's backward direction needs the whole sequence (use bptt=None)"
         )
+    if getattr(module, "proj_size", 0):
+        raise ValueError(
+            "stream_begin: LSTM(proj_size > 0) has no TBPTT stream yet; train it on whole "
+            "sequences (bptt=None), or use rnnfast._proj.lstm_proj_tbptt_grads"
+        )
     batch = _check_int("batch_size", batch_size, 1)
     k1 = _check_int("k1", k1, 1)
     k2 = _check_int("k2", k2, 1)
