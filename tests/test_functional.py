@@ -116,8 +116,21 @@ def check_parity(
         assert isinstance(got, np.ndarray) and got.dtype == dtype, (
             f"{tag} d{key}: expected a {dtype} ndarray, got {getattr(got, 'dtype', type(got))}"
         )
-        errors[key] = assert_close(got, rgrads[key], tol, f"{tag} d{key}")
+        errors[key] = assert_close(
+            got, rgrads[key], _grad_tol(cell, key, inp, tol), f"{tag} d{key}"
+        )
     return errors
+
+
+def _grad_tol(cell: str, key: str, inp: dict[str, Any], tol: float) -> float:
+    """tol, except dx of a cell that layer-normalises W_ih x_t (gain ``gamma_ih``) when I = 1 in
+    float32: that row is then x_t times a fixed vector, its LN does not depend on x_t but through
+    eps, and dL/dx_t is what is left of a cancellation (float32 meets 1e-3 there, not 1e-4)."""
+    spec = get_cell(cell)
+    ln_input = any(name == "gamma_ih" for name, _ in spec.extra_params)
+    if key == "x" and ln_input and inp["x"].shape[2] == 1 and inp["x"].dtype == np.float32:
+        return 10 * tol
+    return tol
 
 
 def _inputs(

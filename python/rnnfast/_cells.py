@@ -45,6 +45,8 @@ class CellSpec:
             initial states (the LSTM's ``P``), as (name, blocks) pairs: block j of the ONNX input
             is block ``blocks[j]`` (H values each) of the parameter. A cell is exported only when
             every extra parameter is listed here.
+        extra_init: extra parameters with a constant initial value under every ``init`` preset,
+            as (name, value) pairs (layer-norm gains 1, shifts 0); the others follow the preset.
     """
 
     name: str
@@ -61,6 +63,7 @@ class CellSpec:
     extra_params: tuple[tuple[str, int], ...] = ()
     onnx_attrs: tuple[tuple[str, int], ...] = ()
     onnx_extra_inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    extra_init: tuple[tuple[str, float], ...] = ()
 
     @property
     def n_states(self) -> int:
@@ -184,6 +187,37 @@ CELLS: tuple[CellSpec, ...] = (
         onnx_op="GRU",
         onnx_gate_order="z,r,n",  # ONNX: z, r, h
         onnx_attrs=(("linear_before_reset", 0),),  # r multiplies h before R_h (ONNX's default)
+    ),
+    CellSpec(
+        name="lstm_layernorm",
+        gates=4,
+        has_cell_state=True,
+        gate_order="i,f,g,o",
+        nonlinearities=("tanh",),
+        torch_name=None,  # no torch.nn module (haste's LayerNormLSTM computes it)
+        keras_name=None,
+        keras_gate_order=None,
+        onnx_op=None,
+        onnx_gate_order=None,
+        init="U(-1/sqrt(H), 1/sqrt(H)) for the weights and biases; gains 1, beta_c 0",
+        # LN(W_ih x) and LN(W_hh h) gains (4H each), LN(c_t) gain and shift (H each)
+        extra_params=(("gamma_ih", 4), ("gamma_hh", 4), ("gamma_c", 1), ("beta_c", 1)),
+        extra_init=(("gamma_ih", 1.0), ("gamma_hh", 1.0), ("gamma_c", 1.0), ("beta_c", 0.0)),
+    ),
+    CellSpec(
+        name="gru_layernorm",
+        gates=3,
+        has_cell_state=False,
+        gate_order="r,z,n",
+        nonlinearities=("tanh",),
+        torch_name=None,  # no torch.nn module (haste's LayerNormGRU computes it)
+        keras_name=None,
+        keras_gate_order=None,
+        onnx_op=None,
+        onnx_gate_order=None,
+        init="U(-1/sqrt(H), 1/sqrt(H)) for the weights and biases; gains 1",
+        extra_params=(("gamma_ih", 3), ("gamma_hh", 3)),  # LN(W_ih x), LN(W_hh h) gains
+        extra_init=(("gamma_ih", 1.0), ("gamma_hh", 1.0)),
     ),
 )
 

@@ -32,6 +32,8 @@ _BUILTIN_NAMES = (
     "GRU",
     "PeepholeLSTM",
     "ResetBeforeGRU",
+    "LayerNormLSTM",
+    "LayerNormGRU",
     "MinGRU",
     "MinLSTM",
     "Linear",

@@ -58,6 +58,7 @@ from .nn._util import (  # noqa: F401
 )
 from .nn.backend import get_backend, set_backend
 from .nn.config import _CELL_CLASSES, _from_cfg, build_model, model_from_config  # noqa: F401
+from .nn.layernorm import LayerNormGRU, LayerNormLSTM
 from .nn.layers import Embedding, Linear
 from .nn.minimal import MinGRU, MinimalRNNBase, MinLSTM  # noqa: F401
 from .nn.module import (  # noqa: F401
@@ -88,6 +89,8 @@ __all__ = [
     "GRU",
     "PeepholeLSTM",
     "ResetBeforeGRU",
+    "LayerNormLSTM",
+    "LayerNormGRU",
     "MinGRU",
     "MinLSTM",
     "RNNBase",

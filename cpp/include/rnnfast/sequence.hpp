@@ -133,12 +133,12 @@ inline void copy_or_zero(S* dst, const S* src, Index n) {
 // hidden units [j0, j1) (all gates of each), out of `nblocks` split near-evenly over the team of nth.
 struct OwnUnits {
   Index ub0, ub1, j0, j1;
-  int nth;
+  int nth, tid;
 };
 template <class S>
 inline OwnUnits own_units(Index nblocks, Index H) {
   const TeamSlot me = team_slot();
-  OwnUnits u{0, 0, 0, 0, me.nth};
+  OwnUnits u{0, 0, 0, 0, me.nth, me.tid};
   split_range(nblocks, me.nth, me.tid, u.ub0, u.ub1);
   const Index V = packed::width<S>();
   u.j0 = std::min(H, u.ub0 * V);
@@ -175,6 +175,9 @@ void sequence_forward(S* y,                         // (T, B, H)
   constexpr bool has_c = Cell::has_c;
   constexpr bool TP = two_phase_of<Cell>::value;  // the last block's product takes m_t, not h_{t-1}
   constexpr Index GP = TP ? G - 1 : G;            // gate blocks of the product on h_{t-1}
+  constexpr bool RW = row_wide_of<Cell>::value;   // the cell works on whole rows
+  constexpr bool BC = bias_in_cell_of<Cell>::value;
+  static_assert(!(TP && RW), "a cell cannot be both two_phase and row_wide");
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   const bool training = cache != nullptr;
   ScopedFlushDenormals flush;
@@ -198,16 +201,18 @@ void sequence_forward(S* y,                         // (T, B, H)
   detail::copy_or_zero(h_at(0), h0, BH);
   if constexpr (has_c) detail::copy_or_zero(c_at(0), c0, BH);
 
-  // Input projection of all steps: one GEMM over T*B rows, biases folded in.
+  // Input projection of all steps: one GEMM over T*B rows, biases folded in (a bias_in_cell cell adds
+  // its biases itself).
   MatMap<S> gx(gx_ptr, T * B, GH);
+  const bool fold_bias = w.b_ih && !BC;
   if (T * B > 0) {
     RowVec<S> bias;
-    if (w.b_ih) {
+    if (fold_bias) {
       bias = CRowVecMap<S>(w.b_ih, GH);
       bias.head(Cell::folded_hh_gates * H) += CRowVecMap<S>(w.b_hh, Cell::folded_hh_gates * H);
     }
     parallel_product(gx, CMatMap<S>(x, T * B, I), CMatMap<S>(w.w_ih, GH, I).transpose(),
-                     w.b_ih ? bias.data() : nullptr);
+                     fold_bias ? bias.data() : nullptr);
   }
 
   // W_hh packed once for all steps, by blocks of V hidden units holding all G gates (packed.hpp);
@@ -232,16 +237,20 @@ void sequence_forward(S* y,                         // (T, B, H)
 #endif
   {
     ScopedFlushDenormals flush_thread;
-    const auto [ub0, ub1, j0, j1, nth] = detail::own_units<S>(nblocks, H);
-    const Index nj = j1 - j0;
+    const auto [ub0, ub1, j0, j1, nth, tid] = detail::own_units<S>(nblocks, H);
 #if defined(_OPENMP)
     if (nth > 1) {
 #pragma omp single
       step_barrier.reset(nth);
     }
 #endif
+    // A row-wide cell runs whole rows, the rows [rb0, rb1) of the batch split over the team.
+    Index rb0 = 0, rb1 = B;
+    if constexpr (RW) split_range(B, nth, tid, rb0, rb1);
+    const Index k0 = RW ? 0 : j0, k1 = RW ? H : j1, nk = k1 - k0;  // the units this thread's cells run
     CellFwd<S> row{};
     row.b_hh = w.b_hh;
+    row.b_ih = w.b_ih;
     row.extra = w.extra;
     for (Index t = 0; t < T; ++t) {
       const S* hp = h_at(t);
@@ -267,15 +276,18 @@ void sequence_forward(S* y,                         // (T, B, H)
         if (nth > 1) step_barrier.wait();
         packed::product(gh.data() + GP * H, GH, mt, H * Cell::aux_units, B, pw_mid, ub0, ub1, false);
       }
-      for (Index b = 0; b < B; ++b) {
+      if constexpr (RW) {
+        if (nth > 1) step_barrier.wait();  // every unit of gh is there: whole rows from here
+      }
+      for (Index b = rb0; b < rb1; ++b) {
         S* yr = y + (t * B + b) * H;
         const S* hpr = hp + b * H;
         S* hcr = hc + b * H;
         if (lengths && t >= lengths[b]) {  // padded step: carry the state, output zero
-          std::copy(hpr + j0, hpr + j1, hcr + j0);
+          std::copy(hpr + k0, hpr + k1, hcr + k0);
           if constexpr (has_c)
-            std::copy(c_at(t) + b * H + j0, c_at(t) + b * H + j1, c_at(t + 1) + b * H + j0);
-          std::fill(yr + j0, yr + j1, S(0));
+            std::copy(c_at(t) + b * H + k0, c_at(t) + b * H + k1, c_at(t + 1) + b * H + k0);
+          std::fill(yr + k0, yr + k1, S(0));
           continue;
         }
         row.act = gx_ptr + (t * B + b) * GH;
@@ -287,8 +299,8 @@ void sequence_forward(S* y,                         // (T, B, H)
           row.c = c_at(t + 1) + b * H;
         }
         row.aux = training && Cell::aux_units > 0 ? cache->aux + (t * B + b) * Cell::aux_units * H : nullptr;
-        Cell::forward(row, H, j0, j1, opt);
-        if (nj > 0) std::memcpy(yr + j0, hcr + j0, sizeof(S) * static_cast<std::size_t>(nj));
+        Cell::forward(row, H, k0, k1, opt);
+        if (nk > 0) std::memcpy(yr + k0, hcr + k0, sizeof(S) * static_cast<std::size_t>(nk));
       }
       if (nth > 1) step_barrier.wait();
     }
@@ -314,6 +326,8 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   constexpr Index NX = static_cast<Index>(Cell::extra.size());
   constexpr bool TP = two_phase_of<Cell>::value;  // the last block's product took m_t (aux)
   constexpr Index GP = TP ? G - 1 : G;
+  constexpr bool RW = row_wide_of<Cell>::value;      // the cell works on whole rows
+  constexpr bool BC = bias_in_cell_of<Cell>::value;  // the cell accumulates db_ih, db_hh
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   ScopedFlushDenormals flush;
 
@@ -331,6 +345,10 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   detail::copy_or_zero(g.dh0, dh_n, BH);
   if constexpr (has_c) detail::copy_or_zero(g.dc0, dc_n, BH);
   for (Index k = 0; k < NX; ++k) std::fill(g.dextra[k], g.dextra[k] + Cell::extra[k].per_unit * H, S(0));
+  if constexpr (BC) {
+    if (g.db_ih) std::fill(g.db_ih, g.db_ih + GH, S(0));
+    if (g.db_hh) std::fill(g.db_hh, g.db_hh + GH, S(0));
+  }
 
   // W_hh packed once, one vector per block of V hidden units (packed.hpp); for a two-phase cell the
   // first G-1 blocks (multiplying h_{t-1}) and the last one (multiplying m_t) apart.
@@ -349,10 +367,20 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
 #endif
   {
     ScopedFlushDenormals flush_thread;
-    const auto [ub0, ub1, j0, j1, nth] = detail::own_units<S>(nblocks, H);
+    const auto [ub0, ub1, j0, j1, nth, tid] = detail::own_units<S>(nblocks, H);
+    // A row-wide cell's backward runs whole rows, all of them on thread 0: the gradients it
+    // accumulates over rows (dextra, db) are then summed in one order whatever the team size.
+    const Index rb1 = RW && tid != 0 ? 0 : B;
+    const Index k0 = RW ? 0 : j0, k1 = RW ? H : j1;  // the units this thread's cells run
     CellBwd<S> cb{};
     cb.extra = w.extra;
     cb.dextra = g.dextra;
+    cb.b_ih = w.b_ih;
+    cb.b_hh = w.b_hh;
+    if constexpr (BC) {
+      cb.db_ih = g.db_ih;
+      cb.db_hh = g.db_hh;
+    }
     // points cb at row (t, b): its gradients, the running dL/dh (dc) and the forward's activations
     auto bind = [&](Index t, Index b) {
       const Index row = t * B + b;
@@ -370,28 +398,35 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
       cb.aux = Cell::aux_units > 0 ? cache.aux + row * Cell::aux_units * H : nullptr;
     };
     for (Index t = T - 1; t >= 0; --t) {
-      for (Index b = 0; b < B; ++b) {
+      if constexpr (RW) {
+#if defined(_OPENMP)
+        if (nth > 1 && t < T - 1) {
+#pragma omp barrier
+        }  // every column of dL/dh_t (the previous step's product) is there
+#endif
+      }
+      for (Index b = 0; b < rb1; ++b) {
         const Index row = t * B + b;
         S* dht = g.dh_all + row * H;
         S* dhr = g.dh0 + b * H;  // in: dL/dh_t via step t+1; out: direct part of dL/dh_{t-1}
         S* dgr = dgates.data() + row * GH;
         if (lengths && t >= lengths[b]) {  // padded step: nothing passes through the cell; dh, dc carried
-          for (Index k = 0; k < G; ++k) std::fill(dgr + k * H + j0, dgr + k * H + j1, S(0));
-          std::fill(dht + j0, dht + j1, S(0));
+          for (Index k = 0; k < G; ++k) std::fill(dgr + k * H + k0, dgr + k * H + k1, S(0));
+          std::fill(dht + k0, dht + k1, S(0));
           for (Index k = 0; k < SG; ++k) {
             S* di = dgin.data() + row * SG * H + k * H;
-            std::fill(di + j0, di + j1, S(0));
+            std::fill(di + k0, di + k1, S(0));
           }
           continue;
         }
         const S* dyr = dy ? dy + row * H : nullptr;
-        for (Index j = j0; j < j1; ++j)
+        for (Index j = k0; j < k1; ++j)
           dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
         bind(t, b);
         if constexpr (TP) {
           Cell::backward_gates(cb, H, j0, j1, opt);  // the last block's gradients first
         } else {
-          Cell::backward(cb, H, j0, j1, opt);
+          Cell::backward(cb, H, k0, k1, opt);
         }
       }
 #if defined(_OPENMP)
@@ -468,12 +503,12 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
     parallel_product(dWhh, dgates.transpose(),
                      CMatMap<S>(h_used, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
   }
-  if (g.db_hh) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
-  if constexpr (SG > 0) dgates.rightCols(SG * H) = dgin;        // now dL/d(W_ih x + b_ih)
+  if (g.db_hh && !BC) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
+  if constexpr (SG > 0) dgates.rightCols(SG * H) = dgin;               // now dL/d(W_ih x + b_ih)
   MatMap<S> dWih(g.dw_ih, GH, I);
   parallel_product(dWih, dgates.transpose(),
                    CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
-  if (g.db_ih) {  // dL/db_ih = sum_{t,b} dgates: without split gates the very sums of db_hh
+  if (g.db_ih && !BC) {  // dL/db_ih = sum_{t,b} dgates: without split gates the very sums of db_hh
     if (SG == 0 && g.db_hh) {
       std::copy(g.db_hh, g.db_hh + GH, g.db_ih);
     } else {

@@ -62,12 +62,14 @@ void step_forward(S* h,                 // (B, H) out: h_t
   S* act = work;
   S* gh = work + B * GH;
   S* zeros = work + 2 * B * GH;
-  S* mid = zeros + B * H;  // m_t of a two-phase cell (B, H)
-  detail::step_products(act, gh, x, h_prev, w.w_ih, w.w_hh, w.b_ih, w.b_hh,
-                        w.b_ih ? Cell::folded_hh_gates * H : 0, B, I, H, GH);
+  S* mid = zeros + B * H;                            // m_t of a two-phase cell (B, H)
+  constexpr bool BC = bias_in_cell_of<Cell>::value;  // the cell adds its biases itself
+  detail::step_products(act, gh, x, h_prev, w.w_ih, w.w_hh, BC ? nullptr : w.b_ih, w.b_hh,
+                        w.b_ih && !BC ? Cell::folded_hh_gates * H : 0, B, I, H, GH);
   if (!h_prev || (Cell::has_c && !c_prev)) std::fill(zeros, zeros + B * H, S(0));
   CellFwd<S> row{};
   row.b_hh = w.b_hh;
+  row.b_ih = w.b_ih;
   row.extra = w.extra;
   if constexpr (two_phase_of<Cell>::value) {
     // gates 0..G-2 and m_t first, then gh's last block = m_t W_h,last^T (its h_{t-1} product above

@@ -3,7 +3,8 @@
 * :mod:`~rnnfast.nn.module`: the :class:`Module` base (parameters, state_dict, train/eval,
   zero_grad, config, the flat parameter buffer, the thread guard, pickling).
 * :mod:`~rnnfast.nn.rnn`: the recurrent stacks :class:`RNN`, :class:`LSTM`, :class:`GRU`
-  (:class:`RNNBase`), :class:`PeepholeLSTM`; :mod:`~rnnfast.nn.streaming`: their truncated-BPTT
+  (:class:`RNNBase`), :class:`PeepholeLSTM`; :mod:`~rnnfast.nn.layernorm`: :class:`LayerNormLSTM`,
+  :class:`LayerNormGRU`; :mod:`~rnnfast.nn.streaming`: their truncated-BPTT
   sessions.
 * :mod:`~rnnfast.nn.minimal`: :class:`MinGRU`, :class:`MinLSTM` (Feng et al. 2024; a parallel scan
   over time, no recurrent weight).
@@ -20,6 +21,7 @@ from __future__ import annotations
 from ._util import INIT_PRESETS, MODES, IncompatibleKeys
 from .backend import get_backend, set_backend
 from .config import build_model, model_from_config
+from .layernorm import LayerNormGRU, LayerNormLSTM
 from .layers import Embedding, Linear
 from .minimal import MinGRU, MinLSTM
 from .module import Module
@@ -34,6 +36,8 @@ __all__ = [
     "GRU",
     "PeepholeLSTM",
     "ResetBeforeGRU",
+    "LayerNormLSTM",
+    "LayerNormGRU",
     "MinGRU",
     "MinLSTM",
     "RNNBase",

@@ -117,8 +117,11 @@ def _init_layer(
         b_ih = np.zeros(gh) if bias else None
         b_hh = np.zeros(gh) if bias else None
     out: dict[str, Array | None] = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    fixed = dict(get_cell(cell).extra_init)  # e.g. layer-norm gains 1, shifts 0, under every preset
     for name, per_unit in get_cell(cell).extra_params:  # the cell's own (e.g. peepholes)
-        if init == "torch":  # PyTorch's rule for every weight: U(-1/sqrt(H), 1/sqrt(H))
+        if name in fixed:
+            out[name] = np.full(per_unit * hidden, fixed[name])
+        elif init == "torch":  # PyTorch's rule for every weight: U(-1/sqrt(H), 1/sqrt(H))
             k = 1.0 / math.sqrt(hidden)
             out[name] = rng.uniform(-k, k, per_unit * hidden)
         else:  # the other presets start the cell as its base cell (peepholes off)

@@ -5,13 +5,16 @@
 
 #include "rnnfast/cells/cell.hpp"
 #include "rnnfast/cells/gru.hpp"
+#include "rnnfast/cells/gru_layernorm.hpp"
 #include "rnnfast/cells/gru_reset_before.hpp"
 #include "rnnfast/cells/lstm.hpp"
+#include "rnnfast/cells/lstm_layernorm.hpp"
 #include "rnnfast/cells/lstm_peephole.hpp"
 #include "rnnfast/cells/rnn.hpp"
 
 namespace rnnfast {
 
-using RegisteredCells = CellList<RnnCell, LstmCell, GruCell, LstmPeepholeCell, GruResetBeforeCell>;
+using RegisteredCells = CellList<RnnCell, LstmCell, GruCell, LstmPeepholeCell, GruResetBeforeCell,
+                                 LstmLayerNormCell, GruLayerNormCell>;
 
 }  // namespace rnnfast

@@ -26,6 +26,19 @@
 //                     gradients of the last block: dg's last block, the direct dh_prev) before
 //                     `backward` (the rest, given dm = dL/dm_t in `dmid`); the time loops run a
 //                     product and a barrier between the two halves (sequence.hpp).
+//   row_wide = true   forward and backward need the whole row at once (layer normalisation: its
+//                     statistics span all G*H, or H, units of the row). The time loops call them with
+//                     j0 = 0, j1 = H only: in forward, after a barrier (every unit's W_hh h_{t-1} is
+//                     there), threads split the rows of the batch; in backward one thread runs the
+//                     cells of every row in the fixed order of the one-thread loop, so the gradients
+//                     the cell accumulates (dextra, db_ih, db_hh) are summed in the same order whatever
+//                     the thread count (bitwise identical results with 1 or 2 threads). Not combinable
+//                     with two_phase.
+//   bias_in_cell = true   b_ih is not folded into the input projection (act holds W_ih x_t alone) and
+//                     the cell adds both biases itself (CellFwd::b_ih, b_hh; folded_hh_gates = 0). Its
+//                     backward accumulates dL/db_ih and dL/db_hh itself (CellBwd::db_ih, db_hh, when
+//                     not nullptr), because they differ from dL/d(W_ih x) and dL/d(W_hh h) (a
+//                     normalisation lies between); the loops skip their column sums for such a cell.
 //
 // A row of gates is G*H wide, gate-major: [gate 0 units 0..H-1 | gate 1 units 0..H-1 | ...] (PyTorch's
 // layout). Each function is one fused pass over the gates of a row: it reads the pre-activations and
@@ -80,6 +93,7 @@ struct CellFwd {
   S* c;                                   // (H) out: c_t (has_c), else nullptr
   S* aux;                                 // (aux_units*H) out: values backward needs, nullptr in inference
   const S* b_hh;                          // (G*H) b_hh, or nullptr (no bias): its unfolded blocks
+  const S* b_ih;                          // (G*H) b_ih, or nullptr: read by bias_in_cell cells only
   std::array<const S*, kMaxExtra> extra;  // the cell's extra parameters, in Cell::extra order
 };
 
@@ -100,6 +114,10 @@ struct CellBwd {
   const S* aux;                           // (aux_units*H) what the forward saved
   std::array<const S*, kMaxExtra> extra;  // the cell's extra parameters
   std::array<S*, kMaxExtra> dextra;       // their gradients, accumulated (+=) over rows
+  const S* b_ih;                          // (G*H) bias_in_cell cells: b_ih, or nullptr (no bias)
+  const S* b_hh;                          // (G*H) bias_in_cell cells: b_hh, or nullptr
+  S* db_ih;                               // (G*H) bias_in_cell cells: dL/db_ih, accumulated, or nullptr
+  S* db_hh;                               // (G*H) bias_in_cell cells: dL/db_hh, accumulated, or nullptr
 };
 
 namespace cellmath {
@@ -159,6 +177,16 @@ template <class C, class = void>
 struct two_phase_of : std::false_type {};
 template <class C>
 struct two_phase_of<C, std::void_t<decltype(C::two_phase)>> : std::bool_constant<C::two_phase> {};
+
+// Cell::row_wide and Cell::bias_in_cell, false for a cell that does not declare them.
+template <class C, class = void>
+struct row_wide_of : std::false_type {};
+template <class C>
+struct row_wide_of<C, std::void_t<decltype(C::row_wide)>> : std::bool_constant<C::row_wide> {};
+template <class C, class = void>
+struct bias_in_cell_of : std::false_type {};
+template <class C>
+struct bias_in_cell_of<C, std::void_t<decltype(C::bias_in_cell)>> : std::bool_constant<C::bias_in_cell> {};
 
 // A compile-time list of cell types (cells/all.hpp holds the registered one).
 template <class... Cells>
