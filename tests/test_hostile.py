@@ -29,13 +29,20 @@ import rnnfast as rf
 from helpers import GATES
 from rnnfast import functional as F
 from rnnfast import reference as R
+from rnnfast._cells import CELLS as SPECS
+from rnnfast._cells import get_cell
+from rnnfast.modules import RNNBase
+from rnnfast.testing import call_forward
 
 __all__: list[str] = []
 
 ACCEPTED = (ValueError, TypeError, MemoryError)
 T, B, I, H = 4, 3, 5, 6  # noqa: E741 - the dimension names of the API
-# the cells whose argument lists make_args / forward below know (not yet every registered cell)
-CELLS = ("rnn", "lstm", "gru")
+# every registered cell: make_args / forward / the per-argument cases below are built from its
+# CellSpec (states, gate count, extra parameters), so a cell added to the registry is covered here
+CELLS = tuple(c.name for c in SPECS)
+#: the registered cells that have their own parameters (peepholes, layer-norm gains)
+EXTRA_CELLS = tuple(c.name for c in SPECS if c.extra_params)
 
 
 def expect_error(fn: Callable[[], Any], *names: str, types: tuple[type, ...] = ACCEPTED) -> str:
@@ -58,7 +65,9 @@ def _rng() -> np.random.Generator:
 
 
 def make_args(cell: str, dtype: Any = np.float32, bias: bool = True) -> dict[str, Any]:
-    """Valid keyword arguments of <cell>_forward (x, h0, [c0], w_ih, w_hh, b_ih, b_hh)."""
+    """Valid keyword arguments of <cell>_forward (x, h0, [c0], w_ih, w_hh, b_ih, b_hh, then the
+    cell's extra parameters by name, each (per_unit*H,))."""
+    spec = get_cell(cell)
     g = GATES[cell]
     r = _rng()
     a: dict[str, Any] = {
@@ -69,20 +78,29 @@ def make_args(cell: str, dtype: Any = np.float32, bias: bool = True) -> dict[str
         "b_ih": r.standard_normal(g * H).astype(dtype) * 0.1 if bias else None,
         "b_hh": r.standard_normal(g * H).astype(dtype) * 0.1 if bias else None,
     }
-    if cell == "lstm":
+    if spec.has_cell_state:
         a["c0"] = r.standard_normal((B, H)).astype(dtype) * 0.5
+    for name, per_unit in spec.extra_params:
+        a[name] = r.uniform(-0.5, 0.5, per_unit * H).astype(dtype)
     return a
 
 
 def forward(cell: str, a: dict[str, Any], **kw: Any) -> Any:
+    """<cell>_forward(x, <states>, w_ih, w_hh, b_ih, b_hh, <extra parameters>, **kw), as returned."""
+    spec = get_cell(cell)
+    states = [a[n] for n in spec.state_names]
+    extra = [a[n] for n, _ in spec.extra_params]
     fn = getattr(F, f"{cell}_forward")
-    if cell == "lstm":
-        return fn(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw)
-    return fn(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw)
+    return fn(a["x"], *states, a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], *extra, **kw)
+
+
+def extra_names(cell: str) -> list[str]:
+    return [n for n, _ in get_cell(cell).extra_params]
 
 
 def array_args(cell: str) -> list[str]:
-    return ["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"] + (["c0"] if cell == "lstm" else [])
+    c0 = ["c0"] if get_cell(cell).has_cell_state else []
+    return ["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh", *c0, *extra_names(cell)]
 
 
 CELL_ARG = [(c, n) for c in CELLS for n in array_args(c)]
@@ -163,8 +181,15 @@ def _bad_shapes(cell: str) -> list[tuple[str, str, tuple[int, ...]]]:
         ("b_ih", "ndim2", (1, g * H)),
         ("b_hh", "length", (g * H - 1,)),
     ]
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         cases += [("c0", "B_mismatch", (B + 1, H)), ("c0", "H_mismatch", (B, H - 1))]
+    for name, per_unit in get_cell(cell).extra_params:
+        cases += [
+            (name, "length", (per_unit * H + 1,)),
+            (name, "per_unit_mismatch", ((per_unit + 1) * H,)),
+            (name, "empty", (0,)),
+            (name, "ndim2", (per_unit, H)),
+        ]
     return cases
 
 
@@ -185,6 +210,18 @@ def test_functional_one_bias_missing(cell: str) -> None:
     a = make_args(cell)
     a["b_hh"] = None
     expect_error(lambda: forward(cell, a), "b_ih, b_hh", types=(ValueError,))
+
+
+EXTRA_ARG = [(c, n) for c in EXTRA_CELLS for n in extra_names(c)]
+
+
+@pytest.mark.parametrize("value", [None, "w", 1.5, [[0.5]]], ids=["None", "str", "scalar", "list"])
+@pytest.mark.parametrize(("cell", "arg"), EXTRA_ARG)
+def test_functional_extra_param_not_an_array(cell: str, arg: str, value: Any) -> None:
+    """An extra parameter (no bias-like None allowed) that is not an array of the right shape."""
+    a = make_args(cell)
+    a[arg] = value
+    expect_error(lambda: forward(cell, a), arg)
 
 
 # ==================================================================================================
@@ -316,7 +353,16 @@ def test_backward_foreign_cache(cell: str, cache: Any) -> None:
     expect_error(lambda: getattr(F, f"{cell}_backward")(cache, None), "cache", types=(TypeError,))
 
 
-@pytest.mark.parametrize(("cell", "other"), [("rnn", "gru"), ("lstm", "rnn"), ("gru", "lstm")])
+# each cell with the next one in the registry (and rnn/lstm/gru among themselves): the LSTM-like
+# and GRU-like caches have the same arrays, only the cell name tells them apart
+OTHER_CELL = sorted(
+    {("rnn", "gru"), ("lstm", "rnn"), ("gru", "lstm")}
+    | {(c, CELLS[(k + 1) % len(CELLS)]) for k, c in enumerate(CELLS)}
+    | {(c, "lstm" if get_cell(c).has_cell_state else "gru") for c in CELLS[3:]}
+)
+
+
+@pytest.mark.parametrize(("cell", "other"), OTHER_CELL)
 def test_backward_cache_of_other_cell(cell: str, other: str) -> None:
     cache = forward(cell, make_args(cell))[-1]
     expect_error(lambda: getattr(F, f"{other}_backward")(cache, None), "cache", types=(ValueError,))
@@ -324,7 +370,7 @@ def test_backward_cache_of_other_cell(cell: str, other: str) -> None:
 
 def _grad_cases(cell: str) -> list[tuple[str, str, Any]]:
     out = []
-    names = ["dy", "dh_n"] + (["dc_n"] if cell == "lstm" else [])
+    names = ["dy", "dh_n"] + (["dc_n"] if get_cell(cell).has_cell_state else [])
     for name in names:
         shape = (T, B, H) if name == "dy" else (B, H)
         out += [
@@ -344,7 +390,7 @@ GRAD_CASES = [(c, *g) for c in CELLS for g in _grad_cases(c)]
 def test_backward_bad_gradients(cell: str, name: str, what: str, value: Any) -> None:
     cache = forward(cell, make_args(cell))[-1]
     kw = {"dy": None, "dh_n": None}
-    if cell == "lstm":
+    if get_cell(cell).has_cell_state:
         kw["dc_n"] = None
     kw[name] = value
     expect_error(lambda: getattr(F, f"{cell}_backward")(cache, **kw), name)
@@ -368,7 +414,7 @@ def test_backward_twice_is_defined_and_identical(cell: str) -> None:
 
 def _params(cell: str) -> dict[str, Any]:
     a = make_args(cell)
-    return {k: a[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    return {k: a[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh", *extra_names(cell))}
 
 
 BAD_K: dict[str, tuple[Any, Any, str, tuple[type, ...]]] = {
@@ -408,8 +454,37 @@ def test_tbptt_grads_huge_k_equals_k_T(cell: str) -> None:
     want = F.tbptt_grads(cell, a["x"], None, _params(cell), dy, T, T)
     got = F.tbptt_grads(cell, a["x"], None, _params(cell), dy, 2**40, 2**62 + 8)
     assert len(got) == len(want) == 1
-    for k in ("w_ih", "w_hh", "b_ih", "b_hh"):
+    for k in ("w_ih", "w_hh", "b_ih", "b_hh", *extra_names(cell)):
         assert np.array_equal(want[0][k], got[0][k]), k
+
+
+def _bad_extra_params(cell: str) -> dict[str, tuple[dict[str, Any], str]]:
+    """params dicts of ``cell`` with one extra parameter missing, misshaped, float64, int or NaN-free
+    but not an array; each names the parameter (or ``params`` for the missing one)."""
+    out: dict[str, tuple[dict[str, Any], str]] = {}
+    for name, per_unit in get_cell(cell).extra_params:
+        p = _params(cell)
+        out[f"{name}_missing"] = ({k: v for k, v in p.items() if k != name}, name)
+        out[f"{name}_shape"] = ({**p, name: np.zeros(per_unit * H + 1, np.float32)}, name)
+        out[f"{name}_float64"] = ({**p, name: p[name].astype(np.float64)}, name)
+        out[f"{name}_int"] = ({**p, name: np.zeros(per_unit * H, np.int32)}, name)
+        out[f"{name}_none"] = ({**p, name: None}, name)
+    return out
+
+
+EXTRA_PARAM_CASES = [(c, k) for c in EXTRA_CELLS for k in _bad_extra_params(c)]
+
+
+@pytest.mark.parametrize(("cell", "case"), EXTRA_PARAM_CASES)
+def test_tbptt_bad_extra_params(cell: str, case: str) -> None:
+    """tbptt_grads, TBPTTStream and TBPTTStream.set_params refuse a bad extra parameter by name."""
+    params, name = _bad_extra_params(cell)[case]
+    x = make_args(cell)["x"]
+    names = (name, "params")
+    expect_error(lambda: F.tbptt_grads(cell, x, None, params, None, 2, 2), *names)
+    expect_error(lambda: F.TBPTTStream(cell, params, None, 2, 2), *names)
+    stream = F.TBPTTStream(cell, _params(cell), None, 2, 2)
+    expect_error(lambda: stream.set_params(params), *names)
 
 
 BAD_TBPTT_ARGS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
@@ -556,11 +631,10 @@ def test_nonfinite_input_propagates_like_reference(cell: str, value: float) -> N
 
 
 def forward_reference(cell: str, a: dict[str, Any]) -> tuple[np.ndarray, ...]:
-    fn = getattr(R, f"{cell}_forward")
-    if cell == "lstm":
-        out = fn(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])
-    else:
-        out = fn(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"])
+    """The float64 oracle's (y, h_n[, c_n]) on the same arguments. NumPy's warnings are silenced:
+    with Inf in the input the oracle computes Inf - Inf (a layer norm's mean) on purpose."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = call_forward(R, cell, a, training=False)
     return tuple(o for o in out if isinstance(o, np.ndarray))
 
 
@@ -572,11 +646,36 @@ def test_nan_weight_poisons_everything(cell: str) -> None:
     assert np.isnan(y[1:]).any() and not np.isinf(y).any()
 
 
+@pytest.mark.parametrize(("cell", "arg"), EXTRA_ARG)
+def test_nan_extra_param_propagates_like_reference(cell: str, arg: str) -> None:
+    """A NaN in an extra parameter (like one in a weight: documented as propagating) gives the
+    float64 oracle's NaN pattern, finite values equal, and no Inf from nowhere; backward runs."""
+    a = make_args(cell, np.float64)
+    a[arg][1] = np.nan
+    got = forward(cell, a)
+    ref = forward_reference(cell, a)
+    assert np.isnan(got[0]).any(), f"a NaN in {arg} did not reach y"
+    for k, (w, g) in enumerate(zip(ref, got[: len(ref)])):
+        assert np.array_equal(np.isnan(w), np.isnan(g)), f"NaN pattern of output {k} ({arg})"
+        fin = np.isfinite(w)
+        assert np.allclose(w[fin], g[fin], rtol=1e-10, atol=1e-12), f"output {k} ({arg})"
+    grads = getattr(F, f"{cell}_backward")(got[-1], np.ones_like(got[0]))
+    assert np.isnan(grads[arg]).any() and not np.isinf(grads[arg]).any()
+
+
 # ==================================================================================================
 # modules
 # ==================================================================================================
 
-MODULES = {"RNN": rf.RNN, "LSTM": rf.LSTM, "GRU": rf.GRU}
+# the module class of every registered cell that has one (RNN, LSTM, GRU, PeepholeLSTM, ...)
+MODULES = {
+    RNNBase._classes[c].__name__: RNNBase._classes[c] for c in CELLS if c in RNNBase._classes
+}
+
+
+def _has_c(kind: str) -> bool:
+    return MODULES[kind]._spec.has_cell_state
+
 
 BAD_CTOR: dict[str, tuple[dict[str, Any], str]] = {
     "hidden_zero": ({"hidden_size": 0}, "hidden_size"),
@@ -650,16 +749,13 @@ def test_module_bad_lengths(kind: str, case: str) -> None:
 
 def _bad_hx(kind: str) -> dict[str, Any]:
     z = np.zeros((2, B, H), np.float32)
+    c = _has_c(kind)
     cases: dict[str, Any] = {
-        "layers_mismatch": np.zeros((1, B, H), np.float32) if kind != "LSTM" else (z[:1], z[:1]),
-        "batch_mismatch": np.zeros((2, B + 1, H), np.float32)
-        if kind != "LSTM"
-        else (z[:, :1], z[:, :1]),
-        "hidden_mismatch": np.zeros((2, B, H + 1), np.float32)
-        if kind != "LSTM"
-        else (z[..., :1], z),
-        "int": np.zeros((2, B, H), np.int64) if kind != "LSTM" else (z.astype(int), z),
-        "wrong_container": (z, z) if kind != "LSTM" else z,
+        "layers_mismatch": np.zeros((1, B, H), np.float32) if not c else (z[:1], z[:1]),
+        "batch_mismatch": np.zeros((2, B + 1, H), np.float32) if not c else (z[:, :1], z[:, :1]),
+        "hidden_mismatch": np.zeros((2, B, H + 1), np.float32) if not c else (z[..., :1], z),
+        "int": np.zeros((2, B, H), np.int64) if not c else (z.astype(int), z),
+        "wrong_container": (z, z) if not c else z,
         "str": "hx",
     }
     return cases
@@ -767,6 +863,36 @@ SD_CASES = [
     "not_a_dict",
     "none",
 ]
+
+
+def _bad_extra_state_dicts(m: Any) -> dict[str, tuple[Any, str, tuple[type, ...]]]:
+    """state_dicts with the first extra parameter (weight_peep_l0, ...) missing, misshaped, complex."""
+    sd = m.state_dict()
+    key = next(k for k in sd if not k.startswith(("weight_ih", "weight_hh", "bias_")))
+    return {
+        "extra_missing": ({k: v for k, v in sd.items() if k != key}, key, (ValueError,)),
+        "extra_misshaped": ({**sd, key: sd[key][:-1]}, key, (ValueError,)),
+        "extra_2d": ({**sd, key: sd[key][None]}, key, (ValueError,)),
+        "extra_complex": ({**sd, key: sd[key].astype(np.complex64)}, key, (TypeError,)),
+    }
+
+
+EXTRA_SD_CASES = [
+    (kind, case)
+    for kind in MODULES
+    if MODULES[kind]._spec.extra_params
+    for case in ("extra_missing", "extra_misshaped", "extra_2d", "extra_complex")
+]
+
+
+@pytest.mark.parametrize(("kind", "case"), EXTRA_SD_CASES)
+def test_load_state_dict_hostile_extra_params(kind: str, case: str) -> None:
+    m = _module(kind)
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    sd, name, types = _bad_extra_state_dicts(m)[case]
+    expect_error(lambda: m.load_state_dict(sd), name, types=types)
+    for k, v in before.items():
+        assert np.array_equal(v, m.state_dict()[k]), f"a rejected load_state_dict modified {k}"
 
 
 @pytest.mark.parametrize("case", SD_CASES)
