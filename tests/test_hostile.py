@@ -1242,6 +1242,53 @@ def test_fit_hostile(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     expect_error(lambda: _fit(mode, **kw), name, types=types)
 
 
+class _Recorder(rf.Callback):
+    """Records the hooks fit calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        self.calls.append("on_train_begin")
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any]) -> None:
+        self.calls.append("on_epoch_begin")
+
+    def on_batch_end(self, step: int, logs: dict[str, Any]) -> None:
+        self.calls.append("on_batch_end")
+
+
+@pytest.mark.parametrize("stateful", [False, True], ids=["bptt", "stateful"])
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_fit_refuses_streams_of_minimal_cells_before_any_work(
+    cell: str, stateful: bool, tmp_path: Path
+) -> None:
+    """A minimal stack has no truncated-BPTT stream: fit(bptt=...) / fit(stateful=True) refuses it
+    with its argument checks, before training starts (no callback, no checkpoint file, weights and
+    optimizer untouched), not when the first epoch opens its first stream."""
+    m = rf.build_model(cell, I, H, 2, mode="many_to_many", seed=0)
+    opt = rf.SGD(m.parameters(), lr=0.1)
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    rec = _Recorder()
+    ckpt = tmp_path / "run.npz"
+    x = _rng().standard_normal((T, 8, I)).astype(np.float32)
+    y = np.zeros((T, 8, 2), np.float32)
+    msg = expect_error(
+        lambda: rf.fit(
+            m, (x, y), rf.MSELoss(), opt, epochs=2, batch_size=4, progress=False,
+            bptt=None if stateful else (2, 4), stateful=stateful, callbacks=[rec], checkpoint=ckpt,
+        ),
+        "bptt/stateful",
+        types=(ValueError,),
+    )  # fmt: skip
+    assert "fit needs a truncated-BPTT stream" in msg and f"cell {cell!r}" in msg, msg
+    assert rec.calls == [], f"fit started training before refusing the cell: {rec.calls}"
+    assert not ckpt.exists()
+    assert opt.state_dict() == rf.SGD(m.parameters(), lr=0.1).state_dict()
+    for k, v in before.items():
+        assert np.array_equal(v, m.state_dict()[k]), f"a refused fit modified {k}"
+
+
 @pytest.mark.parametrize(
     ("case", "name"),
     [

@@ -295,6 +295,9 @@ def _check_bptt(model: SequenceModel, bptt: Any, stateful: bool) -> tuple[int, i
                 "bptt/stateful: a bidirectional model cannot stream (its backward direction "
                 "needs the whole sequence); use bptt=None and stateful=False"
             )
+        # a minimal stack (MinGRU / MinLSTM) has no truncated-BPTT stream: refused here, before
+        # any work, not when the first epoch begins its first stream
+        model._check_streams("fit")
     return bptt
 
 
