@@ -610,3 +610,54 @@ def test_module_step_copy_config_and_errors() -> None:
     m.train()
     with pytest.raises(ValueError, match="stream_begin: LSTM\\(proj_size > 0\\)"):
         m.stream_begin(B_M, 2, 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# tasks and CLI: cell "lstm_proj" with proj
+# --------------------------------------------------------------------------------------------------
+
+
+def test_task_and_cli_accept_lstm_proj(capsys: Any) -> None:
+    from rnnfast.cli import main as cli_main
+    from rnnfast.tasks import run_task
+
+    seen: list[Any] = []
+    res = run_task(
+        "sine", cell="lstm_proj", proj=3, hidden=8, epochs=1, n_train=64, n_val=32,
+        on_model=seen.append,
+    )  # fmt: skip
+    rnn = seen[0].rnn
+    assert isinstance(rnn, nn.LSTM) and rnn.proj_size == 3 and rnn.hidden_size == 8
+    assert np.isfinite(res.final["val_mse"])
+    with pytest.raises(ValueError, match="proj: only the 'lstm_proj' cell takes one"):
+        run_task("sine", cell="gru", proj=3, epochs=1, n_train=64, n_val=32)
+    rc = cli_main(
+        ["train", "--task", "sine", "--cell", "lstm_proj", "--proj", "2", "--hidden", "6",
+         "--epochs", "1", "--n-train", "64"]
+    )  # fmt: skip
+    assert rc == 0 and "cell=lstm_proj" in capsys.readouterr().out
+
+
+def test_checkpoint_round_trip_and_onnx_refusal(tmp_path: Any) -> None:
+    from rnnfast import io
+    from rnnfast.modules import build_model
+    from rnnfast.nn.config import model_from_config
+
+    m = build_model("lstm", 3, 8, 2, proj_size=4, mode="many_to_one", num_layers=2, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    pred = m(x)
+    m.backward(np.ones_like(pred))  # many_to_one: the head's gradient enters h_n (P wide)
+    assert (
+        m.rnn.grads["weight_hr_l1"].shape == (4, 8)
+        and np.abs(m.rnn.grads["weight_hr_l1"]).max() > 0
+    )
+    m.eval()
+    pred = m(x)
+    io.save(tmp_path / "m.rnnf", m)
+    ck = io.load(tmp_path / "m.rnnf")
+    m2 = ck.restore_model(model_from_config(ck.model_config))
+    m2.eval()
+    assert np.array_equal(m2(x), pred)
+    onnx_mod = pytest.importorskip("rnnfast.onnx")
+    with pytest.raises(ValueError, match="proj_size=4 cannot be exported to ONNX"):
+        onnx_mod.export(m, tmp_path / "m.onnx")

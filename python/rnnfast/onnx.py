@@ -328,6 +328,11 @@ def _unpack_model(model: Any) -> tuple[Any, Any, Any, str]:
             f"model: its {what} cell cannot be exported to ONNX (exported cells: "
             f"{', '.join(_OP_TYPE)})"
         )
+    if getattr(rnn, "proj_size", 0):
+        raise ValueError(
+            f"model: an LSTM with proj_size={rnn.proj_size} cannot be exported to ONNX (the ONNX "
+            "LSTM operator has no projection)"
+        )
     if head is not None and not isinstance(head, Linear):  # pragma: no cover - SequenceModel checks
         raise TypeError(f"model.head: expected an rnnfast Linear, got {type(head).__name__}")
     return rnn, head, emb, mode

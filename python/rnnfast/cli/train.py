@@ -91,6 +91,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "optimizer": args.optimizer,
         "n_train": args.n_train,
         "mode": args.mode,
+        "proj": getattr(args, "proj", None),
     }
 
 
@@ -113,10 +114,15 @@ def _task_config(
             f"--bptt: truncated BPTT needs a many-to-many task; {task_name!r} is {mode}"
             + (" (try --mode many_to_many)" if "mode" in task.data_options else "")
         )
+    proj = {k: extra.pop(k) for k in ("proj",) if k in extra}  # run_task's, not the task's
     try:
         cfg = task.config(**extra)
     except (ValueError, TypeError) as exc:
         raise CLIError(str(exc)) from None
+    if proj and cfg["cell"] != "lstm_proj":
+        raise CLIError(f"--proj: only with --cell lstm_proj, got cell {cfg['cell']!r}")
+    cfg.update(proj)
+    extra.update(proj)
     return extra, cfg
 
 
@@ -435,6 +441,11 @@ def _add_training_options(tr: argparse.ArgumentParser) -> None:
         "--hidden",
         type=_positive_int,
         help=f"hidden units (default: the task's; csv: {d['hidden']})",
+    )
+    tr.add_argument(
+        "--proj",
+        type=_positive_int,
+        help="projection size P of --cell lstm_proj (PyTorch's proj_size; default hidden // 2)",
     )
     tr.add_argument(
         "--layers",

@@ -239,7 +239,8 @@ class SequenceModel(Module):
             dx = rnn.backward(dout)
             dx = dx[:, 0] if rnn.batch_first else dx[0]
         elif f["mode"] == "many_to_one":
-            L, D, H = rnn.num_layers, rnn.num_directions, rnn.hidden_size
+            L, D = rnn.num_layers, rnn.num_directions
+            H = rnn.output_size // D  # hidden_size, or an LSTM's proj_size
             dh = np.zeros((L * D, f["batch"], H), dtype=self.dtype)
             for d in range(D):
                 dh[(L - 1) * D + d] = dfeat[:, d * H : (d + 1) * H]

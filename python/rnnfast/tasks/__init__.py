@@ -47,9 +47,11 @@ __all__ = [
 #: Cell names the tasks accept: tanh RNN, ReLU RNN with identity init (IRNN), LSTM, GRU, ...
 #: From the registry: each cell's name, then "<name>-<nl>" for each further nonlinearity it accepts;
 #: then the minimal cells (minGRU, minLSTM: no CellSpec, no recurrent weight), which the tasks that
-#: need ragged batches, one-step decoding or truncated BPTT refuse (``Task.needs``).
+#: need ragged batches, one-step decoding or truncated BPTT refuse (``Task.needs``); "lstm_proj"
+#: is the LSTM with projection (``nn.LSTM(proj_size=cfg["proj"])``, default hidden // 2).
 CELLS: tuple[str, ...] = (
     *(n for c in _CELL_SPECS for n in (c.name, *(f"{c.name}-{nl}" for nl in c.nonlinearities[1:]))),
+    "lstm_proj",
     *_MINIMAL_CELLS,
 )
 
@@ -130,7 +132,8 @@ def run_task(
     ``overrides`` are config keys (see ``task.default_config``): cell, hidden, layers, seq_len,
     batch_size, epochs, lr, optimizer, clip_norm, bptt (a (k1, k2) pair or None), dtype, seed, init,
     early_stopping (a patience in epochs on val_loss, restoring the best epoch's weights; any task;
-    default the task's, else none; False turns a task's default off), and task options. ``final`` holds ``val_loss`` (the training loss on val), the task's score
+    default the task's, else none; False turns a task's default off), proj (the projection size of
+    cell "lstm_proj"; default hidden // 2), and task options. ``final`` holds ``val_loss`` (the training loss on val), the task's score
     (``val_mse`` for regression: the plain mean squared error; ``val_accuracy`` for classification)
     and every baseline of ``task.baseline``.
     """
@@ -139,9 +142,14 @@ def run_task(
     if isinstance(task, str):
         task = get_task(task)
     patience = overrides.pop("early_stopping", None)  # every task takes it
+    proj = overrides.pop("proj", None)  # so does the projection size of cell "lstm_proj"
     cfg = task.config(**overrides)
     if patience is not None:
         cfg["early_stopping"] = patience
+    if proj is not None:
+        if cfg["cell"] != "lstm_proj":
+            raise ValueError(f"proj: only the 'lstm_proj' cell takes one, got cell {cfg['cell']!r}")
+        cfg["proj"] = proj
     patience = cfg.get("early_stopping")
     if cfg["cell"] not in CELLS:
         raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {cfg['cell']!r}")

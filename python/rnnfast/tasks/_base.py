@@ -241,6 +241,9 @@ class Task:
             check_cell(cell, self.name, self.needs + (("bptt",) if cfg.get("bptt") else ()))
             if cfg.get("init") == self.default_config.get("init"):
                 init = "torch"  # the task's preset is for recurrent weights, which these lack
+        if cell == "lstm_proj":  # the LSTM with projection: proj_size from cfg["proj"]
+            cell = "lstm"
+            rnn_kwargs["proj_size"] = int(cfg.get("proj") or max(1, int(cfg["hidden"]) // 2))
         if cell == "rnn-relu":
             cell = "rnn"
             rnn_kwargs["nonlinearity"] = "relu"
