@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -505,6 +506,12 @@ void register_kernels(py::module_& m) {
       },
       "The registered cells: [{'name', 'gates', 'has_cell_state', 'extra_params': ((name, per_unit), "
       "...)}].");
+
+  m.def(
+      "_force_loop_threads",
+      [](int n) { rnnfast::forced_loop_threads() = std::clamp(n, 0, rnnfast::max_threads()); }, py::arg("n"),
+      "Testing only: the time loops run teams of n threads (at most one per unit block) whatever the "
+      "machine's load; 0 restores the automatic choice.");
 
   m.def(
       "sequence_forward",

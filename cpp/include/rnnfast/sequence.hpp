@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 
 #include "rnnfast/cells/cell.hpp"
@@ -148,6 +149,19 @@ inline OwnUnits own_units(Index nblocks, Index H) {
 
 }  // namespace detail
 
+// Testing hook (core._force_loop_threads): n > 0 makes the time loops run teams of min(n, unit
+// blocks) threads whatever loop_threads estimates (which runs 1 thread when the machine is busy), so
+// the tests of bitwise identity across thread counts compare what they claim to; 0 = automatic.
+inline std::atomic<int>& forced_loop_threads() {
+  static std::atomic<int> n{0};
+  return n;
+}
+inline int time_loop_threads(Index B, Index G, Index H, Index nblocks) {
+  const int forced = forced_loop_threads().load(std::memory_order_relaxed);
+  if (forced > 0) return static_cast<int>(std::min<Index>(forced, std::max<Index>(nblocks, 1)));
+  return loop_threads(B, G, H, nblocks);
+}
+
 // ------------------------------------------------------------------------------------------------
 // The kernels, generic over the cell (instantiated for every registered cell in src/cells_*.cpp).
 //
@@ -224,7 +238,7 @@ void sequence_forward(S* y,                         // (T, B, H)
     return training ? cache->aux + t * BH * Cell::aux_units : mid_store.data();
   };
   const Index nblocks = pw.blocks();
-  const int nthreads = loop_threads(B, G, H, nblocks);
+  const int nthreads = time_loop_threads(B, G, H, nblocks);
 
   // The time loop. Each thread owns the unit blocks [ub0, ub1): it computes their gates' recurrent
   // product, then their cells, for every row; one barrier per step publishes h_t to all threads:
@@ -357,7 +371,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   if constexpr (TP)
     packed::pack_backward(pw_mid, pw_store.data() + pw_size, w.w_hh + GP * H * H, Index(1), H);
   const Index nblocks = pw.blocks();
-  const int nthreads = loop_threads(B, G, H, nblocks);
+  const int nthreads = time_loop_threads(B, G, H, nblocks);
 
   // Each thread owns the hidden units [j0, j1): their cells (all gates of those units) and their
   // columns of dL/dh_{t-1} = dgates_t W_hh, which needs every unit's dgates_t: one barrier per step,
