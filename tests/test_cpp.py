@@ -120,9 +120,17 @@ def _assert_clean(out: str) -> None:
 
 
 def test_cpp_unit_tests_release() -> None:
-    _assert_clean(
-        _build_and_test("release", ["-DCMAKE_BUILD_TYPE=Release", "-DRNNFAST_SANITIZE=OFF"])
-    )
+    out = _build_and_test("release", ["-DCMAKE_BUILD_TYPE=Release", "-DRNNFAST_SANITIZE=OFF"])
+    _assert_clean(out)
+    # test_cells_generic.cpp is a typed suite over the C++ RegisteredCells (ctest names its cases
+    # by C++ type): every cell of the registry (test_cell_registry.py checks that the Python one
+    # agrees with it) has its generic cases, named by cell in the binary's own listing.
+    from rnnfast._cells import CELLS
+
+    exe = _build_root() / "release" / "cpp" / "tests" / "rnnfast_kernel_tests"
+    listing = _run([str(exe), "--gtest_filter=CellsGeneric*", "--gtest_list_tests"], 60).stdout
+    for cell in CELLS:
+        assert f"CellsGeneric/{cell.name}." in listing, f"{cell.name}: no generic C++ tests"
 
 
 def test_cpp_unit_tests_address_undefined_sanitizers() -> None:
