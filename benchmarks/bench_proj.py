@@ -16,6 +16,7 @@ import argparse
 import platform
 import statistics
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     rnnfast.set_num_threads(args.threads)
+    # torch notes once that oneDNN has no projected LSTM and it runs its own implementation
+    warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
     print(f"CPU: {_cpu()}; threads: {args.threads} (torch {torch.__version__}); float32")
     print(
         "T    B    H    P    | torch proj ms | rnnfast proj ms | speedup | torch lstm ms | rnnfast lstm ms | check"
