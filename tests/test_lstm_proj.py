@@ -661,3 +661,33 @@ def test_checkpoint_round_trip_and_onnx_refusal(tmp_path: Any) -> None:
     onnx_mod = pytest.importorskip("rnnfast.onnx")
     with pytest.raises(ValueError, match="proj_size=4 cannot be exported to ONNX"):
         onnx_mod.export(m, tmp_path / "m.onnx")
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("bias,ragged,reverse", [(True, False, False), (False, True, True)])
+def test_torch_opcheck_and_no_graph_break(bias: bool, ragged: bool, reverse: bool) -> None:
+    """torch.library.opcheck of rnnfast::lstm_proj_forward / _backward (schema, fake kernel,
+    autograd registration), and dynamo traces a projected stack without a graph break."""
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape: int) -> Any:
+        return torch.randn(shape, generator=g, dtype=torch.float64).requires_grad_()
+
+    H, P = H_M, P_M
+    biases = (r(4 * H), r(4 * H)) if bias else (None, None)
+    w = (r(4 * H, I_M), r(4 * H, P), *biases, r(P, H))
+    lens = torch.from_numpy(LENGTHS) if ragged else None
+    args = (r(T_M, B_M, I_M), r(B_M, P), r(B_M, H), *w, lens, reverse, True)
+    ops = torch.ops.rnnfast
+    result = torch.library.opcheck(ops.lstm_proj_forward, args)
+    assert set(result.values()) == {"SUCCESS"}, result
+    outs = ops.lstm_proj_forward(*args)
+    base = [a.detach() if isinstance(a, torch.Tensor) else a for a in args[:10]]
+    grads = [torch.randn_like(o).detach() for o in outs[:3]]
+    result = torch.library.opcheck(ops.lstm_proj_backward, (outs[-1], *base, *grads))
+    assert set(result.values()) == {"SUCCESS"}, result
+
+    mod = rt.LSTM(I_M, H, num_layers=2, bidirectional=True, batch_first=True, proj_size=P)
+    explanation = torch._dynamo.explain(mod)(torch.randn(B_M, T_M, I_M, requires_grad=True))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    torch._dynamo.reset()
