@@ -497,7 +497,7 @@ def gradcheck(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Check every cell's compiled kernels against :mod:`rnnfast.reference` and finite differences.
 
-    For each cell (rnn-tanh, rnn-relu, lstm, gru) and dtype (float32, float64), on a small ragged
+    For each cell (rnn-tanh, rnn-relu, lstm, gru, ..., and lstm_proj) and dtype (float32, float64), on a small ragged
     batch (lengths T, T-2, 1): forward outputs and all gradients (x, h0, c0, weights, biases) of
     L = <y, dy> + <h_n, dh_n> (+ <c_n, dc_n>) from :mod:`rnnfast.functional` vs the reference; the
     gradients vs central finite differences of the reference's L in float64; the reference vs those
@@ -555,7 +555,12 @@ def gradcheck(
                     "ok": bool(ok),
                 }
             )
-    return rows, bool(all_ok)
+    # the LSTM with projection runs beside the registry (rnnfast._proj): its rows
+    from ._gradcheck_proj import gradcheck_rows
+
+    proj = gradcheck_rows(seed, t_steps, batch, n_in, hidden, lengths, TOLERANCES, _FD_TOL)
+    rows += proj
+    return rows, bool(all_ok and all(r["ok"] for r in proj))
 
 
 #: the arrays every cell's call takes (c0 None without a cell state)
