@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helpers import assert_close, central_difference
 from rnnfast import _proj, nn
@@ -184,6 +186,30 @@ def test_reference_matches_finite_differences() -> None:
         assert_close(g[n], fd, 1e-6, f"reference d{n} vs finite differences")
 
 
+@given(
+    dims=st.tuples(
+        st.integers(1, 6), st.integers(1, 4), st.integers(1, 5), st.integers(2, 12)
+    ).flatmap(lambda d: st.tuples(st.just(d), st.integers(1, d[3] - 1))),
+    seed=st.integers(0, 2**16),
+    ragged=st.booleans(),
+)
+def test_kernel_property_over_shapes(dims: Any, seed: int, ragged: bool) -> None:
+    """Kernel vs reference (float64) over random small shapes, P < H, random ragged lengths."""
+    (T, B, I, H), P = dims
+    rng = np.random.default_rng(seed)
+    args = _args(_inputs(rng, T, B, I, H, P), np.float64)
+    lengths = rng.integers(0, T + 1, B) if ragged else None
+    dy = rng.standard_normal((T, B, P))
+    y, h, c, cache = _proj.lstm_proj_forward(*args, lengths=lengths)
+    ey, eh, ec, ecache = ref.lstm_proj_forward(*args, lengths=lengths)
+    for a, e, n in ((y, ey, "y"), (h, eh, "h_n"), (c, ec, "c_n")):
+        assert_close(a, e, 1e-12, f"{n} T={T} B={B} I={I} H={H} P={P}")
+    g = _proj.lstm_proj_backward(cache, dy)
+    eg = ref.lstm_proj_backward(ecache, dy)
+    for k in KEYS:
+        assert_close(g[k], eg[k], 1e-12, f"d{k} T={T} B={B} I={I} H={H} P={P} lengths={lengths}")
+
+
 # --------------------------------------------------------------------------------------------------
 # truncated BPTT vs an explicit construction from the reference
 # --------------------------------------------------------------------------------------------------
@@ -237,6 +263,25 @@ def test_tbptt_matches_explicit_construction(k1: int, k2: int, dtype: Any) -> No
         _, _, _, c = _proj.lstm_proj_forward(x, *state0, *params.values())
         full = _proj.lstm_proj_backward(c, dy.astype(dtype))
         assert_close(got[0]["w_hr"], full["w_hr"], tol, "TBPTT(T, T) dw_hr vs full BPTT")
+
+
+@given(
+    T=st.integers(1, 8),
+    k1=st.integers(1, 4),
+    extra=st.integers(0, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_tbptt_property_over_truncation_lengths(T: int, k1: int, extra: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    inp = _inputs(rng, T, 2, 3, 5, 2)
+    dy = rng.standard_normal((T, 2, 2))
+    params = {k: inp[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")}
+    got = _proj.lstm_proj_tbptt_grads(inp["x"], (inp["h0"], inp["c0"]), params, dy, k1, k1 + extra)
+    exp = _tbptt_explicit(inp, dy, k1, k1 + extra)
+    assert len(got) == len(exp)
+    for n, (g, e) in enumerate(zip(got, exp)):
+        for k in params:
+            assert_close(g[k], e[k], 1e-12, f"update {n} d{k} (T={T}, k1={k1}, k2={k1 + extra})")
 
 
 def test_tbptt_argument_errors() -> None:
