@@ -85,6 +85,8 @@ struct SeqCache {
   bool has_bias;
   bool has_lengths;
   rnnfast::memory::Buffer<S> act, h, c, aux;
+  // regularisation of the forward (copies of its masks, empty when not used) and c~_t (zoneout of c)
+  rnnfast::memory::Buffer<S> zoneout_h, zoneout_c, dropout_h, c_cand;
   std::vector<std::int64_t> lengths;
 
   SeqCache(const CellKernels<S>& k_, CellOptions opt_, const Dims& d_, bool bias)
@@ -97,10 +99,19 @@ struct SeqCache {
     has_lengths = false;
   }
   rnnfast::Activations<S> view() {
-    return {act.data(), h.data(), c.size() ? c.data() : nullptr, aux.size() ? aux.data() : nullptr};
+    return {act.data(), h.data(), c.size() ? c.data() : nullptr, aux.size() ? aux.data() : nullptr,
+            c_cand.size() ? c_cand.data() : nullptr};
+  }
+  // The forward's masks, into w (nullptr where the forward had none).
+  void masks_into(rnnfast::Weights<S>& w) const {
+    w.zoneout_h = zoneout_h.size() ? zoneout_h.data() : nullptr;
+    w.zoneout_c = zoneout_c.size() ? zoneout_c.data() : nullptr;
+    w.dropout_h = dropout_h.size() ? dropout_h.data() : nullptr;
   }
   std::size_t nbytes() const {
-    return sizeof(S) * static_cast<std::size_t>(act.size() + h.size() + c.size() + aux.size());
+    return sizeof(S) *
+           static_cast<std::size_t>(act.size() + h.size() + c.size() + aux.size() + zoneout_h.size() +
+                                    zoneout_c.size() + dropout_h.size() + c_cand.size());
   }
 };
 
@@ -150,16 +161,31 @@ std::vector<py::array_t<S>> extra_grads(const CellInfo& cell, Index H, std::arra
 // ------------------------------------------------------------------------------------------------
 // forward / backward of a whole sequence
 
+// A copy of n values of p into a new buffer.
+template <class S>
+rnnfast::memory::Buffer<S> copy_of(const S* p, Index n) {
+  rnnfast::memory::Buffer<S> b(static_cast<std::size_t>(n));
+  std::copy(p, p + n, b.data());
+  return b;
+}
+
 template <class S>
 py::tuple seq_forward(const CellKernels<S>& k, const std::string& nonlinearity, const py::handle& x,
                       const py::handle& h0, const py::handle& c0, const py::handle& w_ih,
                       const py::handle& w_hh, const py::handle& b_ih, const py::handle& b_hh,
-                      const py::handle& extra, const py::handle& lengths, bool training) {
+                      const py::handle& extra, const py::handle& lengths, bool training,
+                      const py::handle& zoneout_h, const py::handle& zoneout_c, const py::handle& dropout_h) {
   const CellOptions opt = options_of(nonlinearity);
   const Dims d = dims_of(x, w_hh);
   const bool has_c = k.info.has_c;
   const S* xp = checked<S>("x", x, {d.T, d.B, d.I});
-  const rnnfast::Weights<S> w = checked_weights<S>(d, k.info, w_ih, w_hh, b_ih, b_hh, extra);
+  rnnfast::Weights<S> w = checked_weights<S>(d, k.info, w_ih, w_hh, b_ih, b_hh, extra);
+  w.zoneout_h = checked_opt<S>("zoneout_h", zoneout_h, {d.T, d.B, d.H});
+  if (!has_c && !zoneout_c.is_none())
+    throw py::value_error("zoneout_c: the " + std::string(k.info.name) +
+                          " cell has no cell state, expected None");
+  w.zoneout_c = has_c ? checked_opt<S>("zoneout_c", zoneout_c, {d.T, d.B, d.H}) : nullptr;
+  w.dropout_h = checked_opt<S>("dropout_h", dropout_h, {d.B, d.H});
   const S* h0p = checked_opt<S>("h0", h0, {d.B, d.H});
   const S* c0p = has_c ? checked_opt<S>("c0", c0, {d.B, d.H}) : nullptr;
   const std::int64_t* len = checked_lengths(lengths, d.T, d.B);
@@ -170,6 +196,12 @@ py::tuple seq_forward(const CellKernels<S>& k, const std::string& nonlinearity, 
   std::unique_ptr<SeqCache<S>> cache;
   if (training) {
     cache = std::make_unique<SeqCache<S>>(k, opt, d, w.b_ih != nullptr);
+    if (w.zoneout_h) cache->zoneout_h = copy_of(w.zoneout_h, d.T * d.B * d.H);
+    if (w.zoneout_c) {
+      cache->zoneout_c = copy_of(w.zoneout_c, d.T * d.B * d.H);
+      cache->c_cand = rnnfast::memory::Buffer<S>(static_cast<std::size_t>(d.T * d.B * d.H));
+    }
+    if (w.dropout_h) cache->dropout_h = copy_of(w.dropout_h, d.B * d.H);
     if (len) {
       cache->lengths.assign(len, len + d.B);
       cache->has_lengths = true;
@@ -205,9 +237,10 @@ py::dict seq_backward(const CellKernels<S>& k, SeqCache<S>& cache, const py::han
   const CellInfo& cell = k.info;
   const Index GH = cell.gates * d.H;
   const S* xp = checked<S>("x", x, {d.T, d.B, d.I});
-  const rnnfast::Weights<S> w = checked_weights<S>(d, cell, w_ih, w_hh, b_ih, b_hh, extra);
+  rnnfast::Weights<S> w = checked_weights<S>(d, cell, w_ih, w_hh, b_ih, b_hh, extra);
   if ((w.b_ih != nullptr) != cache.has_bias)
     throw py::value_error("b_ih, b_hh: do not match the forward call");
+  cache.masks_into(w);  // the forward's zoneout / recurrent dropout masks
   const S* dyp = checked_opt<S>("dy", dy, {d.T, d.B, d.H});
   const S* dhnp = checked_opt<S>("dh_n", dh_n, {d.B, d.H});
   const S* dcnp = cell.has_c ? checked_opt<S>("dc_n", dc_n, {d.B, d.H}) : nullptr;
@@ -517,18 +550,22 @@ void register_kernels(py::module_& m) {
       "sequence_forward",
       [](const std::string& cell, const py::object& x, const py::object& h0, const py::object& c0,
          const py::object& w_ih, const py::object& w_hh, const py::object& b_ih, const py::object& b_hh,
-         const py::object& extra, const py::object& lengths, const std::string& nonlinearity, bool training) {
+         const py::object& extra, const py::object& lengths, const std::string& nonlinearity, bool training,
+         const py::object& zoneout_h, const py::object& zoneout_c, const py::object& dropout_h) {
         return dispatch(x, [&](auto s) {
           using S = decltype(s);
           return seq_forward<S>(kernels_of<S>(cell), nonlinearity, x, h0, c0, w_ih, w_hh, b_ih, b_hh, extra,
-                                lengths, training);
+                                lengths, training, zoneout_h, zoneout_c, dropout_h);
         });
       },
       py::arg("cell"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
       py::arg("b_ih"), py::arg("b_hh"), py::arg("extra"), py::arg("lengths"), py::arg("nonlinearity"),
-      py::arg("training"),
+      py::arg("training"), py::arg("zoneout_h") = py::none(), py::arg("zoneout_c") = py::none(),
+      py::arg("dropout_h") = py::none(),
       "Forward of a registered cell over a whole sequence -> (y, h_n, c_n, cache) for cells with a cell "
-      "state, else (y, h_n, cache); cache is None unless training.");
+      "state, else (y, h_n, cache); cache is None unless training. zoneout_h, zoneout_c (T, B, H) and "
+      "dropout_h (B, H): zoneout and recurrent-dropout masks (reference/regularisers.py), kept in the cache "
+      "for backward.");
 
   m.def(
       "sequence_backward",

@@ -19,6 +19,18 @@
 // For a cell with split gates (the GRU's n block), dL/d(W_hh h + b_hh) and dL/d(W_ih x + b_ih) differ
 // in those blocks; the cell writes the latter to dg_in, swapped in between the two sets of GEMMs.
 //
+// Row-wide cells (Cell::row_wide, layer normalisation) run their pointwise passes over whole rows:
+// forward after one more barrier per step (every unit of gh is there), the rows split over the team;
+// backward on one thread (its accumulated parameter gradients keep one summation order), with one
+// more barrier per step (every column of dL/dh_t is there). Cells with Cell::bias_in_cell get no
+// folded bias and accumulate dL/db_ih, dL/db_hh themselves (no column sums after the loop).
+//
+// Regularisation (Weights::zoneout_h/_c, dropout_h; reference/regularisers.py): zoneout blends the
+// cell's h~_t (c~_t, kept in Activations::c_cand for backward) with h_{t-1} (c_{t-1}) after the
+// cell, per unit; recurrent dropout multiplies the product's input by d, kept as a ping-pong
+// d * h buffer written next to h_t (no extra barrier); backward splits dL/dh_t (dL/dc_t) into the
+// cell's and the direct part and scales the product's dL/dh_{t-1} by d.
+//
 // Ragged batches: with lengths (B,), steps t >= lengths[b] carry sequence b's state unchanged and
 // write y = 0 (PyTorch's packed-sequence semantics); backward gives them zero dgates and carries
 // dh (and dc) through. Workspaces come from Scratch buffers reused across calls (parallel.hpp), never
@@ -68,6 +80,15 @@ struct Weights {
   const S* b_ih;                          // (G*H) or nullptr
   const S* b_hh;                          // (G*H) or nullptr
   std::array<const S*, kMaxExtra> extra;  // the cell's extra parameters
+  // Training-time regularisation (reference/regularisers.py), nullptr = none. Zoneout (Krueger et al.
+  // 2017): h_t = m^h_t * h_{t-1} + (1 - m^h_t) * h~_t, c_t likewise with m^c_t (has_c), h~_t and c~_t
+  // the cell's own update; masks (T, B, H), 1 = keep the old value. Variational recurrent dropout
+  // (Gal & Ghahramani 2016): W_hh multiplies d * h_{t-1}, one mask d (B, H) per sequence (its values
+  // used as given: {0, 1/(1-p)}); the cell itself still sees the undropped h_{t-1}. Not for two-phase
+  // cells (their second product takes r * h_{t-1}).
+  const S* zoneout_h = nullptr;  // (T, B, H)
+  const S* zoneout_c = nullptr;  // (T, B, H), has_c
+  const S* dropout_h = nullptr;  // (B, H)
 };
 
 // What backward needs from forward, as views into caller-owned storage (see cache_sizes()).
@@ -77,6 +98,7 @@ struct Activations {
   S* h;    // (T+1, B, H) h[0] = state entering step 0, h[t+1] = state after step t
   S* c;    // (T+1, B, H) cell states (has_c), else nullptr
   S* aux;  // (T, B, aux_units*H) the cell's saved values (lstm tanh(c_t); gru W_hn h + b_hn), or nullptr
+  S* c_cand = nullptr;  // (T, B, H) c~_t before zoneout (Weights::zoneout_c given), else nullptr
 };
 
 // Element counts of the Activations buffers for a run of T steps.
@@ -204,6 +226,18 @@ void sequence_forward(S* y,                         // (T, B, H)
   const Index pw_size = packed::PackedMatrix<S>::size(H, H, GP);
   Scratch<S> pw_store(3, pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0));
   Scratch<S> mid_store(7, TP && !training ? BH : 0);  // m_t (B, H) of two-phase cells, inference
+  // Regularisation (Weights): d * h_{t-1} ping-pong for the product (dropout), c~ rows (zoneout of c,
+  // inference; training keeps c~_t in cache->c_cand for backward).
+  const S* zh = w.zoneout_h;
+  const S* zc = has_c ? w.zoneout_c : nullptr;
+  const S* dmask = w.dropout_h;
+  if (TP && dmask)
+    throw Error("dropout_h: recurrent dropout is not supported by the " + std::string(Cell::name) + " cell");
+  if (training && zc && !cache->c_cand) throw Error("sequence_forward: zoneout_c needs the cache's c_cand");
+  Scratch<S> reg_store(4, (dmask ? 2 * BH : 0) + (zc && !training ? BH : 0));
+  S* const hd_buf = reg_store.data();
+  S* const cz_buf = reg_store.data() + (dmask ? 2 * BH : 0);
+  auto hd_at = [&](Index t) -> S* { return hd_buf + (t % 2) * BH; };  // d * h_{t-1} entering step t
   S* gx_ptr = training ? cache->act : gx_store.data();
   auto h_at = [&](Index t) -> S* {  // state entering step t (t = T: the final state)
     return training ? cache->h + t * BH : state_store.data() + (t % 2) * BH;
@@ -214,6 +248,8 @@ void sequence_forward(S* y,                         // (T, B, H)
 
   detail::copy_or_zero(h_at(0), h0, BH);
   if constexpr (has_c) detail::copy_or_zero(c_at(0), c0, BH);
+  if (dmask)
+    for (Index i = 0; i < BH; ++i) hd_at(0)[i] = dmask[i] * h_at(0)[i];
 
   // Input projection of all steps: one GEMM over T*B rows, biases folded in (a bias_in_cell cell adds
   // its biases itself).
@@ -269,8 +305,8 @@ void sequence_forward(S* y,                         // (T, B, H)
     for (Index t = 0; t < T; ++t) {
       const S* hp = h_at(t);
       S* hc = h_at(t + 1);
-      // gh (B, G*H) = h_{t-1} (B, H) W_hh^T, this thread's units only
-      packed::product(gh.data(), GH, hp, H, B, pw, ub0 * GP, ub1 * GP, false);
+      // gh (B, G*H) = h_{t-1} (B, H) W_hh^T (d * h_{t-1} with recurrent dropout), this thread's units
+      packed::product(gh.data(), GH, dmask ? hd_at(t) : hp, H, B, pw, ub0 * GP, ub1 * GP, false);
       if constexpr (TP) {
         // phase 1: gates 0..G-2 and m_t of this thread's units; then, once every unit's m_t is
         // there, gh's last block = m_t (B, H) W_h,last^T
@@ -302,6 +338,8 @@ void sequence_forward(S* y,                         // (T, B, H)
           if constexpr (has_c)
             std::copy(c_at(t) + b * H + k0, c_at(t) + b * H + k1, c_at(t + 1) + b * H + k0);
           std::fill(yr + k0, yr + k1, S(0));
+          if (dmask)
+            for (Index j = k0; j < k1; ++j) hd_at(t + 1)[b * H + j] = dmask[b * H + j] * hcr[j];
           continue;
         }
         row.act = gx_ptr + (t * B + b) * GH;
@@ -310,11 +348,29 @@ void sequence_forward(S* y,                         // (T, B, H)
         row.h = hcr;
         if constexpr (has_c) {
           row.c_prev = c_at(t) + b * H;
-          row.c = c_at(t + 1) + b * H;
+          // with zoneout of c the cell writes c~_t aside, and c_t is blended below
+          row.c = !zc ? c_at(t + 1) + b * H : training ? cache->c_cand + (t * B + b) * H : cz_buf + b * H;
         }
         row.aux = training && Cell::aux_units > 0 ? cache->aux + (t * B + b) * Cell::aux_units * H : nullptr;
         Cell::forward(row, H, k0, k1, opt);
+        if (zh || zc) {
+          const Index o = (t * B + b) * H;
+          if constexpr (has_c) {
+            if (zc) {
+              S* cn = c_at(t + 1) + b * H;
+              for (Index j = k0; j < k1; ++j)
+                cn[j] = zc[o + j] * row.c_prev[j] +
+                        (S(1) - zc[o + j]) * row.c[j];  // c_t = m c_{t-1} + (1-m) c~_t
+            }
+          }
+          if (zh)
+            for (Index j = k0; j < k1; ++j)
+              hcr[j] = zh[o + j] * hpr[j] + (S(1) - zh[o + j]) * hcr[j];  // h_t = m h_{t-1} + (1 - m) h~_t
+        }
         if (nk > 0) std::memcpy(yr + k0, hcr + k0, sizeof(S) * static_cast<std::size_t>(nk));
+        if (dmask)
+          for (Index j = k0; j < k1; ++j)
+            hd_at(t + 1)[b * H + j] = dmask[b * H + j] * hcr[j];  // next product's
       }
       if (nth > 1) step_barrier.wait();
     }
@@ -354,6 +410,18 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   Scratch<S> dmid_store(7, TP ? BH : 0);  // dL/dm_t (B, H) of two-phase cells
   MatMap<S> dgates(dgates_store.data(), T * B, GH);
   MatMap<S> dgin(dan_store.data(), SG > 0 ? T * B : 0, SG * H);
+  // Regularisation (Weights): per-row scratch (B, H) each: dL/dh~_t (zoneout of h), m^c * dL/dc_t
+  // (zoneout of c), the W_hh product before the dropout mask (recurrent dropout).
+  const S* zh = w.zoneout_h;
+  const S* zc = has_c ? w.zoneout_c : nullptr;
+  const S* dmask = w.dropout_h;
+  if (TP && dmask)
+    throw Error("dropout_h: recurrent dropout is not supported by the " + std::string(Cell::name) + " cell");
+  if (zc && !cache.c_cand) throw Error("sequence_backward: zoneout_c needs the cache's c_cand");
+  Scratch<S> reg_store(1, (zh ? BH : 0) + (zc ? BH : 0) + (dmask ? BH : 0));
+  S* const dhc_buf = reg_store.data();
+  S* const dcz_buf = dhc_buf + (zh ? BH : 0);
+  S* const dprod_buf = dcz_buf + (zc ? BH : 0);
 
   // The running dL/dh (and dL/dc) live in the dh0 (dc0) outputs: written in place.
   detail::copy_or_zero(g.dh0, dh_n, BH);
@@ -437,10 +505,36 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
         for (Index j = k0; j < k1; ++j)
           dht[j] = dyr ? dhr[j] + dyr[j] : dhr[j];  // dL/dh_t = dL/dy_t + dL/dh_t via t+1
         bind(t, b);
+        const Index o = row * H;
+        if (zh) {  // dL/dh~_t = (1 - m^h_t) dL/dh_t enters the cell
+          S* dhc = dhc_buf + b * H;
+          for (Index j = k0; j < k1; ++j) dhc[j] = (S(1) - zh[o + j]) * dht[j];
+          cb.dh = dhc;
+        }
+        if constexpr (has_c) {
+          if (zc) {  // dL/dc~_t = (1 - m^c_t) dL/dc_t enters the cell; m^c_t dL/dc_t goes to c_{t-1}
+            S* dcr = g.dc0 + b * H;
+            S* dz = dcz_buf + b * H;
+            for (Index j = k0; j < k1; ++j) {
+              dz[j] = zc[o + j] * dcr[j];
+              dcr[j] = (S(1) - zc[o + j]) * dcr[j];
+            }
+            cb.c = cache.c_cand + o;  // the cell's own c~_t
+          }
+        }
         if constexpr (TP) {
           Cell::backward_gates(cb, H, j0, j1, opt);  // the last block's gradients first
         } else {
           Cell::backward(cb, H, k0, k1, opt);
+        }
+        if (zh)
+          for (Index j = k0; j < k1; ++j) dhr[j] += zh[o + j] * dht[j];  // dL/dh_{t-1} += m^h_t dL/dh_t
+        if constexpr (has_c) {
+          if (zc) {
+            S* dcr = g.dc0 + b * H;
+            const S* dz = dcz_buf + b * H;
+            for (Index j = k0; j < k1; ++j) dcr[j] += dz[j];  // dL/dc_{t-1} += m^c_t dL/dc_t
+          }
         }
       }
 #if defined(_OPENMP)
@@ -465,8 +559,14 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
 #endif
       }
       // dL/dh_{t-1} += dL/dgates_t W_hh   (B, G*H) x (G*H, H), this thread's columns; padded rows
-      // have dgates = 0
-      packed::product(g.dh0, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, true);
+      // have dgates = 0. With recurrent dropout the product took d * h_{t-1}: its part is d * (...).
+      if (dmask) {
+        packed::product(dprod_buf, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, false);
+        for (Index b = 0; b < B; ++b)
+          for (Index j = j0; j < j1; ++j) g.dh0[b * H + j] += dmask[b * H + j] * dprod_buf[b * H + j];
+      } else {
+        packed::product(g.dh0, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, true);
+      }
       if (cut) {
         for (Index b = 0; b < B; ++b) {
           if (!cut[t * B + b]) continue;  // the state entering step t of b is a constant
@@ -503,6 +603,14 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
       }
     x_used = xz;
     h_used = hz;
+  }
+  // With recurrent dropout W_hh multiplied d * h_{t-1}: dL/dW_hh = sum_t dgates_t^T (d * h_{t-1}).
+  Scratch<S> drop_store(0, dmask ? T * B * H : 0);
+  if (dmask) {
+    S* hd = drop_store.data();
+    for (Index r = 0; r < T * B; ++r)
+      for (Index j = 0; j < H; ++j) hd[r * H + j] = dmask[(r % B) * H + j] * h_used[r * H + j];
+    h_used = hd;
   }
   if constexpr (TP) {
     MatMap<S> dW1(g.dw_hh, GP * H, H);

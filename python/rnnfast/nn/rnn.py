@@ -19,6 +19,7 @@ import numpy as np
 
 from .._argcheck import check_bool, check_nonlinearity
 from .._cells import CellSpec, get_cell
+from . import _regularise
 from . import backend as _backend_mod
 from ._cellops import _cell_backward, _cell_forward, _gather_time, _init_layer, _reverse_index
 from ._projops import _init_proj_layer, _proj_backward, _proj_forward
@@ -86,6 +87,9 @@ class RNNBase(_StreamingMethods, _FlatParams):
         dtype: Any = np.float32,
         seed: int | None = None,
         init: str = "torch",
+        *,
+        zoneout: Any = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
@@ -112,6 +116,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout: expected a float in [0, 1), got {dropout}")
         self.dropout = float(dropout)
+        _regularise.configure(self, zoneout, recurrent_dropout)  # zoneout, recurrent dropout
         self.dtype = _check_dtype(dtype)
         if init not in INIT_PRESETS:
             raise ValueError(f"init: expected one of {INIT_PRESETS}, got {init!r}")
@@ -223,6 +228,12 @@ class RNNBase(_StreamingMethods, _FlatParams):
         if self.proj_size:
             self.grads[f"weight_hr{sfx}"] += g["w_hr"]
 
+    def stream_begin(self, *args: Any, **kwargs: Any) -> None:
+        _regularise.check_streaming(self)  # the streams do not apply zoneout / recurrent dropout
+        super().stream_begin(*args, **kwargs)
+
+    stream_begin.__doc__ = _StreamingMethods.stream_begin.__doc__
+
     # --- PyTorch-like housekeeping (parameters, train/eval, state_dict: Module) -----------------
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments (``type`` names the class); see :func:`model_from_config`."""
@@ -245,6 +256,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         )
         if self.proj_size:
             cfg["proj_size"] = self.proj_size
+        cfg.update(_regularise.config_items(self))
         return cfg
 
     @property
@@ -426,7 +438,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
             dcaches = []
             for d in range(D):
                 xin = inp if d == 0 else _gather_time(inp, rev_idx)  # type: ignore[arg-type]
-                y, fin, cache = (_proj_forward if self.proj_size else _cell_forward)(
+                fwd = _regularise.layer_forward(self, training)  # zoneout / recurrent dropout
+                y, fin, cache = (fwd or (_proj_forward if self.proj_size else _cell_forward))(
                     F,
                     self._cell,
                     self.nonlinearity,
@@ -668,7 +681,10 @@ class RNN(RNNBase):
     layers, training only, drawn from :attr:`rng`). ``init``: "torch" (U(-1/sqrt(H), 1/sqrt(H))),
     "orthogonal" (orthogonal recurrent blocks, Xavier-uniform input weights, zero bias; LSTM forget
     bias 1), "identity" (IRNN: identity recurrence, N(0, 1e-3) input weights, zero bias -- use with
-    nonlinearity="relu"). ``seed`` fixes the initial weights and the dropout RNG.
+    nonlinearity="relu"). ``seed`` fixes the initial weights and the dropout RNG. Keyword-only
+    ``zoneout`` (p, or (p_h, p_c) with a cell state) and ``recurrent_dropout`` (p): zoneout (Krueger
+    et al. 2017) and variational recurrent dropout (Gal & Ghahramani 2016) in the fused loops,
+    training only, masks drawn from :attr:`rng` (:mod:`rnnfast.nn._regularise`).
     """
 
     __module__ = _PUBLIC_MODULE
@@ -687,6 +703,9 @@ def _tanh_only_init(
     dtype: Any = np.float32,
     seed: int | None = None,
     init: str = "torch",
+    *,
+    zoneout: Any = 0.0,
+    recurrent_dropout: float = 0.0,
 ) -> None:
     """The constructor of LSTM and GRU: RNNBase's arguments without ``nonlinearity`` (tanh)."""
     RNNBase.__init__(
@@ -702,6 +721,8 @@ def _tanh_only_init(
         dtype,
         seed,
         init,
+        zoneout=zoneout,
+        recurrent_dropout=recurrent_dropout,
     )
 
 

@@ -49,18 +49,21 @@ inline Stats<S> stats(const S* v, Index n) {
 // Backward of y = gamma * xhat (+ beta) over a row of n, xhat = (v - mean) * rstd, given dy = dL/dy:
 //   dL/dgamma += dy * xhat                                     (accumulated into dgamma)
 //   out = dL/dv = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dL/dxhat = dy * gamma
-// (the two subtracted terms are the paths through mean(v) and var(v)). out may be dy itself.
+// (the two subtracted terms are the paths through mean(v) and var(v)). out may be dy itself. g is
+// stored (in out) before its mean is taken, so g - mean(g) is exactly 0 where the row is one unit
+// (no fused multiply-add of dy * gamma against its own rounded value).
 template <class S>
 inline void backward(S* out, const S* dy, const S* v, const Stats<S>& st, const S* gamma, S* dgamma,
                      Index n) {
   const S inv_n = S(1) / static_cast<S>(n);
   for (Index j = 0; j < n; ++j) dgamma[j] += dy[j] * ((v[j] - st.mean) * st.rstd);  // dL/dgamma += dy xhat
-  const S mg = fixed_sum<S>(n, [&](Index j) { return dy[j] * gamma[j]; }) * inv_n;  // mean(g)
-  const S mgx = fixed_sum<S>(n, [&](Index j) { return dy[j] * gamma[j] * ((v[j] - st.mean) * st.rstd); }) *
+  for (Index j = 0; j < n; ++j) out[j] = dy[j] * gamma[j];                          // g
+  const S mg = fixed_sum<S>(n, [&](Index j) { return out[j]; }) * inv_n;            // mean(g)
+  const S mgx = fixed_sum<S>(n, [&](Index j) { return out[j] * ((v[j] - st.mean) * st.rstd); }) *
                 inv_n;  // mean(g xhat)
   for (Index j = 0; j < n; ++j) {
     const S xh = (v[j] - st.mean) * st.rstd;
-    out[j] = st.rstd * (dy[j] * gamma[j] - mg - xh * mgx);  // dL/dv_j
+    out[j] = st.rstd * (out[j] - mg - xh * mgx);  // dL/dv_j
   }
 }
 
