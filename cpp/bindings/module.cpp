@@ -14,6 +14,7 @@ void register_optim(py::module_& m);
 void register_step(py::module_& m);
 void register_scan(py::module_& m);
 void register_proj(py::module_& m);
+void register_bf16(py::module_& m);
 
 PYBIND11_MODULE(RNNFAST_MODULE_NAME, m) {
   m.doc() = "rnnfast compiled core (" RNNFAST_VARIANT " variant)";
@@ -23,4 +24,5 @@ PYBIND11_MODULE(RNNFAST_MODULE_NAME, m) {
   register_step(m);
   register_scan(m);
   register_proj(m);
+  register_bf16(m);
 }

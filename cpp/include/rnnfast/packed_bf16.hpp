@@ -1,0 +1,263 @@
+// rnnfast/packed_bf16.hpp - the per-step recurrent products with a packed bf16 copy of W_hh (issue 18).
+//
+// T = time steps, B = batch, I = input size, H = hidden size, G = gates (1 rnn, 4 lstm, 3 gru),
+// V = SIMD width in floats (Eigen's float packet: 4 SSE2, 8 AVX2, 16 AVX-512)
+//
+// The same layout and interface as packed.hpp (read it first), with the packed operand stored as
+// bf16 (bf16.hpp): half the bytes of the float32 copy. At small B the per-step product streams all of
+// W_hh once per step and is bound by that stream, so halving it is the gain this file is for, on any
+// x86-64 (it needs no AVX512_BF16): each packed vector is loaded as V bf16 and widened to V floats in
+// registers (a shift: exact), then multiplied and accumulated in float32 FMAs as in packed.hpp.
+//
+// Semantics, per output element: out = sum_k bf16(a_k) * w_k (+ out), w_k the bf16 value of W_hh's
+// entry, bf16() = round to nearest even. Each product bf16 * bf16 is exact in float32; the sum is
+// accumulated in float32 in packed.hpp's order (k ascending). The left operand (h_{t-1}, or dgates in
+// backward) is rounded as it is broadcast, so callers pass their float32 rows unchanged.
+//
+// No native bf16 instruction is used (AVX512_BF16's vdpbf16ps, AMX): this file is the portable path.
+#pragma once
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+#include <Eigen/Core>
+#include <algorithm>
+
+#include "rnnfast/activations.hpp"  // vec::Packet, vec::width
+#include "rnnfast/bf16.hpp"
+#include "rnnfast/common.hpp"
+#include "rnnfast/packed.hpp"
+
+namespace rnnfast {
+namespace packed_bf16 {
+
+using bf16::Bf16;
+using PacketF = vec::Packet<float>;
+constexpr int V = vec::width<float>();
+
+// Which register path converts (the width of Eigen's float packet in this variant): 16 AVX-512,
+// 8 AVX2, 4 SSE2, 0 a scalar loop through memory (other targets).
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512BW__)
+#define RNNFAST_BF16_PATH 16
+#elif defined(EIGEN_VECTORIZE_AVX) && defined(__AVX2__)
+#define RNNFAST_BF16_PATH 8
+#elif defined(EIGEN_VECTORIZE_SSE2)
+#define RNNFAST_BF16_PATH 4
+#else
+#define RNNFAST_BF16_PATH 0
+#endif
+static_assert(RNNFAST_BF16_PATH == 0 || RNNFAST_BF16_PATH == V,
+              "the bf16 path must match Eigen's float packet");
+
+// A right-hand operand (K, N) packed as vectors of V columns of bf16, in caller-provided storage.
+// The fields mean what packed::PackedMatrix<float>'s do (same col(), valid(), blocks()).
+struct PackedMatrix {
+  Index K = 0;
+  Index nvec = 0;
+  Index group = 1;
+  Index H = 0;
+  Bf16* data = nullptr;  // (nvec, K, V)
+
+  const Bf16* vec(Index v) const { return data + v * K * V; }
+  Index blocks() const { return nvec / group; }
+  Index col(Index v) const { return (v % group) * H + (v / group) * V; }
+  int valid(Index v) const { return static_cast<int>(std::min<Index>(V, H - (v / group) * V)); }
+  // bf16 elements of storage for a (K, group*H) operand: packed::PackedMatrix<float>::size(K, H, group)
+  static Index size(Index K, Index H, Index group) { return K * ((H + V - 1) / V) * group * V; }
+  void reset(Bf16* storage, Index K_, Index group_, Index H_) {
+    K = K_;
+    group = group_;
+    H = H_;
+    nvec = (H_ + V - 1) / V * group_;
+    data = storage;
+  }
+};
+
+namespace detail {
+
+// V floats -> V bf16 at dst (round to nearest even).
+inline void store_bf16(Bf16* dst, const PacketF& x) {
+#if RNNFAST_BF16_PATH == 16
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), bf16::vec::from_float16(x));
+#elif RNNFAST_BF16_PATH == 8
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bf16::vec::from_float8(x));
+#else
+  alignas(64) float tmp[V];
+  Eigen::internal::pstore(tmp, x);
+  for (int c = 0; c < V; ++c) dst[c] = bf16::from_float(tmp[c]);
+#endif
+}
+
+// V bf16 at p (aligned to 2 bytes) -> V floats, exactly.
+inline PacketF load_widen(const Bf16* p) {
+#if RNNFAST_BF16_PATH == 16
+  return bf16::vec::to_float16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif RNNFAST_BF16_PATH == 8
+  return bf16::vec::to_float8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#elif RNNFAST_BF16_PATH == 4
+  // (0, b) 16-bit pairs are the 32-bit lanes b << 16
+  return _mm_castsi128_ps(
+      _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#else
+  alignas(64) float tmp[V];
+  for (int c = 0; c < V; ++c) tmp[c] = bf16::to_float(p[c]);
+  return Eigen::internal::pload<PacketF>(tmp);
+#endif
+}
+
+}  // namespace detail
+
+// Forward operand: bf16(W_hh^T) (H, G*H), vectors ordered [unit block][gate], as packed::pack_forward
+// (V x V tiles transposed in registers, converted as they are stored). storage: size(H, H, G).
+inline void pack_forward(PackedMatrix& p, Bf16* storage, const float* w_hh /* (G*H, H) */, Index G, Index H) {
+  p.reset(storage, H, G, H);
+  for (Index v = 0; v < p.nvec; ++v) {
+    const Index c0 = p.col(v);
+    const int nv = p.valid(v);
+    Bf16* dst = storage + v * H * V;
+    Index k0 = 0;
+    if (nv == V) {
+      Eigen::internal::PacketBlock<PacketF, V> tile;
+      for (; k0 + V <= H; k0 += V) {
+        for (int c = 0; c < V; ++c)
+          tile.packet[c] = Eigen::internal::ploadu<PacketF>(w_hh + (c0 + c) * H + k0);
+        Eigen::internal::ptranspose(tile);  // packet i = column k0 + i of the V rows
+        for (int i = 0; i < V; ++i) detail::store_bf16(dst + (k0 + i) * V, tile.packet[i]);
+      }
+    }
+    for (int c = 0; c < V; ++c) {
+      const float* wrow = w_hh + (c0 + c) * H;
+      for (Index k = k0; k < H; ++k) dst[k * V + c] = c < nv ? bf16::from_float(wrow[k]) : Bf16(0);
+    }
+  }
+}
+
+// Backward operand: bf16(W_hh) (G*H, H), one vector per unit block. storage: size(G*H, H, 1).
+inline void pack_backward(PackedMatrix& p, Bf16* storage, const float* w_hh /* (G*H, H) */, Index G,
+                          Index H) {
+  const Index K = G * H;
+  p.reset(storage, K, 1, H);
+  for (Index v = 0; v < p.nvec; ++v) {
+    const Index c0 = p.col(v);
+    const int nv = p.valid(v);
+    Bf16* dst = storage + v * K * V;
+    for (Index j = 0; j < K; ++j) {
+      const float* wrow = w_hh + j * H + c0;
+      if (nv == V) {
+        detail::store_bf16(dst + j * V, Eigen::internal::ploadu<PacketF>(wrow));
+      } else {
+        for (int c = 0; c < V; ++c) dst[j * V + c] = c < nv ? bf16::from_float(wrow[c]) : Bf16(0);
+      }
+    }
+  }
+}
+
+namespace detail {
+
+// out[r, col[v] .. col[v]+valid[v]) (+)= sum_k bf16(A[r, k]) * P_v[k, :]   for MR rows, NV vectors.
+template <int MR, int NV>
+inline void micro_kernel(float* out, Index ldo, const float* a, Index lda, const PackedMatrix& p, Index v0,
+                         Index k0, Index k1, bool accumulate) {
+  using P = PacketF;
+  P acc[MR][NV];
+  const Bf16* w[NV];
+  for (int v = 0; v < NV; ++v) w[v] = p.vec(v0 + v);
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = accumulate ? packed::detail::load_partial(out + r * ldo + p.col(v0 + v), p.valid(v0 + v))
+                             : Eigen::internal::pset1<P>(0.0f);
+  for (Index k = k0; k < k1; ++k) {
+    P wk[NV];
+    for (int v = 0; v < NV; ++v) wk[v] = load_widen(w[v] + k * V);
+    for (int r = 0; r < MR; ++r) {
+      const P ar = Eigen::internal::pset1<P>(bf16::round(a[r * lda + k]));
+      for (int v = 0; v < NV; ++v) acc[r][v] = Eigen::internal::pmadd(ar, wk[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v)
+      packed::detail::store_partial(out + r * ldo + p.col(v0 + v), acc[r][v], p.valid(v0 + v));
+}
+
+template <int MR>
+inline void dispatch_nv(int nv, float* out, Index ldo, const float* a, Index lda, const PackedMatrix& p,
+                        Index v0, Index k0, Index k1, bool accumulate) {
+  switch (nv) {
+    case 1:
+      micro_kernel<MR, 1>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 2:
+      micro_kernel<MR, 2>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 3:
+      micro_kernel<MR, 3>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 4:
+      micro_kernel<MR, 4>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 5:
+      micro_kernel<MR, 5>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 6:
+      micro_kernel<MR, 6>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    case 7:
+      micro_kernel<MR, 7>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+    default:
+      micro_kernel<MR, 8>(out, ldo, a, lda, p, v0, k0, k1, accumulate);
+      break;
+  }
+}
+
+}  // namespace detail
+
+// out (M, N) (+)= bf16(A) (M, K) * P over the vectors [v_begin, v_end) of P only (a thread's share).
+// out and A are row-major float32 with leading dimensions ldo, lda. Tiles and reduction blocking as
+// packed::product (fixed by the shapes, never by the thread count: bitwise the same for any team).
+inline void product(float* out, Index ldo, const float* a, Index lda, Index M, const PackedMatrix& p,
+                    Index v_begin, Index v_end, bool accumulate) {
+  const int nv_tile = M == 1 ? 8 : (M == 2 ? 6 : (M == 3 ? 4 : 3));
+  // the vectors of a tile are half the bytes of packed.hpp's: twice the k per L1 block
+  const Index kc_l1 = std::max<Index>(64, (24 * 1024) / (3 * V * static_cast<Index>(sizeof(Bf16))));
+  const Index KC = M > 4 ? kc_l1 : p.K;
+  for (Index v = v_begin; v < v_end; v += nv_tile) {
+    const int nv = static_cast<int>(std::min<Index>(nv_tile, v_end - v));
+    for (Index k0 = 0; k0 < p.K; k0 += KC) {
+      const Index k1 = std::min(p.K, k0 + KC);
+      const bool acc = accumulate || k0 > 0;
+      Index r = 0;
+      for (; r + 4 <= M; r += 4)
+        detail::dispatch_nv<4>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
+      switch (M - r) {
+        case 3:
+          detail::dispatch_nv<3>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
+          break;
+        case 2:
+          detail::dispatch_nv<2>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
+          break;
+        case 1:
+          detail::dispatch_nv<1>(nv, out + r * ldo, ldo, a + r * lda, lda, p, v, k0, k1, acc);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
+
+// The operand of a bf16 GEMM in float32 storage: dst (n) = bf16 values of src (n), dst may be src.
+// A float32 GEMM on two such operands multiplies bf16 by bf16 exactly and accumulates in float32,
+// i.e. it is the bf16 product with fp32 accumulation (the input projection, the backward GEMMs).
+inline void round_operand(float* dst, const float* src, Index n) {
+  bf16::round(dst, src, n);
+}
+
+}  // namespace packed_bf16
+}  // namespace rnnfast
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
