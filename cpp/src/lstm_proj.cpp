@@ -8,7 +8,7 @@
 #include "rnnfast/cells/lstm.hpp"
 #include "rnnfast/packed.hpp"
 #include "rnnfast/parallel.hpp"
-#include "rnnfast/sequence.hpp"  // column_sums, detail::copy_or_zero
+#include "rnnfast/sequence.hpp"  // column_sums, detail::copy_or_zero, forced_loop_threads
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -70,11 +70,15 @@ Share share_of(Index hblocks, Index H, Index pblocks, Index P) {
   return s;
 }
 
-// Threads for a time loop of B rows with these two products per step.
+// Threads for a time loop of B rows with these two products per step (the registry loops' testing
+// hook, core._force_loop_threads, applies here too).
 int proj_loop_threads(const ProjDims& d, Index hblocks, Index pblocks) {
+  const Index parts = std::max<Index>(std::min(hblocks, pblocks), 1);
+  const int forced = forced_loop_threads().load(std::memory_order_relaxed);
+  if (forced > 0) return static_cast<int>(std::min<Index>(forced, parts));
   const double flops =
       2.0 * static_cast<double>(d.B) * static_cast<double>(d.P) * 5.0 * static_cast<double>(d.H);
-  return loop_threads_for(flops, std::min(hblocks, pblocks));
+  return loop_threads_for(flops, parts);
 }
 
 }  // namespace
