@@ -41,6 +41,9 @@ __all__ = [
     "gru_forward",
     "lstm_backward",
     "lstm_forward",
+    "lstm_proj_backward",
+    "lstm_proj_forward",
+    "lstm_proj_tbptt_grads",
     "rnn_backward",
     "rnn_forward",
     "tbptt_grads",
@@ -335,10 +338,12 @@ def gru_backward(
     return _backward("gru", cache, dy, dh_n, None, need_dx)
 
 
-# Truncated BPTT (tbptt_grads, TBPTTStream): rnnfast/_tbptt_api.py.
+# Truncated BPTT (tbptt_grads, TBPTTStream): rnnfast/_tbptt_api.py. The LSTM with projection (its
+# kernel runs beside the registry: the state is P wide): rnnfast/_proj.py.
 # The functions of every other registered cell (<cell>_forward / <cell>_backward, generated from its
 # CellSpec with the same conventions as the three above): see rnnfast/_cellfn.py.
 from ._cellfn import install as _install_cell_functions  # noqa: E402
+from ._proj import lstm_proj_backward, lstm_proj_forward, lstm_proj_tbptt_grads  # noqa: E402, F401
 from ._tbptt_api import TBPTTStream, _split_state, tbptt_grads  # noqa: E402, F401
 
 _install_cell_functions(globals(), __all__)
