@@ -163,7 +163,7 @@ def test_other_cells_match_finite_differences(cell: str) -> None:
     T, B, I, H = 5, 3, 2, 4  # noqa: E741
     inp = _inputs(cell, T, B, I, H, seed=13)
     lengths = np.array([5, 2, 4], np.int64)
-    m = _masks(inp, "zoneout" if cell == "gru_reset_before" else "both")
+    m = _masks(inp, "both")
     _, cache = _loss(cell, inp, m, lengths)
     bwd = getattr(F, f"{cell}_backward")
     g = bwd(cache, inp["dy"], inp["dh_n"])
@@ -241,8 +241,6 @@ def test_bad_masks_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="zoneout_c"):
         regularised_forward("gru", inp["x"], None, w, zoneout_c=0.5)
     with pytest.raises(ValueError, match="dropout_h"):
-        regularised_forward("gru_reset_before", inp["x"], None, w, dropout_h=np.ones((2, 3)))
-    with pytest.raises(ValueError, match="dropout_h"):
         regularised_forward("gru", inp["x"], None, w, dropout_h=np.ones((3, 2)))
 
 
@@ -251,7 +249,7 @@ def test_bad_masks_are_clear_errors() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN", "LayerNormLSTM"])
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN", "LayerNormLSTM", "ResetBeforeGRU"])
 def test_module_draws_its_masks_from_its_rng(cls: str) -> None:
     """Training forward/backward = the functional calls with masks drawn from a copy of the module's
     rng in the documented order (per layer and direction: dropout (B, H), zoneout h, zoneout c)."""
@@ -302,8 +300,7 @@ def test_module_option_errors() -> None:
         rnnfast.GRU(3, 4, zoneout=(0.1, 0.2))  # no cell state
     with pytest.raises(TypeError, match="recurrent_dropout"):
         rnnfast.LSTM(3, 4, recurrent_dropout="0.1")
-    with pytest.raises(ValueError, match="recurrent_dropout"):
-        rnnfast.ResetBeforeGRU(3, 4, recurrent_dropout=0.1)
+    rnnfast.ResetBeforeGRU(3, 4, recurrent_dropout=0.1)  # m_t = r * (d * h_{t-1})
     with pytest.raises(ValueError, match="proj_size"):
         rnnfast.LSTM(3, 4, proj_size=2, zoneout=0.1)
     m = rnnfast.LSTM(3, 4, zoneout=0.1)

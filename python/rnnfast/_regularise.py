@@ -9,8 +9,9 @@ The compiled time loops (cpp/include/rnnfast/sequence.hpp, ``Weights::zoneout_h`
   draw is Bernoulli(p); the expectation p itself gives the deterministic evaluation form);
 * variational recurrent dropout (Gal & Ghahramani 2016): W_hh multiplies ``d * h_{t-1}``, one mask
   d (B, H) per sequence, its values used as given (a draw of rate p is {0, 1/(1-p)}); the cell
-  still sees the undropped h_{t-1} (the GRU's z * h_{t-1}, the zoneout blend). Not available for
-  ``gru_reset_before`` (its second product takes r * h_{t-1}: ValueError).
+  still sees the undropped h_{t-1} (the GRU's z * h_{t-1}, the zoneout blend), except
+  ``gru_reset_before``, whose second product takes r * (d * h_{t-1}) (Keras's
+  ``GRU(reset_after=False, recurrent_dropout=p)``).
 
 Backward is the cell's ordinary ``functional.<cell>_backward`` on the returned cache (the masks are
 kept in it). Masks receive no gradient. Masks may be any array broadcastable to their shape (a

@@ -84,8 +84,8 @@ struct Weights {
   // 2017): h_t = m^h_t * h_{t-1} + (1 - m^h_t) * h~_t, c_t likewise with m^c_t (has_c), h~_t and c~_t
   // the cell's own update; masks (T, B, H), 1 = keep the old value. Variational recurrent dropout
   // (Gal & Ghahramani 2016): W_hh multiplies d * h_{t-1}, one mask d (B, H) per sequence (its values
-  // used as given: {0, 1/(1-p)}); the cell itself still sees the undropped h_{t-1}. Not for two-phase
-  // cells (their second product takes r * h_{t-1}).
+  // used as given: {0, 1/(1-p)}); the cell itself still sees the undropped h_{t-1}, except a two-phase
+  // cell's m_t = r * (d * h_{t-1}) (Keras's GRU(reset_after=False) with recurrent_dropout).
   const S* zoneout_h = nullptr;  // (T, B, H)
   const S* zoneout_c = nullptr;  // (T, B, H), has_c
   const S* dropout_h = nullptr;  // (B, H)
@@ -231,8 +231,6 @@ void sequence_forward(S* y,                         // (T, B, H)
   const S* zh = w.zoneout_h;
   const S* zc = has_c ? w.zoneout_c : nullptr;
   const S* dmask = w.dropout_h;
-  if (TP && dmask)
-    throw Error("dropout_h: recurrent dropout is not supported by the " + std::string(Cell::name) + " cell");
   if (training && zc && !cache->c_cand) throw Error("sequence_forward: zoneout_c needs the cache's c_cand");
   Scratch<S> reg_store(4, (dmask ? 2 * BH : 0) + (zc && !training ? BH : 0));
   S* const hd_buf = reg_store.data();
@@ -319,7 +317,7 @@ void sequence_forward(S* y,                         // (T, B, H)
           }
           row.act = gx_ptr + (t * B + b) * GH;
           row.gh = gh.data() + b * GH;
-          row.h_prev = hp + b * H;
+          row.h_prev = dmask ? hd_at(t) + b * H : hp + b * H;  // m_t = r * (d * h_{t-1}) with dropout
           row.aux = mr;
           Cell::forward_gates(row, H, j0, j1, opt);
         }
@@ -415,8 +413,6 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   const S* zh = w.zoneout_h;
   const S* zc = has_c ? w.zoneout_c : nullptr;
   const S* dmask = w.dropout_h;
-  if (TP && dmask)
-    throw Error("dropout_h: recurrent dropout is not supported by the " + std::string(Cell::name) + " cell");
   if (zc && !cache.c_cand) throw Error("sequence_backward: zoneout_c needs the cache's c_cand");
   Scratch<S> reg_store(1, (zh ? BH : 0) + (zc ? BH : 0) + (dmask ? BH : 0));
   S* const dhc_buf = reg_store.data();
@@ -546,6 +542,9 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
         // dL/dm_t = dL/d(last block) W_h,last (B, H), this thread's columns; then the rest of the cell
         S* dm = dmid_store.data();
         packed::product(dm, H, dgates.data() + t * B * GH + GP * H, GH, B, pw_mid, ub0, ub1, false);
+        if (dmask)  // m_t took d * h_{t-1}: the cell's phase B, given d * dL/dm_t, then gives d r dL/dm_t
+          for (Index b = 0; b < B; ++b)
+            for (Index j = j0; j < j1; ++j) dm[b * H + j] *= dmask[b * H + j];
         for (Index b = 0; b < B; ++b) {
           if (lengths && t >= lengths[b]) continue;  // padded: nothing passes through the cell
           bind(t, b);

@@ -50,11 +50,6 @@ def configure(module: Any, zoneout: Any, recurrent_dropout: Any) -> None:
         p_h = _rate("zoneout", zoneout)
         p_c = p_h if spec.has_cell_state else 0.0
     p_d = _rate("recurrent_dropout", recurrent_dropout)
-    if p_d > 0.0 and spec.name == "gru_reset_before":
-        raise ValueError(
-            "recurrent_dropout: not supported by the gru_reset_before cell (its second recurrent "
-            "product takes r * h_{t-1}), expected 0"
-        )
     if (p_h or p_c or p_d) and getattr(module, "proj_size", 0):
         raise ValueError("zoneout, recurrent_dropout: not supported with proj_size, expected 0")
     module.zoneout = (p_h, p_c)
