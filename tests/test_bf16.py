@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -185,3 +186,187 @@ def test_oracle_rounds(cell: str) -> None:
     err_w = np.max(np.abs(g["w_hh"] - rg["w_hh"])) / np.max(np.abs(rg["w_hh"]))
     assert 1e-4 < err_y < 0.1, err_y
     assert 1e-4 < err_w < 0.1, err_w
+
+
+# --------------------------------------------------------------------------------------------------
+# the kernels in bf16 mode (rnnfast._precision.precision) against the oracle
+# --------------------------------------------------------------------------------------------------
+
+from rnnfast import functional as F  # noqa: E402
+from rnnfast._cells import CELLS, get_cell  # noqa: E402
+from rnnfast._precision import Bf16PathWarning, check_precision, precision  # noqa: E402
+from rnnfast.testing import call_backward, call_forward  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _quiet_notice() -> Any:
+    """The once-per-process notice is tested on its own; the other tests ignore it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Bf16PathWarning)
+        yield
+
+
+def _f32(a: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if v is None else np.asarray(v, dtype=np.float32)) for k, v in a.items()}
+
+
+def _kernel(cell: str, a: dict[str, Any], mode: str) -> tuple[Any, ...]:
+    with precision(mode):
+        y, h_n, c_n, cache = call_forward(F, cell, a)
+        g = call_backward(F, cell, cache, a["dy"], a["dh_n"], a.get("dc_n"))
+    return y, h_n, c_n, g
+
+
+def _agree(got: Any, want: Any, fp32: Any, name: str) -> None:
+    """got (bf16 kernel) vs want (float64 oracle on the rounded operands), measured against fp32
+    (the float32 kernel, which differs from the oracle by every bf16 rounding).
+
+    Exact agreement is not to be had over several steps: a float32 state that differs from its
+    float64 value in the last bits can round to the other bf16 neighbour (a "flip", for ~1e-4 of
+    the roundings), and that one operand then differs by one bf16 ulp from the next step on. A flip
+    is one rounding in B*H, where fp32 differs in all of them: so the kernel must sit 20x closer
+    to the oracle than fp32 does in RMS, and 2x closer at the worst entry.
+    """
+    want = np.asarray(want, dtype=np.float64)
+    d = np.asarray(got, dtype=np.float64) - want
+    d32 = np.asarray(fp32, dtype=np.float64) - want
+    rms, rms32 = float(np.sqrt(np.mean(d * d))), float(np.sqrt(np.mean(d32 * d32)))
+    scale = max(float(np.max(np.abs(want))), 1e-30)
+    assert rms32 > 1e-5 * scale, (
+        f"{name}: fp32 is within {rms32 / scale:.1e} of the oracle: no test"
+    )
+    assert rms <= 0.15 * rms32, (
+        f"{name}: RMS error {rms / scale:.2e} vs fp32's {rms32 / scale:.2e} (rel.)"
+    )
+    assert float(np.max(np.abs(d))) <= float(np.max(np.abs(d32))), (
+        f"{name}: max error {np.max(np.abs(d)) / scale:.2e} vs fp32's {np.max(np.abs(d32)) / scale:.2e}"
+    )
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize(("T", "B", "I", "H"), [(6, 3, 5, 64), (4, 1, 7, 37), (3, 5, 16, 130)])
+def test_kernels_match_the_bf16_oracle(cell: str, T: int, B: int, I: int, H: int) -> None:  # noqa: E741
+    a = _f32(_args(cell, T, B, I, H, seed=T + H))
+    a["w_hh"] *= np.float32(2.0 / np.sqrt(H))  # keep the recurrence away from saturation
+    if cell != "lstm":
+        a.pop("c0"), a.pop("dc_n")
+    y, h_n, c_n, g = _kernel(cell, a, "bf16")
+    y32, h32, c32, g32 = _kernel(cell, a, "fp32")
+    oy, oh, oc, cache = RB.sequence_forward_bf16(
+        cell, a["x"], a["h0"], a.get("c0"), a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"]
+    )
+    og = RB.sequence_backward_bf16(cache, a["dy"], a["dh_n"], a.get("dc_n"))
+    assert y.dtype == np.float32 and g["w_hh"].dtype == np.float32
+    _agree(y, oy, y32, "y")
+    _agree(h_n, oh, h32, "h_n")
+    if cell == "lstm":
+        _agree(c_n, oc, c32, "c_n")
+    for k in ("x", "h0", "w_ih", "w_hh") + (("c0",) if cell == "lstm" else ()):
+        _agree(g[k], og[k], g32[k], f"d{k}")
+    for k in ("b_ih", "b_hh"):  # sums of fp32 dgates: bf16 enters only through the recurrence
+        _agree(g[k], og[k], g32[k], f"d{k}")
+    # one step from a state that is bf16 already: nothing can flip, float32 agreement everywhere
+    one = {k: (v[:1] if k in ("x", "dy") else v) for k, v in a.items()}
+    one["h0"] = RB.round_bf16(one["h0"])
+    y1, h1, c1, _ = _kernel(cell, one, "bf16")
+    oy1, oh1, oc1, _ = RB.sequence_forward_bf16(
+        cell, one["x"], one["h0"], one.get("c0"), a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"]
+    )
+    assert_close(y1, oy1, 2e-6, "T=1 y")
+    if cell == "lstm":
+        assert_close(c1, oc1, 2e-6, "T=1 c_n")
+
+
+def _cell_inputs(cell: str, T: int, B: int, I: int, H: int, seed: int) -> dict[str, Any]:  # noqa: E741
+    spec = get_cell(cell)
+    rng = np.random.default_rng(seed)
+    G = spec.gates
+    a: dict[str, Any] = {
+        "x": rng.standard_normal((T, B, I)),
+        "w_ih": rng.standard_normal((G * H, I)) * 0.4,
+        "w_hh": rng.standard_normal((G * H, H)) * (1.0 / np.sqrt(H)),
+        "b_ih": rng.standard_normal(G * H) * 0.1,
+        "b_hh": rng.standard_normal(G * H) * 0.1,
+        "dy": rng.standard_normal((T, B, H)),
+        "dh_n": rng.standard_normal((B, H)),
+        "dc_n": rng.standard_normal((B, H)) if spec.has_cell_state else None,
+    }
+    for n in spec.state_names:
+        a[n] = rng.standard_normal((B, H)) * 0.5
+    for name, per_unit in spec.extra_params:
+        a[name] = 1.0 + 0.2 * rng.standard_normal(per_unit * H)
+    return _f32(a)
+
+
+@pytest.mark.parametrize(
+    "cell", [c.name for c in CELLS.values()] if isinstance(CELLS, dict) else [c.name for c in CELLS]
+)
+def test_every_cell_runs_bf16(cell: str) -> None:
+    """Every registered cell: bf16 differs from fp32 by the bf16 roundoff (it is applied), not more;
+    with T = 1 and operands that are bf16 values already, a plain cell's forward is the fp32 one."""
+    a = _cell_inputs(cell, 5, 3, 6, 24, seed=7)
+    y, h_n, _, g = _kernel(cell, a, "bf16")
+    y32, _, _, g32 = _kernel(cell, a, "fp32")
+    for name, got, ref in [
+        ("y", y, y32),
+        ("dw_hh", g["w_hh"], g32["w_hh"]),
+        ("dx", g["x"], g32["x"]),
+    ]:
+        err = assert_close(got, ref, 5e-2, f"{name} bf16 vs fp32")
+        assert err > 1e-5, f"{name}: bf16 equals fp32 to {err:.1e}: no rounding happened"
+    b = _cell_inputs(cell, 1, 3, 6, 24, seed=8)
+    for k in ["x", "w_ih", "w_hh", *get_cell(cell).state_names]:
+        b[k] = RB.round_bf16(b[k])
+    two_phase = (
+        cell == "gru_reset_before"
+    )  # its second product takes r * h_{t-1}, rounded in the kernel
+    y1, _, _, _ = _kernel(cell, b, "bf16")
+    y1_32, _, _, _ = _kernel(cell, b, "fp32")
+    if not two_phase:
+        assert_close(y1, y1_32, 1e-6, "T=1 y on bf16 operands")
+
+
+def test_float64_ignores_bf16_and_mode_is_restored() -> None:
+    a = _args("lstm")
+    with precision("bf16") as p:
+        assert p == "bf16" and core._get_precision() == "bf16"
+        y, *_ = call_forward(F, "lstm", a)
+    assert core._get_precision() == "fp32"
+    y64, *_ = call_forward(F, "lstm", a)
+    assert np.array_equal(y, y64)  # float64 calls run float64 whatever the mode
+    with pytest.raises(RuntimeError, match="boom"):
+        with precision("bf16"):
+            raise RuntimeError("boom")
+    assert core._get_precision() == "fp32"
+
+
+def test_mode_is_per_thread() -> None:
+    import threading
+
+    seen: list[str] = []
+    with precision("bf16"):
+        t = threading.Thread(target=lambda: seen.append(core._get_precision()))
+        t.start()
+        t.join()
+    assert seen == ["fp32"]
+
+
+def test_check_precision_and_notice() -> None:
+    assert check_precision("fp32") == "fp32"
+    with pytest.raises(
+        ValueError, match=r"precision: expected one of \('fp32', 'bf16'\), got 'fp16'"
+    ):
+        check_precision("fp16")
+    with pytest.raises(TypeError, match="precision: expected one of .* got int"):
+        check_precision(16)
+    import rnnfast._precision as P
+
+    P._warned = False
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        with precision("bf16"):
+            pass
+        with precision("bf16"):
+            pass
+    msgs = [str(w.message) for w in rec if issubclass(w.category, Bf16PathWarning)]
+    assert len(msgs) == 1 and "portable path" in msgs[0] and "AVX512_BF16" in msgs[0], msgs

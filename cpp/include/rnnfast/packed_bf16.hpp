@@ -24,6 +24,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <type_traits>
 
 #include "rnnfast/activations.hpp"  // vec::Packet, vec::width
 #include "rnnfast/bf16.hpp"
@@ -253,6 +254,74 @@ inline void product(float* out, Index ldo, const float* a, Index lda, Index M, c
 // i.e. it is the bf16 product with fp32 accumulation (the input projection, the backward GEMMs).
 inline void round_operand(float* dst, const float* src, Index n) {
   bf16::round(dst, src, n);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The recurrent operand of a sequence call in the call's precision (sequence.hpp): packed.hpp's
+// float copy, or (float calls in bf16 mode) the bf16 copy above and nothing else, so inference in
+// bf16 holds and streams only the bf16 W_hh.
+
+// bf16 products for this call: the calling thread's precision (bf16.hpp), float32 calls only.
+template <class S>
+inline bool use_bf16() {
+  return std::is_same_v<S, float> && bf16::thread_precision() == bf16::Precision::bf16;
+}
+
+template <class S>
+struct Operand {
+  bool bf16 = false;
+  packed::PackedMatrix<S> f;  // used when !bf16
+  PackedMatrix b;             // used when bf16
+  Index blocks() const { return bf16 ? b.blocks() : f.blocks(); }
+};
+
+// Storage (elements) for an operand of packed::PackedMatrix<S>::size(K, H, group) entries: float
+// storage when !bf16, bf16 storage when bf16 (the same count: the layouts share V).
+inline Index float_size(bool use, Index n) {
+  return use ? 0 : n;
+}
+inline Index bf16_size(bool use, Index n) {
+  return use ? n : 0;
+}
+
+template <class S>
+void pack_forward(Operand<S>& p, S* fstore, Bf16* bstore, const S* w_hh, Index G, Index H) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (p.bf16) return pack_forward(p.b, bstore, w_hh, G, H);
+  }
+  packed::pack_forward(p.f, fstore, w_hh, G, H);
+}
+
+template <class S>
+void pack_backward(Operand<S>& p, S* fstore, Bf16* bstore, const S* w_hh, Index G, Index H) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (p.bf16) return pack_backward(p.b, bstore, w_hh, G, H);
+  }
+  packed::pack_backward(p.f, fstore, w_hh, G, H);
+}
+
+template <class S>
+void product(S* out, Index ldo, const S* a, Index lda, Index M, const Operand<S>& p, Index v_begin,
+             Index v_end, bool accumulate) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (p.bf16) return product(out, ldo, a, lda, M, p.b, v_begin, v_end, accumulate);
+  }
+  packed::product(out, ldo, a, lda, M, p.f, v_begin, v_end, accumulate);
+}
+
+// A GEMM operand in the call's precision: src itself, or (bf16) its bf16 values written to
+// work[*used ..] (the caller sized work), *used advanced past them.
+template <class S>
+const S* operand(bool use, const S* src, Index n, S* work, Index* used) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (use) {
+      S* dst = work + *used;
+      round_operand(dst, src, n);
+      *used += n;
+      return dst;
+    }
+  }
+  return src;
 }
 
 }  // namespace packed_bf16

@@ -31,6 +31,12 @@
 // d * h buffer written next to h_t (no extra barrier); backward splits dL/dh_t (dL/dc_t) into the
 // cell's and the direct part and scales the product's dL/dh_{t-1} by d.
 //
+// Precision (issue 18): a float32 call on a thread in bf16 mode (bf16.hpp, core._set_precision) runs
+// every product on bf16 operands with fp32 accumulation: the input projection and the backward GEMMs
+// on bf16-rounded copies (bf16 x bf16 is exact in fp32), the per-step products on a packed bf16 copy
+// of W_hh, made once per call (packed_bf16.hpp; the only copy of W_hh a bf16 call holds). Biases,
+// cells, states and gradients stay fp32. float64 calls ignore the mode.
+//
 // Ragged batches: with lengths (B,), steps t >= lengths[b] carry sequence b's state unchanged and
 // write y = 0 (PyTorch's packed-sequence semantics); backward gives them zero dgates and carries
 // dh (and dc) through. Workspaces come from Scratch buffers reused across calls (parallel.hpp), never
@@ -45,6 +51,7 @@
 #include "rnnfast/cells/cell.hpp"
 #include "rnnfast/common.hpp"
 #include "rnnfast/packed.hpp"
+#include "rnnfast/packed_bf16.hpp"
 #include "rnnfast/parallel.hpp"
 
 #if defined(_OPENMP)
@@ -216,6 +223,7 @@ void sequence_forward(S* y,                         // (T, B, H)
   static_assert(!(TP && RW), "a cell cannot be both two_phase and row_wide");
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   const bool training = cache != nullptr;
+  const bool bf16 = packed_bf16::use_bf16<S>();
   ScopedFlushDenormals flush;
 
   // Workspaces, reused across calls (Scratch). Inference keeps two state slots (ping-pong) instead
@@ -224,7 +232,10 @@ void sequence_forward(S* y,                         // (T, B, H)
   Scratch<S> state_store(1, training ? 0 : (has_c ? 4 : 2) * BH);  // ping-pong h (and c), inference
   Scratch<S> gh(2, B * GH);                                        // (B, G*H) W_hh h_{t-1}
   const Index pw_size = packed::PackedMatrix<S>::size(H, H, GP);
-  Scratch<S> pw_store(3, pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0));
+  const Index pw_all = pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0);
+  Scratch<S> pw_store(3, packed_bf16::float_size(bf16, pw_all));
+  Scratch<bf16::Bf16> pwb_store(3, packed_bf16::bf16_size(bf16, pw_all));  // bf16 W_hh (bf16 mode)
+  Scratch<S> rnd_store(5, bf16 ? T * B * I + GH * I : 0);                  // bf16(x), bf16(W_ih)
   Scratch<S> mid_store(7, TP && !training ? BH : 0);  // m_t (B, H) of two-phase cells, inference
   // Regularisation (Weights): d * h_{t-1} ping-pong for the product (dropout), c~ rows (zoneout of c,
   // inference; training keeps c~_t in cache->c_cand for backward).
@@ -259,15 +270,20 @@ void sequence_forward(S* y,                         // (T, B, H)
       bias = CRowVecMap<S>(w.b_ih, GH);
       bias.head(Cell::folded_hh_gates * H) += CRowVecMap<S>(w.b_hh, Cell::folded_hh_gates * H);
     }
-    parallel_product(gx, CMatMap<S>(x, T * B, I), CMatMap<S>(w.w_ih, GH, I).transpose(),
+    Index used = 0;  // bf16: the product of the rounded operands, fp32 accumulation
+    const S* xo = packed_bf16::operand(bf16, x, T * B * I, rnd_store.data(), &used);
+    const S* wo = packed_bf16::operand(bf16, w.w_ih, GH * I, rnd_store.data(), &used);
+    parallel_product(gx, CMatMap<S>(xo, T * B, I), CMatMap<S>(wo, GH, I).transpose(),
                      fold_bias ? bias.data() : nullptr);
   }
 
   // W_hh packed once for all steps, by blocks of V hidden units holding all G gates (packed.hpp);
   // for a two-phase cell the first G-1 blocks, and the last one (multiplying m_t) on its own.
-  packed::PackedMatrix<S> pw, pw_mid;
-  packed::pack_forward(pw, pw_store.data(), w.w_hh, GP, H);
-  if constexpr (TP) packed::pack_forward(pw_mid, pw_store.data() + pw_size, w.w_hh + GP * H * H, Index(1), H);
+  packed_bf16::Operand<S> pw{bf16, {}, {}}, pw_mid{bf16, {}, {}};
+  packed_bf16::pack_forward(pw, pw_store.data(), pwb_store.data(), w.w_hh, GP, H);
+  if constexpr (TP)
+    packed_bf16::pack_forward(pw_mid, pw_store.data() + pw_size, pwb_store.data() + pw_size,
+                              w.w_hh + GP * H * H, Index(1), H);
   auto mid_at = [&](Index t) -> S* {
     return training ? cache->aux + t * BH * Cell::aux_units : mid_store.data();
   };
@@ -304,7 +320,7 @@ void sequence_forward(S* y,                         // (T, B, H)
       const S* hp = h_at(t);
       S* hc = h_at(t + 1);
       // gh (B, G*H) = h_{t-1} (B, H) W_hh^T (d * h_{t-1} with recurrent dropout), this thread's units
-      packed::product(gh.data(), GH, dmask ? hd_at(t) : hp, H, B, pw, ub0 * GP, ub1 * GP, false);
+      packed_bf16::product(gh.data(), GH, dmask ? hd_at(t) : hp, H, B, pw, ub0 * GP, ub1 * GP, false);
       if constexpr (TP) {
         // phase 1: gates 0..G-2 and m_t of this thread's units; then, once every unit's m_t is
         // there, gh's last block = m_t (B, H) W_h,last^T
@@ -322,7 +338,7 @@ void sequence_forward(S* y,                         // (T, B, H)
           Cell::forward_gates(row, H, j0, j1, opt);
         }
         if (nth > 1) step_barrier.wait();
-        packed::product(gh.data() + GP * H, GH, mt, H * Cell::aux_units, B, pw_mid, ub0, ub1, false);
+        packed_bf16::product(gh.data() + GP * H, GH, mt, H * Cell::aux_units, B, pw_mid, ub0, ub1, false);
       }
       if constexpr (RW) {
         if (nth > 1) step_barrier.wait();  // every unit of gh is there: whole rows from here
@@ -397,6 +413,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   constexpr bool RW = row_wide_of<Cell>::value;      // the cell works on whole rows
   constexpr bool BC = bias_in_cell_of<Cell>::value;  // the cell accumulates db_ih, db_hh
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
+  const bool bf16 = packed_bf16::use_bf16<S>();
   ScopedFlushDenormals flush;
 
   // dL/d(gate pre-activations) of every step (of W_hh h + b_hh), and for split gates dL/d(W_ih x +
@@ -404,7 +421,9 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   Scratch<S> dgates_store(4, T * B * GH);
   Scratch<S> dan_store(5, T * B * SG * H);
   const Index pw_size = packed::PackedMatrix<S>::size(GP * H, H, 1);
-  Scratch<S> pw_store(3, pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0));
+  const Index pw_all = pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0);
+  Scratch<S> pw_store(3, packed_bf16::float_size(bf16, pw_all));
+  Scratch<bf16::Bf16> pwb_store(3, packed_bf16::bf16_size(bf16, pw_all));  // bf16 W_hh (bf16 mode)
   Scratch<S> dmid_store(7, TP ? BH : 0);  // dL/dm_t (B, H) of two-phase cells
   MatMap<S> dgates(dgates_store.data(), T * B, GH);
   MatMap<S> dgin(dan_store.data(), SG > 0 ? T * B : 0, SG * H);
@@ -430,10 +449,11 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
 
   // W_hh packed once, one vector per block of V hidden units (packed.hpp); for a two-phase cell the
   // first G-1 blocks (multiplying h_{t-1}) and the last one (multiplying m_t) apart.
-  packed::PackedMatrix<S> pw, pw_mid;
-  packed::pack_backward(pw, pw_store.data(), w.w_hh, GP, H);
+  packed_bf16::Operand<S> pw{bf16, {}, {}}, pw_mid{bf16, {}, {}};
+  packed_bf16::pack_backward(pw, pw_store.data(), pwb_store.data(), w.w_hh, GP, H);
   if constexpr (TP)
-    packed::pack_backward(pw_mid, pw_store.data() + pw_size, w.w_hh + GP * H * H, Index(1), H);
+    packed_bf16::pack_backward(pw_mid, pw_store.data() + pw_size, pwb_store.data() + pw_size,
+                               w.w_hh + GP * H * H, Index(1), H);
   const Index nblocks = pw.blocks();
   const int nthreads = time_loop_threads(B, G, H, nblocks);
 
@@ -541,7 +561,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
       if constexpr (TP) {
         // dL/dm_t = dL/d(last block) W_h,last (B, H), this thread's columns; then the rest of the cell
         S* dm = dmid_store.data();
-        packed::product(dm, H, dgates.data() + t * B * GH + GP * H, GH, B, pw_mid, ub0, ub1, false);
+        packed_bf16::product(dm, H, dgates.data() + t * B * GH + GP * H, GH, B, pw_mid, ub0, ub1, false);
         if (dmask)  // m_t took d * h_{t-1}: the cell's phase B, given d * dL/dm_t, then gives d r dL/dm_t
           for (Index b = 0; b < B; ++b)
             for (Index j = j0; j < j1; ++j) dm[b * H + j] *= dmask[b * H + j];
@@ -560,11 +580,11 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
       // dL/dh_{t-1} += dL/dgates_t W_hh   (B, G*H) x (G*H, H), this thread's columns; padded rows
       // have dgates = 0. With recurrent dropout the product took d * h_{t-1}: its part is d * (...).
       if (dmask) {
-        packed::product(dprod_buf, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, false);
+        packed_bf16::product(dprod_buf, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, false);
         for (Index b = 0; b < B; ++b)
           for (Index j = j0; j < j1; ++j) g.dh0[b * H + j] += dmask[b * H + j] * dprod_buf[b * H + j];
       } else {
-        packed::product(g.dh0, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, true);
+        packed_bf16::product(g.dh0, H, dgates.data() + t * B * GH, GH, B, pw, ub0, ub1, true);
       }
       if (cut) {
         for (Index b = 0; b < B; ++b) {
@@ -611,23 +631,37 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
       for (Index j = 0; j < H; ++j) hd[r * H + j] = dmask[(r % B) * H + j] * h_used[r * H + j];
     h_used = hd;
   }
+  // bf16 mode: every GEMM below multiplies bf16-rounded copies (rnd_store: dgates, h_{t-1}, m_t, x,
+  // W_ih), exact products with fp32 accumulation; the bias sums keep the fp32 dgates.
+  Scratch<S> rnd_store(2, bf16 ? T * B * (GH + H + (TP ? Cell::aux_units * H : 0) + I) + GH * I : 0);
+  Index used = 0;
+  const S* dg_op = packed_bf16::operand(bf16, dgates.data(), T * B * GH, rnd_store.data(), &used);
+  h_used = packed_bf16::operand(bf16, h_used, T * B * H, rnd_store.data(), &used);
   if constexpr (TP) {
+    const S* aux_op =
+        packed_bf16::operand(bf16, cache.aux, T * B * Cell::aux_units * H, rnd_store.data(), &used);
     MatMap<S> dW1(g.dw_hh, GP * H, H);
-    parallel_product(dW1, dgates.leftCols(GP * H).transpose(),
+    parallel_product(dW1, CMatMap<S>(dg_op, T * B, GH).leftCols(GP * H).transpose(),
                      CMatMap<S>(h_used, T * B, H));  // dL/dW_h,0..G-2 = sum_t dgates_t^T h_{t-1}
     MatMap<S> dW2(g.dw_hh + GP * H * H, H, H);
     parallel_product(
-        dW2, dgates.rightCols(H).transpose(),
-        CMatMap<S>(cache.aux, T * B, H * Cell::aux_units).leftCols(H));  // dL/dW_h,last = sum dg^T m_t
+        dW2, CMatMap<S>(dg_op, T * B, GH).rightCols(H).transpose(),
+        CMatMap<S>(aux_op, T * B, H * Cell::aux_units).leftCols(H));  // dL/dW_h,last = sum dg^T m_t
   } else {
     MatMap<S> dWhh(g.dw_hh, GH, H);
-    parallel_product(dWhh, dgates.transpose(),
+    parallel_product(dWhh, CMatMap<S>(dg_op, T * B, GH).transpose(),
                      CMatMap<S>(h_used, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
   }
   if (g.db_hh && !BC) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
-  if constexpr (SG > 0) dgates.rightCols(SG * H) = dgin;               // now dL/d(W_ih x + b_ih)
+  if constexpr (SG > 0) {
+    dgates.rightCols(SG * H) = dgin;  // now dL/d(W_ih x + b_ih)
+    Index at = 0;                     // bf16: re-round them over the first copy
+    dg_op = packed_bf16::operand(bf16, dgates.data(), T * B * GH, rnd_store.data(), &at);
+  }
+  x_used = packed_bf16::operand(bf16, x_used, T * B * I, rnd_store.data(), &used);
+  const S* w_ih_op = packed_bf16::operand(bf16, w.w_ih, GH * I, rnd_store.data(), &used);
   MatMap<S> dWih(g.dw_ih, GH, I);
-  parallel_product(dWih, dgates.transpose(),
+  parallel_product(dWih, CMatMap<S>(dg_op, T * B, GH).transpose(),
                    CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
   if (g.db_ih && !BC) {  // dL/db_ih = sum_{t,b} dgates: without split gates the very sums of db_hh
     if (SG == 0 && g.db_hh) {
@@ -637,8 +671,8 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
     }
   }
   if (g.dx)
-    parallel_product(MatMap<S>(g.dx, T * B, I), dgates,
-                     CMatMap<S>(w.w_ih, GH, I));  // dL/dx_t = dgates_t W_ih
+    parallel_product(MatMap<S>(g.dx, T * B, I), CMatMap<S>(dg_op, T * B, GH),
+                     CMatMap<S>(w_ih_op, GH, I));  // dL/dx_t = dgates_t W_ih
 }
 
 }  // namespace rnnfast
