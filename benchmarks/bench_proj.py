@@ -21,18 +21,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rnnbench.machine import cpuinfo
+
 __all__ = ["main"]
 
 
 def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return cpuinfo().get("cpu_model") or platform.processor() or "unknown"
 
 
 def _rel(a: Any, b: Any) -> float:

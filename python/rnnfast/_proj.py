@@ -28,6 +28,7 @@ import numpy as np
 
 from ._fcheck import (
     Array,
+    _Args,
     _check_bool,
     _check_k,
     _check_memory,
@@ -100,33 +101,14 @@ class _ProjArgs:
         self.b_ih = None if b_ih is None else self.arr("b_ih", b_ih, (4 * self.H,))
         self.b_hh = None if b_hh is None else self.arr("b_hh", b_hh, (4 * self.H,))
 
-    def arr(self, name: str, a: Any, shape: tuple[int, ...]) -> Array:
-        out = _float_array(name, a, self.dtype)
-        _check_shape(name, out, shape)
-        return out
-
-    def opt(self, name: str, a: Any, shape: tuple[int, ...]) -> Array | None:
-        return None if a is None else self.arr(name, a, shape)
+    # the same checks as the registry cells' (they read self.dtype, self.B, self.T only)
+    arr = _Args.arr
+    opt = _Args.opt
+    lengths = _Args.lengths
 
     @property
     def weights(self) -> tuple[Array | None, ...]:
         return (self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.w_hr)
-
-    def lengths(self, lengths: Any) -> Array | None:
-        if lengths is None:
-            return None
-        arr = np.asarray(lengths)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(
-                f"lengths: expected an integer array of shape ({self.B},), got dtype {arr.dtype}"
-            )
-        _check_shape("lengths", arr, (self.B,))
-        if arr.min() < 0 or arr.max() > self.T:
-            raise ValueError(
-                f"lengths: expected 0 <= lengths[b] <= T = {self.T}, "
-                f"got min {arr.min()}, max {arr.max()}"
-            )
-        return np.ascontiguousarray(arr, dtype=np.int64)
 
     def check_memory(self, training: bool) -> None:
         t, b, h, p = self.T, self.B, self.H, self.P

@@ -9,6 +9,7 @@ Shapes: T = time steps, B = batch, I = input size, H = hidden size (one layer, o
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,11 +63,16 @@ def _make_handle(cache: Any) -> Tensor:
     return torch.from_numpy(h)
 
 
-def _lookup(handle: Tensor, cell: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-    """The SequenceCache behind ``handle``, or None when it cannot be found or does not match."""
+def _cache_of(handle: Tensor) -> Any:
+    """The cache object behind ``handle`` (any kind: also rnnfast._torch_proj's), or None."""
     ref = _CACHES.get(handle.data_ptr())
     arr = ref() if ref is not None else None
-    cache = getattr(arr, "cache", None)
+    return getattr(arr, "cache", None)
+
+
+def _lookup(handle: Tensor, cell: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+    """The SequenceCache behind ``handle``, or None when it cannot be found or does not match."""
+    cache = _cache_of(handle)
     if cache is None or cache.cell != cell or cache.shape != shape or cache.dtype != dtype:
         return None
     return cache
@@ -96,6 +102,43 @@ def _flip(a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(a[idx, np.arange(a.shape[1])[None, :]])
 
 
+def _forward_in_time_order(
+    run: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, list[np.ndarray], Any]],
+    x: Tensor,
+    lengths: Tensor | None,
+    reverse: bool,
+) -> tuple[np.ndarray, list[np.ndarray], Any, np.ndarray | None]:
+    """``run(x (T, B, I), lengths)`` -> (y, finals, cache) of one direction, with x reversed in time
+    (per sequence when ragged) for ``reverse`` and y put back in input time order: (y, finals,
+    cache, reverse index or None). Shared with rnnfast._torch_proj."""
+    xa = _np(x)
+    lens = None if lengths is None else lengths.numpy()
+    idx = None
+    if reverse:
+        if lens is not None:
+            idx = _reverse_index(xa.shape[0], xa.shape[1], lens)
+        xa = _flip(xa, idx)
+    y, finals, cache = run(xa, lens)
+    if reverse:
+        y = _flip(y, idx)
+    return y, finals, cache, idx
+
+
+def _grads_in_time_order(
+    run: Callable[[np.ndarray | None], dict[str, Any]],
+    dy: np.ndarray | None,
+    reverse: bool,
+    idx: np.ndarray | None,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """``run(dy)`` -> the functional backward's dict, with dy in the forward's time order for
+    ``reverse``: (dx in input time order or None, the dict). Shared with rnnfast._torch_proj."""
+    if reverse and dy is not None:
+        dy = _flip(dy, idx)
+    g = run(dy)
+    dx = g["x"]
+    return (_flip(dx, idx) if reverse and dx is not None else dx), g
+
+
 def _run_forward(
     cell: str,
     nonlinearity: str,
@@ -111,30 +154,23 @@ def _run_forward(
     training: bool,
 ) -> tuple[np.ndarray, list[np.ndarray], Any, np.ndarray | None]:
     """(y (T, B, H) in input time order, [h_n(, c_n)], cache or None, reverse index or None)."""
-    xa = _np(x)
-    lens = None if lengths is None else lengths.numpy()
-    idx = None
-    if reverse:
-        if lens is not None:
-            idx = _reverse_index(xa.shape[0], xa.shape[1], lens)
-        xa = _flip(xa, idx)
     w = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh))
-    if cell == "lstm":
-        y, h_n, c_n, cache = _F.lstm_forward(
-            xa, _np(h0), _np(c0), *w, lengths=lens, training=training
-        )
-        finals = [h_n, c_n]
-    elif cell == "gru":
-        y, h_n, cache = _F.gru_forward(xa, _np(h0), *w, lengths=lens, training=training)
-        finals = [h_n]
-    else:
+
+    def run(xa: np.ndarray, lens: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray], Any]:
+        if cell == "lstm":
+            y, h_n, c_n, cache = _F.lstm_forward(
+                xa, _np(h0), _np(c0), *w, lengths=lens, training=training
+            )
+            return y, [h_n, c_n], cache
+        if cell == "gru":
+            y, h_n, cache = _F.gru_forward(xa, _np(h0), *w, lengths=lens, training=training)
+            return y, [h_n], cache
         y, h_n, cache = _F.rnn_forward(
             xa, _np(h0), *w, nonlinearity=nonlinearity, lengths=lens, training=training
         )
-        finals = [h_n]
-    if reverse:
-        y = _flip(y, idx)
-    return y, finals, cache, idx
+        return y, [h_n], cache
+
+    return _forward_in_time_order(run, x, lengths, reverse)
 
 
 def _forward_impl(cell: str, nonlinearity: str, *args: Any) -> tuple[Tensor, ...]:
@@ -154,16 +190,15 @@ def _grads(
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """(dx in input time order, the functional backward's dict); None gradients are zeros.
     ``need_dx=False`` skips the dx product (an input that needs no gradient): dx is None."""
-    if reverse and dy is not None:
-        dy = _flip(dy, idx)
-    if cell == "lstm":
-        g = _F.lstm_backward(cache, dy, dh_n, dc_n, need_dx=need_dx)
-    elif cell == "gru":
-        g = _F.gru_backward(cache, dy, dh_n, need_dx=need_dx)
-    else:
-        g = _F.rnn_backward(cache, dy, dh_n, need_dx=need_dx)
-    dx = g["x"]
-    return (_flip(dx, idx) if reverse and dx is not None else dx), g
+
+    def run(dy_: np.ndarray | None) -> dict[str, Any]:
+        if cell == "lstm":
+            return _F.lstm_backward(cache, dy_, dh_n, dc_n, need_dx=need_dx)
+        if cell == "gru":
+            return _F.gru_backward(cache, dy_, dh_n, need_dx=need_dx)
+        return _F.rnn_backward(cache, dy_, dh_n, need_dx=need_dx)
+
+    return _grads_in_time_order(run, dy, reverse, idx)
 
 
 def _backward_impl(

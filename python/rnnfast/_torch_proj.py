@@ -17,7 +17,14 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import _proj
-from ._torch_ops import _CACHES, _flip, _make_handle, _np, _reverse_index
+from ._torch_ops import (
+    _cache_of,
+    _forward_in_time_order,
+    _grads_in_time_order,
+    _make_handle,
+    _np,
+    _reverse_index,
+)
 
 __all__ = ["lstm_proj_backward_op", "lstm_proj_forward_op"]
 
@@ -26,9 +33,7 @@ Tensor = torch.Tensor
 
 def _lookup(handle: Tensor, shape: tuple[int, ...], dtype: np.dtype) -> Any:
     """The ProjCache behind ``handle``, or None when it cannot be found or does not match."""
-    ref = _CACHES.get(handle.data_ptr())
-    arr = ref() if ref is not None else None
-    cache = getattr(arr, "cache", None)
+    cache = _cache_of(handle)
     if not isinstance(cache, _proj.ProjCache) or cache.shape != shape or cache.dtype != dtype:
         return None
     return cache
@@ -48,20 +53,15 @@ def _run_forward(
     training: bool,
 ) -> tuple[np.ndarray, list[np.ndarray], Any, np.ndarray | None]:
     """(y (T, B, P) in input time order, [h_n, c_n], cache or None, reverse index or None)."""
-    xa = _np(x)
-    lens = None if lengths is None else lengths.numpy()
-    idx = None
-    if reverse:
-        if lens is not None:
-            idx = _reverse_index(xa.shape[0], xa.shape[1], lens)
-        xa = _flip(xa, idx)
     w = (_np(w_ih), _np(w_hh), _np(b_ih), _np(b_hh), _np(w_hr))
-    y, h_n, c_n, cache = _proj.lstm_proj_forward(
-        xa, _np(h0), _np(c0), *w, lengths=lens, training=training
-    )
-    if reverse:
-        y = _flip(y, idx)
-    return y, [h_n, c_n], cache, idx
+
+    def run(xa: np.ndarray, lens: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray], Any]:
+        y, h_n, c_n, cache = _proj.lstm_proj_forward(
+            xa, _np(h0), _np(c0), *w, lengths=lens, training=training
+        )
+        return y, [h_n, c_n], cache
+
+    return _forward_in_time_order(run, x, lengths, reverse)
 
 
 def _grads(
@@ -74,11 +74,11 @@ def _grads(
     need_dx: bool = True,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """(dx in input time order or None, the functional backward's dict)."""
-    if reverse and dy is not None:
-        dy = _flip(dy, idx)
-    g = _proj.lstm_proj_backward(cache, dy, dh_n, dc_n, need_dx=need_dx)
-    dx = g["x"]
-    return (_flip(dx, idx) if reverse and dx is not None else dx), g
+
+    def run(dy_: np.ndarray | None) -> dict[str, Any]:
+        return _proj.lstm_proj_backward(cache, dy_, dh_n, dc_n, need_dx=need_dx)
+
+    return _grads_in_time_order(run, dy, reverse, idx)
 
 
 # --------------------------------------------------------------------------------------------------
