@@ -370,3 +370,69 @@ def test_check_precision_and_notice() -> None:
             pass
     msgs = [str(w.message) for w in rec if issubclass(w.category, Bf16PathWarning)]
     assert len(msgs) == 1 and "portable path" in msgs[0] and "AVX512_BF16" in msgs[0], msgs
+
+
+# --------------------------------------------------------------------------------------------------
+# fit, run_task and the CLI
+# --------------------------------------------------------------------------------------------------
+
+
+def _tiny_model(dtype: Any = np.float32) -> Any:
+    import rnnfast
+
+    return rnnfast.SequenceModel(
+        rnnfast.nn.LSTM(3, 8, dtype=dtype, seed=0),
+        rnnfast.nn.Linear(8, 1, dtype=dtype, seed=1),
+        mode="many_to_one",
+    )
+
+
+def _tiny_data(dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 16, 3)).astype(dtype)
+    return x, x.sum(axis=(0, 2))[:, None].astype(dtype) * 0.1
+
+
+def test_fit_bf16_trains_and_differs_from_fp32() -> None:
+    import rnnfast
+
+    losses = {}
+    for p in ("fp32", "bf16"):
+        model = _tiny_model()
+        opt = rnnfast.optim.Adam(model.parameters(), lr=1e-2)
+        h = rnnfast.fit(
+            model, _tiny_data(), rnnfast.MSELoss(), opt, epochs=3, batch_size=8,
+            progress=False, seed=0, precision=p,
+        )  # fmt: skip
+        losses[p] = (
+            [r["loss"] for r in h.epochs] if hasattr(h, "epochs") else list(h.history["loss"])
+        )
+        assert core._get_precision() == "fp32"  # restored after fit
+    assert losses["bf16"][-1] < losses["bf16"][0]  # it learns
+    assert losses["bf16"] != losses["fp32"]  # and ran in bf16
+    assert np.allclose(losses["bf16"], losses["fp32"], rtol=0.05)
+
+
+def test_fit_bf16_refusals() -> None:
+    import rnnfast
+
+    model = _tiny_model(np.float64)
+    opt = rnnfast.optim.Adam(model.parameters(), lr=1e-2)
+    with pytest.raises(ValueError, match="precision: 'bf16' needs a float32 model, got float64"):
+        rnnfast.fit(model, _tiny_data(np.float64), rnnfast.MSELoss(), opt, epochs=1, batch_size=8,
+                    progress=False, precision="bf16")  # fmt: skip
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        rnnfast.fit(model, _tiny_data(np.float64), rnnfast.MSELoss(), opt, epochs=1, batch_size=8,
+                    progress=False, precision="fp16")  # fmt: skip
+
+
+def test_cli_precision(capsys: pytest.CaptureFixture[str]) -> None:
+    from rnnfast.cli import main
+
+    args = ["train", "--task", "sine", "--hidden", "4", "--seq-len", "8", "--epochs", "1",
+            "--n-train", "32", "--no-progress", "--precision", "bf16"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "val_loss" in out or "epoch 1/1" in out
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "fp16"])

@@ -92,6 +92,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "n_train": args.n_train,
         "mode": args.mode,
         "proj": getattr(args, "proj", None),
+        "precision": getattr(args, "precision", None),
     }
 
 
@@ -115,6 +116,7 @@ def _task_config(
             + (" (try --mode many_to_many)" if "mode" in task.data_options else "")
         )
     proj = {k: extra.pop(k) for k in ("proj",) if k in extra}  # run_task's, not the task's
+    run_opts = {k: extra.pop(k) for k in ("precision",) if k in extra}  # run_task's too
     try:
         cfg = task.config(**extra)
     except (ValueError, TypeError) as exc:
@@ -123,6 +125,7 @@ def _task_config(
         raise CLIError(f"--proj: only with --cell lstm_proj, got cell {cfg['cell']!r}")
     cfg.update(proj)
     extra.update(proj)
+    extra.update(run_opts)
     return extra, cfg
 
 
@@ -441,6 +444,12 @@ def _add_training_options(tr: argparse.ArgumentParser) -> None:
         "--hidden",
         type=_positive_int,
         help=f"hidden units (default: the task's; csv: {d['hidden']})",
+    )
+    tr.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="products of the recurrent layers: fp32 (default) or bf16 with fp32 accumulation "
+        "(float32 models, full BPTT; portable path without native AVX512_BF16)",
     )
     tr.add_argument(
         "--proj",

@@ -205,6 +205,7 @@ def _train_csv(args: argparse.Namespace, out: Any) -> int:
         progress=not args.no_progress,
         verbose=1,
         seed=int(cfg["seed"]),
+        precision=getattr(args, "precision", None) or "fp32",
     )
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     # predictions in the series' own units, and the persistence forecast (the last input value)

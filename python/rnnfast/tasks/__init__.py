@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import _precision
 from .._cells import CELLS as _CELL_SPECS
 from ..nn.minimal import MINIMAL_CELLS as _MINIMAL_CELLS
 from ..optim import make_optimizer  # lives in rnnfast.optim; kept here for compatibility
@@ -133,7 +134,8 @@ def run_task(
     batch_size, epochs, lr, optimizer, clip_norm, bptt (a (k1, k2) pair or None), dtype, seed, init,
     early_stopping (a patience in epochs on val_loss, restoring the best epoch's weights; any task;
     default the task's, else none; False turns a task's default off), proj (the projection size of
-    cell "lstm_proj"; default hidden // 2), and task options. ``final`` holds ``val_loss`` (the training loss on val), the task's score
+    cell "lstm_proj"; default hidden // 2), precision ("fp32" or "bf16": :func:`rnnfast.fit`'s,
+    also used for the final evaluation), and task options. ``final`` holds ``val_loss`` (the training loss on val), the task's score
     (``val_mse`` for regression: the plain mean squared error; ``val_accuracy`` for classification)
     and every baseline of ``task.baseline``.
     """
@@ -143,6 +145,7 @@ def run_task(
         task = get_task(task)
     patience = overrides.pop("early_stopping", None)  # every task takes it
     proj = overrides.pop("proj", None)  # so does the projection size of cell "lstm_proj"
+    precision = _precision.check_precision(overrides.pop("precision", "fp32"))
     cfg = task.config(**overrides)
     if patience is not None:
         cfg["early_stopping"] = patience
@@ -159,6 +162,8 @@ def run_task(
     if on_model is not None:
         on_model(model)
     fit_model = getattr(task, "fit_model", None)
+    if fit_model is not None and precision != "fp32":
+        raise ValueError(f"precision: task {task.name!r} trains its own model (fp32 only)")
     if fit_model is not None:  # a model that rnnfast.fit does not train (e.g. a Seq2Seq)
         start = time.perf_counter()
         cpu_start = time.process_time()
@@ -193,18 +198,21 @@ def run_task(
         early_stopping=(
             None if patience is None or patience is False else EarlyStopping(patience=int(patience))
         ),
+        precision=precision,
     )
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
-    ev = evaluate(
-        model,
-        val.as_tuple(),
-        loss,
-        batch_size=max(int(cfg["batch_size"]), 256),
-        metrics=task.metrics,
-    )
+    with _precision.precision(precision):
+        ev = evaluate(
+            model,
+            val.as_tuple(),
+            loss,
+            batch_size=max(int(cfg["batch_size"]), 256),
+            metrics=task.metrics,
+        )
+        score = task.score(model, val)
     final = {"val_loss": float(ev["loss"] if "loss" in ev else ev["val_loss"])}
-    final.update(task.score(model, val))
+    final.update(score)
     base = task.baseline(val, train)
     final.update({f"baseline_{k}": v for k, v in base.items()})
     return RunResult(task.name, cfg, model, history, final, train, val, seconds, cpu_seconds)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import _precision
 from .. import io as _io
 from .._threads import with_single_thread_blas
 from ..modules import SequenceModel
@@ -126,6 +127,7 @@ def fit(
     log_grad_flow: bool = False,
     distributed: Any = None,
     verbose: int | None = None,
+    precision: str = "fp32",
 ) -> History:
     """Train ``model`` (a SequenceModel) and return its :class:`History`.
 
@@ -163,6 +165,9 @@ def fit(
         distributed: data parallelism over MPI (see :mod:`rnnfast.distributed`): None uses the
             context of ``rnnfast.distributed.init()`` if one was made, True makes it, False never;
             or a ``rnnfast.distributed.DataParallel``. ``batch_size`` is then the global batch.
+        precision: "fp32", or "bf16": the recurrent layers' products in bf16 with fp32
+            accumulation, weights and optimizer state fp32 (:mod:`rnnfast._precision`); float32
+            models with full BPTT only (no ``bptt``).
 
     Raises:
         NonFiniteError, TrainingInterrupted (SIGINT), ValueError/TypeError for bad arguments.
@@ -172,6 +177,7 @@ def fit(
     epochs, batch_size = _check_counts(epochs, batch_size, checkpoint_every)
     _check_modes(verbose, on_nonfinite)
     bptt = _check_bptt(model, bptt, bool(stateful))
+    precision = _check_fit_precision(model, precision, bptt)
     clip_norm, clip_value = _check_clip(clip_norm, clip_value)
     early_stopping = _check_early_stopping(early_stopping)
     train, val = _check_data(model, train_data, val_data, batch_size, bool(stateful))
@@ -215,7 +221,8 @@ def fit(
     )
     if resume and ckpt_path is not None and os.path.exists(ckpt_path):
         _ckpt.resume(ckpt_path, trainer)
-    return trainer.train()
+    with _precision.precision(precision):
+        return trainer.train()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,6 +242,21 @@ def _check_parts(model: Any, loss: Any, optimizer: Any) -> None:
             f"loss: expected a callable loss(pred, target, mask), got {type(loss).__name__}"
         )
     _check_optimizer_params(model, optimizer)
+
+
+def _check_fit_precision(model: SequenceModel, precision: Any, bptt: Any) -> str:
+    precision = _precision.check_precision(precision)
+    if precision == "bf16":
+        if np.dtype(model.dtype) != np.float32:
+            raise ValueError(
+                f"precision: 'bf16' needs a float32 model, got {np.dtype(model.dtype)}"
+            )
+        if bptt is not None:
+            raise ValueError(
+                "precision: 'bf16' runs the full-sequence kernels; truncated BPTT (bptt) streams "
+                "have no bf16 path"
+            )
+    return precision
 
 
 def _check_seed(seed: Any) -> None:
