@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from helpers import assert_close, central_difference
 from rnnfast import _proj, nn
 from rnnfast import reference as ref
+from rnnfast._gradcheck_proj import reference_tbptt
 from rnnfast._loader import core
 
 __all__: list[str] = []
@@ -217,23 +218,10 @@ def test_kernel_property_over_shapes(dims: Any, seed: int, ragged: bool) -> None
 # --------------------------------------------------------------------------------------------------
 
 
-def _tbptt_explicit(inp: dict[str, Any], dy: np.ndarray, k1: int, k2: int) -> list[dict[str, Any]]:
-    """One reference forward stores every state; each update re-runs its window [s, e] from the
-    stored state entering s and backprops dy on its own steps [n*k1, e] only."""
-    w = [inp[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")]
-    _, _, _, full = ref.lstm_proj_forward(inp["x"], inp["h0"], inp["c0"], *w)
-    T = inp["x"].shape[0]
-    out = []
-    for start in range(0, T, k1):
-        e = min(start + k1, T) - 1
-        s = max(0, e - k2 + 1)
-        dyw = np.zeros_like(dy[s : e + 1])
-        dyw[start - s :] = dy[start : e + 1]
-        _, _, _, c = ref.lstm_proj_forward(inp["x"][s : e + 1], full.h[s], full.c[s], *w)
-        g = ref.lstm_proj_backward(c, dyw)
-        g["state0"] = (g["h0"] * (s == 0), g["c0"] * (s == 0))
-        out.append(g)
-    return out
+# the oracle: one reference forward stores every state; each update re-runs its window [s, e] from
+# the stored state entering s and backprops dy on its own steps [n*k1, e] only (shared with the
+# gradcheck rows)
+_tbptt_explicit = reference_tbptt
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=DT_IDS.get)
@@ -533,26 +521,9 @@ def test_torch_dropin_matches_torch(bidirectional: bool, eager: bool, bias: bool
     torch.nn.LSTM(proj_size) with the same state_dict, packed ragged batch, batch_first."""
     D, L = (2 if bidirectional else 1), 2
     torch.manual_seed(3)
-    tmod = torch.nn.LSTM(
-        I_M,
-        H_M,
-        L,
-        bias=bias,
-        batch_first=True,
-        bidirectional=bidirectional,
-        proj_size=P_M,
-        dtype=torch.float64,
-    )
-    fast = rt.LSTM(
-        I_M,
-        H_M,
-        L,
-        bias=bias,
-        batch_first=True,
-        bidirectional=bidirectional,
-        proj_size=P_M,
-        dtype=torch.float64,
-    )
+    kw = dict(bias=bias, batch_first=True, bidirectional=bidirectional, proj_size=P_M)
+    tmod = torch.nn.LSTM(I_M, H_M, L, dtype=torch.float64, **kw)
+    fast = rt.LSTM(I_M, H_M, L, dtype=torch.float64, **kw)
     assert list(fast.state_dict()) == list(tmod.state_dict())
     fast.load_state_dict(tmod.state_dict())
     rng = np.random.default_rng(4)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .diagnostics import _central_differences, _gc_row
 from .testing import rel_max_error
 
 __all__: list[str] = []
@@ -32,32 +33,12 @@ def _objective(arrs: Mapping[str, Any], seeds: Mapping[str, Any], lengths: Any) 
     return float(np.sum(y * seeds["dy"]) + np.sum(h * seeds["dh_n"]) + np.sum(c * seeds["dc_n"]))
 
 
-def _finite_differences(
-    base: Mapping[str, Any], seeds: Mapping[str, Any], lengths: Any
-) -> dict[str, np.ndarray]:
-    """Central differences (eps = 1e-6) of the reference's L w.r.t. every array, float64."""
-    fd: dict[str, np.ndarray] = {}
-    eps = 1e-6
-    for k in _NAMES:
-        pert = dict(base)
-        arr = pert[k] = base[k].copy()
-        grad = np.zeros_like(arr)
-        flat, gflat = arr.reshape(-1), grad.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + eps
-            f_plus = _objective(pert, seeds, lengths)
-            flat[i] = old - eps
-            f_minus = _objective(pert, seeds, lengths)
-            flat[i] = old
-            gflat[i] = (f_plus - f_minus) / (2 * eps)  # central difference, O(eps^2) error
-        fd[k] = grad
-    return fd
-
-
-def _reference_tbptt(base: Mapping[str, Any], dy: Any, k1: int, k2: int) -> list[dict[str, Any]]:
-    """TBPTT(k1, k2) by its definition on the reference: each window [s, e] re-run from the stored
-    state entering s, dy on the update's own steps only."""
+def reference_tbptt(base: Mapping[str, Any], dy: Any, k1: int, k2: int) -> list[dict[str, Any]]:
+    """TBPTT(k1, k2) by its definition on the reference (float64): one forward stores every state;
+    update n re-runs its window [s, e] from the stored state entering s and backprops dy on its own
+    steps [n*k1, e] only. Each dict is the reference backward's, plus "state0" = (dL/dh0, dL/dc0),
+    zero unless the window starts at step 0. ``base``: x, h0, c0 and the weights by name; dy (T, B,
+    P). Also the oracle of tests/test_lstm_proj.py."""
     from . import reference as R
 
     w = [base[k] for k in _PARAMS]
@@ -70,7 +51,9 @@ def _reference_tbptt(base: Mapping[str, Any], dy: Any, k1: int, k2: int) -> list
         dyw = np.zeros_like(dy[s : e + 1])
         dyw[start - s :] = dy[start : e + 1]
         _, _, _, c = R.lstm_proj_forward(base["x"][s : e + 1], full.h[s], full.c[s], *w)
-        out.append(R.lstm_proj_backward(c, dyw))
+        g = R.lstm_proj_backward(c, dyw)
+        g["state0"] = (g["h0"] * (s == 0), g["c0"] * (s == 0))
+        out.append(g)
     return out
 
 
@@ -111,9 +94,9 @@ def gradcheck_rows(
     }
     *ref_out, ref_cache = R.lstm_proj_forward(*(base[k] for k in _NAMES), lengths=lengths)
     ref_grad = R.lstm_proj_backward(ref_cache, seeds["dy"], seeds["dh_n"], seeds["dc_n"])
-    fd = _finite_differences(base, seeds, lengths)
+    fd = _central_differences(lambda arrs: _objective(arrs, seeds, lengths), base, _NAMES)
     ref_fd = max(_err(ref_grad[k], fd[k]) for k in _NAMES)
-    tb_ref = _reference_tbptt(base, seeds["dy"], 2, 3)
+    tb_ref = reference_tbptt(base, seeds["dy"], 2, 3)
 
     rows = []
     for dtype in ("float32", "float64"):
@@ -132,24 +115,9 @@ def gradcheck_rows(
         tb_err = max(_err(a[k], b[k]) for a, b in zip(tb, tb_ref) for k in _PARAMS)
         if len(tb) != len(tb_ref):
             tb_err = float("inf")
-        tol = tolerances[dtype]
-        ok = (
-            fwd_err <= tol["cpp_ref"]
-            and grad_err <= tol["cpp_ref"]
-            and fd_err <= tol["fd"]
-            and ref_fd <= fd_tol
-            and tb_err <= tol["cpp_ref"]
-        )
         rows.append(
-            {
-                "cell": "lstm_proj",
-                "dtype": dtype,
-                "fwd_cpp_ref": fwd_err,
-                "grad_cpp_ref": grad_err,
-                "grad_cpp_fd": fd_err,
-                "grad_ref_fd": ref_fd,
-                "tbptt_cpp_ref": tb_err,
-                "ok": bool(ok),
-            }
+            _gc_row(
+                "lstm_proj", dtype, fwd_err, grad_err, fd_err, ref_fd, tb_err, tolerances, fd_tol
+            )
         )
     return rows

@@ -16,7 +16,7 @@ Plots need matplotlib, the optional extra ``rnnfast[plot]``; it is imported only
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -534,27 +534,12 @@ def gradcheck(
             grad_err = max(_rel_err(grads[k], ref_grad[k]) for k in keys + ["dh_all"])
             fd_err = max(_rel_err(grads[k], fd[k]) for k in keys)
             tb_err = _gc_tbptt_err(F, R, spec, nl, arrs, sd["dy"], base, seeds["dy"])
-            tol = TOLERANCES[dtype]
-            ok = (
-                fwd_err <= tol["cpp_ref"]
-                and grad_err <= tol["cpp_ref"]
-                and fd_err <= tol["fd"]
-                and ref_fd <= _FD_TOL
-                and tb_err <= tol["cpp_ref"]
+            name = cell if cell != "rnn" else f"rnn-{nl}"
+            row = _gc_row(
+                name, dtype, fwd_err, grad_err, fd_err, ref_fd, tb_err, TOLERANCES, _FD_TOL
             )
-            all_ok &= ok
-            rows.append(
-                {
-                    "cell": cell if cell != "rnn" else f"rnn-{nl}",
-                    "dtype": dtype,
-                    "fwd_cpp_ref": fwd_err,
-                    "grad_cpp_ref": grad_err,
-                    "grad_cpp_fd": fd_err,
-                    "grad_ref_fd": ref_fd,
-                    "tbptt_cpp_ref": tb_err,
-                    "ok": bool(ok),
-                }
-            )
+            all_ok &= row["ok"]
+            rows.append(row)
     # the LSTM with projection runs beside the registry (rnnfast._proj): its rows
     from ._gradcheck_proj import gradcheck_rows
 
@@ -612,6 +597,15 @@ def _gc_finite_differences(
             total += float(np.sum(outs[2] * seeds["dc_n"]))
         return total
 
+    return _central_differences(objective, base, keys)
+
+
+def _central_differences(
+    objective: Callable[[Mapping[str, Any]], float], base: Mapping[str, Any], keys: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Central differences (eps = 1e-6) of ``objective`` with respect to every element of the
+    float64 arrays ``base[k]``, k in ``keys`` (each perturbed in a copy; ``base`` is not changed).
+    Shared with rnnfast._gradcheck_proj."""
     fd: dict[str, np.ndarray] = {}
     eps = 1e-6
     for k in keys:
@@ -630,6 +624,39 @@ def _gc_finite_differences(
             gflat[i] = (f_plus - f_minus) / (2 * eps)  # central difference, O(eps^2) error
         fd[k] = grad
     return fd
+
+
+def _gc_row(
+    cell: str,
+    dtype: str,
+    fwd_err: float,
+    grad_err: float,
+    fd_err: float,
+    ref_fd: float,
+    tb_err: float,
+    tolerances: Mapping[str, Mapping[str, float]],
+    fd_tol: float,
+) -> dict[str, Any]:
+    """One gradcheck row: the errors and ``ok`` (each within its tolerance). Shared with
+    rnnfast._gradcheck_proj."""
+    tol = tolerances[dtype]
+    ok = (
+        fwd_err <= tol["cpp_ref"]
+        and grad_err <= tol["cpp_ref"]
+        and fd_err <= tol["fd"]
+        and ref_fd <= fd_tol
+        and tb_err <= tol["cpp_ref"]
+    )
+    return {
+        "cell": cell,
+        "dtype": dtype,
+        "fwd_cpp_ref": fwd_err,
+        "grad_cpp_ref": grad_err,
+        "grad_cpp_fd": fd_err,
+        "grad_ref_fd": ref_fd,
+        "tbptt_cpp_ref": tb_err,
+        "ok": bool(ok),
+    }
 
 
 def _gc_tbptt_err(
