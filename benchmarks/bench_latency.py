@@ -7,6 +7,14 @@ it is timed, then the variants are alternated sample by sample (the order rotate
 each figure is the median of ``--repeats`` samples (a sample: the mean of as many calls as fill
 ``--min-sample`` seconds).
 
+Settling (rows with threads > 1): each variant is timed as if it ran alone in its process. Before
+every sample the run sleeps ``--settle`` seconds (onnxruntime's spinning pool and torch's threads of
+the previous sample wind down: ~20-40 ms of spinning after an onnxruntime run was measured), reads
+the compiled core's ``free_cpus()`` (rnnfast's load window starts there), and sleeps ``--settle``
+again. rnnfast picks its thread count from the CPU time that others took in that window (issue 12),
+so it then sees the machine's own load, not the other libraries' samples of this benchmark; on a
+machine shared with other work it may still, correctly, run on fewer threads than allowed.
+
 Variants
   rnnfast       ``rnnfast.functional.<cell>_forward(..., training=False)``, after
                 ``rnnfast.set_num_threads(threads)`` (threads is an upper bound: rnnfast takes as
@@ -84,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=7, help="samples per variant (median; >= 3)")
     p.add_argument("--min-sample", type=float, default=0.05, help="seconds per sample")
     p.add_argument("--tol", type=float, default=1e-4, help="max relative error vs the reference")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.12,
+        help="seconds of quiet before each sample of a row with threads > 1 (twice; 0: none)",
+    )
     p.add_argument("--no-ort", action="store_true", help="do not time onnxruntime")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument(
@@ -111,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name}: expected positive integers, got {bad}")
     if args.steps < 1:
         p.error(f"--steps: expected >= 1, got {args.steps}")
+    if not args.settle >= 0:
+        p.error(f"--settle: expected >= 0 seconds, got {args.settle}")
     if not args.min_sample > 0:
         p.error(f"--min-sample: expected > 0 seconds, got {args.min_sample}")
     if args.before_core is not None and not args.before_core.is_file():
@@ -349,6 +365,15 @@ def _calibrate(fn: Callable[[], Any], min_sample: float) -> int:
     return max(1, int(min_sample / dt))
 
 
+def _settle(core: Any, seconds: float) -> None:
+    """Quiet before a sample: the previous sample's threads wind down, then rnnfast's load window
+    (``free_cpus``) restarts and sees only the machine's own load (see the module docstring)."""
+    if seconds > 0:
+        time.sleep(seconds)
+        core.free_cpus()
+        time.sleep(seconds)
+
+
 def _sample(fn: Callable[[], Any], inner: int) -> float:
     t0 = time.perf_counter()
     for _ in range(inner):
@@ -395,6 +420,7 @@ def worker_main(path: Path) -> int:
     _load_core_from(path)
     import rnnfast
     import rnnfast.functional as functional
+    from rnnfast._loader import core
 
     fn: Callable[[], Any] | None = None
     out = sys.stdout
@@ -410,6 +436,8 @@ def worker_main(path: Path) -> int:
             inner = _calibrate(fn, float(req["min_sample"]))
             reply: dict[str, Any] = {"err": err, "where": where, "inner": inner}
         elif req["cmd"] == "sample" and fn is not None:
+            if hasattr(core, "free_cpus"):  # (a core older than issue 12 has no load window)
+                _settle(core, float(req.get("settle", 0.0)))
             reply = {"seconds": _sample(fn, int(req["inner"]))}
         else:
             reply = {"error": f"unknown request {req!r}"}
@@ -485,6 +513,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "onnxruntime": getattr(ort, "__version__", None),
         "torch": getattr(torch, "__version__", None),
         "before_core": str(args.before_core) if args.before_core else None,
+        "settle_s": args.settle,
     }
     print(f"CPU: {meta['cpu_model']} ({meta['cpus']} CPUs), caches {caches}, core {core.variant}")
     barrier_start = [core.barrier_probe(2, 2000) for _ in range(3)]
@@ -559,8 +588,19 @@ def _row(
         calls["ort_nospin"] = ort_call(ort, model, cell, inp, thr, spin=False)
     if torch is not None:
         calls["torch"] = torch_call(torch, cell, inp)
+    from rnnfast._loader import core
+
     row: dict[str, Any] = {"cell": cell, "hidden": h, "batch": b, "threads": thr, "errors": {}}
     samplers: dict[str, Callable[[], float]] = {}
+    settle = args.settle if thr > 1 else 0.0
+
+    def settled(fn: Callable[[], Any], inner: int) -> Callable[[], float]:
+        def sample() -> float:
+            _settle(core, settle)
+            return _sample(fn, inner)
+
+        return sample
+
     for name, fn in calls.items():
         err, where = max_error(_outputs(cell, fn()), expected)
         row["errors"][name] = err
@@ -568,7 +608,7 @@ def _row(
             print(f"  {cell} H={h} B={b} thr={thr} {name}: FAILED (error {err:.2e} in {where})")
             continue
         inner = _calibrate(fn, args.min_sample)
-        samplers[name] = lambda fn=fn, inner=inner: _sample(fn, inner)
+        samplers[name] = settled(fn, inner)
     if worker is not None:
         np.savez(tmp, **expected)
         rep = worker.ask(
@@ -579,7 +619,7 @@ def _row(
         row["errors"]["before"] = rep["err"]
         if rep["err"] <= args.tol:
             samplers["before"] = lambda inner=rep["inner"]: worker.ask(
-                {"cmd": "sample", "inner": inner}
+                {"cmd": "sample", "inner": inner, "settle": settle}
             )["seconds"]
         else:
             print(f"  {cell} H={h} B={b} thr={thr} before: FAILED (error {rep['err']:.2e})")
@@ -636,6 +676,9 @@ def markdown(doc: Mapping[str, Any]) -> str:
         f"CPU: {meta['cpu_model']} ({meta['cpus']} CPUs), caches {meta['caches']}, "
         f"core {meta['variant']}, load {meta['loadavg_start']} -> {meta['loadavg_end']}, "
         f"{meta['date']}",
+        "",
+        f"Settle: {meta.get('settle_s', 0)} s of quiet twice before each sample of a row with "
+        "threads > 1 (each variant timed as if alone in its process).",
         "",
         "Barrier, running team of 2, us per round (OpenMP / StepBarrier): "
         + ", ".join(

@@ -27,12 +27,24 @@ _PARAM_KEYS = ("w_ih", "w_hh", "b_ih", "b_hh")
 # --------------------------------------------------------------------------------------------------
 
 
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_ndarray = np.ndarray
+
+
 def _float_array(name: str, a: Any, dtype: np.dtype | None = None) -> Array:
     """``a`` as a C-contiguous float32/float64 array (of ``dtype`` when given), else TypeError.
 
     The result always carries NumPy's canonical float32/float64 descriptor (byte-swapped input is
     converted, dtype metadata dropped), which is what the compiled core checks for.
     """
+    # The common case first, returned as it is (what the general path below returns for it too):
+    # an ndarray (not a subclass) with the canonical descriptor, of the wanted dtype, C-contiguous.
+    # It costs ~0.3 us where the general path takes ~1.5 us, per array and call (7 arrays a call).
+    if type(a) is _ndarray:
+        dt = a.dtype
+        if (dt is _F32 or dt is _F64) and (dtype is None or dt == dtype) and a.flags.c_contiguous:
+            return a
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
     try:
@@ -131,7 +143,8 @@ class _Args:
             raise ValueError(
                 f"x: expected a 3-D array of shape (T, B, I), got shape {self.x.shape}"
             )
-        self.T, self.B, self.I = (int(n) for n in self.x.shape)
+        t, b, i = self.x.shape
+        self.T, self.B, self.I = int(t), int(b), int(i)
         if self.T < 1 or self.B < 1 or self.I < 1:
             raise ValueError(f"x: expected shape (T, B, I) with T, B, I >= 1, got {self.x.shape}")
         self.w_ih = _float_array("w_ih", w_ih, self.dtype)
@@ -151,14 +164,15 @@ class _Args:
 
     def arr(self, name: str, a: Any, shape: tuple[int, ...]) -> Array:
         out = _float_array(name, a, self.dtype)
-        _check_shape(name, out, shape)
+        if out.shape != shape:
+            _check_shape(name, out, shape)
         return out
 
     def opt(self, name: str, a: Any, shape: tuple[int, ...]) -> Array | None:
         return None if a is None else self.arr(name, a, shape)
 
     def state(self, name: str, a: Any) -> Array | None:
-        return self.opt(name, a, (self.B, self.H))
+        return None if a is None else self.arr(name, a, (self.B, self.H))
 
     def check_forward_memory(self, cell: str, training: bool) -> None:
         """MemoryError naming x and w_hh when y and the activations cannot fit in memory."""
@@ -172,8 +186,10 @@ class _Args:
             )
         else:  # the input-projection workspace
             n += t * b * g * h
-        what = f"x, w_hh: T={t}, B={b}, H={h} ({cell}, training={training})"
-        _check_memory(what, n * self.dtype.itemsize)
+        limit = _memory_limit()
+        if limit is not None and n * self.dtype.itemsize > limit:  # (the message only when raised)
+            what = f"x, w_hh: T={t}, B={b}, H={h} ({cell}, training={training})"
+            _check_memory(what, n * self.dtype.itemsize)
 
     def lengths(self, lengths: Any) -> Array | None:
         if lengths is None:
