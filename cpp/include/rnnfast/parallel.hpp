@@ -140,19 +140,27 @@ inline void split_range(Index count, int n, int i, Index& begin, Index& end) {
 }
 
 // out = lhs * rhs (+ init broadcast to every row, when init is given) for the large products of a
-// call (the input projection, dW_hh, dW_ih, dx), the rows of out split over threads at multiples of
-// 48 rows (a multiple of Eigen's register-block height for every scalar and SIMD width), each part
-// one single-threaded Eigen GEMM. Eigen's blocking along the reduction depends only on its length, so
-// every output element is summed in the same order with 1 or 2 threads: results are bitwise
-// identical across thread counts. product_threads decides how many threads a product is worth.
+// call (the input projection, dW_hh, dW_ih, dx), the rows of out split over threads near-evenly in
+// blocks of 4 rows (the last block also takes the M % 4 rows left over), each part one
+// single-threaded Eigen GEMM. Eigen computes a row-major out as out^T = rhs^T lhs^T, so the rows of
+// out are its register block's columns (nr = 4 for every scalar and SIMD width in Eigen 3.4): parts
+// that start at multiples of 4 keep every row in the same 4-column block (or the same remainder) as
+// one GEMM over all rows would, and Eigen's blocking along the reduction depends only on its length,
+// so every output element is summed in the same order with any thread count: results are bitwise
+// identical across thread counts. No part is a single row (unless M = 1): Eigen runs a one-row
+// product as a GEMV, which sums in another order (the old 48-row blocks did that to the last row
+// when M = 48k + 1). (48-row blocks also split the 100 rows of a B = 1 input projection 96 / 4 at
+// 2 threads; 4-row blocks split them 52 / 48.) product_threads decides how many threads it is worth.
 // With init, each part is first filled with init and the product accumulated onto it: Eigen's
 // `out = lhs * rhs` zero-fills out before accumulating, so this saves two passes over out.
 template <class Out, class Lhs, class Rhs>
 void parallel_product(Out out, const Lhs& lhs, const Rhs& rhs, const typename Out::Scalar* init = nullptr) {
   using S = typename Out::Scalar;
-  constexpr Index kRowAlign = 48;
+  constexpr Index kRowAlign = 4;  // Eigen's nr (see above)
+  static_assert(kRowAlign % Eigen::internal::gebp_traits<S, S>::nr == 0,
+                "parts of out must start at Eigen's register-block columns (bitwise across thread counts)");
   const Index M = out.rows();
-  const Index blocks = (M + kRowAlign - 1) / kRowAlign;
+  const Index blocks = std::max<Index>(1, M / kRowAlign);  // the last one ends at M
   const double flops =
       2.0 * static_cast<double>(M) * static_cast<double>(out.cols()) * static_cast<double>(lhs.cols());
   const int nt = product_threads(flops, blocks);
@@ -176,7 +184,7 @@ void parallel_product(Out out, const Lhs& lhs, const Rhs& rhs, const typename Ou
     const TeamSlot me = team_slot();
     Index b0 = 0, b1 = 0;
     split_range(blocks, me.nth, me.tid, b0, b1);
-    const Index r0 = std::min(M, b0 * kRowAlign), r1 = std::min(M, b1 * kRowAlign);
+    const Index r0 = b0 == blocks ? M : b0 * kRowAlign, r1 = b1 == blocks ? M : b1 * kRowAlign;
     if (r1 > r0) part(r0, r1 - r0);
   }
 }
