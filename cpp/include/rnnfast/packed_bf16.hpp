@@ -12,7 +12,7 @@
 // Semantics, per output element: out = sum_k bf16(a_k) * w_k (+ out), w_k the bf16 value of W_hh's
 // entry, bf16() = round to nearest even. Each product bf16 * bf16 is exact in float32; the sum is
 // accumulated in float32 in packed.hpp's order (k ascending). The left operand (h_{t-1}, or dgates in
-// backward) is rounded as it is broadcast, so callers pass their float32 rows unchanged.
+// backward) is rounded by product() itself (once per call), so callers pass their float32 rows.
 //
 // No native bf16 instruction is used (AVX512_BF16's vdpbf16ps, AMX): this file is the portable path.
 #pragma once
@@ -25,6 +25,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "rnnfast/activations.hpp"  // vec::Packet, vec::width
 #include "rnnfast/bf16.hpp"
@@ -157,7 +158,8 @@ inline void pack_backward(PackedMatrix& p, Bf16* storage, const float* w_hh /* (
 
 namespace detail {
 
-// out[r, col[v] .. col[v]+valid[v]) (+)= sum_k bf16(A[r, k]) * P_v[k, :]   for MR rows, NV vectors.
+// out[r, col[v] .. col[v]+valid[v]) (+)= sum_k A[r, k] * P_v[k, :]   for MR rows, NV vectors; A holds
+// bf16 values already (product() rounds it once).
 template <int MR, int NV>
 inline void micro_kernel(float* out, Index ldo, const float* a, Index lda, const PackedMatrix& p, Index v0,
                          Index k0, Index k1, bool accumulate) {
@@ -173,7 +175,7 @@ inline void micro_kernel(float* out, Index ldo, const float* a, Index lda, const
     P wk[NV];
     for (int v = 0; v < NV; ++v) wk[v] = load_widen(w[v] + k * V);
     for (int r = 0; r < MR; ++r) {
-      const P ar = Eigen::internal::pset1<P>(bf16::round(a[r * lda + k]));
+      const P ar = Eigen::internal::pset1<P>(a[r * lda + k]);
       for (int v = 0; v < NV; ++v) acc[r][v] = Eigen::internal::pmadd(ar, wk[v], acc[r][v]);
     }
   }
@@ -218,8 +220,15 @@ inline void dispatch_nv(int nv, float* out, Index ldo, const float* a, Index lda
 // out (M, N) (+)= bf16(A) (M, K) * P over the vectors [v_begin, v_end) of P only (a thread's share).
 // out and A are row-major float32 with leading dimensions ldo, lda. Tiles and reduction blocking as
 // packed::product (fixed by the shapes, never by the thread count: bitwise the same for any team).
-inline void product(float* out, Index ldo, const float* a, Index lda, Index M, const PackedMatrix& p,
+inline void product(float* out, Index ldo, const float* a_in, Index lda_in, Index M, const PackedMatrix& p,
                     Index v_begin, Index v_end, bool accumulate) {
+  // bf16(A) once per call, into this thread's buffer (grown on the first call of a shape, then
+  // reused: no allocation in the steady state), instead of once per broadcast (once per tile).
+  thread_local std::vector<float> a_work;
+  const Index lda = p.K;
+  if (a_work.size() < static_cast<std::size_t>(M * lda)) a_work.resize(static_cast<std::size_t>(M * lda));
+  for (Index r = 0; r < M; ++r) bf16::round(a_work.data() + r * lda, a_in + r * lda_in, lda);
+  const float* a = a_work.data();
   const int nv_tile = M == 1 ? 8 : (M == 2 ? 6 : (M == 3 ? 4 : 3));
   // the vectors of a tile are half the bytes of packed.hpp's: twice the k per L1 block
   const Index kc_l1 = std::max<Index>(64, (24 * 1024) / (3 * V * static_cast<Index>(sizeof(Bf16))));
