@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from helpers import (
@@ -300,6 +300,12 @@ def _tbptt_case(draw: Any) -> tuple[int, int, int, int, int, int, int]:
 def test_property_tbptt_matches_construction(case: tuple[int, ...], which: int, f32: bool) -> None:
     t_steps, k1, k2, batch, n_in, hidden, seed = case
     cell, nonlinearity = CELLS[which]
+    if f32 and any(name == "gamma_ih" for name, _ in get_cell(cell).extra_params):
+        # degenerate layer norms: of a rank-1 row (W_ih x_t with I = 1, W_hh h_{t-1} with H = 1), or
+        # of H <= 2 units (LN(c_t) is then +-1 up to eps), which depend on x_t / h_{t-1} / c_t only
+        # through eps: those gradients are eps-sized cancellations that float32 cannot resolve to
+        # 1e-4 (float64 still checks these shapes)
+        assume(n_in > 1 and hidden > 2)
     dtype = np.float32 if f32 else np.float64
     inp = make_inputs(cell, t_steps, batch, n_in, hidden, dtype=dtype, seed=seed)
     want = construction(cell, nonlinearity, inp, k1, k2)
