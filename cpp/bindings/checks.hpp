@@ -49,13 +49,18 @@ bool dtype_is(const py::dtype& dt) {
          dt.attr("isnative").cast<bool>();
 }
 
-// Checks that obj is a C-contiguous array of dtype S and the given shape; returns its data.
-template <class S>
-S* checked(const char* name, const py::handle& obj, const std::vector<Index>& shape) {
+// obj as an array, or TypeError naming the argument and the type received.
+inline py::array as_array(const char* name, const py::handle& obj) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(std::string(name) + ": expected a numpy array, got " +
                          std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
-  auto a = py::reinterpret_borrow<py::array>(obj);
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+// Checks that obj is a C-contiguous array of dtype S and the given shape; returns its data.
+template <class S>
+S* checked(const char* name, const py::handle& obj, const std::vector<Index>& shape) {
+  auto a = as_array(name, obj);
   if (!dtype_is<S>(a.dtype()))
     throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<S>() + ", got " +
                          std::string(py::str(a.dtype())));
@@ -71,6 +76,17 @@ S* checked(const char* name, const py::handle& obj, const std::vector<Index>& sh
 template <class S>
 S* checked_opt(const char* name, const py::handle& obj, const std::vector<Index>& shape) {
   return obj.is_none() ? nullptr : checked<S>(name, obj, shape);
+}
+
+// Sequence lengths (B) as int64 in [0, T], or nullptr for None (every sequence has T steps).
+inline const std::int64_t* checked_lengths(const py::handle& obj, Index T, Index B) {
+  if (obj.is_none()) return nullptr;
+  const std::int64_t* p = checked<std::int64_t>("lengths", obj, {B});
+  for (Index b = 0; b < B; ++b)
+    if (p[b] < 0 || p[b] > T)
+      throw py::value_error("lengths: expected 0 <= lengths[b] <= T = " + std::to_string(T) +
+                            ", got lengths[" + std::to_string(b) + "] = " + std::to_string(p[b]));
+  return p;
 }
 
 // An uninitialised result array. Large ones live in memory.hpp blocks (pre-faulted, and reused by

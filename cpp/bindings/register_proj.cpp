@@ -22,7 +22,7 @@ using rnnfast::ProjDims;
 
 namespace {
 
-using namespace rnnfast_bind;  // checked, checked_opt, empty, dispatch (checks.hpp)
+using namespace rnnfast_bind;  // as_array, checked, checked_opt, checked_lengths, empty, dispatch
 
 // What a training forward keeps for its backward (ProjActivations' buffers), plus its lengths.
 template <class S>
@@ -46,23 +46,6 @@ struct ProjCache {
     return sizeof(S) * static_cast<std::size_t>(act.size() + h.size() + c.size() + tc.size() + m.size());
   }
 };
-
-const std::int64_t* checked_lengths(const py::handle& obj, Index T, Index B) {
-  if (obj.is_none()) return nullptr;
-  const std::int64_t* p = checked<std::int64_t>("lengths", obj, {B});
-  for (Index b = 0; b < B; ++b)
-    if (p[b] < 0 || p[b] > T)
-      throw py::value_error("lengths: expected 0 <= lengths[b] <= T = " + std::to_string(T) +
-                            ", got lengths[" + std::to_string(b) + "] = " + std::to_string(p[b]));
-  return p;
-}
-
-py::array as_array(const char* name, const py::handle& obj) {
-  if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(name) + ": expected a numpy array, got " +
-                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
-  return py::reinterpret_borrow<py::array>(obj);
-}
 
 // T, B, I from x; H from w_hh's rows (4H, P); P from w_hr (P, H).
 ProjDims dims_of(const py::handle& x, const py::handle& w_hh, const py::handle& w_hr) {

@@ -8,6 +8,7 @@
 #include "rnnfast/cells/lstm.hpp"
 #include "rnnfast/packed.hpp"
 #include "rnnfast/parallel.hpp"
+#include "rnnfast/ragged.hpp"
 #include "rnnfast/sequence.hpp"  // column_sums, detail::copy_or_zero, forced_loop_threads
 
 #if defined(_OPENMP)
@@ -269,28 +270,17 @@ void lstm_proj_backward(const ProjGrads<S>& g, const ProjActivations<S>& cache, 
     }
   }
 
-  // Weight gradients: single GEMMs over all T*B rows. Padded steps have dgates = 0, but 0 * NaN = NaN:
-  // x rows and carried states at padded steps (never read by the forward) are zeroed in copies, as in
-  // sequence_backward. m_t and dh_t are 0 at padded steps already.
+  // Weight gradients: single GEMMs over all T*B rows. A ragged batch's x rows and carried states at
+  // padded steps are zeroed in copies (ragged.hpp, as in sequence_backward); m_t and dh_t are 0 at
+  // padded steps already.
   const S* x_used = x;
   const S* h_used = cache.h;
-  const bool padded = lengths && std::any_of(lengths, lengths + B, [T](std::int64_t n) { return n < T; });
+  const bool padded = any_padded(lengths, T, B);
   Scratch<S> zero_store(3, padded ? T * B * (I + P) : 0);
   if (padded) {
     S* xz = zero_store.data();
     S* hz = xz + T * B * I;
-    for (Index t = 0; t < T; ++t)
-      for (Index b = 0; b < B; ++b) {
-        const Index row = t * B + b;
-        const bool valid = t < lengths[b];
-        if (valid) {
-          std::copy(x + row * I, x + (row + 1) * I, xz + row * I);
-          std::copy(cache.h + row * P, cache.h + (row + 1) * P, hz + row * P);
-        } else {
-          std::fill(xz + row * I, xz + (row + 1) * I, S(0));
-          std::fill(hz + row * P, hz + (row + 1) * P, S(0));
-        }
-      }
+    zero_padded_rows(xz, hz, x, cache.h, lengths, T, B, I, P);
     x_used = xz;
     h_used = hz;
   }
