@@ -435,3 +435,25 @@ def test_diagnose_plot_reports_the_file_it_writes(tmp_path, capsys) -> None:
     assert code == 0, err
     assert f"wrote {tmp_path / 'flow.png'}" in out
     assert (tmp_path / "flow.png").is_file()
+
+
+def test_train_zoneout_and_recurrent_dropout_reach_the_stack(capsys) -> None:
+    """--zoneout / --recurrent-dropout (run_task's zoneout=, recurrent_dropout=) set the recurrent
+    stack's options; bad rates and cells without recurrent weights are user errors."""
+    from rnnfast.tasks import run_task
+
+    seen: list = []
+    res = run_task(
+        "sine", cell="lstm", hidden=6, zoneout=0.1, recurrent_dropout=0.2, epochs=1, n_train=32,
+        n_val=16, on_model=seen.append,
+    )  # fmt: skip
+    assert seen[0].rnn.zoneout == (0.1, 0.1) and seen[0].rnn.recurrent_dropout == 0.2
+    assert math.isfinite(res.final["val_mse"])
+    code, out, err = _main(["train", *TINY, "--cell", "gru", "--zoneout", "0.05"], capsys)
+    assert code == 0, err
+    assert "zoneout=0.05" in out
+    code, _, err = _main(["train", *TINY, "--recurrent-dropout", "1.0"], capsys)
+    assert code == 2 and "--recurrent-dropout: expected a rate in [0, 1), got '1.0'" in err
+    code, _, err = _main(["train", *TINY, "--cell", "mingru", "--zoneout", "0.1"], capsys)
+    assert code == 2 and "zoneout: the minimal cell 'mingru' has no recurrent weights" in err
+    assert "Traceback" not in err

@@ -32,6 +32,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _rate(text: str) -> float:
+    """A probability in [0, 1) (a dropout or zoneout rate)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text!r}")
+    return v
+
+
 def _nonneg_int(text: str) -> int:
     try:
         v = int(text)

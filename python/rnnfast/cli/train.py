@@ -20,6 +20,7 @@ from ._common import (
     _patience,
     _positive_float,
     _positive_int,
+    _rate,
     _set_threads,
     _write_json,
     add_common,
@@ -92,6 +93,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "n_train": args.n_train,
         "mode": args.mode,
         "proj": getattr(args, "proj", None),
+        "zoneout": getattr(args, "zoneout", None),
+        "recurrent_dropout": getattr(args, "recurrent_dropout", None),
         "precision": getattr(args, "precision", None),
     }
 
@@ -117,6 +120,7 @@ def _task_config(
         )
     proj = {k: extra.pop(k) for k in ("proj",) if k in extra}  # run_task's, not the task's
     run_opts = {k: extra.pop(k) for k in ("precision",) if k in extra}  # run_task's too
+    regularise = {k: extra.pop(k) for k in ("zoneout", "recurrent_dropout") if k in extra}
     try:
         cfg = task.config(**extra)
     except (ValueError, TypeError) as exc:
@@ -124,7 +128,9 @@ def _task_config(
     if proj and cfg["cell"] != "lstm_proj":
         raise CLIError(f"--proj: only with --cell lstm_proj, got cell {cfg['cell']!r}")
     cfg.update(proj)
+    cfg.update(regularise)  # shown in the config line; run_task checks them
     extra.update(proj)
+    extra.update(regularise)
     extra.update(run_opts)
     return extra, cfg
 
@@ -149,6 +155,9 @@ def _print_config(task: Any, cfg: dict[str, Any], out: Any) -> None:
     )
     if cfg.get("early_stopping") not in (None, False):
         shown += f", early_stopping={cfg['early_stopping']}"
+    for key in ("zoneout", "recurrent_dropout"):
+        if cfg.get(key):
+            shown += f", {key}={cfg[key]}"
     print(f"rnnfast: {shown}", file=out)
 
 
@@ -455,6 +464,19 @@ def _add_training_options(tr: argparse.ArgumentParser) -> None:
         "--proj",
         type=_positive_int,
         help="projection size P of --cell lstm_proj (PyTorch's proj_size; default hidden // 2)",
+    )
+    tr.add_argument(
+        "--zoneout",
+        type=_rate,
+        metavar="P",
+        help="zoneout rate of the recurrent units in training (Krueger et al. 2017; default 0)",
+    )
+    tr.add_argument(
+        "--recurrent-dropout",
+        type=_rate,
+        metavar="P",
+        help="variational dropout rate on h_{t-1} entering W_hh, one mask per sequence "
+        "(Gal & Ghahramani 2016; default 0)",
     )
     tr.add_argument(
         "--layers",

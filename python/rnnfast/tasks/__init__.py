@@ -134,7 +134,8 @@ def run_task(
     batch_size, epochs, lr, optimizer, clip_norm, bptt (a (k1, k2) pair or None), dtype, seed, init,
     early_stopping (a patience in epochs on val_loss, restoring the best epoch's weights; any task;
     default the task's, else none; False turns a task's default off), proj (the projection size of
-    cell "lstm_proj"; default hidden // 2), precision ("fp32" or "bf16": :func:`rnnfast.fit`'s,
+    cell "lstm_proj"; default hidden // 2), zoneout and recurrent_dropout (rates of the recurrent
+    stack's options, training only; see :class:`rnnfast.LSTM`), precision ("fp32" or "bf16": :func:`rnnfast.fit`'s,
     also used for the final evaluation), and task options. ``final`` holds ``val_loss`` (the training loss on val), the task's score
     (``val_mse`` for regression: the plain mean squared error; ``val_accuracy`` for classification)
     and every baseline of ``task.baseline``.
@@ -145,6 +146,7 @@ def run_task(
         task = get_task(task)
     patience = overrides.pop("early_stopping", None)  # every task takes it
     proj = overrides.pop("proj", None)  # so does the projection size of cell "lstm_proj"
+    regularise = {k: overrides.pop(k) for k in ("zoneout", "recurrent_dropout") if k in overrides}
     precision = _precision.check_precision(overrides.pop("precision", "fp32"))
     cfg = task.config(**overrides)
     if patience is not None:
@@ -153,6 +155,7 @@ def run_task(
         if cfg["cell"] != "lstm_proj":
             raise ValueError(f"proj: only the 'lstm_proj' cell takes one, got cell {cfg['cell']!r}")
         cfg["proj"] = proj
+    cfg.update({k: v for k, v in regularise.items() if v is not None})
     patience = cfg.get("early_stopping")
     if cfg["cell"] not in CELLS:
         raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {cfg['cell']!r}")

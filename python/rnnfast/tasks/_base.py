@@ -244,6 +244,11 @@ class Task:
         if cell == "lstm_proj":  # the LSTM with projection: proj_size from cfg["proj"]
             cell = "lstm"
             rnn_kwargs["proj_size"] = int(cfg.get("proj") or max(1, int(cfg["hidden"]) // 2))
+        for key in ("zoneout", "recurrent_dropout"):  # the stack's regularisers (run_task's)
+            if cfg.get(key):
+                if cell in MINIMAL_CELLS:
+                    raise ValueError(f"{key}: the minimal cell {cell!r} has no recurrent weights")
+                rnn_kwargs[key] = cfg[key]
         if cell == "rnn-relu":
             cell = "rnn"
             rnn_kwargs["nonlinearity"] = "relu"
