@@ -41,6 +41,9 @@ put independent sequences in B, not in a vmapped axis.
 dtypes: float32, or float64 with ``jax_enable_x64``; every float argument must have x's dtype.
 
 Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not defined (a custom_vjp).
+
+The LSTM with projection (PyTorch's ``proj_size``) is ``lstm(..., w_hr=W_hr)``: the same
+custom_vjp and host calls over the kernels of :mod:`rnnfast._proj` (no Flax module yet).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without jax
     raise ImportError("rnnfast.jax needs JAX: pip install 'rnnfast[jax]'") from exc
 
+from . import _proj
 from . import functional as F
 from ._argcheck import (
     check_bias_pair,
@@ -90,22 +94,28 @@ __all__ = [
 CACHE_LIMIT_BYTES = 1 << 30
 
 _GATES = {c.name: c.gates for c in CELLS}  # gate count per cell, from the registry
+# The LSTM with projection (``lstm(..., w_hr=)``): its kernels live beside the registry
+# (rnnfast._proj); the callbacks and the custom_vjp below take it as one more cell name.
+_PROJ = "lstm_proj"
 
 # --------------------------------------------------------------------------------------------------
 # host store: forward activations by token, for the backward callback
 # --------------------------------------------------------------------------------------------------
 
-_store: OrderedDict[int, F.SequenceCache] = OrderedDict()
+_store: OrderedDict[int, Any] = OrderedDict()  # SequenceCache or ProjCache
 _store_bytes = 0
 _store_lock = threading.Lock()
 _token_counter = itertools.count(1)
 
 
-def _put(cache: F.SequenceCache) -> int:
+def _put(cache: F.SequenceCache | _proj.ProjCache) -> int:
     global _store_bytes
     # the cache keeps references to the callback's input buffers, which belong to XLA: drop them
     # (the backward callback supplies the same values as residuals)
-    cache.x = cache.w_ih = cache.w_hh = cache.b_ih = cache.b_hh = None  # type: ignore[assignment]
+    if isinstance(cache, _proj.ProjCache):
+        cache.x, cache.weights = None, ()  # type: ignore[assignment]
+    else:
+        cache.x = cache.w_ih = cache.w_hh = cache.b_ih = cache.b_hh = None  # type: ignore[assignment]
     token = next(_token_counter) % (2**31 - 1) + 1
     n = cache.nbytes
     with _store_lock:
@@ -117,7 +127,7 @@ def _put(cache: F.SequenceCache) -> int:
     return token
 
 
-def _pop(token: int) -> F.SequenceCache | None:
+def _pop(token: int) -> Any:
     global _store_bytes
     with _store_lock:
         cache = _store.pop(token, None)
@@ -144,13 +154,20 @@ def cache_info() -> dict[str, int]:
 # the callbacks (host side): plain NumPy, vmapped axes leading (vmap_method="expand_dims")
 # --------------------------------------------------------------------------------------------------
 
-# argument order of every callback: x, h0, [c0], w_ih, w_hh, [b_ih, b_hh], [lengths]
-_BASE_NDIM = {"x": 3, "h0": 2, "c0": 2, "w_ih": 2, "w_hh": 2, "b_ih": 1, "b_hh": 1, "lengths": 1}
+# argument order of every callback: x, h0, [c0], w_ih, w_hh, [b_ih, b_hh], [w_hr], [lengths]
+_BASE_NDIM = {
+    "x": 3, "h0": 2, "c0": 2, "w_ih": 2, "w_hh": 2, "b_ih": 1, "b_hh": 1, "w_hr": 2, "lengths": 1,
+}  # fmt: skip
+
+
+def _has_c(cell: str) -> bool:
+    return cell == _PROJ or get_cell(cell).has_cell_state
 
 
 def _names(cell: str, bias: bool, ragged: bool) -> list[str]:
-    names = ["x", *get_cell(cell).state_names, "w_ih", "w_hh"]
-    return names + (["b_ih", "b_hh"] if bias else []) + (["lengths"] if ragged else [])
+    states = ("h0", "c0") if cell == _PROJ else get_cell(cell).state_names
+    names = ["x", *states, "w_ih", "w_hh"] + (["b_ih", "b_hh"] if bias else [])
+    return names + (["w_hr"] if cell == _PROJ else []) + (["lengths"] if ragged else [])
 
 
 def _lead_shape(arrs: Sequence[np.ndarray], bases: Sequence[int]) -> tuple[int, ...]:
@@ -167,8 +184,14 @@ def _instance(a: np.ndarray, base: int, idx: tuple[int, ...]) -> np.ndarray:
 
 def _kernel_forward(
     cell: str, nl: str, a: dict[str, np.ndarray | None], training: bool
-) -> tuple[list[np.ndarray], F.SequenceCache | None]:
-    """One call of the functional forward; returns ([y, h_n(, c_n)], cache)."""
+) -> tuple[list[np.ndarray], Any]:
+    """One call of the functional forward; returns ([y, h_n(, c_n)], cache or None)."""
+    if cell == _PROJ:
+        y, h, c, pcache = _proj.lstm_proj_forward(
+            a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a.get("b_ih"), a.get("b_hh"),
+            a["w_hr"], lengths=a.get("lengths"), training=training,
+        )  # fmt: skip
+        return [y, h, c], pcache
     if cell == "lstm":
         y, h, c, cache = F.lstm_forward(
             a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a.get("b_ih"), a.get("b_hh"),
@@ -246,22 +269,27 @@ def _folded_forward(
     y = outs[0]  # (T, N*B, H) -> (*lead, T, B, H)
     t, nb, h = y.shape
     y = np.moveaxis(y.reshape(t, *lead, nb // n, h), 0, k)
-    states = [s.reshape(*lead, nb // n, h) for s in outs[1:]]
+    states = [s.reshape(*lead, nb // n, s.shape[-1]) for s in outs[1:]]  # (N*B, .) -> (*lead, B, .)
     return (np.ascontiguousarray(y), *states)
 
 
 def _backward_callback(cell: str, nl: str, names: list[str]) -> Any:
     """The host function of the backward: (token, inputs..., dy, dh_n(, dc_n)) -> gradients of
-    x, h0(, c0), w_ih, w_hh(, b_ih, b_hh)."""
-    has_c = get_cell(cell).has_cell_state
+    x, h0(, c0), w_ih, w_hh(, b_ih, b_hh)(, w_hr)."""
+    has_c = _has_c(cell)
     all_names = ["token", *names, "dy", "dh_n"] + (["dc_n"] if has_c else [])
     bases = [0] + [_BASE_NDIM[n] for n in names] + [3, 2] + ([2] if has_c else [])
     grad_names = [n for n in names if n != "lengths"]
 
-    def grads(a: dict[str, np.ndarray], cache: F.SequenceCache | None) -> list[np.ndarray]:
+    def grads(a: dict[str, np.ndarray], cache: Any) -> list[np.ndarray]:
         if cache is None:  # dropped, rematerialised or already used: recompute the forward
             _, cache = _kernel_forward(cell, nl, a, True)
             assert cache is not None
+        if cell == _PROJ:  # a ProjCache over the same buffers, pointed at this call's inputs
+            w = tuple(a.get(k) for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr"))
+            pc = _proj.ProjCache(cache._core, a["x"], w)
+            gp = _proj.lstm_proj_backward(pc, a["dy"], a["dh_n"], a["dc_n"])
+            return [gp[n] for n in grad_names]  # type: ignore[misc]
         # a shallow copy pointed at this call's inputs (the same values the forward saw)
         c = F.SequenceCache.__new__(F.SequenceCache)
         for slot in F.SequenceCache.__slots__:
@@ -331,7 +359,7 @@ def _host_call(callback: Any, shapes: Sequence[Any], bases: Sequence[int], *args
 # the custom_vjp (JAX side)
 # --------------------------------------------------------------------------------------------------
 
-_ARGS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "lengths")
+_ARGS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "lengths")
 
 
 def _present(cell: str, args: tuple[Any, ...]) -> tuple[str, ...]:
@@ -341,10 +369,10 @@ def _present(cell: str, args: tuple[Any, ...]) -> tuple[str, ...]:
 
 def _out_shapes(cell: str, x: Any, w_hh: Any) -> list[Any]:
     t, b, _ = x.shape
-    h = w_hh.shape[1]
+    h = w_hh.shape[1]  # the hidden state's width: H, or P with a projection (w_hh (4H, P))
     shapes = [jax.ShapeDtypeStruct((t, b, h), x.dtype), jax.ShapeDtypeStruct((b, h), x.dtype)]
-    if cell == "lstm":
-        shapes.append(jax.ShapeDtypeStruct((b, h), x.dtype))
+    if _has_c(cell):  # c_n (B, H)
+        shapes.append(jax.ShapeDtypeStruct((b, w_hh.shape[0] // 4), x.dtype))
     return shapes
 
 
@@ -410,8 +438,10 @@ def _prepare(
     b_hh: Any,
     lengths: Any,
     batch_first: bool,
+    w_hr: Any = None,
 ) -> tuple[Any, ...]:
-    """Checked arguments in the order of _ARGS (time-major x, zero states for None)."""
+    """Checked arguments in the order of _ARGS (time-major x, zero states for None). ``w_hr``: the
+    projection (P, H) of cell _PROJ (w_hh is then (4H, P), h0 (B, P))."""
     batch_first = check_bool("batch_first", batch_first)
     x = jnp.asarray(x)
     if x.dtype not in (jnp.float32, jnp.float64):
@@ -431,19 +461,40 @@ def _prepare(
         return v
 
     w_ih, w_hh = arr("w_ih", w_ih, None), arr("w_hh", w_hh, None)
-    _, b, _, h = sequence_sizes(_GATES[cell], x.shape, w_ih.shape, w_hh.shape)
+    if cell == _PROJ:
+        w_hr = arr("w_hr", w_hr, None)
+        _, b, _, h, p = _proj_sizes(x.shape, w_ih.shape, w_hh.shape, w_hr.shape)
+    else:
+        _, b, _, h = sequence_sizes(_GATES[cell], x.shape, w_ih.shape, w_hh.shape)
+        p = h  # the hidden state's width
     check_bias_pair(b_ih, b_hh)
     if b_ih is not None:
         b_ih = arr("b_ih", b_ih, (w_ih.shape[0],))
         b_hh = arr("b_hh", b_hh, (w_ih.shape[0],))
-    h0 = jnp.zeros((b, h), x.dtype) if h0 is None else arr("h0", h0, (b, h))
-    if get_cell(cell).has_cell_state:
+    h0 = jnp.zeros((b, p), x.dtype) if h0 is None else arr("h0", h0, (b, p))
+    if _has_c(cell):
         c0 = jnp.zeros((b, h), x.dtype) if c0 is None else arr("c0", c0, (b, h))
     if lengths is not None:
         lengths = jnp.asarray(lengths)
         check_lengths_dtype(lengths.dtype, b)
         check_shape("lengths", lengths.shape, (b,))
-    return x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths
+    return x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths
+
+
+def _proj_sizes(
+    x_shape: Sequence[int], w_ih_shape: Sequence[int], w_hh_shape: Sequence[int], w_hr_shape: Any
+) -> tuple[int, int, int, int, int]:
+    """(T, B, I, H, P) of the LSTM with projection: H, P from w_hr (P, H), each shape checked."""
+    w_hr_shape = tuple(w_hr_shape)
+    if len(w_hr_shape) != 2 or min(w_hr_shape) < 1:
+        raise ValueError(f"w_hr: expected shape (P, H) with P, H >= 1, got {w_hr_shape}")
+    p, h = (int(n) for n in w_hr_shape)
+    if len(x_shape) != 3 or min(x_shape) < 1:
+        raise ValueError(f"x: expected shape (T, B, I) with T, B, I >= 1, got {tuple(x_shape)}")
+    t, b, i = (int(n) for n in x_shape)
+    check_shape("w_ih", w_ih_shape, (4 * h, i))
+    check_shape("w_hh", w_hh_shape, (4 * h, p))
+    return t, b, i, h, p
 
 
 def _out(y: Any, batch_first: bool) -> Any:
@@ -514,19 +565,26 @@ def lstm(
     b_ih: Any = None,
     b_hh: Any = None,
     *,
+    w_hr: Any = None,
     lengths: Any = None,
     batch_first: bool = False,
 ) -> tuple[Any, tuple[Any, Any]]:
-    """LSTM over a whole sequence (gates i, f, g, o; PyTorch's formulas).
+    """LSTM over a whole sequence (gates i, f, g, o; PyTorch's formulas), optionally with a
+    projection (``torch.nn.LSTM(..., proj_size=P)``): with ``w_hr`` (P, H), h_t = W_hr (o_t *
+    tanh(c_t)) is P wide, and so are y, h0 and h_n (the kernels of :mod:`rnnfast._proj`).
 
     Args:
         x: (T, B, I) float32 or float64 ((B, T, I) with ``batch_first``).
-        state: (h0, c0), each (B, H) or None, or None (zeros).
-        w_ih: (4H, I); w_hh: (4H, H); b_ih, b_hh: (4H,) or both None.
+        state: (h0, c0), h0 (B, H) ((B, P) with ``w_hr``) and c0 (B, H), each or None, or None
+            (zeros).
+        w_ih: (4H, I); w_hh: (4H, H) ((4H, P) with ``w_hr``); b_ih, b_hh: (4H,) or both None.
+        w_hr: (P, H) or None (no projection).
         lengths: (B,) integers in [0, T] or None.
 
     Returns:
-        y (T, B, H) ((B, T, H) with ``batch_first``) and (h_n, c_n), each (B, H).
+        y (T, B, H) ((B, T, H) with ``batch_first``) and (h_n (B, H), c_n (B, H)); with ``w_hr``
+        y (T, B, P) and h_n (B, P). Differentiable in x, the states and every weight, w_hr
+        included.
     """
     if state is None:
         h0 = c0 = None
@@ -534,8 +592,9 @@ def lstm(
         h0, c0 = state
     else:
         raise TypeError(f"state: expected (h0, c0) or None, got {type(state).__name__}")
-    args = _prepare("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first)
-    y, h_n, c_n = _sequence("lstm", "tanh", *args)
+    cell = "lstm" if w_hr is None else _PROJ
+    args = _prepare(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first, w_hr)
+    y, h_n, c_n = _sequence(cell, "tanh", *args)
     return _out(y, batch_first), (h_n, c_n)
 
 
