@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -177,6 +178,32 @@ template <class S>
   os << what << ": max error " << worst << " at flat index " << where << " (got " << got[where] << ", want "
      << want[where] << ", atol " << atol << ", rtol " << rtol << ")";
   return ::testing::AssertionFailure() << os.str();
+}
+
+// close() for float results against double ones: atol = tol * max(1, max |want|), rtol = tol.
+template <class S>
+::testing::AssertionResult close_scaled(const char* what, const std::vector<S>& got, const Vec& want,
+                                        double tol) {
+  double scale = 1.0;
+  for (double v : want) scale = std::max(scale, std::abs(v));
+  return close(what, got, want, tol * scale, tol);
+}
+
+// Central differences of loss() with respect to every element of v (perturbed in place, restored):
+// fd[j] = (loss(v + eps e_j) - loss(v - eps e_j)) / (2 eps) = dL/dv_j + O(eps^2).
+template <class F>
+Vec central_differences(Vec& v, F&& loss, double eps = 1e-6) {
+  Vec fd(v.size());
+  for (std::size_t j = 0; j < v.size(); ++j) {
+    const double keep = v[j];
+    v[j] = keep + eps;
+    const double up = loss();
+    v[j] = keep - eps;
+    const double down = loss();
+    v[j] = keep;
+    fd[j] = (up - down) / (2 * eps);
+  }
+  return fd;
 }
 
 template <class S>

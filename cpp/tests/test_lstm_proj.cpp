@@ -196,18 +196,8 @@ TEST(LstmProj, BackwardMatchesFiniteDifferences) {
         if (!bias) {
           EXPECT_TRUE(r.db_ih.empty() && r.db_hh.empty());
         }
-        const double eps = 1e-6;
         for (auto& [name, v] : p.inputs()) {
-          Vec fd(v->size());
-          for (std::size_t j = 0; j < v->size(); ++j) {
-            const double keep = (*v)[j];
-            (*v)[j] = keep + eps;
-            const double up = loss(p);
-            (*v)[j] = keep - eps;
-            const double down = loss(p);
-            (*v)[j] = keep;
-            fd[j] = (up - down) / (2 * eps);  // dL/dv_j, O(eps^2)
-          }
+          const Vec fd = central_differences(*v, [&] { return loss(p); });  // dL/dv, O(eps^2)
           const std::string what = name + " (H=" + std::to_string(H) + ", P=" + std::to_string(P) +
                                    (lengths.empty() ? ", full" : ", ragged") +
                                    (bias ? ", bias)" : ", no bias)");
@@ -294,9 +284,7 @@ TEST(LstmProj, FloatAgreesWithDouble) {
     f.backward();
     const std::string sfx = lengths.empty() ? " (full)" : " (ragged)";
     auto check = [&](const std::string& what, const std::vector<float>& got, const Vec& want) {
-      double scale = 1.0;
-      for (double v : want) scale = std::max(scale, std::abs(v));
-      EXPECT_TRUE(close((what + sfx).c_str(), got, want, 1e-5 * scale, 1e-5));
+      EXPECT_TRUE(close_scaled((what + sfx).c_str(), got, want, 1e-5));
     };
     check("y", f.y, d.y);
     check("h_n", f.h_n, d.h_n);
