@@ -39,11 +39,13 @@ __all__ = [
     "TBPTTStream",
     "gru_backward",
     "gru_forward",
+    "gru_regularised_forward",
     "lstm_backward",
     "lstm_forward",
     "lstm_proj_backward",
     "lstm_proj_forward",
     "lstm_proj_tbptt_grads",
+    "lstm_regularised_forward",
     "rnn_backward",
     "rnn_forward",
     "tbptt_grads",
@@ -339,11 +341,13 @@ def gru_backward(
 
 
 # Truncated BPTT (tbptt_grads, TBPTTStream): rnnfast/_tbptt_api.py. The LSTM with projection (its
-# kernel runs beside the registry: the state is P wide): rnnfast/_proj.py.
+# kernel runs beside the registry: the state is P wide): rnnfast/_proj.py. Zoneout and recurrent
+# dropout masks in the fused loops (backward: the cell's <cell>_backward): rnnfast/_regularise.py.
 # The functions of every other registered cell (<cell>_forward / <cell>_backward, generated from its
 # CellSpec with the same conventions as the three above): see rnnfast/_cellfn.py.
 from ._cellfn import install as _install_cell_functions  # noqa: E402
 from ._proj import lstm_proj_backward, lstm_proj_forward, lstm_proj_tbptt_grads  # noqa: E402, F401
+from ._regularise import gru_regularised_forward, lstm_regularised_forward  # noqa: E402, F401
 from ._tbptt_api import TBPTTStream, _split_state, tbptt_grads  # noqa: E402, F401
 
 _install_cell_functions(globals(), __all__)
