@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-_F = npt.NDArray[np.floating[Any]]
+_F = npt.npt.NDArray[np.floating[Any]]
 
 # ---- build and thread info (register_info.cpp) ----
 variant: str
@@ -79,7 +79,7 @@ def sequence_forward(
     b_ih: _F | None,
     b_hh: _F | None,
     extra: Sequence[_F] | None,
-    lengths: npt.NDArray[np.int64] | None,
+    lengths: npt.npt.NDArray[np.int64] | None,
     nonlinearity: str,
     training: bool,
 ) -> tuple[Any, ...]:
@@ -151,7 +151,7 @@ class _TBPTTStreamBase:
     ) -> None: ...
     def get_state(self) -> _F | tuple[_F, _F]: ...
     def set_state(self, h: _F | None, c: _F | None) -> None: ...
-    def reset_rows(self, mask: npt.NDArray[np.uint8]) -> None: ...
+    def reset_rows(self, mask: npt.npt.NDArray[np.uint8]) -> None: ...
     def forward(self, x: _F) -> _F:
         """x (L, B, I), 1 <= L <= k1 -> y (L, B, H)."""
     def backward(self, dy: _F, want_dx: bool = True) -> dict[str, Any]:
@@ -222,7 +222,7 @@ def grad_scale(g: _F, coef: float) -> None:
 def grad_clip(g: _F, value: float) -> None:
     """np.clip(g, -value, value, out=g) in place."""
 
-def embedding_backward(dw: _F, ids: npt.NDArray[np.int64], dy: _F) -> None:
+def embedding_backward(dw: _F, ids: npt.npt.NDArray[np.int64], dy: _F) -> None:
     """np.add.at(dw, ids, dy) for dw (V, D), ids (N,) in [0, V), dy (N, D): same order and sums."""
 
 # ---- one-step forward for streaming inference (register_step.cpp) ----
@@ -335,3 +335,17 @@ def lstm_proj_backward(
     """x and the weights must be the forward's. Returns "x" (None unless need_dx), "h0" (B, P),
     "c0" (B, H), "w_ih", "w_hh", "b_ih", "b_hh" (None without bias), "w_hr" (P, H), "dh_all"
     (T, B, P)."""
+
+# bf16 (register_bf16.cpp; issue 18)
+def _bf16_bits(x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint16]:
+    """float32 -> bf16 bit patterns, round to nearest even (NaN kept NaN)."""
+
+def _bf16_round(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The float32 values of x's bf16 rounding."""
+
+def _set_precision(precision: str) -> None:
+    """This thread's precision of the sequence kernels' products: 'fp32' or 'bf16'."""
+
+def _get_precision() -> str: ...
+def bf16_info() -> dict[str, Any]:
+    """cpu_avx512_bf16, cpu_amx_bf16 (cpuid), path ('portable'), native (False)."""
