@@ -35,6 +35,12 @@ PyTorch in float64 for big ones. Error = max|a - e| / max|e| per output and grad
 error exceeds ``--tol`` (1e-4, float32) is reported as FAILED and not timed.
 
 Other modes
+  cell variants (issue 14; after the grid, or alone with --variants): lstm_peephole,
+      gru_reset_before, lstm_layernorm, gru_layernorm, lstm_proj, mingru, minlstm and LSTM / GRU
+      with zoneout + recurrent dropout, each vs the nearest PyTorch construction (the torch loops of
+      rnnbench/torch_loops.py, nn.LSTM(proj_size), nn.GRU / nn.LSTM for the minimal cells), training
+      and inference, --variant-threads (default 1) on both sides, H 256 (--quick 64), B 16; checked
+      against the float64 oracle first (rnnbench/variants.py).
   first call after import: fresh subprocesses per cell and mode (--first-runs, default 5) import
       rnnfast, time the first call and then the median steady-state call; the median ratio over the
       processes is reported (target <= 1.2).
@@ -49,6 +55,7 @@ Examples
   python benchmarks/bench.py                              # the full grid (tens of minutes)
   python benchmarks/bench.py --cells lstm --hidden 256 --batch 1 16 --threads 1 --modes training
   python benchmarks/bench.py --memory
+  python benchmarks/bench.py --variants --quick          # the cell-variant rows only
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ from rnnbench.common import CELLS, DEFAULT_OUT, GATES, MODES, flops, make_inputs
 from rnnbench.impls import Oracles, Row, run_row
 from rnnbench.machine import Threads, cpuinfo, loadavg, measure_bandwidth, measure_sgemm
 from rnnbench.report import fmt, memory_markdown, row_console, targets_summary, write_outputs
+from rnnbench.variants import VARIANT_ROWS, VariantRow, run_variants
 
 __all__ = [
     "CELLS",
@@ -149,6 +157,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mem-k2", type=int, default=40)
     p.add_argument("--mem-base-chunks", type=int, default=5, help="chunks of the 1x stream")
     p.add_argument("--mem-stream-mults", nargs="+", type=int, default=[1, 10, 100])
+    p.add_argument(
+        "--variants",
+        action="store_true",
+        help="only the cell-variant rows (issue 14), not the grid (they also end a full run)",
+    )
+    p.add_argument("--no-variants", action="store_true", help="skip the cell-variant rows")
+    p.add_argument("--variant-cells", nargs="+", choices=VARIANT_ROWS, default=list(VARIANT_ROWS))
+    p.add_argument("--variant-hidden", nargs="+", type=int, default=[256], help="H (= I)")
+    p.add_argument("--variant-batch", nargs="+", type=int, default=[16])
+    p.add_argument("--variant-threads", nargs="+", type=int, default=[1])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     p.add_argument("--child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -161,6 +179,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.warmup = 1
         args.min_sample = 0.02
         args.gemm_n = min(args.gemm_n, 1024)
+        if args.variant_hidden == [256]:
+            args.variant_hidden = [64]
         args.mem_stream_mults = (
             [1, 10] if args.mem_stream_mults == [1, 10, 100] else args.mem_stream_mults
         )
@@ -267,17 +287,17 @@ def _run_grid(
     return rows
 
 
-def _print_targets(rows: list[Row], first: list[dict[str, Any]]) -> int:
+def _print_targets(rows: list[Row], first: list[dict[str, Any]], variants: list[VariantRow]) -> int:
     """The target summary and the failed rows; the exit status (1 if any row failed)."""
-    print("\n== targets (issue 4) ==")
-    for t in targets_summary(rows, first, None):
+    print("\n== targets (issue 4) ==" if rows or first else "")
+    for t in targets_summary(rows, first, None) if rows or first else []:
         met = "n/a" if t["met"] is None else ("MET" if t["met"] else "not met")
         print(
             f"  {t['target']:55s} {t['goal']:8s} {met:8s} worst {fmt(t['worst'], '.2f')} "
             f"({t['where']}) "
             f"{t['n_met']}/{t['n']}"
         )
-    failed = [r for r in rows if r.status != "ok"]
+    failed: list[Row | VariantRow] = [r for r in [*rows, *variants] if r.status != "ok"]
     if failed:
         print(f"\n{len(failed)} row(s) FAILED the correctness check (not timed):")
         for r in failed:
@@ -315,19 +335,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory:
         return _run_memory(args, meta)
 
-    limits = _measure_limits(args, threads, caches)
-    meta["limits"] = limits
-    oracles = Oracles(oracle_ref, torch, ref_max_work=args.ref_max_gflop * 1e9)
-    rows = _run_grid(args, impl, torch, reference, oracles, threads, limits, caches)
-
+    rows: list[Row] = []
     first: list[dict[str, Any]] = []
-    if not args.no_first_call:
-        print("\n== first call after import (fresh process, 1 thread) ==", flush=True)
-        first = first_call(args, args.cells, args.modes)
+    meta["limits"] = {"sgemm": {}, "bandwidth": {}}
+    if not args.variants:
+        limits = _measure_limits(args, threads, caches)
+        meta["limits"] = limits
+        oracles = Oracles(oracle_ref, torch, ref_max_work=args.ref_max_gflop * 1e9)
+        rows = _run_grid(args, impl, torch, reference, oracles, threads, limits, caches)
+        if not args.no_first_call:
+            print("\n== first call after import (fresh process, 1 thread) ==", flush=True)
+            first = first_call(args, args.cells, args.modes)
+    variants: list[VariantRow] = []
+    if (args.variants or not args.no_variants) and torch is not None and not args.no_torch:
+        print("\n== cell variants vs the nearest PyTorch construction ==", flush=True)
+        variants = run_variants(args, threads)
 
     meta["load_end"] = loadavg()
-    write_outputs(args.out, meta, rows, first, None)
-    return _print_targets(rows, first)
+    write_outputs(args.out, meta, rows, first, None, variants)
+    return _print_targets(rows, first, variants)
 
 
 if __name__ == "__main__":

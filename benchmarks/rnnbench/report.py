@@ -21,6 +21,7 @@ from .common import (
     TARGET_THREADS,
 )
 from .impls import Row
+from .variants import VariantRow, variants_markdown
 
 __all__ = [
     "fmt",
@@ -206,18 +207,23 @@ def write_outputs(
     rows: list[Row],
     first: list[dict[str, Any]],
     memory: dict[str, Any] | None,
+    variants: list[VariantRow] | None = None,
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = targets_summary(rows, first, memory)
     doc = {
         "meta": meta,
         "rows": [asdict(r) for r in rows],
+        "variants": [asdict(r) for r in variants or []],
         "first_call": first,
         "memory": memory,
         "targets": targets,
     }
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=1, default=str))
-    (out_dir / "bench.md").write_text(markdown_report(meta, rows, first, memory, targets))
+    md = markdown_report(meta, rows, first, memory, targets)
+    if variants:
+        md += "\n".join(variants_markdown(variants)) + "\n"
+    (out_dir / "bench.md").write_text(md)
     try:
         plot(out_dir, rows)
     except (
@@ -266,6 +272,8 @@ def markdown_report(
         gemm = f"{g['gflops']:.1f} ({fmt(g.get('torch_gflops'), '.1f')} / {g['numpy_gflops']:.1f})"
         levels = [fmt(bw.get(k), ".1f") for k in ("L1", "L2", "L3", "DRAM")]
         lines.append(_md_row([thr, gemm, *levels]))
+    if not rows and not first:  # the cell-variant rows alone (bench.py --variants)
+        return "\n".join(lines[: lines.index("## Machine limits measured in this run")]) + "\n"
     lines += ["", "## Targets (issue 4)", ""]
     lines += [_md_row(["target", "goal", "met", "worst", "where", "rows met"])]
     lines += [_md_row(["---"] * 6)]
