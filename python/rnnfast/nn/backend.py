@@ -9,6 +9,7 @@ __all__ = ["set_backend", "get_backend"]
 
 
 _backend: Any = None
+_functional: Any = None  # rnnfast.functional, once imported
 
 
 def set_backend(module: Any = None) -> None:
@@ -34,10 +35,13 @@ def set_backend(module: Any = None) -> None:
 
 def get_backend() -> Any:
     """The functional backend in use (:mod:`rnnfast.functional` unless :func:`set_backend` changed it)."""
+    global _functional
     if _backend is not None:
         return _backend
-    from .. import (
-        functional,  # the compiled core; imported lazily so this module imports without it
-    )
+    if _functional is None:
+        from .. import (
+            functional,  # the compiled core; imported lazily so this module imports without it
+        )
 
-    return functional
+        _functional = functional
+    return _functional

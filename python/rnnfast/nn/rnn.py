@@ -336,6 +336,12 @@ class RNNBase(_StreamingMethods, _FlatParams):
         return [h0[i] for i in range(n)]
 
     def _join_states(self, states: list[State]) -> State:
+        """(num_layers * D, B, ·) from the per-layer/direction finals. One final (a one-layer,
+        one-direction stack, the streaming case) becomes a view with a leading axis: np.stack's
+        copy was a quarter of a small model's call."""
+        if len(states) == 1:
+            s = states[0]
+            return (s[0][None], s[1][None]) if self._spec.has_cell_state else s[None]  # type: ignore[index, return-value]
         if self._spec.has_cell_state:
             return (np.stack([s[0] for s in states]), np.stack([s[1] for s in states]))  # type: ignore[index]
         return np.stack(states)  # type: ignore[arg-type]
