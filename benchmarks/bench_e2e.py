@@ -12,8 +12,12 @@ for one epoch on the task's training split by
             (``0.5 * MSELoss``: rnnfast's MSELoss is the half mean squared error; BCE with logits;
             cross-entropy),
 
-each at the library's default thread count and at one thread (``rnnfast.set_num_threads`` /
-``torch.set_num_threads``). Each of the four variants lives in its own worker process (so one
+The user path of the new cells (issue 14): ``adding:lstm_layernorm``, the adding task's many-to-one
+model with a LayerNormLSTM, against the same PyTorch loop with the LayerNorm-LSTM loop module of
+``rnnbench/torch_loops.py`` (what bench.py's lstm_layernorm rows time) in place of nn.LSTM.
+
+Everything is timed at the library's default thread count and at one thread
+(``rnnfast.set_num_threads`` / ``torch.set_num_threads``). Each of the four variants lives in its own worker process (so one
 library's thread pool never spins beside the other's), the workers are kept warm and their epochs
 alternated (A/B/C/D, A/B/C/D, ...); figures are medians over the repeats, wall time and the process's
 CPU time. The rnnfast worker also times every call into the compiled core, so the report gives the
@@ -61,8 +65,12 @@ __all__ = ["main"]
 _import_rnnfast = import_rnnfast
 
 
-def _is_sequence_task(rf: Any, name: str) -> bool:
-    task, _cfg, _train, model = task_setup(rf, name, 0.01)
+# the user-path rows of the new cells (issue 14): "task:cell", the task's model with that cell
+CELL_CASES = ("adding:lstm_layernorm",)
+
+
+def _is_sequence_task(rf: Any, name: str, cell: str | None = None) -> bool:
+    task, _cfg, _train, model = task_setup(rf, name, 0.01, cell)
     return isinstance(model, rf.SequenceModel)
 
 
@@ -74,7 +82,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="25%% of each training set, 2 repeats, fewer stress samples, demo only",
     )
     ap.add_argument(
-        "--tasks", nargs="*", default=None, help="task names (default: every built-in task)"
+        "--tasks",
+        nargs="*",
+        default=None,
+        help="task names, or task:cell for the task's model with another cell (default: every "
+        "built-in task, then adding:lstm_layernorm)",
     )
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument(
@@ -119,12 +131,14 @@ def _report_head(args: argparse.Namespace, rf: Any, torch: Any) -> dict[str, Any
     }
 
 
-def _task_row(ctx: Any, name: str, args: argparse.Namespace) -> dict[str, Any]:
+def _task_row(
+    ctx: Any, name: str, args: argparse.Namespace, cell: str | None = None
+) -> dict[str, Any]:
     """One task's row; a worker that died (EOFError) is retried once, other errors are reported."""
     row: dict[str, Any] = {}
     for _attempt in range(2):
         try:
-            return bench_task(ctx, name, args)
+            return bench_task(ctx, name, args, cell)
         except Exception as exc:  # noqa: BLE001 - reported in the table
             row = {
                 "task": name,
@@ -141,27 +155,29 @@ def _bench_tasks(args: argparse.Namespace, rf: Any, report: dict[str, Any]) -> N
     from rnnfast.tasks import get_task, list_tasks
 
     ctx = mp.get_context("spawn")
-    for name in args.tasks or list_tasks():
+    for entry in args.tasks or [*list_tasks(), *CELL_CASES]:
+        name, _, cell_arg = entry.partition(":")
+        cell = cell_arg or None
         cfg = get_task(name).config()
         t0 = time.perf_counter()
-        if not _is_sequence_task(rf, name):
+        if not _is_sequence_task(rf, name, cell):
             print(
                 f"{name:16s} skipped: its model is not a SequenceModel (no one-epoch torch twin here)"
             )
             continue
-        row = _task_row(ctx, name, args)
-        row["cell"], row["hidden"] = cfg["cell"], cfg["hidden"]
+        row = _task_row(ctx, name, args, cell)
+        row["task"], row["cell"], row["hidden"] = entry, cell or cfg["cell"], cfg["hidden"]
         row["seconds"] = time.perf_counter() - t0
         report["tasks"].append(row)
         if row.get("check_ok"):
             print(
-                f"{name:16s} torch/rf default {row['torch_over_rnnfast_default']:5.2f}  1t {row['torch_over_rnnfast_1']:5.2f}"
+                f"{entry:16s} torch/rf default {row['torch_over_rnnfast_default']:5.2f}  1t {row['torch_over_rnnfast_1']:5.2f}"
                 f"  rf 1t/default {row['rnnfast_1_over_default']:5.2f}  kernels/fit {row['kernel_rec_frac']:.2f}"
                 f"  ({row['seconds']:.0f} s)",
                 flush=True,
             )
         else:
-            print(f"{name:16s} FAILED {row.get('check') or row.get('error')}", flush=True)
+            print(f"{entry:16s} FAILED {row.get('check') or row.get('error')}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

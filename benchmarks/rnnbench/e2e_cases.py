@@ -19,7 +19,11 @@ from .e2e_workers import Worker
 __all__ = ["bench_cli", "bench_stress", "bench_task"]
 
 
-def bench_task(ctx: Any, task: str, args: argparse.Namespace) -> dict[str, Any]:
+def bench_task(
+    ctx: Any, task: str, args: argparse.Namespace, cell: str | None = None
+) -> dict[str, Any]:
+    """One epoch of fit vs the PyTorch loop on ``task`` (its model with ``cell`` if given), checked
+    first: rnnfast and torch at default threads and at 1, alternated, medians."""
     frac = args.frac
     variants = [("rnnfast", None), ("rnnfast", 1), ("torch", None), ("torch", 1)]
     if args.rnnfast_only:
@@ -35,6 +39,7 @@ def bench_task(ctx: Any, task: str, args: argparse.Namespace) -> dict[str, Any]:
                 "threads": None,
                 "frac": frac,
                 "path": args.rnnfast_path,
+                "cell": cell,
             },
         )
         workers[("rnnfast", None)] = base
@@ -49,6 +54,7 @@ def bench_task(ctx: Any, task: str, args: argparse.Namespace) -> dict[str, Any]:
                     "frac": frac,
                     "path": args.rnnfast_path,
                     "weights": weights,
+                    "cell": cell,
                 },
             )
         # correctness: same loss and gradient norm on the first batch, from the same weights

@@ -31,11 +31,16 @@ def import_rnnfast(path: str | None) -> Any:
     return rnnfast
 
 
-def task_setup(rf: Any, task_name: str, frac: float) -> tuple[Any, dict[str, Any], Any, Any]:
+def task_setup(
+    rf: Any, task_name: str, frac: float, cell: str | None = None
+) -> tuple[Any, dict[str, Any], Any, Any]:
+    """The task's config, training split (``frac`` of it) and model; ``cell`` replaces its cell."""
     from rnnfast.tasks import get_task
 
     task = get_task(task_name)
     cfg = task.config()
+    if cell:
+        cfg["cell"] = cell
     opts = {k: cfg[k] for k in task.data_options if k in cfg}
     train, _val = task.make_data(seed=int(cfg["seed"]), **opts)
     if frac < 1.0:
@@ -93,13 +98,20 @@ class _Core:
 
 
 class _RnnfastRunner:
-    def __init__(self, task_name: str, threads: int | None, frac: float, path: str | None) -> None:
+    def __init__(
+        self,
+        task_name: str,
+        threads: int | None,
+        frac: float,
+        path: str | None,
+        cell: str | None = None,
+    ) -> None:
         self.rf = import_rnnfast(path)
         rf = self.rf
         if threads is not None:
             rf.set_num_threads(threads)
         self.threads = rf.get_num_threads()
-        self.task, self.cfg, self.train, self.model = task_setup(rf, task_name, frac)
+        self.task, self.cfg, self.train, self.model = task_setup(rf, task_name, frac, cell)
         self.loss = self.task.loss()
         from rnnfast.tasks import make_optimizer
 
@@ -164,6 +176,7 @@ class _TorchRunner:
         frac: float,
         path: str | None,
         weights: dict[str, Any],
+        cell_name: str | None = None,
     ) -> None:
         import numpy as np
         import torch
@@ -175,12 +188,22 @@ class _TorchRunner:
         self.threads = torch.get_num_threads()
         # the task's data and sizes come from rnnfast's task code (the weights from the rnnfast model)
         rf = import_rnnfast(path)
-        task, cfg, train, model = task_setup(rf, task_name, frac)
+        task, cfg, train, model = task_setup(rf, task_name, frac, cell_name)
         self.cfg = cfg
         self.mode = model.mode
         cell = type(model.rnn).__name__.lower()
-        rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}.get(cell)
         kw: dict[str, Any] = {}
+        if cell in ("layernormlstm", "layernormgru"):  # the torch loop of bench.py's LN rows
+            from .torch_loops import LayerNormLoop
+
+            if model.rnn.num_layers != 1:
+                raise NotImplementedError("the LayerNorm torch loop has one layer")
+            rnn_cls, kw["lstm"] = LayerNormLoop, cell == "layernormlstm"
+        elif rnn_cls is None:
+            raise NotImplementedError(f"no PyTorch twin of {type(model.rnn).__name__} here")
+        else:
+            kw["num_layers"] = model.rnn.num_layers
         if cell == "rnn":
             kw["nonlinearity"] = getattr(model.rnn, "nonlinearity", "tanh")
         emb = model.embedding
@@ -191,12 +214,7 @@ class _TorchRunner:
                 self.embedding = (
                     nn.Embedding(emb.num_embeddings, emb.embedding_dim) if emb is not None else None
                 )
-                self.rnn = rnn_cls(
-                    model.rnn.input_size,
-                    model.rnn.hidden_size,
-                    num_layers=model.rnn.num_layers,
-                    **kw,
-                )
+                self.rnn = rnn_cls(model.rnn.input_size, model.rnn.hidden_size, **kw)
                 self.head = nn.Linear(model.head.in_features, model.head.out_features)
 
             def forward(self, x: Any, lengths: Any) -> Any:
@@ -279,10 +297,17 @@ class _TorchRunner:
 def _worker(conn: Any, spec: dict[str, Any]) -> None:
     try:
         if spec["lib"] == "rnnfast":
-            runner: Any = _RnnfastRunner(spec["task"], spec["threads"], spec["frac"], spec["path"])
+            runner: Any = _RnnfastRunner(
+                spec["task"], spec["threads"], spec["frac"], spec["path"], spec.get("cell")
+            )
         else:
             runner = _TorchRunner(
-                spec["task"], spec["threads"], spec["frac"], spec["path"], spec["weights"]
+                spec["task"],
+                spec["threads"],
+                spec["frac"],
+                spec["path"],
+                spec["weights"],
+                spec.get("cell"),
             )
         conn.send({"ok": True, "threads": runner.threads})
         while True:
