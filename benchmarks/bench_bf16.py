@@ -142,20 +142,24 @@ def _check(p: dict[str, Any], fns: dict[str, Callable[[], Any]], train: bool) ->
     return errs
 
 
-def _time(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+def _time(
+    fns: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]
+) -> dict[str, float]:
     for f in fns.values():  # warm-up (scratch buffers, packing, torch's allocator / primitives)
         f()
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _row(cell: str, shape: tuple[int, int, int], train: bool, repeats: int) -> str:
+def _row(
+    cell: str, shape: tuple[int, int, int], train: bool, repeats: int, clock: Callable[[], float]
+) -> str:
     T, B, H = shape
     p = _setup(cell, T, B, H)
     fns = {
@@ -165,7 +169,7 @@ def _row(cell: str, shape: tuple[int, int, int], train: bool, repeats: int) -> s
         "torch_bf16": _torch(p, True, train),
     }
     errs = _check(p, fns, train)
-    m = _time(fns, repeats)
+    m = _time(fns, repeats, clock)
     ms = {k: 1e3 * v for k, v in m.items()}
     return (
         f"{'train' if train else 'infer':5s} {cell:4s} {T:<4d} {B:<3d} {H:<5d}| {ms['fast_fp32']:9.2f} "
@@ -188,7 +192,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", default="50x16x256,50x64x256,50x16x512", help="TxBxH,... (training)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: perf_counter; cpu: the calling thread's CPU time (thread_time; 1 thread only: "
+        "robust to a busy shared machine, where time spent descheduled would count as wall time)",
+    )
     args = ap.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        raise SystemExit("--clock cpu: needs --threads 1 (the kernels run on the calling thread)")
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
 
     import torch
 
@@ -202,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"CPU: {_cpu()}; AVX512_BF16: {info['cpu_avx512_bf16']}, AMX-BF16: {info['cpu_amx_bf16']}; "
         f"rnnfast bf16 path: {info['path']} ({rnnfast.build_info().get('variant', '?')} variant); "
-        f"threads: {args.threads}; torch {torch.__version__}"
+        f"threads: {args.threads}; torch {torch.__version__}; clock: {args.clock}"
     )
     print(
         "mode  cell T    B   H    |  fast fp32 fast bf16 torch fp32 torch bf16 | "
@@ -210,9 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     for cell in args.cells.split(","):
         for shape in _shapes(args.infer):
-            print(_row(cell, shape, False, args.repeats), flush=True)
+            print(_row(cell, shape, False, args.repeats, clock), flush=True)
         for shape in _shapes(args.train):
-            print(_row(cell, shape, True, args.repeats), flush=True)
+            print(_row(cell, shape, True, args.repeats, clock), flush=True)
 
 
 if __name__ == "__main__":

@@ -275,6 +275,39 @@ TEST(Bf16Product, BackwardMatchesFloat64OnRoundedOperands) {
   }
 }
 
+TEST(Bf16Product, StreamAndWideModesAreBitwiseEqual) {
+  // sequence.hpp streams the bf16 copy at B <= 2 and multiplies a float copy of bf16(W_hh) above:
+  // the same operands, FMAs and order, so the same bits (forward and backward operands, M = 1..6)
+  std::mt19937 rng(7);
+  const Index G = 3, H = 45, N = G * H;
+  const auto w = randn(static_cast<std::size_t>(N * H), rng, 0.1f);
+  for (bool fwd : {true, false}) {
+    const Index K = fwd ? H : N, cols = fwd ? N : H;
+    const Index n = fwd ? pb::PackedMatrix::size(H, H, G) : pb::PackedMatrix::size(N, H, 1);
+    std::vector<std::uint16_t> bstore(static_cast<std::size_t>(n));
+    std::vector<float, Eigen::aligned_allocator<float>> fstore(static_cast<std::size_t>(n));
+    pb::Operand<float> s, wd;
+    s.mode = pb::Mode::stream;
+    wd.mode = pb::Mode::wide;
+    if (fwd) {
+      pb::pack_forward(s, static_cast<float*>(nullptr), bstore.data(), w.data(), G, H);
+      pb::pack_forward(wd, fstore.data(), static_cast<std::uint16_t*>(nullptr), w.data(), G, H);
+    } else {
+      pb::pack_backward(s, static_cast<float*>(nullptr), bstore.data(), w.data(), G, H);
+      pb::pack_backward(wd, fstore.data(), static_cast<std::uint16_t*>(nullptr), w.data(), G, H);
+    }
+    for (Index M = 1; M <= 6; ++M) {
+      const auto a = randn(static_cast<std::size_t>(M * K), rng, 1.0f);
+      std::vector<float> o1(static_cast<std::size_t>(M * cols), 0.5f), o2 = o1;
+      pb::product(o1.data(), cols, a.data(), K, M, s, 0, s.b.nvec, true);
+      pb::product(o2.data(), cols, a.data(), K, M, wd, 0, wd.f.nvec, true);
+      for (std::size_t i = 0; i < o1.size(); ++i)
+        ASSERT_EQ(to_bits(o1[i]), to_bits(o2[i]))
+            << (fwd ? "forward" : "backward") << " M " << M << " at " << i;
+    }
+  }
+}
+
 TEST(Bf16Product, NonFiniteOperandsPropagate) {
   const Index G = 1, H = 9;
   std::vector<float> w(static_cast<std::size_t>(G * H * H), 0.5f), a(static_cast<std::size_t>(H), 1.0f);

@@ -217,18 +217,25 @@ inline void dispatch_nv(int nv, float* out, Index ldo, const float* a, Index lda
 
 }  // namespace detail
 
+namespace detail {
+// bf16(A) (M, K) into this thread's buffer (grown on the first call of a shape, then reused).
+inline const float* rounded_rows(const float* a, Index lda, Index M, Index K) {
+  thread_local std::vector<float> work;
+  if (work.size() < static_cast<std::size_t>(M * K)) work.resize(static_cast<std::size_t>(M * K));
+  for (Index r = 0; r < M; ++r) bf16::round(work.data() + r * K, a + r * lda, K);
+  return work.data();
+}
+}  // namespace detail
+
 // out (M, N) (+)= bf16(A) (M, K) * P over the vectors [v_begin, v_end) of P only (a thread's share).
 // out and A are row-major float32 with leading dimensions ldo, lda. Tiles and reduction blocking as
 // packed::product (fixed by the shapes, never by the thread count: bitwise the same for any team).
 inline void product(float* out, Index ldo, const float* a_in, Index lda_in, Index M, const PackedMatrix& p,
                     Index v_begin, Index v_end, bool accumulate) {
-  // bf16(A) once per call, into this thread's buffer (grown on the first call of a shape, then
-  // reused: no allocation in the steady state), instead of once per broadcast (once per tile).
-  thread_local std::vector<float> a_work;
+  // bf16(A) once per call, into this thread's buffer (no allocation in the steady state), instead of
+  // once per broadcast (once per tile)
   const Index lda = p.K;
-  if (a_work.size() < static_cast<std::size_t>(M * lda)) a_work.resize(static_cast<std::size_t>(M * lda));
-  for (Index r = 0; r < M; ++r) bf16::round(a_work.data() + r * lda, a_in + r * lda_in, lda);
-  const float* a = a_work.data();
+  const float* a = detail::rounded_rows(a_in, lda_in, M, lda);
   const int nv_tile = M == 1 ? 8 : (M == 2 ? 6 : (M == 3 ? 4 : 3));
   // the vectors of a tile are half the bytes of packed.hpp's: twice the k per L1 block
   const Index kc_l1 = std::max<Index>(64, (24 * 1024) / (3 * V * static_cast<Index>(sizeof(Bf16))));
@@ -266,9 +273,15 @@ inline void round_operand(float* dst, const float* src, Index n) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The recurrent operand of a sequence call in the call's precision (sequence.hpp): packed.hpp's
-// float copy, or (float calls in bf16 mode) the bf16 copy above and nothing else, so inference in
-// bf16 holds and streams only the bf16 W_hh.
+// The recurrent operand of a sequence call in the call's precision (sequence.hpp), one of three modes:
+//   fp32    packed.hpp's float copy of W_hh;
+//   stream  (bf16, B <= 2) the bf16 copy above and nothing else: half the bytes streamed per step,
+//           which is what a B = 1..2 step is bound by (an inference call holds no float copy);
+//   wide    (bf16, B > 2) a float copy of bf16(W_hh) in packed.hpp's layout, widened once per call:
+//           from B ~ 4 rows a step is compute-bound and widening in every step costs more than the
+//           bytes save (measured 0.56-0.65x at B = 16 on AVX2 and AVX-512).
+// stream and wide give bitwise the same results: the same bf16 operands, the same fp32 FMAs in the
+// same order (a k-blocked sum reloads its fp32 partial sums exactly).
 
 // bf16 products for this call: the calling thread's precision (bf16.hpp), float32 calls only.
 template <class S>
@@ -276,44 +289,63 @@ inline bool use_bf16() {
   return std::is_same_v<S, float> && bf16::thread_precision() == bf16::Precision::bf16;
 }
 
+enum class Mode { fp32, stream, wide };
+
+// The mode of a call whose per-step products have `rows` (= B) left-hand rows.
+template <class S>
+inline Mode mode_for(Index rows) {
+  if (!use_bf16<S>()) return Mode::fp32;
+  return rows <= 2 ? Mode::stream : Mode::wide;
+}
+
 template <class S>
 struct Operand {
-  bool bf16 = false;
-  packed::PackedMatrix<S> f;  // used when !bf16
-  PackedMatrix b;             // used when bf16
-  Index blocks() const { return bf16 ? b.blocks() : f.blocks(); }
+  Mode mode = Mode::fp32;
+  packed::PackedMatrix<S> f;  // fp32 and wide
+  PackedMatrix b;             // stream
+  Index blocks() const { return mode == Mode::stream ? b.blocks() : f.blocks(); }
 };
 
-// Storage (elements) for an operand of packed::PackedMatrix<S>::size(K, H, group) entries: float
-// storage when !bf16, bf16 storage when bf16 (the same count: the layouts share V).
-inline Index float_size(bool use, Index n) {
-  return use ? 0 : n;
+// Storage (elements) for an operand of packed::PackedMatrix<S>::size(K, H, group) = n entries:
+// float storage (fp32, wide) or bf16 storage (stream), the same count (the layouts share V).
+inline Index float_size(Mode m, Index n) {
+  return m == Mode::stream ? 0 : n;
 }
-inline Index bf16_size(bool use, Index n) {
-  return use ? n : 0;
+inline Index bf16_size(Mode m, Index n) {
+  return m == Mode::stream ? n : 0;
 }
 
 template <class S>
 void pack_forward(Operand<S>& p, S* fstore, Bf16* bstore, const S* w_hh, Index G, Index H) {
   if constexpr (std::is_same_v<S, float>) {
-    if (p.bf16) return pack_forward(p.b, bstore, w_hh, G, H);
+    if (p.mode == Mode::stream) return pack_forward(p.b, bstore, w_hh, G, H);
   }
   packed::pack_forward(p.f, fstore, w_hh, G, H);
+  if constexpr (std::is_same_v<S, float>) {
+    if (p.mode == Mode::wide) bf16::round(fstore, fstore, p.f.nvec * p.f.K * V);  // elementwise
+  }
 }
 
 template <class S>
 void pack_backward(Operand<S>& p, S* fstore, Bf16* bstore, const S* w_hh, Index G, Index H) {
   if constexpr (std::is_same_v<S, float>) {
-    if (p.bf16) return pack_backward(p.b, bstore, w_hh, G, H);
+    if (p.mode == Mode::stream) return pack_backward(p.b, bstore, w_hh, G, H);
   }
   packed::pack_backward(p.f, fstore, w_hh, G, H);
+  if constexpr (std::is_same_v<S, float>) {
+    if (p.mode == Mode::wide) bf16::round(fstore, fstore, p.f.nvec * p.f.K * V);
+  }
 }
 
 template <class S>
 void product(S* out, Index ldo, const S* a, Index lda, Index M, const Operand<S>& p, Index v_begin,
              Index v_end, bool accumulate) {
   if constexpr (std::is_same_v<S, float>) {
-    if (p.bf16) return product(out, ldo, a, lda, M, p.b, v_begin, v_end, accumulate);
+    if (p.mode == Mode::stream) return product(out, ldo, a, lda, M, p.b, v_begin, v_end, accumulate);
+    if (p.mode == Mode::wide) {
+      const float* ar = detail::rounded_rows(a, lda, M, p.f.K);
+      return packed::product(out, ldo, ar, p.f.K, M, p.f, v_begin, v_end, accumulate);
+    }
   }
   packed::product(out, ldo, a, lda, M, p.f, v_begin, v_end, accumulate);
 }

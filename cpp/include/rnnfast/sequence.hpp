@@ -233,9 +233,10 @@ void sequence_forward(S* y,                         // (T, B, H)
   Scratch<S> gh(2, B * GH);                                        // (B, G*H) W_hh h_{t-1}
   const Index pw_size = packed::PackedMatrix<S>::size(H, H, GP);
   const Index pw_all = pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0);
-  Scratch<S> pw_store(3, packed_bf16::float_size(bf16, pw_all));
-  Scratch<bf16::Bf16> pwb_store(3, packed_bf16::bf16_size(bf16, pw_all));  // bf16 W_hh (bf16 mode)
-  Scratch<S> rnd_store(5, bf16 ? T * B * I + GH * I : 0);                  // bf16(x), bf16(W_ih)
+  const packed_bf16::Mode pmode = packed_bf16::mode_for<S>(B);  // bf16: streamed or widened W_hh
+  Scratch<S> pw_store(3, packed_bf16::float_size(pmode, pw_all));
+  Scratch<bf16::Bf16> pwb_store(3, packed_bf16::bf16_size(pmode, pw_all));  // bf16 W_hh (stream mode)
+  Scratch<S> rnd_store(5, bf16 ? T * B * I + GH * I : 0);                   // bf16(x), bf16(W_ih)
   Scratch<S> mid_store(7, TP && !training ? BH : 0);  // m_t (B, H) of two-phase cells, inference
   // Regularisation (Weights): d * h_{t-1} ping-pong for the product (dropout), c~ rows (zoneout of c,
   // inference; training keeps c~_t in cache->c_cand for backward).
@@ -279,7 +280,7 @@ void sequence_forward(S* y,                         // (T, B, H)
 
   // W_hh packed once for all steps, by blocks of V hidden units holding all G gates (packed.hpp);
   // for a two-phase cell the first G-1 blocks, and the last one (multiplying m_t) on its own.
-  packed_bf16::Operand<S> pw{bf16, {}, {}}, pw_mid{bf16, {}, {}};
+  packed_bf16::Operand<S> pw{pmode, {}, {}}, pw_mid{pmode, {}, {}};
   packed_bf16::pack_forward(pw, pw_store.data(), pwb_store.data(), w.w_hh, GP, H);
   if constexpr (TP)
     packed_bf16::pack_forward(pw_mid, pw_store.data() + pw_size, pwb_store.data() + pw_size,
@@ -422,8 +423,9 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   Scratch<S> dan_store(5, T * B * SG * H);
   const Index pw_size = packed::PackedMatrix<S>::size(GP * H, H, 1);
   const Index pw_all = pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0);
-  Scratch<S> pw_store(3, packed_bf16::float_size(bf16, pw_all));
-  Scratch<bf16::Bf16> pwb_store(3, packed_bf16::bf16_size(bf16, pw_all));  // bf16 W_hh (bf16 mode)
+  const packed_bf16::Mode pmode = packed_bf16::mode_for<S>(B);  // bf16: streamed or widened W_hh
+  Scratch<S> pw_store(3, packed_bf16::float_size(pmode, pw_all));
+  Scratch<bf16::Bf16> pwb_store(3, packed_bf16::bf16_size(pmode, pw_all));  // bf16 W_hh (stream mode)
   Scratch<S> dmid_store(7, TP ? BH : 0);  // dL/dm_t (B, H) of two-phase cells
   MatMap<S> dgates(dgates_store.data(), T * B, GH);
   MatMap<S> dgin(dan_store.data(), SG > 0 ? T * B : 0, SG * H);
@@ -449,7 +451,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
 
   // W_hh packed once, one vector per block of V hidden units (packed.hpp); for a two-phase cell the
   // first G-1 blocks (multiplying h_{t-1}) and the last one (multiplying m_t) apart.
-  packed_bf16::Operand<S> pw{bf16, {}, {}}, pw_mid{bf16, {}, {}};
+  packed_bf16::Operand<S> pw{pmode, {}, {}}, pw_mid{pmode, {}, {}};
   packed_bf16::pack_backward(pw, pw_store.data(), pwb_store.data(), w.w_hh, GP, H);
   if constexpr (TP)
     packed_bf16::pack_backward(pw_mid, pw_store.data() + pw_size, pwb_store.data() + pw_size,
