@@ -202,6 +202,12 @@ void register_info(py::module_& m) {
       "free_cpus", [] { return rnnfast::free_cpus(); },
       "Threads the CPUs can run for the kernels now (CPUs minus what others took over ~100 ms).");
   m.def(
+      "_force_product_threads",
+      [](int n) { rnnfast::force_product_threads(std::clamp(n, 0, rnnfast::max_threads())); }, py::arg("n"),
+      "Testing only: the large products of a call (input projection, dx, dW_ih, dW_hh) run teams of n "
+      "threads (at most one per 4-row block) whatever their size and the machine's load; 0 restores the "
+      "automatic choice.");
+  m.def(
       "read_bandwidth",
       [](long long nbytes, int threads, double seconds) {
         if (nbytes < 256 || nbytes > (1LL << 32))

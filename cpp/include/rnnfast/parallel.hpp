@@ -59,6 +59,12 @@ int loop_threads_for(double step_flops, Index parts);
 // at least 4 MFLOP (a parallel region costs a wake-up of a sleeping thread, ~70 us in a VM), and
 // each thread's share worth 16 measured barriers.
 int product_threads(double flops, Index parts);
+// Testing hook (core._force_product_threads): n > 0 makes every product_threads call return
+// min(n, parts) threads whatever the work and the machine's load (which run small products, and any
+// product on a busy machine, on 1 thread), so the tests of bitwise identity across thread counts
+// split the products they claim to; 0 = automatic. Still 1 inside a parallel region and in a fork()
+// child, and fewer when the threads cannot be created.
+void force_product_threads(int n);
 
 // Threads for the time loop of one call: the per-step recurrent product is split over blocks of
 // hidden units (each thread keeps its slice of W_hh in its own cache, one barrier per step).
