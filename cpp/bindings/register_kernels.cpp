@@ -37,16 +37,6 @@ using namespace rnnfast_bind;  // checked, checked_opt, empty, dispatch (checks.
 // ------------------------------------------------------------------------------------------------
 // argument checks
 
-const std::int64_t* checked_lengths(const py::handle& obj, Index T, Index B) {
-  if (obj.is_none()) return nullptr;
-  const std::int64_t* p = checked<std::int64_t>("lengths", obj, {B});
-  for (Index b = 0; b < B; ++b)
-    if (p[b] < 0 || p[b] > T)
-      throw py::value_error("lengths: expected 0 <= lengths[b] <= T = " + std::to_string(T) +
-                            ", got lengths[" + std::to_string(b) + "] = " + std::to_string(p[b]));
-  return p;
-}
-
 Dims dims_of(const py::handle& x, const py::handle& w_hh) {
   if (!py::isinstance<py::array>(x)) throw py::type_error("x: expected a numpy array");
   if (!py::isinstance<py::array>(w_hh)) throw py::type_error("w_hh: expected a numpy array");
