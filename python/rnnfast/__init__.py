@@ -29,7 +29,8 @@ def build_info() -> dict[str, Any]:
     ``variants_built`` into the wheel, the ``eigen_version``, the ``compiler``, whether OpenMP is used,
     Eigen's SIMD instruction sets in the chosen variant, the current ``num_threads`` and
     ``max_threads``, and ``omp_spin_count``: the GOMP_SPINCOUNT rnnfast gave GNU OpenMP when it
-    loaded (None when the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT themselves).
+    loaded (None when the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT themselves), and ``bf16``: the
+    CPU's AVX512_BF16 / AMX-BF16 and the path ``precision("bf16")`` runs (:func:`precision`).
     """
     core = _loader.core
     return {
@@ -45,6 +46,7 @@ def build_info() -> dict[str, Any]:
         "max_threads": core.max_threads(),
         "omp_spin_count": _loader.omp_spin_count,
         "cpu_count": _os.cpu_count(),
+        "bf16": dict(core.bf16_info()),
     }
 
 
@@ -102,6 +104,7 @@ def release_memory() -> None:
 # The public names. Submodules are imported eagerly except tasks/diagnostics/distributed/cli, which
 # stay one attribute access away (see __getattr__) so that `import rnnfast` stays fast.
 from . import functional, io, losses, modules, optim, reference, training  # noqa: E402
+from ._precision import precision  # noqa: E402
 from .interop import from_keras_weights, from_torch, to_keras_weights, to_torch  # noqa: E402
 from .io import Checkpoint, CheckpointError, load, register_model_class, save  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, sequence_mask  # noqa: E402
@@ -213,6 +216,7 @@ __all__ = [
     "losses",
     "memory_info",
     "model_from_config",
+    "precision",
     "modules",
     "optim",
     "reference",
