@@ -243,12 +243,12 @@ def _one_sequence(inp: dict[str, Any], b: int, n: int) -> dict[str, Any]:
     """Sequence b of a batch, its first n steps only, as a batch of one (weights shared)."""
     out: dict[str, Any] = {}
     for k, v in inp.items():
-        if v is None or k.startswith(("w_", "b_")):
-            out[k] = v
-        elif k in ("x", "dy"):
+        if v is not None and k in ("x", "dy"):
             out[k] = v[:n, b : b + 1]
-        else:  # h0, c0, dh_n, dc_n
+        elif v is not None and k in ("h0", "c0", "dh_n", "dc_n"):
             out[k] = v[b : b + 1]
+        else:  # the parameters (w_*, b_* and a cell's extra ones such as gamma_*): shared
+            out[k] = v
     return out
 
 
