@@ -89,7 +89,8 @@ def add_parser(sub: Any) -> None:
         "--cell",
         type=_cell_list,
         default=["rnn", "lstm"],
-        help="comma-separated cells among rnn, rnn-relu, lstm, gru (default rnn,lstm)",
+        help="comma-separated cells of `rnnfast train --cell` (e.g. rnn,lstm,gru_layernorm; "
+        "default rnn,lstm)",
     )
     dg.add_argument("--seq-len", type=_seq_len_at_least_2, default=100, help="T >= 2")
     dg.add_argument(
