@@ -428,6 +428,11 @@ class RNNBase(_StreamingMethods, _FlatParams):
         finals: list[State] = []
         layer_caches: list[list[Any]] = []
         used_masks: list[Array | None] = [None]
+        # one layer and direction: the masked kernels (zoneout / recurrent dropout, masks drawn per
+        # call), the projected LSTM's, or the cell's
+        layer_fwd = _regularise.layer_forward(self, training) or (
+            _proj_forward if self.proj_size else _cell_forward
+        )
         inp = x
         for layer in range(self.num_layers):
             if layer > 0:
@@ -444,8 +449,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
             dcaches = []
             for d in range(D):
                 xin = inp if d == 0 else _gather_time(inp, rev_idx)  # type: ignore[arg-type]
-                fwd = _regularise.layer_forward(self, training)  # zoneout / recurrent dropout
-                y, fin, cache = (fwd or (_proj_forward if self.proj_size else _cell_forward))(
+                y, fin, cache = layer_fwd(
                     F,
                     self._cell,
                     self.nonlinearity,
