@@ -5,8 +5,9 @@ lstm, gru). Every other cell registered in :data:`rnnfast._cells.CELLS` (and in 
 ``cpp/include/rnnfast/cells/all.hpp``) gets its pair here, built from its :class:`CellSpec`, with
 the same conventions and checks: positional arguments ``x, <states>, w_ih, w_hh, b_ih, b_hh,
 <extra parameters>`` (the order of :mod:`rnnfast.reference`'s oracle of the cell), keywords
-``lengths`` and ``training`` (and ``nonlinearity`` for a cell with more than one), and a backward
-that returns every gradient by argument name plus ``dh_all``.
+``lengths``, ``training`` and ``precision`` (and ``nonlinearity`` for a cell with more than one),
+and a backward that returns every gradient by argument name plus ``dh_all`` (keywords ``need_dx``
+and ``precision``: see :mod:`rnnfast.functional`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _signature(spec: CellSpec) -> inspect.Signature:
     params += [
         _P("lengths", _P.KEYWORD_ONLY, default=None),
         _P("training", _P.KEYWORD_ONLY, default=True),
+        _P("precision", _P.KEYWORD_ONLY, default=None),
     ]
     return inspect.Signature(params)
 
@@ -59,7 +61,9 @@ def _make_forward(spec: CellSpec, F: Any) -> Callable[..., Any]:
         lengths = a.lengths(v["lengths"])
         training = F._check_bool("training", v["training"])
         a.check_forward_memory(spec.name, training)
-        out = core.sequence_forward(
+        p = v["precision"]
+        fwd = core.sequence_forward if p is None else F._bind(p, a.dtype, True)
+        out = fwd(
             spec.name,
             a.x,
             states[0],
@@ -85,7 +89,8 @@ def _make_forward(spec: CellSpec, F: Any) -> Callable[..., Any]:
         f"Args:\n    x: (T, B, I) float32 or float64. {', '.join(spec.state_names)}: (B, H) or None.\n"
         f"    w_ih: ({spec.gates}H, I); w_hh: ({spec.gates}H, H); b_ih, b_hh: ({spec.gates}H,) or "
         f"both None. {shapes}\n    lengths: (B,) integers in [0, T], or None. training: False = "
-        f"inference, cache None.\n\nReturns:\n    y (T, B, H), "
+        f"inference, cache None.\n    precision: None (the thread's mode), 'fp32' or 'bf16' "
+        f"(float32 only): this call's mode (rnnfast.functional).\n\nReturns:\n    y (T, B, H), "
         + ", ".join(f"{n[:-1]}_n (B, H)" for n in spec.state_names)
         + ", cache (SequenceCache or None)."
     )
@@ -94,11 +99,17 @@ def _make_forward(spec: CellSpec, F: Any) -> Callable[..., Any]:
 
 def _make_backward(spec: CellSpec, F: Any) -> Callable[..., Any]:
     def backward(
-        cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None, *, need_dx: bool = True
+        cache: Any,
+        dy: Any,
+        dh_n: Any = None,
+        dc_n: Any = None,
+        *,
+        need_dx: bool = True,
+        precision: str | None = None,
     ) -> dict[str, Any]:
         if not spec.has_cell_state and dc_n is not None:
             raise TypeError(f"dc_n: the {spec.name} cell has no cell state")
-        return F._backward(spec.name, cache, dy, dh_n, dc_n, need_dx)
+        return F._backward(spec.name, cache, dy, dh_n, dc_n, need_dx, precision)
 
     backward.__name__ = backward.__qualname__ = f"{spec.name}_backward"
     if not spec.has_cell_state:

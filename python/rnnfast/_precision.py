@@ -22,18 +22,31 @@ first use of bf16 warns once that the portable path runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
 
 from ._loader import core
 
-__all__ = ["PRECISIONS", "Bf16PathWarning", "bf16_info", "check_precision", "precision"]
+__all__ = [
+    "PRECISIONS",
+    "Bf16PathWarning",
+    "bf16_info",
+    "bind",
+    "check_call_precision",
+    "check_precision",
+    "precision",
+    "run_in",
+]
 
 #: the precisions of the sequence kernels' products
 PRECISIONS = ("fp32", "bf16")
 
 _warned = False
+_T = TypeVar("_T")
 
 
 class Bf16PathWarning(RuntimeWarning):
@@ -58,7 +71,7 @@ def bf16_info() -> dict[str, Any]:
     return dict(core.bf16_info())
 
 
-def _notice() -> None:
+def _notice(stacklevel: int = 3) -> None:
     global _warned
     if _warned:
         return
@@ -72,7 +85,7 @@ def _notice() -> None:
         "rnnfast: precision='bf16' runs the portable path (bf16 weights widened to float32 in "
         f"registers, float32 FMAs): {cpu}rnnfast builds no native AVX512_BF16/AMX kernel",
         Bf16PathWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -93,3 +106,43 @@ def precision(value: str = "bf16") -> Iterator[str]:
         yield value
     finally:
         core._set_precision(previous)
+
+
+def check_call_precision(value: Any, dtype: Any, name: str = "precision") -> str | None:
+    """The ``precision=`` argument of a call on arrays of ``dtype``: None (the thread's mode) as it
+    is, else :func:`check_precision`; ``"bf16"`` needs float32 (ValueError naming ``name`` for
+    float64, as ``fit`` refuses bf16 for a float64 model: an explicit request is not ignored)."""
+    if value is None:
+        return None
+    value = check_precision(value, name)
+    if value == "bf16" and np.dtype(dtype) != np.float32:
+        raise ValueError(f"{name}: 'bf16' needs float32 arrays, got {np.dtype(dtype)}")
+    return value
+
+
+def run_in(mode: str, fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` with this thread's sequence kernels in ``mode`` (a checked precision), the
+    previous mode restored after (also on an exception). When the thread runs ``mode`` already it
+    is a plain call: no mode switch, no notice."""
+    previous = core._get_precision()
+    if previous == mode:
+        return fn(*args)
+    if mode == "bf16":
+        _notice(5)  # the user's call -> its module's -> run_in -> _notice -> warn
+    core._set_precision(mode)
+    try:
+        return fn(*args)
+    finally:
+        core._set_precision(previous)
+
+
+def bind(value: Any, dtype: Any, fn: Callable[..., _T]) -> Callable[..., _T]:
+    """``fn`` under a call's ``precision=`` argument, checked now (:func:`check_call_precision`):
+    ``fn`` itself for None (the thread's mode) or the mode the thread runs already, else ``fn`` run
+    in that mode (:func:`run_in`). Call the result at once, on this thread."""
+    if value is None:
+        return fn
+    mode = check_call_precision(value, dtype)
+    if mode == core._get_precision():
+        return fn
+    return functools.partial(run_in, mode, fn)

@@ -21,6 +21,13 @@ The cache returned by a training forward is an opaque :class:`SequenceCache`; ba
 consume or modify it, so calling backward twice on one cache is allowed and gives the same result.
 It keeps references to the forward's ``x`` and weights: do not modify them in place before backward.
 
+Precision: the whole-sequence calls (``<cell>_forward`` / ``<cell>_backward``) take keyword
+``precision``: None (default) runs the thread's mode (fp32, or bf16 inside ``rnnfast.precision``),
+``"fp32"`` or ``"bf16"`` runs that call in that mode (bf16 products, fp32 accumulation:
+:mod:`rnnfast._precision`), whatever the thread's mode; ``"bf16"`` needs float32 arrays
+(ValueError for float64, as ``fit`` refuses bf16 for a float64 model). A backward runs in its own
+call's mode, not the forward's: pass the same ``precision`` to both for bf16 gradients.
+
 Truncated BPTT(k1, k2): :func:`tbptt_grads` (verification entry point, the loop over chunks runs in
 C++) and :class:`TBPTTStream` (the streaming object the trainer calls once per chunk).
 """
@@ -31,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _precision
 from ._cells import get_cell
 from ._loader import core
 
@@ -118,6 +126,13 @@ class SequenceCache:
         return f"SequenceCache(cell={self.cell!r}, T={t}, B={b}, I={i}, H={h}, dtype={self.dtype})"
 
 
+def _bind(precision: Any, dtype: np.dtype, forward: bool) -> Any:
+    """The core's sequence_forward (or _backward) run under a call's ``precision=`` (not None:
+    the default path takes the core's function directly, at no cost)."""
+    fn = core.sequence_forward if forward else core.sequence_backward
+    return _precision.bind(precision, dtype, fn)
+
+
 def _check_cache(cache: Any, cell: str) -> SequenceCache:
     if cache is None:
         raise ValueError(
@@ -137,13 +152,20 @@ def _check_cache(cache: Any, cell: str) -> SequenceCache:
 
 
 def _backward(
-    cell: str, cache: Any, dy: Any, dh_n: Any, dc_n: Any, need_dx: Any = True
+    cell: str,
+    cache: Any,
+    dy: Any,
+    dh_n: Any,
+    dc_n: Any,
+    need_dx: Any = True,
+    precision: str | None = None,
 ) -> dict[str, Array | None]:
     c = _check_cache(cache, cell)
     if not isinstance(need_dx, (bool, np.bool_)):
         raise TypeError(f"need_dx: expected a bool, got {type(need_dx).__name__}")
     t, b, _, h = c.shape
     dt = c.dtype
+    bwd = core.sequence_backward if precision is None else _bind(precision, dt, False)
 
     def grad(name: str, g: Any, shape: tuple[int, ...]) -> Array | None:
         if g is None:
@@ -155,7 +177,7 @@ def _backward(
     dy_ = grad("dy", dy, (t, b, h))
     dh_ = grad("dh_n", dh_n, (b, h))
     dc_ = grad("dc_n", dc_n, (b, h)) if get_cell(cell).has_cell_state else None
-    return core.sequence_backward(
+    return bwd(
         cell,
         c._core,
         c.x,
@@ -187,6 +209,7 @@ def rnn_forward(
     nonlinearity: str = "tanh",
     lengths: Any = None,
     training: bool = True,
+    precision: str | None = None,
 ) -> tuple[Array, Array, SequenceCache | None]:
     """Vanilla RNN over a whole sequence: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
 
@@ -197,6 +220,8 @@ def rnn_forward(
         nonlinearity: "tanh" or "relu".
         lengths: (B,) integers in [0, T], or None (all sequences T steps).
         training: when False, nothing is stored and the cache is None.
+        precision: None (the thread's mode), "fp32" or "bf16" (float32 only): the mode of this
+            call's products (module docstring). The same for every forward and backward here.
 
     Returns:
         y (T, B, H), h_n (B, H), cache (a SequenceCache, or None when training=False).
@@ -207,14 +232,20 @@ def rnn_forward(
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
     a.check_forward_memory("rnn", training)
-    y, h_n, cc = core.sequence_forward(
+    fwd = core.sequence_forward if precision is None else _bind(precision, a.dtype, True)
+    y, h_n, cc = fwd(
         "rnn", a.x, h0_, None, a.w_ih, a.w_hh, a.b_ih, a.b_hh, None, len_, nl, training
     )
     return y, h_n, (SequenceCache("rnn", nl, cc, a) if training else None)
 
 
 def rnn_backward(
-    cache: Any, dy: Any, dh_n: Any = None, *, need_dx: bool = True
+    cache: Any,
+    dy: Any,
+    dh_n: Any = None,
+    *,
+    need_dx: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Array | None]:
     """Full BPTT through :func:`rnn_forward`.
 
@@ -224,13 +255,14 @@ def rnn_backward(
             Same dtype as x.
         need_dx: False skips the product for dL/dx (e.g. a first layer whose input needs no
             gradient); "x" is then None. The same for lstm_backward and gru_backward.
+        precision: None (the thread's mode), "fp32" or "bf16": this backward's mode.
 
     Returns:
         dict with "x" (T, B, I), "h0" (B, H), "w_ih" (H, I), "w_hh" (H, H), "b_ih", "b_hh" (H,) or
         None without bias, and "dh_all" (T, B, H) = total dL/dh_t of every step (zero rows at
         padded steps).
     """
-    return _backward("rnn", cache, dy, dh_n, None, need_dx)
+    return _backward("rnn", cache, dy, dh_n, None, need_dx, precision)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,6 +281,7 @@ def lstm_forward(
     *,
     lengths: Any = None,
     training: bool = True,
+    precision: str | None = None,
 ) -> tuple[Array, Array, Array, SequenceCache | None]:
     """LSTM over a whole sequence, gates i, f, g, o: c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t).
 
@@ -256,6 +289,7 @@ def lstm_forward(
         x: (T, B, I) float32 or float64. h0, c0: (B, H) or None (zeros).
         w_ih: (4H, I); w_hh: (4H, H); b_ih, b_hh: (4H,) or both None.
         lengths: (B,) integers in [0, T], or None. training: False = inference, cache None.
+        precision: None (the thread's mode), "fp32" or "bf16" (float32 only); see rnn_forward.
 
     Returns:
         y (T, B, H), h_n (B, H), c_n (B, H), cache (SequenceCache or None).
@@ -266,25 +300,33 @@ def lstm_forward(
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
     a.check_forward_memory("lstm", training)
-    y, h_n, c_n, cc = core.sequence_forward(
+    fwd = core.sequence_forward if precision is None else _bind(precision, a.dtype, True)
+    y, h_n, c_n, cc = fwd(
         "lstm", a.x, h0_, c0_, a.w_ih, a.w_hh, a.b_ih, a.b_hh, None, len_, "tanh", training
     )
     return y, h_n, c_n, (SequenceCache("lstm", "tanh", cc, a) if training else None)
 
 
 def lstm_backward(
-    cache: Any, dy: Any, dh_n: Any = None, dc_n: Any = None, *, need_dx: bool = True
+    cache: Any,
+    dy: Any,
+    dh_n: Any = None,
+    dc_n: Any = None,
+    *,
+    need_dx: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Array | None]:
     """Full BPTT through :func:`lstm_forward`.
 
     Args:
         cache: SequenceCache of lstm_forward. dy: (T, B, H) or None. dh_n, dc_n: (B, H) or None.
+        precision: None (the thread's mode), "fp32" or "bf16": this backward's mode.
 
     Returns:
         dict with "x" (T, B, I), "h0", "c0" (B, H), "w_ih" (4H, I), "w_hh" (4H, H), "b_ih", "b_hh"
         (4H,) or None, "dh_all" (T, B, H).
     """
-    return _backward("lstm", cache, dy, dh_n, dc_n, need_dx)
+    return _backward("lstm", cache, dy, dh_n, dc_n, need_dx, precision)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,6 +344,7 @@ def gru_forward(
     *,
     lengths: Any = None,
     training: bool = True,
+    precision: str | None = None,
 ) -> tuple[Array, Array, SequenceCache | None]:
     """GRU over a whole sequence, gates r, z, n: n = tanh(W_in x + b_in + r*(W_hn h + b_hn)),
     h_t = (1 - z)*n + z*h_{t-1}.
@@ -310,6 +353,7 @@ def gru_forward(
         x: (T, B, I) float32 or float64. h0: (B, H) or None.
         w_ih: (3H, I); w_hh: (3H, H); b_ih, b_hh: (3H,) or both None.
         lengths: (B,) integers in [0, T], or None. training: False = inference, cache None.
+        precision: None (the thread's mode), "fp32" or "bf16" (float32 only); see rnn_forward.
 
     Returns:
         y (T, B, H), h_n (B, H), cache (SequenceCache or None).
@@ -319,25 +363,32 @@ def gru_forward(
     len_ = a.lengths(lengths)
     training = _check_bool("training", training)
     a.check_forward_memory("gru", training)
-    y, h_n, cc = core.sequence_forward(
+    fwd = core.sequence_forward if precision is None else _bind(precision, a.dtype, True)
+    y, h_n, cc = fwd(
         "gru", a.x, h0_, None, a.w_ih, a.w_hh, a.b_ih, a.b_hh, None, len_, "tanh", training
     )
     return y, h_n, (SequenceCache("gru", "tanh", cc, a) if training else None)
 
 
 def gru_backward(
-    cache: Any, dy: Any, dh_n: Any = None, *, need_dx: bool = True
+    cache: Any,
+    dy: Any,
+    dh_n: Any = None,
+    *,
+    need_dx: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Array | None]:
     """Full BPTT through :func:`gru_forward`.
 
     Args:
         cache: SequenceCache of gru_forward. dy: (T, B, H) or None. dh_n: (B, H) or None.
+        precision: None (the thread's mode), "fp32" or "bf16": this backward's mode.
 
     Returns:
         dict with "x" (T, B, I), "h0" (B, H), "w_ih" (3H, I), "w_hh" (3H, H), "b_ih", "b_hh" (3H,)
         or None, "dh_all" (T, B, H).
     """
-    return _backward("gru", cache, dy, dh_n, None, need_dx)
+    return _backward("gru", cache, dy, dh_n, None, need_dx, precision)
 
 
 # Truncated BPTT (tbptt_grads, TBPTTStream): rnnfast/_tbptt_api.py. The LSTM with projection (its
