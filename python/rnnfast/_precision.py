@@ -6,9 +6,16 @@ accumulates in float32: the input projection, the per-step recurrent product (on
 of W_hh made once per call; an inference call holds no float32 copy) and the backward GEMMs. Biases,
 the cells' pointwise math, c_t, states and gradients stay float32; the weights the optimizer updates
 stay float32 (master weights), so each call converts them afresh (a per-update cache is not done).
-float64 calls ignore the mode. Kernels outside the full-sequence path (truncated-BPTT streams,
-``step``, the projected LSTM, minGRU/minLSTM) run float32 in bf16 mode, as autocast leaves ops
-without a low-precision kernel in float32; ``fit`` refuses ``precision="bf16"`` with ``bptt``.
+float64 calls ignore the mode. The truncated-BPTT streams (``functional.TBPTTStream``,
+``tbptt_grads``, the modules' ``stream_*``, ``fit(bptt=...)``) call the same sequence kernels per
+chunk, so they run bf16 too. Kernels outside the sequence path (``step``'s one-step kernel, the
+projected LSTM, minGRU/minLSTM) run float32 in bf16 mode, as autocast leaves ops without a
+low-precision kernel in float32 (a module with its own ``precision="bf16"`` steps through the
+sequence kernels instead: :mod:`rnnfast.nn._precisionops`).
+
+Where the mode comes from: this context manager (the thread's mode), ``fit(precision=...)`` (the
+same, around training), a module's ``precision`` attribute (wins over the thread's mode when set)
+and the functional API's ``precision=`` keyword (that call only; None = the thread's mode).
 
 The mode belongs to the calling thread (a thread-local in the compiled core), so threads never see
 each other's. Numerics, in float64 terms: :mod:`rnnfast.reference.bf16`.

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .. import minimal as F
+from . import _precisionops
 from ._util import Array, _as_float, _check_allocatable, _check_dtype, _check_int
 from .module import (
     _NO_CACHE_MSG,
@@ -47,7 +48,7 @@ from .module import (
 __all__ = ["MINIMAL_CELLS", "MinGRU", "MinLSTM", "MinimalRNNBase"]
 
 
-class MinimalRNNBase(_FlatParams):
+class MinimalRNNBase(_FlatParams, _precisionops.PrecisionOption):
     """Shared implementation of :class:`MinGRU` and :class:`MinLSTM` (see their docstrings)."""
 
     _cell = "mingru"
@@ -59,6 +60,8 @@ class MinimalRNNBase(_FlatParams):
     num_directions = 1
     dropout = 0.0
     _stream = None
+    #: the scan kernels have no bf16 path: ``precision`` takes None or "fp32" (nn/_precisionops.py)
+    _bf16_kernel = False
 
     def __init__(
         self,
@@ -69,6 +72,8 @@ class MinimalRNNBase(_FlatParams):
         batch_first: bool = False,
         dtype: Any = np.float32,
         seed: int | None = None,
+        *,
+        precision: str | None = None,
     ) -> None:
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
@@ -79,6 +84,7 @@ class MinimalRNNBase(_FlatParams):
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.dtype = _check_dtype(dtype)
+        self.precision = precision  # None or "fp32": the kernels run float32 (bf16: ValueError)
         if seed is not None:
             seed = _check_int("seed", seed, 0)
         self.seed = seed
@@ -124,7 +130,7 @@ class MinimalRNNBase(_FlatParams):
             "batch_first": self.batch_first,
             "dtype": self.dtype.name,
             "seed": self.seed,
-        }
+        } | _precisionops.config_items(self)
 
     @property
     def output_size(self) -> int:

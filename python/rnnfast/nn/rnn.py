@@ -19,7 +19,7 @@ import numpy as np
 
 from .._argcheck import check_bool, check_nonlinearity
 from .._cells import CellSpec, get_cell
-from . import _regularise
+from . import _precisionops, _regularise
 from . import backend as _backend_mod
 from ._cellops import _cell_backward, _cell_forward, _gather_time, _init_layer, _reverse_index
 from ._projops import _init_proj_layer, _proj_backward, _proj_forward
@@ -55,7 +55,7 @@ def _step_ready(a: Any, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
     return type(a) is np.ndarray and a.dtype == dtype and a.shape == shape and a.flags.c_contiguous
 
 
-class RNNBase(_StreamingMethods, _FlatParams):
+class RNNBase(_StreamingMethods, _FlatParams, _precisionops.PrecisionOption):
     """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU` (see their docstrings)."""
 
     __module__ = _PUBLIC_MODULE
@@ -90,6 +90,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         *,
         zoneout: Any = 0.0,
         recurrent_dropout: float = 0.0,
+        precision: str | None = None,
     ) -> None:
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
@@ -118,6 +119,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         self.dropout = float(dropout)
         _regularise.configure(self, zoneout, recurrent_dropout)  # zoneout, recurrent dropout
         self.dtype = _check_dtype(dtype)
+        self.precision = precision  # checked by the setter (nn/_precisionops.py)
         if init not in INIT_PRESETS:
             raise ValueError(f"init: expected one of {INIT_PRESETS}, got {init!r}")
         self.init = init
@@ -257,6 +259,7 @@ class RNNBase(_StreamingMethods, _FlatParams):
         if self.proj_size:
             cfg["proj_size"] = self.proj_size
         cfg.update(_regularise.config_items(self))
+        cfg.update(_precisionops.config_items(self))
         return cfg
 
     @property
@@ -421,6 +424,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
 
         Returns (y (T, B, D*H), final states per layer/direction, cache or None).
         """
+        if self._precision is not None and (p := _precisionops.switch(self)):  # module's mode
+            return _precisionops.run_in(p, self._run, x, states, lengths, training, masks)
         F = get_backend()
         t_steps, batch, _ = x.shape
         D, H = self.num_directions, self._h_size
@@ -556,6 +561,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
     def _backward_time_major(
         self, cache: dict[str, Any], dout: Array | None, dstates: list[State | None]
     ) -> Array:
+        if self._precision is not None and (p := _precisionops.switch(self)):  # module's mode
+            return _precisionops.run_in(p, self._backward_time_major, cache, dout, dstates)
         F = get_backend()
         D, H = self.num_directions, self._h_size
         rev_idx = cache["rev_idx"]
@@ -603,7 +610,9 @@ class RNNBase(_StreamingMethods, _FlatParams):
         Args: x_t (B, input_size); state as ``hx`` of forward (None = zeros). Returns (out_t (B, H),
         new state (num_layers, B, H) (LSTM: (h, c))), new arrays. Equal to ``forward`` run one step
         at a time in eval mode (to rounding: the products sum in another order). Unidirectional
-        stacks only.
+        stacks only. The step kernel is fp32: a module with ``precision="bf16"`` steps through the
+        sequence kernels (T = 1) in bf16; a module without its own precision steps in fp32 also
+        inside a bf16 block.
 
         One call into the compiled core (``_core.step_plan``: the weights are checked once, then
         each step checks x_t and the state only); a C-contiguous x_t and state of the module dtype
@@ -650,6 +659,8 @@ class RNNBase(_StreamingMethods, _FlatParams):
         """This thread's compiled step plan over the current weights (None with a test backend)."""
         if self.bidirectional:
             raise ValueError("step: a bidirectional module needs the whole sequence; use forward")
+        if self._precision == "bf16":  # the compiled step has no bf16 kernel: the T = 1 sequence
+            return None
         loc = self._step_local
         plan = getattr(loc, "plan", None)
         if plan is not None and loc.plan_key is self._flat_params:
@@ -694,7 +705,9 @@ class RNN(RNNBase):
     nonlinearity="relu"). ``seed`` fixes the initial weights and the dropout RNG. Keyword-only
     ``zoneout`` (p, or (p_h, p_c) with a cell state) and ``recurrent_dropout`` (p): zoneout (Krueger
     et al. 2017) and variational recurrent dropout (Gal & Ghahramani 2016) in the fused loops,
-    training only, masks drawn from :attr:`rng` (:mod:`rnnfast.nn._regularise`).
+    training only, masks drawn from :attr:`rng` (:mod:`rnnfast.nn._regularise`). Keyword-only
+    ``precision``: None (the thread's mode), "fp32" or "bf16" (float32 modules), the mode of the
+    stack's products in forward, backward, streams and ``step`` (:mod:`rnnfast.nn._precisionops`).
     """
 
     __module__ = _PUBLIC_MODULE
@@ -716,6 +729,7 @@ def _tanh_only_init(
     *,
     zoneout: Any = 0.0,
     recurrent_dropout: float = 0.0,
+    precision: str | None = None,
 ) -> None:
     """The constructor of LSTM and GRU: RNNBase's arguments without ``nonlinearity`` (tanh)."""
     RNNBase.__init__(
@@ -733,6 +747,7 @@ def _tanh_only_init(
         init,
         zoneout=zoneout,
         recurrent_dropout=recurrent_dropout,
+        precision=precision,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._argcheck import check_lengths_dtype, check_shape
+from . import _precisionops
 from ._util import Array, State, _as_float, _check_int
 from .backend import get_backend
 from .module import _NO_CACHE_MSG
@@ -145,6 +146,9 @@ class TBPTTSession:
 
     def run(self, x: Array, masks: list[Array | None], params: list[list[Array | None]]) -> Array:
         """One chunk through every layer's C++ stream: x (n, B, I) -> top output (n, B, H)."""
+        m = self.module
+        if m._precision is not None and (p := _precisionops.switch(m)):  # the module's mode
+            return _precisionops.run_in(p, self.run, x, masks, params)
         inp = x
         for layer, s in enumerate(self.layers):
             s.set_params(dict(zip(_names(self.module), params[layer])))
@@ -209,6 +213,8 @@ class TBPTTSession:
         """Backward for the last chunk (see RNNBase.stream_backward): accumulates the weight
         gradients of the window into the module's grads; returns dL/dx over the window or None."""
         m = self.module
+        if m._precision is not None and (p := _precisionops.switch(m)):  # the module's mode
+            return _precisionops.run_in(p, self.backward, dy_chunk, need_dx)
         if not self.ready:
             raise ValueError(_NO_CACHE_MSG)
         dya = _as_float("dy_chunk", dy_chunk, m.dtype)

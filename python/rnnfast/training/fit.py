@@ -166,8 +166,9 @@ def fit(
             context of ``rnnfast.distributed.init()`` if one was made, True makes it, False never;
             or a ``rnnfast.distributed.DataParallel``. ``batch_size`` is then the global batch.
         precision: "fp32", or "bf16": the recurrent layers' products in bf16 with fp32
-            accumulation, weights and optimizer state fp32 (:mod:`rnnfast._precision`); float32
-            models with full BPTT only (no ``bptt``).
+            accumulation, weights and optimizer state fp32 (:mod:`rnnfast._precision`), with full
+            BPTT or ``bptt`` (the truncated-BPTT streams run the same sequence kernels); float32
+            models only. A stack's own ``precision`` (not None) wins over this one.
 
     Raises:
         NonFiniteError, TrainingInterrupted (SIGINT), ValueError/TypeError for bad arguments.
@@ -177,7 +178,7 @@ def fit(
     epochs, batch_size = _check_counts(epochs, batch_size, checkpoint_every)
     _check_modes(verbose, on_nonfinite)
     bptt = _check_bptt(model, bptt, bool(stateful))
-    precision = _check_fit_precision(model, precision, bptt)
+    precision = _check_fit_precision(model, precision)
     clip_norm, clip_value = _check_clip(clip_norm, clip_value)
     early_stopping = _check_early_stopping(early_stopping)
     train, val = _check_data(model, train_data, val_data, batch_size, bool(stateful))
@@ -244,18 +245,10 @@ def _check_parts(model: Any, loss: Any, optimizer: Any) -> None:
     _check_optimizer_params(model, optimizer)
 
 
-def _check_fit_precision(model: SequenceModel, precision: Any, bptt: Any) -> str:
+def _check_fit_precision(model: SequenceModel, precision: Any) -> str:
     precision = _precision.check_precision(precision)
-    if precision == "bf16":
-        if np.dtype(model.dtype) != np.float32:
-            raise ValueError(
-                f"precision: 'bf16' needs a float32 model, got {np.dtype(model.dtype)}"
-            )
-        if bptt is not None:
-            raise ValueError(
-                "precision: 'bf16' runs the full-sequence kernels; truncated BPTT (bptt) streams "
-                "have no bf16 path"
-            )
+    if precision == "bf16" and np.dtype(model.dtype) != np.float32:
+        raise ValueError(f"precision: 'bf16' needs a float32 model, got {np.dtype(model.dtype)}")
     return precision
 
 
