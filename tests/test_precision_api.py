@@ -515,3 +515,26 @@ def test_fit_bf16_with_bptt_and_module_precision() -> None:
     assert np.allclose(bf16, fp32, rtol=0.05)
     assert _fit_losses("fp32", "bf16", (4, 4)) == bf16  # the module's mode wins over fit's fp32
     assert _fit_losses("bf16", "fp32", None) == _fit_losses("fp32", None, None)
+
+
+def test_notice_points_at_the_callers_line() -> None:
+    """The once-per-process notice names the user's line, whichever surface asked for bf16."""
+    import rnnfast._precision as P
+
+    a = _inputs("gru")
+    m = rnnfast.GRU(6, 24, precision="bf16")
+    calls = {
+        "functional": lambda: _fwd("gru", a, precision="bf16", training=False),
+        "block": lambda: rnnfast.precision("bf16").__enter__(),  # restored below
+        "module": lambda: m(a["x"]),
+    }
+    for name, call in calls.items():
+        P._warned = False
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            try:
+                call()
+            finally:
+                core._set_precision("fp32")
+        got = [(w.filename, w.lineno) for w in rec if issubclass(w.category, Bf16PathWarning)]
+        assert len(got) == 1 and got[0][0] == __file__, f"{name}: {got}"

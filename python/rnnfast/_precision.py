@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -78,7 +80,17 @@ def bf16_info() -> dict[str, Any]:
     return dict(core.bf16_info())
 
 
-def _notice(stacklevel: int = 3) -> None:
+def _caller_level() -> int:
+    """warnings.warn's stacklevel of the first frame outside rnnfast and contextlib (the user's
+    call), seen from _notice's caller."""
+    skip = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(contextlib.__file__))
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _notice() -> None:
     global _warned
     if _warned:
         return
@@ -92,7 +104,7 @@ def _notice(stacklevel: int = 3) -> None:
         "rnnfast: precision='bf16' runs the portable path (bf16 weights widened to float32 in "
         f"registers, float32 FMAs): {cpu}rnnfast builds no native AVX512_BF16/AMX kernel",
         Bf16PathWarning,
-        stacklevel=stacklevel,
+        stacklevel=_caller_level(),
     )
 
 
@@ -135,7 +147,7 @@ def run_in(mode: str, fn: Callable[..., _T], *args: Any) -> _T:
     if previous == mode:
         return fn(*args)
     if mode == "bf16":
-        _notice(5)  # the user's call -> its module's -> run_in -> _notice -> warn
+        _notice()
     core._set_precision(mode)
     try:
         return fn(*args)
