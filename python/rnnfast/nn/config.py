@@ -75,7 +75,8 @@ def build_model(
 
     With ``vocab_size`` the input is token ids and an Embedding(vocab_size, embedding_dim or
     input_size) feeds the stack (``input_size`` is then ignored in favour of ``embedding_dim`` when
-    given). ``rnn_kwargs`` go to the stack (nonlinearity, bias, batch_first, dropout, bidirectional).
+    given). ``rnn_kwargs`` go to the stack (nonlinearity, bias, batch_first, dropout, bidirectional,
+    zoneout, recurrent_dropout, precision; MinGRU/MinLSTM take precision None or "fp32" only).
     ``seed`` seeds every part (distinct derived seeds).
     """
     if cell not in _CELL_CLASSES:
