@@ -190,11 +190,18 @@ int startable_team(int n) {
 constexpr double kProbeInterval = 0.1;  // seconds between probes
 constexpr double kProbeGiveUp = 2e-3;   // a probe that has not finished by then: the team cannot run together
 constexpr int kProbeRounds = 16;
-constexpr double kBarriersPerShare = 16.0;  // a thread's share of a step must be worth this many barriers
+// A thread's share of a product must be worth this many probe barriers (a parallel region's fork and
+// join cost several); a share of a time-loop step this many (the loop's StepBarrier is one round,
+// measured 0.03-0.09 us against the probe's 0.14-0.57 us on a 2-vCPU Zen 3: kStepBarriersPerShare =
+// 4 and kMinStepFlops = 2.5e4 put the switch to 2 threads at B = 1 near 3e4 flops a step, where
+// issue 17's measurements put it: GRU H = 64 (2.5e4 flops) 0.17 -> 0.12 ms, LSTM H = 128 0.74 ->
+// 0.49 ms at T = 100, LSTM H = 64 even, RNN H = 64 (8e3) slower on 2).
+constexpr double kBarriersPerShare = 16.0;
+constexpr double kStepBarriersPerShare = 4.0;
 constexpr double kStepFlopsPerSecond =
     3e10;  // one thread in the time loop (B=1..64, float; double is slower)
 constexpr double kGemmFlopsPerSecond = 6e10;  // one thread in a large product
-constexpr double kMinStepFlops = 2.5e5;
+constexpr double kMinStepFlops = 2.5e4;
 constexpr double kMinProductFlops = 4e6;
 
 struct Probe {
@@ -384,8 +391,8 @@ int free_cpus() {
 namespace {
 
 // Team size for a call: the most threads (<= cap) whose share of `seconds` of work is worth
-// kBarriersPerShare barriers at the measured cost.
-int threads_for(double seconds, Index parts) {
+// `per_share` barriers at the measured cost.
+int threads_for(double seconds, Index parts, double per_share) {
   int n_max = static_cast<int>(std::min<Index>(get_num_threads(), std::max<Index>(parts, 1)));
   if (n_max <= 1) return 1;
 #if defined(_OPENMP)
@@ -396,7 +403,7 @@ int threads_for(double seconds, Index parts) {
   if (n_max <= 1) return 1;
   const double cost = barrier_cost();
   if (cost <= 0.0) return 1;
-  const int n = static_cast<int>(std::min<double>(n_max, seconds / (kBarriersPerShare * cost)));
+  const int n = static_cast<int>(std::min<double>(n_max, seconds / (per_share * cost)));
   return n <= 1 ? 1 : startable_team(n);
 }
 
@@ -454,7 +461,7 @@ double barrier_cost() {
 
 int loop_threads_for(double step_flops, Index parts) {
   if (step_flops < kMinStepFlops) return 1;
-  return threads_for(step_flops / kStepFlopsPerSecond, parts);
+  return threads_for(step_flops / kStepFlopsPerSecond, parts, kStepBarriersPerShare);
 }
 
 namespace {
@@ -481,7 +488,7 @@ int product_threads(double flops, Index parts) {
     return startable_team(n);
   }
   if (flops < kMinProductFlops) return 1;
-  return threads_for(flops / kGemmFlopsPerSecond, parts);
+  return threads_for(flops / kGemmFlopsPerSecond, parts, kBarriersPerShare);
 }
 
 }  // namespace rnnfast
