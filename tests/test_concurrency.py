@@ -385,6 +385,38 @@ def test_fork_while_other_threads_allocate() -> None:
     assert proc.returncode == 0, f"children failed: {proc.stdout} {proc.stderr}"
 
 
+_FORK_FORCED_SCRIPT = r"""
+import os, sys
+import numpy as np
+import rnnfast
+from rnnfast import functional as F
+from rnnfast._loader import core
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20, 4, 64)).astype(np.float32)
+w = (rng.standard_normal((256, 64)) * 0.1).astype(np.float32)
+rnnfast.set_num_threads(2)
+core._force_loop_threads(2)  # the testing hooks force 2-thread teams: the parent's pool starts
+core._force_product_threads(2)
+want = F.lstm_forward(x, None, None, w, w, None, None, training=False)[0]
+pid = os.fork()
+if pid == 0:  # the hooks are still set in the child: its kernels must run on one thread, not hang
+    got = F.lstm_forward(x, None, None, w, w, None, None, training=False)[0]
+    os._exit(0 if np.array_equal(got, want) else 3)
+code = os.waitpid(pid, 0)[1]
+sys.exit(0 if code == 0 else 1)
+"""
+
+
+def test_fork_child_ignores_forced_teams() -> None:
+    # _force_loop_threads / _force_product_threads in a fork() child: a team would hang in GNU
+    # OpenMP's dead pool, so the child runs one thread (bitwise the parent's 2-thread result).
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_FORCED_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, f"child failed: {proc.stdout} {proc.stderr}"
+
+
 # --------------------------------------------------------------------------------------------------
 # one training-mode module used from two threads: detected, never a swapped gradient
 # --------------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ Share share_of(Index hblocks, Index H, Index pblocks, Index P) {
 int proj_loop_threads(const ProjDims& d, Index hblocks, Index pblocks) {
   const Index parts = std::max<Index>(std::min(hblocks, pblocks), 1);
   const int forced = forced_loop_threads().load(std::memory_order_relaxed);
-  if (forced > 0) return static_cast<int>(std::min<Index>(forced, parts));
+  if (forced > 0) return forced_team(forced, parts);
   const double flops =
       2.0 * static_cast<double>(d.B) * static_cast<double>(d.P) * 5.0 * static_cast<double>(d.H);
   return loop_threads_for(flops, parts);

@@ -477,16 +477,19 @@ void force_product_threads(int n) {
   forced_product_threads().store(std::max(0, n), std::memory_order_relaxed);
 }
 
-int product_threads(double flops, Index parts) {
-  if (const int forced = forced_product_threads().load(std::memory_order_relaxed); forced > 0) {
-    const int n = static_cast<int>(std::min<Index>(forced, std::max<Index>(parts, 1)));
-    if (n <= 1 || forked_child().load(std::memory_order_relaxed)) return 1;
+int forced_team(int forced, Index parts) {
+  const int n = static_cast<int>(std::min<Index>(forced, std::max<Index>(parts, 1)));
+  if (n <= 1 || forked_child().load(std::memory_order_relaxed)) return 1;
 #if defined(_OPENMP)
-    if (omp_in_parallel()) return 1;
+  if (omp_in_parallel()) return 1;
 #endif
-    note_own_thread();
-    return startable_team(n);
-  }
+  note_own_thread();
+  return startable_team(n);
+}
+
+int product_threads(double flops, Index parts) {
+  if (const int forced = forced_product_threads().load(std::memory_order_relaxed); forced > 0)
+    return forced_team(forced, parts);
   if (flops < kMinProductFlops) return 1;
   return threads_for(flops / kGemmFlopsPerSecond, parts, kBarriersPerShare);
 }

@@ -65,6 +65,10 @@ int product_threads(double flops, Index parts);
 // split the products they claim to; 0 = automatic. Still 1 inside a parallel region and in a fork()
 // child, and fewer when the threads cannot be created.
 void force_product_threads(int n);
+// The team a testing hook forces (force_product_threads, core._force_loop_threads): min(forced,
+// parts) threads, but 1 inside a parallel region and in a fork() child (where a team would hang),
+// and fewer when the threads cannot be created.
+int forced_team(int forced, Index parts);
 
 // Threads for the time loop of one call: the per-step recurrent product is split over blocks of
 // hidden units (each thread keeps its slice of W_hh in its own cache, one barrier per step).

@@ -187,7 +187,7 @@ inline std::atomic<int>& forced_loop_threads() {
 }
 inline int time_loop_threads(Index B, Index G, Index H, Index nblocks) {
   const int forced = forced_loop_threads().load(std::memory_order_relaxed);
-  if (forced > 0) return static_cast<int>(std::min<Index>(forced, std::max<Index>(nblocks, 1)));
+  if (forced > 0) return forced_team(forced, nblocks);  // 1 in a fork() child, like the product hook
   return loop_threads(B, G, H, nblocks);
 }
 
