@@ -112,6 +112,16 @@ def _check_shape(name: str, a: Array, shape: tuple[int, ...]) -> None:
         raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
 
 
+def _opt_array(name: str, a: Any, dtype: np.dtype, shape: tuple[int, ...]) -> Array | None:
+    """None for None, else ``a`` as a C-contiguous array of ``dtype`` and ``shape`` (TypeError or
+    ValueError naming ``name`` otherwise): an optional gradient or state argument, e.g. dy, dh_n."""
+    if a is None:
+        return None
+    arr = _float_array(name, a, dtype)
+    _check_shape(name, arr, shape)
+    return arr
+
+
 def _check_nonlinearity(nonlinearity: Any) -> str:
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")

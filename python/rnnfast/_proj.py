@@ -34,6 +34,7 @@ from ._fcheck import (
     _check_memory,
     _check_shape,
     _float_array,
+    _opt_array,
 )
 from ._loader import core
 
@@ -181,16 +182,9 @@ def lstm_proj_backward(
     need_dx = _check_bool("need_dx", need_dx)
     t, b, _, h, p = cache.shape
 
-    def grad(name: str, g: Any, shape: tuple[int, ...]) -> Array | None:
-        if g is None:
-            return None
-        arr = _float_array(name, g, cache.dtype)
-        _check_shape(name, arr, shape)
-        return arr
-
-    dy_ = grad("dy", dy, (t, b, p))
-    dh_ = grad("dh_n", dh_n, (b, p))
-    dc_ = grad("dc_n", dc_n, (b, h))
+    dy_ = _opt_array("dy", dy, cache.dtype, (t, b, p))
+    dh_ = _opt_array("dh_n", dh_n, cache.dtype, (b, p))
+    dc_ = _opt_array("dc_n", dc_n, cache.dtype, (b, h))
     return dict(
         core.lstm_proj_backward(cache._core, cache.x, *cache.weights, dy_, dh_, dc_, need_dx)
     )

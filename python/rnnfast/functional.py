@@ -75,6 +75,7 @@ from ._fcheck import (  # noqa: F401  (re-exported for rnnfast.minimal and the g
     _check_shape,
     _extra_params,
     _float_array,
+    _opt_array,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -167,16 +168,9 @@ def _backward(
     dt = c.dtype
     bwd = core.sequence_backward if precision is None else _bind(precision, dt, False)
 
-    def grad(name: str, g: Any, shape: tuple[int, ...]) -> Array | None:
-        if g is None:
-            return None
-        arr = _float_array(name, g, dt)
-        _check_shape(name, arr, shape)
-        return arr
-
-    dy_ = grad("dy", dy, (t, b, h))
-    dh_ = grad("dh_n", dh_n, (b, h))
-    dc_ = grad("dc_n", dc_n, (b, h)) if get_cell(cell).has_cell_state else None
+    dy_ = _opt_array("dy", dy, dt, (t, b, h))
+    dh_ = _opt_array("dh_n", dh_n, dt, (b, h))
+    dc_ = _opt_array("dc_n", dc_n, dt, (b, h)) if get_cell(cell).has_cell_state else None
     return bwd(
         cell,
         c._core,

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ._loader import core
-from .functional import _check_bool, _check_memory, _check_shape, _float_array
+from .functional import _check_bool, _check_memory, _check_shape, _float_array, _opt_array
 
 __all__ = [
     "MinimalCache",
@@ -113,10 +113,7 @@ def _forward(
         raise ValueError(f"w_ih: expected shape ({G}*H, {i}) with H >= 1, got {w.shape}")
     h = w.shape[0] // G
     _check_shape("w_ih", w, (G * h, i))
-    bias = None
-    if b_ih is not None:
-        bias = _float_array("b_ih", b_ih, xa.dtype)
-        _check_shape("b_ih", bias, (G * h,))
+    bias = _opt_array("b_ih", b_ih, xa.dtype, (G * h,))
     h0_ = None
     if h0 is not None:
         h0_ = _float_array("h0", h0, xa.dtype)
@@ -158,15 +155,8 @@ def _backward(
     ck = _check_chunk(chunk)
     t, b, _, h = cache.shape
 
-    def grad(name: str, g: Any, shape: tuple[int, ...]) -> Array | None:
-        if g is None:
-            return None
-        arr = _float_array(name, g, cache.dtype)
-        _check_shape(name, arr, shape)
-        return arr
-
-    dy_ = grad("dy", dy, (t, b, h))
-    dh_ = grad("dh_n", dh_n, (b, h))
+    dy_ = _opt_array("dy", dy, cache.dtype, (t, b, h))
+    dh_ = _opt_array("dh_n", dh_n, cache.dtype, (b, h))
     return core.minimal_backward(
         cell, cache._core, cache.x, cache.w_ih, cache.b_ih, dy_, dh_, need_dx, ck
     )
