@@ -16,7 +16,7 @@ import numpy as np
 
 from .._cells import CellSpec
 from . import backend as _backend_mod
-from ._util import Array, State, _as_float
+from ._util import Array, State, _as_float, _as_hx
 
 __all__: list[str] = []
 
@@ -64,13 +64,7 @@ class _StateMethods:
                 if a.shape != want:
                     raise ValueError(f"{name}: expected shape {want}, got {a.shape}")
             return [(h0[i], c0[i]) for i in range(n)]
-        if isinstance(hx, (tuple, list)):
-            raise TypeError(
-                f"hx: expected an array {shape} for {type(self).__name__}, got {type(hx).__name__}"
-            )
-        h0 = _as_float("hx", hx, self.dtype)
-        if h0.shape != shape:
-            raise ValueError(f"hx: expected shape {shape}, got {h0.shape}")
+        h0 = _as_hx(hx, self.dtype, shape, type(self).__name__)
         return [h0[i] for i in range(n)]
 
     def _join_states(self, states: list[State]) -> State:

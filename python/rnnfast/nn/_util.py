@@ -88,6 +88,19 @@ def _as_float(name: str, a: Any, dtype: np.dtype, ndim: int | None = None) -> Ar
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def _as_hx(hx: Any, dtype: np.dtype, shape: tuple[int, ...], owner: str) -> Array:
+    """``hx`` of a stack without a cell state: one array of ``shape`` (L*D, B, H) in ``dtype``.
+
+    TypeError for a tuple or list (naming ``owner``, the module's class) or a non-float array,
+    ValueError for another shape."""
+    if isinstance(hx, (tuple, list)):
+        raise TypeError(f"hx: expected an array {shape} for {owner}, got {type(hx).__name__}")
+    h0 = _as_float("hx", hx, dtype)
+    if h0.shape != shape:
+        raise ValueError(f"hx: expected shape {shape}, got {h0.shape}")
+    return h0
+
+
 def _as_lengths(lengths: Any, batch: int, t_steps: int) -> Array | None:
     if lengths is None:
         return None

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import minimal as F
 from . import _precisionops
-from ._util import Array, _as_float, _check_allocatable, _check_dtype, _check_int
+from ._util import Array, _as_float, _as_hx, _check_allocatable, _check_dtype, _check_int
 from .module import (
     _NO_CACHE_MSG,
     _PUBLIC_MODULE,
@@ -160,13 +160,7 @@ class MinimalRNNBase(_FlatParams, _precisionops.PrecisionOption):
         shape = (self.num_layers, batch, self.hidden_size)
         if hx is None:
             return [None] * self.num_layers
-        if isinstance(hx, (tuple, list)):
-            raise TypeError(
-                f"hx: expected an array {shape} for {type(self).__name__}, got {type(hx).__name__}"
-            )
-        h0 = _as_float("hx", hx, self.dtype)
-        if h0.shape != shape:
-            raise ValueError(f"hx: expected shape {shape}, got {h0.shape}")
+        h0 = _as_hx(hx, self.dtype, shape, type(self).__name__)
         if not np.all(np.isfinite(h0) & (h0 >= 0)):
             raise ValueError("hx: expected finite values >= 0 (the log-space scan takes log hx)")
         return [h0[k] for k in range(self.num_layers)]
