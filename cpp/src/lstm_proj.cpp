@@ -79,7 +79,7 @@ int proj_loop_threads(const ProjDims& d, Index hblocks, Index pblocks) {
   if (forced > 0) return forced_team(forced, parts);
   const double flops =
       2.0 * static_cast<double>(d.B) * static_cast<double>(d.P) * 5.0 * static_cast<double>(d.H);
-  return loop_threads_for(flops, parts);
+  return loop_threads_for(flops, parts, d.B);
 }
 
 }  // namespace

@@ -191,17 +191,21 @@ constexpr double kProbeInterval = 0.1;  // seconds between probes
 constexpr double kProbeGiveUp = 2e-3;   // a probe that has not finished by then: the team cannot run together
 constexpr int kProbeRounds = 16;
 // A thread's share of a product must be worth this many probe barriers (a parallel region's fork and
-// join cost several); a share of a time-loop step this many (the loop's StepBarrier is one round,
-// measured 0.03-0.09 us against the probe's 0.14-0.57 us on a 2-vCPU Zen 3: kStepBarriersPerShare =
-// 4 and kMinStepFlops = 2.5e4 put the switch to 2 threads at B = 1 near 3e4 flops a step, where
-// issue 17's measurements put it: GRU H = 64 (2.5e4 flops) 0.17 -> 0.12 ms, LSTM H = 128 0.74 ->
-// 0.49 ms at T = 100, LSTM H = 64 even, RNN H = 64 (8e3) slower on 2).
+// join cost several), and so must a share of a time-loop step at B > 4. At B <= 4 a step's product
+// is a stream of W_hh (each weight used <= 4 times), which a second core's cache and bandwidth
+// speed up more than its flops suggest, and the loop's StepBarrier is one round (0.03-0.09 us
+// against the probe's 0.14-0.57 us on a 2-vCPU Zen 3): 4 probe barriers per share and 2.5e4 flops a
+// step put the switch to 2 threads near 3e4 flops, where issue 17's measurements put it (T = 100,
+// B = 1: GRU H = 64 0.17 -> 0.12 ms, LSTM H = 128 0.74 -> 0.49 ms, LSTM H = 64 even, RNN H = 64 (8e3
+// flops) slower on 2); training at B 16-32 with steps of 1e5-2.5e5 flops measured 4-7 % slower on
+// 2 threads, so B > 4 keeps 16 barriers and 2.5e5 flops.
 constexpr double kBarriersPerShare = 16.0;
-constexpr double kStepBarriersPerShare = 4.0;
+constexpr double kStreamBarriersPerShare = 4.0;
 constexpr double kStepFlopsPerSecond =
     3e10;  // one thread in the time loop (B=1..64, float; double is slower)
 constexpr double kGemmFlopsPerSecond = 6e10;  // one thread in a large product
-constexpr double kMinStepFlops = 2.5e4;
+constexpr double kMinStepFlops = 2.5e5;
+constexpr double kMinStreamStepFlops = 2.5e4;  // B <= 4
 constexpr double kMinProductFlops = 4e6;
 
 struct Probe {
@@ -459,9 +463,11 @@ double barrier_cost() {
   return measured;
 }
 
-int loop_threads_for(double step_flops, Index parts) {
-  if (step_flops < kMinStepFlops) return 1;
-  return threads_for(step_flops / kStepFlopsPerSecond, parts, kStepBarriersPerShare);
+int loop_threads_for(double step_flops, Index parts, Index rows) {
+  const bool stream = rows <= 4;
+  if (step_flops < (stream ? kMinStreamStepFlops : kMinStepFlops)) return 1;
+  return threads_for(step_flops / kStepFlopsPerSecond, parts,
+                     stream ? kStreamBarriersPerShare : kBarriersPerShare);
 }
 
 namespace {

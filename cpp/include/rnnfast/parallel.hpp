@@ -48,13 +48,15 @@ double barrier_cost();
 // clocks of rnnfast's own threads. get_num_threads() where that cannot be read.
 int free_cpus();
 
-// Threads for a time loop that ends every step with one barrier, each step `step_flops` of work
-// that splits over at most `parts` threads, and at most free_cpus(). A thread's share of a step must
-// be worth at least 16 barriers at the measured cost (and the step at least 0.25 MFLOP, below which
-// the exchange of h_t between cores costs more than it saves even on idle cores). Beside a busy
-// process or a spinning pool a barrier waits for a descheduled thread (0.1-3 ms): the loop then runs
-// on one thread, which gets its fair share of a core instead of waiting at every step.
-int loop_threads_for(double step_flops, Index parts);
+// Threads for a time loop that ends every step with one barrier, each step `step_flops` of work on
+// `rows` batch rows that splits over at most `parts` threads, and at most free_cpus(). A thread's
+// share of a step must be worth at least 16 barriers at the measured cost (and the step at least
+// 0.25 MFLOP, below which the exchange of h_t between cores costs more than it saves even on idle
+// cores); at rows <= 4, where the step streams W_hh, 4 barriers and 0.025 MFLOP (parallel.cpp has
+// the measurements). Beside a busy process or a spinning pool a barrier waits for a descheduled
+// thread (0.1-3 ms): the loop then runs on one thread, which gets its fair share of a core instead
+// of waiting at every step.
+int loop_threads_for(double step_flops, Index parts, Index rows);
 // Threads for one product of `flops` split into at most `parts` row blocks (one parallel region):
 // at least 4 MFLOP (a parallel region costs a wake-up of a sleeping thread, ~70 us in a VM), and
 // each thread's share worth 16 measured barriers.
@@ -75,7 +77,7 @@ int forced_team(int forced, Index parts);
 inline int loop_threads(Index B, Index G, Index H, Index unit_blocks) {
   return loop_threads_for(
       2.0 * static_cast<double>(B) * static_cast<double>(G) * static_cast<double>(H) * static_cast<double>(H),
-      unit_blocks);
+      unit_blocks, B);
 }
 
 // This thread's index and the team size inside an OpenMP parallel region (0 and 1 outside one).
