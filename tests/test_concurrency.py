@@ -552,6 +552,48 @@ def test_stream_of_one_module_is_refused_to_a_second_thread() -> None:
     assert_bitwise(m.grads, fresh.grads, "grads of thread A's chunk")
 
 
+_BLAS_LATE_SCRIPT = r"""
+import sys
+import numpy as np
+import rnnfast as rf
+from threadpoolctl import threadpool_info
+
+def blas_threads():
+    return [(d["filepath"], d["num_threads"]) for d in threadpool_info() if d["user_api"] == "blas"]
+
+seen = []
+
+class Probe(rf.MSELoss):
+    def __call__(self, *args, **kwargs):
+        seen.append(blas_threads())
+        return super().__call__(*args, **kwargs)
+
+model = rf.build_model("gru", 3, 8, 1, mode="many_to_one", seed=0)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((5, 16, 3)).astype(np.float32)
+y = rng.standard_normal((16, 1)).astype(np.float32)
+opt = rf.optim.Adam(model.parameters(), lr=1e-3)
+rf.fit(model, (x, y), rf.MSELoss(), opt, epochs=1, batch_size=8, progress=False)  # limiter built
+import scipy.linalg  # noqa: E402,F401 - loads SciPy's own OpenBLAS after the first fit
+libs = {path for path, _ in blas_threads()}
+rf.fit(model, (x, y), Probe(), opt, epochs=1, batch_size=8, progress=False)
+ok = len(libs) >= 2 and all({p for p, _ in s} == libs and all(n == 1 for _, n in s) for s in seen)
+print(libs, seen[:1])
+sys.exit(0 if seen and ok else 1)
+"""
+
+
+def test_fit_limits_a_blas_loaded_after_its_first_call() -> None:
+    """A BLAS library loaded after fit first ran (SciPy's own OpenBLAS) is held at one thread too:
+    the limiter's view of the loaded libraries is rebuilt when modules were imported since."""
+    pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy")
+    proc = subprocess.run(
+        [sys.executable, "-c", _BLAS_LATE_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"{proc.stdout} {proc.stderr}"
+
+
 def test_fit_holds_numpy_blas_at_one_thread_and_restores_it() -> None:
     """Inside fit (and evaluate) NumPy's BLAS pool runs one thread, so its spinning threads never
     compete with the kernels' team (issue 12); the user's setting is back afterwards."""

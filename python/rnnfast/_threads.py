@@ -13,6 +13,7 @@ If threadpoolctl is missing or fails, the loops run unchanged (``blas_limit_acti
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,17 +27,24 @@ _lock = threading.Lock()
 _depth = 0  # nesting depth of single_thread_blas over all threads
 _limiter: Any = None  # threadpoolctl's limiter while _depth > 0 (restores the original limits)
 _controller: Any = None  # threadpoolctl.ThreadpoolController, or False when unavailable
+_controller_modules = -1  # len(sys.modules) when _controller was built
 
 
 def _get_controller() -> Any:
-    global _controller
-    if _controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
+    """threadpoolctl's view of the loaded BLAS libraries, rebuilt (~1 ms) when modules were imported
+    since the last one: a library loaded later (SciPy brings its own OpenBLAS) is limited too."""
+    global _controller, _controller_modules
+    if _controller is False or (
+        _controller is not None and len(sys.modules) == _controller_modules
+    ):
+        return _controller
+    try:
+        from threadpoolctl import ThreadpoolController
 
-            _controller = ThreadpoolController()
-        except Exception:  # noqa: BLE001 - missing or broken: run without the limit
-            _controller = False
+        _controller = ThreadpoolController()
+        _controller_modules = len(sys.modules)
+    except Exception:  # noqa: BLE001 - missing or broken: run without the limit
+        _controller = False
     return _controller
 
 
