@@ -14,6 +14,15 @@
 // accumulated in float32 in packed.hpp's order (k ascending). The left operand (h_{t-1}, or dgates in
 // backward) is rounded by product() itself (once per call), so callers pass their float32 rows.
 //
+// Layout: k in pairs. Within a packed vector, rows 2q and 2q + 1 are stored together as V 32-bit
+// words, word c = bf16(row 2q, column c) in its low half, bf16(row 2q + 1, column c) in its high half
+// (with an odd K the last row is stored alone, V bf16); the same bytes as one row after another. A
+// pair is one load; the two rows are widened from it by an AND with 0xffff0000 (row 2q + 1) and a
+// 16-bit left shift (row 2q): one integer operation per V floats, where widening each row from V
+// bf16 takes a zero-extension (a shuffle) and a shift. The rows are still added in k order, so the
+// sums are bitwise those of the row-after-row layout (and of the wide mode below). Pairs of k in a
+// 32-bit lane are also what AVX512_BF16's vdpbf16ps multiplies.
+//
 // No native bf16 instruction is used (AVX512_BF16's vdpbf16ps, AMX): this file is the portable path.
 #pragma once
 
@@ -79,19 +88,6 @@ struct PackedMatrix {
 
 namespace detail {
 
-// V floats -> V bf16 at dst (round to nearest even).
-inline void store_bf16(Bf16* dst, const PacketF& x) {
-#if RNNFAST_BF16_PATH == 16
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), bf16::vec::from_float16(x));
-#elif RNNFAST_BF16_PATH == 8
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bf16::vec::from_float8(x));
-#else
-  alignas(64) float tmp[V];
-  Eigen::internal::pstore(tmp, x);
-  for (int c = 0; c < V; ++c) dst[c] = bf16::from_float(tmp[c]);
-#endif
-}
-
 // V bf16 at p (aligned to 2 bytes) -> V floats, exactly.
 inline PacketF load_widen(const Bf16* p) {
 #if RNNFAST_BF16_PATH == 16
@@ -109,6 +105,59 @@ inline PacketF load_widen(const Bf16* p) {
 #endif
 }
 
+// The two rows of a pair at p (V 32-bit words, see Layout): lo = row 2q, hi = row 2q + 1, exactly.
+inline void widen_pair(const Bf16* p, PacketF& lo, PacketF& hi) {
+#if RNNFAST_BF16_PATH == 16
+  const __m512i w = _mm512_loadu_si512(reinterpret_cast<const void*>(p));
+  lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  hi = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+#elif RNNFAST_BF16_PATH == 8
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+#elif RNNFAST_BF16_PATH == 4
+  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  lo = _mm_castsi128_ps(_mm_slli_epi32(w, 16));
+  hi = _mm_castsi128_ps(_mm_and_si128(w, _mm_set1_epi32(static_cast<int>(0xffff0000u))));
+#else
+  alignas(64) float tl[V], th[V];
+  for (int c = 0; c < V; ++c) {
+    tl[c] = bf16::to_float(p[2 * c]);
+    th[c] = bf16::to_float(p[2 * c + 1]);
+  }
+  lo = Eigen::internal::pload<PacketF>(tl);
+  hi = Eigen::internal::pload<PacketF>(th);
+#endif
+}
+
+// bf16(lo), bf16(hi) (rows 2q and 2q + 1 of V columns) stored as one pair at dst (round to nearest
+// even).
+inline void store_pair(Bf16* dst, const PacketF& lo, const PacketF& hi) {
+#if RNNFAST_BF16_PATH == 16
+  const __m512i l = _mm512_cvtepu16_epi32(bf16::vec::from_float16(lo));
+  const __m512i h = _mm512_cvtepu16_epi32(bf16::vec::from_float16(hi));
+  _mm512_storeu_si512(reinterpret_cast<void*>(dst), _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+#elif RNNFAST_BF16_PATH == 8
+  const __m256i l = _mm256_cvtepu16_epi32(bf16::vec::from_float8(lo));
+  const __m256i h = _mm256_cvtepu16_epi32(bf16::vec::from_float8(hi));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_or_si256(l, _mm256_slli_epi32(h, 16)));
+#else
+  alignas(64) float tl[V], th[V];
+  Eigen::internal::pstore(tl, lo);
+  Eigen::internal::pstore(th, hi);
+  for (int c = 0; c < V; ++c) {
+    dst[2 * c] = bf16::from_float(tl[c]);
+    dst[2 * c + 1] = bf16::from_float(th[c]);
+  }
+#endif
+}
+
+// Where element (k, c) of a packed vector of K rows lives, from the vector's start (see Layout).
+inline Index pair_index(Index k, int c, Index K) {
+  if ((K & 1) && k == K - 1) return k * V + c;  // an odd K's last row, alone
+  return (k >> 1) * 2 * V + 2 * c + (k & 1);
+}
+
 }  // namespace detail
 
 // Forward operand: bf16(W_hh^T) (H, G*H), vectors ordered [unit block][gate], as packed::pack_forward
@@ -120,18 +169,20 @@ inline void pack_forward(PackedMatrix& p, Bf16* storage, const float* w_hh /* (G
     const int nv = p.valid(v);
     Bf16* dst = storage + v * H * V;
     Index k0 = 0;
-    if (nv == V) {
+    if (nv == V && V % 2 == 0) {  // V even: a tile of V rows is V / 2 whole pairs
       Eigen::internal::PacketBlock<PacketF, V> tile;
       for (; k0 + V <= H; k0 += V) {
         for (int c = 0; c < V; ++c)
           tile.packet[c] = Eigen::internal::ploadu<PacketF>(w_hh + (c0 + c) * H + k0);
         Eigen::internal::ptranspose(tile);  // packet i = column k0 + i of the V rows
-        for (int i = 0; i < V; ++i) detail::store_bf16(dst + (k0 + i) * V, tile.packet[i]);
+        for (int i = 0; i < V; i += 2)
+          detail::store_pair(dst + (k0 + i) * V, tile.packet[i], tile.packet[i + 1]);
       }
     }
     for (int c = 0; c < V; ++c) {
       const float* wrow = w_hh + (c0 + c) * H;
-      for (Index k = k0; k < H; ++k) dst[k * V + c] = c < nv ? bf16::from_float(wrow[k]) : Bf16(0);
+      for (Index k = k0; k < H; ++k)
+        dst[detail::pair_index(k, c, H)] = c < nv ? bf16::from_float(wrow[k]) : Bf16(0);
     }
   }
 }
@@ -145,13 +196,15 @@ inline void pack_backward(PackedMatrix& p, Bf16* storage, const float* w_hh /* (
     const Index c0 = p.col(v);
     const int nv = p.valid(v);
     Bf16* dst = storage + v * K * V;
-    for (Index j = 0; j < K; ++j) {
+    Index j = 0;
+    if (nv == V)
+      for (; j + 2 <= K; j += 2)
+        detail::store_pair(dst + j * V, Eigen::internal::ploadu<PacketF>(w_hh + j * H + c0),
+                           Eigen::internal::ploadu<PacketF>(w_hh + (j + 1) * H + c0));
+    for (; j < K; ++j) {
       const float* wrow = w_hh + j * H + c0;
-      if (nv == V) {
-        detail::store_bf16(dst + j * V, Eigen::internal::ploadu<PacketF>(wrow));
-      } else {
-        for (int c = 0; c < V; ++c) dst[j * V + c] = c < nv ? bf16::from_float(wrow[c]) : Bf16(0);
-      }
+      for (int c = 0; c < V; ++c)
+        dst[detail::pair_index(j, c, K)] = c < nv ? bf16::from_float(wrow[c]) : Bf16(0);
     }
   }
 }
@@ -171,12 +224,28 @@ inline void micro_kernel(float* out, Index ldo, const float* a, Index lda, const
     for (int v = 0; v < NV; ++v)
       acc[r][v] = accumulate ? packed::detail::load_partial(out + r * ldo + p.col(v0 + v), p.valid(v0 + v))
                              : Eigen::internal::pset1<P>(0.0f);
-  for (Index k = k0; k < k1; ++k) {
-    P wk[NV];
-    for (int v = 0; v < NV; ++v) wk[v] = load_widen(w[v] + k * V);
+  // k0 is even (product's blocking); rows 2q, 2q + 1 from one pair, added in k order
+  Index k = k0;
+  for (; k + 2 <= k1; k += 2) {
+    P a0[MR], a1[MR];
     for (int r = 0; r < MR; ++r) {
-      const P ar = Eigen::internal::pset1<P>(a[r * lda + k]);
-      for (int v = 0; v < NV; ++v) acc[r][v] = Eigen::internal::pmadd(ar, wk[v], acc[r][v]);
+      a0[r] = Eigen::internal::pset1<P>(a[r * lda + k]);
+      a1[r] = Eigen::internal::pset1<P>(a[r * lda + k + 1]);
+    }
+    for (int v = 0; v < NV; ++v) {
+      P lo, hi;
+      widen_pair(w[v] + k * V, lo, hi);
+      for (int r = 0; r < MR; ++r) {
+        acc[r][v] = Eigen::internal::pmadd(a0[r], lo, acc[r][v]);
+        acc[r][v] = Eigen::internal::pmadd(a1[r], hi, acc[r][v]);
+      }
+    }
+  }
+  if (k < k1) {  // an odd K's last row (k1 = K), stored alone
+    for (int v = 0; v < NV; ++v) {
+      const P wk = load_widen(w[v] + k * V);
+      for (int r = 0; r < MR; ++r)
+        acc[r][v] = Eigen::internal::pmadd(Eigen::internal::pset1<P>(a[r * lda + k]), wk, acc[r][v]);
     }
   }
   for (int r = 0; r < MR; ++r)
@@ -238,7 +307,8 @@ inline void product(float* out, Index ldo, const float* a_in, Index lda_in, Inde
   const float* a = detail::rounded_rows(a_in, lda_in, M, lda);
   const int nv_tile = M == 1 ? 8 : (M == 2 ? 6 : (M == 3 ? 4 : 3));
   // the vectors of a tile are half the bytes of packed.hpp's: twice the k per L1 block
-  const Index kc_l1 = std::max<Index>(64, (24 * 1024) / (3 * V * static_cast<Index>(sizeof(Bf16))));
+  const Index kc_l1 = std::max<Index>(64, (24 * 1024) / (3 * V * static_cast<Index>(sizeof(Bf16)))) &
+                      ~Index(1);  // even: whole pairs
   const Index KC = M > 4 ? kc_l1 : p.K;
   for (Index v = v_begin; v < v_end; v += nv_tile) {
     const int nv = static_cast<int>(std::min<Index>(nv_tile, v_end - v));
