@@ -216,3 +216,34 @@ def call_forward_kw(mod: Any, cell: str, kw: Mapping[str, Any], nonlinearity: st
     if len(spec.nonlinearities) > 1:
         args["nonlinearity"] = nonlinearity
     return getattr(mod, f"{cell}_forward")(**args, lengths=kw.get("lengths"))
+
+
+def cell_inputs_f32(
+    cell: str,
+    T: int = 5,
+    B: int = 3,
+    I: int = 6,  # noqa: E741
+    H: int = 24,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """float32 inputs of one whole-sequence call of a registered cell (x, weights, biases, the
+    states, the cell's extra parameters near 1) and of its backward (dy, dh_n, dc_n), at scales
+    where bf16 rounding is visible but nothing saturates (test_bf16, test_precision_api)."""
+    spec = get_cell(cell)
+    rng = np.random.default_rng(seed)
+    G = spec.gates
+    a: dict[str, Any] = {
+        "x": rng.standard_normal((T, B, I)),
+        "w_ih": rng.standard_normal((G * H, I)) * 0.4,
+        "w_hh": rng.standard_normal((G * H, H)) * (1.0 / np.sqrt(H)),
+        "b_ih": rng.standard_normal(G * H) * 0.1,
+        "b_hh": rng.standard_normal(G * H) * 0.1,
+        "dy": rng.standard_normal((T, B, H)),
+        "dh_n": rng.standard_normal((B, H)),
+        "dc_n": rng.standard_normal((B, H)) if spec.has_cell_state else None,
+    }
+    for n in spec.state_names:
+        a[n] = rng.standard_normal((B, H)) * 0.5
+    for name, per_unit in spec.extra_params:
+        a[name] = 1.0 + 0.2 * rng.standard_normal(per_unit * H)
+    return {k: (None if v is None else np.asarray(v, dtype=np.float32)) for k, v in a.items()}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import cell_inputs_f32
 from rnnfast import reference as R
 from rnnfast._loader import core
 from rnnfast.reference import bf16 as RB
@@ -278,24 +279,7 @@ def test_kernels_match_the_bf16_oracle(cell: str, T: int, B: int, I: int, H: int
 
 
 def _cell_inputs(cell: str, T: int, B: int, I: int, H: int, seed: int) -> dict[str, Any]:  # noqa: E741
-    spec = get_cell(cell)
-    rng = np.random.default_rng(seed)
-    G = spec.gates
-    a: dict[str, Any] = {
-        "x": rng.standard_normal((T, B, I)),
-        "w_ih": rng.standard_normal((G * H, I)) * 0.4,
-        "w_hh": rng.standard_normal((G * H, H)) * (1.0 / np.sqrt(H)),
-        "b_ih": rng.standard_normal(G * H) * 0.1,
-        "b_hh": rng.standard_normal(G * H) * 0.1,
-        "dy": rng.standard_normal((T, B, H)),
-        "dh_n": rng.standard_normal((B, H)),
-        "dc_n": rng.standard_normal((B, H)) if spec.has_cell_state else None,
-    }
-    for n in spec.state_names:
-        a[n] = rng.standard_normal((B, H)) * 0.5
-    for name, per_unit in spec.extra_params:
-        a[name] = 1.0 + 0.2 * rng.standard_normal(per_unit * H)
-    return _f32(a)
+    return cell_inputs_f32(cell, T, B, I, H, seed)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import rnnfast
+from helpers import cell_inputs_f32
 from rnnfast import functional as F
 from rnnfast import reference as R
 from rnnfast._cells import CELLS, get_cell
@@ -42,24 +43,7 @@ def _quiet_notice() -> Any:
 
 
 def _inputs(cell: str, T: int = 5, B: int = 3, I: int = 6, H: int = 24, seed: int = 0) -> dict:  # noqa: E741
-    spec = get_cell(cell)
-    rng = np.random.default_rng(seed)
-    G = spec.gates
-    a: dict[str, Any] = {
-        "x": rng.standard_normal((T, B, I)),
-        "w_ih": rng.standard_normal((G * H, I)) * 0.4,
-        "w_hh": rng.standard_normal((G * H, H)) * (1.0 / np.sqrt(H)),
-        "b_ih": rng.standard_normal(G * H) * 0.1,
-        "b_hh": rng.standard_normal(G * H) * 0.1,
-        "dy": rng.standard_normal((T, B, H)),
-        "dh_n": rng.standard_normal((B, H)),
-        "dc_n": rng.standard_normal((B, H)) if spec.has_cell_state else None,
-    }
-    for n in spec.state_names:
-        a[n] = rng.standard_normal((B, H)) * 0.5
-    for name, per_unit in spec.extra_params:
-        a[name] = 1.0 + 0.2 * rng.standard_normal(per_unit * H)
-    return {k: (None if v is None else np.asarray(v, dtype=np.float32)) for k, v in a.items()}
+    return cell_inputs_f32(cell, T, B, I, H, seed)
 
 
 def _fwd(cell: str, a: dict, **kw: Any) -> tuple[Any, ...]:
