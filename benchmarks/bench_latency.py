@@ -19,6 +19,9 @@ Variants
   rnnfast       ``rnnfast.functional.<cell>_forward(..., training=False)``, after
                 ``rnnfast.set_num_threads(threads)`` (threads is an upper bound: rnnfast takes as
                 many as the measured barrier cost and the free CPUs pay for).
+  frozen        ``module.freeze()`` of an rnnfast module holding the row's weights (float32): the
+                same kernels on weights packed once, as onnxruntime's session packs them at
+                creation (``rnnfast`` packs W_hh in every call).
   before        (with ``--before-core PATH``) the same call on another build of the compiled core,
                 in a worker process that loads PATH as ``rnnfast._core_<variant>``: a before/after
                 comparison in the same run. The worker waits on a pipe while the others run.
@@ -72,6 +75,7 @@ import numpy as np
 from rnnbench.common import GATES
 from rnnbench.latency_calls import (
     build_onnx_model,
+    frozen_call,
     make_inputs,
     max_error,
     named_outputs,
@@ -91,7 +95,7 @@ __all__ = [
 ]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
-VARIANT_ORDER = ("rnnfast", "before", "ort", "ort_nospin", "torch")
+VARIANT_ORDER = ("rnnfast", "frozen", "before", "ort", "ort_nospin", "torch")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,6 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds of quiet before each sample of a row with threads > 1 (twice; 0: none)",
     )
     p.add_argument("--no-ort", action="store_true", help="do not time onnxruntime")
+    p.add_argument("--no-frozen", action="store_true", help="do not time module.freeze()")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument(
         "--before-core",
@@ -419,6 +424,10 @@ def _row(
     inp = make_inputs(cell, args.steps, b, h, seed)
     expected = reference_outputs(reference, cell, inp)
     calls: dict[str, Callable[[], Any]] = {"rnnfast": rnnfast_call(functional, cell, inp)}
+    if not args.no_frozen:
+        import rnnfast
+
+        calls["frozen"] = frozen_call(rnnfast, cell, inp)
     if ort is not None:
         model = build_onnx_model(cell, inp)
         calls["ort"] = ort_call(ort, model, cell, inp, thr, spin=True)
@@ -481,11 +490,11 @@ def _row(
     return row
 
 
-def _ratio(row: Mapping[str, Any], other: str) -> float | None:
+def _ratio(row: Mapping[str, Any], other: str, base: str = "rnnfast") -> float | None:
     ms = row.get("ms", {})
-    if "rnnfast" not in ms or other not in ms:
+    if base not in ms or other not in ms:
         return None
-    return ms[other] / ms["rnnfast"]
+    return ms[other] / ms[base]
 
 
 def _console(row: Mapping[str, Any]) -> str:
@@ -494,10 +503,13 @@ def _console(row: Mapping[str, Any]) -> str:
     for n in VARIANT_ORDER:
         if n in ms:
             parts.append(f"{n} {ms[n]:.3f}")
-    for n in ("ort", "torch", "before"):
+    for n in ("frozen", "ort", "torch", "before"):
         r = _ratio(row, n)
         if r is not None:
             parts.append(f"x{n} {r:.2f}")
+    r = _ratio(row, "ort", "frozen")
+    if r is not None:
+        parts.append(f"frozen xort {r:.2f}")
     if row.get("frac") is not None:
         parts.append(
             f"W_hh {row['whh_gbs']:.1f} GB/s = {100 * row['frac']:.0f}% of {row['level']} "
@@ -526,7 +538,9 @@ def markdown(doc: Mapping[str, Any]) -> str:
     ]
     names = [n for n in VARIANT_ORDER if any(n in r.get("ms", {}) for r in doc["rows"])]
     head = ["cell", "H", "B", "thr", *[f"{n} ms" for n in names]]
-    head += [f"x{n}" for n in ("ort", "ort_nospin", "torch", "before") if n in names]
+    head += [f"x{n}" for n in ("frozen", "ort", "ort_nospin", "torch", "before") if n in names]
+    if "frozen" in names and "ort" in names:
+        head += ["frozen xort", "frozen xtorch"]
     head += ["W_hh GB/s", "level", "yardstick GB/s", "frac", "frac best"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
@@ -534,9 +548,13 @@ def markdown(doc: Mapping[str, Any]) -> str:
         ms = r.get("ms", {})
         cells = [r["cell"], r["hidden"], r["batch"], r["threads"]]
         cells += [f"{ms[n]:.3f}" if n in ms else "-" for n in names]
-        for n in ("ort", "ort_nospin", "torch", "before"):
+        for n in ("frozen", "ort", "ort_nospin", "torch", "before"):
             if n in names:
                 v = _ratio(r, n)
+                cells.append("-" if v is None else f"{v:.2f}")
+        if "frozen" in names and "ort" in names:
+            for n in ("ort", "torch"):
+                v = _ratio(r, n, "frozen")
                 cells.append("-" if v is None else f"{v:.2f}")
         frac = r.get("frac")
         cells += [
@@ -549,7 +567,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
     lines.append(
-        "x<name> = that variant's time / rnnfast's (> 1: rnnfast faster). W_hh GB/s = 4*G*H*H*T / "
+        "x<name> = that variant's time / rnnfast's (> 1: rnnfast faster); frozen x<name> = that "
+        "variant's time / frozen's. W_hh GB/s = 4*G*H*H*T / "
         "rnnfast's call time; yardstick = read_bandwidth of one thread's W_hh slice at the row's "
         "thread count, same run; frac = W_hh GB/s / yardstick; frac best = the same from rnnfast's "
         "fastest sample (the yardstick is a median of ~4 MiB rounds, each short enough to run "

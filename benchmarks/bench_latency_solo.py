@@ -37,6 +37,7 @@ from typing import Any
 
 from rnnbench.latency_calls import (
     build_onnx_model,
+    frozen_call,
     make_inputs,
     max_error,
     named_outputs,
@@ -49,7 +50,7 @@ from rnnbench.machine import cpuinfo, loadavg
 
 __all__ = ["VARIANTS", "main", "one_process", "parse_args", "run"]
 
-VARIANTS = ("rnnfast", "ort", "ort_nospin", "torch")
+VARIANTS = ("rnnfast", "frozen", "ort", "ort_nospin", "torch")
 _T = 100
 
 
@@ -88,6 +89,11 @@ def _build(variant: str, cell: str, inp: dict[str, Any], threads: int) -> Any:
 
         rnnfast.set_num_threads(threads)
         return rnnfast_call(functional, cell, inp)
+    if variant == "frozen":
+        import rnnfast
+
+        rnnfast.set_num_threads(threads)
+        return frozen_call(rnnfast, cell, inp)
     if variant in ("ort", "ort_nospin"):
         import onnxruntime as ort
 
@@ -187,9 +193,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-def _ratio(row: dict[str, Any], v: str) -> str:
+def _ratio(row: dict[str, Any], v: str, base: str = "rnnfast") -> str:
     ms = row["ms"]
-    return f"{ms[v] / ms['rnnfast']:.2f}" if v in ms and "rnnfast" in ms else "-"
+    return f"{ms[v] / ms[base]:.2f}" if v in ms and base in ms else "-"
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -202,12 +208,15 @@ def _line(row: dict[str, Any]) -> str:
 
 def _markdown(doc: dict[str, Any], variants: list[str]) -> str:
     others = [v for v in variants if v != "rnnfast"]
+    vs_frozen = [v for v in ("ort", "torch") if "frozen" in variants and v in variants]
     head = ["cell", "H", "thr", *(f"{v} ms" for v in variants), *(f"x{v}" for v in others)]
+    head += [f"frozen x{v}" for v in vs_frozen]
     lines = [
         f"CPU: {doc['cpu']} ({doc['logical_cpus']} logical CPUs), load {doc['load']}, {doc['when']}",
         "",
         "Each figure: the median over fresh processes of each process's median sample; "
-        "x<v> = v's time / rnnfast's (> 1: rnnfast faster).",
+        "x<v> = v's time / rnnfast's (> 1: rnnfast faster); frozen x<v> = v's time / the frozen "
+        "module's.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -217,6 +226,7 @@ def _markdown(doc: dict[str, Any], variants: list[str]) -> str:
         cells = [row["cell"], str(row["H"]), str(row["threads"])]
         cells += [f"{ms[v]:.3f}" if v in ms else "FAILED" for v in variants]
         cells += [_ratio(row, v) for v in others]
+        cells += [_ratio(row, v, "frozen") for v in vs_frozen]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

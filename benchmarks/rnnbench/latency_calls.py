@@ -24,6 +24,7 @@ __all__ = [
     "ort_call",
     "reference_outputs",
     "rnnfast_call",
+    "frozen_call",
     "torch_call",
 ]
 
@@ -67,6 +68,31 @@ def rnnfast_call(functional: Any, cell: str, inp: Mapping[str, Any]) -> Callable
 
     def call() -> Any:
         return fwd(*args, training=False)[:-1]
+
+    return call
+
+
+def frozen_call(rnnfast: Any, cell: str, inp: Mapping[str, Any]) -> Callable[[], Any]:
+    """rnnfast's prepacked inference (``module.freeze()``, float32) on inp's weights: the stack
+    packs W_hh once, as an onnxruntime session does at creation; returns (y, h_n[, c_n])."""
+    h = inp["w_hh"].shape[1]
+    mod = {"rnn": rnnfast.nn.RNN, "lstm": rnnfast.nn.LSTM, "gru": rnnfast.nn.GRU}[cell]
+    m = mod(inp["w_ih"].shape[1], h)
+    m.load_state_dict(
+        {
+            "weight_ih_l0": inp["w_ih"],
+            "weight_hh_l0": inp["w_hh"],
+            "bias_ih_l0": inp["b_ih"],
+            "bias_hh_l0": inp["b_hh"],
+        }
+    )
+    frozen = m.eval().freeze("fp32")
+    hx = (inp["h0"][None], inp["c0"][None]) if cell == "lstm" else inp["h0"][None]
+    x = inp["x"]
+
+    def call() -> Any:
+        y, s = frozen(x, hx)
+        return (y, *(t[0] for t in s)) if cell == "lstm" else (y, s[0])
 
     return call
 

@@ -12,6 +12,7 @@ void register_info(py::module_& m);
 void register_kernels(py::module_& m);
 void register_optim(py::module_& m);
 void register_step(py::module_& m);
+void register_frozen(py::module_& m);
 void register_scan(py::module_& m);
 void register_proj(py::module_& m);
 void register_bf16(py::module_& m);
@@ -22,6 +23,7 @@ PYBIND11_MODULE(RNNFAST_MODULE_NAME, m) {
   register_kernels(m);
   register_optim(m);
   register_step(m);
+  register_frozen(m);
   register_scan(m);
   register_proj(m);
   register_bf16(m);

@@ -13,7 +13,7 @@ namespace detail {
 template <class S, class... Cells>
 std::vector<CellKernels<S>> kernel_table(CellList<Cells...>) {
   return {CellKernels<S>{info_of<Cells>(), &sequence_forward<Cells, S>, &sequence_backward<Cells, S>,
-                         &step_forward<Cells, S>}...};
+                         &step_forward<Cells, S>, &step_forward_packed<Cells, S>}...};
 }
 
 }  // namespace detail

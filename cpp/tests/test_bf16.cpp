@@ -166,16 +166,18 @@ struct Case {
 };
 
 // float64 sum over the rounded operands (exact products) and the bound of float32 accumulation.
+// w is (G*H, K), K = H unless given (a W_ih operand: K = I).
 void oracle_forward(const std::vector<float>& a, const std::vector<float>& w, Index M, Index G, Index H,
-                    bool round, std::vector<double>& out, std::vector<double>& mag) {
-  const Index N = G * H, K = H;
+                    bool round, std::vector<double>& out, std::vector<double>& mag, Index K = -1) {
+  const Index N = G * H;
+  if (K < 0) K = H;
   out.assign(static_cast<std::size_t>(M * N), 0.0);
   mag.assign(out.size(), 0.0);
   for (Index r = 0; r < M; ++r)
     for (Index n = 0; n < N; ++n) {
       double s = 0, m = 0;
       for (Index k = 0; k < K; ++k) {
-        const float ak = a[static_cast<std::size_t>(r * K + k)], wk = w[static_cast<std::size_t>(n * H + k)];
+        const float ak = a[static_cast<std::size_t>(r * K + k)], wk = w[static_cast<std::size_t>(n * K + k)];
         const double p = round ? double(bf::round(ak)) * double(bf::round(wk)) : double(ak) * double(wk);
         s += p;
         m += std::fabs(p);
@@ -324,6 +326,53 @@ TEST(Bf16Product, NonFiniteOperandsPropagate) {
       EXPECT_TRUE(std::isnan(out[static_cast<std::size_t>(j)]));
     else
       EXPECT_EQ(out[static_cast<std::size_t>(j)], std::numeric_limits<float>::infinity()) << j;
+  }
+}
+
+TEST(Bf16Product, GeneralKOperandsAndTheWidenedCopy) {
+  // pack_forward of a (G*H, K) matrix with K != H (a prepacked W_ih, K = I; odd K ends in a lone
+  // row): the bf16 product meets the float64 oracle on rounded operands, the float32 one the
+  // unrounded oracle; widen() of the stream copy is bitwise the wide copy (bf16 values as floats in
+  // packed.hpp's layout), so a prepacked bf16 layer run past the stream batch gives the same bits.
+  std::mt19937 rng(8);
+  const double u32 = std::ldexp(1.0, -24);
+  for (Index K : {Index(1), Index(13), Index(40)}) {
+    const Index G = 4, H = 37, N = G * H;
+    const auto w = randn(static_cast<std::size_t>(N * K), rng, 0.2f);
+    const Index n = pb::PackedMatrix::size(K, H, G);
+    std::vector<std::uint16_t> bstore(static_cast<std::size_t>(n));
+    std::vector<float, Eigen::aligned_allocator<float>> fstore(static_cast<std::size_t>(n)),
+        wide(static_cast<std::size_t>(n)), f32(static_cast<std::size_t>(n));
+    pb::Operand<float> s, wd, widened, plain;
+    s.mode = pb::Mode::stream;
+    wd.mode = pb::Mode::wide;
+    widened.mode = pb::Mode::wide;
+    pb::pack_forward(s, static_cast<float*>(nullptr), bstore.data(), w.data(), G, H, K);
+    pb::pack_forward(wd, fstore.data(), static_cast<std::uint16_t*>(nullptr), w.data(), G, H, K);
+    pb::widen(widened.f, wide.data(), s.b);
+    ASSERT_EQ(widened.f.K, K);
+    ASSERT_EQ(widened.f.nvec, wd.f.nvec);
+    for (Index i = 0; i < n; ++i)
+      ASSERT_EQ(to_bits(wide[static_cast<std::size_t>(i)]), to_bits(fstore[static_cast<std::size_t>(i)]))
+          << "K " << K << " at " << i;
+    rnnfast::packed::pack_forward(plain.f, f32.data(), w.data(), G, H, K);
+    for (Index M : {Index(1), Index(3)}) {
+      const auto a = randn(static_cast<std::size_t>(M * K), rng, 1.0f);
+      std::vector<float> ob(static_cast<std::size_t>(M * N)), ow(ob.size()), of(ob.size());
+      pb::product(ob.data(), N, a.data(), K, M, s, 0, s.nvec(), false);
+      pb::product(ow.data(), N, a.data(), K, M, widened, 0, widened.nvec(), false);
+      pb::product(of.data(), N, a.data(), K, M, plain, 0, plain.nvec(), false);
+      std::vector<double> want, mag, want32, mag32;
+      oracle_forward(a, w, M, G, H, true, want, mag, K);
+      oracle_forward(a, w, M, G, H, false, want32, mag32, K);
+      for (std::size_t i = 0; i < ob.size(); ++i) {
+        ASSERT_EQ(to_bits(ob[i]), to_bits(ow[i])) << "K " << K << " M " << M << " at " << i;
+        ASSERT_LE(std::fabs(double(ob[i]) - want[i]), double(K + 1) * u32 * mag[i] + 1e-30)
+            << "bf16, K " << K << " M " << M << " at " << i;
+        ASSERT_LE(std::fabs(double(of[i]) - want32[i]), double(K + 1) * u32 * mag32[i] + 1e-30)
+            << "fp32, K " << K << " M " << M << " at " << i;
+      }
+    }
   }
 }
 

@@ -252,6 +252,40 @@ def step_plan(
     """Per layer (w_ih (G*H, I or H), w_hh (G*H, H), b_ih, b_hh (G*H,) | None), C-contiguous,
     dtype 'float32' or 'float64'."""
 
+# ---- prepacked inference stacks (register_frozen.cpp; wrapped by rnnfast.nn.frozen) ----
+class _FrozenStackBase:
+    """A stack's weights copied and packed once in one precision (immutable; thread-safe calls)."""
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def num_layers(self) -> int: ...
+    def forward(
+        self, index: int, x: _F, h0: _F | None, c0: _F | None, lengths: npt.NDArray[np.int64] | None
+    ) -> tuple[_F, _F, _F | None]:
+        """Layer-direction ``index`` over x (T, B, I_l) -> y (T, B, H), h_n (B, H), c_n (B, H) or
+        None; bitwise the sequence forward (inference) at the stack's precision."""
+    def step(self, x: _F, h0: _F | None, c0: _F | None) -> tuple[_F, _F, _F | None]:
+        """One step of the unidirectional stack: x (B, I), h0 / c0 (L, B, H) or None -> y (B, H),
+        h_n (L, B, H), c_n (L, B, H) or None."""
+
+class FrozenStackFloat32(_FrozenStackBase): ...
+class FrozenStackFloat64(_FrozenStackBase): ...
+
+def frozen_stack(
+    cell: str,
+    nonlinearity: str,
+    dtype: str,
+    precision: str,
+    input_size: int,
+    hidden_size: int,
+    num_directions: int,
+    layers: list[tuple[_F | None, ...]],
+) -> FrozenStackFloat32 | FrozenStackFloat64:
+    """Per layer and direction, layer-major: (w_ih, w_hh, b_ih | None, b_hh | None, *extra), copied.
+    precision 'fp32' or 'bf16' (bf16: float32 only)."""
+
 # ---- minGRU / minLSTM log-space scan kernels (register_scan.cpp; wrapped by rnnfast.minimal) ----
 class _ScanCacheBase:
     """Activations a minGRU/minLSTM training forward keeps for its backward (opaque)."""

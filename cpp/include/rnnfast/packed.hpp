@@ -68,36 +68,38 @@ struct PackedMatrix {
   }
 };
 
-// Forward operand: P (H, G*H) = W_hh^T, vectors ordered [unit block][gate]. storage: size(H, H, G).
-// A vector is the transpose of V rows of W_hh (its V output columns): V x V tiles are loaded as V
+// Forward operand: P (K, G*H) = W^T of W (G*H, K), vectors ordered [unit block][gate]; W_hh (K = H,
+// the default) or, for a prepacked one-step call (step.hpp), W_ih (K = I). storage: size(K, H, G).
+// A vector is the transpose of V rows of W (its V output columns): V x V tiles are loaded as V
 // packets (one per row), transposed in registers and stored as V packets of the vector (at H = 1024,
 // LSTM, ~10x faster than scalar copies: the pack is then ~2 steps' worth of W_hh streaming, not
 // ~10). Columns past H (the last unit block when V does not divide H) and k past the last full tile
 // are copied one scalar at a time.
 template <class S>
-void pack_forward(PackedMatrix<S>& p, S* storage, const S* w_hh /* (G*H, H) */, Index G, Index H) {
+void pack_forward(PackedMatrix<S>& p, S* storage, const S* w /* (G*H, K) */, Index G, Index H, Index K = -1) {
   constexpr int V = width<S>();
-  p.reset(storage, H, G, H);
+  if (K < 0) K = H;
+  p.reset(storage, K, G, H);
   for (Index v = 0; v < p.nvec; ++v) {
     const Index c0 = p.col(v);
     const int nv = p.valid(v);
-    S* dst = storage + v * H * V;
+    S* dst = storage + v * K * V;
     Index k0 = 0;
     if (nv == V) {
       Eigen::internal::PacketBlock<Packet<S>, V> tile;
-      for (; k0 + V <= H; k0 += V) {
+      for (; k0 + V <= K; k0 += V) {
         for (int c = 0; c < V; ++c)
-          tile.packet[c] = Eigen::internal::ploadu<Packet<S>>(w_hh + (c0 + c) * H + k0);
+          tile.packet[c] = Eigen::internal::ploadu<Packet<S>>(w + (c0 + c) * K + k0);
         Eigen::internal::ptranspose(tile);  // packet i = column k0 + i of the V rows
         for (int i = 0; i < V; ++i) Eigen::internal::pstoreu(dst + (k0 + i) * V, tile.packet[i]);
       }
     }
     for (int c = 0; c < V; ++c) {
-      const S* wrow = w_hh + (c0 + c) * H;  // row n of W_hh = column n of W_hh^T
+      const S* wrow = w + (c0 + c) * K;  // row n of W = column n of W^T
       if (c < nv) {
-        for (Index k = k0; k < H; ++k) dst[k * V + c] = wrow[k];
+        for (Index k = k0; k < K; ++k) dst[k * V + c] = wrow[k];
       } else {
-        for (Index k = k0; k < H; ++k) dst[k * V + c] = S(0);
+        for (Index k = k0; k < K; ++k) dst[k * V + c] = S(0);
       }
     }
   }

@@ -160,30 +160,51 @@ inline Index pair_index(Index k, int c, Index K) {
 
 }  // namespace detail
 
-// Forward operand: bf16(W_hh^T) (H, G*H), vectors ordered [unit block][gate], as packed::pack_forward
-// (V x V tiles transposed in registers, converted as they are stored). storage: size(H, H, G).
-inline void pack_forward(PackedMatrix& p, Bf16* storage, const float* w_hh /* (G*H, H) */, Index G, Index H) {
-  p.reset(storage, H, G, H);
+// Forward operand: bf16(W^T) (K, G*H) of W (G*H, K) (W_hh, K = H by default; W_ih, K = I, for a
+// prepacked one-step call), vectors ordered [unit block][gate], as packed::pack_forward (V x V
+// tiles transposed in registers, converted as they are stored). storage: size(K, H, G).
+inline void pack_forward(PackedMatrix& p, Bf16* storage, const float* w /* (G*H, K) */, Index G, Index H,
+                         Index K = -1) {
+  if (K < 0) K = H;
+  p.reset(storage, K, G, H);
   for (Index v = 0; v < p.nvec; ++v) {
     const Index c0 = p.col(v);
     const int nv = p.valid(v);
-    Bf16* dst = storage + v * H * V;
+    Bf16* dst = storage + v * K * V;
     Index k0 = 0;
     if (nv == V && V % 2 == 0) {  // V even: a tile of V rows is V / 2 whole pairs
       Eigen::internal::PacketBlock<PacketF, V> tile;
-      for (; k0 + V <= H; k0 += V) {
-        for (int c = 0; c < V; ++c)
-          tile.packet[c] = Eigen::internal::ploadu<PacketF>(w_hh + (c0 + c) * H + k0);
+      for (; k0 + V <= K; k0 += V) {
+        for (int c = 0; c < V; ++c) tile.packet[c] = Eigen::internal::ploadu<PacketF>(w + (c0 + c) * K + k0);
         Eigen::internal::ptranspose(tile);  // packet i = column k0 + i of the V rows
         for (int i = 0; i < V; i += 2)
           detail::store_pair(dst + (k0 + i) * V, tile.packet[i], tile.packet[i + 1]);
       }
     }
     for (int c = 0; c < V; ++c) {
-      const float* wrow = w_hh + (c0 + c) * H;
-      for (Index k = k0; k < H; ++k)
-        dst[detail::pair_index(k, c, H)] = c < nv ? bf16::from_float(wrow[k]) : Bf16(0);
+      const float* wrow = w + (c0 + c) * K;
+      for (Index k = k0; k < K; ++k)
+        dst[detail::pair_index(k, c, K)] = c < nv ? bf16::from_float(wrow[k]) : Bf16(0);
     }
+  }
+}
+
+// The wide copy of a stream operand: f = the same vectors as float32 in packed.hpp's layout (each
+// value widened exactly), for a call whose batch is past the stream mode's (a prepacked layer that
+// holds only the bf16 copy). storage: packed::PackedMatrix<float>::size(b.K, b.H, b.group).
+inline void widen(packed::PackedMatrix<float>& f, float* storage, const PackedMatrix& b) {
+  f.reset(storage, b.K, b.group, b.H);
+  for (Index v = 0; v < b.nvec; ++v) {
+    const Bf16* src = b.vec(v);
+    float* dst = storage + v * b.K * V;
+    Index k = 0;
+    for (; k + 2 <= b.K; k += 2) {
+      PacketF lo, hi;
+      detail::widen_pair(src + k * V, lo, hi);
+      Eigen::internal::pstoreu(dst + k * V, lo);
+      Eigen::internal::pstoreu(dst + (k + 1) * V, hi);
+    }
+    if (k < b.K) Eigen::internal::pstoreu(dst + k * V, detail::load_widen(src + k * V));
   }
 }
 
@@ -374,6 +395,7 @@ struct Operand {
   packed::PackedMatrix<S> f;  // fp32 and wide
   PackedMatrix b;             // stream
   Index blocks() const { return mode == Mode::stream ? b.blocks() : f.blocks(); }
+  Index nvec() const { return mode == Mode::stream ? b.nvec : f.nvec; }
 };
 
 // Storage (elements) for an operand of packed::PackedMatrix<S>::size(K, H, group) = n entries:
@@ -386,11 +408,11 @@ inline Index bf16_size(Mode m, Index n) {
 }
 
 template <class S>
-void pack_forward(Operand<S>& p, S* fstore, Bf16* bstore, const S* w_hh, Index G, Index H) {
+void pack_forward(Operand<S>& p, S* fstore, Bf16* bstore, const S* w_hh, Index G, Index H, Index K = -1) {
   if constexpr (std::is_same_v<S, float>) {
-    if (p.mode == Mode::stream) return pack_forward(p.b, bstore, w_hh, G, H);
+    if (p.mode == Mode::stream) return pack_forward(p.b, bstore, w_hh, G, H, K);
   }
-  packed::pack_forward(p.f, fstore, w_hh, G, H);
+  packed::pack_forward(p.f, fstore, w_hh, G, H, K);
   if constexpr (std::is_same_v<S, float>) {
     if (p.mode == Mode::wide) bf16::round(fstore, fstore, p.f.nvec * p.f.K * V);  // elementwise
   }

@@ -28,6 +28,9 @@ struct CellKernels {
   // step_forward<Cell, S>: h, c, work, x, h_prev, c_prev, w, options, B, I, H
   void (*step)(S*, S*, S*, const S*, const S*, const S*, const Weights<S>&, const CellOptions&, Index, Index,
                Index);
+  // step_forward_packed<Cell, S>: as step, on a prepacked layer (Weights::pre)
+  void (*step_packed)(S*, S*, S*, const S*, const S*, const S*, const Weights<S>&, const CellOptions&, Index,
+                      Index, Index);
 };
 
 // The entry of cell `name`, or nullptr when no registered cell has that name (defined in src/cells_*.cpp).

@@ -68,15 +68,34 @@ struct CellInfo {
   Index aux_units;
   int n_extra;
   std::array<ExtraParam, kMaxExtra> extra;
+  bool two_phase;  // two_phase_of<Cell>: the last gate block's product takes m_t
 };
 
 template <class Cell>
 constexpr CellInfo info_of() {
-  CellInfo i{Cell::name, Cell::gates, Cell::has_c, Cell::aux_units, static_cast<int>(Cell::extra.size()), {}};
+  CellInfo i{Cell::name,
+             Cell::gates,
+             Cell::has_c,
+             Cell::aux_units,
+             static_cast<int>(Cell::extra.size()),
+             {},
+             two_phase_of<Cell>::value};
   static_assert(Cell::extra.size() <= static_cast<std::size_t>(kMaxExtra), "too many extra parameters");
   for (std::size_t k = 0; k < Cell::extra.size(); ++k) i.extra[k] = Cell::extra[k];
   return i;
 }
+
+// A layer's weights packed once for inference calls (rnnfast.nn.FrozenRNN; the binding owns the
+// storage), in the precision of the calls that use it, so that a call neither packs W_hh nor rounds
+// W_ih: the forward operand of W_hh (K = H; a two-phase cell's last block on its own), W_ih packed the
+// same way (K = I) for the one-step product (step.hpp), and W_ih as the input GEMM's operand (bf16:
+// its rounded values). A bf16 layer holds the stream operands (bf16) only; a call past the stream
+// mode's batch widens them (packed_bf16::widen), which is bitwise what packing W_hh would give.
+template <class S>
+struct Prepacked {
+  packed_bf16::Operand<S> hh, hh_mid, ih;
+  const S* w_ih_gemm = nullptr;  // (G*H, I)
+};
 
 // The parameters of one layer (PyTorch layout) as named arrays: the four every cell has, then the
 // cell's own (Cell::extra order, per_unit*H each). Biases are both present or both nullptr.
@@ -93,9 +112,10 @@ struct Weights {
   // (Gal & Ghahramani 2016): W_hh multiplies d * h_{t-1}, one mask d (B, H) per sequence (its values
   // used as given: {0, 1/(1-p)}); the cell itself still sees the undropped h_{t-1}, except a two-phase
   // cell's m_t = r * (d * h_{t-1}) (Keras's GRU(reset_after=False) with recurrent_dropout).
-  const S* zoneout_h = nullptr;  // (T, B, H)
-  const S* zoneout_c = nullptr;  // (T, B, H), has_c
-  const S* dropout_h = nullptr;  // (B, H)
+  const S* zoneout_h = nullptr;       // (T, B, H)
+  const S* zoneout_c = nullptr;       // (T, B, H), has_c
+  const S* dropout_h = nullptr;       // (B, H)
+  const Prepacked<S>* pre = nullptr;  // inference only: the layer packed once (see Prepacked)
 };
 
 // What backward needs from forward, as views into caller-owned storage (see cache_sizes()).
@@ -203,6 +223,24 @@ inline int time_loop_threads(Index B, Index G, Index H, Index nblocks) {
 // (zeros). cut (T, B) or nullptr: cut[t*B + b] != 0 means the state entering step t of sequence b is a
 // constant (a reset in a stream), so no gradient flows from step t into earlier steps of b.
 
+namespace detail {
+// The operand a call runs on, from a prepacked one: itself when its mode is the call's; for a bf16 call
+// past the stream mode's batch, the wide copy of the stream operand, widened into fstore.
+template <class S>
+packed_bf16::Operand<S> from_prepacked(const packed_bf16::Operand<S>& pre, packed_bf16::Mode mode,
+                                       S* fstore) {
+  if (pre.mode == mode) return pre;
+  if constexpr (std::is_same_v<S, float>) {
+    if (pre.mode == packed_bf16::Mode::stream && mode == packed_bf16::Mode::wide) {
+      packed_bf16::Operand<S> op{mode, {}, {}};
+      packed_bf16::widen(op.f, fstore, pre.b);
+      return op;
+    }
+  }
+  throw Error("prepacked weights: packed for another precision than the call's");
+}
+}  // namespace detail
+
 template <class Cell, class S>
 void sequence_forward(S* y,                         // (T, B, H)
                       S* h_n,                       // (B, H)
@@ -224,6 +262,8 @@ void sequence_forward(S* y,                         // (T, B, H)
   const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
   const bool training = cache != nullptr;
   const bool bf16 = packed_bf16::use_bf16<S>();
+  const Prepacked<S>* pre = w.pre;
+  if (pre && training) throw Error("sequence_forward: prepacked weights are for inference calls only");
   ScopedFlushDenormals flush;
 
   // Workspaces, reused across calls (Scratch). Inference keeps two state slots (ping-pong) instead
@@ -234,9 +274,10 @@ void sequence_forward(S* y,                         // (T, B, H)
   const Index pw_size = packed::PackedMatrix<S>::size(H, H, GP);
   const Index pw_all = pw_size + (TP ? packed::PackedMatrix<S>::size(H, H, 1) : 0);
   const packed_bf16::Mode pmode = packed_bf16::mode_for<S>(B);  // bf16: streamed or widened W_hh
-  Scratch<S> pw_store(3, packed_bf16::float_size(pmode, pw_all));
-  Scratch<bf16::Bf16> pwb_store(3, packed_bf16::bf16_size(pmode, pw_all));  // bf16 W_hh (stream mode)
-  Scratch<S> rnd_store(5, bf16 ? T * B * I + GH * I : 0);                   // bf16(x), bf16(W_ih)
+  const bool repack = !pre || pre->hh.mode != pmode;            // prepacked: nothing, or the widening
+  Scratch<S> pw_store(3, repack ? packed_bf16::float_size(pmode, pw_all) : 0);
+  Scratch<bf16::Bf16> pwb_store(3, pre ? 0 : packed_bf16::bf16_size(pmode, pw_all));  // bf16 W_hh (stream)
+  Scratch<S> rnd_store(5, bf16 ? T * B * I + (pre ? 0 : GH * I) : 0);                 // bf16(x), bf16(W_ih)
   Scratch<S> mid_store(7, TP && !training ? BH : 0);  // m_t (B, H) of two-phase cells, inference
   // Regularisation (Weights): d * h_{t-1} ping-pong for the product (dropout), c~ rows (zoneout of c,
   // inference; training keeps c~_t in cache->c_cand for backward).
@@ -273,7 +314,7 @@ void sequence_forward(S* y,                         // (T, B, H)
     }
     Index used = 0;  // bf16: the product of the rounded operands, fp32 accumulation
     const S* xo = packed_bf16::operand(bf16, x, T * B * I, rnd_store.data(), &used);
-    const S* wo = packed_bf16::operand(bf16, w.w_ih, GH * I, rnd_store.data(), &used);
+    const S* wo = pre ? pre->w_ih_gemm : packed_bf16::operand(bf16, w.w_ih, GH * I, rnd_store.data(), &used);
     parallel_product(gx, CMatMap<S>(xo, T * B, I), CMatMap<S>(wo, GH, I).transpose(),
                      fold_bias ? bias.data() : nullptr);
   }
@@ -281,10 +322,15 @@ void sequence_forward(S* y,                         // (T, B, H)
   // W_hh packed once for all steps, by blocks of V hidden units holding all G gates (packed.hpp);
   // for a two-phase cell the first G-1 blocks, and the last one (multiplying m_t) on its own.
   packed_bf16::Operand<S> pw{pmode, {}, {}}, pw_mid{pmode, {}, {}};
-  packed_bf16::pack_forward(pw, pw_store.data(), pwb_store.data(), w.w_hh, GP, H);
-  if constexpr (TP)
-    packed_bf16::pack_forward(pw_mid, pw_store.data() + pw_size, pwb_store.data() + pw_size,
-                              w.w_hh + GP * H * H, Index(1), H);
+  if (pre) {
+    pw = detail::from_prepacked(pre->hh, pmode, pw_store.data());
+    if constexpr (TP) pw_mid = detail::from_prepacked(pre->hh_mid, pmode, pw_store.data() + pw_size);
+  } else {
+    packed_bf16::pack_forward(pw, pw_store.data(), pwb_store.data(), w.w_hh, GP, H);
+    if constexpr (TP)
+      packed_bf16::pack_forward(pw_mid, pw_store.data() + pw_size, pwb_store.data() + pw_size,
+                                w.w_hh + GP * H * H, Index(1), H);
+  }
   auto mid_at = [&](Index t) -> S* {
     return training ? cache->aux + t * BH * Cell::aux_units : mid_store.data();
   };

@@ -7,6 +7,8 @@
 // when B = 1) and the cell's pointwise pass (Cell::forward), into caller-owned outputs and a
 // caller-owned workspace. A sequence call with T = 1 (sequence.hpp) sets up the time loop, the
 // packed weights and the thread team for one step, which costs several times the step itself.
+// step_forward multiplies the weights as they are (Eigen's GEMV at B = 1); step_forward_packed runs a
+// prepacked layer (rnnfast.nn.FrozenRNN) through the packed kernels, in bf16 if it was packed so.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +26,16 @@ constexpr Index step_workspace_size(Index B, Index G, Index H) {
 
 namespace detail {
 
+// act (B, G*H) += b_ih + bias2 (bias2: the first n_bias2 entries of b_hh, its folded blocks).
+template <class S>
+void add_step_bias(S* act, const S* b_ih, const S* b_hh, Index n_bias2, Index B, Index GH) {
+  for (Index b = 0; b < B; ++b) {
+    S* row = act + b * GH;
+    for (Index j = 0; j < GH; ++j) row[j] += b_ih[j];
+    for (Index j = 0; j < n_bias2; ++j) row[j] += b_hh[j];
+  }
+}
+
 // act = x W_ih^T + b_ih + bias2 (bias2: the first n_bias2 entries of b_hh, its folded blocks);
 // gh = h_prev W_hh^T (zero without h_prev). Row-major (B, GH) each.
 template <class S>
@@ -31,17 +43,53 @@ void step_products(S* act, S* gh, const S* x, const S* h_prev, const S* w_ih, co
                    const S* b_hh, Index n_bias2, Index B, Index I, Index H, Index GH) {
   MatMap<S> A(act, B, GH);
   A.noalias() = CMatMap<S>(x, B, I) * CMatMap<S>(w_ih, GH, I).transpose();
-  if (b_ih) {
-    for (Index b = 0; b < B; ++b) {
-      S* row = act + b * GH;
-      for (Index j = 0; j < GH; ++j) row[j] += b_ih[j];
-      for (Index j = 0; j < n_bias2; ++j) row[j] += b_hh[j];
-    }
-  }
+  if (b_ih) add_step_bias(act, b_ih, b_hh, n_bias2, B, GH);
   if (h_prev) {
     MatMap<S>(gh, B, GH).noalias() = CMatMap<S>(h_prev, B, H) * CMatMap<S>(w_hh, GH, H).transpose();
   } else {
     std::fill(gh, gh + B * GH, S(0));
+  }
+}
+
+// The cells of one step once act and gh hold the products: a two-phase cell's gates and m_t first,
+// then last_product(mid) writes gh's last block (m_t W_h,last^T), then every row's cell.
+template <class Cell, class S, class LastProduct>
+void step_cells(S* h, S* c, S* work, const S* h_prev, const S* c_prev, const Weights<S>& w,
+                const CellOptions& opt, Index B, Index H, LastProduct&& last_product) {
+  constexpr Index G = Cell::gates;
+  const Index GH = G * H;
+  S* act = work;
+  S* gh = work + B * GH;
+  S* zeros = work + 2 * B * GH;
+  S* mid = zeros + B * H;  // m_t of a two-phase cell (B, H)
+  if (!h_prev || (Cell::has_c && !c_prev)) std::fill(zeros, zeros + B * H, S(0));
+  CellFwd<S> row{};
+  row.b_hh = w.b_hh;
+  row.b_ih = w.b_ih;
+  row.extra = w.extra;
+  if constexpr (two_phase_of<Cell>::value) {
+    // gates 0..G-2 and m_t first, then gh's last block = m_t W_h,last^T (its h_{t-1} product is
+    // replaced)
+    for (Index b = 0; b < B; ++b) {
+      row.act = act + b * GH;
+      row.gh = gh + b * GH;
+      row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
+      row.aux = mid + b * H;
+      Cell::forward_gates(row, H, 0, H, opt);
+    }
+    last_product(mid, gh + (G - 1) * H);
+    row.aux = nullptr;
+  }
+  for (Index b = 0; b < B; ++b) {
+    row.act = act + b * GH;
+    row.gh = gh + b * GH;
+    row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
+    row.h = h + b * H;
+    if constexpr (Cell::has_c) {
+      row.c_prev = c_prev ? c_prev + b * H : zeros + b * H;
+      row.c = c + b * H;
+    }
+    Cell::forward(row, H, 0, H, opt);
   }
 }
 
@@ -59,44 +107,39 @@ void step_forward(S* h,                 // (B, H) out: h_t
                   const CellOptions& opt, Index B, Index I, Index H) {
   constexpr Index G = Cell::gates;
   const Index GH = G * H;
+  constexpr bool BC = bias_in_cell_of<Cell>::value;  // the cell adds its biases itself
+  detail::step_products(work, work + B * GH, x, h_prev, w.w_ih, w.w_hh, BC ? nullptr : w.b_ih, w.b_hh,
+                        w.b_ih && !BC ? Cell::folded_hh_gates * H : 0, B, I, H, GH);
+  detail::step_cells<Cell>(h, c, work, h_prev, c_prev, w, opt, B, H, [&](const S* mid, S* gh_last) {
+    Eigen::Map<Mat<S>, 0, Eigen::OuterStride<>> last(gh_last, B, H, Eigen::OuterStride<>(GH));
+    last.noalias() = CMatMap<S>(mid, B, H) * CMatMap<S>(w.w_hh + (G - 1) * H * H, H, H).transpose();
+  });
+}
+
+// step_forward on a prepacked layer (w.pre, see sequence.hpp's Prepacked; only w.pre, the biases and
+// the extra parameters are read): both products through the packed kernels in the layer's precision
+// (bf16: the stream operands, half the bytes of float32, at any B). The same results as step_forward
+// to rounding (the products sum in k order here).
+template <class Cell, class S>
+void step_forward_packed(S* h, S* c, S* work, const S* x, const S* h_prev, const S* c_prev,
+                         const Weights<S>& w, const CellOptions& opt, Index B, Index I, Index H) {
+  constexpr Index G = Cell::gates;
+  const Index GH = G * H;
+  constexpr bool BC = bias_in_cell_of<Cell>::value;
+  if (!w.pre) throw Error("step_forward_packed: expected prepacked weights");
+  const Prepacked<S>& pre = *w.pre;
   S* act = work;
   S* gh = work + B * GH;
-  S* zeros = work + 2 * B * GH;
-  S* mid = zeros + B * H;                            // m_t of a two-phase cell (B, H)
-  constexpr bool BC = bias_in_cell_of<Cell>::value;  // the cell adds its biases itself
-  detail::step_products(act, gh, x, h_prev, w.w_ih, w.w_hh, BC ? nullptr : w.b_ih, w.b_hh,
-                        w.b_ih && !BC ? Cell::folded_hh_gates * H : 0, B, I, H, GH);
-  if (!h_prev || (Cell::has_c && !c_prev)) std::fill(zeros, zeros + B * H, S(0));
-  CellFwd<S> row{};
-  row.b_hh = w.b_hh;
-  row.b_ih = w.b_ih;
-  row.extra = w.extra;
-  if constexpr (two_phase_of<Cell>::value) {
-    // gates 0..G-2 and m_t first, then gh's last block = m_t W_h,last^T (its h_{t-1} product above
-    // is replaced)
-    constexpr Index GP = G - 1;
-    for (Index b = 0; b < B; ++b) {
-      row.act = act + b * GH;
-      row.gh = gh + b * GH;
-      row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
-      row.aux = mid + b * H;
-      Cell::forward_gates(row, H, 0, H, opt);
-    }
-    Eigen::Map<Mat<S>, 0, Eigen::OuterStride<>> last(gh + GP * H, B, H, Eigen::OuterStride<>(GH));
-    last.noalias() = CMatMap<S>(mid, B, H) * CMatMap<S>(w.w_hh + GP * H * H, H, H).transpose();
-    row.aux = nullptr;
+  packed_bf16::product(act, GH, x, I, B, pre.ih, 0, pre.ih.nvec(), false);
+  if (w.b_ih && !BC) detail::add_step_bias(act, w.b_ih, w.b_hh, Cell::folded_hh_gates * H, B, GH);
+  if (h_prev) {
+    packed_bf16::product(gh, GH, h_prev, H, B, pre.hh, 0, pre.hh.nvec(), false);
+  } else {
+    std::fill(gh, gh + B * GH, S(0));
   }
-  for (Index b = 0; b < B; ++b) {
-    row.act = act + b * GH;
-    row.gh = gh + b * GH;
-    row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
-    row.h = h + b * H;
-    if constexpr (Cell::has_c) {
-      row.c_prev = c_prev ? c_prev + b * H : zeros + b * H;
-      row.c = c + b * H;
-    }
-    Cell::forward(row, H, 0, H, opt);
-  }
+  detail::step_cells<Cell>(h, c, work, h_prev, c_prev, w, opt, B, H, [&](const S* mid, S* gh_last) {
+    packed_bf16::product(gh_last, GH, mid, H, B, pre.hh_mid, 0, pre.hh_mid.nvec(), false);
+  });
 }
 
 }  // namespace rnnfast

@@ -5,7 +5,8 @@
 * :mod:`~rnnfast.nn.rnn`: the recurrent stacks :class:`RNN`, :class:`LSTM`, :class:`GRU`
   (:class:`RNNBase`), :class:`PeepholeLSTM`; :mod:`~rnnfast.nn.layernorm`: :class:`LayerNormLSTM`,
   :class:`LayerNormGRU`; :mod:`~rnnfast.nn.streaming`: their truncated-BPTT
-  sessions.
+  sessions; :mod:`~rnnfast.nn.frozen`: :class:`FrozenRNN`, the inference snapshot
+  ``module.freeze()`` makes (weights packed once, fp32 or bf16).
 * :mod:`~rnnfast.nn.minimal`: :class:`MinGRU`, :class:`MinLSTM` (Feng et al. 2024; a parallel scan
   over time, no recurrent weight).
 * :mod:`~rnnfast.nn.layers`: :class:`Linear`, :class:`Embedding`.
@@ -21,6 +22,7 @@ from __future__ import annotations
 from ._util import INIT_PRESETS, MODES, IncompatibleKeys
 from .backend import get_backend, set_backend
 from .config import build_model, model_from_config
+from .frozen import FrozenRNN
 from .layernorm import LayerNormGRU, LayerNormLSTM
 from .layers import Embedding, Linear
 from .minimal import MinGRU, MinLSTM
@@ -45,6 +47,7 @@ __all__ = [
     "Embedding",
     "SequenceModel",
     "TBPTTSession",
+    "FrozenRNN",
     "IncompatibleKeys",
     "build_model",
     "model_from_config",

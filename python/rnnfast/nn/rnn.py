@@ -309,6 +309,17 @@ class RNNBase(_StateMethods, _StreamingMethods, _FlatParams, _precisionops.Preci
     def __call__(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Array, State]:
         return self.forward(x, hx, lengths)
 
+    def freeze(self, precision: Any = None) -> Any:
+        """An inference-only snapshot with the weights packed once: a
+        :class:`~rnnfast.nn.frozen.FrozenRNN` with this module's ``forward`` (eval mode) and
+        ``step``, which skip the per-call packing of W_hh (and, in bf16, the conversion of the
+        weights). ``precision``: "fp32", "bf16", or None (the module's precision, else the thread's
+        mode now). Later changes to this module's weights are not seen: freeze again after training.
+        """
+        from .frozen import FrozenRNN
+
+        return FrozenRNN(self, precision)
+
     def forward(self, x: Any, hx: Any = None, lengths: Any = None) -> tuple[Array, State]:
         """Run the stack over a batch of sequences.
 
