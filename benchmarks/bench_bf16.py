@@ -6,6 +6,9 @@ size = H, the same weights everywhere (torch's ``nn.<Cell>(H, H)``; torch bf16 i
 ``.to(torch.bfloat16)``, inputs in bf16). rnnfast runs ``rnnfast.functional`` in float32, bf16
 through ``rnnfast._precision.precision("bf16")``. 1 thread on both sides unless ``--threads``.
 
+Inference rows also time ``module.freeze()`` in fp32 and bf16 (the weights packed once; checked
+bitwise equal to the unfrozen call of the same precision first).
+
 Checked before timing (max |a - b| / max |b| over y and, in training, every gradient):
 rnnfast fp32 vs torch fp32 <= 1e-4; rnnfast bf16 vs torch fp32 <= 5e-2 (bf16 roundoff, measured
 ~1e-3-1e-2); torch bf16 vs torch fp32 is printed (it rounds activations too). Timings are medians
@@ -85,6 +88,23 @@ def _fast(p: dict[str, Any], precision: str, train: bool) -> Callable[[], Any]:
     return run
 
 
+def _frozen(p: dict[str, Any], precision: str) -> Callable[[], Any]:
+    """Inference on ``module.freeze(precision)`` of an rnnfast module with p's weights."""
+    import rnnfast
+
+    cell, x, w = p["cell"], p["x"], p["w"]
+    H = w[1].shape[1]
+    m = getattr(rnnfast.nn, _TORCH[cell])(w[0].shape[1], H)
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    m.load_state_dict(dict(zip(names, w)))
+    f = m.eval().freeze(precision)
+
+    def run() -> Any:
+        return f(x)[0], None
+
+    return run
+
+
 def _torch(p: dict[str, Any], bf16: bool, train: bool) -> Callable[[], Any]:
     import torch
 
@@ -131,6 +151,9 @@ def _check(p: dict[str, Any], fns: dict[str, Callable[[], Any]], train: bool) ->
     for name, kind in (("fast_fp32", "fast"), ("fast_bf16", "fast"), ("torch_bf16", "torch_bf16")):
         got = _outputs(p, fns[name], kind, train)
         errs[name] = max(_rel(a, b) for a, b in zip(got, ref))
+    for frozen, plain in (("frz_fp32", "fast_fp32"), ("frz_bf16", "fast_bf16")):
+        if frozen in fns and not np.array_equal(fns[frozen]()[0], fns[plain]()[0]):
+            raise SystemExit(f"{frozen}: not bitwise the module's {plain} output")
     if not errs["fast_fp32"] <= 1e-4:
         raise SystemExit(
             f"rnnfast fp32 vs torch fp32: max rel error {errs['fast_fp32']:.2e} > 1e-4"
@@ -168,15 +191,24 @@ def _row(
         "torch_fp32": _torch(p, False, train),
         "torch_bf16": _torch(p, True, train),
     }
+    if not train:
+        fns["frz_fp32"] = _frozen(p, "fp32")
+        fns["frz_bf16"] = _frozen(p, "bf16")
     errs = _check(p, fns, train)
     m = _time(fns, repeats, clock)
     ms = {k: 1e3 * v for k, v in m.items()}
-    return (
+    line = (
         f"{'train' if train else 'infer':5s} {cell:4s} {T:<4d} {B:<3d} {H:<5d}| {ms['fast_fp32']:9.2f} "
         f"{ms['fast_bf16']:9.2f} {ms['torch_fp32']:10.2f} {ms['torch_bf16']:10.2f} | "
         f"{m['fast_fp32'] / m['fast_bf16']:8.2f}x {m['torch_bf16'] / m['fast_bf16']:8.2f}x "
         f"{m['torch_fp32'] / m['fast_fp32']:8.2f}x | {errs['fast_bf16']:.1e} {errs['torch_bf16']:.1e}"
     )
+    if not train:
+        line += (
+            f" | frozen fp32 {ms['frz_fp32']:.2f} bf16 {ms['frz_bf16']:.2f}: bf16/fp32 "
+            f"{m['frz_fp32'] / m['frz_bf16']:.2f}x, vs tbf16 {m['torch_bf16'] / m['frz_bf16']:.2f}x"
+        )
+    return line
 
 
 def _shapes(spec: str) -> list[tuple[int, int, int]]:

@@ -317,3 +317,22 @@ def test_core_refuses_bad_stacks() -> None:
         st.forward(0, x, None, None, np.array([9, 1], np.int64))
     with pytest.raises(ValueError, match="h0"):
         st.step(np.zeros((2, 4), np.float32), np.zeros((1, 2, 8), np.float32), None)
+
+
+def test_generate_of_a_bf16_model_runs_the_frozen_step() -> None:
+    """SequenceModel.generate with a bf16 rnn steps on one bf16 pack (FrozenRNN.step): the same
+    tokens as a greedy loop over rnn.freeze('bf16').step; an fp32 rnn keeps rnn.step."""
+    rng = np.random.default_rng(5)
+    for prec in ("bf16", None):
+        model = rf.build_model("lstm", 6, 32, 6, mode="one_to_many", seed=2)
+        model.rnn.precision = prec
+        x0 = rng.standard_normal((3, 6)).astype(np.float32)
+        got = model.generate(x0, 7)  # feedback="value": (7, 3, 6)
+        step = model.rnn.freeze("bf16").step if prec == "bf16" else model.rnn.step
+        head = model.head.parameters()
+        cur, state, want = x0, None, []
+        for _ in range(7):
+            h, state = step(cur, state)
+            cur = h @ head["weight"].T + head["bias"]
+            want.append(cur)
+        assert np.array_equal(got, np.stack(want)), prec

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import backend as _backend_mod
 from ._util import MODES, Array, State, _check_int
 from .layers import Embedding, Linear
 from .minimal import MinimalRNNBase
@@ -306,7 +307,9 @@ class SequenceModel(Module):
 
         Returns: (steps, B) int64 token ids for token/onehot feedback, else (steps, B, O) values.
         The loop over generated steps is inherent (each input depends on the previous output); each
-        step runs in the compiled core via ``rnn.step``.
+        step runs in the compiled core via ``rnn.step``, or, for an rnn with ``precision="bf16"``,
+        via the ``step`` of ``rnn.freeze()`` (the weights are fixed for the call: packed to bf16
+        once instead of in every step).
         """
         if isinstance(self.rnn, MinimalRNNBase):
             raise self.rnn._unsupported(
@@ -348,6 +351,13 @@ class SequenceModel(Module):
             if tokens
             else np.zeros((steps, batch, O), self.dtype)
         )
+        rnn_step = self.rnn.step
+        if (
+            self.rnn.precision == "bf16"
+            and _backend_mod._backend is None
+            and not self.rnn.proj_size
+        ):
+            rnn_step = self.rnn.freeze("bf16").step  # one bf16 pack, not one per step
         was = self.head.training
         self.head.train(False)
         try:
@@ -357,7 +367,7 @@ class SequenceModel(Module):
                     if self.embedding
                     else cur
                 )
-                h, state = self.rnn.step(inp, state)
+                h, state = rnn_step(inp, state)
                 pred = self.head.forward(h)
                 if not tokens:
                     out[k] = pred
