@@ -1,7 +1,8 @@
 """Streaming inference: per-call time of ``step()`` against the bare recurrent product and torch.
 
-For each cell and hidden size (B = 1, I = 64, float32, one thread everywhere) it times, as the
-median of many calls (thread CPU time, so that a loaded machine's descheduling is not counted):
+For each cell and hidden size (B = 1, I = 64, float32, one thread everywhere unless asked) it
+times, as the median of many calls (thread CPU time, so that a loaded machine's descheduling is not
+counted):
 
 * ``step``: ``RNN/LSTM/GRU.step(x_t, state)``;
 * ``seqmodel``: ``SequenceModel.step(x_t, state)`` (the step plus a Linear head to 16 outputs);
@@ -18,7 +19,9 @@ against the bf16 ``forward`` (the same rounded operands), torch's against rnnfas
 its time, and ``bw`` = ``core.read_bandwidth`` of a buffer of that size, measured in the same run:
 the cache level the weights live in (``frac`` = frz GB/s / bw).
 
-Usage: ``python benchmarks/bench_step.py [cells] [hidden sizes]``, e.g. ``lstm,gru 256,1024``.
+Usage: ``python benchmarks/bench_step.py [cells] [hidden sizes] [threads]``, e.g. ``lstm,gru
+256,1024`` (threads > 1: rnnfast and torch may use that many, timed in wall time: a frozen step
+worth a parallel region splits over a team).
 """
 
 from __future__ import annotations
@@ -43,12 +46,15 @@ except ImportError:  # the torch column is left out
     torch = None  # type: ignore[assignment]
 
 
+_CLOCK = [time.thread_time]  # wall time (perf_counter) when more than one thread may run
+
+
 def _median_us(f: Callable[[], Any], n: int) -> float:
     ts = []
     for _ in range(n):
-        t = time.thread_time()
+        t = _CLOCK[0]()
         f()
-        ts.append(time.thread_time() - t)
+        ts.append(_CLOCK[0]() - t)
     ts.sort()
     return ts[len(ts) // 2] * 1e6
 
@@ -147,7 +153,8 @@ def _bench(cell: str, hidden: int, inp: int) -> dict[str, float]:
     res = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
     nbytes = 4 * gates * hidden * (inp + hidden)
     res["frz_gbs"] = nbytes / (res["frozen"] * 1e-6) / 1e9
-    res["bw_gbs"] = core.read_bandwidth(nbytes, 1, 0.1) / 1e9
+    thr = rf.get_num_threads()  # per-thread buffers of nbytes / thr, the rates summed
+    res["bw_gbs"] = core.read_bandwidth(max(nbytes // thr, 4096), thr, 0.1) / 1e9
     return res
 
 
@@ -155,14 +162,18 @@ def main() -> None:
     from rnnfast._precision import Bf16PathWarning, bf16_info
 
     warnings.simplefilter("ignore", Bf16PathWarning)
-    rf.set_num_threads(1)
-    if torch is not None:
-        torch.set_num_threads(1)
     cells = sys.argv[1].split(",") if len(sys.argv) > 1 else ["rnn", "lstm", "gru"]
     sizes = [int(h) for h in sys.argv[2].split(",")] if len(sys.argv) > 2 else [64, 256, 512, 1024]
+    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    if threads > 1:
+        _CLOCK[0] = time.perf_counter
+    rf.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
     print(
         f"CPU: {cpuinfo().get('cpu_model', '?')}, rnnfast core {rf.build_info()['variant']}, "
-        f"bf16 path {bf16_info()['path']}, one thread, us per call (thread CPU time, medians)"
+        f"bf16 path {bf16_info()['path']}, threads {threads}, us per call (medians of "
+        f"{'wall time' if threads > 1 else 'thread CPU time'})"
     )
     cols = ["step", "seq", "frozen", "bf16 mod", "bf16 frz", "bare", "torch", "torch bf16"]
     print(

@@ -14,6 +14,8 @@ parametrised into every test that uses ``CELLS`` / ``CELL_NAMES`` here.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -247,3 +249,37 @@ def cell_inputs_f32(
     for name, per_unit in spec.extra_params:
         a[name] = 1.0 + 0.2 * rng.standard_normal(per_unit * H)
     return {k: (None if v is None else np.asarray(v, dtype=np.float32)) for k, v in a.items()}
+
+
+def thread_cpu_seconds() -> dict[int, float]:
+    """CPU seconds of every thread of this process: /proc/self/task/<tid>/schedstat (ns), else the
+    utime + stime clock ticks of /proc/self/task/<tid>/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        base = f"/proc/self/task/{tid}"
+        try:
+            with open(f"{base}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[0]) * 1e-9
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            with open(f"{base}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (
+                int(fields[11]) + int(fields[12])
+            ) / tick  # utime, stime (fields 14, 15)
+        except (OSError, ValueError, IndexError):
+            pass  # the thread exited
+    return out
+
+
+def cpu_of_other_threads(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(CPU seconds of the calling thread, most CPU seconds of any other thread) while fn runs."""
+    me = threading.get_native_id()
+    before = thread_cpu_seconds()
+    fn()
+    after = thread_cpu_seconds()
+    used = {t: after[t] - before.get(t, 0.0) for t in after}
+    return used.pop(me, 0.0), max(used.values(), default=0.0)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 import warnings
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 import rnnfast as rf
+from helpers import cpu_of_other_threads
 from rnnfast import nn
 from rnnfast._precision import Bf16PathWarning, precision
 from rnnfast.reference import bf16 as RB
@@ -336,3 +338,66 @@ def test_generate_of_a_bf16_model_runs_the_frozen_step() -> None:
             cur = h @ head["weight"].T + head["bias"]
             want.append(cur)
         assert np.array_equal(got, np.stack(want)), prec
+
+
+@pytest.fixture()
+def _hooks() -> Iterator[None]:
+    from rnnfast._loader import core
+
+    before = rf.get_num_threads()
+    yield
+    core._force_product_threads(0)
+    rf.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("_hooks")
+@pytest.mark.parametrize("cls", STACKS, ids=IDS)
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_step_split_over_a_team_is_bitwise_one_thread(cls: Any, prec: str) -> None:
+    """A large step runs over a team (by unit blocks, products then cells, no barrier): forced to
+    2 threads it gives the bits of 1 thread, from a given and from a zero state, B 1 and 3
+    (two-phase and row-wide cells stay on one thread: the same check holds trivially)."""
+    from rnnfast._loader import core
+
+    rng = np.random.default_rng(9)
+    m = cls(20, 45, num_layers=2, seed=6).eval()  # 6 unit blocks of 8 (AVX2), the last partial
+    f = m.freeze(prec)
+    rf.set_num_threads(2)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 20)).astype(np.float32)
+        hx = _hx(m, batch, rng)
+        runs = []
+        for n in (1, 2):
+            core._force_product_threads(n)
+            runs.append([f.step(x), f.step(x, hx)])
+        for (y1, s1), (y2, s2) in zip(*runs):
+            assert np.array_equal(y1, y2)
+            for a, b in zip(_states(s1), _states(s2)):
+                assert np.array_equal(a, b)
+
+
+@pytest.mark.usefixtures("_hooks")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc per-thread clocks")
+def test_forced_step_team_runs_a_second_thread() -> None:
+    from rnnfast._loader import core
+
+    if not core.openmp:
+        pytest.skip("built without OpenMP: one thread only")
+    m = nn.LSTM(256, 256, seed=0).eval()
+    f = m.freeze()
+    x = np.ones((1, 256), np.float32)
+    rf.set_num_threads(2)
+
+    def work() -> None:
+        s = None
+        for _ in range(300):
+            _, s = f.step(x, s)
+
+    core._force_product_threads(1)
+    work()
+    main1, other1 = cpu_of_other_threads(work)
+    core._force_product_threads(2)
+    work()
+    main2, other2 = cpu_of_other_threads(work)
+    assert other1 < 0.1 * main1 + 0.01, f"1 thread: another thread used {other1:.3f} s"
+    assert other2 > 0.2 * main2, f"forced to 2: the busiest other thread used {other2:.3f} s"

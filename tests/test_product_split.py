@@ -12,15 +12,14 @@ clocks that a forced team really runs.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
 import rnnfast
-from helpers import GATES
+from helpers import GATES, cpu_of_other_threads
 from rnnfast import functional as F
 from rnnfast._cells import get_cell
 from rnnfast._loader import core
@@ -99,40 +98,6 @@ def test_products_bitwise_identical_with_one_and_two_threads(
 # --------------------------------------------------------------------------------------------------
 
 
-def _thread_cpu_seconds() -> dict[int, float]:
-    """CPU seconds of every thread of this process: /proc/self/task/<tid>/schedstat (ns), else the
-    utime + stime clock ticks of /proc/self/task/<tid>/stat."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        base = f"/proc/self/task/{tid}"
-        try:
-            with open(f"{base}/schedstat") as f:
-                out[int(tid)] = int(f.read().split()[0]) * 1e-9
-            continue
-        except (OSError, ValueError, IndexError):
-            pass
-        try:
-            with open(f"{base}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out[int(tid)] = (
-                int(fields[11]) + int(fields[12])
-            ) / tick  # utime, stime (fields 14, 15)
-        except (OSError, ValueError, IndexError):
-            pass  # the thread exited
-    return out
-
-
-def _cpu_of_other_threads(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(CPU seconds of the calling thread, most CPU seconds of any other thread) while fn runs."""
-    me = threading.get_native_id()
-    before = _thread_cpu_seconds()
-    fn()
-    after = _thread_cpu_seconds()
-    used = {t: after[t] - before.get(t, 0.0) for t in after}
-    return used.pop(me, 0.0), max(used.values(), default=0.0)
-
-
 @pytest.mark.skipif(
     not os.path.isdir("/proc/self/task"), reason="needs Linux /proc per-thread clocks"
 )
@@ -152,10 +117,10 @@ def test_forced_product_threads_run_a_team_of_two() -> None:
 
     _teams(1, 1)
     work()  # warm-up: scratch buffers, the team's threads started
-    main1, other1 = _cpu_of_other_threads(work)
+    main1, other1 = cpu_of_other_threads(work)
     _teams(2, 1)
     work()
-    main2, other2 = _cpu_of_other_threads(work)
+    main2, other2 = cpu_of_other_threads(work)
     assert other1 < 0.1 * main1 + 0.01, (
         f"products at 1 thread: another thread used {other1:.3f} s CPU (caller {main1:.3f} s)"
     )

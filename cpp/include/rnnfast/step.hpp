@@ -119,7 +119,11 @@ void step_forward(S* h,                 // (B, H) out: h_t
 // step_forward on a prepacked layer (w.pre, see sequence.hpp's Prepacked; only w.pre, the biases and
 // the extra parameters are read): both products through the packed kernels in the layer's precision
 // (bf16: the stream operands, half the bytes of float32, at any B). The same results as step_forward
-// to rounding (the products sum in k order here).
+// to rounding (the products sum in k order here). A step worth a parallel region (product_threads;
+// at B = 1 from ~2 MFLOP, e.g. LSTM H >= 384, I = H) is split over a team by unit blocks, as the time
+// loop's is: each thread runs its blocks' products (both operands group a block's gates together)
+// and then their cells, with no barrier in between, and the results are bitwise those of one
+// thread. Two-phase and row-wide cells, whose cells need every unit, run on one thread.
 template <class Cell, class S>
 void step_forward_packed(S* h, S* c, S* work, const S* x, const S* h_prev, const S* c_prev,
                          const Weights<S>& w, const CellOptions& opt, Index B, Index I, Index H) {
@@ -130,16 +134,66 @@ void step_forward_packed(S* h, S* c, S* work, const S* x, const S* h_prev, const
   const Prepacked<S>& pre = *w.pre;
   S* act = work;
   S* gh = work + B * GH;
-  packed_bf16::product(act, GH, x, I, B, pre.ih, 0, pre.ih.nvec(), false);
-  if (w.b_ih && !BC) detail::add_step_bias(act, w.b_ih, w.b_hh, Cell::folded_hh_gates * H, B, GH);
-  if (h_prev) {
-    packed_bf16::product(gh, GH, h_prev, H, B, pre.hh, 0, pre.hh.nvec(), false);
-  } else {
-    std::fill(gh, gh + B * GH, S(0));
+  int nth = 1;
+  if constexpr (!two_phase_of<Cell>::value && !row_wide_of<Cell>::value) {
+    // product_threads sizes a team by the GEMM rate; at B <= 4 the products stream the weights
+    // and run at most half that rate (measured 1/4-1/2 on Zen 3), so the step's flops count double
+    const double flops = 2.0 * static_cast<double>(B * GH) * static_cast<double>(I + (h_prev ? H : 0));
+    nth = product_threads(B <= 4 ? 2.0 * flops : flops, pre.hh.blocks());
   }
-  detail::step_cells<Cell>(h, c, work, h_prev, c_prev, w, opt, B, H, [&](const S* mid, S* gh_last) {
-    packed_bf16::product(gh_last, GH, mid, H, B, pre.hh_mid, 0, pre.hh_mid.nvec(), false);
-  });
+  if (nth <= 1) {
+    packed_bf16::product(act, GH, x, I, B, pre.ih, 0, pre.ih.nvec(), false);
+    if (w.b_ih && !BC) detail::add_step_bias(act, w.b_ih, w.b_hh, Cell::folded_hh_gates * H, B, GH);
+    if (h_prev) {
+      packed_bf16::product(gh, GH, h_prev, H, B, pre.hh, 0, pre.hh.nvec(), false);
+    } else {
+      std::fill(gh, gh + B * GH, S(0));
+    }
+    detail::step_cells<Cell>(h, c, work, h_prev, c_prev, w, opt, B, H, [&](const S* mid, S* gh_last) {
+      packed_bf16::product(gh_last, GH, mid, H, B, pre.hh_mid, 0, pre.hh_mid.nvec(), false);
+    });
+    return;
+  }
+  S* zeros = work + 2 * B * GH;
+  if (!h_prev || (Cell::has_c && !c_prev)) std::fill(zeros, zeros + B * H, S(0));
+  const Index nblocks = pre.hh.blocks();
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nth)
+#endif
+  {
+    const auto [ub0, ub1, j0, j1, n, tid] = detail::own_units<S>(nblocks, H);
+    (void)n;
+    (void)tid;
+    if (ub1 > ub0) {
+      packed_bf16::product(act, GH, x, I, B, pre.ih, ub0 * G, ub1 * G, false);
+      for (Index b = 0; b < B; ++b)
+        for (Index g = 0; g < G; ++g) {
+          S* a = act + b * GH + g * H;
+          if (w.b_ih && !BC) {  // as add_step_bias: b_ih, then a folded block of b_hh
+            for (Index j = j0; j < j1; ++j) a[j] += w.b_ih[g * H + j];
+            if (g < Cell::folded_hh_gates)
+              for (Index j = j0; j < j1; ++j) a[j] += w.b_hh[g * H + j];
+          }
+          if (!h_prev) std::fill(gh + b * GH + g * H + j0, gh + b * GH + g * H + j1, S(0));
+        }
+      if (h_prev) packed_bf16::product(gh, GH, h_prev, H, B, pre.hh, ub0 * G, ub1 * G, false);
+      CellFwd<S> row{};
+      row.b_hh = w.b_hh;
+      row.b_ih = w.b_ih;
+      row.extra = w.extra;
+      for (Index b = 0; b < B; ++b) {
+        row.act = act + b * GH;
+        row.gh = gh + b * GH;
+        row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
+        row.h = h + b * H;
+        if constexpr (Cell::has_c) {
+          row.c_prev = c_prev ? c_prev + b * H : zeros + b * H;
+          row.c = c + b * H;
+        }
+        Cell::forward(row, H, j0, j1, opt);
+      }
+    }
+  }
 }
 
 }  // namespace rnnfast
