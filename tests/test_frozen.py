@@ -355,12 +355,13 @@ def _hooks() -> Iterator[None]:
 @pytest.mark.parametrize("prec", ["fp32", "bf16"])
 def test_step_split_over_a_team_is_bitwise_one_thread(cls: Any, prec: str) -> None:
     """A large step runs over a team (by unit blocks, products then cells, no barrier): forced to
-    2 threads it gives the bits of 1 thread, from a given and from a zero state, B 1 and 3
-    (two-phase and row-wide cells stay on one thread: the same check holds trivially)."""
+    2 threads it gives the bits of 1 thread, from a given and from a zero state, B 1 and 3, for the
+    frozen step and the module's own (two-phase and row-wide cells stay on one thread)."""
     from rnnfast._loader import core
 
     rng = np.random.default_rng(9)
     m = cls(20, 45, num_layers=2, seed=6).eval()  # 6 unit blocks of 8 (AVX2), the last partial
+    m.precision = prec if prec == "bf16" else None
     f = m.freeze(prec)
     rf.set_num_threads(2)
     for batch in (1, 3):
@@ -369,22 +370,24 @@ def test_step_split_over_a_team_is_bitwise_one_thread(cls: Any, prec: str) -> No
         runs = []
         for n in (1, 2):
             core._force_product_threads(n)
-            runs.append([f.step(x), f.step(x, hx)])
-        for (y1, s1), (y2, s2) in zip(*runs):
-            assert np.array_equal(y1, y2)
+            runs.append([f.step(x), f.step(x, hx), m.step(x), m.step(x, hx)])
+        for k, ((y1, s1), (y2, s2)) in enumerate(zip(*runs)):
+            what = f"{'frozen' if k < 2 else 'module'} step, B={batch}"
+            assert np.array_equal(y1, y2), what
             for a, b in zip(_states(s1), _states(s2)):
-                assert np.array_equal(a, b)
+                assert np.array_equal(a, b), what
 
 
 @pytest.mark.usefixtures("_hooks")
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc per-thread clocks")
-def test_forced_step_team_runs_a_second_thread() -> None:
+@pytest.mark.parametrize("which", ["frozen", "module"])
+def test_forced_step_team_runs_a_second_thread(which: str) -> None:
     from rnnfast._loader import core
 
     if not core.openmp:
         pytest.skip("built without OpenMP: one thread only")
     m = nn.LSTM(256, 256, seed=0).eval()
-    f = m.freeze()
+    f = m.freeze() if which == "frozen" else m
     x = np.ones((1, 256), np.float32)
     rf.set_num_threads(2)
 
