@@ -211,18 +211,6 @@ inline int time_loop_threads(Index B, Index G, Index H, Index nblocks) {
   return loop_threads(B, G, H, nblocks);
 }
 
-// ------------------------------------------------------------------------------------------------
-// The kernels, generic over the cell (instantiated for every registered cell in src/cells_*.cpp).
-//
-// Forward: y (T, B, H), h_n (B, H), c_n (B, H, has_c) are written. cache == nullptr is inference (no
-// activations stored); otherwise cache views buffers of cache_sizes(info_of<Cell>(), d) elements.
-// h0 / c0 may be nullptr (zeros) and may alias cache->h / cache->c (step 0's slot). lengths (B) in
-// [0, T] or nullptr.
-//
-// Backward: reads the cache of the matching forward. dy (T, B, H), dh_n, dc_n (B, H) may be nullptr
-// (zeros). cut (T, B) or nullptr: cut[t*B + b] != 0 means the state entering step t of sequence b is a
-// constant (a reset in a stream), so no gradient flows from step t into earlier steps of b.
-
 namespace detail {
 // The operand a call runs on, from a prepacked one: itself when its mode is the call's; for a bf16 call
 // past the stream mode's batch, the wide copy of the stream operand, widened into fstore.
@@ -240,6 +228,19 @@ packed_bf16::Operand<S> from_prepacked(const packed_bf16::Operand<S>& pre, packe
   throw Error("prepacked weights: packed for another precision than the call's");
 }
 }  // namespace detail
+
+// ------------------------------------------------------------------------------------------------
+// The kernels, generic over the cell (instantiated for every registered cell in src/cells_*.cpp).
+//
+// Forward: y (T, B, H), h_n (B, H), c_n (B, H, has_c) are written. cache == nullptr is inference (no
+// activations stored); otherwise cache views buffers of cache_sizes(info_of<Cell>(), d) elements.
+// h0 / c0 may be nullptr (zeros) and may alias cache->h / cache->c (step 0's slot). lengths (B) in
+// [0, T] or nullptr. With w.pre (inference only) the call reads the prepacked operands instead of
+// packing W_hh and rounding W_ih: bitwise the same results.
+//
+// Backward: reads the cache of the matching forward. dy (T, B, H), dh_n, dc_n (B, H) may be nullptr
+// (zeros). cut (T, B) or nullptr: cut[t*B + b] != 0 means the state entering step t of sequence b is a
+// constant (a reset in a stream), so no gradient flows from step t into earlier steps of b.
 
 template <class Cell, class S>
 void sequence_forward(S* y,                         // (T, B, H)
