@@ -386,6 +386,37 @@ def test_sample_works_on_a_good_checkpoint(tmp_path, capsys) -> None:
     assert out.startswith("ab") and len(out.rstrip("\n")) == 7 and set(out.strip()) <= set("abcd")
 
 
+@pytest.mark.filterwarnings("ignore::rnnfast._precision.Bf16PathWarning")
+def test_sample_precision(tmp_path, capsys) -> None:
+    """--precision bf16 samples through the bf16 kernels (same length and alphabet); fp32 is the
+    default's text exactly; a float64 model refuses bf16 in one line; an unknown value is argparse's
+    error."""
+    ck = _charlm_checkpoint(tmp_path / "c.npz")
+    base = ["sample", str(ck), "--prime", "ab", "--length", "12"]
+    code, out_default, err = _main(base, capsys)
+    assert code == 0, err
+    code, out32, err = _main([*base, "--precision", "fp32"], capsys)
+    assert code == 0 and out32 == out_default, err
+    code, out16, err = _main([*base, "--precision", "bf16"], capsys)
+    assert code == 0, err
+    assert out16.startswith("ab") and len(out16.rstrip("\n")) == 14, out16
+    assert set(out16.strip()) <= set("abcd")
+    import numpy as np
+
+    import rnnfast as rf
+
+    m64 = rf.build_model(
+        "gru", 3, 5, 4, mode="many_to_many", vocab_size=4, seed=0, dtype=np.float64
+    )
+    ck64 = tmp_path / "c64.npz"
+    rf.save(ck64, m64, meta={"task": "charlm", "vocab": "abcd"})
+    code, _, err = _main(["sample", str(ck64), "--precision", "bf16"], capsys)
+    assert code == 2 and "--precision" in err and "float32" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    code, _, err = _main([*base, "--precision", "fp16"], capsys)
+    assert code == 2 and "--precision" in err and "fp16" in err, err
+
+
 @pytest.mark.parametrize(
     ("vocab", "edit", "message"),
     [

@@ -56,6 +56,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: meta.vocab has {len(vocab)} characters but the model's "
             + " and ".join(f"{k} size is {v}" for k, v in sizes.items())
         )
+    if args.precision is not None:
+        try:  # the rnn's products (generation steps on one frozen bf16 pack, see generate)
+            model.rnn.precision = args.precision
+        except ValueError as exc:
+            raise CLIError(f"--precision: {exc}".replace("precision: ", "", 1)) from None
     try:
         text = sample_text(
             model,
@@ -78,5 +83,12 @@ def add_parser(sub: Any) -> None:
     sa.add_argument("--prime", default="The ", help="text to start from (default %(default)r)")
     sa.add_argument("--length", type=_positive_int, default=300, help="characters to generate")
     sa.add_argument("--temperature", type=_positive_float, default=0.8)
+    sa.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="products of the recurrent layers (default: the checkpoint's, else fp32); bf16: "
+        "bf16 operands with fp32 accumulation, generated on weights packed to bf16 once",
+    )
     add_common(sa)
     sa.set_defaults(func=cmd_sample)
