@@ -59,6 +59,22 @@ def _median_us(f: Callable[[], Any], n: int) -> float:
     return ts[len(ts) // 2] * 1e6
 
 
+def _torch_step(mod: Any, xs: Any, x: Any, want: Any, dtype: Any, tol: float, what: str) -> Any:
+    """A one-step call of torch module ``mod`` carrying its state, checked on ``xs`` first."""
+    with torch.no_grad():
+        got, _ = mod(torch.from_numpy(xs).to(dtype))
+    assert np.allclose(got.float().numpy(), want, atol=tol), what
+    tx = torch.from_numpy(x[None]).to(dtype)
+    with torch.no_grad():
+        st = [mod(tx)[1]]
+
+    def step() -> None:
+        with torch.no_grad():
+            st[0] = mod(tx, st[0])[1]
+
+    return step
+
+
 def _bench(cell: str, hidden: int, inp: int) -> dict[str, float]:
     """Medians (us) of step, seqmodel, bare and torch for one cell and hidden size."""
     gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
@@ -117,33 +133,14 @@ def _bench(cell: str, hidden: int, inp: int) -> dict[str, float]:
     if torch is not None:
         tm = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](inp, hidden)
         tm.load_state_dict(rf.to_torch(m).state_dict())
-        with torch.no_grad():
-            t_out, _ = tm(torch.from_numpy(xs))
-        assert np.allclose(t_out.numpy(), out, atol=1e-5), f"{cell}: torch != rnnfast"
-        tx = torch.from_numpy(x[None])
-        with torch.no_grad():
-            tst = [tm(tx)[1]]
-
-        def tstep() -> None:
-            with torch.no_grad():
-                tst[0] = tm(tx, tst[0])[1]
-
-        fns["torch"] = tstep
         tb = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](inp, hidden)
         tb.load_state_dict(tm.state_dict())
         tb = tb.to(torch.bfloat16)
-        with torch.no_grad():
-            tb_out, _ = tb(torch.from_numpy(xs).to(torch.bfloat16))
-        assert np.allclose(tb_out.float().numpy(), out, atol=3e-2), f"{cell}: torch bf16 != rnnfast"
-        tbx = tx.to(torch.bfloat16)
-        with torch.no_grad():
-            tbst = [tb(tbx)[1]]
-
-        def tbstep() -> None:
-            with torch.no_grad():
-                tbst[0] = tb(tbx, tbst[0])[1]
-
-        fns["torch bf16"] = tbstep
+        for name, mod, dt, tol in (
+            ("torch", tm, torch.float32, 1e-5),
+            ("torch bf16", tb, torch.bfloat16, 3e-2),
+        ):
+            fns[name] = _torch_step(mod, xs, x, out, dt, tol, f"{cell}: {name} != rnnfast")
     n = 3000 if hidden <= 256 else 800
     runs: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(5):  # alternated rounds, the order rotated

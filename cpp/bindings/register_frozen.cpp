@@ -17,6 +17,7 @@
 #include "rnnfast/bf16.hpp"
 #include "rnnfast/registry.hpp"
 #include "rnnfast/step.hpp"
+#include "step_call.hpp"
 
 namespace py = pybind11;
 using rnnfast::CellInfo;
@@ -131,36 +132,12 @@ struct FrozenStack {
   // -> (y (B, H), h_n (L, B, H), c_n (L, B, H) or None).
   py::tuple step(const py::handle& x, const py::handle& h0, const py::handle& c0) const {
     if (D != 1) throw py::value_error("step: a bidirectional stack needs the whole sequence; use forward");
-    const py::array xa = as_array("x", x);
-    if (xa.ndim() != 2) throw py::value_error("x: expected a 2-D array (B, I)");
-    const Index B = xa.shape(0);
-    const S* xp = checked<S>("x", x, {B, I});
-    const S* hp = h0.is_none() ? nullptr : checked<S>("h0", h0, {L, B, H});
-    const bool has_c = k->info.has_c;
-    const S* cp = (!has_c || c0.is_none()) ? nullptr : checked<S>("c0", c0, {L, B, H});
-    py::array_t<S> y({B, H});
-    py::array_t<S> h_n({L, B, H});
-    py::array_t<S> c_n(has_c ? std::vector<py::ssize_t>{L, B, H} : std::vector<py::ssize_t>{0});
-    S* yp = y.mutable_data();
-    S* hnp = h_n.mutable_data();
-    S* cnp = c_n.mutable_data();
-    {
-      py::gil_scoped_release nogil;  // as forward; the workspace is per thread
-      PrecisionScope scope(precision);
-      thread_local std::vector<S> work;
-      const auto need = static_cast<std::size_t>(rnnfast::step_workspace_size(B, k->info.gates, H));
-      if (work.size() < need) work.resize(need);
-      const Index BH = B * H;
-      for (Index l = 0; l < L; ++l) {
-        const S* in = l == 0 ? xp : hnp + (l - 1) * BH;
-        const FrozenLayer<S>& f = *layers[static_cast<std::size_t>(l)];
-        k->step_packed(hnp + l * BH, has_c ? cnp + l * BH : nullptr, work.data(), in,
-                       hp ? hp + l * BH : nullptr, cp ? cp + l * BH : nullptr, f.w, opt, B, f.I, H);
-      }
-      std::copy(hnp + (L - 1) * BH, hnp + L * BH, yp);
-    }
-    if (has_c) return py::make_tuple(y, h_n, c_n);
-    return py::make_tuple(y, h_n, py::none());
+    return stack_step<S>(*k, L, I, H, x, h0, c0,
+                         [&](Index l, S* h, S* c, S* work, const S* in, const S* hp, const S* cp, Index B) {
+                           PrecisionScope scope(precision);
+                           const FrozenLayer<S>& f = *layers[static_cast<std::size_t>(l)];
+                           k->step_packed(h, c, work, in, hp, cp, f.w, opt, B, f.I, H);
+                         });
   }
 };
 

@@ -11,6 +11,7 @@
 #include "checks.hpp"
 #include "rnnfast/registry.hpp"
 #include "rnnfast/step.hpp"
+#include "step_call.hpp"
 
 namespace py = pybind11;
 using rnnfast::CellKernels;
@@ -30,40 +31,14 @@ struct StepPlan {
   std::vector<py::object> keep;        // the weight arrays, kept alive with the plan
   std::vector<rnnfast::Weights<S>> w;  // per layer (biases may be nullptr)
 
-  // x (B, I), h0 / c0 (L, B, H) or None -> (y (B, H), h_n (L, B, H), c_n (L, B, H) or None)
+  // x (B, I), h0 / c0 (L, B, H) or None -> (y (B, H), h_n (L, B, H), c_n (L, B, H) or None). The
+  // weights are held by this plan.
   py::tuple forward(const py::handle& x, const py::handle& h0, const py::handle& c0) const {
-    if (!py::isinstance<py::array>(x) || py::reinterpret_borrow<py::array>(x).ndim() != 2)
-      throw py::value_error("x: expected a 2-D array (B, I)");
-    const Index B = py::reinterpret_borrow<py::array>(x).shape(0);
-    const S* xp = checked<S>("x", x, {B, I});
-    const S* hp = h0.is_none() ? nullptr : checked<S>("h0", h0, {L, B, H});
-    const bool has_c = k->info.has_c;
-    const S* cp = (!has_c || c0.is_none()) ? nullptr : checked<S>("c0", c0, {L, B, H});
-    py::array_t<S> y({B, H});
-    py::array_t<S> h_n({L, B, H});
-    py::array_t<S> c_n(has_c ? std::vector<py::ssize_t>{L, B, H} : std::vector<py::ssize_t>{0});
-    S* yp = y.mutable_data();
-    S* hnp = h_n.mutable_data();
-    S* cnp = c_n.mutable_data();
-    {
-      // Safe without the GIL: x, h0, c0 are held by the caller's frame and only read; the weights
-      // are held by this plan; the outputs are new; the workspace is per thread.
-      py::gil_scoped_release nogil;
-      thread_local std::vector<S> work;
-      const std::size_t need = static_cast<std::size_t>(rnnfast::step_workspace_size(B, k->info.gates, H));
-      if (work.size() < need) work.resize(need);
-      const Index BH = B * H;
-      for (Index l = 0; l < L; ++l) {
-        const S* in = l == 0 ? xp : hnp + (l - 1) * BH;
-        const Index n_in = l == 0 ? I : H;
-        const S* hprev = hp ? hp + l * BH : nullptr;
-        k->step(hnp + l * BH, has_c ? cnp + l * BH : nullptr, work.data(), in, hprev,
-                cp ? cp + l * BH : nullptr, w[static_cast<std::size_t>(l)], opt, B, n_in, H);
-      }
-      std::copy(hnp + (L - 1) * BH, hnp + L * BH, yp);
-    }
-    if (has_c) return py::make_tuple(y, h_n, c_n);
-    return py::make_tuple(y, h_n, py::none());
+    return stack_step<S>(*k, L, I, H, x, h0, c0,
+                         [&](Index l, S* h, S* c, S* work, const S* in, const S* hp, const S* cp, Index B) {
+                           k->step(h, c, work, in, hp, cp, w[static_cast<std::size_t>(l)], opt, B,
+                                   l == 0 ? I : H, H);
+                         });
   }
 };
 

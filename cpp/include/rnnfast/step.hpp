@@ -51,6 +51,25 @@ void step_products(S* act, S* gh, const S* x, const S* h_prev, const S* w_ih, co
   }
 }
 
+// Cell::forward of rows 0..B-1 on the units [k0, k1): row's parameters are set, act and gh hold the
+// products, zeros (B, H) stands in for a missing state.
+template <class Cell, class S>
+void forward_rows(CellFwd<S>& row, S* h, S* c, S* act, const S* gh, const S* zeros, const S* h_prev,
+                  const S* c_prev, const CellOptions& opt, Index B, Index H, Index k0, Index k1) {
+  const Index GH = Cell::gates * H;
+  for (Index b = 0; b < B; ++b) {
+    row.act = act + b * GH;
+    row.gh = gh + b * GH;
+    row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
+    row.h = h + b * H;
+    if constexpr (Cell::has_c) {
+      row.c_prev = c_prev ? c_prev + b * H : zeros + b * H;
+      row.c = c + b * H;
+    }
+    Cell::forward(row, H, k0, k1, opt);
+  }
+}
+
 // The cells of one step once act and gh hold the products: a two-phase cell's gates and m_t first,
 // then last_product(mid) writes gh's last block (m_t W_h,last^T), then every row's cell.
 template <class Cell, class S, class LastProduct>
@@ -80,17 +99,7 @@ void step_cells(S* h, S* c, S* work, const S* h_prev, const S* c_prev, const Wei
     last_product(mid, gh + (G - 1) * H);
     row.aux = nullptr;
   }
-  for (Index b = 0; b < B; ++b) {
-    row.act = act + b * GH;
-    row.gh = gh + b * GH;
-    row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
-    row.h = h + b * H;
-    if constexpr (Cell::has_c) {
-      row.c_prev = c_prev ? c_prev + b * H : zeros + b * H;
-      row.c = c + b * H;
-    }
-    Cell::forward(row, H, 0, H, opt);
-  }
+  forward_rows<Cell>(row, h, c, act, gh, zeros, h_prev, c_prev, opt, B, H, 0, H);
 }
 
 }  // namespace detail
@@ -149,17 +158,7 @@ void step_team(int nth, S* h, S* c, S* work, const S* h_prev, const S* c_prev, c
       row.b_hh = w.b_hh;
       row.b_ih = w.b_ih;
       row.extra = w.extra;
-      for (Index b = 0; b < B; ++b) {
-        row.act = act + b * GH;
-        row.gh = gh + b * GH;
-        row.h_prev = h_prev ? h_prev + b * H : zeros + b * H;
-        row.h = h + b * H;
-        if constexpr (Cell::has_c) {
-          row.c_prev = c_prev ? c_prev + b * H : zeros + b * H;
-          row.c = c + b * H;
-        }
-        Cell::forward(row, H, j0, j1, opt);
-      }
+      forward_rows<Cell>(row, h, c, act, gh, zeros, h_prev, c_prev, opt, B, H, j0, j1);
     }
   }
 }
