@@ -404,3 +404,42 @@ def test_forced_step_team_runs_a_second_thread(which: str) -> None:
     main2, other2 = cpu_of_other_threads(work)
     assert other1 < 0.1 * main1 + 0.01, f"1 thread: another thread used {other1:.3f} s"
     assert other2 > 0.2 * main2, f"forced to 2: the busiest other thread used {other2:.3f} s"
+
+
+def test_decode_step_freezes_a_bf16_stack_for_the_call() -> None:
+    from rnnfast.nn import backend
+    from rnnfast.nn.frozen import decode_step
+
+    m = nn.GRU(4, 8, seed=0)
+    assert decode_step(m) == m.step  # fp32 (None): the module's own step
+    m.precision = "fp32"
+    assert decode_step(m) == m.step
+    m.precision = "bf16"
+    step = decode_step(m)
+    assert isinstance(step.__self__, nn.FrozenRNN) and step.__self__.precision == "bf16"
+    x = np.ones((2, 4), np.float32)
+    assert_close(step(x)[0], m.step(x)[0], 1e-5, "frozen bf16 step vs the module's bf16 step")
+    from rnnfast import reference
+
+    backend.set_backend(reference)
+    try:
+        assert decode_step(m) == m.step  # a test backend: no compiled stack
+    finally:
+        backend.set_backend(None)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_seq2seq_decoding_of_a_bf16_decoder(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """greedy and beam_search with a bf16 decoder step on one frozen bf16 pack: the same ids as the
+    decoder's own (per-step converting) bf16 step."""
+    from rnnfast import seq2seq
+    from rnnfast.seq2seq import Seq2Seq
+
+    m = Seq2Seq(9, 8, embedding_dim=4, hidden_size=16, cell=cell, attention="general", seed=4)
+    m.decoder.precision = "bf16"
+    src = np.array([[3, 4, 5], [6, 7, 3], [2, 0, 0]], dtype=np.int64)  # (S, B)
+    lens = np.array([3, 2, 2])
+    got = (m.greedy(src, lens, max_len=6), m.beam_search(src, lens, beam=3, max_len=6))
+    monkeypatch.setattr(seq2seq, "decode_step", lambda rnn: rnn.step)
+    want = (m.greedy(src, lens, max_len=6), m.beam_search(src, lens, beam=3, max_len=6))
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .modules import Embedding, Linear, RNNBase
+from .nn.frozen import decode_step
 
 __all__ = ["Attention", "Seq2Seq", "plot_attention", "train_seq2seq"]
 
@@ -378,10 +379,17 @@ class Seq2Seq:
 
     # --- decoding ----------------------------------------------------------------------------------
     def _step_logits(
-        self, tokens: np.ndarray, state: Any, enc: np.ndarray, lens: np.ndarray | None
+        self,
+        step: Any,
+        tokens: np.ndarray,
+        state: Any,
+        enc: np.ndarray,
+        lens: np.ndarray | None,
     ) -> tuple[np.ndarray, Any, np.ndarray | None]:
+        """One decoding step; ``step`` is the decoder's one-step function for this call
+        (:func:`rnnfast.nn.frozen.decode_step`)."""
         emb = self.decoder_embedding.parameters()["weight"][tokens]
-        h, state = self.decoder.step(emb, state)
+        h, state = step(emb, state)
         weights = None
         if self.attention is not None:
             h = self.attention(h[None], enc, lens)[0]
@@ -400,12 +408,13 @@ class Seq2Seq:
         try:
             lens = None if src_lengths is None else np.asarray(src_lengths, dtype=np.int64)
             enc, state = self.encode(src, lens)
+            step = decode_step(self.decoder)
             batch = enc.shape[1]
             cur = np.full(batch, self.bos, dtype=np.int64)
             done = np.zeros(batch, dtype=bool)
             out, att = [], []
             for _ in range(max_len):
-                logits, state, w = self._step_logits(cur, state, enc, lens)
+                logits, state, w = self._step_logits(step, cur, state, enc, lens)
                 cur = np.where(done, self.pad, np.argmax(logits, axis=1))
                 out.append(cur)
                 att.append(w)
@@ -432,6 +441,7 @@ class Seq2Seq:
         try:
             lens = None if src_lengths is None else np.asarray(src_lengths, dtype=np.int64)
             enc, state = self.encode(src, lens)
+            step = decode_step(self.decoder)
             batch, v = enc.shape[1], self.tgt_vocab
             rep = np.repeat(np.arange(batch), beam)  # row b * beam + k is beam k of source b
             enc = np.ascontiguousarray(enc[:, rep])
@@ -443,7 +453,7 @@ class Seq2Seq:
             done = np.zeros((batch, beam), dtype=bool)
             cur = np.full(batch * beam, self.bos, dtype=np.int64)
             for _ in range(max_len):
-                logits, state, _ = self._step_logits(cur, state, enc, lens)
+                logits, state, _ = self._step_logits(step, cur, state, enc, lens)
                 logp = logits - logits.max(axis=1, keepdims=True)
                 logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))  # log softmax
                 logp = logp.reshape(batch, beam, v)

@@ -28,7 +28,7 @@ from ._cellops import _gather_time, _reverse_index
 from ._stateops import _StateMethods
 from ._util import Array, State, _as_lengths
 
-__all__ = ["FrozenRNN"]
+__all__ = ["FrozenRNN", "decode_step"]
 
 
 class FrozenRNN(_StateMethods):
@@ -178,3 +178,22 @@ class FrozenRNN(_StateMethods):
         ~2 MFLOP, e.g. LSTM H >= 384 at B = 1) splits over the threads ``rnnfast.set_num_threads``
         allows and the machine has free, bitwise as on one thread."""
         return _StateMethods.step(self, x_t, state)
+
+
+def decode_step(rnn: Any) -> Any:
+    """The one-step function a decoding loop (generation, greedy / beam decoding, captioning) should
+    call on ``rnn`` for the duration of one call, in which its weights do not change: ``rnn.step``,
+    or for a recurrent stack with ``precision="bf16"`` the ``step`` of ``rnn.freeze("bf16")`` (one
+    bf16 pack for the whole loop: a bf16 module's own ``step`` converts the weights in every step).
+    The compiled core only: a test backend keeps ``rnn.step``."""
+    from . import backend as _backend_mod
+    from .rnn import RNNBase
+
+    if (
+        isinstance(rnn, RNNBase)
+        and rnn.precision == "bf16"
+        and _backend_mod._backend is None
+        and not rnn.proj_size
+    ):
+        return rnn.freeze("bf16").step
+    return rnn.step

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from . import backend as _backend_mod
 from ._util import MODES, Array, State, _check_int
+from .frozen import decode_step
 from .layers import Embedding, Linear
 from .minimal import MinimalRNNBase
 from .module import _NO_CACHE_MSG, _PUBLIC_MODULE, Module, _getstate, _Guard, _setstate
@@ -351,13 +351,7 @@ class SequenceModel(Module):
             if tokens
             else np.zeros((steps, batch, O), self.dtype)
         )
-        rnn_step = self.rnn.step
-        if (
-            self.rnn.precision == "bf16"
-            and _backend_mod._backend is None
-            and not self.rnn.proj_size
-        ):
-            rnn_step = self.rnn.freeze("bf16").step  # one bf16 pack, not one per step
+        rnn_step = decode_step(self.rnn)  # bf16: one frozen pack, not one per step
         was = self.head.training
         self.head.train(False)
         try:

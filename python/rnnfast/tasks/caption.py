@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..nn.frozen import decode_step
 from ._base import Split, Task, check_fraction, check_seed, random_split, task_config
 
 __all__ = ["CAPTION_VOCAB", "CaptionTask", "caption_images", "load_digit_images"]
@@ -90,10 +91,11 @@ def caption_images(model: Any, features: Any) -> np.ndarray:
         state = None
         inp = np.zeros((n, _N_FEATURES + v), model.dtype)
         inp[:, :_N_FEATURES] = f
+        step = decode_step(model.rnn)  # bf16: one frozen pack for the whole caption
         for t in range(_CAPTION_LEN):
             inp[:, _N_FEATURES:] = 0.0
             inp[np.arange(n), _N_FEATURES + prev] = 1.0
-            h, state = model.rnn.step(inp, state)
+            h, state = step(inp, state)
             prev = np.argmax(model.head.forward(h), axis=1)
             out[t] = prev
     finally:
