@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ._threads import with_single_thread_blas
 from .modules import Embedding, Linear, RNNBase
 from .nn.frozen import decode_step
 
@@ -396,6 +397,7 @@ class Seq2Seq:
             weights = self.attention.last_weights[0]  # type: ignore[index]
         return np.asarray(self.head(h), dtype=np.float64), state, weights
 
+    @with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
     def greedy(
         self, src: Any, src_lengths: Any = None, max_len: int = 32, return_attention: bool = False
     ) -> Any:
@@ -428,6 +430,7 @@ class Seq2Seq:
             return ids
         return ids, (None if self.attention is None else np.stack(att))
 
+    @with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
     def beam_search(
         self, src: Any, src_lengths: Any = None, beam: int = 4, max_len: int = 32
     ) -> np.ndarray:
@@ -494,6 +497,7 @@ def _teacher_forced_batch(
     return src[:, cols], y_in, lens, y
 
 
+@with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
 def train_seq2seq(
     model: Seq2Seq,
     src: np.ndarray,

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._threads import with_single_thread_blas
 from ._util import MODES, Array, State, _check_int
 from .frozen import decode_step
 from .layers import Embedding, Linear
@@ -282,6 +283,7 @@ class SequenceModel(Module):
         return pred, state
 
     # --- generation ---------------------------------------------------------------------------------
+    @with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
     def generate(
         self,
         x0: Any,
@@ -387,6 +389,7 @@ class SequenceModel(Module):
         return out
 
     # --- inference on a data set --------------------------------------------------------------------
+    @with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
     def predict(self, x: Any, lengths: Any = None, *, batch_size: int | None = 256) -> Array:
         """Predictions for a whole data set in eval mode, ``batch_size`` sequences at a time.
 
@@ -429,6 +432,7 @@ class SequenceModel(Module):
             self.train(was)
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=out_axis)
 
+    @with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
     def forecast(self, x: Any, steps: int) -> Array:
         """Multi-step autoregressive forecast: each prediction becomes the next input.
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .._threads import with_single_thread_blas
 from ..nn.frozen import decode_step
 from ._base import Split, Task, check_fraction, check_seed, random_split, task_config
 
@@ -71,6 +72,7 @@ def _inputs(features: np.ndarray, words: np.ndarray) -> np.ndarray:
     return x
 
 
+@with_single_thread_blas  # NumPy's BLAS pool would fight the kernels' threads
 def caption_images(model: Any, features: Any) -> np.ndarray:
     """Greedy captions (T=2, N) int64 word ids for image features (N, 64) (one-to-many decoding).
 
