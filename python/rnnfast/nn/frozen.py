@@ -11,7 +11,8 @@ module's ``step`` goes through a one-step sequence call.
 
 The results are bitwise those of the module in eval mode at the same precision (``forward``), and
 those of ``forward`` one step at a time to rounding (``step``: the input product sums in another
-order). The snapshot does not follow the module: train, then freeze (again).
+order). The snapshot does not follow the module: train, then freeze (again), while no optimizer
+step writes the weights (the copy is read without the module's thread guard).
 """
 
 from __future__ import annotations
