@@ -441,6 +441,103 @@ void sequence_forward(S* y,                         // (T, B, H)
   if constexpr (has_c) detail::copy_or_zero<S>(c_n, c_at(T), BH);
 }
 
+namespace detail {
+
+// The weight and bias gradients and dL/dx of a backward call, once its time loop has left
+// dL/d(gates) of every step in dgates (T*B, G*H) (and, for split gates, dL/d(W_ih x + b_ih) of those
+// blocks in dgin (T*B, SG*H)): single GEMMs over all T*B rows. dgates is overwritten (split gates).
+template <class Cell, class S>
+void weight_grads(const Grads<S>& g, const Activations<S>& cache, const S* x, const Weights<S>& w,
+                  const std::int64_t* lengths, S* dgates_data, const S* dgin_data, const Dims& d, bool bf16) {
+  constexpr Index G = Cell::gates;
+  constexpr Index SG = Cell::split_gates;
+  constexpr bool TP = two_phase_of<Cell>::value;
+  constexpr Index GP = TP ? G - 1 : G;
+  constexpr bool BC = bias_in_cell_of<Cell>::value;
+  const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H;
+  const S* dmask = w.dropout_h;
+  MatMap<S> dgates(dgates_data, T * B, GH);
+  CMatMap<S> dgin(dgin_data, SG > 0 ? T * B : 0, SG * H);
+  // Padded steps have dgates = 0, but 0 * NaN = NaN: a non-finite x on a padded step (never read by
+  // the forward), or a non-finite state carried over padded steps (e.g. the h0 of a sequence of
+  // length 0, which reaches no output), must not reach dW_ih / dW_hh. Ragged batches therefore use
+  // copies of x and of the states h_{t-1} with those rows zeroed (one scratch: x rows, then h rows);
+  // full batches use the buffers themselves (no copy).
+  const S* x_used = x;
+  const S* h_used = cache.h;
+  const bool padded = lengths && std::any_of(lengths, lengths + B, [T](std::int64_t n) { return n < T; });
+  Scratch<S> zero_store(6, padded ? T * B * (I + H) : 0);
+  if (padded) {
+    S* xz = zero_store.data();
+    S* hz = xz + T * B * I;
+    for (Index t = 0; t < T; ++t)
+      for (Index b = 0; b < B; ++b) {
+        const Index row = t * B + b;
+        if (t < lengths[b]) {
+          std::copy(x + row * I, x + (row + 1) * I, xz + row * I);
+          std::copy(cache.h + row * H, cache.h + (row + 1) * H, hz + row * H);
+        } else {
+          std::fill(xz + row * I, xz + (row + 1) * I, S(0));
+          std::fill(hz + row * H, hz + (row + 1) * H, S(0));
+        }
+      }
+    x_used = xz;
+    h_used = hz;
+  }
+  // With recurrent dropout W_hh multiplied d * h_{t-1}: dL/dW_hh = sum_t dgates_t^T (d * h_{t-1}).
+  Scratch<S> drop_store(0, dmask ? T * B * H : 0);
+  if (dmask) {
+    S* hd = drop_store.data();
+    for (Index r = 0; r < T * B; ++r)
+      for (Index j = 0; j < H; ++j) hd[r * H + j] = dmask[(r % B) * H + j] * h_used[r * H + j];
+    h_used = hd;
+  }
+  // bf16 mode: every GEMM below multiplies bf16-rounded copies (rnd_store: dgates, h_{t-1}, m_t, x,
+  // W_ih), exact products with fp32 accumulation; the bias sums keep the fp32 dgates.
+  Scratch<S> rnd_store(2, bf16 ? T * B * (GH + H + (TP ? Cell::aux_units * H : 0) + I) + GH * I : 0);
+  Index used = 0;
+  const S* dg_op = packed_bf16::operand(bf16, dgates.data(), T * B * GH, rnd_store.data(), &used);
+  h_used = packed_bf16::operand(bf16, h_used, T * B * H, rnd_store.data(), &used);
+  if constexpr (TP) {
+    const S* aux_op =
+        packed_bf16::operand(bf16, cache.aux, T * B * Cell::aux_units * H, rnd_store.data(), &used);
+    MatMap<S> dW1(g.dw_hh, GP * H, H);
+    parallel_product(dW1, CMatMap<S>(dg_op, T * B, GH).leftCols(GP * H).transpose(),
+                     CMatMap<S>(h_used, T * B, H));  // dL/dW_h,0..G-2 = sum_t dgates_t^T h_{t-1}
+    MatMap<S> dW2(g.dw_hh + GP * H * H, H, H);
+    parallel_product(
+        dW2, CMatMap<S>(dg_op, T * B, GH).rightCols(H).transpose(),
+        CMatMap<S>(aux_op, T * B, H * Cell::aux_units).leftCols(H));  // dL/dW_h,last = sum dg^T m_t
+  } else {
+    MatMap<S> dWhh(g.dw_hh, GH, H);
+    parallel_product(dWhh, CMatMap<S>(dg_op, T * B, GH).transpose(),
+                     CMatMap<S>(h_used, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
+  }
+  if (g.db_hh && !BC) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
+  if constexpr (SG > 0) {
+    dgates.rightCols(SG * H) = dgin;  // now dL/d(W_ih x + b_ih)
+    Index at = 0;                     // bf16: re-round them over the first copy
+    dg_op = packed_bf16::operand(bf16, dgates.data(), T * B * GH, rnd_store.data(), &at);
+  }
+  x_used = packed_bf16::operand(bf16, x_used, T * B * I, rnd_store.data(), &used);
+  const S* w_ih_op = packed_bf16::operand(bf16, w.w_ih, GH * I, rnd_store.data(), &used);
+  MatMap<S> dWih(g.dw_ih, GH, I);
+  parallel_product(dWih, CMatMap<S>(dg_op, T * B, GH).transpose(),
+                   CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
+  if (g.db_ih && !BC) {  // dL/db_ih = sum_{t,b} dgates: without split gates the very sums of db_hh
+    if (SG == 0 && g.db_hh) {
+      std::copy(g.db_hh, g.db_hh + GH, g.db_ih);
+    } else {
+      column_sums(g.db_ih, dgates.data(), T * B, GH);
+    }
+  }
+  if (g.dx)
+    parallel_product(MatMap<S>(g.dx, T * B, I), CMatMap<S>(dg_op, T * B, GH),
+                     CMatMap<S>(w_ih_op, GH, I));  // dL/dx_t = dgates_t W_ih
+}
+
+}  // namespace detail
+
 template <class Cell, class S>
 void sequence_backward(const Grads<S>& g,            // outputs, see Grads
                        const Activations<S>& cache,  // from the forward
@@ -460,7 +557,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
   constexpr Index GP = TP ? G - 1 : G;
   constexpr bool RW = row_wide_of<Cell>::value;      // the cell works on whole rows
   constexpr bool BC = bias_in_cell_of<Cell>::value;  // the cell accumulates db_ih, db_hh
-  const Index T = d.T, B = d.B, I = d.I, H = d.H, GH = G * H, BH = B * H;
+  const Index T = d.T, B = d.B, H = d.H, GH = G * H, BH = B * H;
   const bool bf16 = packed_bf16::use_bf16<S>();
   ScopedFlushDenormals flush;
 
@@ -645,83 +742,7 @@ void sequence_backward(const Grads<S>& g,            // outputs, see Grads
     }
   }
 
-  // Weight gradients: single GEMMs over all T*B rows.
-  // Padded steps have dgates = 0, but 0 * NaN = NaN: a non-finite x on a padded step (never read by
-  // the forward), or a non-finite state carried over padded steps (e.g. the h0 of a sequence of
-  // length 0, which reaches no output), must not reach dW_ih / dW_hh. Ragged batches therefore use
-  // copies of x and of the states h_{t-1} with those rows zeroed (one scratch: x rows, then h rows);
-  // full batches use the buffers themselves (no copy).
-  const S* x_used = x;
-  const S* h_used = cache.h;
-  const bool padded = lengths && std::any_of(lengths, lengths + B, [T](std::int64_t n) { return n < T; });
-  Scratch<S> zero_store(6, padded ? T * B * (I + H) : 0);
-  if (padded) {
-    S* xz = zero_store.data();
-    S* hz = xz + T * B * I;
-    for (Index t = 0; t < T; ++t)
-      for (Index b = 0; b < B; ++b) {
-        const Index row = t * B + b;
-        if (t < lengths[b]) {
-          std::copy(x + row * I, x + (row + 1) * I, xz + row * I);
-          std::copy(cache.h + row * H, cache.h + (row + 1) * H, hz + row * H);
-        } else {
-          std::fill(xz + row * I, xz + (row + 1) * I, S(0));
-          std::fill(hz + row * H, hz + (row + 1) * H, S(0));
-        }
-      }
-    x_used = xz;
-    h_used = hz;
-  }
-  // With recurrent dropout W_hh multiplied d * h_{t-1}: dL/dW_hh = sum_t dgates_t^T (d * h_{t-1}).
-  Scratch<S> drop_store(0, dmask ? T * B * H : 0);
-  if (dmask) {
-    S* hd = drop_store.data();
-    for (Index r = 0; r < T * B; ++r)
-      for (Index j = 0; j < H; ++j) hd[r * H + j] = dmask[(r % B) * H + j] * h_used[r * H + j];
-    h_used = hd;
-  }
-  // bf16 mode: every GEMM below multiplies bf16-rounded copies (rnd_store: dgates, h_{t-1}, m_t, x,
-  // W_ih), exact products with fp32 accumulation; the bias sums keep the fp32 dgates.
-  Scratch<S> rnd_store(2, bf16 ? T * B * (GH + H + (TP ? Cell::aux_units * H : 0) + I) + GH * I : 0);
-  Index used = 0;
-  const S* dg_op = packed_bf16::operand(bf16, dgates.data(), T * B * GH, rnd_store.data(), &used);
-  h_used = packed_bf16::operand(bf16, h_used, T * B * H, rnd_store.data(), &used);
-  if constexpr (TP) {
-    const S* aux_op =
-        packed_bf16::operand(bf16, cache.aux, T * B * Cell::aux_units * H, rnd_store.data(), &used);
-    MatMap<S> dW1(g.dw_hh, GP * H, H);
-    parallel_product(dW1, CMatMap<S>(dg_op, T * B, GH).leftCols(GP * H).transpose(),
-                     CMatMap<S>(h_used, T * B, H));  // dL/dW_h,0..G-2 = sum_t dgates_t^T h_{t-1}
-    MatMap<S> dW2(g.dw_hh + GP * H * H, H, H);
-    parallel_product(
-        dW2, CMatMap<S>(dg_op, T * B, GH).rightCols(H).transpose(),
-        CMatMap<S>(aux_op, T * B, H * Cell::aux_units).leftCols(H));  // dL/dW_h,last = sum dg^T m_t
-  } else {
-    MatMap<S> dWhh(g.dw_hh, GH, H);
-    parallel_product(dWhh, CMatMap<S>(dg_op, T * B, GH).transpose(),
-                     CMatMap<S>(h_used, T * B, H));  // dL/dW_hh = sum_t dgates_t^T h_{t-1}
-  }
-  if (g.db_hh && !BC) column_sums(g.db_hh, dgates.data(), T * B, GH);  // dL/db_hh = sum_{t,b} dgates
-  if constexpr (SG > 0) {
-    dgates.rightCols(SG * H) = dgin;  // now dL/d(W_ih x + b_ih)
-    Index at = 0;                     // bf16: re-round them over the first copy
-    dg_op = packed_bf16::operand(bf16, dgates.data(), T * B * GH, rnd_store.data(), &at);
-  }
-  x_used = packed_bf16::operand(bf16, x_used, T * B * I, rnd_store.data(), &used);
-  const S* w_ih_op = packed_bf16::operand(bf16, w.w_ih, GH * I, rnd_store.data(), &used);
-  MatMap<S> dWih(g.dw_ih, GH, I);
-  parallel_product(dWih, CMatMap<S>(dg_op, T * B, GH).transpose(),
-                   CMatMap<S>(x_used, T * B, I));  // dL/dW_ih = sum_t dgates_t^T x_t
-  if (g.db_ih && !BC) {  // dL/db_ih = sum_{t,b} dgates: without split gates the very sums of db_hh
-    if (SG == 0 && g.db_hh) {
-      std::copy(g.db_hh, g.db_hh + GH, g.db_ih);
-    } else {
-      column_sums(g.db_ih, dgates.data(), T * B, GH);
-    }
-  }
-  if (g.dx)
-    parallel_product(MatMap<S>(g.dx, T * B, I), CMatMap<S>(dg_op, T * B, GH),
-                     CMatMap<S>(w_ih_op, GH, I));  // dL/dx_t = dgates_t W_ih
+  detail::weight_grads<Cell>(g, cache, x, w, lengths, dgates.data(), SG > 0 ? dgin.data() : nullptr, d, bf16);
 }
 
 }  // namespace rnnfast
