@@ -665,3 +665,30 @@ def test_decoding_and_inference_loops_hold_numpy_blas_at_one_thread() -> None:
     caption.caption_images(cm, rng.standard_normal((2, caption._N_FEATURES)))
     assert seen == dict.fromkeys(("greedy", "beam_search", "generate", "predict", "caption"), True)
     assert not blas_limit_active()
+
+
+def test_sequence_model_calls_hold_blas_when_the_head_product_is_large() -> None:
+    """forward / backward of a SequenceModel hold the limit when rows * H >= 2**16 (a user's own
+    loop: the head's product is then large enough for OpenBLAS to wake its pool), not below."""
+    pytest.importorskip("threadpoolctl")
+    from rnnfast._threads import blas_limit_active
+
+    seen: list[bool] = []
+    model = rf.build_model("gru", 3, 64, 2, mode="many_to_many", seed=0)
+    inner = model.head._forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(blas_limit_active())
+        return inner(*args, **kwargs)
+
+    model.head._forward = spy  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((32, 32, 3)).astype(np.float32)  # 1024 rows * 64 = 2**16
+    small = big[:4, :2]
+    pred = model(big)
+    model.backward(np.ones_like(pred))
+    model(small)
+    model.eval()
+    model(big)
+    assert seen == [True, False, True], seen
+    assert not blas_limit_active()
