@@ -1745,3 +1745,12 @@ def test_cli_user_errors(case: str, tmp_path: Path) -> None:
     )
     assert name in err.getvalue(), f"message does not name {name!r}: {err.getvalue()!r}"
     assert "Traceback" not in err.getvalue()
+
+
+def test_ragged_nested_list_input_names_the_argument() -> None:
+    """A ragged nested list (NumPy cannot make an array of it) is a ValueError naming x / x_t."""
+    m = rf.build_model("gru", 3, 8, 2, mode="many_to_many", seed=0)
+    with pytest.raises(ValueError, match=r"^x: expected a rectangular float array"):
+        m([[[1.0, 2.0, 3.0]], [[1.0]]])
+    with pytest.raises(ValueError, match=r"^x_t: expected a rectangular float array"):
+        rf.GRU(3, 8).step([[1.0, 2.0, 3.0], [1.0]])

@@ -80,7 +80,10 @@ def _as_float(name: str, a: Any, dtype: np.dtype, ndim: int | None = None) -> Ar
     """A C-contiguous array of ``dtype`` from float input; TypeError for other dtypes."""
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except ValueError as exc:  # e.g. a ragged nested list
+        raise ValueError(f"{name}: expected a rectangular float array, got {exc}") from None
     if arr.dtype not in _FLOAT_DTYPES and arr.dtype != np.float16:
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
