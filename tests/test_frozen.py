@@ -443,3 +443,40 @@ def test_seq2seq_decoding_of_a_bf16_decoder(cell: str, monkeypatch: pytest.Monke
     monkeypatch.setattr(seq2seq, "decode_step", lambda rnn: rnn.step)
     want = (m.greedy(src, lens, max_len=6), m.beam_search(src, lens, beam=3, max_len=6))
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_seq2seq_decoding_computes_the_attention_keys_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """greedy / beam_search pass the attention keys of the source (W_a h_s), computed once per call,
+    to every step: bitwise the ids and weights of recomputing them in every step."""
+    from rnnfast import seq2seq
+    from rnnfast.seq2seq import Attention, Seq2Seq
+
+    m = Seq2Seq(9, 8, embedding_dim=4, hidden_size=16, cell="lstm", attention="general", seed=5)
+    src = np.array([[3, 4, 5], [6, 7, 3], [2, 0, 0]], dtype=np.int64)
+    lens = np.array([3, 2, 2])
+    calls = {"keys": 0}
+    keys_fn = Attention.keys
+
+    def counting(self: Attention, enc: Any) -> Any:
+        calls["keys"] += 1
+        return keys_fn(self, enc)
+
+    monkeypatch.setattr(Attention, "keys", counting)
+    ids, att = m.greedy(src, lens, max_len=6, return_attention=True)
+    beam = m.beam_search(src, lens, beam=3, max_len=6)
+    assert calls["keys"] == 2  # once per decoding call
+    forward = Attention.forward
+    monkeypatch.setattr(
+        Attention,
+        "forward",
+        lambda self, d, e, lengths=None, keys=None: forward(self, d, e, lengths),
+    )
+    ids2, att2 = m.greedy(src, lens, max_len=6, return_attention=True)
+    assert np.array_equal(ids, ids2) and np.array_equal(att, att2)
+    assert np.array_equal(beam, m.beam_search(src, lens, beam=3, max_len=6))
+    assert calls["keys"] > 2  # the per-step path did recompute them
+    monkeypatch.undo()
+    a = seq2seq.Attention(16, seed=0)
+    with pytest.raises(ValueError, match="keys"):
+        a.forward(np.zeros((1, 2, 16), np.float32), np.zeros((3, 2, 16), np.float32), None,
+                  np.zeros((2, 4, 16), np.float32))  # fmt: skip

@@ -114,9 +114,18 @@ class Attention:
     def __call__(self, dec: Any, enc: Any, src_lengths: Any = None) -> np.ndarray:
         return self.forward(dec, enc, src_lengths)
 
-    def forward(self, dec: Any, enc: Any, src_lengths: Any = None) -> np.ndarray:
+    def keys(self, enc: Any) -> np.ndarray:
+        """The keys K_s = W_a h_s (general) or h_s (dot), (B, S, H), of encoder outputs ``enc``
+        (S, B, H): a decoding loop computes them once and passes them to every step's forward."""
+        e = np.asarray(enc, dtype=self.dtype).transpose(1, 0, 2)  # (B, S, H)
+        return e @ self._params["weight_a"].T if self.score == "general" else e
+
+    def forward(
+        self, dec: Any, enc: Any, src_lengths: Any = None, keys: np.ndarray | None = None
+    ) -> np.ndarray:
         """h~ (T, B, H) from decoder states ``dec`` (T, B, H) and encoder outputs ``enc``
-        (S, B, H); source steps at or past ``src_lengths`` get weight 0."""
+        (S, B, H); source steps at or past ``src_lengths`` get weight 0. ``keys``: those of
+        :meth:`keys` for this ``enc`` (computed here when None; the same values either way)."""
         d = np.asarray(dec, dtype=self.dtype).transpose(1, 0, 2)  # (B, T, H)
         e = np.asarray(enc, dtype=self.dtype).transpose(1, 0, 2)  # (B, S, H)
         if d.ndim != 3 or e.ndim != 3 or d.shape[0] != e.shape[0] or d.shape[2] != e.shape[2]:
@@ -126,8 +135,9 @@ class Attention:
         if d.shape[2] != self.hidden_size:
             raise ValueError(f"dec: expected hidden size {self.hidden_size}, got {d.shape[2]}")
         mask = _src_mask(src_lengths, e.shape[1], e.shape[0])  # (B, S)
-        # keys: K_s = W_a h_s (general) or h_s (dot)
-        k = e @ self._params["weight_a"].T if self.score == "general" else e
+        k = self.keys(enc) if keys is None else keys  # K_s = W_a h_s (general) or h_s (dot)
+        if k.shape != e.shape:
+            raise ValueError(f"keys: expected shape {e.shape}, got {k.shape}")
         s = d @ k.transpose(0, 2, 1)  # scores S_ts = h_t . K_s  (B, T, S)
         s = np.where(mask[:, None, :], s, -np.inf)
         s = s - s.max(axis=2, keepdims=True)
@@ -386,14 +396,15 @@ class Seq2Seq:
         state: Any,
         enc: np.ndarray,
         lens: np.ndarray | None,
+        keys: np.ndarray | None,
     ) -> tuple[np.ndarray, Any, np.ndarray | None]:
         """One decoding step; ``step`` is the decoder's one-step function for this call
-        (:func:`rnnfast.nn.frozen.decode_step`)."""
+        (:func:`rnnfast.nn.frozen.decode_step`), ``keys`` the attention's keys of ``enc``."""
         emb = self.decoder_embedding.parameters()["weight"][tokens]
         h, state = step(emb, state)
         weights = None
         if self.attention is not None:
-            h = self.attention(h[None], enc, lens)[0]
+            h = self.attention.forward(h[None], enc, lens, keys)[0]
             weights = self.attention.last_weights[0]  # type: ignore[index]
         return np.asarray(self.head(h), dtype=np.float64), state, weights
 
@@ -411,12 +422,15 @@ class Seq2Seq:
             lens = None if src_lengths is None else np.asarray(src_lengths, dtype=np.int64)
             enc, state = self.encode(src, lens)
             step = decode_step(self.decoder)
+            keys = (
+                None if self.attention is None else self.attention.keys(enc)
+            )  # once, not per step
             batch = enc.shape[1]
             cur = np.full(batch, self.bos, dtype=np.int64)
             done = np.zeros(batch, dtype=bool)
             out, att = [], []
             for _ in range(max_len):
-                logits, state, w = self._step_logits(step, cur, state, enc, lens)
+                logits, state, w = self._step_logits(step, cur, state, enc, lens, keys)
                 cur = np.where(done, self.pad, np.argmax(logits, axis=1))
                 out.append(cur)
                 att.append(w)
@@ -450,13 +464,16 @@ class Seq2Seq:
             enc = np.ascontiguousarray(enc[:, rep])
             lens = None if lens is None else lens[rep]
             state = tuple(s[:, rep] for s in state) if isinstance(state, tuple) else state[:, rep]
+            keys = (
+                None if self.attention is None else self.attention.keys(enc)
+            )  # once, not per step
             scores = np.full((batch, beam), -np.inf)
             scores[:, 0] = 0.0  # only the first beam is live at the start
             hist = np.zeros((0, batch, beam), dtype=np.int64)
             done = np.zeros((batch, beam), dtype=bool)
             cur = np.full(batch * beam, self.bos, dtype=np.int64)
             for _ in range(max_len):
-                logits, state, _ = self._step_logits(step, cur, state, enc, lens)
+                logits, state, _ = self._step_logits(step, cur, state, enc, lens, keys)
                 logp = logits - logits.max(axis=1, keepdims=True)
                 logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))  # log softmax
                 logp = logp.reshape(batch, beam, v)
