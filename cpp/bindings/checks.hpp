@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "rnnfast/common.hpp"
@@ -100,6 +101,31 @@ py::array_t<S> empty(const std::vector<Index>& shape) {
   void* block = rnnfast::memory::acquire(n * sizeof(S));
   py::capsule owner(block, [](void* p) { rnnfast::memory::release(p); });
   return py::array_t<S>(s, static_cast<S*>(block), owner);
+}
+
+// The initial states of a whole-sequence call: h0 (B, H) or None, and c0 (B, H) or None for a cell
+// with a cell state (nullptr otherwise).
+template <class S>
+std::pair<const S*, const S*> checked_states(const py::handle& h0, const py::handle& c0, bool has_c, Index B,
+                                             Index H) {
+  return {checked_opt<S>("h0", h0, {B, H}), has_c ? checked_opt<S>("c0", c0, {B, H}) : nullptr};
+}
+
+// New outputs of a whole-sequence forward: y (T, B, H), h_n (B, H), c_n (B, H) (with a cell state,
+// else (0, H) and cnp nullptr).
+template <class S>
+struct SeqOutputs {
+  py::array_t<S> y, h_n, c_n;
+  S *yp, *hnp, *cnp;
+};
+template <class S>
+SeqOutputs<S> seq_outputs(Index T, Index B, Index H, bool has_c) {
+  SeqOutputs<S> o{
+      empty<S>({T, B, H}), empty<S>({B, H}), empty<S>({has_c ? B : 0, H}), nullptr, nullptr, nullptr};
+  o.yp = o.y.mutable_data();
+  o.hnp = o.h_n.mutable_data();
+  o.cnp = has_c ? o.c_n.mutable_data() : nullptr;
+  return o;
 }
 
 template <class S>

@@ -108,24 +108,18 @@ struct FrozenStack {
     d.H = H;
     const S* xp = checked<S>("x", x, {d.T, d.B, d.I});
     const bool has_c = k->info.has_c;
-    const S* h0p = checked_opt<S>("h0", h0, {d.B, d.H});
-    const S* c0p = has_c ? checked_opt<S>("c0", c0, {d.B, d.H}) : nullptr;
+    const auto [h0p, c0p] = checked_states<S>(h0, c0, has_c, d.B, d.H);
     const std::int64_t* len = checked_lengths(lengths, d.T, d.B);
-    auto y = empty<S>({d.T, d.B, d.H});
-    auto h_n = empty<S>({d.B, d.H});
-    auto c_n = empty<S>({has_c ? d.B : 0, d.H});
-    S* yp = y.mutable_data();
-    S* hnp = h_n.mutable_data();
-    S* cnp = has_c ? c_n.mutable_data() : nullptr;
+    SeqOutputs<S> o = seq_outputs<S>(d.T, d.B, d.H, has_c);
     {
       // Safe without the GIL: the inputs are held by the caller's frame, the stack is immutable and
       // held by the caller, the outputs are new.
       py::gil_scoped_release nogil;
-      PrecisionScope scope(precision);
-      k->forward(yp, hnp, cnp, nullptr, xp, h0p, c0p, f.w, len, opt, d);
+      PrecisionScope scope(precision);  // sequence_forward reads the thread's precision
+      k->forward(o.yp, o.hnp, o.cnp, nullptr, xp, h0p, c0p, f.w, len, opt, d);
     }
-    if (has_c) return py::make_tuple(y, h_n, c_n);
-    return py::make_tuple(y, h_n, py::none());
+    if (has_c) return py::make_tuple(o.y, o.h_n, o.c_n);
+    return py::make_tuple(o.y, o.h_n, py::none());
   }
 
   // One step of the whole (unidirectional) stack: x (B, I), h0 / c0 (L, B, H) or None
@@ -134,7 +128,7 @@ struct FrozenStack {
     if (D != 1) throw py::value_error("step: a bidirectional stack needs the whole sequence; use forward");
     return stack_step<S>(*k, L, I, H, x, h0, c0,
                          [&](Index l, S* h, S* c, S* work, const S* in, const S* hp, const S* cp, Index B) {
-                           PrecisionScope scope(precision);
+                           // no precision scope: the packed operands carry their mode (packed_bf16)
                            const FrozenLayer<S>& f = *layers[static_cast<std::size_t>(l)];
                            k->step_packed(h, c, work, in, hp, cp, f.w, opt, B, f.I, H);
                          });

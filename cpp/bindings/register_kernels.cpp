@@ -176,13 +176,10 @@ py::tuple seq_forward(const CellKernels<S>& k, const std::string& nonlinearity, 
                           " cell has no cell state, expected None");
   w.zoneout_c = has_c ? checked_opt<S>("zoneout_c", zoneout_c, {d.T, d.B, d.H}) : nullptr;
   w.dropout_h = checked_opt<S>("dropout_h", dropout_h, {d.B, d.H});
-  const S* h0p = checked_opt<S>("h0", h0, {d.B, d.H});
-  const S* c0p = has_c ? checked_opt<S>("c0", c0, {d.B, d.H}) : nullptr;
+  const auto [h0p, c0p] = checked_states<S>(h0, c0, has_c, d.B, d.H);
   const std::int64_t* len = checked_lengths(lengths, d.T, d.B);
 
-  auto y = empty<S>({d.T, d.B, d.H});
-  auto h_n = empty<S>({d.B, d.H});
-  auto c_n = empty<S>({has_c ? d.B : 0, d.H});
+  SeqOutputs<S> o = seq_outputs<S>(d.T, d.B, d.H, has_c);
   std::unique_ptr<SeqCache<S>> cache;
   if (training) {
     cache = std::make_unique<SeqCache<S>>(k, opt, d, w.b_ih != nullptr);
@@ -197,9 +194,6 @@ py::tuple seq_forward(const CellKernels<S>& k, const std::string& nonlinearity, 
       cache->has_lengths = true;
     }
   }
-  S* yp = y.mutable_data();
-  S* hnp = h_n.mutable_data();
-  S* cnp = has_c ? c_n.mutable_data() : nullptr;
   {
     // Safe without the GIL: the input arrays are referenced by the caller's frame for the whole call,
     // the outputs and the cache are new and not yet visible to Python, and nothing here touches Python.
@@ -210,11 +204,11 @@ py::tuple seq_forward(const CellKernels<S>& k, const std::string& nonlinearity, 
       a = cache->view();
       ap = &a;
     }
-    k.forward(yp, hnp, cnp, ap, xp, h0p, c0p, w, len, opt, d);
+    k.forward(o.yp, o.hnp, o.cnp, ap, xp, h0p, c0p, w, len, opt, d);
   }
   py::object cache_obj = cache ? py::cast(std::move(cache)) : py::none();
-  if (has_c) return py::make_tuple(y, h_n, c_n, cache_obj);
-  return py::make_tuple(y, h_n, cache_obj);
+  if (has_c) return py::make_tuple(o.y, o.h_n, o.c_n, cache_obj);
+  return py::make_tuple(o.y, o.h_n, cache_obj);
 }
 
 template <class S>
@@ -300,8 +294,7 @@ py::list tbptt(const std::string& cell_name, const py::handle& x, const py::hand
   const Index GH = cell.gates * d.H;
   const S* xp = checked<S>("x", x, {d.T, d.B, d.I});
   const rnnfast::Weights<S> w = checked_weights<S>(d, cell, w_ih, w_hh, b_ih, b_hh, extra);
-  const S* h0p = checked_opt<S>("h0", h0, {d.B, d.H});
-  const S* c0p = cell.has_c ? checked_opt<S>("c0", c0, {d.B, d.H}) : nullptr;
+  const auto [h0p, c0p] = checked_states<S>(h0, c0, cell.has_c, d.B, d.H);
   const S* dyp = checked<S>("dy", dy, {d.T, d.B, d.H});
   const Index N = (d.T + k1 - 1) / k1;
   const bool bias = w.b_ih != nullptr;

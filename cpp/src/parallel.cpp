@@ -499,11 +499,12 @@ int forced_team(int forced, Index parts) {
   return startable_team(n);
 }
 
-int product_threads(double flops, Index parts) {
+int product_threads(double flops, Index parts, Index rows) {
   if (const int forced = forced_product_threads().load(std::memory_order_relaxed); forced > 0)
     return forced_team(forced, parts);
-  if (flops < kMinProductFlops) return 1;
-  return threads_for(flops / kGemmFlopsPerSecond, parts, kBarriersPerShare);
+  const double rate = rows <= 4 ? kGemmFlopsPerSecond / 2 : kGemmFlopsPerSecond;  // stream: half
+  if (flops / rate < kMinProductFlops / kGemmFlopsPerSecond) return 1;
+  return threads_for(flops / rate, parts, kBarriersPerShare);
 }
 
 }  // namespace rnnfast

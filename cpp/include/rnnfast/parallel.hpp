@@ -48,6 +48,9 @@ double barrier_cost();
 // clocks of rnnfast's own threads. get_num_threads() where that cannot be read.
 int free_cpus();
 
+// The `rows` of a product that is not a stream (product_threads' default).
+constexpr Index kManyRows = Index(1) << 30;
+
 // Threads for a time loop that ends every step with one barrier, each step `step_flops` of work on
 // `rows` batch rows that splits over at most `parts` threads, and at most free_cpus(). A thread's
 // share of a step must be worth at least 16 barriers at the measured cost (and the step at least
@@ -58,9 +61,11 @@ int free_cpus();
 // of waiting at every step.
 int loop_threads_for(double step_flops, Index parts, Index rows);
 // Threads for one product of `flops` split into at most `parts` row blocks (one parallel region):
-// at least 4 MFLOP (a parallel region costs a wake-up of a sleeping thread, ~70 us in a VM), and
-// each thread's share worth 16 measured barriers.
-int product_threads(double flops, Index parts);
+// at least 4 MFLOP at the GEMM rate (a parallel region costs a wake-up of a sleeping thread, ~70 us
+// in a VM), and each thread's share worth 16 measured barriers. A product with `rows` <= 4 left-hand
+// rows streams its weights (a one-step call's W_ih x and W_hh h) and runs at most half the GEMM rate
+// (measured 1/4-1/2 on Zen 3): its time is counted at half the rate.
+int product_threads(double flops, Index parts, Index rows = kManyRows);
 // Testing hook (core._force_product_threads): n > 0 makes every product_threads call return
 // min(n, parts) threads whatever the work and the machine's load (which run small products, and any
 // product on a busy machine, on 1 thread), so the tests of bitwise identity across thread counts

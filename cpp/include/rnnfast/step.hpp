@@ -106,10 +106,9 @@ void step_cells(S* h, S* c, S* work, const S* h_prev, const S* c_prev, const Wei
 
 namespace detail {
 
-// Threads for one step: a team when the step is worth a parallel region (product_threads, which
-// sizes a team by the GEMM rate; at B <= 4 the products stream the weights and run at most half that
-// rate, measured 1/4-1/2 on Zen 3, so the step's flops count double: from ~2 MFLOP at B = 1, e.g.
-// LSTM H >= 384 with I = H). Two-phase and row-wide cells, whose cells need every unit, take one.
+// Threads for one step: a team when its products are worth a parallel region (product_threads with
+// the step's rows: from ~2 MFLOP at B = 1, e.g. LSTM H >= 384 with I = H). Two-phase and row-wide
+// cells, whose cells need every unit, take one.
 template <class Cell>
 int step_threads(Index B, Index I, Index H, bool has_h, Index parts) {
   if constexpr (two_phase_of<Cell>::value || row_wide_of<Cell>::value) {
@@ -117,7 +116,7 @@ int step_threads(Index B, Index I, Index H, bool has_h, Index parts) {
   } else {
     const double flops =
         2.0 * static_cast<double>(B * Cell::gates * H) * static_cast<double>(I + (has_h ? H : 0));
-    return product_threads(B <= 4 ? 2.0 * flops : flops, parts);
+    return product_threads(flops, parts, B);
   }
 }
 

@@ -17,7 +17,6 @@ step writes the weights (the copy is read without the module's thread guard).
 
 from __future__ import annotations
 
-import threading
 import types
 from typing import Any
 
@@ -77,7 +76,6 @@ class FrozenRNN(_StateMethods):
         self.bidirectional = module.bidirectional
         self.batch_first = module.batch_first
         self.dtype = np.dtype(module.dtype)
-        self._step_local = threading.local()
         layers = [
             tuple(module._weights(layer, d))
             for layer in range(module.num_layers)
